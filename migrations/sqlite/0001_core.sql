@@ -1,0 +1,136 @@
+-- Core data model for timed legibility studies (SQLite flavour).
+-- Ids are UUIDs (16-byte BLOBs here), times are Unix milliseconds (INTEGER).
+
+CREATE TABLE users (
+    id            BLOB PRIMARY KEY,
+    username      TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('admin', 'researcher')),
+    created_at    INTEGER NOT NULL
+);
+
+CREATE TABLE sessions (
+    token_sha  TEXT PRIMARY KEY,
+    user_id    BLOB NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+
+CREATE TABLE problem_sets (
+    id         BLOB PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE problems (
+    id                 BLOB PRIMARY KEY,
+    problem_set_id     BLOB NOT NULL REFERENCES problem_sets (id),
+    position           INTEGER NOT NULL,
+    question           TEXT NOT NULL,
+    question_sha       TEXT NOT NULL,
+    ground_truth       TEXT NOT NULL,
+    reference_solution TEXT NOT NULL,
+    created_at         INTEGER NOT NULL,
+    UNIQUE (problem_set_id, question_sha)
+);
+
+CREATE TABLE checkpoints (
+    id         BLOB PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('prover', 'verifier')),
+    label      TEXT NOT NULL UNIQUE,
+    round      INTEGER NOT NULL CHECK (round >= 0),
+    metadata   TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE solutions (
+    id               BLOB PRIMARY KEY,
+    problem_id       BLOB NOT NULL REFERENCES problems (id),
+    checkpoint_id    BLOB NOT NULL REFERENCES checkpoints (id),
+    role             TEXT NOT NULL CHECK (role IN ('helpful', 'sneaky')),
+    text             TEXT NOT NULL,
+    text_sha         TEXT NOT NULL,
+    extracted_answer TEXT,
+    is_correct       INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    UNIQUE (problem_id, checkpoint_id, role, text_sha)
+);
+CREATE INDEX solutions_by_checkpoint ON solutions (checkpoint_id);
+
+CREATE TABLE studies (
+    id                      BLOB PRIMARY KEY,
+    name                    TEXT NOT NULL UNIQUE,
+    time_limit_ms           INTEGER NOT NULL CHECK (time_limit_ms > 0),
+    judgements_per_solution INTEGER NOT NULL CHECK (judgements_per_solution > 0),
+    reclaim_grace_ms        INTEGER NOT NULL CHECK (reclaim_grace_ms >= 0),
+    status                  TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+    created_by              BLOB REFERENCES users (id),
+    created_at              INTEGER NOT NULL
+);
+
+-- The solutions a study judges, with the fields assignment needs (denormalised so serving an item
+-- touches one table) and the live slot counter that makes over-assignment impossible.
+CREATE TABLE study_solutions (
+    study_id      BLOB NOT NULL REFERENCES studies (id),
+    solution_id   BLOB NOT NULL REFERENCES solutions (id),
+    problem_id    BLOB NOT NULL REFERENCES problems (id),
+    checkpoint_id BLOB NOT NULL REFERENCES checkpoints (id),
+    is_correct    INTEGER NOT NULL,
+    shuffle_key   INTEGER NOT NULL,
+    slots_taken   INTEGER NOT NULL DEFAULT 0 CHECK (slots_taken >= 0),
+    judged        INTEGER NOT NULL DEFAULT 0 CHECK (judged >= 0),
+    PRIMARY KEY (study_id, solution_id)
+);
+CREATE INDEX study_solutions_by_stratum
+    ON study_solutions (study_id, checkpoint_id, is_correct, shuffle_key);
+
+CREATE TABLE raters (
+    id         BLOB PRIMARY KEY,
+    study_id   BLOB NOT NULL REFERENCES studies (id),
+    name       TEXT NOT NULL,
+    token_sha  TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    revoked_at INTEGER
+);
+CREATE INDEX raters_by_study ON raters (study_id);
+
+CREATE TABLE assignments (
+    id          BLOB PRIMARY KEY,
+    study_id    BLOB NOT NULL REFERENCES studies (id),
+    rater_id    BLOB NOT NULL REFERENCES raters (id),
+    solution_id BLOB NOT NULL REFERENCES solutions (id),
+    problem_id  BLOB NOT NULL REFERENCES problems (id),
+    served_at   INTEGER NOT NULL,
+    deadline    INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('active', 'judged', 'abandoned')),
+    UNIQUE (study_id, rater_id, problem_id)
+);
+CREATE UNIQUE INDEX assignments_one_active_per_rater ON assignments (rater_id) WHERE state = 'active';
+CREATE INDEX assignments_active_by_deadline ON assignments (study_id, deadline) WHERE state = 'active';
+CREATE INDEX assignments_by_solution ON assignments (study_id, solution_id);
+
+CREATE TABLE judgements (
+    id                BLOB PRIMARY KEY,
+    assignment_id     BLOB NOT NULL UNIQUE REFERENCES assignments (id),
+    study_id          BLOB NOT NULL REFERENCES studies (id),
+    rater_id          BLOB NOT NULL REFERENCES raters (id),
+    solution_id       BLOB NOT NULL REFERENCES solutions (id),
+    verdict           TEXT NOT NULL CHECK (verdict IN ('correct', 'wrong', 'timeout')),
+    served_at         INTEGER NOT NULL,
+    deadline          INTEGER NOT NULL,
+    submitted_at      INTEGER,
+    server_elapsed_ms INTEGER NOT NULL,
+    client_elapsed_ms INTEGER
+);
+CREATE INDEX judgements_by_study ON judgements (study_id, solution_id);
+
+-- The (checkpoint, correctness) kinds present in a study, so serving can balance what each
+-- rater sees without scanning all of the study's solutions.
+CREATE TABLE study_strata (
+    study_id      BLOB NOT NULL REFERENCES studies (id),
+    checkpoint_id BLOB NOT NULL REFERENCES checkpoints (id),
+    is_correct    INTEGER NOT NULL,
+    PRIMARY KEY (study_id, checkpoint_id, is_correct)
+);
+CREATE INDEX judgements_by_rater ON judgements (rater_id);

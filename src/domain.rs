@@ -1,0 +1,105 @@
+//! The research's vocabulary as types: prover roles, verdicts, checkpoint kinds, account roles.
+//!
+//! Each is stored as a short lowercase string in the database and in files, so the enums
+//! convert both ways and reject anything else with a message naming the accepted values.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Declares a string-backed enum with `as_str`, `Display` and a `FromStr` whose error lists
+/// the accepted spellings.
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The stored spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "{:?} is not a valid {}; expected one of: {}",
+                        other,
+                        stringify!($name),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// The prover's role, chosen by its system prompt: helpful provers should be right and
+    /// convincing, sneaky provers subtly wrong and still convincing.
+    ProverRole { Helpful => "helpful", Sneaky => "sneaky" }
+);
+
+string_enum!(
+    /// What a rater's judgement records. `Timeout` is never chosen by the rater: the server
+    /// stores it whenever the answer arrives after the deadline.
+    Verdict { Correct => "correct", Wrong => "wrong", Timeout => "timeout" }
+);
+
+string_enum!(
+    /// What a model checkpoint is: a prover writes solutions, a verifier scores them.
+    CheckpointKind { Prover => "prover", Verifier => "verifier" }
+);
+
+string_enum!(
+    /// Staff account roles. Raters have no account: they enter by invite token.
+    UserRole { Admin => "admin", Researcher => "researcher" }
+);
+
+string_enum!(
+    /// Life of an assignment: `Active` while the rater may answer, `Judged` once a judgement
+    /// (possibly `timeout`) is stored, `Abandoned` when its slot returned to the pool.
+    AssignmentState { Active => "active", Judged => "judged", Abandoned => "abandoned" }
+);
+
+string_enum!(
+    /// Whether a study still serves items to raters.
+    StudyStatus { Open => "open", Closed => "closed" }
+);
+
+/// Parses a stored string, turning an unexpected value into a database-level error (it can
+/// only come from a corrupted row, never from user input).
+pub fn parse_stored<T: FromStr<Err = String>>(value: &str) -> Result<T, sqlx::Error> {
+    value
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_unknown_values() {
+        for role in ProverRole::ALL {
+            assert_eq!(role.as_str().parse::<ProverRole>(), Ok(*role));
+        }
+        let err = "devious".parse::<ProverRole>().unwrap_err();
+        assert!(err.contains("helpful, sneaky"), "{err}");
+        assert_eq!("timeout".parse::<Verdict>(), Ok(Verdict::Timeout));
+    }
+}

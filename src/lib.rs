@@ -1,0 +1,21 @@
+//! Legibility Lab: timed human judging of prover–verifier game solutions.
+//!
+//! Module map (see README, "Architecture"):
+//! - [`domain`]: the research's vocabulary (roles, verdicts, checkpoint kinds).
+//! - [`grading`]: final-answer extraction and comparison with ground truth.
+//! - [`problems`]: parsing and validating import files (GSM8K problems, solutions).
+//! - [`judging`]: deadline and assignment-balancing rules.
+//! - [`auth`]: password hashing and tokens.
+//! - [`store`]: persistence on SQLite or PostgreSQL.
+//! - [`web`]: HTTP handlers per audience (rater, researcher, admin, JSON API).
+//! - [`cli`]: the `legibility` command and its subcommands.
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod domain;
+pub mod grading;
+pub mod judging;
+pub mod problems;
+pub mod store;
+pub mod web;

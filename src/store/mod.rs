@@ -1,0 +1,279 @@
+//! Persistence: one `Store` over either SQLite (the embedded default) or PostgreSQL (scale-out).
+//!
+//! Every query is written once: the [`dispatch!`] macro expands the same body for each backend's
+//! pool, so both run identical SQL with native types (UUID blobs on SQLite, `uuid` on PostgreSQL).
+//! Only the few statements whose syntax differs pick a per-backend string via [`Backend::pick`].
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
+
+pub mod catalog;
+pub mod judging;
+pub mod raters;
+pub mod studies;
+pub mod users;
+
+/// Errors of the persistence layer; the web layer maps each variant to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database itself failed (connection, constraint we did not expect, I/O).
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the versioned migrations failed (e.g. an applied migration was edited).
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The named thing does not exist (or is not visible to the caller).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request clashes with existing state (duplicate name, …).
+    #[error("{0}")]
+    Conflict(String),
+    /// The thing existed but is over (an item whose time ran out and was reassigned).
+    #[error("{0}")]
+    Gone(String),
+    /// The request is well-formed but not acceptable (no solutions match a study, …).
+    #[error("{0}")]
+    Invalid(String),
+    /// An import was refused whole; the report names every bad line.
+    #[error("{0}")]
+    ImportRejected(#[from] crate::problems::ImportRejected),
+}
+
+impl StoreError {
+    /// Transient clashes between concurrent transactions that are safe to retry from the start:
+    /// PostgreSQL serialization failures, deadlocks and unique violations raced by a concurrent
+    /// writer; SQLite "busy".
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(
+                    e.code().as_deref(),
+                    Some("40001" | "40P01" | "23505" | "5" | "517")
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Result alias of the persistence layer.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Which database engine a [`Store`] talks to; lets a query pick engine-specific syntax.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded single-file database (WAL mode).
+    Sqlite,
+    /// Shared server database for several app and worker instances.
+    Postgres,
+}
+
+impl Backend {
+    /// Chooses the statement written for this backend.
+    pub fn pick(self, sqlite: &'static str, postgres: &'static str) -> &'static str {
+        match self {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone (pools are reference-counted).
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+/// Expands `$body` once per backend with `$pool` bound to that backend's pool and `$backend`
+/// to its [`Backend`], so one piece of query code serves SQLite and PostgreSQL.
+macro_rules! dispatch {
+    ($store:expr, $pool:ident, $backend:ident => $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $backend = $crate::store::Backend::Sqlite;
+                $body
+            }
+            $crate::store::Db::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $backend = $crate::store::Backend::Postgres;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use dispatch;
+
+/// Opens write transactions the way each engine needs: SQLite takes the write lock up front
+/// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes never fails with
+/// SQLITE_BUSY halfway; PostgreSQL relies on row locks and conditional updates.
+pub(crate) trait WritePool {
+    type Database: sqlx::Database;
+    async fn begin_write(&self) -> Result<Transaction<'static, Self::Database>, sqlx::Error>;
+}
+
+impl WritePool for SqlitePool {
+    type Database = Sqlite;
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl WritePool for PgPool {
+    type Database = Postgres;
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
+/// Versioned migrations, embedded in the binary so a fresh clone needs no files at run time.
+/// Each backend has its own folder with the same version numbers and the same meaning.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "core",
+    include_str!("../../migrations/sqlite/0001_core.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "core",
+    include_str!("../../migrations/postgres/0001_core.sql"),
+)];
+
+#[derive(Debug)]
+struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
+
+impl<'s> MigrationSource<'s> for EmbeddedMigrations {
+    fn resolve(
+        self,
+    ) -> futures_core_compat::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move {
+            Ok(self
+                .0
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*description),
+                        MigrationType::Simple,
+                        AssertSqlSafe(*sql).into_sql_str(),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+mod futures_core_compat {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}
+
+use sqlx::SqlSafeStr;
+
+impl Store {
+    /// Connects to `database_url` (`sqlite://path` or `postgres://…`), creating the SQLite file
+    /// if needed, and applies pending migrations.
+    pub async fn connect(database_url: &str) -> StoreResult<Store> {
+        let store = if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            let options = PgConnectOptions::from_str(database_url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?;
+            Store {
+                db: Db::Postgres(pool),
+            }
+        } else if database_url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(database_url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // NORMAL in WAL mode: a committed transaction survives a crash of the process
+                // (kill -9); only an OS crash or power cut can lose the last commits.
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?;
+            Store {
+                db: Db::Sqlite(pool),
+            }
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "unsupported DATABASE_URL {database_url:?}: use sqlite://FILE or postgres://…"
+            )));
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which engine this store uses.
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the embedded migrations that are not applied yet; refuses to start when an
+    /// applied migration's checksum no longer matches (migrations are never edited).
+    pub async fn migrate(&self) -> StoreResult<()> {
+        dispatch!(self, pool, backend => {
+            let source = EmbeddedMigrations(backend.pick_migrations());
+            Migrator::new(source).await?.run(pool).await?;
+            Ok(())
+        })
+    }
+
+    /// Cheap liveness probe for `/healthz`.
+    pub async fn ping(&self) -> StoreResult<()> {
+        dispatch!(self, pool, _b => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+            Ok(())
+        })
+    }
+
+    /// Closes the pool, waiting for connections to be returned (graceful shutdown).
+    pub async fn close(&self) {
+        dispatch!(self, pool, _b => pool.close().await)
+    }
+}
+
+impl Backend {
+    fn pick_migrations(self) -> &'static [(i64, &'static str, &'static str)] {
+        match self {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        }
+    }
+}
+
+/// SHA-256 of `text` as lowercase hex; used to deduplicate imports and to store tokens hashed.
+pub fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    let mut out = String::with_capacity(64);
+    for byte in digest {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}

@@ -1,0 +1,276 @@
+//! Studies: which solutions are judged, how many times each, under which time limit; and their
+//! progress.
+
+use std::collections::{BTreeSet, HashSet};
+
+use rand::Rng;
+use uuid::Uuid;
+
+use super::{Store, StoreError, StoreResult, WritePool, dispatch};
+use crate::domain::{ProverRole, StudyStatus, parse_stored};
+
+/// What a researcher asks for when creating a study.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudySpec {
+    /// Unique, human-readable name.
+    pub name: String,
+    /// Per-item time limit (the paper: 45 s).
+    pub time_limit_ms: i64,
+    /// Judgements wanted per solution, each from a different rater.
+    pub judgements_per_solution: i64,
+    /// Wait after a deadline before an unanswered item goes back to the pool.
+    pub reclaim_grace_ms: i64,
+    /// Problems come from this set.
+    pub problem_set_id: Uuid,
+    /// Only solutions of these prover checkpoints; empty means all.
+    pub checkpoint_ids: Vec<Uuid>,
+    /// Only these roles; empty means both.
+    pub roles: Vec<ProverRole>,
+    /// Only the first N problems of the set (by position) that have matching solutions.
+    pub max_problems: Option<usize>,
+}
+
+/// A study's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Study {
+    /// Stable id.
+    pub id: Uuid,
+    /// Unique name.
+    pub name: String,
+    /// Per-item time limit.
+    pub time_limit_ms: i64,
+    /// Judgements wanted per solution.
+    pub judgements_per_solution: i64,
+    /// Wait after a deadline before an unanswered item is reassigned.
+    pub reclaim_grace_ms: i64,
+    /// Open studies serve items.
+    pub status: StudyStatus,
+    /// Creation time (Unix ms).
+    pub created_at: i64,
+}
+
+/// How far a study has got.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct StudyProgress {
+    /// Solutions in the study.
+    pub solutions: i64,
+    /// Judgements wanted in total (solutions × per-solution count).
+    pub wanted: i64,
+    /// Judgements stored (all verdicts, timeouts included).
+    pub judged: i64,
+    /// Items served and not yet answered.
+    pub in_progress: i64,
+    /// Stored verdicts by kind.
+    pub correct_verdicts: i64,
+    /// Stored `wrong` verdicts.
+    pub wrong_verdicts: i64,
+    /// Stored timeouts.
+    pub timeouts: i64,
+    /// Raters invited.
+    pub raters: i64,
+}
+
+type StudyRow = (Uuid, String, i64, i64, i64, String, i64);
+
+fn study_from_row(
+    (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status, created_at): StudyRow,
+) -> StoreResult<Study> {
+    Ok(Study {
+        id,
+        name,
+        time_limit_ms,
+        judgements_per_solution,
+        reclaim_grace_ms,
+        status: parse_stored(&status)?,
+        created_at,
+    })
+}
+
+impl Store {
+    /// Creates a study over the solutions the spec selects, in one transaction. Each solution
+    /// gets a random shuffle key so raters draw items in random order.
+    pub async fn create_study(
+        &self,
+        spec: &StudySpec,
+        created_by: Option<Uuid>,
+        now: i64,
+    ) -> StoreResult<Study> {
+        let name = spec.name.trim();
+        if name.is_empty() {
+            return Err(StoreError::Invalid("the study needs a name".into()));
+        }
+        if spec.time_limit_ms <= 0 || spec.judgements_per_solution <= 0 || spec.reclaim_grace_ms < 0
+        {
+            return Err(StoreError::Invalid(
+                "time limit and judgements per solution must be positive, the grace not negative"
+                    .into(),
+            ));
+        }
+        let checkpoints: HashSet<Uuid> = spec.checkpoint_ids.iter().copied().collect();
+        let roles: HashSet<ProverRole> = spec.roles.iter().copied().collect();
+        let mut chosen: Vec<_> = self
+            .solutions_in_set(spec.problem_set_id)
+            .await?
+            .into_iter()
+            .filter(|s| checkpoints.is_empty() || checkpoints.contains(&s.checkpoint_id))
+            .filter(|s| roles.is_empty() || roles.contains(&s.role))
+            .collect();
+        if let Some(max) = spec.max_problems {
+            let first: BTreeSet<(i64, Uuid)> = chosen
+                .iter()
+                .map(|s| (s.problem_position, s.problem_id))
+                .collect();
+            let keep: HashSet<Uuid> = first.into_iter().take(max).map(|(_, id)| id).collect();
+            chosen.retain(|s| keep.contains(&s.problem_id));
+        }
+        if chosen.is_empty() {
+            return Err(StoreError::Invalid(
+                "no solutions match: import or generate solutions for this set first".into(),
+            ));
+        }
+        let study = Study {
+            id: Uuid::now_v7(),
+            name: name.to_string(),
+            time_limit_ms: spec.time_limit_ms,
+            judgements_per_solution: spec.judgements_per_solution,
+            reclaim_grace_ms: spec.reclaim_grace_ms,
+            status: StudyStatus::Open,
+            created_at: now,
+        };
+        let keys: Vec<i64> = {
+            let mut rng = rand::rng();
+            chosen
+                .iter()
+                .map(|_| rng.random_range(0..i64::MAX))
+                .collect()
+        };
+        dispatch!(self, pool, _b => {
+            let mut tx = pool.begin_write().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
+                                      created_by, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(study.id)
+            .bind(&study.name)
+            .bind(study.time_limit_ms)
+            .bind(study.judgements_per_solution)
+            .bind(study.reclaim_grace_ms)
+            .bind(study.status.as_str())
+            .bind(created_by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("a study named {:?} already exists", study.name)));
+            }
+            for (solution, key) in chosen.iter().zip(&keys) {
+                sqlx::query(
+                    "INSERT INTO study_solutions (study_id, solution_id, problem_id, checkpoint_id, is_correct, shuffle_key)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(study.id)
+                .bind(solution.id)
+                .bind(solution.problem_id)
+                .bind(solution.checkpoint_id)
+                .bind(solution.is_correct)
+                .bind(*key)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let strata: BTreeSet<(Uuid, bool)> = chosen.iter().map(|s| (s.checkpoint_id, s.is_correct)).collect();
+            for (checkpoint_id, is_correct) in strata {
+                sqlx::query("INSERT INTO study_strata (study_id, checkpoint_id, is_correct) VALUES ($1, $2, $3)")
+                    .bind(study.id)
+                    .bind(checkpoint_id)
+                    .bind(is_correct)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(study)
+    }
+
+    /// One study's settings.
+    pub async fn study(&self, id: Uuid) -> StoreResult<Study> {
+        let row: Option<StudyRow> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status, created_at
+                 FROM studies WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+        });
+        study_from_row(row.ok_or(StoreError::NotFound("study"))?)
+    }
+
+    /// All studies, newest first.
+    pub async fn studies(&self) -> StoreResult<Vec<Study>> {
+        let rows: Vec<StudyRow> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status, created_at
+                 FROM studies ORDER BY created_at DESC, name",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(study_from_row).collect()
+    }
+
+    /// Opens or closes a study; a closed study serves no new items (answers in flight still count).
+    pub async fn set_study_status(&self, id: Uuid, status: StudyStatus) -> StoreResult<()> {
+        let changed = dispatch!(self, pool, _b => {
+            sqlx::query("UPDATE studies SET status = $1 WHERE id = $2")
+                .bind(status.as_str())
+                .bind(id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        if changed == 0 {
+            Err(StoreError::NotFound("study"))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Counts of what a study has collected so far.
+    pub async fn study_progress(&self, id: Uuid) -> StoreResult<StudyProgress> {
+        let (solutions, slots, judged, raters, correct, wrong, timeouts): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM study_solutions WHERE study_id = $1),
+                            (SELECT CAST(COALESCE(SUM(slots_taken), 0) AS BIGINT) FROM study_solutions WHERE study_id = $1),
+                            (SELECT CAST(COALESCE(SUM(judged), 0) AS BIGINT) FROM study_solutions WHERE study_id = $1),
+                            (SELECT COUNT(*) FROM raters WHERE study_id = $1),
+                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'correct'),
+                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'wrong'),
+                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'timeout')",
+            )
+            .bind(id)
+            .fetch_one(pool)
+            .await?
+        });
+        let study = self.study(id).await?;
+        Ok(StudyProgress {
+            solutions,
+            wanted: solutions * study.judgements_per_solution,
+            judged,
+            in_progress: slots - judged,
+            correct_verdicts: correct,
+            wrong_verdicts: wrong,
+            timeouts,
+            raters,
+        })
+    }
+}

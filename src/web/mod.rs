@@ -1,0 +1,139 @@
+//! HTTP interface: one router built from one module per audience (raters, researchers, admins,
+//! the JSON API). Handlers are thin: they parse, call the store or a rule, and render.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Request};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::Clock;
+use crate::store::Store;
+
+pub mod admin;
+pub mod api;
+pub mod error;
+pub mod rater;
+pub mod researcher;
+pub mod session;
+
+pub use error::{ApiError, WebError};
+
+/// Settings of the web server that handlers need.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// Mark cookies `Secure` (set when served over HTTPS, e.g. behind a TLS proxy).
+    pub secure_cookies: bool,
+    /// Base URL for invite links (e.g. `https://lab.example.org`); default: the request's Host.
+    pub public_url: Option<String>,
+    /// Largest accepted import file, in bytes.
+    pub max_upload_bytes: usize,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            secure_cookies: false,
+            public_url: None,
+            max_upload_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Server time; deadlines are set and checked with it.
+    pub clock: Clock,
+    /// Web settings.
+    pub config: Arc<WebConfig>,
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/static/{file}", get(static_file))
+        .merge(api::routes())
+        .merge(rater::routes())
+        .merge(researcher::routes())
+        .merge(admin::routes(&state.config))
+        .layer(middleware::from_fn(same_origin_writes))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY"),
+        ))
+        // Invite links carry a secret: never leak it to other sites through Referer.
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("referrer-policy"),
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            HeaderName::from_static("content-security-policy"),
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+            ),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Files under `static/`, embedded in the binary so it runs from any directory.
+async fn static_file(Path(file): Path<String>) -> Response {
+    let (content_type, body): (&str, &'static [u8]) = match file.as_str() {
+        "style.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../../static/style.css"),
+        ),
+        "rater.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../static/rater.js"),
+        ),
+        _ => return WebError::NotFound("file").into_response(),
+    };
+    (
+        [
+            (CONTENT_TYPE, content_type),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Refuses state-changing requests sent by another site's page (a browser always sends
+/// `Origin` on cross-site POSTs); together with SameSite cookies this blocks CSRF.
+async fn same_origin_writes(request: Request, next: Next) -> Response {
+    let safe = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if !safe && let Some(origin) = request.headers().get(ORIGIN) {
+        let origin_host = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, host)| host);
+        let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
+        if origin_host.is_none() || origin_host != host {
+            return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+        }
+    }
+    next.run(request).await
+}

@@ -1,0 +1,284 @@
+//! Staff pages for researchers (and admins): log in, list studies, create a study, watch its
+//! progress, open or close it.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::session::{SESSION_COOKIE, Staff, secret_cookie};
+use super::{AppState, WebError};
+use crate::auth;
+use crate::clock::format_ms;
+use crate::domain::{ProverRole, StudyStatus};
+use crate::judging;
+use crate::store::catalog::{CheckpointInfo, ProblemSetInfo};
+use crate::store::studies::{Study, StudyProgress, StudySpec};
+
+/// Routes of the researcher pages.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/studies", get(studies).post(create_study))
+        .route("/studies/new", get(new_study))
+        .route("/studies/{id}", get(study))
+        .route("/studies/{id}/status", post(set_status))
+}
+
+async fn home(jar: CookieJar) -> Redirect {
+    if jar.get(SESSION_COOKIE).is_some() {
+        Redirect::to("/studies")
+    } else {
+        Redirect::to("/login")
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+}
+
+async fn login_page() -> LoginPage {
+    LoginPage { error: None }
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, WebError> {
+    let found = state.store.user_with_hash(&form.username).await?;
+    // Hash even for unknown users so response time does not reveal which usernames exist.
+    let (user, hash) = match found {
+        Some((user, hash)) => (Some(user), hash),
+        None => (
+            None,
+            String::from(
+                "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            ),
+        ),
+    };
+    let password = form.password;
+    let valid = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let Some(user) = user.filter(|_| valid) else {
+        let page = LoginPage {
+            error: Some("Unknown username or wrong password.".into()),
+        };
+        return Ok((StatusCode::UNAUTHORIZED, page).into_response());
+    };
+    let token = auth::new_token();
+    state
+        .store
+        .create_session(&auth::token_hash(&token), user.id, state.clock.now_ms())
+        .await?;
+    let jar = jar.add(secret_cookie(
+        SESSION_COOKIE,
+        token,
+        state.config.secure_cookies,
+    ));
+    Ok((jar, Redirect::to("/studies")).into_response())
+}
+
+async fn logout(State(state): State<AppState>, jar: CookieJar) -> Result<Response, WebError> {
+    if let Some(cookie) = jar.get(SESSION_COOKIE) {
+        state
+            .store
+            .delete_session(&auth::token_hash(cookie.value()))
+            .await?;
+    }
+    Ok((jar.remove(SESSION_COOKIE), Redirect::to("/login")).into_response())
+}
+
+struct StudyRow {
+    study: Study,
+    progress: StudyProgress,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "studies.html")]
+struct StudiesPage {
+    username: String,
+    is_admin: bool,
+    studies: Vec<StudyRow>,
+    problem_sets: Vec<ProblemSetInfo>,
+    checkpoints: Vec<CheckpointInfo>,
+}
+
+async fn studies(State(state): State<AppState>, staff: Staff) -> Result<StudiesPage, WebError> {
+    let mut rows = Vec::new();
+    for study in state.store.studies().await? {
+        let progress = state.store.study_progress(study.id).await?;
+        rows.push(StudyRow { study, progress });
+    }
+    Ok(StudiesPage {
+        is_admin: staff.is_admin(),
+        username: staff.0.username,
+        studies: rows,
+        problem_sets: state.store.problem_sets().await?,
+        checkpoints: state.store.checkpoints().await?,
+    })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "study_new.html")]
+struct NewStudyPage {
+    username: String,
+    is_admin: bool,
+    problem_sets: Vec<ProblemSetInfo>,
+    checkpoints: Vec<CheckpointInfo>,
+}
+
+async fn new_study(State(state): State<AppState>, staff: Staff) -> Result<NewStudyPage, WebError> {
+    Ok(NewStudyPage {
+        is_admin: staff.is_admin(),
+        username: staff.0.username,
+        problem_sets: state.store.problem_sets().await?,
+        checkpoints: state.store.checkpoints().await?,
+    })
+}
+
+/// The new-study form; repeated `checkpoint` and `role` fields come from checkboxes.
+#[derive(Debug, Deserialize)]
+struct NewStudyForm {
+    name: String,
+    problem_set_id: Uuid,
+    #[serde(default)]
+    checkpoint: Vec<Uuid>,
+    #[serde(default)]
+    role: Vec<ProverRole>,
+    time_limit_s: f64,
+    judgements_per_solution: i64,
+    #[serde(default)]
+    max_problems: String,
+}
+
+/// Turns the form into a study spec, refusing out-of-range values with a clear message.
+fn study_spec(form: NewStudyForm) -> Result<StudySpec, WebError> {
+    if !(0.5..=3600.0).contains(&form.time_limit_s) {
+        return Err(WebError::BadRequest(
+            "the time limit must be between 0.5 and 3600 seconds".into(),
+        ));
+    }
+    if !(1..=100).contains(&form.judgements_per_solution) {
+        return Err(WebError::BadRequest(
+            "judgements per solution must be between 1 and 100".into(),
+        ));
+    }
+    let max_problems = match form.max_problems.trim() {
+        "" => None,
+        text => Some(
+            text.parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    WebError::BadRequest(
+                        "at most this many problems: a whole number above 0".into(),
+                    )
+                })?,
+        ),
+    };
+    Ok(StudySpec {
+        name: form.name,
+        time_limit_ms: (form.time_limit_s * 1000.0).round() as i64,
+        judgements_per_solution: form.judgements_per_solution,
+        reclaim_grace_ms: judging::DEFAULT_RECLAIM_GRACE_MS,
+        problem_set_id: form.problem_set_id,
+        checkpoint_ids: form.checkpoint,
+        roles: form.role,
+        max_problems,
+    })
+}
+
+async fn create_study(
+    State(state): State<AppState>,
+    staff: Staff,
+    axum_extra::extract::Form(form): axum_extra::extract::Form<NewStudyForm>,
+) -> Result<Redirect, WebError> {
+    let spec = study_spec(form)?;
+    let study = state
+        .store
+        .create_study(&spec, Some(staff.0.id), state.clock.now_ms())
+        .await?;
+    Ok(Redirect::to(&format!("/studies/{}", study.id)))
+}
+
+struct RaterRow {
+    name: String,
+    judgements: i64,
+    timeouts: i64,
+    started: String,
+    revoked: bool,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "study.html")]
+struct StudyPage {
+    username: String,
+    is_admin: bool,
+    study: Study,
+    progress: StudyProgress,
+    raters: Vec<RaterRow>,
+}
+
+async fn study(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<Uuid>,
+) -> Result<StudyPage, WebError> {
+    let study = state.store.study(id).await?;
+    let raters = state
+        .store
+        .rater_progress(id)
+        .await?
+        .into_iter()
+        .map(|r| RaterRow {
+            name: r.rater.name,
+            judgements: r.judgements,
+            timeouts: r.timeouts,
+            started: r
+                .started_at
+                .map(format_ms)
+                .unwrap_or_else(|| "not yet".into()),
+            revoked: r.revoked,
+        })
+        .collect();
+    Ok(StudyPage {
+        is_admin: staff.is_admin(),
+        username: staff.0.username,
+        progress: state.store.study_progress(id).await?,
+        study,
+        raters,
+    })
+}
+
+#[derive(Deserialize)]
+struct StatusForm {
+    status: StudyStatus,
+}
+
+async fn set_status(
+    State(state): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<Uuid>,
+    Form(form): Form<StatusForm>,
+) -> Result<Redirect, WebError> {
+    state.store.set_study_status(id, form.status).await?;
+    Ok(Redirect::to(&format!("/studies/{id}")))
+}
