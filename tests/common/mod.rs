@@ -1,0 +1,503 @@
+//! Shared test harness: a fresh database per test on SQLite (temp file) or PostgreSQL (own
+//! schema), the real router driven in-process, a cookie-keeping client, and study fixtures.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use legibility::clock::Clock;
+use legibility::domain::UserRole;
+use legibility::store::Store;
+use legibility::store::studies::StudySpec;
+use legibility::web::{self, AppState, WebConfig};
+use legibility::{auth, problems};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Default PostgreSQL for tests (CI and dev machines run it here); override with
+/// LEGIBILITY_TEST_POSTGRES_URL.
+pub const DEFAULT_TEST_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Runs an async test body once on SQLite and once on PostgreSQL, as `NAME::sqlite` and
+/// `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name(crate::common::Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let base = std::env::var("LEGIBILITY_TEST_POSTGRES_URL")
+                    .unwrap_or_else(|_| DEFAULT_TEST_POSTGRES_URL.into());
+                let schema = format!("lt_{}_{}", now_secs(), Uuid::new_v4().simple());
+                let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL is not reachable at {base} ({e}); start it (see README) or set LEGIBILITY_TEST_POSTGRES_URL")
+                });
+                drop_stale_schemas(&admin).await;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&admin)
+                    .await
+                    .expect("create schema");
+                admin.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                TestDb {
+                    url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                    _dir: None,
+                }
+            }
+        }
+    }
+}
+
+/// Test schemas older than two hours are left-overs of earlier runs.
+async fn drop_stale_schemas(admin: &sqlx::PgPool) {
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'lt\\_%'")
+            .fetch_all(admin)
+            .await
+            .unwrap_or_default();
+    let cutoff = now_secs().saturating_sub(7200);
+    for (name,) in rows {
+        let born: u64 = name
+            .split('_')
+            .nth(1)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(u64::MAX);
+        if born < cutoff {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE"
+            )))
+            .execute(admin)
+            .await;
+        }
+    }
+}
+
+/// The real application on a fresh database, driven in-process.
+pub struct TestApp {
+    pub state: AppState,
+    pub router: Router,
+    pub db: TestDb,
+}
+
+/// A response with its body read.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn location(&self) -> Option<&str> {
+        self.headers
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    /// Everything a browser could read of this response: status line, headers, body.
+    pub fn visible_text(&self) -> String {
+        let mut text = format!("{}\n", self.status);
+        for (name, value) in &self.headers {
+            text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("")));
+        }
+        text.push_str(&self.body);
+        text
+    }
+}
+
+impl TestApp {
+    pub async fn start(backend: Backend) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let store = Store::connect(&db.url).await.expect("connect and migrate");
+        let state = AppState {
+            store,
+            clock: Clock::default(),
+            config: Arc::new(WebConfig::default()),
+        };
+        let router = web::router(state.clone());
+        TestApp { state, router, db }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn now(&self) -> i64 {
+        self.state.clock.now_ms()
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> TestResponse {
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("router never fails");
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        TestResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// A browser-like client with its own cookies.
+    pub fn client(&self) -> Client<'_> {
+        Client {
+            app: self,
+            cookies: HashMap::new(),
+            bearer: None,
+        }
+    }
+
+    /// Creates a staff account and a client logged in as it.
+    pub async fn staff_client(&self, username: &str, role: UserRole) -> Client<'_> {
+        let password = "a long enough password";
+        let hash = auth::hash_password(password).unwrap();
+        self.store()
+            .create_user(username, &hash, role, self.now())
+            .await
+            .unwrap();
+        let mut client = self.client();
+        let response = client
+            .post_form("/login", &[("username", username), ("password", password)])
+            .await;
+        assert_eq!(
+            response.status,
+            StatusCode::SEE_OTHER,
+            "login failed: {}",
+            response.body
+        );
+        client
+    }
+}
+
+/// Keeps cookies like a browser (enough for these tests: name=value, path /).
+pub struct Client<'a> {
+    pub app: &'a TestApp,
+    pub cookies: HashMap<String, String>,
+    pub bearer: Option<String>,
+}
+
+impl Client<'_> {
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    pub async fn send(&mut self, mut request: Request<Body>) -> TestResponse {
+        if !self.cookies.is_empty() {
+            request
+                .headers_mut()
+                .insert(header::COOKIE, self.cookie_header().parse().unwrap());
+        }
+        if let Some(token) = &self.bearer {
+            request.headers_mut().insert(
+                header::AUTHORIZATION,
+                format!("Bearer {token}").parse().unwrap(),
+            );
+        }
+        request
+            .headers_mut()
+            .insert(header::HOST, "lab.test".parse().unwrap());
+        let response = self.app.send(request).await;
+        for value in response.headers.get_all(header::SET_COOKIE) {
+            let text = value.to_str().unwrap_or("");
+            let pair = text.split(';').next().unwrap_or("");
+            if let Some((name, value)) = pair.split_once('=') {
+                if value.is_empty() || text.contains("Max-Age=0") {
+                    self.cookies.remove(name);
+                } else {
+                    self.cookies.insert(name.to_string(), value.to_string());
+                }
+            }
+        }
+        response
+    }
+
+    pub async fn get(&mut self, path: &str) -> TestResponse {
+        self.send(
+            Request::builder()
+                .method(Method::GET)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> TestResponse {
+        let body = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.send(
+            Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn post_json(&mut self, path: &str, value: &serde_json::Value) -> TestResponse {
+        self.send(
+            Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(value.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Posts a multipart form with text fields and one file field named `file`.
+    pub async fn post_multipart(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        file: &[u8],
+    ) -> TestResponse {
+        let boundary = "----legibility-test-boundary";
+        let mut body = Vec::new();
+        for (name, value) in fields {
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload.jsonl\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        self.send(
+            Request::builder()
+                .method(Method::POST)
+                .uri(path)
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+pub fn urlencode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+/// Path of the real GSM8K data shipped beside the repository.
+pub fn gsm8k(split: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../shared/data/gsm8k/{split}.jsonl"));
+    assert!(path.exists(), "GSM8K data missing at {}", path.display());
+    path
+}
+
+/// A synthetic study: `problems` problems, each with one correct (helpful) and one incorrect
+/// (sneaky) solution from each of `checkpoints` prover checkpoints. Ground truths are large
+/// unusual numbers that appear in no incorrect solution, so leak checks can grep for them.
+pub struct Fixture {
+    pub study_id: Uuid,
+    pub problem_set: String,
+    pub checkpoint_labels: Vec<String>,
+    pub ground_truths: Vec<String>,
+    pub reference_solutions: Vec<String>,
+}
+
+pub fn truth_of(i: usize) -> String {
+    format!("{}", 918_273 + i * 7)
+}
+
+pub fn problems_jsonl(set_size: usize) -> String {
+    (0..set_size)
+        .map(|i| {
+            serde_json::json!({
+                "question": format!("Problem {i}: a farmer has some goats and buys more. How many goats now?"),
+                "answer": format!("REFERENCE-WORKING-{i} adds the goats.\n#### {}", truth_of(i)),
+            })
+            .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn solutions_jsonl(set_size: usize, labels: &[String]) -> String {
+    let mut lines = Vec::new();
+    for i in 0..set_size {
+        for (round, label) in labels.iter().enumerate() {
+            let question =
+                format!("Problem {i}: a farmer has some goats and buys more. How many goats now?");
+            lines.push(serde_json::json!({
+                "question": question, "checkpoint": label, "round": round, "role": "helpful",
+                "solution": format!("Count the goats step by step.\nThe total is {}.\n#### {}", truth_of(i), truth_of(i)),
+            }));
+            lines.push(serde_json::json!({
+                "question": question, "checkpoint": label, "round": round, "role": "sneaky",
+                "solution": format!("Count the goats, carefully.\nThe total is {}.\n#### {}", 40 + i, 40 + i),
+            }));
+        }
+    }
+    lines
+        .iter()
+        .map(|l| l.to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl TestApp {
+    /// Imports a synthetic problem set and solutions and creates a study over them.
+    pub async fn fixture(
+        &self,
+        problems_n: usize,
+        checkpoints_n: usize,
+        per_solution: i64,
+        time_limit_ms: i64,
+    ) -> Fixture {
+        let set = format!("set-{}", Uuid::new_v4().simple());
+        let labels: Vec<String> = (0..checkpoints_n)
+            .map(|i| format!("ckpt-secret-{i}-{}", &set[4..12]))
+            .collect();
+        let records =
+            problems::parse_gsm8k_problems(problems_jsonl(problems_n).as_bytes()).unwrap();
+        self.store()
+            .import_problems(&set, &records, self.now())
+            .await
+            .unwrap();
+        let records =
+            problems::parse_solutions(solutions_jsonl(problems_n, &labels).as_bytes()).unwrap();
+        self.store()
+            .import_solutions(Some(&set), &records, self.now())
+            .await
+            .unwrap();
+        let set_id = self
+            .store()
+            .problem_sets()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.name == set)
+            .unwrap()
+            .id;
+        let spec = StudySpec {
+            name: format!("study-{set}"),
+            time_limit_ms,
+            judgements_per_solution: per_solution,
+            reclaim_grace_ms: 5_000,
+            problem_set_id: set_id,
+            checkpoint_ids: vec![],
+            roles: vec![],
+            max_problems: None,
+        };
+        let study = self
+            .store()
+            .create_study(&spec, None, self.now())
+            .await
+            .unwrap();
+        Fixture {
+            study_id: study.id,
+            problem_set: set,
+            checkpoint_labels: labels,
+            ground_truths: (0..problems_n).map(truth_of).collect(),
+            reference_solutions: (0..problems_n)
+                .map(|i| format!("REFERENCE-WORKING-{i}"))
+                .collect(),
+        }
+    }
+
+    /// Invites `n` raters and returns their tokens.
+    pub async fn invite(&self, study_id: Uuid, n: usize) -> Vec<String> {
+        let names: Vec<String> = (0..n).map(|i| format!("rater {i}")).collect();
+        self.store()
+            .invite_raters(study_id, &names, self.now())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.token)
+            .collect()
+    }
+
+    /// A client that has opened its invite link.
+    pub async fn rater_client(&self, token: &str) -> Client<'_> {
+        let mut client = self.client();
+        let response = client.get(&format!("/r/{token}")).await;
+        assert_eq!(response.status, StatusCode::SEE_OTHER, "{}", response.body);
+        client
+    }
+}

@@ -1,0 +1,405 @@
+//! The rater loop end to end through the real router: deadlines enforced by the server,
+//! resume after reload, idempotent answers, abandoned items returning to the pool, and
+//! assignment invariants under many concurrent raters — on SQLite and PostgreSQL.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use axum::http::StatusCode;
+use common::{Backend, TestApp};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Fetches the rater's current item over the JSON API.
+async fn next_item(client: &mut common::Client<'_>) -> serde_json::Value {
+    let response = client.get("/api/rater/item").await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    response.json()
+}
+
+async fn answer(
+    client: &mut common::Client<'_>,
+    assignment: &str,
+    verdict: &str,
+) -> common::TestResponse {
+    client
+        .post_json(
+            "/api/rater/judgements",
+            &json!({"assignment_id": assignment, "verdict": verdict, "client_elapsed_ms": 1234}),
+        )
+        .await
+}
+
+async fn late_answers_are_timeouts_and_replays_change_nothing(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(3, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+
+    // On time: the verdict is stored; a replay reports the same and stores nothing new.
+    let item = next_item(&mut rater).await;
+    assert_eq!(item["status"], "item");
+    let first = item["assignment_id"].as_str().unwrap().to_string();
+    let stored = answer(&mut rater, &first, "wrong").await.json();
+    assert_eq!(stored, json!({"verdict": "wrong", "duplicate": false}));
+    let replay = answer(&mut rater, &first, "correct").await.json();
+    assert_eq!(replay, json!({"verdict": "wrong", "duplicate": true}));
+
+    // Late: the server's clock passes the deadline, a "correct" becomes a timeout.
+    let item = next_item(&mut rater).await;
+    let second = item["assignment_id"].as_str().unwrap().to_string();
+    app.state.clock.advance_ms(45_001);
+    let stored = answer(&mut rater, &second, "correct").await.json();
+    assert_eq!(stored, json!({"verdict": "timeout", "duplicate": false}));
+    assert_eq!(
+        answer(&mut rater, &second, "correct").await.json()["duplicate"],
+        true
+    );
+
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (
+            progress.judged,
+            progress.wrong_verdicts,
+            progress.timeouts,
+            progress.correct_verdicts
+        ),
+        (2, 1, 1, 0)
+    );
+}
+on_both_backends!(late_answers_are_timeouts_and_replays_change_nothing);
+
+async fn reload_shows_same_item_with_the_remaining_time(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+
+    let remaining = |body: &str| -> i64 {
+        body.split("data-remaining-ms=\"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let first = rater.get("/rate/item").await;
+    assert_eq!(first.status, StatusCode::OK);
+    // Real time passes too while the test runs; allow a second of it.
+    assert!(
+        (44_000..=45_000).contains(&remaining(&first.body)),
+        "{}",
+        first.body
+    );
+    app.state.clock.advance_ms(20_000);
+    let again = rater.get("/rate/item").await;
+    let id = |body: &str| {
+        body.split("name=\"assignment_id\" value=\"")
+            .nth(1)
+            .unwrap()[..36]
+            .to_string()
+    };
+    assert_eq!(
+        id(&first.body),
+        id(&again.body),
+        "a reload served a different item"
+    );
+    assert!(
+        (24_000..=25_000).contains(&remaining(&again.body)),
+        "not the same deadline: {}",
+        again.body
+    );
+
+    // After the deadline a reload records the timeout and serves the next item.
+    app.state.clock.advance_ms(25_001);
+    let next = rater.get("/rate/item").await;
+    assert_ne!(id(&first.body), id(&next.body));
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!((progress.judged, progress.timeouts), (1, 1));
+}
+on_both_backends!(reload_shows_same_item_with_the_remaining_time);
+
+async fn page_form_records_verdicts_and_late_posts_as_timeouts(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 1, 10_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+    let page = rater.get("/rate/item").await;
+    let assignment = page
+        .body
+        .split("name=\"assignment_id\" value=\"")
+        .nth(1)
+        .unwrap()[..36]
+        .to_string();
+    app.state.clock.advance_ms(10_500);
+    let posted = rater
+        .post_form(
+            "/rate/item",
+            &[
+                ("assignment_id", &assignment),
+                ("verdict", "correct"),
+                ("client_elapsed_ms", "9000"),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, StatusCode::SEE_OTHER);
+    assert_eq!(posted.location(), Some("/rate/item"));
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.timeouts, progress.correct_verdicts),
+        (1, 0),
+        "a late verdict was stored as a verdict"
+    );
+}
+on_both_backends!(page_form_records_verdicts_and_late_posts_as_timeouts);
+
+async fn abandoned_items_return_to_the_pool(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // One problem, one solution pair, one judgement each: two slots in total.
+    let fixture = app.fixture(1, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 4).await;
+    let mut a = app.rater_client(&tokens[0]).await;
+    let mut b = app.rater_client(&tokens[1]).await;
+    let mut c = app.rater_client(&tokens[2]).await;
+    let a_item = next_item(&mut a).await;
+    let b_item = next_item(&mut b).await;
+    assert_eq!(a_item["status"], "item");
+    assert_eq!(b_item["status"], "item");
+    assert_eq!(
+        next_item(&mut c).await["status"],
+        "finished",
+        "both slots are taken"
+    );
+
+    // Both walk away. Past the deadline but within the grace, the slots are still theirs, and
+    // B's late answer is stored as a timeout that counts.
+    app.state.clock.advance_ms(45_000 + 1_000);
+    assert_eq!(next_item(&mut c).await["status"], "finished");
+    let b_answer = answer(&mut b, b_item["assignment_id"].as_str().unwrap(), "wrong")
+        .await
+        .json();
+    assert_eq!(b_answer["verdict"], "timeout");
+    // Past deadline + grace, C gets A's solution; A's late answer is refused and not stored.
+    app.state.clock.advance_ms(5_000);
+    let c_item = next_item(&mut c).await;
+    assert_eq!(c_item["status"], "item");
+    let late = answer(&mut a, a_item["assignment_id"].as_str().unwrap(), "correct").await;
+    assert_eq!(late.status, StatusCode::GONE, "{}", late.body);
+    assert_eq!(
+        answer(&mut c, c_item["assignment_id"].as_str().unwrap(), "correct")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.judged, progress.wanted, progress.in_progress),
+        (2, 2, 0)
+    );
+}
+on_both_backends!(abandoned_items_return_to_the_pool);
+
+async fn a_rater_cannot_answer_someone_elses_item(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 2, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 2).await;
+    let mut a = app.rater_client(&tokens[0]).await;
+    let mut b = app.rater_client(&tokens[1]).await;
+    let item = next_item(&mut a).await;
+    let response = answer(&mut b, item["assignment_id"].as_str().unwrap(), "correct").await;
+    assert_eq!(response.status, StatusCode::NOT_FOUND);
+    let unknown = answer(&mut b, &Uuid::new_v4().to_string(), "correct").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let mut anonymous = app.client();
+    assert_eq!(
+        anonymous.get("/api/rater/item").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        anonymous.get("/rate/item").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+on_both_backends!(a_rater_cannot_answer_someone_elses_item);
+
+/// Rows of every judgement with what the assertions need.
+async fn judgement_rows(app: &TestApp, study: Uuid) -> Vec<(Uuid, Uuid, Uuid)> {
+    // (rater, solution, problem) per judgement, read straight from the database.
+    let url = app.db.url.clone();
+    let query = "SELECT j.rater_id, j.solution_id, s.problem_id FROM judgements j JOIN solutions s ON s.id = j.solution_id WHERE j.study_id = $1";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query_as(query)
+            .bind(study)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::query_as(query)
+            .bind(study)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    }
+}
+
+async fn fifty_concurrent_raters_fill_every_solution_exactly(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let per_solution = 3;
+    // 12 problems × 2 checkpoints × 2 roles = 48 solutions, 144 judgements wanted.
+    let fixture = app.fixture(12, 2, per_solution, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 50).await;
+    let app = &app;
+    let mut tasks = Vec::new();
+    for token in &tokens {
+        tasks.push(async move {
+            let mut client = app.rater_client(token).await;
+            let mut judged = 0;
+            loop {
+                let item = next_item(&mut client).await;
+                if item["status"] != "item" {
+                    assert_eq!(item["status"], "finished");
+                    break judged;
+                }
+                let id = item["assignment_id"].as_str().unwrap().to_string();
+                let verdict = if judged % 2 == 0 { "correct" } else { "wrong" };
+                let response = answer(&mut client, &id, verdict).await;
+                assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+                judged += 1;
+            }
+        });
+    }
+    let judged: Vec<i64> = futures_join_all(tasks).await;
+    assert_eq!(judged.iter().sum::<i64>(), 48 * per_solution);
+
+    let rows = judgement_rows(app, fixture.study_id).await;
+    assert_eq!(rows.len() as i64, 48 * per_solution);
+    let mut per_solution_raters: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+    let mut per_rater_problems: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (rater, solution, problem) in rows {
+        per_solution_raters
+            .entry(solution)
+            .or_default()
+            .insert(rater);
+        per_rater_problems.entry(rater).or_default().push(problem);
+    }
+    assert_eq!(per_solution_raters.len(), 48);
+    for (solution, raters) in &per_solution_raters {
+        assert_eq!(
+            raters.len() as i64,
+            per_solution,
+            "solution {solution} has {} distinct raters",
+            raters.len()
+        );
+    }
+    for (rater, problems) in &per_rater_problems {
+        let distinct: HashSet<_> = problems.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            problems.len(),
+            "rater {rater} saw two solutions of one problem"
+        );
+    }
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.judged, progress.in_progress),
+        (48 * per_solution, 0)
+    );
+}
+on_both_backends!(fifty_concurrent_raters_fill_every_solution_exactly);
+
+/// Runs futures concurrently on the current task (no extra crate needed).
+async fn futures_join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut outputs = Vec::new();
+    let pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut pending: Vec<_> = pinned.into_iter().map(Some).collect();
+    let mut results: Vec<Option<F::Output>> = (0..pending.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all_done = true;
+        for (slot, result) in pending.iter_mut().zip(results.iter_mut()) {
+            if let Some(fut) = slot {
+                match fut.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => {
+                        *result = Some(out);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => all_done = false,
+                }
+            }
+        }
+        if all_done {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    for result in results {
+        outputs.push(result.expect("every future finished"));
+    }
+    outputs
+}
+
+async fn each_rater_sees_a_balanced_mix(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // 20 problems × 2 checkpoints × (correct, incorrect): 4 strata of 20 solutions.
+    let fixture = app.fixture(20, 2, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+    for _ in 0..8 {
+        let item = next_item(&mut rater).await;
+        answer(
+            &mut rater,
+            item["assignment_id"].as_str().unwrap(),
+            "correct",
+        )
+        .await;
+    }
+    // Which strata did the rater see? Read from the database (the rater cannot).
+    let query = "SELECT ss.checkpoint_id, ss.is_correct FROM judgements j
+                 JOIN study_solutions ss ON ss.study_id = j.study_id AND ss.solution_id = j.solution_id
+                 WHERE j.study_id = $1";
+    let seen: Vec<(Uuid, bool)> = if app.db.url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+        sqlx::query_as(query)
+            .bind(fixture.study_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    } else {
+        let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
+        sqlx::query_as(query)
+            .bind(fixture.study_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    };
+    let mut counts: HashMap<(Uuid, bool), usize> = HashMap::new();
+    for key in seen {
+        *counts.entry(key).or_default() += 1;
+    }
+    assert_eq!(
+        counts.len(),
+        4,
+        "8 items should cover all 4 (checkpoint, correctness) strata: {counts:?}"
+    );
+    assert!(counts.values().all(|n| *n == 2), "unbalanced: {counts:?}");
+}
+on_both_backends!(each_rater_sees_a_balanced_mix);
+
+async fn closed_studies_serve_nothing_new(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+    app.store()
+        .set_study_status(fixture.study_id, legibility::domain::StudyStatus::Closed)
+        .await
+        .unwrap();
+    assert_eq!(next_item(&mut rater).await["status"], "closed");
+    let page = rater.get("/rate/item").await;
+    assert!(page.body.contains("Study closed"));
+}
+on_both_backends!(closed_studies_serve_nothing_new);
