@@ -20,7 +20,7 @@
     if (sent) return;
     sent = true;
     // Time since the item was served, as this browser measured it.
-    elapsedField.value = String(Math.round(limit - remaining()));
+    elapsedField.value = String(Math.trunc(limit - remaining()));
     var buttons = form.querySelectorAll("button");
     for (var i = 0; i < buttons.length; i++) buttons[i].disabled = true;
     var field = document.createElement("input");
