@@ -78,10 +78,11 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("x-frame-options"),
             HeaderValue::from_static("DENY"),
         ))
-        // Invite links carry a secret: never leak it to other sites through Referer.
+        // Invite links carry a secret: never leak it to other sites through Referer. (Not
+        // `no-referrer`: with it browsers send `Origin: null` on our own form posts.)
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("referrer-policy"),
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static("content-security-policy"),

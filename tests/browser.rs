@@ -1,0 +1,147 @@
+//! A real headless Chromium, driven over WebDriver (ChromeDriver), judges items with the
+//! keyboard, watches the countdown fall, and lets one item time out; the database must then
+//! hold exactly a `correct`, a `wrong` and a `timeout` for that rater.
+
+mod common;
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestApp};
+use fantoccini::actions::{InputSource, KeyAction, KeyActions};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// ChromeDriver as a child process, killed when the test ends (even on panic).
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn start_browser() -> (Driver, Client) {
+    assert!(
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists(),
+        "headless Chromium is needed: apt-get install chromium chromium-driver (.ci/run does this)"
+    );
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver(child);
+    let profile = tempfile::tempdir().unwrap();
+    let capabilities = serde_json::json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-quic", "--window-size=1000,900",
+                     format!("--user-data-dir={}", profile.keep().display())]
+        }
+    });
+    let capabilities = capabilities.as_object().unwrap().clone();
+    let started = Instant::now();
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(client) => return (driver, client),
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("could not start a Chromium session: {e}"),
+        }
+    }
+}
+
+async fn press(browser: &Client, key: char) {
+    let keys = KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    browser.perform_actions(keys).await.unwrap();
+}
+
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+/// Waits until the page shows the given item number (or the end page when `None`).
+async fn wait_for_item(browser: &Client, item: Option<u32>, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let title = browser.title().await.unwrap_or_default();
+        let ready = match item {
+            Some(n) => title == format!("Item {n}"),
+            None => title == "All done",
+        };
+        if ready {
+            return;
+        }
+        if started.elapsed() > within {
+            let url = browser.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let source = browser.source().await.unwrap_or_default();
+            panic!("page never reached {item:?}; title is {title:?} at {url}:\n{source}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn seconds(countdown: &str) -> i64 {
+    countdown.trim_end_matches(" s").trim().parse().unwrap_or_else(|_| panic!("countdown text {countdown:?}"))
+}
+
+async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // Three problems, one checkpoint: the rater gets exactly three items, 4 s each.
+    let fixture = app.fixture(3, 1, 1, 4_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let (_driver, browser) = start_browser().await;
+    let base = format!("http://{address}");
+    browser.goto(&format!("{base}/r/{}", tokens[0])).await.unwrap();
+    assert_eq!(browser.title().await.unwrap(), "Instructions");
+    browser.find(Locator::Id("start")).await.unwrap().click().await.unwrap();
+    wait_for_item(&browser, Some(1), Duration::from_secs(10)).await;
+
+    // The countdown falls.
+    let before = seconds(&text_of(&browser, "#countdown").await);
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let after = seconds(&text_of(&browser, "#countdown").await);
+    assert!(before >= 3 && after < before, "countdown did not fall: {before} then {after}");
+
+    // Reloading keeps the deadline (same item, no fresh 4 s).
+    browser.refresh().await.unwrap();
+    wait_for_item(&browser, Some(1), Duration::from_secs(5)).await;
+    assert!(seconds(&text_of(&browser, "#countdown").await) <= after, "a reload restarted the countdown");
+    // Judge by keyboard: C, then W on the next item.
+    press(&browser, 'c').await;
+    wait_for_item(&browser, Some(2), Duration::from_secs(10)).await;
+    press(&browser, 'w').await;
+    wait_for_item(&browser, Some(3), Duration::from_secs(10)).await;
+    // Let the third item run out: the page posts a timeout by itself, then the end page.
+    wait_for_item(&browser, None, Duration::from_secs(15)).await;
+    browser.close().await.unwrap();
+
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.correct_verdicts, progress.wrong_verdicts, progress.timeouts, progress.in_progress),
+        (1, 1, 1, 0),
+        "{progress:?}"
+    );
+}
+on_both_backends!(rater_judges_with_the_keyboard_in_chromium);
