@@ -26,7 +26,11 @@ impl Drop for Driver {
 }
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start_browser() -> (Driver, Client) {
@@ -56,7 +60,11 @@ async fn start_browser() -> (Driver, Client) {
     let started = Instant::now();
     loop {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        match ClientBuilder::new(connector).capabilities(capabilities.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+        match ClientBuilder::new(connector)
+            .capabilities(capabilities.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
             Ok(client) => return (driver, client),
             Err(e) if started.elapsed() < Duration::from_secs(30) => {
                 let _ = e;
@@ -68,12 +76,20 @@ async fn start_browser() -> (Driver, Client) {
 }
 
 async fn press(browser: &Client, key: char) {
-    let keys = KeyActions::new("keyboard".into()).then(KeyAction::Down { value: key }).then(KeyAction::Up { value: key });
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
     browser.perform_actions(keys).await.unwrap();
 }
 
 async fn text_of(browser: &Client, css: &str) -> String {
-    browser.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// Waits until the page shows the given item number (or the end page when `None`).
@@ -89,7 +105,11 @@ async fn wait_for_item(browser: &Client, item: Option<u32>, within: Duration) {
             return;
         }
         if started.elapsed() > within {
-            let url = browser.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+            let url = browser
+                .current_url()
+                .await
+                .map(|u| u.to_string())
+                .unwrap_or_default();
             let source = browser.source().await.unwrap_or_default();
             panic!("page never reached {item:?}; title is {title:?} at {url}:\n{source}");
         }
@@ -98,7 +118,11 @@ async fn wait_for_item(browser: &Client, item: Option<u32>, within: Duration) {
 }
 
 fn seconds(countdown: &str) -> i64 {
-    countdown.trim_end_matches(" s").trim().parse().unwrap_or_else(|_| panic!("countdown text {countdown:?}"))
+    countdown
+        .trim_end_matches(" s")
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("countdown text {countdown:?}"))
 }
 
 async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
@@ -113,21 +137,36 @@ async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
 
     let (_driver, browser) = start_browser().await;
     let base = format!("http://{address}");
-    browser.goto(&format!("{base}/r/{}", tokens[0])).await.unwrap();
+    browser
+        .goto(&format!("{base}/r/{}", tokens[0]))
+        .await
+        .unwrap();
     assert_eq!(browser.title().await.unwrap(), "Instructions");
-    browser.find(Locator::Id("start")).await.unwrap().click().await.unwrap();
+    browser
+        .find(Locator::Id("start"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
     wait_for_item(&browser, Some(1), Duration::from_secs(10)).await;
 
     // The countdown falls.
     let before = seconds(&text_of(&browser, "#countdown").await);
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     let after = seconds(&text_of(&browser, "#countdown").await);
-    assert!(before >= 3 && after < before, "countdown did not fall: {before} then {after}");
+    assert!(
+        before >= 3 && after < before,
+        "countdown did not fall: {before} then {after}"
+    );
 
     // Reloading keeps the deadline (same item, no fresh 4 s).
     browser.refresh().await.unwrap();
     wait_for_item(&browser, Some(1), Duration::from_secs(5)).await;
-    assert!(seconds(&text_of(&browser, "#countdown").await) <= after, "a reload restarted the countdown");
+    assert!(
+        seconds(&text_of(&browser, "#countdown").await) <= after,
+        "a reload restarted the countdown"
+    );
     // Judge by keyboard: C, then W on the next item.
     press(&browser, 'c').await;
     wait_for_item(&browser, Some(2), Duration::from_secs(10)).await;
@@ -139,7 +178,12 @@ async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
 
     let progress = app.store().study_progress(fixture.study_id).await.unwrap();
     assert_eq!(
-        (progress.correct_verdicts, progress.wrong_verdicts, progress.timeouts, progress.in_progress),
+        (
+            progress.correct_verdicts,
+            progress.wrong_verdicts,
+            progress.timeouts,
+            progress.in_progress
+        ),
         (1, 1, 1, 0),
         "{progress:?}"
     );

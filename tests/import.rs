@@ -12,9 +12,17 @@ async fn gsm8k_test_split_imports_once(backend: Backend) {
     let app = TestApp::start(backend).await;
     let bytes = std::fs::read(common::gsm8k("test")).unwrap();
     let records = problems::parse_gsm8k_problems(&bytes).unwrap();
-    let first = app.store().import_problems("gsm8k-test", &records, app.now()).await.unwrap();
+    let first = app
+        .store()
+        .import_problems("gsm8k-test", &records, app.now())
+        .await
+        .unwrap();
     assert_eq!((first.records, first.inserted), (1319, 1319));
-    let again = app.store().import_problems("gsm8k-test", &records, app.now()).await.unwrap();
+    let again = app
+        .store()
+        .import_problems("gsm8k-test", &records, app.now())
+        .await
+        .unwrap();
     assert_eq!((again.inserted, again.already_present), (0, 1319));
     let sets = app.store().problem_sets().await.unwrap();
     assert_eq!(sets.len(), 1);
@@ -28,15 +36,39 @@ async fn a_broken_line_refuses_the_upload_whole(backend: Backend) {
     let real = std::fs::read_to_string(common::gsm8k("test")).unwrap();
     let mut lines: Vec<&str> = real.lines().take(40).collect();
     lines[16] = "{\"question\": \"How many?\", \"answer\": \"the final line is missing\"}";
-    let response = admin.post_multipart("/admin/import", &[("kind", "problems"), ("set", "broken")], lines.join("\n").as_bytes()).await;
+    let response = admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "problems"), ("set", "broken")],
+            lines.join("\n").as_bytes(),
+        )
+        .await;
     assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(response.body.contains("line 17: field &#34;answer&#34; has no final-answer line"), "{}", response.body);
-    assert!(app.store().problem_sets().await.unwrap().is_empty(), "a refused import wrote something");
+    assert!(
+        response
+            .body
+            .contains("line 17: field &#34;answer&#34; has no final-answer line"),
+        "{}",
+        response.body
+    );
+    assert!(
+        app.store().problem_sets().await.unwrap().is_empty(),
+        "a refused import wrote something"
+    );
 
     // The same file with the line fixed imports all 40, twice without duplicates.
     let fixed: Vec<&str> = real.lines().take(40).collect();
-    for expected in ["Imported 40 new problems (0 already present", "Imported 0 new problems (40 already present"] {
-        let response = admin.post_multipart("/admin/import", &[("kind", "problems"), ("set", "fixed")], fixed.join("\n").as_bytes()).await;
+    for expected in [
+        "Imported 40 new problems (0 already present",
+        "Imported 0 new problems (40 already present",
+    ] {
+        let response = admin
+            .post_multipart(
+                "/admin/import",
+                &[("kind", "problems"), ("set", "fixed")],
+                fixed.join("\n").as_bytes(),
+            )
+            .await;
         assert_eq!(response.status, StatusCode::OK);
         assert!(response.body.contains(expected), "{}", response.body);
     }
@@ -46,18 +78,33 @@ on_both_backends!(a_broken_line_refuses_the_upload_whole);
 async fn solutions_are_matched_graded_and_deduplicated(backend: Backend) {
     let app = TestApp::start(backend).await;
     let records = problems::parse_gsm8k_problems(common::problems_jsonl(3).as_bytes()).unwrap();
-    app.store().import_problems("goats", &records, app.now()).await.unwrap();
+    app.store()
+        .import_problems("goats", &records, app.now())
+        .await
+        .unwrap();
     let labels = vec!["prover-a".to_string()];
-    let solutions = problems::parse_solutions(common::solutions_jsonl(3, &labels).as_bytes()).unwrap();
-    let summary = app.store().import_solutions(Some("goats"), &solutions, app.now()).await.unwrap();
+    let solutions =
+        problems::parse_solutions(common::solutions_jsonl(3, &labels).as_bytes()).unwrap();
+    let summary = app
+        .store()
+        .import_solutions(Some("goats"), &solutions, app.now())
+        .await
+        .unwrap();
     assert_eq!((summary.records, summary.inserted), (6, 6));
-    let again = app.store().import_solutions(None, &solutions, app.now()).await.unwrap();
+    let again = app
+        .store()
+        .import_solutions(None, &solutions, app.now())
+        .await
+        .unwrap();
     assert_eq!((again.inserted, again.already_present), (0, 6));
     let set_id = app.store().problem_sets().await.unwrap()[0].id;
     let facts = app.store().solutions_in_set(set_id).await.unwrap();
     for fact in &facts {
         let helpful = fact.role == legibility::domain::ProverRole::Helpful;
-        assert_eq!(fact.is_correct, helpful, "the grader disagrees with the fixture");
+        assert_eq!(
+            fact.is_correct, helpful,
+            "the grader disagrees with the fixture"
+        );
     }
 
     // A line naming an unknown problem, or a checkpoint with another round, refuses the file.
@@ -69,10 +116,22 @@ async fn solutions_are_matched_graded_and_deduplicated(backend: Backend) {
                            "solution": "#### 5", "checkpoint": "prover-a", "round": 3, "role": "sneaky"}),
     );
     let parsed = problems::parse_solutions(bad.as_bytes()).unwrap();
-    let err = app.store().import_solutions(None, &parsed, app.now()).await.unwrap_err().to_string();
+    let err = app
+        .store()
+        .import_solutions(None, &parsed, app.now())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("line 2: no such problem"), "{err}");
-    assert!(err.contains("line 3: checkpoint \"prover-a\" is round 0, the line says round 3"), "{err}");
-    assert_eq!(app.store().solutions_in_set(set_id).await.unwrap().len(), 6, "a refused import wrote something");
+    assert!(
+        err.contains("line 3: checkpoint \"prover-a\" is round 0, the line says round 3"),
+        "{err}"
+    );
+    assert_eq!(
+        app.store().solutions_in_set(set_id).await.unwrap().len(),
+        6,
+        "a refused import wrote something"
+    );
 }
 on_both_backends!(solutions_are_matched_graded_and_deduplicated);
 

@@ -10,8 +10,19 @@ use serde_json::json;
 
 /// Research words that must never reach a rater, matched as whole words ("round" but not
 /// "background"). The prover role is covered by its values; "role" itself is an ARIA attribute.
-const FORBIDDEN_WORDS: &[&str] =
-    &["helpful", "sneaky", "round", "checkpoint", "is_correct", "ground", "truth", "reference", "grader", "verifier", "prover"];
+const FORBIDDEN_WORDS: &[&str] = &[
+    "helpful",
+    "sneaky",
+    "round",
+    "checkpoint",
+    "is_correct",
+    "ground",
+    "truth",
+    "reference",
+    "grader",
+    "verifier",
+    "prover",
+];
 
 /// Values that must never reach a rater, matched anywhere.
 fn forbidden_values(fixture: &common::Fixture) -> Vec<String> {
@@ -24,8 +35,14 @@ fn forbidden_values(fixture: &common::Fixture) -> Vec<String> {
 fn contains_word(text: &str, word: &str) -> bool {
     let is_word_char = |c: char| c.is_alphanumeric() || c == '_';
     text.match_indices(word).any(|(at, _)| {
-        let before = text[..at].chars().next_back().is_none_or(|c| !is_word_char(c));
-        let after = text[at + word.len()..].chars().next().is_none_or(|c| !is_word_char(c));
+        let before = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_word_char(c));
+        let after = text[at + word.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| !is_word_char(c));
         before && after
     })
 }
@@ -33,10 +50,16 @@ fn contains_word(text: &str, word: &str) -> bool {
 fn assert_clean(what: &str, text: &str, values: &[String]) {
     let lower = text.to_lowercase();
     for word in FORBIDDEN_WORDS {
-        assert!(!contains_word(&lower, word), "{what} leaks the word {word:?}:\n{text}");
+        assert!(
+            !contains_word(&lower, word),
+            "{what} leaks the word {word:?}:\n{text}"
+        );
     }
     for value in values {
-        assert!(!lower.contains(&value.to_lowercase()), "{what} leaks {value:?}:\n{text}");
+        assert!(
+            !lower.contains(&value.to_lowercase()),
+            "{what} leaks {value:?}:\n{text}"
+        );
     }
 }
 
@@ -69,9 +92,18 @@ async fn no_rater_response_leaks_secrets(backend: Backend) {
         let page = rater.get("/rate/item").await;
         let done = !page.body.contains("assignment_id");
         if !done {
-            let id = page.body.split("name=\"assignment_id\" value=\"").nth(1).unwrap()[..36].to_string();
+            let id = page
+                .body
+                .split("name=\"assignment_id\" value=\"")
+                .nth(1)
+                .unwrap()[..36]
+                .to_string();
             // The ground truth of an incorrect solution's problem must not be on its page.
-            if !fixture.ground_truths.iter().any(|t| page.body.contains(t.as_str())) {
+            if !fixture
+                .ground_truths
+                .iter()
+                .any(|t| page.body.contains(t.as_str()))
+            {
                 incorrect_items += 1;
             }
             let api_item = rater.get("/api/rater/item").await;
@@ -79,40 +111,83 @@ async fn no_rater_response_leaks_secrets(backend: Backend) {
             seen.push(("api item", api_item));
             let verdict = if step % 2 == 0 { "correct" } else { "wrong" };
             if step % 3 == 0 {
-                let posted = rater.post_json("/api/rater/judgements", &json!({"assignment_id": id, "verdict": verdict})).await;
+                let posted = rater
+                    .post_json(
+                        "/api/rater/judgements",
+                        &json!({"assignment_id": id, "verdict": verdict}),
+                    )
+                    .await;
                 seen.push(("api judgement", posted));
-                let replay = rater.post_json("/api/rater/judgements", &json!({"assignment_id": id, "verdict": verdict})).await;
+                let replay = rater
+                    .post_json(
+                        "/api/rater/judgements",
+                        &json!({"assignment_id": id, "verdict": verdict}),
+                    )
+                    .await;
                 seen.push(("api replay", replay));
             } else {
-                let posted = rater.post_form("/rate/item", &[("assignment_id", &id), ("verdict", verdict)]).await;
+                let posted = rater
+                    .post_form(
+                        "/rate/item",
+                        &[("assignment_id", &id), ("verdict", verdict)],
+                    )
+                    .await;
                 seen.push(("form judgement", posted));
             }
         }
         seen.push(("item page", page));
     }
-    seen.push(("malformed judgement", rater.post_json("/api/rater/judgements", &json!({"assignment_id": "x"})).await));
+    seen.push((
+        "malformed judgement",
+        rater
+            .post_json("/api/rater/judgements", &json!({"assignment_id": "x"}))
+            .await,
+    ));
     seen.push(("api finished", rater.get("/api/rater/item").await));
-    assert!(incorrect_items > 0, "the rater never saw an incorrect solution");
+    assert!(
+        incorrect_items > 0,
+        "the rater never saw an incorrect solution"
+    );
     for (what, response) in &seen {
         assert_clean(what, &response.visible_text(), &forbidden);
     }
     // Ground-truth values: only ever inside a correct solution's own text, which we checked
     // above by counting pages without them; the JSON must not carry them outside the text.
     for (what, response) in &seen {
-        if response.headers.get("content-type").is_some_and(|v| v.to_str().unwrap_or("").contains("json")) {
+        if response
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v.to_str().unwrap_or("").contains("json"))
+        {
             let value = response.json();
             if let Some(obj) = value.as_object() {
                 let keys: Vec<&String> = obj.keys().collect();
                 for key in &keys {
                     assert!(
-                        ["status", "assignment_id", "question", "solution", "remaining_ms", "time_limit_ms", "items_done", "verdict", "duplicate", "error"]
-                            .contains(&key.as_str()),
+                        [
+                            "status",
+                            "assignment_id",
+                            "question",
+                            "solution",
+                            "remaining_ms",
+                            "time_limit_ms",
+                            "items_done",
+                            "verdict",
+                            "duplicate",
+                            "error"
+                        ]
+                        .contains(&key.as_str()),
                         "{what}: unexpected field {key}"
                     );
                 }
             }
         }
     }
-    assert_eq!(seen.iter().filter(|(_, r)| r.status == StatusCode::INTERNAL_SERVER_ERROR).count(), 0);
+    assert_eq!(
+        seen.iter()
+            .filter(|(_, r)| r.status == StatusCode::INTERNAL_SERVER_ERROR)
+            .count(),
+        0
+    );
 }
 on_both_backends!(no_rater_response_leaks_secrets);

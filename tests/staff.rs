@@ -16,22 +16,44 @@ async fn login_roles_and_study_pages(backend: Backend) {
     let mut anonymous = app.client();
     assert_eq!(anonymous.get("/studies").await.location(), Some("/login"));
     let hash = legibility::auth::hash_password("researcher password").unwrap();
-    app.store().create_user("rita", &hash, UserRole::Researcher, app.now()).await.unwrap();
-    let refused = anonymous.post_form("/login", &[("username", "rita"), ("password", "wrong password!")]).await;
+    app.store()
+        .create_user("rita", &hash, UserRole::Researcher, app.now())
+        .await
+        .unwrap();
+    let refused = anonymous
+        .post_form(
+            "/login",
+            &[("username", "rita"), ("password", "wrong password!")],
+        )
+        .await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
     assert!(refused.body.contains("Unknown username or wrong password"));
     assert!(anonymous.cookies.is_empty());
 
     // A researcher sees studies and may create one, but may not import or invite.
     let mut researcher = app.client();
-    let ok = researcher.post_form("/login", &[("username", "rita"), ("password", "researcher password")]).await;
+    let ok = researcher
+        .post_form(
+            "/login",
+            &[("username", "rita"), ("password", "researcher password")],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER);
     let list = researcher.get("/studies").await;
     assert_eq!(list.status, StatusCode::OK);
     assert!(list.body.contains(&fixture.problem_set));
-    assert_eq!(researcher.get("/admin/import").await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        researcher.get("/admin/import").await.status,
+        StatusCode::FORBIDDEN
+    );
     let study_page = format!("/studies/{}", fixture.study_id);
-    assert_eq!(researcher.post_form(&format!("{study_page}/invites"), &[("names", "x")]).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        researcher
+            .post_form(&format!("{study_page}/invites"), &[("names", "x")])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     let set_id = app.store().problem_sets().await.unwrap()[0].id.to_string();
     let created = researcher
         .post_form(
@@ -48,26 +70,53 @@ async fn login_roles_and_study_pages(backend: Backend) {
         .await;
     assert_eq!(created.status, StatusCode::SEE_OTHER, "{}", created.body);
     let new_page = researcher.get(created.location().unwrap()).await;
-    assert!(new_page.body.contains("0 of 4 judgements (2 solutions)"), "{}", new_page.body);
+    assert!(
+        new_page.body.contains("0 of 4 judgements (2 solutions)"),
+        "{}",
+        new_page.body
+    );
     assert!(new_page.body.contains("time limit 30000 ms"));
     let duplicate = researcher
         .post_form(
             "/studies",
-            &[("name", "helpful only"), ("problem_set_id", &set_id), ("time_limit_s", "30"), ("judgements_per_solution", "2")],
+            &[
+                ("name", "helpful only"),
+                ("problem_set_id", &set_id),
+                ("time_limit_s", "30"),
+                ("judgements_per_solution", "2"),
+            ],
         )
         .await;
     assert_eq!(duplicate.status, StatusCode::CONFLICT);
     let bad_limit = researcher
-        .post_form("/studies", &[("name", "x"), ("problem_set_id", &set_id), ("time_limit_s", "0"), ("judgements_per_solution", "2")])
+        .post_form(
+            "/studies",
+            &[
+                ("name", "x"),
+                ("problem_set_id", &set_id),
+                ("time_limit_s", "0"),
+                ("judgements_per_solution", "2"),
+            ],
+        )
         .await;
     assert_eq!(bad_limit.status, StatusCode::BAD_REQUEST);
     assert!(bad_limit.body.contains("time limit"));
 
     // An admin invites raters; the links work once the page shows them.
     let mut admin = app.staff_client("ada", UserRole::Admin).await;
-    let invites = admin.post_form(&format!("{study_page}/invites"), &[("names", "Ann\nBo\n\n")]).await;
+    let invites = admin
+        .post_form(
+            &format!("{study_page}/invites"),
+            &[("names", "Ann\nBo\n\n")],
+        )
+        .await;
     assert_eq!(invites.status, StatusCode::OK, "{}", invites.body);
-    let links: Vec<&str> = invites.body.split("<code>").skip(1).map(|s| s.split("</code>").next().unwrap()).collect();
+    let links: Vec<&str> = invites
+        .body
+        .split("<code>")
+        .skip(1)
+        .map(|s| s.split("</code>").next().unwrap())
+        .collect();
     assert_eq!(links.len(), 2);
     assert!(links[0].starts_with("http://lab.test/r/"), "{}", links[0]);
     let path = links[0].trim_start_matches("http://lab.test");
@@ -112,7 +161,11 @@ async fn health_reports_the_backend(backend: Backend) {
     let app = TestApp::start(backend).await;
     let health = app.client().get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK);
-    let expected = if backend == Backend::Sqlite { "sqlite" } else { "postgres" };
+    let expected = if backend == Backend::Sqlite {
+        "sqlite"
+    } else {
+        "postgres"
+    };
     assert_eq!(health.json()["database"], expected);
 }
 on_both_backends!(health_reports_the_backend);

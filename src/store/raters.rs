@@ -41,6 +41,9 @@ pub struct RaterProgress {
     pub revoked: bool,
 }
 
+/// (id, name, judgements, timeouts, started_at, revoked_at) as selected below.
+type RaterProgressRow = (Uuid, String, i64, i64, Option<i64>, Option<i64>);
+
 impl Store {
     /// Invites raters with the given names to a study and returns their secret tokens.
     pub async fn invite_raters(
@@ -118,7 +121,7 @@ impl Store {
 
     /// Every rater of a study with their progress.
     pub async fn rater_progress(&self, study_id: Uuid) -> StoreResult<Vec<RaterProgress>> {
-        let rows: Vec<(Uuid, String, i64, i64, Option<i64>, Option<i64>)> = dispatch!(self, pool, _b => {
+        let rows: Vec<RaterProgressRow> = dispatch!(self, pool, _b => {
             sqlx::query_as(
                 "SELECT r.id, r.name,
                         (SELECT COUNT(*) FROM judgements j WHERE j.rater_id = r.id),

@@ -38,11 +38,11 @@ macro_rules! on_both_backends {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn sqlite() {
-                super::$name(crate::common::Backend::Sqlite).await
+                super::$name($crate::common::Backend::Sqlite).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                super::$name(crate::common::Backend::Postgres).await
+                super::$name($crate::common::Backend::Postgres).await
             }
         }
     };
