@@ -69,7 +69,8 @@ CREATE TABLE studies (
 );
 
 -- The solutions a study judges, with the fields assignment needs (denormalised so serving an item
--- touches one table) and the live slot counter that makes over-assignment impossible.
+-- touches one table) and the live slot counter (active + judged assignments) that makes
+-- over-assignment impossible.
 CREATE TABLE study_solutions (
     study_id      BLOB NOT NULL REFERENCES studies (id),
     solution_id   BLOB NOT NULL REFERENCES solutions (id),
@@ -78,7 +79,6 @@ CREATE TABLE study_solutions (
     is_correct    INTEGER NOT NULL,
     shuffle_key   INTEGER NOT NULL,
     slots_taken   INTEGER NOT NULL DEFAULT 0 CHECK (slots_taken >= 0),
-    judged        INTEGER NOT NULL DEFAULT 0 CHECK (judged >= 0),
     PRIMARY KEY (study_id, solution_id)
 );
 CREATE INDEX study_solutions_by_stratum
@@ -101,6 +101,10 @@ CREATE TABLE assignments (
     rater_id    BLOB NOT NULL REFERENCES raters (id),
     solution_id BLOB NOT NULL REFERENCES solutions (id),
     problem_id  BLOB NOT NULL REFERENCES problems (id),
+    -- The solution's (checkpoint, correctness) stratum, copied so balancing a rater's mix is
+    -- an index lookup.
+    checkpoint_id BLOB NOT NULL REFERENCES checkpoints (id),
+    is_correct  INTEGER NOT NULL,
     served_at   INTEGER NOT NULL,
     deadline    INTEGER NOT NULL,
     state       TEXT NOT NULL CHECK (state IN ('active', 'judged', 'abandoned')),
@@ -109,6 +113,7 @@ CREATE TABLE assignments (
 CREATE UNIQUE INDEX assignments_one_active_per_rater ON assignments (rater_id) WHERE state = 'active';
 CREATE INDEX assignments_active_by_deadline ON assignments (study_id, deadline) WHERE state = 'active';
 CREATE INDEX assignments_by_solution ON assignments (study_id, solution_id);
+CREATE INDEX assignments_by_rater_stratum ON assignments (rater_id, checkpoint_id, is_correct);
 
 CREATE TABLE judgements (
     id                BLOB PRIMARY KEY,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::{Store, StoreResult, WritePool, dispatch, sha256_hex};
+use super::{Store, StoreResult, dispatch, sha256_hex};
 use crate::domain::{CheckpointKind, ProverRole, parse_stored};
 use crate::grading;
 use crate::problems::{ImportRejected, LineError, ProblemRecord, ProblemRef, SolutionRecord};
@@ -84,7 +84,7 @@ impl Store {
             ..ImportSummary::default()
         };
         dispatch!(self, pool, _b => {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = self.begin_write(pool).await?;
             sqlx::query("INSERT INTO problem_sets (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
                 .bind(Uuid::now_v7())
                 .bind(set_name)
@@ -136,7 +136,7 @@ impl Store {
             ..ImportSummary::default()
         };
         dispatch!(self, pool, _b => {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = self.begin_write(pool).await?;
             let set_id: Option<Uuid> = match set_name {
                 Some(name) => {
                     let row: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM problem_sets WHERE name = $1")

@@ -8,12 +8,14 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures_core::future::BoxFuture;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
+use sqlx::{ConnectOptions, SqlSafeStr};
 
 pub mod catalog;
 pub mod judging;
@@ -50,7 +52,8 @@ pub enum StoreError {
 impl StoreError {
     /// Transient clashes between concurrent transactions that are safe to retry from the start:
     /// PostgreSQL serialization failures, deadlocks and unique violations raced by a concurrent
-    /// writer; SQLite "busy".
+    /// writer (e.g. two tabs of one rater asking for an item at once); SQLite "busy" and unique
+    /// violations (the same race, decided by the single writer).
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database(sqlx::Error::Database(e)) => {
@@ -88,7 +91,13 @@ impl Backend {
 
 #[derive(Debug, Clone)]
 enum Db {
-    Sqlite(SqlitePool),
+    /// SQLite allows one writer at a time. Writes go through a single dedicated connection so
+    /// they queue in-process (FIFO, no busy-wait sleeps); reads use a pool and run alongside
+    /// thanks to WAL.
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -103,7 +112,7 @@ pub struct Store {
 macro_rules! dispatch {
     ($store:expr, $pool:ident, $backend:ident => $body:expr) => {
         match &$store.db {
-            $crate::store::Db::Sqlite($pool) => {
+            $crate::store::Db::Sqlite { read: $pool, .. } => {
                 #[allow(unused_variables)]
                 let $backend = $crate::store::Backend::Sqlite;
                 $body
@@ -118,27 +127,45 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// Opens write transactions the way each engine needs: SQLite takes the write lock up front
-/// (`BEGIN IMMEDIATE`), so a transaction that reads before it writes never fails with
-/// SQLITE_BUSY halfway; PostgreSQL relies on row locks and conditional updates.
+/// Opens write transactions the way each engine needs: SQLite on its single writer connection,
+/// taking the write lock up front (`BEGIN IMMEDIATE`) so a transaction that reads before it
+/// writes never fails with SQLITE_BUSY halfway (another process may hold the lock);
+/// PostgreSQL on any pooled connection, relying on row locks and conditional updates.
 pub(crate) trait WritePool {
     type Database: sqlx::Database;
-    async fn begin_write(&self) -> Result<Transaction<'static, Self::Database>, sqlx::Error>;
+    async fn begin_write_on(
+        store: &Store,
+        pool: &Self,
+    ) -> Result<Transaction<'static, Self::Database>, sqlx::Error>;
 }
 
 impl WritePool for SqlitePool {
     type Database = Sqlite;
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.begin_with("BEGIN IMMEDIATE").await
+    async fn begin_write_on(
+        store: &Store,
+        pool: &Self,
+    ) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        let writer = match &store.db {
+            Db::Sqlite { write, .. } => write,
+            Db::Postgres(_) => pool,
+        };
+        writer.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
 impl WritePool for PgPool {
     type Database = Postgres;
-    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.begin().await
+    async fn begin_write_on(
+        _store: &Store,
+        pool: &Self,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        pool.begin().await
     }
 }
+
+/// Statements slower than this are logged as warnings (a sign of a missing index or of lock
+/// contention).
+const SLOW_STATEMENT: Duration = Duration::from_millis(100);
 
 /// Versioned migrations, embedded in the binary so a fresh clone needs no files at run time.
 /// Each backend has its own folder with the same version numbers and the same meaning.
@@ -157,9 +184,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
 struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);
 
 impl<'s> MigrationSource<'s> for EmbeddedMigrations {
-    fn resolve(
-        self,
-    ) -> futures_core_compat::BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
+    fn resolve(self) -> BoxFuture<'s, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
         Box::pin(async move {
             Ok(self
                 .0
@@ -178,12 +203,6 @@ impl<'s> MigrationSource<'s> for EmbeddedMigrations {
     }
 }
 
-mod futures_core_compat {
-    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
-}
-
-use sqlx::SqlSafeStr;
-
 impl Store {
     /// Connects to `database_url` (`sqlite://path` or `postgres://…`), creating the SQLite file
     /// if needed, and applies pending migrations.
@@ -191,7 +210,8 @@ impl Store {
         let store = if database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
         {
-            let options = PgConnectOptions::from_str(database_url)?;
+            let options = PgConnectOptions::from_str(database_url)?
+                .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(30))
@@ -208,14 +228,20 @@ impl Store {
                 // (kill -9); only an OS crash or power cut can lose the last commits.
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true);
-            let pool = SqlitePoolOptions::new()
-                .max_connections(8)
+                .foreign_keys(true)
+                .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT);
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with(options.clone())
+                .await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(4)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
                 .await?;
             Store {
-                db: Db::Sqlite(pool),
+                db: Db::Sqlite { read, write },
             }
         } else {
             return Err(StoreError::Invalid(format!(
@@ -226,10 +252,18 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a write transaction (see [`WritePool`]); `pool` is the pool `dispatch!` bound.
+    pub(crate) async fn begin_write<P: WritePool>(
+        &self,
+        pool: &P,
+    ) -> Result<Transaction<'static, P::Database>, sqlx::Error> {
+        P::begin_write_on(self, pool).await
+    }
+
     /// Which engine this store uses.
     pub fn backend(&self) -> Backend {
         match self.db {
-            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Sqlite { .. } => Backend::Sqlite,
             Db::Postgres(_) => Backend::Postgres,
         }
     }
@@ -237,11 +271,21 @@ impl Store {
     /// Applies the embedded migrations that are not applied yet; refuses to start when an
     /// applied migration's checksum no longer matches (migrations are never edited).
     pub async fn migrate(&self) -> StoreResult<()> {
-        dispatch!(self, pool, backend => {
-            let source = EmbeddedMigrations(backend.pick_migrations());
-            Migrator::new(source).await?.run(pool).await?;
-            Ok(())
-        })
+        match &self.db {
+            Db::Sqlite { write, .. } => {
+                Migrator::new(EmbeddedMigrations(SQLITE_MIGRATIONS))
+                    .await?
+                    .run(write)
+                    .await?
+            }
+            Db::Postgres(pool) => {
+                Migrator::new(EmbeddedMigrations(POSTGRES_MIGRATIONS))
+                    .await?
+                    .run(pool)
+                    .await?
+            }
+        }
+        Ok(())
     }
 
     /// Cheap liveness probe for `/healthz`.
@@ -252,17 +296,14 @@ impl Store {
         })
     }
 
-    /// Closes the pool, waiting for connections to be returned (graceful shutdown).
+    /// Closes the pools, waiting for connections to be returned (graceful shutdown).
     pub async fn close(&self) {
-        dispatch!(self, pool, _b => pool.close().await)
-    }
-}
-
-impl Backend {
-    fn pick_migrations(self) -> &'static [(i64, &'static str, &'static str)] {
-        match self {
-            Backend::Sqlite => SQLITE_MIGRATIONS,
-            Backend::Postgres => POSTGRES_MIGRATIONS,
+        match &self.db {
+            Db::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(pool) => pool.close().await,
         }
     }
 }

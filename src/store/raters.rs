@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, WritePool, dispatch};
+use super::{Store, StoreError, StoreResult, dispatch};
 use crate::auth;
 
 /// A rater as the rater pages need them: who, and in which study.
@@ -68,7 +68,7 @@ impl Store {
             return Err(StoreError::Invalid("every rater needs a name".into()));
         }
         dispatch!(self, pool, _b => {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = self.begin_write(pool).await?;
             for invitation in &invitations {
                 sqlx::query("INSERT INTO raters (id, study_id, name, token_sha, created_at) VALUES ($1, $2, $3, $4, $5)")
                     .bind(invitation.rater.id)

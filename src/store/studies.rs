@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use rand::Rng;
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, WritePool, dispatch};
+use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{ProverRole, StudyStatus, parse_stored};
 
 /// What a researcher asks for when creating a study.
@@ -145,7 +145,7 @@ impl Store {
                 .collect()
         };
         dispatch!(self, pool, _b => {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = self.begin_write(pool).await?;
             let inserted = sqlx::query(
                 "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
                                       created_by, created_at)
@@ -251,7 +251,7 @@ impl Store {
             sqlx::query_as(
                 "SELECT (SELECT COUNT(*) FROM study_solutions WHERE study_id = $1),
                             (SELECT CAST(COALESCE(SUM(slots_taken), 0) AS BIGINT) FROM study_solutions WHERE study_id = $1),
-                            (SELECT CAST(COALESCE(SUM(judged), 0) AS BIGINT) FROM study_solutions WHERE study_id = $1),
+                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1),
                             (SELECT COUNT(*) FROM raters WHERE study_id = $1),
                             (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'correct'),
                             (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'wrong'),

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, WritePool, dispatch};
+use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{UserRole, parse_stored};
 
 /// A staff account as the web layer needs it.
@@ -112,7 +112,7 @@ impl Store {
         now: i64,
     ) -> StoreResult<()> {
         dispatch!(self, pool, _b => {
-            let mut tx = pool.begin_write().await?;
+            let mut tx = self.begin_write(pool).await?;
             sqlx::query("DELETE FROM sessions WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO sessions (token_sha, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
                 .bind(token_sha)
