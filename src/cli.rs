@@ -15,10 +15,18 @@ use crate::domain::{ProverRole, UserRole};
 use crate::store::Store;
 use crate::store::studies::StudySpec;
 use crate::web::{self, AppState, WebConfig};
-use crate::{auth, judging, problems};
+use crate::{auth, generator, judging, problems};
 
 /// Default database: a SQLite file under `data/`, created and migrated on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/legibility.db";
+
+/// The built-in problem set a fresh database starts with: the project's own generated
+/// grade-school problems, so a fresh clone has problems without any download.
+pub const BUILTIN_SET: &str = "builtin-grade-school";
+/// Size of the built-in set.
+pub const BUILTIN_COUNT: usize = 500;
+/// Seed of the built-in set (fixed, so every installation has the same problems).
+pub const BUILTIN_SEED: u64 = 2024;
 
 /// Legibility Lab: timed human legibility studies of prover–verifier games.
 #[derive(Debug, Parser)]
@@ -77,6 +85,18 @@ pub enum ImportCommand {
         /// Name of the problem set to add them to (created if new).
         #[arg(long)]
         set: String,
+    },
+    /// Problems from the project's own procedural generator (reproducible from the seed).
+    Generated {
+        /// Name of the problem set to add them to (created if new).
+        #[arg(long, default_value = BUILTIN_SET)]
+        set: String,
+        /// How many problems.
+        #[arg(long, default_value_t = BUILTIN_COUNT)]
+        count: usize,
+        /// Generator seed.
+        #[arg(long, default_value_t = BUILTIN_SEED)]
+        seed: u64,
     },
     /// Solutions JSONL: `question` or `problem_id`, `solution`, `checkpoint`, `round`, `role`.
     Solutions {
@@ -226,6 +246,18 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
              (change it with: legibility user add admin --reset)"
         );
     }
+    if store.problem_sets().await?.is_empty() {
+        let jsonl = generator::to_gsm8k_jsonl(&generator::generate(BUILTIN_SEED, BUILTIN_COUNT));
+        let records = problems::parse_gsm8k_problems(jsonl.as_bytes())?;
+        let summary = store
+            .import_problems(BUILTIN_SET, &records, clock.now_ms())
+            .await?;
+        tracing::info!(
+            set = BUILTIN_SET,
+            problems = summary.inserted,
+            "first start: imported the built-in problem set"
+        );
+    }
     let config = WebConfig {
         secure_cookies: args.secure_cookies,
         public_url: args.public_url,
@@ -273,6 +305,17 @@ async fn import(store: &Store, clock: &Clock, command: ImportCommand) -> anyhow:
             let records = problems::parse_gsm8k_problems(&bytes)?;
             (
                 file,
+                store
+                    .import_problems(&set, &records, clock.now_ms())
+                    .await?,
+                "problems",
+            )
+        }
+        ImportCommand::Generated { set, count, seed } => {
+            let jsonl = generator::to_gsm8k_jsonl(&generator::generate(seed, count));
+            let records = problems::parse_gsm8k_problems(jsonl.as_bytes())?;
+            (
+                PathBuf::from(format!("generator(seed {seed})")),
                 store
                     .import_problems(&set, &records, clock.now_ms())
                     .await?,

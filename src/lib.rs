@@ -4,6 +4,7 @@
 //! - [`domain`]: the research's vocabulary (roles, verdicts, checkpoint kinds).
 //! - [`grading`]: final-answer extraction and comparison with ground truth.
 //! - [`problems`]: parsing and validating import files (GSM8K problems, solutions).
+//! - [`generator`]: the project's own procedural grade-school word problems (built-in set).
 //! - [`judging`]: deadline and assignment-balancing rules.
 //! - [`auth`]: password hashing and tokens.
 //! - [`store`]: persistence on SQLite or PostgreSQL.
@@ -14,6 +15,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod domain;
+pub mod generator;
 pub mod grading;
 pub mod judging;
 pub mod problems;

@@ -156,3 +156,40 @@ async fn cli_import_reads_files(backend: Backend) {
     assert_eq!((sets[0].name.as_str(), sets[0].problems), ("cli-set", 5));
 }
 on_both_backends!(cli_import_reads_files);
+
+async fn generated_problems_import_reproducibly(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for _ in 0..2 {
+        let cli = <legibility::cli::Cli as clap::Parser>::try_parse_from([
+            "legibility",
+            "--database-url",
+            &app.db.url,
+            "import",
+            "generated",
+            "--count",
+            "40",
+        ])
+        .unwrap();
+        legibility::cli::run(cli).await.unwrap();
+    }
+    let sets = app.store().problem_sets().await.unwrap();
+    assert_eq!(
+        (sets[0].name.as_str(), sets[0].problems),
+        (legibility::cli::BUILTIN_SET, 40)
+    );
+    // The same seed gives the same problems: the stored ground truths match the generator's.
+    let expected = legibility::generator::generate(legibility::cli::BUILTIN_SEED, 40);
+    let truths: Vec<String> = with_raw_pool!(app.db.url, pool => sqlx::query_as::<_, (String,)>(
+        "SELECT ground_truth FROM problems ORDER BY position").fetch_all(&pool).await.unwrap())
+    .into_iter()
+    .map(|(t,)| t)
+    .collect();
+    assert_eq!(
+        truths,
+        expected
+            .iter()
+            .map(|p| p.answer.to_string())
+            .collect::<Vec<_>>()
+    );
+}
+on_both_backends!(generated_problems_import_reproducibly);

@@ -226,23 +226,8 @@ on_both_backends!(a_rater_cannot_answer_someone_elses_item);
 /// Rows of every judgement with what the assertions need.
 async fn judgement_rows(app: &TestApp, study: Uuid) -> Vec<(Uuid, Uuid, Uuid)> {
     // (rater, solution, problem) per judgement, read straight from the database.
-    let url = app.db.url.clone();
     let query = "SELECT j.rater_id, j.solution_id, s.problem_id FROM judgements j JOIN solutions s ON s.id = j.solution_id WHERE j.study_id = $1";
-    if url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        sqlx::query_as(query)
-            .bind(study)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-    } else {
-        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-        sqlx::query_as(query)
-            .bind(study)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-    }
+    with_raw_pool!(app.db.url, pool => sqlx::query_as(query).bind(study).fetch_all(&pool).await.unwrap())
 }
 
 async fn fifty_concurrent_raters_fill_every_solution_exactly(backend: Backend) {
@@ -361,21 +346,7 @@ async fn each_rater_sees_a_balanced_mix(backend: Backend) {
     let query = "SELECT ss.checkpoint_id, ss.is_correct FROM judgements j
                  JOIN study_solutions ss ON ss.study_id = j.study_id AND ss.solution_id = j.solution_id
                  WHERE j.study_id = $1";
-    let seen: Vec<(Uuid, bool)> = if app.db.url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
-        sqlx::query_as(query)
-            .bind(fixture.study_id)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-    } else {
-        let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
-        sqlx::query_as(query)
-            .bind(fixture.study_id)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-    };
+    let seen: Vec<(Uuid, bool)> = with_raw_pool!(app.db.url, pool => sqlx::query_as(query).bind(fixture.study_id).fetch_all(&pool).await.unwrap());
     let mut counts: HashMap<(Uuid, bool), usize> = HashMap::new();
     for key in seen {
         *counts.entry(key).or_default() += 1;

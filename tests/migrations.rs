@@ -16,23 +16,9 @@ async fn migrations_apply_once_and_detect_edits(backend: Backend) {
     again.close().await;
 
     let tamper = "UPDATE _sqlx_migrations SET checksum = $1 WHERE version = 1";
-    if backend == Backend::Postgres {
-        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-        sqlx::query(tamper)
-            .bind(vec![0u8; 48])
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::SqlitePool::connect(&db.url).await.unwrap();
-        sqlx::query(tamper)
-            .bind(vec![0u8; 48])
-            .execute(&pool)
-            .await
-            .unwrap();
-        pool.close().await;
-    }
+    with_raw_pool!(db.url, pool => {
+        sqlx::query(tamper).bind(vec![0u8; 48]).execute(&pool).await.unwrap();
+    });
     let refused = Store::connect(&db.url)
         .await
         .expect_err("an edited migration must be refused");

@@ -80,6 +80,12 @@ where
     }
 }
 
+/// Stores one judgement; the assignment's move to `judged` happens in the same transaction.
+const INSERT_JUDGEMENT: &str = "INSERT INTO judgements (id, assignment_id, study_id, rater_id, solution_id, verdict,
+                                                       served_at, deadline, submitted_at, server_elapsed_ms,
+                                                       client_elapsed_ms)
+                                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+
 /// What serving needs to know before it takes the write lock; read from the read pool so the
 /// single writer only does writes.
 struct ServingContext {
@@ -277,22 +283,21 @@ impl Store {
                     .await?
                     .rows_affected();
                 if closed == 1 {
-                    sqlx::query(
-                        "INSERT INTO judgements (id, assignment_id, study_id, rater_id, solution_id, verdict, served_at,
-                                                 deadline, submitted_at, server_elapsed_ms, client_elapsed_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, NULL)",
-                    )
-                    .bind(Uuid::now_v7())
-                    .bind(assignment_id)
-                    .bind(study_id)
-                    .bind(rater_id)
-                    .bind(solution_id)
-                    .bind(Verdict::Timeout.as_str())
-                    .bind(served_at)
-                    .bind(deadline)
-                    .bind(judging::server_elapsed_ms(served_at, now, deadline, Verdict::Timeout))
-                    .execute(&mut *tx)
-                    .await?;
+                    // No answer arrived: `submitted_at` and the client's time stay empty.
+                    sqlx::query(INSERT_JUDGEMENT)
+                        .bind(Uuid::now_v7())
+                        .bind(assignment_id)
+                        .bind(study_id)
+                        .bind(rater_id)
+                        .bind(solution_id)
+                        .bind(Verdict::Timeout.as_str())
+                        .bind(served_at)
+                        .bind(deadline)
+                        .bind(None::<i64>)
+                        .bind(judging::server_elapsed_ms(served_at, now, deadline, Verdict::Timeout))
+                        .bind(None::<i64>)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 items_done += 1;
             }
@@ -409,11 +414,7 @@ impl Store {
                 }
                 Some((study_id, solution_id, served_at, deadline, time_limit_ms)) => {
                     let verdict = judging::recorded_verdict(requested, now, deadline);
-                    sqlx::query(
-                        "INSERT INTO judgements (id, assignment_id, study_id, rater_id, solution_id, verdict, served_at,
-                                                 deadline, submitted_at, server_elapsed_ms, client_elapsed_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
+                    sqlx::query(INSERT_JUDGEMENT)
                     .bind(Uuid::now_v7())
                     .bind(assignment_id)
                     .bind(study_id)

@@ -119,6 +119,28 @@ async fn drop_stale_schemas(admin: &sqlx::PgPool) {
     }
 }
 
+/// Runs `$body` with `$pool` bound to a plain sqlx pool on the test database, for assertions
+/// that read (or tamper with) tables directly, whichever the backend.
+#[macro_export]
+macro_rules! with_raw_pool {
+    ($url:expr, $pool:ident => $body:expr) => {{
+        let url: &str = &$url;
+        if url.starts_with("postgres") {
+            let $pool = sqlx::PgPool::connect(url).await.expect("raw postgres pool");
+            let out = $body;
+            $pool.close().await;
+            out
+        } else {
+            let $pool = sqlx::SqlitePool::connect(url)
+                .await
+                .expect("raw sqlite pool");
+            let out = $body;
+            $pool.close().await;
+            out
+        }
+    }};
+}
+
 /// The real application on a fresh database, driven in-process.
 pub struct TestApp {
     pub state: AppState,
