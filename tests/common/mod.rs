@@ -384,6 +384,15 @@ pub fn urlencode(text: &str) -> String {
     out
 }
 
+/// A free TCP port on loopback for a server or driver the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("address")
+        .port()
+}
+
 /// Path of the real GSM8K data shipped beside the repository.
 pub fn gsm8k(split: &str) -> std::path::PathBuf {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
