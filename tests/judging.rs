@@ -374,3 +374,27 @@ async fn closed_studies_serve_nothing_new(backend: Backend) {
     assert!(page.body.contains("Study closed"));
 }
 on_both_backends!(closed_studies_serve_nothing_new);
+
+async fn many_tabs_of_one_rater_get_one_item(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(10, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let app = &app;
+    let token = &tokens[0];
+    // Eight tabs ask at the same moment: all must show the same single item.
+    let tabs: Vec<_> = (0..8)
+        .map(|_| async move {
+            let mut tab = app.client();
+            tab.bearer = Some(token.clone());
+            next_item(&mut tab).await["assignment_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let ids: HashSet<String> = futures_join_all(tabs).await.into_iter().collect();
+    assert_eq!(ids.len(), 1, "one rater got several items at once: {ids:?}");
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(progress.in_progress, 1);
+}
+on_both_backends!(many_tabs_of_one_rater_get_one_item);

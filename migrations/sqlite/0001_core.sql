@@ -100,10 +100,10 @@ CREATE TABLE assignments (
     study_id    BLOB NOT NULL REFERENCES studies (id),
     rater_id    BLOB NOT NULL REFERENCES raters (id),
     solution_id BLOB NOT NULL REFERENCES solutions (id),
-    problem_id  BLOB NOT NULL REFERENCES problems (id),
-    -- The solution's (checkpoint, correctness) stratum, copied so balancing a rater's mix is
-    -- an index lookup.
-    checkpoint_id BLOB NOT NULL REFERENCES checkpoints (id),
+    problem_id  BLOB NOT NULL,
+    -- problem_id, checkpoint_id and is_correct are copies of the solution's (no foreign keys:
+    -- solution_id already has one), so the per-problem rule and balancing are index lookups.
+    checkpoint_id BLOB NOT NULL,
     is_correct  INTEGER NOT NULL,
     served_at   INTEGER NOT NULL,
     deadline    INTEGER NOT NULL,
@@ -116,11 +116,13 @@ CREATE INDEX assignments_by_solution ON assignments (study_id, solution_id);
 CREATE INDEX assignments_by_rater_stratum ON assignments (rater_id, checkpoint_id, is_correct);
 
 CREATE TABLE judgements (
+    -- study_id, rater_id, solution_id are copies of the assignment's (which has the foreign
+    -- keys), kept so reports need no join.
     id                BLOB PRIMARY KEY,
     assignment_id     BLOB NOT NULL UNIQUE REFERENCES assignments (id),
-    study_id          BLOB NOT NULL REFERENCES studies (id),
-    rater_id          BLOB NOT NULL REFERENCES raters (id),
-    solution_id       BLOB NOT NULL REFERENCES solutions (id),
+    study_id          BLOB NOT NULL,
+    rater_id          BLOB NOT NULL,
+    solution_id       BLOB NOT NULL,
     verdict           TEXT NOT NULL CHECK (verdict IN ('correct', 'wrong', 'timeout')),
     served_at         INTEGER NOT NULL,
     deadline          INTEGER NOT NULL,

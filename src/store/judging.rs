@@ -11,6 +11,7 @@
 use rand::Rng;
 use uuid::Uuid;
 
+use super::writer::{ClaimRequest, JudgeRequest};
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{StudyStatus, Verdict, parse_stored};
 use crate::judging::{self, RequestedVerdict, Stratum};
@@ -79,12 +80,6 @@ where
         }
     }
 }
-
-/// Stores one judgement; the assignment's move to `judged` happens in the same transaction.
-const INSERT_JUDGEMENT: &str = "INSERT INTO judgements (id, assignment_id, study_id, rater_id, solution_id, verdict,
-                                                       served_at, deadline, submitted_at, server_elapsed_ms,
-                                                       client_elapsed_ms)
-                                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
 /// What serving needs to know before it takes the write lock; read from the read pool so the
 /// single writer only does writes.
@@ -169,15 +164,16 @@ impl Store {
         })
     }
 
-    /// The rater's strata in serving order: least seen first (a hint; read outside the write
-    /// transaction, so a concurrent serve of the same rater may make it slightly stale).
+    /// The rater's strata in serving order: least shown first (every item served counts, also
+    /// one the rater abandoned; an index-only count). A hint, read outside the write
+    /// transaction, so a concurrent serve of the same rater may make it slightly stale.
     async fn strata_for(&self, rater_id: Uuid, study_id: Uuid) -> StoreResult<Vec<Stratum>> {
         let rows: Vec<(Uuid, bool, i64)> = dispatch!(self, pool, _b => {
             sqlx::query_as(
                 "SELECT st.checkpoint_id, st.is_correct,
                         (SELECT COUNT(*) FROM assignments a
                           WHERE a.rater_id = $2 AND a.checkpoint_id = st.checkpoint_id
-                            AND a.is_correct = st.is_correct AND a.state <> 'abandoned')
+                            AND a.is_correct = st.is_correct)
                  FROM study_strata st WHERE st.study_id = $1",
             )
             .bind(study_id)
@@ -246,121 +242,36 @@ impl Store {
             Vec::new()
         };
         let cutoff = judging::reclaim_cutoff(now, context.grace_ms);
-        let sweep_needed = context.earliest_active_deadline.is_some_and(|d| d < cutoff);
         let random_start: i64 = rand::rng().random_range(0..i64::MAX);
-
-        let claimed: Option<(Uuid, Uuid, i64)> = dispatch!(self, pool, backend => {
-            let mut tx = self.begin_write(pool).await?;
-            // 1. Abandoned items of other raters give their slot back.
-            if sweep_needed {
-                let sweep = backend.pick(
-                    "UPDATE assignments SET state = 'abandoned'
-                     WHERE study_id = $1 AND state = 'active' AND deadline < $2 AND rater_id <> $3
-                     RETURNING solution_id",
-                    "UPDATE assignments SET state = 'abandoned'
-                     WHERE id IN (SELECT id FROM assignments
-                                  WHERE study_id = $1 AND state = 'active' AND deadline < $2 AND rater_id <> $3
-                                  FOR UPDATE SKIP LOCKED)
-                     RETURNING solution_id",
-                );
-                let freed: Vec<(Uuid,)> =
-                    sqlx::query_as(sweep).bind(study_id).bind(cutoff).bind(rater_id).fetch_all(&mut *tx).await?;
-                for (solution_id,) in freed {
-                    sqlx::query(
-                        "UPDATE study_solutions SET slots_taken = slots_taken - 1 WHERE study_id = $1 AND solution_id = $2",
-                    )
-                    .bind(study_id)
-                    .bind(solution_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-            // 2. The rater's own item ran out: stored as a timeout (unless an answer just won).
-            if let Some((assignment_id, solution_id, served_at, deadline)) = expired_own {
-                let closed = sqlx::query("UPDATE assignments SET state = 'judged' WHERE id = $1 AND state = 'active'")
-                    .bind(assignment_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if closed == 1 {
-                    // No answer arrived: `submitted_at` and the client's time stay empty.
-                    sqlx::query(INSERT_JUDGEMENT)
-                        .bind(Uuid::now_v7())
-                        .bind(assignment_id)
-                        .bind(study_id)
-                        .bind(rater_id)
-                        .bind(solution_id)
-                        .bind(Verdict::Timeout.as_str())
-                        .bind(served_at)
-                        .bind(deadline)
-                        .bind(None::<i64>)
-                        .bind(judging::server_elapsed_ms(served_at, now, deadline, Verdict::Timeout))
-                        .bind(None::<i64>)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                items_done += 1;
-            }
-            // 3. Claim a slot of an available solution, trying strata in the rater's order; the
-            //    conditional update re-checks the quota under the row lock.
-            let mut claimed = None;
-            'strata: for stratum in &strata {
-                for from_key in [random_start, 0] {
-                    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-                        "UPDATE study_solutions SET slots_taken = slots_taken + 1
-                         WHERE study_id = $1 AND slots_taken < $5 AND solution_id = (
-                             SELECT ss.solution_id FROM study_solutions ss
-                             WHERE ss.study_id = $1 AND ss.checkpoint_id = $2 AND ss.is_correct = $3
-                               AND ss.shuffle_key >= $4 AND ss.slots_taken < $5
-                               AND NOT EXISTS (SELECT 1 FROM assignments a
-                                               WHERE a.study_id = $1 AND a.rater_id = $6 AND a.problem_id = ss.problem_id)
-                             ORDER BY ss.shuffle_key LIMIT 1)
-                         RETURNING solution_id, problem_id",
-                    )
-                    .bind(study_id)
-                    .bind(stratum.checkpoint_id)
-                    .bind(stratum.is_correct)
-                    .bind(from_key)
-                    .bind(context.wanted)
-                    .bind(rater_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some((solution_id, problem_id)) = row {
-                        let assignment_id = Uuid::new_v4();
-                        sqlx::query(
-                            "INSERT INTO assignments (id, study_id, rater_id, solution_id, problem_id, checkpoint_id,
-                                                      is_correct, served_at, deadline, state)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active')",
-                        )
-                        .bind(assignment_id)
-                        .bind(study_id)
-                        .bind(rater_id)
-                        .bind(solution_id)
-                        .bind(problem_id)
-                        .bind(stratum.checkpoint_id)
-                        .bind(stratum.is_correct)
-                        .bind(now)
-                        .bind(judging::deadline_for(now, context.time_limit_ms))
-                        .execute(&mut *tx)
-                        .await?;
-                        claimed = Some((assignment_id, solution_id, judging::deadline_for(now, context.time_limit_ms)));
-                        break 'strata;
-                    }
-                }
-            }
-            tx.commit().await?;
-            claimed
-        });
-
+        let claimed = self
+            .writer
+            .claim(ClaimRequest {
+                rater_id,
+                study_id,
+                strata,
+                wanted: context.wanted,
+                now,
+                time_limit_ms: context.time_limit_ms,
+                random_start,
+                sweep_cutoff: context
+                    .earliest_active_deadline
+                    .is_some_and(|d| d < cutoff)
+                    .then_some(cutoff),
+                expired_own,
+            })
+            .await?;
+        if expired_own.is_some() {
+            items_done += 1;
+        }
         match claimed {
-            Some((assignment_id, solution_id, deadline)) => {
-                let (question, solution) = self.item_text(solution_id).await?;
+            Some(item) => {
+                let (question, solution) = self.item_text(item.solution_id).await?;
                 Ok(ServeOutcome::Item(ServedItem {
-                    assignment_id,
+                    assignment_id: item.assignment_id,
                     question,
                     solution,
                     served_at: now,
-                    deadline,
+                    deadline: item.deadline,
                     time_limit_ms: context.time_limit_ms,
                     items_done,
                 }))
@@ -395,46 +306,21 @@ impl Store {
         client_elapsed_ms: Option<i64>,
         now: i64,
     ) -> StoreResult<SubmitOutcome> {
-        let outcome: Option<SubmitOutcome> = dispatch!(self, pool, _backend => {
-            let mut tx = self.begin_write(pool).await?;
-            let claimed: Option<(Uuid, Uuid, i64, i64, i64)> = sqlx::query_as(
-                "UPDATE assignments SET state = 'judged'
-                 WHERE id = $1 AND rater_id = $2 AND state = 'active'
-                 RETURNING study_id, solution_id, served_at, deadline,
-                           (SELECT s.time_limit_ms FROM studies s WHERE s.id = assignments.study_id)",
-            )
-            .bind(assignment_id)
-            .bind(rater_id)
-            .fetch_optional(&mut *tx)
+        let stored = self
+            .writer
+            .judge(JudgeRequest {
+                rater_id,
+                assignment_id,
+                requested,
+                client_elapsed_ms,
+                now,
+            })
             .await?;
-            match claimed {
-                None => {
-                    tx.rollback().await?;
-                    None
-                }
-                Some((study_id, solution_id, served_at, deadline, time_limit_ms)) => {
-                    let verdict = judging::recorded_verdict(requested, now, deadline);
-                    sqlx::query(INSERT_JUDGEMENT)
-                    .bind(Uuid::now_v7())
-                    .bind(assignment_id)
-                    .bind(study_id)
-                    .bind(rater_id)
-                    .bind(solution_id)
-                    .bind(verdict.as_str())
-                    .bind(served_at)
-                    .bind(deadline)
-                    .bind(now)
-                    .bind(judging::server_elapsed_ms(served_at, now, deadline, verdict))
-                    .bind(judging::plausible_client_elapsed(client_elapsed_ms, time_limit_ms))
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    Some(SubmitOutcome { verdict, duplicate: false })
-                }
-            }
-        });
-        if let Some(outcome) = outcome {
-            return Ok(outcome);
+        if let Some(verdict) = stored {
+            return Ok(SubmitOutcome {
+                verdict,
+                duplicate: false,
+            });
         }
         // Not active: a repeat of a stored answer, an item that was reassigned, or not theirs.
         let existing: Option<(String, Option<String>)> = dispatch!(self, pool, _b => {

@@ -22,6 +22,7 @@ pub mod judging;
 pub mod raters;
 pub mod studies;
 pub mod users;
+mod writer;
 
 /// Errors of the persistence layer; the web layer maps each variant to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,9 @@ pub enum StoreError {
     /// The request is well-formed but not acceptable (no solutions match a study, …).
     #[error("{0}")]
     Invalid(String),
+    /// A concurrent request of the same caller holds the resource; retried automatically.
+    #[error("busy: a concurrent request of the same rater is being served")]
+    Busy,
     /// An import was refused whole; the report names every bad line.
     #[error("{0}")]
     ImportRejected(#[from] crate::problems::ImportRejected),
@@ -56,10 +60,11 @@ impl StoreError {
     /// violations (the same race, decided by the single writer).
     pub fn is_retryable(&self) -> bool {
         match self {
+            StoreError::Busy => true,
             StoreError::Database(sqlx::Error::Database(e)) => {
                 matches!(
                     e.code().as_deref(),
-                    Some("40001" | "40P01" | "23505" | "5" | "517")
+                    Some("40001" | "40P01" | "23505" | "5" | "517" | "2067")
                 )
             }
             _ => false,
@@ -105,6 +110,8 @@ enum Db {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    /// Group-commit writers of the judging hot path (see `writer`).
+    writer: writer::Writer,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to that backend's pool and `$backend`
@@ -207,6 +214,7 @@ impl Store {
     /// Connects to `database_url` (`sqlite://path` or `postgres://…`), creating the SQLite file
     /// if needed, and applies pending migrations.
     pub async fn connect(database_url: &str) -> StoreResult<Store> {
+        let (writer, queue) = writer::Writer::channel();
         let store = if database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://")
         {
@@ -219,6 +227,7 @@ impl Store {
                 .await?;
             Store {
                 db: Db::Postgres(pool),
+                writer,
             }
         } else if database_url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(database_url)?
@@ -242,6 +251,7 @@ impl Store {
                 .await?;
             Store {
                 db: Db::Sqlite { read, write },
+                writer,
             }
         } else {
             return Err(StoreError::Invalid(format!(
@@ -249,6 +259,13 @@ impl Store {
             )));
         };
         store.migrate().await?;
+        // SQLite has one writer connection, so one writer task; PostgreSQL runs several
+        // batches at once on separate connections.
+        let writer_tasks = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        writer::Writer::start(&store, queue, writer_tasks);
         Ok(store)
     }
 
