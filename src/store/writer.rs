@@ -110,20 +110,24 @@ impl Writer {
         }
     }
 
+    /// Gives a rater a new item; `None` when nothing is left for them.
     pub(crate) async fn claim(&self, request: ClaimRequest) -> StoreResult<Option<Claimed>> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(WriteOp::Claim(request, reply))
-            .await
-            .map_err(|_| sqlx::Error::WorkerCrashed)?;
-        answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
+        self.submit(|reply| WriteOp::Claim(request, reply)).await
     }
 
     /// Stores an answer if the assignment is still active; `None` when it is not.
     pub(crate) async fn judge(&self, request: JudgeRequest) -> StoreResult<Option<Verdict>> {
+        self.submit(|reply| WriteOp::Judge(request, reply)).await
+    }
+
+    /// Queues an operation and waits until its batch is committed (or failed).
+    async fn submit<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> WriteOp,
+    ) -> StoreResult<T> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(WriteOp::Judge(request, reply))
+            .send(op(reply))
             .await
             .map_err(|_| sqlx::Error::WorkerCrashed)?;
         answer.await.map_err(|_| sqlx::Error::WorkerCrashed)?
