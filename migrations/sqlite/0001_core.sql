@@ -112,7 +112,6 @@ CREATE TABLE assignments (
 );
 CREATE UNIQUE INDEX assignments_one_active_per_rater ON assignments (rater_id) WHERE state = 'active';
 CREATE INDEX assignments_active_by_deadline ON assignments (study_id, deadline) WHERE state = 'active';
-CREATE INDEX assignments_by_solution ON assignments (study_id, solution_id);
 CREATE INDEX assignments_by_rater_stratum ON assignments (rater_id, checkpoint_id, is_correct);
 
 CREATE TABLE judgements (
