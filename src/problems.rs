@@ -102,6 +102,25 @@ pub struct SolutionRecord {
     pub role: ProverRole,
 }
 
+/// A solution as raters see it: GSM8K calculator annotations (`<<48/2=24>>`) are model-internal
+/// markup, noisy to read and in effect a calculator's output, so they are removed
+/// (`48/2=<<48/2=24>>24` shows as `48/2=24`). An unclosed `<<` is left as it is.
+pub fn for_raters(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<<") {
+        match rest[start + 2..].find(">>") {
+            Some(len) => {
+                out.push_str(&rest[..start]);
+                rest = &rest[start + 2 + len + 2..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 #[derive(Deserialize)]
 struct Gsm8kLine {
     question: Option<String>,
@@ -225,6 +244,20 @@ pub fn parse_solutions(bytes: &[u8]) -> Result<Vec<SolutionRecord>, ImportReject
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raters_see_solutions_without_calculator_annotations() {
+        assert_eq!(
+            for_raters("She has 48/2=<<48/2=24>>24 clips."),
+            "She has 48/2=24 clips."
+        );
+        assert_eq!(
+            for_raters("a <<1+1=2>>2 and <<2*3=6>>6\n#### 6"),
+            "a 2 and 6\n#### 6"
+        );
+        assert_eq!(for_raters("x << y"), "x << y");
+        assert_eq!(for_raters("no markup"), "no markup");
+    }
 
     #[test]
     fn gsm8k_lines_parse() {

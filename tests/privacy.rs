@@ -148,6 +148,18 @@ async fn no_rater_response_leaks_secrets(backend: Backend) {
         incorrect_items > 0,
         "the rater never saw an incorrect solution"
     );
+    // Calculator annotations are shown as plain arithmetic, never as `<<…>>` markup.
+    let bodies: String = seen.iter().map(|(_, r)| r.body.as_str()).collect();
+    assert!(
+        bodies.contains("2*3=6 pens"),
+        "no helpful solution was shown"
+    );
+    for markup in ["<<2*3", "&lt;&lt;", "&#60;&#60;", "\\u003c\\u003c"] {
+        assert!(
+            !bodies.contains(markup),
+            "calculator annotation {markup:?} reached a rater"
+        );
+    }
     for (what, response) in &seen {
         assert_clean(what, &response.visible_text(), &forbidden);
     }

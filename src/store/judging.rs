@@ -201,13 +201,17 @@ impl Store {
         ))
     }
 
+    /// The question and the solution as the rater sees them (see `problems::for_raters`).
     async fn item_text(&self, solution_id: Uuid) -> StoreResult<(String, String)> {
-        Ok(dispatch!(self, pool, _b => {
-            sqlx::query_as("SELECT p.question, s.text FROM solutions s JOIN problems p ON p.id = s.problem_id WHERE s.id = $1")
-                .bind(solution_id)
-                .fetch_one(pool)
-                .await?
-        }))
+        let (question, solution): (String, String) = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT p.question, s.text FROM solutions s JOIN problems p ON p.id = s.problem_id WHERE s.id = $1",
+            )
+            .bind(solution_id)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok((question, crate::problems::for_raters(&solution)))
     }
 
     async fn serve_item_once(

@@ -84,6 +84,15 @@ impl From<crate::problems::ImportRejected> for WebError {
     }
 }
 
+/// Raters without a valid link get a page in the rater style, with no way into staff pages.
+#[derive(Template)]
+#[template(path = "rater_message.html")]
+struct RaterErrorPage {
+    title: &'static str,
+    message: String,
+    link: Option<(&'static str, &'static str)>,
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage<'a> {
@@ -98,6 +107,18 @@ impl IntoResponse for WebError {
             return (StatusCode::SEE_OTHER, [(LOCATION, "/login")]).into_response();
         }
         let status = self.status();
+        if matches!(self, WebError::RaterUnknown) {
+            let page = RaterErrorPage {
+                title: "Your invite link is needed",
+                message: "Open the personal link you were sent (again) to continue judging. \
+                          If it no longer works, ask the study's organisers for a new one."
+                    .into(),
+                link: None,
+            };
+            if let Ok(html) = page.render() {
+                return (status, Html(html)).into_response();
+            }
+        }
         let message = self.public_message();
         let page = ErrorPage {
             title: status.canonical_reason().unwrap_or("Error"),

@@ -11,7 +11,7 @@ use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::session::{RATER_COOKIE, RaterPage, secret_cookie};
+use super::session::{RATER_COOKIE, RATER_COOKIE_DAYS, RaterPage, secret_cookie};
 use super::{AppState, WebError};
 use crate::judging::{self, RequestedVerdict};
 use crate::store::judging::ServeOutcome;
@@ -70,6 +70,7 @@ async fn enter(
         RATER_COOKIE,
         token,
         state.config.secure_cookies,
+        time::Duration::days(RATER_COOKIE_DAYS),
     ));
     Ok((jar, Redirect::to("/rate")).into_response())
 }

@@ -92,6 +92,7 @@ async fn login(
         SESSION_COOKIE,
         token,
         state.config.secure_cookies,
+        time::Duration::milliseconds(crate::store::users::SESSION_TTL_MS),
     ));
     Ok((jar, Redirect::to("/studies")).into_response())
 }

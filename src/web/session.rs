@@ -18,15 +18,25 @@ pub const SESSION_COOKIE: &str = "ll_session";
 /// Cookie holding a rater's invite token.
 pub const RATER_COOKIE: &str = "ll_rater";
 
-/// A cookie for a secret token: not readable by scripts, not sent by other sites' requests.
-pub fn secret_cookie(name: &'static str, value: String, secure: bool) -> Cookie<'static> {
+/// A cookie for a secret token: not readable by scripts, not sent by other sites' requests,
+/// kept for `max_age` (so a rater who closes the browser resumes without the link).
+pub fn secret_cookie(
+    name: &'static str,
+    value: String,
+    secure: bool,
+    max_age: time::Duration,
+) -> Cookie<'static> {
     Cookie::build((name, value))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(secure)
+        .max_age(max_age)
         .build()
 }
+
+/// How long a rater's browser keeps their invite token.
+pub const RATER_COOKIE_DAYS: i64 = 30;
 
 /// Any logged-in staff member (admin or researcher).
 #[derive(Debug, Clone)]

@@ -437,7 +437,7 @@ pub fn solutions_jsonl(set_size: usize, labels: &[String]) -> String {
                 format!("Problem {i}: a farmer has some goats and buys more. How many goats now?");
             lines.push(serde_json::json!({
                 "question": question, "checkpoint": label, "round": round, "role": "helpful",
-                "solution": format!("Count the goats step by step.\nThe total is {}.\n#### {}", truth_of(i), truth_of(i)),
+                "solution": format!("Count the goats step by step: 2*3=<<2*3=6>>6 pens.\nThe total is {}.\n#### {}", truth_of(i), truth_of(i)),
             }));
             lines.push(serde_json::json!({
                 "question": question, "checkpoint": label, "round": round, "role": "sneaky",
