@@ -75,7 +75,11 @@ async fn login_roles_and_study_pages(backend: Backend) {
         "{}",
         new_page.body
     );
-    assert!(new_page.body.contains("time limit 30000 ms"));
+    assert!(
+        new_page.body.contains("time limit 30 s"),
+        "{}",
+        new_page.body
+    );
     let duplicate = researcher
         .post_form(
             "/studies",

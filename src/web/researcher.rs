@@ -109,7 +109,13 @@ async fn logout(State(state): State<AppState>, jar: CookieJar) -> Result<Respons
 
 struct StudyRow {
     study: Study,
+    time_limit: String,
     progress: StudyProgress,
+}
+
+/// Milliseconds as seconds for people: 45000 → "45 s", 4500 → "4.5 s".
+fn seconds_text(ms: i64) -> String {
+    format!("{} s", ms as f64 / 1000.0)
 }
 
 #[derive(Template, WebTemplate)]
@@ -126,7 +132,11 @@ async fn studies(State(state): State<AppState>, staff: Staff) -> Result<StudiesP
     let mut rows = Vec::new();
     for study in state.store.studies().await? {
         let progress = state.store.study_progress(study.id).await?;
-        rows.push(StudyRow { study, progress });
+        rows.push(StudyRow {
+            time_limit: seconds_text(study.time_limit_ms),
+            study,
+            progress,
+        });
     }
     Ok(StudiesPage {
         is_admin: staff.is_admin(),
@@ -233,6 +243,8 @@ struct RaterRow {
 struct StudyPage {
     username: String,
     is_admin: bool,
+    time_limit: String,
+    grace: String,
     study: Study,
     progress: StudyProgress,
     raters: Vec<RaterRow>,
@@ -261,6 +273,8 @@ async fn study(
         })
         .collect();
     Ok(StudyPage {
+        time_limit: seconds_text(study.time_limit_ms),
+        grace: seconds_text(study.reclaim_grace_ms),
         is_admin: staff.is_admin(),
         username: staff.0.username,
         progress: state.store.study_progress(id).await?,
