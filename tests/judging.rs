@@ -211,6 +211,18 @@ async fn a_rater_cannot_answer_someone_elses_item(backend: Backend) {
     assert_eq!(response.status, StatusCode::NOT_FOUND);
     let unknown = answer(&mut b, &Uuid::new_v4().to_string(), "correct").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let malformed = b
+        .post_json(
+            "/api/rater/judgements",
+            &json!({"assignment_id": "not-a-uuid", "verdict": "maybe"}),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    let message = malformed.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("assignment_id") || message.contains("verdict"),
+        "{message}"
+    );
     let mut anonymous = app.client();
     assert_eq!(
         anonymous.get("/api/rater/item").await.status,

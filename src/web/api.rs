@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::session::RaterApi;
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, WebError};
 use crate::domain::Verdict;
 use crate::judging::{self, RequestedVerdict};
 use crate::store::judging::ServeOutcome;
+use axum::extract::rejection::JsonRejection;
 
 /// Routes of the JSON API.
 pub fn routes() -> Router<AppState> {
@@ -106,8 +107,10 @@ pub struct JudgementResponse {
 async fn judge(
     State(state): State<AppState>,
     RaterApi(rater): RaterApi,
-    Json(request): Json<JudgementRequest>,
+    request: Result<Json<JudgementRequest>, JsonRejection>,
 ) -> Result<Json<JudgementResponse>, ApiError> {
+    // A malformed body gets the API's JSON error shape, naming what is wrong.
+    let Json(request) = request.map_err(|e| ApiError(WebError::BadRequest(e.body_text())))?;
     let outcome = state
         .store
         .submit_judgement(
