@@ -385,28 +385,31 @@ impl Store {
 /// Takes one slot of the first available solution of a stratum for a rater (a solution with a
 /// free slot, of a problem the rater has not had), starting at a point in the shuffle order.
 /// `$1` study, `$2` checkpoint, `$3` correctness, `$4` start key, `$5` quota, `$6` rater.
-const CLAIM_SQLITE: &str = "UPDATE study_solutions SET slots_taken = slots_taken + 1
-     WHERE study_id = $1 AND slots_taken < $5 AND solution_id = (
-         SELECT ss.solution_id FROM study_solutions ss
-         WHERE ss.study_id = $1 AND ss.checkpoint_id = $2 AND ss.is_correct = $3
-           AND ss.shuffle_key >= $4 AND ss.slots_taken < $5
-           AND NOT EXISTS (SELECT 1 FROM assignments a
-                           WHERE a.study_id = $1 AND a.rater_id = $6 AND a.problem_id = ss.problem_id)
-         ORDER BY ss.shuffle_key LIMIT 1)
-     RETURNING solution_id, problem_id";
+/// `$lock` closes the candidate subquery (PostgreSQL's row-locking clause, or nothing).
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE study_solutions SET slots_taken = slots_taken + 1
+             WHERE study_id = $1 AND slots_taken < $5 AND solution_id = (
+                 SELECT ss.solution_id FROM study_solutions ss
+                 WHERE ss.study_id = $1 AND ss.checkpoint_id = $2 AND ss.is_correct = $3
+                   AND ss.shuffle_key >= $4 AND ss.slots_taken < $5
+                   AND NOT EXISTS (SELECT 1 FROM assignments a
+                                   WHERE a.study_id = $1 AND a.rater_id = $6 AND a.problem_id = ss.problem_id)
+                 ORDER BY ss.shuffle_key LIMIT 1",
+            $lock,
+            ")
+             RETURNING solution_id, problem_id"
+        )
+    };
+}
 
-/// The same for PostgreSQL, where concurrent transactions claim at once: rows another
+/// The claim on SQLite, whose single writer serialises claims anyway.
+const CLAIM_SQLITE: &str = claim_sql!("");
+
+/// The claim on PostgreSQL, where concurrent transactions claim at once: rows another
 /// transaction is claiming are skipped instead of waited for (no lock queues, no deadlocks).
-const CLAIM_POSTGRES: &str = "UPDATE study_solutions SET slots_taken = slots_taken + 1
-     WHERE study_id = $1 AND slots_taken < $5 AND solution_id = (
-         SELECT ss.solution_id FROM study_solutions ss
-         WHERE ss.study_id = $1 AND ss.checkpoint_id = $2 AND ss.is_correct = $3
-           AND ss.shuffle_key >= $4 AND ss.slots_taken < $5
-           AND NOT EXISTS (SELECT 1 FROM assignments a
-                           WHERE a.study_id = $1 AND a.rater_id = $6 AND a.problem_id = ss.problem_id)
-         ORDER BY ss.shuffle_key LIMIT 1
-         FOR UPDATE SKIP LOCKED)
-     RETURNING solution_id, problem_id";
+const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 
 /// Inserts judgements; the `VALUES` rows (11 parameters each) are appended.
 const INSERT_JUDGEMENTS: &str = "INSERT INTO judgements (id, assignment_id, study_id, rater_id, solution_id, verdict,
