@@ -193,12 +193,7 @@ impl Store {
                 )
             })
             .collect();
-        let seed: u64 = rand::rng().random();
-        use rand::SeedableRng;
-        Ok(judging::strata_in_serving_order(
-            &counts,
-            &mut rand::rngs::StdRng::seed_from_u64(seed),
-        ))
+        Ok(judging::strata_in_serving_order(&counts, &mut rand::rng()))
     }
 
     /// The question and the solution as the rater sees them (see `problems::for_raters`).

@@ -70,6 +70,9 @@ pub struct StudyProgress {
     pub raters: i64,
 }
 
+/// (quota per solution, solutions, slots taken, judged, raters, correct, wrong, timeouts).
+type ProgressRow = (i64, i64, i64, i64, i64, i64, i64, i64);
+
 type StudyRow = (Uuid, String, i64, i64, i64, String, i64);
 
 fn study_from_row(
@@ -239,32 +242,27 @@ impl Store {
 
     /// Counts of what a study has collected so far.
     pub async fn study_progress(&self, id: Uuid) -> StoreResult<StudyProgress> {
-        let (solutions, slots, judged, raters, correct, wrong, timeouts): (
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-        ) = dispatch!(self, pool, _b => {
+        let row: Option<ProgressRow> = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM study_solutions WHERE study_id = $1),
-                            (SELECT CAST(COALESCE(SUM(slots_taken), 0) AS BIGINT) FROM study_solutions WHERE study_id = $1),
-                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1),
-                            (SELECT COUNT(*) FROM raters WHERE study_id = $1),
-                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'correct'),
-                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'wrong'),
-                            (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'timeout')",
+                "SELECT s.judgements_per_solution,
+                        (SELECT COUNT(*) FROM study_solutions WHERE study_id = $1),
+                        (SELECT CAST(COALESCE(SUM(slots_taken), 0) AS BIGINT) FROM study_solutions WHERE study_id = $1),
+                        (SELECT COUNT(*) FROM judgements WHERE study_id = $1),
+                        (SELECT COUNT(*) FROM raters WHERE study_id = $1),
+                        (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'correct'),
+                        (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'wrong'),
+                        (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'timeout')
+                 FROM studies s WHERE s.id = $1",
             )
             .bind(id)
-            .fetch_one(pool)
+            .fetch_optional(pool)
             .await?
         });
-        let study = self.study(id).await?;
+        let (per_solution, solutions, slots, judged, raters, correct, wrong, timeouts) =
+            row.ok_or(StoreError::NotFound("study"))?;
         Ok(StudyProgress {
             solutions,
-            wanted: solutions * study.judgements_per_solution,
+            wanted: solutions * per_solution,
             judged,
             in_progress: slots - judged,
             correct_verdicts: correct,

@@ -184,18 +184,12 @@ impl Store {
                     let _ = reply.send(result.map(|(_, mut j)| j.pop().flatten()));
                 }
             }
+            // A batch of one operation: it gets the error itself.
             Err(e) => {
-                let message = e.to_string();
-                let mut e = Some(e);
-                for (_, reply) in claims {
-                    let _ = reply.send(Err(e
-                        .take()
-                        .unwrap_or_else(|| StoreError::Invalid(message.clone()))));
-                }
-                for (_, reply) in judges {
-                    let _ = reply.send(Err(e
-                        .take()
-                        .unwrap_or_else(|| StoreError::Invalid(message.clone()))));
+                if let Some((_, reply)) = claims.pop() {
+                    let _ = reply.send(Err(e));
+                } else if let Some((_, reply)) = judges.pop() {
+                    let _ = reply.send(Err(e));
                 }
             }
         }
