@@ -103,3 +103,14 @@ mod tests {
         assert_eq!("timeout".parse::<Verdict>(), Ok(Verdict::Timeout));
     }
 }
+
+string_enum!(
+    /// What a background job does; the worker dispatches on it.
+    JobKind { Generation => "generation" }
+);
+
+string_enum!(
+    /// Where a job is in its life. `Running` jobs hold a lease; a running job whose lease
+    /// expired is claimable again, so a dead worker's job is retried.
+    JobState { Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" }
+);

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod generator;
 pub mod grading;
 pub mod judging;
+pub mod ml;
 pub mod problems;
 pub mod store;
 pub mod web;

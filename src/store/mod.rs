@@ -180,11 +180,19 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "core",
     include_str!("../../migrations/sqlite/0001_core.sql"),
+), (
+    2,
+    "worker",
+    include_str!("../../migrations/sqlite/0002_worker.sql"),
 )];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "core",
     include_str!("../../migrations/postgres/0001_core.sql"),
+), (
+    2,
+    "worker",
+    include_str!("../../migrations/postgres/0002_worker.sql"),
 )];
 
 #[derive(Debug)]
