@@ -1,4 +1,4 @@
-//! The `legibility` command line: `serve`, `import`, `user`, `study`, `rater`.
+//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`.
 //! Each subcommand is a thin wrapper over the store and the same rules the web pages use.
 
 use std::io::Read;
@@ -15,6 +15,7 @@ use crate::domain::{ProverRole, UserRole};
 use crate::store::Store;
 use crate::store::studies::StudySpec;
 use crate::web::{self, AppState, WebConfig};
+use crate::worker::{self, Worker, WorkerConfig};
 use crate::{auth, generator, judging, problems};
 
 /// Default database: a SQLite file under `data/`, created and migrated on first start.
@@ -56,6 +57,33 @@ pub enum Command {
     /// Invite raters to a study.
     #[command(subcommand)]
     Rater(RaterCommand),
+    /// Train the project's own models with candle on CPU.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Upload (validate, store, register) and list model checkpoints.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// Run a background worker only (no web server): claims jobs from the database and runs
+    /// them until Ctrl-C / SIGTERM. Start several, on several machines, against PostgreSQL.
+    Worker(WorkerArgs),
+}
+
+/// `worker` options.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Folder of model files.
+    #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Lease length in seconds: a job whose worker stops renewing is retried after this.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lease_secs: u64,
+    /// Name shown as the job's worker (default: hostname-pid-random).
+    #[arg(long, env = "LEGIBILITY_WORKER_ID")]
+    pub worker_id: Option<String>,
+    /// Sequences a generation job decodes in one batch.
+    #[arg(long, default_value_t = crate::worker::generation::DEFAULT_BATCH_SIZE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub generation_batch: usize,
 }
 
 /// `serve` options.
@@ -73,6 +101,46 @@ pub struct ServeArgs {
     /// Largest accepted upload, in MiB.
     #[arg(long, default_value_t = 64)]
     pub max_upload_mib: usize,
+    /// Folder of model files; uploaded checkpoints go to its `uploads/` subfolder.
+    #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Largest accepted checkpoint upload (all files together), in MiB.
+    #[arg(long, default_value_t = crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES / (1024 * 1024))]
+    pub max_checkpoint_mib: u64,
+    /// Do not run a worker inside the server (jobs then wait for a `legibility worker`).
+    #[arg(long)]
+    pub no_worker: bool,
+    /// Lease length in seconds of the in-process worker (see `worker --lease-secs`).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub lease_secs: u64,
+}
+
+/// `checkpoint` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Validate a prover checkpoint (a folder or an uncompressed .tar), store it under the
+    /// models directory and register it; prints the new checkpoint's id.
+    Add {
+        /// Unique label.
+        #[arg(long)]
+        label: String,
+        /// Training round (0 = initial).
+        #[arg(long)]
+        round: i64,
+        /// Checkpoint kind (only prover checkpoints can be uploaded).
+        #[arg(long, default_value = "prover")]
+        kind: crate::domain::CheckpointKind,
+        /// Folder of model files (the server's --models-dir).
+        #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
+        models_dir: PathBuf,
+        /// Largest accepted checkpoint, in bytes.
+        #[arg(long, default_value_t = crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES)]
+        max_bytes: u64,
+        /// The checkpoint: a folder of files or a .tar archive.
+        path: PathBuf,
+    },
+    /// List checkpoints: id, kind, round, label, model folder (or "import-only").
+    List,
 }
 
 /// `import` subcommands.
@@ -210,8 +278,68 @@ pub async fn open_store(database_url: &str) -> anyhow::Result<Store> {
         .with_context(|| format!("opening database {database_url}"))
 }
 
+/// `train` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Train a prover (both roles) on generated problems; writes a checkpoint folder.
+    Prover {
+        /// Recipe: `tiny` (the shipped default prover) or `test` (seconds, for CI).
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        /// Seed of data, order, initialisation and evaluation.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Checkpoint folder to write (replaced atomically when training ends).
+        #[arg(long, default_value = "models/prover-tiny")]
+        out: PathBuf,
+        /// GSM8K train JSONL whose reference solutions join the helpful examples.
+        #[arg(long)]
+        gsm8k: Option<PathBuf>,
+        /// Override the recipe's number of optimiser steps.
+        #[arg(long)]
+        steps: Option<usize>,
+    },
+}
+
+/// Runs `train prover`: blocking CPU work on its own thread.
+async fn train(command: TrainCommand) -> anyhow::Result<()> {
+    let TrainCommand::Prover {
+        preset,
+        seed,
+        out,
+        gsm8k,
+        steps,
+    } = command;
+    let preset = crate::ml::train::Preset::named(&preset)
+        .with_context(|| format!("unknown preset {preset:?}; expected tiny or test"))?;
+    let options = crate::ml::train::TrainOptions {
+        preset,
+        seed,
+        out: out.clone(),
+        gsm8k,
+        steps,
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        crate::ml::train::train_prover(&options, &mut |line| eprintln!("{line}"))
+    })
+    .await??;
+    println!(
+        "wrote {}: {} parameters, {} steps in {:.0}s, held-out helpful correct {:.1}%, sneaky incorrect {:.1}%",
+        out.display(),
+        report.parameters,
+        report.steps,
+        report.train_seconds,
+        report.quality.helpful_correct * 100.0,
+        report.quality.sneaky_incorrect * 100.0
+    );
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Train(command) = cli.command {
+        return train(command).await;
+    }
     let store = open_store(&cli.database_url).await?;
     let clock = Clock::default();
     let result = match cli.command {
@@ -229,6 +357,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             base_url,
             names,
         }) => invite(&store, &clock, &study, &base_url, &names).await,
+        Command::Train(_) => Ok(()),
+        Command::Checkpoint(command) => checkpoint(&store, &clock, command).await,
+        Command::Worker(args) => run_worker(store.clone(), clock, args).await,
     };
     store.close().await;
     result
@@ -258,10 +389,14 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
             "first start: imported the built-in problem set"
         );
     }
+    register_default_prover(&store, &clock, &args.models_dir).await?;
+    sweep_checkpoint_temp_dirs(&args.models_dir);
     let config = WebConfig {
         secure_cookies: args.secure_cookies,
         public_url: args.public_url,
         max_upload_bytes: args.max_upload_mib * 1024 * 1024,
+        models_dir: args.models_dir.clone(),
+        max_checkpoint_bytes: args.max_checkpoint_mib.saturating_mul(1024 * 1024),
     };
     let state = AppState {
         store,
@@ -272,9 +407,116 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         .await
         .with_context(|| format!("binding {}", args.bind))?;
     tracing::info!(address = %args.bind, backend = ?state.store.backend(), "serving");
-    axum::serve(listener, web::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+    // One shutdown signal stops both the server (after requests in flight) and the worker
+    // (which hands its running job back to the queue).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let worker = (!args.no_worker).then(|| {
+        let worker = build_worker(
+            state.store.clone(),
+            state.clock.clone(),
+            &args.models_dir,
+            args.lease_secs,
+            None,
+            crate::worker::generation::DEFAULT_BATCH_SIZE,
+        );
+        tokio::spawn(worker.run(stop_requested(stopped)))
+    });
+    let signal = Arc::clone(&stop);
+    let served = axum::serve(listener, web::router(state))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = signal.send(true);
+        })
+        .await;
+    let _ = stop.send(true);
+    if let Some(worker) = worker
+        && let Err(e) = worker.await
+    {
+        tracing::error!(error = %e, "the worker task failed");
+    }
+    served?;
+    Ok(())
+}
+
+/// Folder of the shipped default prover, relative to the models directory.
+pub const DEFAULT_PROVER_DIR: &str = "prover-tiny";
+/// Label the shipped default prover is registered under.
+pub const DEFAULT_PROVER_LABEL: &str = "default-prover-tiny";
+
+/// Registers the shipped default prover as a round-0 checkpoint the first time a server starts
+/// with it present, so a fresh clone can generate solutions without any upload or download.
+async fn register_default_prover(
+    store: &Store,
+    clock: &Clock,
+    models_dir: &Path,
+) -> anyhow::Result<()> {
+    if !models_dir
+        .join(DEFAULT_PROVER_DIR)
+        .join("config.json")
+        .is_file()
+    {
+        return Ok(());
+    }
+    let details = store.checkpoint_details().await?;
+    if details.iter().any(|c| c.label == DEFAULT_PROVER_LABEL) {
+        return Ok(());
+    }
+    let id = store
+        .register_model_checkpoint(
+            crate::domain::CheckpointKind::Prover,
+            DEFAULT_PROVER_LABEL,
+            0,
+            DEFAULT_PROVER_DIR,
+            serde_json::json!({"source": "shipped", "trained_by": "legibility train prover --preset tiny"}),
+            clock.now_ms(),
+        )
         .await?;
+    tracing::info!(%id, label = DEFAULT_PROVER_LABEL, "registered the shipped default prover");
+    Ok(())
+}
+
+/// A worker with every job handler this build provides (see [`crate::worker::handlers`]).
+pub fn build_worker(
+    store: Store,
+    clock: Clock,
+    models_dir: &Path,
+    lease_secs: u64,
+    worker_id: Option<String>,
+    generation_batch: usize,
+) -> Worker {
+    let defaults = WorkerConfig::default();
+    let config = WorkerConfig {
+        id: worker_id.unwrap_or(defaults.id),
+        lease_ms: i64::try_from(lease_secs.saturating_mul(1000)).unwrap_or(defaults.lease_ms),
+        poll_ms: defaults.poll_ms,
+    };
+    let mut worker = Worker::new(store, clock, config);
+    for (kind, handler) in worker::handlers(models_dir, generation_batch) {
+        worker.register(kind, handler);
+    }
+    worker
+}
+
+/// Completes once `true` is sent (or the sender is gone): the worker's shutdown signal.
+async fn stop_requested(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stop| *stop).await;
+}
+
+/// `legibility worker`: runs jobs until Ctrl-C / SIGTERM, then hands the running job back.
+async fn run_worker(store: Store, clock: Clock, args: WorkerArgs) -> anyhow::Result<()> {
+    sweep_checkpoint_temp_dirs(&args.models_dir);
+    let backend = store.backend();
+    let worker = build_worker(
+        store,
+        clock,
+        &args.models_dir,
+        args.lease_secs,
+        args.worker_id,
+        args.generation_batch,
+    );
+    tracing::info!(worker = %worker.config().id, ?backend, "worker running");
+    worker.run(shutdown_signal()).await;
     Ok(())
 }
 
@@ -451,6 +693,92 @@ async fn invite(
             base_url.trim_end_matches('/'),
             invitation.token
         );
+    }
+    Ok(())
+}
+
+/// Removes temp folders a crash during a checkpoint upload left behind (start-up of `serve`
+/// and of the worker). Young ones are kept: another instance may be writing them.
+pub fn sweep_checkpoint_temp_dirs(models_dir: &Path) {
+    match crate::ml::upload::sweep_temp_dirs(models_dir, crate::ml::upload::TEMP_DIR_GRACE) {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!(
+            removed,
+            models_dir = %models_dir.display(),
+            "removed temp folders of interrupted checkpoint uploads"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            models_dir = %models_dir.display(),
+            "could not sweep temp folders of interrupted checkpoint uploads"
+        ),
+    }
+}
+
+async fn checkpoint(
+    store: &Store,
+    clock: &Clock,
+    command: CheckpointCommand,
+) -> anyhow::Result<()> {
+    use crate::ml::upload::{CheckpointFiles, CheckpointLimits};
+    match command {
+        CheckpointCommand::Add {
+            label,
+            round,
+            kind,
+            models_dir,
+            max_bytes,
+            path,
+        } => {
+            let limits = CheckpointLimits { max_bytes };
+            let source = path.clone();
+            let files = tokio::task::spawn_blocking(move || -> anyhow::Result<CheckpointFiles> {
+                let meta = std::fs::metadata(&source)
+                    .with_context(|| format!("reading {}", source.display()))?;
+                if meta.is_dir() {
+                    return Ok(CheckpointFiles::from_dir(&source, &limits)?);
+                }
+                // An archive holds its files plus headers (512 bytes each); an archive far
+                // beyond the limit cannot hold a checkpoint within it, so it is not even read.
+                if meta.len() > max_bytes.saturating_add(1024 * 1024) {
+                    bail!(crate::ml::upload::CheckpointRejected::TooLarge {
+                        total: meta.len(),
+                        limit: max_bytes
+                    });
+                }
+                let bytes = std::fs::read(&source)
+                    .with_context(|| format!("reading {}", source.display()))?;
+                CheckpointFiles::from_tar(&bytes).with_context(|| {
+                    format!("{} is not a usable checkpoint archive", source.display())
+                })
+            })
+            .await??;
+            let id = crate::ml::upload::add_checkpoint(
+                store,
+                &models_dir,
+                files,
+                limits,
+                kind,
+                &label,
+                round,
+                clock.now_ms(),
+            )
+            .await
+            .with_context(|| format!("checkpoint {} refused", path.display()))?;
+            println!("{id}");
+        }
+        CheckpointCommand::List => {
+            for c in store.checkpoint_details().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    c.id,
+                    c.kind,
+                    c.round,
+                    c.label,
+                    c.model_dir.as_deref().unwrap_or("import-only")
+                );
+            }
+        }
     }
     Ok(())
 }

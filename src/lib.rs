@@ -9,6 +9,7 @@
 //! - [`auth`]: password hashing and tokens.
 //! - [`store`]: persistence on SQLite or PostgreSQL.
 //! - [`web`]: HTTP handlers per audience (rater, researcher, admin, JSON API).
+//! - [`worker`]: the background worker runtime (job leases, heartbeats, retries).
 //! - [`cli`]: the `legibility` command and its subcommands.
 
 pub mod auth;
@@ -22,3 +23,4 @@ pub mod ml;
 pub mod problems;
 pub mod store;
 pub mod web;
+pub mod worker;

@@ -18,7 +18,10 @@ use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
 use sqlx::{ConnectOptions, SqlSafeStr};
 
 pub mod catalog;
+pub mod generation;
+pub mod jobs;
 pub mod judging;
+pub mod models;
 pub mod raters;
 pub mod studies;
 pub mod users;
@@ -45,6 +48,10 @@ pub enum StoreError {
     /// The request is well-formed but not acceptable (no solutions match a study, …).
     #[error("{0}")]
     Invalid(String),
+    /// A worker's lease on a job is gone (another worker took the job over after the lease
+    /// expired, or it was cancelled): the worker must stop and write nothing more for it.
+    #[error("the job's lease was lost: it was cancelled or taken over by another worker")]
+    LeaseLost,
     /// A concurrent request of the same caller holds the resource; retried automatically.
     #[error("busy: a concurrent request of the same rater is being served")]
     Busy,
@@ -176,24 +183,30 @@ const SLOW_STATEMENT: Duration = Duration::from_millis(100);
 
 /// Versioned migrations, embedded in the binary so a fresh clone needs no files at run time.
 /// Each backend has its own folder with the same version numbers and the same meaning.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/sqlite/0001_core.sql"),
-), (
-    2,
-    "worker",
-    include_str!("../../migrations/sqlite/0002_worker.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "core",
-    include_str!("../../migrations/postgres/0001_core.sql"),
-), (
-    2,
-    "worker",
-    include_str!("../../migrations/postgres/0002_worker.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../migrations/sqlite/0001_core.sql"),
+    ),
+    (
+        2,
+        "worker",
+        include_str!("../../migrations/sqlite/0002_worker.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "core",
+        include_str!("../../migrations/postgres/0001_core.sql"),
+    ),
+    (
+        2,
+        "worker",
+        include_str!("../../migrations/postgres/0002_worker.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct EmbeddedMigrations(&'static [(i64, &'static str, &'static str)]);

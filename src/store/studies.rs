@@ -98,6 +98,27 @@ impl Store {
         created_by: Option<Uuid>,
         now: i64,
     ) -> StoreResult<Study> {
+        self.insert_study(spec, created_by, now, false).await
+    }
+
+    /// Creates a study whose solutions a generation job will add: it starts empty (raters
+    /// are told there is nothing to judge yet) and fills as the job commits its chunks.
+    pub async fn create_study_for_generation(
+        &self,
+        spec: &StudySpec,
+        created_by: Option<Uuid>,
+        now: i64,
+    ) -> StoreResult<Study> {
+        self.insert_study(spec, created_by, now, true).await
+    }
+
+    async fn insert_study(
+        &self,
+        spec: &StudySpec,
+        created_by: Option<Uuid>,
+        now: i64,
+        awaiting_generation: bool,
+    ) -> StoreResult<Study> {
         let name = spec.name.trim();
         if name.is_empty() {
             return Err(StoreError::Invalid("the study needs a name".into()));
@@ -111,9 +132,12 @@ impl Store {
         }
         let checkpoints: HashSet<Uuid> = spec.checkpoint_ids.iter().copied().collect();
         let roles: HashSet<ProverRole> = spec.roles.iter().copied().collect();
-        let mut chosen: Vec<_> = self
-            .solutions_in_set(spec.problem_set_id)
-            .await?
+        let existing = if awaiting_generation {
+            Vec::new()
+        } else {
+            self.solutions_in_set(spec.problem_set_id).await?
+        };
+        let mut chosen: Vec<_> = existing
             .into_iter()
             .filter(|s| checkpoints.is_empty() || checkpoints.contains(&s.checkpoint_id))
             .filter(|s| roles.is_empty() || roles.contains(&s.role))
@@ -126,7 +150,7 @@ impl Store {
             let keep: HashSet<Uuid> = first.into_iter().take(max).map(|(_, id)| id).collect();
             chosen.retain(|s| keep.contains(&s.problem_id));
         }
-        if chosen.is_empty() {
+        if chosen.is_empty() && !awaiting_generation {
             return Err(StoreError::Invalid(
                 "no solutions match: import or generate solutions for this set first".into(),
             ));

@@ -71,6 +71,7 @@ impl From<StoreError> for WebError {
             StoreError::NotFound(what) => WebError::NotFound(what),
             StoreError::Conflict(m) => WebError::Conflict(m),
             StoreError::Gone(m) => WebError::Gone(m),
+            StoreError::LeaseLost => WebError::Gone(StoreError::LeaseLost.to_string()),
             StoreError::Invalid(m) => WebError::Unprocessable(m),
             StoreError::ImportRejected(r) => WebError::Unprocessable(r.to_string()),
             other => WebError::Internal(other.to_string()),

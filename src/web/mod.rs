@@ -18,7 +18,9 @@ use crate::store::Store;
 
 pub mod admin;
 pub mod api;
+pub mod checkpoints;
 pub mod error;
+pub mod jobs;
 pub mod rater;
 pub mod researcher;
 pub mod session;
@@ -34,6 +36,10 @@ pub struct WebConfig {
     pub public_url: Option<String>,
     /// Largest accepted import file, in bytes.
     pub max_upload_bytes: usize,
+    /// Folder holding model files; uploaded checkpoints go to its `uploads/` subfolder.
+    pub models_dir: std::path::PathBuf,
+    /// Largest accepted checkpoint upload (all files together), in bytes.
+    pub max_checkpoint_bytes: u64,
 }
 
 impl Default for WebConfig {
@@ -42,6 +48,8 @@ impl Default for WebConfig {
             secure_cookies: false,
             public_url: None,
             max_upload_bytes: 64 * 1024 * 1024,
+            models_dir: std::path::PathBuf::from("models"),
+            max_checkpoint_bytes: crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES,
         }
     }
 }
@@ -65,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         .merge(rater::routes())
         .merge(researcher::routes())
         .merge(admin::routes(&state.config))
+        .merge(jobs::routes())
+        .merge(checkpoints::routes(&state.config))
         .layer(middleware::from_fn(same_origin_writes))
         .layer(SetResponseHeaderLayer::if_not_present(
             CACHE_CONTROL,
@@ -105,6 +115,10 @@ async fn static_file(Path(file): Path<String>) -> Response {
         "rater.js" => (
             "text/javascript; charset=utf-8",
             include_bytes!("../../static/rater.js"),
+        ),
+        "jobs.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../static/jobs.js"),
         ),
         _ => return WebError::NotFound("file").into_response(),
     };

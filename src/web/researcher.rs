@@ -18,8 +18,12 @@ use crate::auth;
 use crate::clock::format_ms;
 use crate::domain::{ProverRole, StudyStatus};
 use crate::judging;
+use crate::ml::sampling::SamplingParams;
 use crate::store::catalog::{CheckpointInfo, ProblemSetInfo};
+use crate::store::jobs::JobView;
+use crate::store::models::CheckpointDetails;
 use crate::store::studies::{Study, StudyProgress, StudySpec};
+use crate::worker::generation::{GenerationRequest, create_generated_study};
 
 /// Routes of the researcher pages.
 pub fn routes() -> Router<AppState> {
@@ -153,7 +157,7 @@ struct NewStudyPage {
     username: String,
     is_admin: bool,
     problem_sets: Vec<ProblemSetInfo>,
-    checkpoints: Vec<CheckpointInfo>,
+    checkpoints: Vec<CheckpointDetails>,
 }
 
 async fn new_study(State(state): State<AppState>, staff: Staff) -> Result<NewStudyPage, WebError> {
@@ -161,7 +165,7 @@ async fn new_study(State(state): State<AppState>, staff: Staff) -> Result<NewStu
         is_admin: staff.is_admin(),
         username: staff.0.username,
         problem_sets: state.store.problem_sets().await?,
-        checkpoints: state.store.checkpoints().await?,
+        checkpoints: state.store.checkpoint_details().await?,
     })
 }
 
@@ -178,6 +182,53 @@ struct NewStudyForm {
     judgements_per_solution: i64,
     #[serde(default)]
     max_problems: String,
+    /// `existing` (judge solutions already imported) or `generate` (a job writes them).
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    samples_per_role: String,
+    #[serde(default)]
+    temperature: String,
+    #[serde(default)]
+    seed: String,
+}
+
+/// Reads an optional number field: empty means `default`; anything unparsable is refused with
+/// the field's name.
+fn number_field<T: std::str::FromStr>(text: &str, default: T, name: &str) -> Result<T, WebError> {
+    match text.trim() {
+        "" => Ok(default),
+        t => t
+            .parse()
+            .map_err(|_| WebError::BadRequest(format!("{name}: {t:?} is not a valid number"))),
+    }
+}
+
+/// The generation part of the form, when the study's solutions are to be generated.
+fn generation_request(form: &NewStudyForm) -> Result<Option<GenerationRequest>, WebError> {
+    match form.source.as_str() {
+        "" | "existing" => Ok(None),
+        "generate" => Ok(Some(GenerationRequest {
+            checkpoint_ids: form.checkpoint.clone(),
+            roles: form.role.clone(),
+            samples_per_role: number_field(&form.samples_per_role, 1, "samples per role")?,
+            sampling: SamplingParams {
+                temperature: number_field(
+                    &form.temperature,
+                    SamplingParams::default().temperature,
+                    "temperature",
+                )?,
+                ..SamplingParams::default()
+            },
+            seed: match form.seed.trim() {
+                "" => None,
+                _ => Some(number_field(&form.seed, 0, "seed")?),
+            },
+        })),
+        other => Err(WebError::BadRequest(format!(
+            "solutions must come from \"existing\" or \"generate\", not {other:?}"
+        ))),
+    }
 }
 
 /// Turns the form into a study spec, refusing out-of-range values with a clear message.
@@ -222,11 +273,27 @@ async fn create_study(
     staff: Staff,
     axum_extra::extract::Form(form): axum_extra::extract::Form<NewStudyForm>,
 ) -> Result<Redirect, WebError> {
+    let generation = generation_request(&form)?;
     let spec = study_spec(form)?;
-    let study = state
-        .store
-        .create_study(&spec, Some(staff.0.id), state.clock.now_ms())
-        .await?;
+    let now = state.clock.now_ms();
+    let study = match generation {
+        None => {
+            state
+                .store
+                .create_study(&spec, Some(staff.0.id), now)
+                .await?
+        }
+        Some(request) => {
+            if request.checkpoint_ids.is_empty() {
+                return Err(WebError::BadRequest(
+                    "tick the prover checkpoints to generate with".into(),
+                ));
+            }
+            create_generated_study(&state.store, &spec, request, Some(staff.0.id), now)
+                .await?
+                .0
+        }
+    };
     Ok(Redirect::to(&format!("/studies/{}", study.id)))
 }
 
@@ -248,6 +315,16 @@ struct StudyPage {
     study: Study,
     progress: StudyProgress,
     raters: Vec<RaterRow>,
+    jobs: Vec<JobView>,
+    generated: Vec<GeneratedRow>,
+}
+
+/// Solutions per checkpoint and role, as the study page lists them.
+struct GeneratedRow {
+    checkpoint: String,
+    role: ProverRole,
+    solutions: i64,
+    correct_percent: String,
 }
 
 async fn study(
@@ -278,6 +355,22 @@ async fn study(
         is_admin: staff.is_admin(),
         username: staff.0.username,
         progress: state.store.study_progress(id).await?,
+        jobs: state.store.jobs_for_study(id).await?,
+        generated: state
+            .store
+            .generated_summary(id)
+            .await?
+            .into_iter()
+            .map(|(checkpoint, role, solutions, correct)| GeneratedRow {
+                checkpoint,
+                role,
+                solutions,
+                correct_percent: format!(
+                    "{:.0}%",
+                    100.0 * correct as f64 / solutions.max(1) as f64
+                ),
+            })
+            .collect(),
         study,
         raters,
     })

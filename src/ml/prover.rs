@@ -1,0 +1,302 @@
+//! A prover checkpoint loaded for generation: batched sampling with a KV cache, the GSM8K
+//! calculator, and stopping at the final-answer line.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use tokenizers::Tokenizer;
+
+use super::ModelError;
+use super::calculator;
+use super::config::LlamaConfig;
+use super::llama::{Llama, decode_mask};
+use super::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
+use super::sampling::{SampleRng, SamplingParams, sample_token};
+use super::tokenizer::{self, BOS, EOS, PAD};
+use crate::domain::ProverRole;
+
+/// The weights file this project writes; loading accepts any `*.safetensors` set.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// One solution to generate: the prompt is built from `question` and `role` with the
+/// checkpoint's own template; `seed` fixes the draw.
+#[derive(Debug, Clone)]
+pub struct SampleRequest {
+    /// The problem statement.
+    pub question: String,
+    /// Helpful or sneaky.
+    pub role: ProverRole,
+    /// Seed of this sample's random choices.
+    pub seed: u64,
+}
+
+/// A generated solution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// The solution text, calculator annotations included, ending with the final-answer line
+    /// when the model produced one.
+    pub text: String,
+    /// Tokens generated (calculator tokens included).
+    pub tokens: usize,
+    /// Whether the model finished (final-answer line or end of sequence) before the token cap.
+    pub finished: bool,
+}
+
+/// A loaded prover: model, tokenizer and role prompts.
+pub struct Prover {
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: PromptTemplate,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    pad: u32,
+}
+
+impl Prover {
+    /// Loads a checkpoint folder in the Hugging Face layout (`config.json`, `tokenizer.json`,
+    /// `*.safetensors`, optional `prompt_template.json`) onto `device`, in F32.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
+        };
+        let config: LlamaConfig = serde_json::from_slice(&read("config.json")?)
+            .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
+        config.check().map_err(ModelError::Invalid)?;
+        let tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+            .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let template = match read(PROMPT_TEMPLATE_FILE) {
+            Ok(bytes) => PromptTemplate::from_json(&bytes).map_err(ModelError::Invalid)?,
+            Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                PromptTemplate::default()
+            }
+            Err(e) => return Err(e),
+        };
+        let mut weights: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| ModelError::io(dir, e))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        weights.sort();
+        if weights.is_empty() {
+            return Err(ModelError::Invalid(format!(
+                "{}: no *.safetensors weights",
+                dir.display()
+            )));
+        }
+        // SAFETY: the files are checkpoint files this process does not modify while they are
+        // mapped; uploads are written to a temporary folder and renamed into place.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
+        let model = Llama::new(&config, vb)?;
+        Self::from_parts(model, tokenizer, template)
+    }
+
+    /// Wraps an in-memory model (for example one just trained).
+    pub fn from_parts(
+        model: Llama,
+        tokenizer: Tokenizer,
+        template: PromptTemplate,
+    ) -> Result<Self, ModelError> {
+        let bos = tokenizer::special_id(&tokenizer, BOS).or(model.config().bos_token_id);
+        let eos = tokenizer::special_id(&tokenizer, EOS).or(model.config().eos_token_id);
+        let pad = tokenizer::special_id(&tokenizer, PAD).or(eos).unwrap_or(0);
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+            bos,
+            eos,
+            pad,
+        })
+    }
+
+    /// The checkpoint's role prompts.
+    pub fn template(&self) -> &PromptTemplate {
+        &self.template
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &LlamaConfig {
+        self.model.config()
+    }
+
+    /// Token ids of the prompt for `question` in `role`, BOS first.
+    pub fn prompt_ids(&self, role: ProverRole, question: &str) -> Result<Vec<u32>, ModelError> {
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
+        ids.extend(tokenizer::encode(
+            &self.tokenizer,
+            &self.template.render(role, question),
+        )?);
+        Ok(ids)
+    }
+
+    /// Generates one solution per request, all in one batch: left-padded prompts, one forward
+    /// pass per step for the whole batch. `stop` is polled every step so a job that lost its
+    /// lease stops computing.
+    pub fn generate(
+        &mut self,
+        requests: &[SampleRequest],
+        params: &SamplingParams,
+        stop: &AtomicBool,
+    ) -> Result<Vec<Sample>, ModelError> {
+        params.check().map_err(ModelError::Invalid)?;
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prompts = requests
+            .iter()
+            .map(|r| self.prompt_ids(r.role, &r.question))
+            .collect::<Result<Vec<_>, _>>()?;
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let limit = self.config().max_position_embeddings;
+        if longest >= limit {
+            return Err(ModelError::Invalid(format!(
+                "a prompt of {longest} tokens does not fit the model's {limit} positions"
+            )));
+        }
+        let max_new = params.max_new_tokens.min(limit - longest);
+        let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+        let mut input = Vec::with_capacity(prompts.len() * longest);
+        for (prompt, &pad) in prompts.iter().zip(&pads) {
+            input.extend(std::iter::repeat_n(self.pad, pad));
+            input.extend(prompt);
+        }
+        let device = self.model.device().clone();
+        let batch = requests.len();
+        self.model.reset();
+        let mask = decode_mask(&pads, 0, longest, &device)?;
+        let ids = Tensor::from_vec(input, (batch, longest), &device)?;
+        let mut logits = self.model.forward_decode(&ids, Some(&mask))?;
+
+        let mut states: Vec<SequenceState> = requests
+            .iter()
+            .map(|r| SequenceState::new(r.seed))
+            .collect();
+        let any_padding = pads.iter().any(|&p| p > 0);
+        for _ in 0..max_new {
+            if stop.load(Ordering::Relaxed) {
+                return Err(ModelError::Stopped);
+            }
+            let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+            let mut next = Vec::with_capacity(batch);
+            for (state, row) in states.iter_mut().zip(&rows) {
+                if state.finished {
+                    next.push(self.pad);
+                    continue;
+                }
+                let token = match state.forced.pop() {
+                    Some(token) => token,
+                    None => sample_token(row, params, &mut state.rng),
+                };
+                self.advance(state, token)?;
+                next.push(token);
+            }
+            if states.iter().all(|s| s.finished) {
+                break;
+            }
+            let past = self.model.cached_positions();
+            let ids = Tensor::from_vec(next, (batch, 1), &device)?;
+            let mask = if any_padding {
+                Some(decode_mask(&pads, past, 1, &device)?)
+            } else {
+                None
+            };
+            logits = self.model.forward_decode(&ids, mask.as_ref())?;
+        }
+        states
+            .into_iter()
+            .map(|state| {
+                let text = tokenizer::decode(&self.tokenizer, &state.ids)?;
+                Ok(Sample {
+                    text: final_text(&text),
+                    tokens: state.ids.len(),
+                    finished: state.finished,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends `token` to a sequence and applies the stopping rules and the calculator.
+    fn advance(&self, state: &mut SequenceState, token: u32) -> Result<(), ModelError> {
+        if Some(token) == self.eos {
+            state.finished = true;
+            return Ok(());
+        }
+        state.ids.push(token);
+        let piece = self.tokenizer.id_to_token(token).unwrap_or_default();
+        // Only the characters that can end an annotation or a line need the decoded text.
+        if !(piece.contains('=') || piece.contains('Ċ') || piece.contains('\n')) {
+            return Ok(());
+        }
+        let text = tokenizer::decode(&self.tokenizer, &state.ids)?;
+        if has_final_answer_line(&text) {
+            state.finished = true;
+        } else if state.forced.is_empty()
+            && let Some(result) = calculator::completion(&text)
+        {
+            let mut forced = tokenizer::encode(&self.tokenizer, &result)?;
+            forced.reverse();
+            state.forced = forced;
+        }
+        Ok(())
+    }
+}
+
+/// Decoding state of one sequence in a batch.
+struct SequenceState {
+    ids: Vec<u32>,
+    /// Calculator tokens still to emit, last first.
+    forced: Vec<u32>,
+    rng: SampleRng,
+    finished: bool,
+}
+
+impl SequenceState {
+    fn new(seed: u64) -> Self {
+        Self {
+            ids: Vec::new(),
+            forced: Vec::new(),
+            rng: SampleRng::new(seed),
+            finished: false,
+        }
+    }
+}
+
+/// Whether `text` holds a complete GSM8K final-answer line (`#### …` followed by a newline).
+pub fn has_final_answer_line(text: &str) -> bool {
+    text.match_indices("####")
+        .any(|(at, _)| text[at..].contains('\n'))
+}
+
+/// The solution up to and including its final-answer line, without trailing whitespace and
+/// without control characters other than newlines and tabs: byte-level decoding can produce
+/// any byte, and NUL is not storable text (PostgreSQL refuses it) nor readable by a rater.
+pub fn final_text(text: &str) -> String {
+    let text = match text.find("####") {
+        Some(at) => {
+            let end = text[at..].find('\n').map_or(text.len(), |n| at + n);
+            &text[..end]
+        }
+        None => text,
+    };
+    text.trim_end()
+        .chars()
+        .filter(|&c| c == '\n' || c == '\t' || !c.is_control())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_answer_line_ends_the_solution() {
+        assert!(!has_final_answer_line("a\n#### 4"));
+        assert!(has_final_answer_line("a\n#### 4\n"));
+        assert_eq!(final_text("a\n#### 4\nmore"), "a\n#### 4");
+        assert_eq!(final_text("no answer yet  "), "no answer yet");
+        assert_eq!(final_text("a\u{0}b\u{7}\tc\n#### 1"), "ab\tc\n#### 1");
+    }
+}

@@ -1,0 +1,558 @@
+//! Training the default prover: a tiny Llama fitted with candle on CPU to the project's own
+//! generated problems, in both roles.
+//!
+//! Helpful examples are the generator's correct solutions, sneaky examples the same problems'
+//! solutions with one subtle reasoning error; the role is given by the checkpoint's prompt
+//! template, as in the paper. Training is seeded end to end (data, order, initial weights,
+//! evaluation draws), so the same command on the same thread count writes the same model.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use super::ModelError;
+use super::config::LlamaConfig;
+use super::llama::Llama;
+use super::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
+use super::prover::{Prover, SampleRequest, WEIGHTS_FILE};
+use super::sampling::{SampleRng, SamplingParams};
+use super::tokenizer::{self, BOS, EOS, PAD};
+use crate::domain::ProverRole;
+use crate::generator::{self, GeneratedProblem};
+use crate::grading;
+
+/// Seed of the generated problems a fresh database ships with; never trained on.
+pub const BUILTIN_PROBLEMS_SEED: u64 = 2024;
+/// How many built-in problems there are (kept in step with the CLI's built-in set).
+pub const BUILTIN_PROBLEMS: usize = 500;
+/// Seed of the held-out problems the prover's quality is measured on.
+pub const HELD_OUT_SEED: u64 = 77;
+
+/// Model size and schedule of one training recipe.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preset {
+    /// Recipe name, as given on the command line.
+    pub name: &'static str,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// Decoder blocks.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// BPE vocabulary.
+    pub vocab_size: usize,
+    /// Longest prompt + solution.
+    pub max_positions: usize,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Generated training problems (each gives a helpful and a sneaky example).
+    pub train_problems: usize,
+    /// Held-out problems evaluated after training.
+    pub eval_problems: usize,
+}
+
+impl Preset {
+    /// The named recipe: `tiny` (the shipped default prover) or `test` (seconds; for CI).
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self {
+                name: "tiny",
+                hidden_size: 192,
+                layers: 4,
+                heads: 6,
+                intermediate_size: 512,
+                vocab_size: 1024,
+                max_positions: 512,
+                steps: 2400,
+                batch_size: 12,
+                learning_rate: 2e-3,
+                train_problems: 30_000,
+                eval_problems: 200,
+            }),
+            "test" => Some(Self {
+                name: "test",
+                hidden_size: 32,
+                layers: 1,
+                heads: 2,
+                intermediate_size: 64,
+                vocab_size: 400,
+                max_positions: 512,
+                steps: 20,
+                batch_size: 4,
+                learning_rate: 3e-3,
+                train_problems: 300,
+                eval_problems: 4,
+            }),
+            _ => None,
+        }
+    }
+
+    fn config(&self, tokenizer: &Tokenizer) -> LlamaConfig {
+        LlamaConfig {
+            architectures: vec!["LlamaForCausalLM".to_string()],
+            model_type: "llama".to_string(),
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.layers,
+            num_attention_heads: self.heads,
+            num_key_value_heads: Some(self.heads),
+            vocab_size: tokenizer.get_vocab_size(true),
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            max_position_embeddings: self.max_positions,
+            tie_word_embeddings: false,
+            bos_token_id: tokenizer::special_id(tokenizer, BOS),
+            eos_token_id: tokenizer::special_id(tokenizer, EOS),
+        }
+    }
+}
+
+/// What to train and where to put it.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The recipe.
+    pub preset: Preset,
+    /// Seed of data, order, initialisation and evaluation.
+    pub seed: u64,
+    /// Checkpoint folder to write (replaced atomically).
+    pub out: PathBuf,
+    /// Optional GSM8K train JSONL whose reference solutions join the helpful examples.
+    pub gsm8k: Option<PathBuf>,
+    /// Overrides the preset's step count.
+    pub steps: Option<usize>,
+}
+
+/// Measured quality of a prover on held-out generated problems.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProverQuality {
+    /// Problems evaluated (each sampled once per role).
+    pub problems: usize,
+    /// Share of helpful solutions graded correct.
+    pub helpful_correct: f64,
+    /// Share of sneaky solutions graded incorrect.
+    pub sneaky_incorrect: f64,
+    /// Share of solutions that reached a final-answer line.
+    pub finished: f64,
+    /// Sampling used.
+    pub sampling: SamplingParams,
+}
+
+/// The record written to `training.json` next to the weights.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    /// Recipe used.
+    pub preset: Preset,
+    /// Seed used.
+    pub seed: u64,
+    /// Steps run.
+    pub steps: usize,
+    /// Training examples (helpful + sneaky).
+    pub examples: usize,
+    /// Mean loss over the last 50 steps.
+    pub final_loss: f64,
+    /// Wall-clock seconds of the optimisation.
+    pub train_seconds: f64,
+    /// Trainable parameters.
+    pub parameters: usize,
+    /// Held-out quality.
+    pub quality: ProverQuality,
+    /// The generator seeds used for training and evaluation.
+    pub data: String,
+}
+
+/// One training sequence: prompt ids then target ids (solution + EOS).
+struct Example {
+    ids: Vec<u32>,
+    prompt_len: usize,
+}
+
+/// Trains a prover with `options`, writes the checkpoint folder and returns the report.
+/// `log` receives progress lines.
+pub fn train_prover(
+    options: &TrainOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<TrainReport, ModelError> {
+    let preset = &options.preset;
+    let steps = options.steps.unwrap_or(preset.steps);
+    let device = Device::Cpu;
+    let template = PromptTemplate::default();
+
+    let held_out = generator::generate(HELD_OUT_SEED, preset.eval_problems);
+    let mut excluded: HashSet<String> = held_out.iter().map(|p| p.question.clone()).collect();
+    excluded.extend(
+        generator::generate(BUILTIN_PROBLEMS_SEED, BUILTIN_PROBLEMS)
+            .into_iter()
+            .map(|p| p.question),
+    );
+    let mut pairs: Vec<(ProverRole, String, String)> = Vec::new();
+    for problem in generator::generate(options.seed, preset.train_problems) {
+        if excluded.contains(&problem.question) {
+            continue;
+        }
+        pairs.push((
+            ProverRole::Helpful,
+            problem.question.clone(),
+            problem.helpful_solution.clone(),
+        ));
+        pairs.push((
+            ProverRole::Sneaky,
+            problem.question,
+            problem.sneaky_solution,
+        ));
+    }
+    if let Some(path) = &options.gsm8k {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let records = crate::problems::parse_gsm8k_problems(&bytes)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+        log(&format!("adding {} GSM8K helpful examples", records.len()));
+        for record in records {
+            pairs.push((
+                ProverRole::Helpful,
+                record.question,
+                record.reference_solution,
+            ));
+        }
+    }
+
+    log(&format!("training the tokenizer on {} texts", pairs.len()));
+    let corpus: Vec<String> = pairs
+        .iter()
+        .map(|(role, q, s)| format!("{}{s}", template.render(*role, q)))
+        .collect();
+    let tokenizer = tokenizer::train_bpe(corpus.into_iter(), preset.vocab_size)?;
+    let config = preset.config(&tokenizer);
+    let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
+    let bos = tokenizer::special_id(&tokenizer, BOS);
+    let eos = tokenizer::special_id(&tokenizer, EOS)
+        .ok_or_else(|| ModelError::Tokenizer("the trained tokenizer has no </s>".into()))?;
+
+    let mut examples = Vec::with_capacity(pairs.len());
+    for (role, question, solution) in &pairs {
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        ids.extend(tokenizer::encode(
+            &tokenizer,
+            &template.render(*role, question),
+        )?);
+        let prompt_len = ids.len();
+        ids.extend(tokenizer::encode(&tokenizer, solution)?);
+        ids.push(eos);
+        if ids.len() <= config.max_position_embeddings {
+            examples.push(Example { ids, prompt_len });
+        }
+    }
+    let mean_len =
+        examples.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / examples.len().max(1) as f64;
+    log(&format!(
+        "{} examples, mean {mean_len:.0} tokens, vocabulary {}",
+        examples.len(),
+        config.vocab_size
+    ));
+    if examples.is_empty() {
+        return Err(ModelError::Invalid("no training examples".into()));
+    }
+
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let mut model = Llama::new(&config, vb)?;
+    let parameters = initialise(&varmap, options.seed, config.num_hidden_layers, &device)?;
+    log(&format!("{parameters} parameters"));
+    let mut optimiser = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: preset.learning_rate,
+            weight_decay: 0.01,
+            ..ParamsAdamW::default()
+        },
+    )?;
+
+    let mut rng = SampleRng::new(options.seed ^ 0x5eed);
+    let mut order: Vec<usize> = Vec::new();
+    let mut recent = Vec::new();
+    let started = Instant::now();
+    let (mut forward_seconds, mut backward_seconds) = (0.0, 0.0);
+    let warmup = (steps / 20).max(1);
+    for step in 0..steps {
+        let lr = learning_rate(preset.learning_rate, step, steps, warmup);
+        optimiser.set_learning_rate(lr);
+        if order.is_empty() {
+            order = length_bucketed(&examples, preset.batch_size, &mut rng);
+        }
+        let take = order.len().saturating_sub(preset.batch_size);
+        let batch: Vec<&Example> = order.drain(take..).map(|i| &examples[i]).collect();
+        let forward_started = Instant::now();
+        let loss = batch_loss(&mut model, &batch, pad, &device)?;
+        let backward_started = Instant::now();
+        forward_seconds += (backward_started - forward_started).as_secs_f64();
+        optimiser.backward_step(&loss)?;
+        backward_seconds += backward_started.elapsed().as_secs_f64();
+        recent.push(loss.to_scalar::<f32>()? as f64);
+        if recent.len() > 50 {
+            recent.remove(0);
+        }
+        if step % 50 == 0 || step + 1 == steps {
+            let mean = recent.iter().sum::<f64>() / recent.len() as f64;
+            log(&format!(
+                "step {}/{steps} loss {mean:.4} lr {lr:.2e} {:.0}s (forward {forward_seconds:.0}s, backward+update {backward_seconds:.0}s)",
+                step + 1,
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    let final_loss = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
+
+    let mut prover = Prover::from_parts(model, tokenizer.clone(), template.clone())?;
+    let quality = evaluate(
+        &mut prover,
+        &held_out,
+        options.seed,
+        &SamplingParams::default(),
+    )?;
+    log(&format!(
+        "held-out: helpful correct {:.1}%, sneaky incorrect {:.1}%, finished {:.1}%",
+        quality.helpful_correct * 100.0,
+        quality.sneaky_incorrect * 100.0,
+        quality.finished * 100.0
+    ));
+    let report = TrainReport {
+        preset: preset.clone(),
+        seed: options.seed,
+        steps,
+        examples: examples.len(),
+        final_loss,
+        train_seconds,
+        parameters,
+        quality,
+        data: format!(
+            "generator seed {} ({} problems, minus built-in seed {BUILTIN_PROBLEMS_SEED} and held-out seed {HELD_OUT_SEED}){}",
+            options.seed,
+            preset.train_problems,
+            if options.gsm8k.is_some() {
+                " + GSM8K train"
+            } else {
+                ""
+            }
+        ),
+    };
+    write_checkpoint(
+        &options.out,
+        &config,
+        &tokenizer,
+        &template,
+        &varmap,
+        &report,
+    )?;
+    Ok(report)
+}
+
+/// Deterministic initialisation: N(0, 0.02) for matrices (output projections scaled down by
+/// depth, as in GPT-2), ones for norms. Returns the parameter count.
+fn initialise(
+    varmap: &VarMap,
+    seed: u64,
+    layers: usize,
+    device: &Device,
+) -> Result<usize, ModelError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = SampleRng::new(seed);
+    let mut count = 0;
+    for name in names {
+        let var = &data[name];
+        let shape = var.shape().clone();
+        let n = shape.elem_count();
+        count += n;
+        let values: Vec<f32> = if name.ends_with("norm.weight") {
+            vec![1.0; n]
+        } else {
+            let std = if name.contains("o_proj") || name.contains("down_proj") {
+                0.02 / (2.0 * layers as f64).sqrt()
+            } else {
+                0.02
+            };
+            (0..n).map(|_| (rng.next_normal() * std) as f32).collect()
+        };
+        var.set(&Tensor::from_vec(values, shape, device)?)?;
+    }
+    Ok(count)
+}
+
+/// Linear warm-up, then cosine decay to a tenth of the peak.
+fn learning_rate(peak: f64, step: usize, steps: usize, warmup: usize) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (steps - warmup).max(1) as f64;
+    let cosine = 0.5 * (1.0 + (std::f64::consts::PI * progress).cos());
+    peak * (0.1 + 0.9 * cosine)
+}
+
+fn shuffle<T>(items: &mut [T], rng: &mut SampleRng) {
+    for i in (1..items.len()).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// One epoch's order: shuffled, then sorted by length within windows of 64 batches and cut
+/// into batches that are shuffled again, so a batch holds sequences of similar length and
+/// little compute goes to padding.
+fn length_bucketed(examples: &[Example], batch_size: usize, rng: &mut SampleRng) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    shuffle(&mut order, rng);
+    for window in order.chunks_mut(batch_size * 64) {
+        window.sort_by_key(|&i| examples[i].ids.len());
+    }
+    let mut batches: Vec<Vec<usize>> = order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    shuffle(&mut batches, rng);
+    batches.into_iter().flatten().collect()
+}
+
+/// Mean cross-entropy of predicting each target token (solution + EOS) from everything
+/// before it; prompt and padding positions do not count.
+fn batch_loss(
+    model: &mut Llama,
+    batch: &[&Example],
+    pad: u32,
+    device: &Device,
+) -> Result<Tensor, ModelError> {
+    let width = batch.iter().map(|e| e.ids.len()).max().unwrap_or(1) - 1;
+    let mut inputs = Vec::with_capacity(batch.len() * width);
+    let mut positions = Vec::new();
+    let mut labels = Vec::new();
+    for (row, example) in batch.iter().enumerate() {
+        let n = example.ids.len() - 1;
+        for t in 0..width {
+            inputs.push(if t < n { example.ids[t] } else { pad });
+            if t < n && t + 1 >= example.prompt_len {
+                positions.push((row * width + t) as u32);
+                labels.push(example.ids[t + 1]);
+            }
+        }
+    }
+    let inputs = Tensor::from_vec(inputs, (batch.len(), width), device)?;
+    let count = positions.len();
+    let picked = model.forward_train(&inputs, &Tensor::from_vec(positions, count, device)?)?;
+    let picked_labels = Tensor::from_vec(labels, count, device)?;
+    Ok(candle_nn::loss::cross_entropy(&picked, &picked_labels)?)
+}
+
+/// Samples each held-out problem once per role and grades the results.
+pub fn evaluate(
+    prover: &mut Prover,
+    problems: &[GeneratedProblem],
+    seed: u64,
+    params: &SamplingParams,
+) -> Result<ProverQuality, ModelError> {
+    let stop = AtomicBool::new(false);
+    let (mut helpful_correct, mut sneaky_incorrect, mut finished) = (0usize, 0usize, 0usize);
+    for (chunk_index, chunk) in problems.chunks(16).enumerate() {
+        let mut requests = Vec::new();
+        for (i, problem) in chunk.iter().enumerate() {
+            for (r, role) in [ProverRole::Helpful, ProverRole::Sneaky]
+                .into_iter()
+                .enumerate()
+            {
+                requests.push(SampleRequest {
+                    question: problem.question.clone(),
+                    role,
+                    seed: seed
+                        .wrapping_add(((chunk_index * 16 + i) * 2 + r) as u64)
+                        .wrapping_mul(0x2545_F491_4F6C_DD1D),
+                });
+            }
+        }
+        let samples = prover.generate(&requests, params, &stop)?;
+        for (k, (request, sample)) in requests.iter().zip(&samples).enumerate() {
+            let problem = &chunk[k / 2];
+            let correct = grading::grade(&sample.text, &problem.answer.to_string()).is_correct;
+            finished += usize::from(sample.finished);
+            match request.role {
+                ProverRole::Helpful => helpful_correct += usize::from(correct),
+                ProverRole::Sneaky => sneaky_incorrect += usize::from(!correct),
+            }
+        }
+    }
+    let n = problems.len().max(1) as f64;
+    Ok(ProverQuality {
+        problems: problems.len(),
+        helpful_correct: helpful_correct as f64 / n,
+        sneaky_incorrect: sneaky_incorrect as f64 / n,
+        finished: finished as f64 / (2.0 * n),
+        sampling: *params,
+    })
+}
+
+/// Writes the checkpoint folder next to `out` and renames it into place, so a killed run
+/// leaves the previous checkpoint intact.
+fn write_checkpoint(
+    out: &Path,
+    config: &LlamaConfig,
+    tokenizer: &Tokenizer,
+    template: &PromptTemplate,
+    varmap: &VarMap,
+    report: &TrainReport,
+) -> Result<(), ModelError> {
+    let parent = out.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "prover".into());
+    let staging = parent.join(format!(".tmp-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
+    let json = |value: &dyn erased::Json| value.to_pretty();
+    let files: [(&str, String); 3] = [
+        ("config.json", json(config)?),
+        (PROMPT_TEMPLATE_FILE, json(template)?),
+        ("training.json", json(report)?),
+    ];
+    for (file, text) in files {
+        let path = staging.join(file);
+        std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
+    }
+    let tokenizer_path = staging.join("tokenizer.json");
+    tokenizer
+        .save(&tokenizer_path, false)
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    varmap.save(staging.join(WEIGHTS_FILE))?;
+    let old = parent.join(format!(".old-{name}-{}", std::process::id()));
+    if out.exists() {
+        std::fs::rename(out, &old).map_err(|e| ModelError::io(out, e))?;
+    }
+    std::fs::rename(&staging, out).map_err(|e| ModelError::io(out, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// Pretty JSON for the small files of a checkpoint.
+mod erased {
+    use super::ModelError;
+
+    pub trait Json {
+        fn to_pretty(&self) -> Result<String, ModelError>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn to_pretty(&self) -> Result<String, ModelError> {
+            serde_json::to_string_pretty(self).map_err(|e| ModelError::Invalid(e.to_string()))
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Admin jobs page: what the workers are doing, live progress, failures and cancelling.
+//!
+//! The page is complete without scripts; `static/jobs.js` polls `/admin/jobs.json` every two
+//! seconds and updates the rows in place so progress is live.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, State};
+use axum::response::Redirect;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use uuid::Uuid;
+
+use super::session::Admin;
+use super::{ApiError, AppState, WebError};
+use crate::clock::format_ms;
+use crate::domain::JobState;
+use crate::store::jobs::JobView;
+
+/// How many of the newest jobs the page (and its JSON) lists.
+pub const JOBS_SHOWN: i64 = 200;
+
+/// Routes of the jobs page, its JSON and the cancel form; admins only.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/jobs", get(jobs_page))
+        .route("/admin/jobs.json", get(jobs_json))
+        .route("/admin/jobs/{id}/cancel", post(cancel))
+}
+
+/// One job as the page and its JSON show it: the same values in both, so the script only
+/// copies them into the row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct JobRow {
+    /// The job.
+    pub id: Uuid,
+    /// What it does.
+    pub kind: String,
+    /// The study it works for, if any.
+    pub study_id: Option<Uuid>,
+    /// That study's name.
+    pub study_name: Option<String>,
+    /// Its state.
+    pub state: String,
+    /// Units done.
+    pub progress_done: i64,
+    /// Units expected.
+    pub progress_total: i64,
+    /// The bar's maximum: the total, or 1 while the total is unknown (a `<progress>` needs a
+    /// positive max).
+    pub progress_max: i64,
+    /// Claims so far.
+    pub attempts: i64,
+    /// Claims allowed.
+    pub max_attempts: i64,
+    /// The worker holding or last holding it ("" when none).
+    pub worker: String,
+    /// The error of a failed job or of a failed attempt ("" when none).
+    pub error: String,
+    /// Enqueued (RFC 3339).
+    pub created: String,
+    /// First claimed ("" when not yet).
+    pub started: String,
+    /// Ended ("" when not yet).
+    pub finished: String,
+    /// Whether it can still be cancelled (queued or running).
+    pub cancellable: bool,
+}
+
+impl From<JobView> for JobRow {
+    fn from(job: JobView) -> Self {
+        JobRow {
+            id: job.id,
+            kind: job.kind.to_string(),
+            study_id: job.study_id,
+            study_name: job.study_name,
+            state: job.state.to_string(),
+            progress_done: job.progress_done,
+            progress_total: job.progress_total,
+            progress_max: job.progress_total.max(1),
+            attempts: job.attempts,
+            max_attempts: job.max_attempts,
+            worker: job.lease_owner.unwrap_or_default(),
+            error: job.error.unwrap_or_default(),
+            created: format_ms(job.created_at),
+            started: job.started_at.map(format_ms).unwrap_or_default(),
+            finished: job.finished_at.map(format_ms).unwrap_or_default(),
+            cancellable: matches!(job.state, JobState::Queued | JobState::Running),
+        }
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    username: String,
+    is_admin: bool,
+    jobs: Vec<JobRow>,
+}
+
+async fn job_rows(state: &AppState) -> Result<Vec<JobRow>, WebError> {
+    Ok(state
+        .store
+        .jobs(JOBS_SHOWN)
+        .await?
+        .into_iter()
+        .map(JobRow::from)
+        .collect())
+}
+
+async fn jobs_page(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+) -> Result<JobsPage, WebError> {
+    Ok(JobsPage {
+        username: user.username,
+        is_admin: true,
+        jobs: job_rows(&state).await?,
+    })
+}
+
+/// The same rows as JSON, for the page's live updates.
+async fn jobs_json(
+    State(state): State<AppState>,
+    admin: Result<Admin, WebError>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin?;
+    let jobs = job_rows(&state).await?;
+    Ok(Json(serde_json::json!({ "jobs": jobs })))
+}
+
+/// Cancels a queued or running job (its worker stops at its next fenced write or heartbeat)
+/// and returns to the list.
+async fn cancel(
+    State(state): State<AppState>,
+    Admin(_user): Admin,
+    Path(id): Path<Uuid>,
+) -> Result<Redirect, WebError> {
+    state.store.cancel_job(id, state.clock.now_ms()).await?;
+    Ok(Redirect::to("/admin/jobs"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::JobKind;
+
+    fn view(state: JobState, done: i64, total: i64) -> JobView {
+        JobView {
+            id: Uuid::nil(),
+            kind: JobKind::Generation,
+            study_id: None,
+            study_name: None,
+            state,
+            progress_done: done,
+            progress_total: total,
+            attempts: 1,
+            max_attempts: 3,
+            lease_owner: None,
+            error: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn rows_have_a_valid_bar_and_offer_cancel_only_while_live() {
+        let queued = JobRow::from(view(JobState::Queued, 0, 0));
+        assert_eq!((queued.progress_max, queued.cancellable), (1, true));
+        assert_eq!(queued.started, "");
+        let done = JobRow::from(view(JobState::Succeeded, 40, 40));
+        assert_eq!((done.progress_max, done.cancellable), (40, false));
+        assert_eq!(done.created, "1970-01-01T00:00:00Z");
+    }
+}

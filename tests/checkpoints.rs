@@ -1,0 +1,679 @@
+//! Prover checkpoint upload through the admin page (loose files or one tar archive) and the
+//! CLI: a valid checkpoint is stored under the models directory and registered; every refusal
+//! is a 4xx naming the problem and leaves nothing behind (no folder, no temp folder, no row).
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use clap::Parser;
+use common::{Backend, Client, TestApp, TestDb, TestResponse};
+use legibility::clock::Clock;
+use legibility::domain::{CheckpointKind, UserRole};
+use legibility::store::Store;
+use legibility::web::{self, AppState, WebConfig};
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+
+/// The application with its models directory in a temp folder and the given checkpoint limit.
+async fn start(backend: Backend, max_checkpoint_bytes: u64) -> (TestApp, tempfile::TempDir) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.expect("connect and migrate");
+    let models = tempfile::tempdir().expect("models dir");
+    let config = WebConfig {
+        models_dir: models.path().to_path_buf(),
+        max_checkpoint_bytes,
+        ..WebConfig::default()
+    };
+    let state = AppState {
+        store,
+        clock: Clock::default(),
+        config: Arc::new(config),
+    };
+    let router = web::router(state.clone());
+    (TestApp { state, router, db }, models)
+}
+
+const LIMIT: u64 = 1024 * 1024;
+
+fn config_json(hidden_size: usize) -> Vec<u8> {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden_size,
+        "intermediate_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "vocab_size": 16,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A hand-written WordLevel tokenizer with a whitespace pre-tokenizer: 12 tokens.
+fn tokenizer_json() -> Vec<u8> {
+    let words = [
+        "[UNK]", "<s>", "</s>", "the", "answer", "is", "step", "one", "two", "three", "=", "####",
+    ];
+    let vocab: serde_json::Map<String, serde_json::Value> = words
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+        .collect();
+    let special = |id: usize, content: &str| {
+        serde_json::json!({
+            "id": id, "content": content, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true
+        })
+    };
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [special(0, "[UNK]"), special(1, "<s>"), special(2, "</s>")],
+        "normalizer": null,
+        "pre_tokenizer": { "type": "Whitespace" },
+        "post_processor": null,
+        "decoder": null,
+        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]" }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Weights for hidden size 8, intermediate 16, one layer, two heads, vocabulary 16 (f32 zeros).
+fn weights() -> Vec<u8> {
+    let (h, f, v) = (8usize, 16usize, 16usize);
+    let p = "model.layers.0";
+    let shapes: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![v, h]),
+        (format!("{p}.input_layernorm.weight"), vec![h]),
+        (format!("{p}.self_attn.q_proj.weight"), vec![h, h]),
+        (format!("{p}.self_attn.k_proj.weight"), vec![h, h]),
+        (format!("{p}.self_attn.v_proj.weight"), vec![h, h]),
+        (format!("{p}.self_attn.o_proj.weight"), vec![h, h]),
+        (format!("{p}.post_attention_layernorm.weight"), vec![h]),
+        (format!("{p}.mlp.gate_proj.weight"), vec![f, h]),
+        (format!("{p}.mlp.up_proj.weight"), vec![f, h]),
+        (format!("{p}.mlp.down_proj.weight"), vec![h, f]),
+        ("model.norm.weight".into(), vec![h]),
+        ("lm_head.weight".into(), vec![v, h]),
+    ];
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .map(|(name, shape)| {
+            let bytes = vec![0u8; shape.iter().product::<usize>() * 4];
+            (name, shape, bytes)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn prompt_template_json() -> Vec<u8> {
+    serde_json::to_vec(&legibility::ml::prompt::PromptTemplate::default()).unwrap()
+}
+
+/// A complete valid checkpoint.
+fn valid_files() -> Vec<(String, Vec<u8>)> {
+    vec![
+        ("config.json".into(), config_json(8)),
+        ("tokenizer.json".into(), tokenizer_json()),
+        ("model.safetensors".into(), weights()),
+        ("prompt_template.json".into(), prompt_template_json()),
+        ("README.md".into(), b"A tiny test prover.\n".to_vec()),
+    ]
+}
+
+fn replaced(name: &str, bytes: Vec<u8>) -> Vec<(String, Vec<u8>)> {
+    valid_files()
+        .into_iter()
+        .map(|(n, b)| {
+            if n == name {
+                (n, bytes.clone())
+            } else {
+                (n, b)
+            }
+        })
+        .collect()
+}
+
+fn tar_with_folder(folder: &str, files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_mode(0o755);
+    dir.set_size(0);
+    builder
+        .append_data(&mut dir, format!("{folder}/"), &[][..])
+        .unwrap();
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        builder
+            .append_data(&mut header, format!("{folder}/{name}"), bytes.as_slice())
+            .unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// A tar of the valid files plus one member whose header is written by hand (paths and types
+/// the builder's safe setters refuse).
+fn tar_with_raw_member(path: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, bytes) in valid_files() {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(bytes.len() as u64);
+        builder
+            .append_data(&mut header, format!("ckpt/{name}"), bytes.as_slice())
+            .unwrap();
+    }
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(0o644);
+    header.set_size(if kind.is_file() { 4 } else { 0 });
+    let name = &mut header.as_old_mut().name;
+    name.fill(0);
+    name[..path.len()].copy_from_slice(path.as_bytes());
+    if let Some(link) = link {
+        header.set_link_name_literal(link).unwrap();
+    }
+    header.set_cksum();
+    let data: &[u8] = if kind.is_file() { b"evil" } else { b"" };
+    builder.append(&header, data).unwrap();
+    builder.into_inner().unwrap()
+}
+
+/// Posts the upload form: text fields, then each file as a part of the `files` field.
+async fn upload(
+    client: &mut Client<'_>,
+    label: &str,
+    round: &str,
+    files: &[(String, Vec<u8>)],
+) -> TestResponse {
+    let boundary = "----legibility-checkpoint-boundary";
+    let mut body = Vec::new();
+    for (name, value) in [("label", label), ("round", round), ("kind", "prover")] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    client
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/admin/checkpoints")
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+}
+
+/// The page's text with askama's HTML escapes undone, for matching messages.
+fn text(response: &TestResponse) -> String {
+    response
+        .body
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The message of the page's error box.
+fn alert(response: &TestResponse) -> String {
+    let page = text(response);
+    page.split("role=\"alert\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Entries of `models/uploads` (an absent folder counts as empty).
+fn uploads(models: &Path) -> Vec<String> {
+    match std::fs::read_dir(models.join("uploads")) {
+        Ok(entries) => {
+            let mut names: Vec<String> = entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn checkpoint_count(app: &TestApp) -> usize {
+    app.store().checkpoint_details().await.unwrap().len()
+}
+
+/// A refusal: the status, a message naming the problem on the re-rendered page, and nothing
+/// written (no new folder or temp folder, no new row).
+async fn assert_refused(
+    app: &TestApp,
+    models: &Path,
+    response: &TestResponse,
+    status: StatusCode,
+    needles: &[&str],
+    uploads_before: &[String],
+    rows_before: usize,
+) {
+    let page = text(response);
+    assert_eq!(response.status, status, "{page}");
+    assert!(page.contains("role=\"alert\""), "no error shown: {page}");
+    for needle in needles {
+        assert!(page.contains(needle), "{needle:?} not in: {page}");
+    }
+    assert!(
+        page.contains("Upload a prover checkpoint"),
+        "the form is shown again"
+    );
+    assert_eq!(
+        uploads(models),
+        uploads_before,
+        "a refused upload wrote files"
+    );
+    assert_eq!(
+        checkpoint_count(app).await,
+        rows_before,
+        "a refused upload wrote a row"
+    );
+}
+
+fn stored_files(models: &Path, rel: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models.join(rel))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_hand_written_tokenizer_loads() {
+    let tokenizer = tokenizers::Tokenizer::from_bytes(tokenizer_json()).unwrap();
+    assert_eq!(tokenizer.get_vocab_size(true), 12);
+    let encoding = tokenizer.encode("the answer is two", false).unwrap();
+    assert_eq!(encoding.get_ids(), [3, 4, 5, 8]);
+}
+
+async fn valid_uploads_are_stored_and_registered(backend: Backend) {
+    let (app, models) = start(backend, LIMIT).await;
+    app.fixture(1, 1, 1, 45_000).await; // an import-only checkpoint
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    assert!(
+        admin
+            .get("/studies")
+            .await
+            .body
+            .contains("/admin/checkpoints")
+    );
+
+    // Loose files.
+    let response = upload(&mut admin, "prover-r0", "0", &valid_files()).await;
+    assert_eq!(
+        response.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        text(&response)
+    );
+    let location = response.location().unwrap().to_string();
+    let page = admin.get(&location).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let body = text(&page);
+    assert!(
+        body.contains("Added prover checkpoint \"prover-r0\""),
+        "{body}"
+    );
+    assert!(body.contains("import only"), "{body}");
+
+    let rows = app.store().checkpoint_details().await.unwrap();
+    let row = rows.iter().find(|c| c.label == "prover-r0").unwrap();
+    assert_eq!((row.kind, row.round), (CheckpointKind::Prover, 0));
+    let rel = row.model_dir.clone().expect("model_dir is set");
+    assert!(rel.starts_with("uploads/"), "{rel}");
+    assert!(body.contains(&rel), "the table shows the folder: {body}");
+    assert_eq!(
+        app.store().checkpoint_model_dir(row.id).await.unwrap(),
+        Some(rel.clone())
+    );
+    let mut expected: Vec<String> = valid_files().into_iter().map(|(n, _)| n).collect();
+    expected.sort();
+    assert_eq!(stored_files(models.path(), &rel), expected);
+    assert_eq!(
+        std::fs::read(models.path().join(&rel).join("model.safetensors")).unwrap(),
+        weights()
+    );
+    let (metadata,): (String,) = with_raw_pool!(app.db.url, pool => {
+        sqlx::query_as("SELECT metadata FROM checkpoints WHERE label = 'prover-r0'")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
+    assert_eq!(metadata["source"], "upload");
+    assert_eq!(metadata["files"].as_array().unwrap().len(), expected.len());
+    assert_eq!(metadata["architecture"]["hidden_size"], 8);
+    assert_eq!(metadata["prompt_template"], true);
+
+    // One tar archive with one top-level folder.
+    let archive = tar_with_folder("prover-r1", &valid_files());
+    let response = upload(
+        &mut admin,
+        "prover-r1",
+        "1",
+        &[("prover-r1.tar".into(), archive)],
+    )
+    .await;
+    assert_eq!(
+        response.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        text(&response)
+    );
+    let rows = app.store().checkpoint_details().await.unwrap();
+    let row = rows.iter().find(|c| c.label == "prover-r1").unwrap();
+    let rel1 = row.model_dir.clone().unwrap();
+    assert_eq!(stored_files(models.path(), &rel1), expected);
+    assert_eq!(
+        uploads(models.path()).len(),
+        2,
+        "exactly the two folders, no temp folder"
+    );
+
+    // The same label again: 409 naming it, and the stored folder is removed again.
+    let before = uploads(models.path());
+    let rows_before = checkpoint_count(&app).await;
+    let response = upload(&mut admin, "prover-r0", "2", &valid_files()).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::CONFLICT,
+        &["a checkpoint labelled \"prover-r0\" already exists"],
+        &before,
+        rows_before,
+    )
+    .await;
+}
+on_both_backends!(valid_uploads_are_stored_and_registered);
+
+async fn invalid_checkpoints_are_refused_and_leave_nothing(backend: Backend) {
+    let (app, models) = start(backend, LIMIT).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let rows_before = checkpoint_count(&app).await;
+    let nothing: Vec<String> = Vec::new();
+
+    let weights = weights();
+    let mut garbage_header = 24u64.to_le_bytes().to_vec();
+    garbage_header.extend_from_slice(b"this is not a JSON head");
+    garbage_header.extend_from_slice(&weights[32..]);
+    let mut with_extra = valid_files();
+    with_extra.push(("notes.txt".into(), b"hello".to_vec()));
+    let without_tokenizer: Vec<(String, Vec<u8>)> = valid_files()
+        .into_iter()
+        .filter(|(n, _)| n != "tokenizer.json")
+        .collect();
+    let mut big_vocab: serde_json::Value = serde_json::from_slice(&tokenizer_json()).unwrap();
+    for i in 12..20 {
+        big_vocab["model"]["vocab"][format!("w{i}")] = serde_json::json!(i);
+    }
+
+    type Files = Vec<(String, Vec<u8>)>;
+    let cases: Vec<(&str, Files, Vec<&str>)> = vec![
+        (
+            "truncated safetensors",
+            replaced("model.safetensors", weights[..weights.len() - 100].to_vec()),
+            vec!["model.safetensors is not a valid safetensors file"],
+        ),
+        (
+            "garbage safetensors header",
+            replaced("model.safetensors", garbage_header),
+            vec!["model.safetensors is not a valid safetensors file"],
+        ),
+        (
+            "config and tensors disagree",
+            replaced("config.json", config_json(16)),
+            vec!["model.embed_tokens.weight has shape [16, 8] but config.json implies [16, 16]"],
+        ),
+        (
+            "unknown extra file",
+            with_extra,
+            vec!["notes.txt is not a file a checkpoint may contain"],
+        ),
+        (
+            "missing tokenizer",
+            without_tokenizer,
+            vec!["tokenizer.json is missing"],
+        ),
+        (
+            "tokenizer larger than the vocabulary",
+            replaced("tokenizer.json", big_vocab.to_string().into_bytes()),
+            vec!["tokenizer.json has 20 tokens", "vocab_size 16"],
+        ),
+        (
+            "broken config",
+            replaced("config.json", b"{\"hidden_size\": 8}".to_vec()),
+            vec!["config.json is not a valid Llama config"],
+        ),
+        (
+            "bad prompt template",
+            replaced(
+                "prompt_template.json",
+                br#"{"helpful":"x","sneaky":"y"}"#.to_vec(),
+            ),
+            vec!["prompt_template.json: the helpful prompt must contain {question}"],
+        ),
+        (
+            "evil ../ member",
+            vec![(
+                "evil.tar".into(),
+                tar_with_raw_member("../evil", tar::EntryType::Regular, None),
+            )],
+            vec!["evil.tar", "\"../evil\"", "\"..\" component"],
+        ),
+        (
+            "symlink member",
+            vec![(
+                "link.tar".into(),
+                tar_with_raw_member(
+                    "ckpt/model2.safetensors",
+                    tar::EntryType::Symlink,
+                    Some("/etc/passwd"),
+                ),
+            )],
+            vec!["\"ckpt/model2.safetensors\" is a symbolic link"],
+        ),
+        (
+            "file name with a folder",
+            vec![("ckpt/config.json".into(), config_json(8))],
+            vec!["\"ckpt/config.json\"", "plain file name"],
+        ),
+        ("no files", vec![], vec!["no files were uploaded"]),
+    ];
+    for (what, files, needles) in cases {
+        let response = upload(&mut admin, &format!("bad-{what}"), "0", &files).await;
+        println!("{what}: {} {}", response.status, alert(&response));
+        assert_refused(
+            &app,
+            models.path(),
+            &response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &needles,
+            &nothing,
+            rows_before,
+        )
+        .await;
+    }
+
+    // Form fields are checked too, before any file is looked at.
+    let response = upload(&mut admin, "  ", "0", &valid_files()).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["needs a label"],
+        &nothing,
+        rows_before,
+    )
+    .await;
+    let response = upload(&mut admin, "ok", "-1", &valid_files()).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["round must be 0 or more"],
+        &nothing,
+        rows_before,
+    )
+    .await;
+}
+on_both_backends!(invalid_checkpoints_are_refused_and_leave_nothing);
+
+async fn uploads_over_the_limit_are_refused(backend: Backend) {
+    // The valid checkpoint is a few KiB: over a 2000-byte limit.
+    let (app, models) = start(backend, 2000).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let response = upload(&mut admin, "too-big", "0", &valid_files()).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["over the limit of 2000 bytes"],
+        &[],
+        0,
+    )
+    .await;
+    // A body far beyond the limit is cut off while it is read.
+    let huge = vec![("model.safetensors".to_string(), vec![0u8; 1536 * 1024])];
+    let response = upload(&mut admin, "way-too-big", "0", &huge).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["larger than the limit"],
+        &[],
+        0,
+    )
+    .await;
+}
+on_both_backends!(uploads_over_the_limit_are_refused);
+
+async fn researchers_may_not_upload(backend: Backend) {
+    let (app, models) = start(backend, LIMIT).await;
+    let mut researcher = app.staff_client("rita", UserRole::Researcher).await;
+    assert_eq!(
+        researcher.get("/admin/checkpoints").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(
+        !researcher
+            .get("/studies")
+            .await
+            .body
+            .contains("/admin/checkpoints")
+    );
+    let response = upload(&mut researcher, "sneaky-upload", "0", &valid_files()).await;
+    assert_eq!(response.status, StatusCode::FORBIDDEN);
+    assert!(uploads(models.path()).is_empty());
+    assert_eq!(checkpoint_count(&app).await, 0);
+    let mut anonymous = app.client();
+    let response = upload(&mut anonymous, "anon-upload", "0", &valid_files()).await;
+    assert_eq!(response.location(), Some("/login"));
+    assert!(uploads(models.path()).is_empty());
+}
+on_both_backends!(researchers_may_not_upload);
+
+async fn the_cli_adds_folders_and_archives(backend: Backend) {
+    let (app, models) = start(backend, LIMIT).await;
+    let source = tempfile::tempdir().unwrap();
+    let folder = source.path().join("prover-cli");
+    std::fs::create_dir(&folder).unwrap();
+    for (name, bytes) in valid_files() {
+        std::fs::write(folder.join(name), bytes).unwrap();
+    }
+    let archive = source.path().join("prover-cli.tar");
+    std::fs::write(&archive, tar_with_folder("x", &valid_files())).unwrap();
+    let models_arg = models.path().to_str().unwrap().to_string();
+    let run = |label: &str, path: &Path| {
+        let cli = legibility::cli::Cli::parse_from([
+            "legibility",
+            "--database-url",
+            &app.db.url,
+            "checkpoint",
+            "add",
+            "--label",
+            label,
+            "--round",
+            "3",
+            "--models-dir",
+            &models_arg,
+            path.to_str().unwrap(),
+        ]);
+        legibility::cli::run(cli)
+    };
+    run("cli-folder", &folder).await.unwrap();
+    run("cli-tar", &archive).await.unwrap();
+    let rows = app.store().checkpoint_details().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_eq!(row.round, 3);
+        let rel = row.model_dir.as_deref().unwrap();
+        assert_eq!(stored_files(models.path(), rel).len(), valid_files().len());
+    }
+
+    // A refused folder (a symbolic link inside) and a duplicate label write nothing.
+    let before = uploads(models.path());
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/etc/hostname", folder.join("README.md.link")).unwrap();
+        let err = run("cli-link", &folder).await.unwrap_err();
+        assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
+        std::fs::remove_file(folder.join("README.md.link")).unwrap();
+    }
+    let err = run("cli-folder", &folder).await.unwrap_err();
+    assert!(format!("{err:#}").contains("already exists"), "{err:#}");
+    assert_eq!(uploads(models.path()), before);
+    assert_eq!(checkpoint_count(&app).await, 2);
+}
+on_both_backends!(the_cli_adds_folders_and_archives);
