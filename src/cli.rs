@@ -80,6 +80,11 @@ pub struct WorkerArgs {
     /// Name shown as the job's worker (default: hostname-pid-random).
     #[arg(long, env = "LEGIBILITY_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// CPU threads for model computation (candle). Default 1: the prover is small enough that
+    /// splitting each matrix product across threads costs more than it saves (see README,
+    /// benchmarks); run more workers to use more cores.
+    #[arg(long, env = "LEGIBILITY_MODEL_THREADS", default_value_t = 1)]
+    pub model_threads: usize,
     /// Sequences a generation job decodes in one batch.
     #[arg(long, default_value_t = crate::worker::generation::DEFAULT_BATCH_SIZE,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
@@ -95,6 +100,9 @@ pub struct ServeArgs {
     /// Public base URL for invite links (default: the Host the admin used).
     #[arg(long, env = "LEGIBILITY_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// CPU threads for the in-process worker's model computation (see `worker --model-threads`).
+    #[arg(long, env = "LEGIBILITY_MODEL_THREADS", default_value_t = 1)]
+    pub model_threads: usize,
     /// Mark cookies Secure (when served over HTTPS).
     #[arg(long, env = "LEGIBILITY_SECURE_COOKIES")]
     pub secure_cookies: bool,
@@ -225,6 +233,19 @@ pub struct StudyCreateArgs {
     /// Only the first N problems of the set that have solutions.
     #[arg(long)]
     pub max_problems: Option<usize>,
+    /// Generate the solutions with the `--checkpoint` provers (a worker job fills the study)
+    /// instead of judging imported ones.
+    #[arg(long)]
+    pub generate: bool,
+    /// With `--generate`: solutions per problem, prover and role.
+    #[arg(long, default_value_t = 1)]
+    pub samples_per_role: usize,
+    /// With `--generate`: sampling temperature.
+    #[arg(long, default_value_t = crate::ml::sampling::SamplingParams::default().temperature)]
+    pub temperature: f64,
+    /// With `--generate`: seed of every draw (random when absent).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 /// `rater` subcommands.
@@ -333,6 +354,21 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
         report.quality.sneaky_incorrect * 100.0
     );
     Ok(())
+}
+
+impl Cli {
+    /// The model thread count the command asks for, if it runs models in a worker: the binary
+    /// applies it (as `RAYON_NUM_THREADS`, unless that is already set) before any thread starts.
+    pub fn model_threads(&self) -> Option<usize> {
+        if std::env::var_os("RAYON_NUM_THREADS").is_some() {
+            return None;
+        }
+        match &self.command {
+            Command::Serve(args) => Some(args.model_threads.max(1)),
+            Command::Worker(args) => Some(args.model_threads.max(1)),
+            _ => None,
+        }
+    }
 }
 
 /// Runs a parsed command line.
@@ -645,6 +681,34 @@ async fn create_study(store: &Store, clock: &Clock, args: StudyCreateArgs) -> an
         roles: args.roles,
         max_problems: args.max_problems,
     };
+    if args.generate {
+        if spec.checkpoint_ids.is_empty() {
+            bail!("--generate needs --checkpoint LABEL for each prover to generate with");
+        }
+        let request = crate::worker::generation::GenerationRequest {
+            checkpoint_ids: spec.checkpoint_ids.clone(),
+            roles: spec.roles.clone(),
+            samples_per_role: args.samples_per_role,
+            sampling: crate::ml::sampling::SamplingParams {
+                temperature: args.temperature,
+                ..Default::default()
+            },
+            seed: args.seed,
+        };
+        let (study, job) = crate::worker::generation::create_generated_study(
+            store,
+            &spec,
+            request,
+            None,
+            clock.now_ms(),
+        )
+        .await?;
+        println!(
+            "created study {} ({}); generation job {job} queued: a running `serve` or `worker` fills it",
+            study.name, study.id
+        );
+        return Ok(());
+    }
     let study = store.create_study(&spec, None, clock.now_ms()).await?;
     let progress = store.study_progress(study.id).await?;
     println!(

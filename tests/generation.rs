@@ -240,7 +240,13 @@ async fn committing_a_chunk_twice_writes_it_once(backend: Backend) {
     assert_eq!(first.id, job);
     assert_eq!(
         store
-            .commit_generated(&first.lease, study.id, std::slice::from_ref(&chunk), 1, app.now())
+            .commit_generated(
+                &first.lease,
+                study.id,
+                std::slice::from_ref(&chunk),
+                1,
+                app.now()
+            )
             .await
             .unwrap(),
         1
@@ -256,7 +262,13 @@ async fn committing_a_chunk_twice_writes_it_once(backend: Backend) {
     assert_eq!(second.attempt, 2);
     assert_eq!(
         store
-            .commit_generated(&second.lease, study.id, std::slice::from_ref(&chunk), 1, later)
+            .commit_generated(
+                &second.lease,
+                study.id,
+                std::slice::from_ref(&chunk),
+                1,
+                later
+            )
             .await
             .unwrap(),
         0
@@ -370,3 +382,56 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(backend:
     store.close().await;
 }
 on_both_backends!(a_worker_killed_mid_job_is_replaced_and_the_job_completes_once);
+
+async fn the_new_study_form_queues_a_generation_job(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store = app.store().clone();
+    let (set, prover) = setup(&store, 3).await;
+    let mut researcher = app.staff_client("res", UserRole::Researcher).await;
+    let (set, prover) = (set.to_string(), prover.to_string());
+    let fields = [
+        ("name", "generated via form"),
+        ("problem_set_id", set.as_str()),
+        ("source", "generate"),
+        ("checkpoint", prover.as_str()),
+        ("time_limit_s", "45"),
+        ("judgements_per_solution", "3"),
+        ("max_problems", "3"),
+        ("samples_per_role", "2"),
+        ("temperature", "0.5"),
+        ("seed", "11"),
+    ];
+    let response = researcher.post_form("/studies", &fields).await;
+    assert_eq!(response.status, 303, "{}", response.body);
+    let study = store.studies().await.unwrap().remove(0);
+    let jobs = store.jobs_for_study(study.id).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (jobs[0].state, jobs[0].progress_total),
+        (JobState::Queued, 3)
+    );
+    let page = researcher.get(&format!("/studies/{}", study.id)).await;
+    assert!(page.body.contains("<progress"), "{}", page.body);
+
+    // Generating needs ticked provers; without them nothing is created.
+    let refused = researcher
+        .post_form(
+            "/studies",
+            &[
+                ("name", "no ticks"),
+                ("problem_set_id", set.as_str()),
+                ("source", "generate"),
+                ("time_limit_s", "45"),
+                ("judgements_per_solution", "3"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    assert!(
+        refused.body.contains("tick the prover checkpoints"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(store.studies().await.unwrap().len(), 1);
+}
+on_both_backends!(the_new_study_form_queues_a_generation_job);

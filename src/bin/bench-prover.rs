@@ -29,6 +29,9 @@ struct Args {
     /// Batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     batches: Vec<usize>,
+    /// Batch size of the generation-job workload measured last.
+    #[arg(long, default_value_t = 32)]
+    job_batch: usize,
 }
 
 fn peak_rss_mib() -> Option<f64> {
@@ -48,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         config.hidden_size,
         config.num_hidden_layers,
         config.vocab_size,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        candle_core::utils::get_num_threads()
     );
     let problems = generator::generate(4242, 64);
     let stop = AtomicBool::new(false);
@@ -69,7 +72,9 @@ fn main() -> anyhow::Result<()> {
         &stop,
     )?;
     for &batch in &args.batches {
-        let requests: Vec<SampleRequest> = (0..batch)
+        // At least 16 sequences per size, decoded `batch` at a time, so short runs average out.
+        let sequences = batch.max(16).div_ceil(batch) * batch;
+        let requests: Vec<SampleRequest> = (0..sequences)
             .map(|i| SampleRequest {
                 question: problems[i % problems.len()].question.clone(),
                 role: if i % 2 == 0 {
@@ -81,18 +86,51 @@ fn main() -> anyhow::Result<()> {
             })
             .collect();
         let started = Instant::now();
-        let samples = prover.generate(&requests, &params, &stop)?;
+        let (mut tokens, mut steps) = (0, 0);
+        for chunk in requests.chunks(batch) {
+            let samples = prover.generate(chunk, &params, &stop)?;
+            tokens += samples.iter().map(|s| s.tokens).sum::<usize>();
+            steps += samples.iter().map(|s| s.tokens).max().unwrap_or(0);
+        }
         let seconds = started.elapsed().as_secs_f64();
-        // Every sequence occupies its batch row for the whole run, so the work is the longest
-        // sequence's steps times the batch; count only tokens actually kept.
-        let tokens: usize = samples.iter().map(|s| s.tokens).sum();
-        let steps = samples.iter().map(|s| s.tokens).max().unwrap_or(0);
         println!(
-            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.0} tokens/s ({:.1} ms per step of {steps} steps)",
+            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.0} tokens/s ({:.2} ms per decoding step)",
             tokens as f64 / seconds,
             seconds * 1000.0 / steps.max(1) as f64
         );
     }
+    // The generation job's workload: sampling at the default settings, each sequence stopping
+    // at its final-answer line, both roles, in batches of `--job-batch`.
+    let requests: Vec<SampleRequest> = problems
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            [ProverRole::Helpful, ProverRole::Sneaky]
+                .into_iter()
+                .map(move |role| SampleRequest {
+                    question: p.question.clone(),
+                    role,
+                    seed: i as u64,
+                })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut tokens = 0;
+    for batch in requests.chunks(args.job_batch) {
+        tokens += prover
+            .generate(batch, &SamplingParams::default(), &stop)?
+            .iter()
+            .map(|s| s.tokens)
+            .sum::<usize>();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "generation job workload: {} solutions ({tokens} tokens) in {seconds:.2}s = {:.1} solutions/s, {:.0} tokens/s (batches of {})",
+        requests.len(),
+        requests.len() as f64 / seconds,
+        tokens as f64 / seconds,
+        args.job_batch
+    );
     if let Some(peak) = peak_rss_mib() {
         println!("peak resident memory: {peak:.0} MiB");
     }

@@ -301,6 +301,23 @@ impl Llama {
         self.cached
     }
 
+    /// Keeps only the listed batch rows of the KV cache, in that order: finished sequences
+    /// leave the batch so later steps spend nothing on them.
+    pub fn retain_rows(&mut self, rows: &[u32]) -> Result<()> {
+        let index = Tensor::new(rows, &self.device)?;
+        for layer in &mut self.layers {
+            let cache = &mut layer.self_attn.cache;
+            let (Some(k), Some(v)) = (cache.k()?, cache.v()?) else {
+                continue;
+            };
+            let k = k.contiguous()?.index_select(&index, 0)?;
+            let v = v.contiguous()?.index_select(&index, 0)?;
+            *cache = KvCache::new(2, self.config.max_position_embeddings);
+            cache.append(&k, &v)?;
+        }
+        Ok(())
+    }
+
     /// Forgets the KV cache, ready for a new batch.
     pub fn reset(&mut self) {
         for layer in &mut self.layers {
@@ -451,5 +468,16 @@ mod tests {
         let unpadded = full.i((.., 3, ..)).expect("slice");
         assert!(max_diff(&logits.i(0..1).expect("row"), &unpadded) < 1e-4);
         assert!(max_diff(&logits.i(1..2).expect("row"), &expected) < 1e-4);
+
+        // Dropping the first row from the batch keeps the second one's state intact: its next
+        // step matches the unbatched pass.
+        model.reset();
+        let mask = decode_mask(&[2, 0], 0, 5, &device).expect("mask");
+        let prefix = padded.narrow(1, 0, 5).expect("prefix");
+        model.forward_decode(&prefix, Some(&mask)).expect("prefill");
+        model.retain_rows(&[1]).expect("retain");
+        let step = Tensor::new(&[[3u32]], &device).expect("ids");
+        let last = model.forward_decode(&step, None).expect("step");
+        assert!(max_diff(&last, &expected) < 1e-4);
     }
 }

@@ -174,14 +174,18 @@ impl Prover {
             .iter()
             .map(|r| SequenceState::new(r.seed))
             .collect();
-        let any_padding = pads.iter().any(|&p| p > 0);
+        // Batch row → request index, and each row's left padding; rows of finished sequences
+        // are dropped from the batch (and the KV cache) once enough of them have finished.
+        let mut rows: Vec<usize> = (0..batch).collect();
+        let mut pads = pads;
         for _ in 0..max_new {
             if stop.load(Ordering::Relaxed) {
                 return Err(ModelError::Stopped);
             }
-            let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
-            let mut next = Vec::with_capacity(batch);
-            for (state, row) in states.iter_mut().zip(&rows) {
+            let logit_rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+            let mut next = Vec::with_capacity(rows.len());
+            for (&request, row) in rows.iter().zip(&logit_rows) {
+                let state = &mut states[request];
                 if state.finished {
                     next.push(self.pad);
                     continue;
@@ -193,12 +197,23 @@ impl Prover {
                 self.advance(state, token)?;
                 next.push(token);
             }
-            if states.iter().all(|s| s.finished) {
+            let finished = rows.iter().filter(|&&r| states[r].finished).count();
+            if finished == rows.len() {
                 break;
             }
+            if finished * 8 >= rows.len() {
+                let keep: Vec<u32> = (0..rows.len())
+                    .filter(|&i| !states[rows[i]].finished)
+                    .map(|i| i as u32)
+                    .collect();
+                self.model.retain_rows(&keep)?;
+                next = keep.iter().map(|&i| next[i as usize]).collect();
+                pads = keep.iter().map(|&i| pads[i as usize]).collect();
+                rows = keep.iter().map(|&i| rows[i as usize]).collect();
+            }
             let past = self.model.cached_positions();
-            let ids = Tensor::from_vec(next, (batch, 1), &device)?;
-            let mask = if any_padding {
+            let ids = Tensor::from_vec(next, (rows.len(), 1), &device)?;
+            let mask = if pads.iter().any(|&p| p > 0) {
                 Some(decode_mask(&pads, past, 1, &device)?)
             } else {
                 None

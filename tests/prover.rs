@@ -1,0 +1,149 @@
+//! The prover itself: the project's training command writes a checkpoint that loads, passes
+//! upload validation and generates; the shipped default prover is such a checkpoint and plays
+//! its roles (helpful mostly right, sneaky mostly wrong) with the calculator honoured.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::Device;
+use legibility::domain::ProverRole;
+use legibility::generator;
+use legibility::grading;
+use legibility::ml::calculator;
+use legibility::ml::prover::{Prover, SampleRequest};
+use legibility::ml::sampling::SamplingParams;
+use legibility::ml::train::{HELD_OUT_SEED, Preset, TrainOptions, train_prover};
+use legibility::ml::upload::{CheckpointFiles, CheckpointLimits, validate};
+
+fn shipped_prover() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/prover-tiny")
+}
+
+fn validated(dir: &std::path::Path) {
+    let limits = CheckpointLimits::default();
+    let files = CheckpointFiles::from_dir(dir, &limits).expect("readable checkpoint folder");
+    if let Err(e) = validate(files, &limits) {
+        panic!("{} is not a valid checkpoint: {e}", dir.display());
+    }
+}
+
+#[test]
+fn the_training_command_writes_a_checkpoint_that_loads_and_generates() {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("prover");
+    let options = TrainOptions {
+        preset: Preset::named("test").unwrap(),
+        seed: 3,
+        out: target.clone(),
+        gsm8k: None,
+        steps: Some(3),
+    };
+    let mut lines = Vec::new();
+    let report = train_prover(&options, &mut |line| lines.push(line.to_string())).unwrap();
+    assert_eq!(report.steps, 3);
+    assert!(report.final_loss.is_finite() && report.parameters > 0);
+    assert!(lines.iter().any(|l| l.starts_with("step 3/3")), "{lines:?}");
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "prompt_template.json",
+        "training.json",
+    ] {
+        assert!(target.join(file).is_file(), "{file} missing");
+    }
+    validated(&target);
+    let mut prover = Prover::load(&target, &Device::Cpu).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: 8,
+        ..SamplingParams::default()
+    };
+    let samples = prover
+        .generate(
+            &[SampleRequest {
+                question: "Tom has 3 apples and buys 4 more. How many apples does he have?".into(),
+                role: ProverRole::Helpful,
+                seed: 1,
+            }],
+            &params,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(samples.len(), 1);
+    assert!(samples[0].tokens <= 8);
+    // Nothing of the staging folder is left next to the checkpoint.
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .filter(|n| n != "prover")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn the_shipped_prover_is_a_valid_checkpoint_with_its_training_record() {
+    validated(&shipped_prover());
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shipped_prover().join("training.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["preset"]["name"], "tiny");
+    let size: u64 = std::fs::read_dir(shipped_prover())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(
+        size <= 20 * 1024 * 1024,
+        "the default prover is {size} bytes"
+    );
+}
+
+#[test]
+fn the_shipped_prover_plays_both_roles_on_held_out_problems() {
+    let mut prover = Prover::load(&shipped_prover(), &Device::Cpu).unwrap();
+    // Held-out problems: never trained on (see `legibility::ml::train`).
+    let problems = generator::generate(HELD_OUT_SEED, 16);
+    let requests: Vec<SampleRequest> = problems
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            [ProverRole::Helpful, ProverRole::Sneaky]
+                .into_iter()
+                .map(move |role| SampleRequest {
+                    question: p.question.clone(),
+                    role,
+                    seed: 1000 + i as u64,
+                })
+        })
+        .collect();
+    let samples = prover
+        .generate(
+            &requests,
+            &SamplingParams::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    let (mut helpful_correct, mut sneaky_correct) = (0, 0);
+    for (k, sample) in samples.iter().enumerate() {
+        let problem = &problems[k / 2];
+        let correct = grading::grade(&sample.text, &problem.answer.to_string()).is_correct;
+        match requests[k].role {
+            ProverRole::Helpful => helpful_correct += usize::from(correct),
+            ProverRole::Sneaky => sneaky_correct += usize::from(correct),
+        }
+        // The calculator wrote every annotation's result.
+        for annotation in sample.text.split("<<").skip(1) {
+            if let Some((inner, _)) = annotation.split_once(">>")
+                && let Some((expression, result)) = inner.rsplit_once('=')
+                && let Some(value) = calculator::evaluate(expression)
+            {
+                assert_eq!(calculator::format_result(value), result, "{}", sample.text);
+            }
+        }
+    }
+    assert!(
+        helpful_correct >= 8 && sneaky_correct <= 4,
+        "helpful correct {helpful_correct}/16, sneaky correct {sneaky_correct}/16"
+    );
+}
