@@ -4,7 +4,7 @@
 //! at several batch sizes (the generation job's case), and the process's peak resident memory.
 //! A command, not a test: tests assert behaviour, benchmarks measure.
 //!
-//! `cargo run --release --bin bench-prover -- [--model models/prover-tiny] [--tokens 128]`
+//! `cargo run --release --bin bench-prover -- [--model models/prover-tiny] [--tokens 128] [--threads 1]`
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -29,6 +29,10 @@ struct Args {
     /// Batch sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     batches: Vec<usize>,
+    /// CPU threads for candle, as `serve` and `worker` set them (`--model-threads`); ignored
+    /// when RAYON_NUM_THREADS is set.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Batch size of the generation-job workload measured last.
     #[arg(long, default_value_t = 32)]
     job_batch: usize,
@@ -43,6 +47,10 @@ fn peak_rss_mib() -> Option<f64> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: no other thread exists yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string()) };
+    }
     let mut prover = Prover::load(&args.model, &Device::Cpu)?;
     let config = prover.config().clone();
     println!(
