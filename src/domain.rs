@@ -114,3 +114,9 @@ string_enum!(
     /// expired is claimable again, so a dead worker's job is retried.
     JobState { Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" }
 );
+
+string_enum!(
+    /// Where a verifier's training labels come from: the raters' majority verdict, the
+    /// grader's ground truth, or both (the majority where raters reached one, else ground truth).
+    LabelSource { Human => "human", GroundTruth => "ground_truth", Both => "both" }
+);

@@ -19,6 +19,8 @@ pub mod domain;
 pub mod generator;
 pub mod grading;
 pub mod judging;
+pub mod labels;
+pub mod metrics;
 pub mod ml;
 pub mod problems;
 pub mod store;

@@ -216,12 +216,14 @@ struct Block {
     mlp: Mlp,
 }
 
-/// Which kind of forward pass: training (differentiable, no cache) or decoding (fused kernels,
-/// KV cache).
+/// Which kind of forward pass: training (differentiable, no cache), decoding (fused kernels,
+/// KV cache) or scoring (fused kernels, no cache).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Train,
     Decode,
+    /// Whole sequences with the fused kernels and no cache (scoring).
+    Score,
 }
 
 /// The causal LM. Decoding state (the KV cache) lives inside, so one `Llama` serves one batch
@@ -336,6 +338,20 @@ impl Llama {
         let x = self.run_blocks(ids, 0, Some(&mask), Pass::Train)?;
         let x = x.reshape((b * t, self.config.hidden_size))?;
         self.lm_head.forward(&x.index_select(positions, 0)?)
+    }
+
+    /// Final hidden states `(batch, seq, hidden)` of whole right-padded sequences, causal, no
+    /// cache: the body a verifier puts its score head on. `differentiable` selects the training
+    /// path.
+    pub fn hidden_states(&mut self, ids: &Tensor, differentiable: bool) -> Result<Tensor> {
+        let (_, t) = ids.dims2()?;
+        let mask = causal_mask(t, &self.device)?;
+        let pass = if differentiable {
+            Pass::Train
+        } else {
+            Pass::Score
+        };
+        self.run_blocks(ids, 0, Some(&mask), pass)
     }
 
     /// Decoding step: feeds `ids` `(batch, new)` after the cached positions and returns the

@@ -10,6 +10,7 @@ pub mod sampling;
 pub mod tokenizer;
 pub mod train;
 pub mod upload;
+pub mod verifier;
 
 /// Why a model could not be loaded, trained or run.
 #[derive(Debug, thiserror::Error)]
