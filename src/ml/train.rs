@@ -359,7 +359,7 @@ pub fn train_prover(
 
 /// Deterministic initialisation: N(0, 0.02) for matrices (output projections scaled down by
 /// depth, as in GPT-2), ones for norms. Returns the parameter count.
-fn initialise(
+pub(crate) fn initialise(
     varmap: &VarMap,
     seed: u64,
     layers: usize,
