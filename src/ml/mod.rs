@@ -9,6 +9,7 @@ pub mod prover;
 pub mod sampling;
 pub mod tokenizer;
 pub mod train;
+pub mod train_verifier;
 pub mod upload;
 pub mod verifier;
 
