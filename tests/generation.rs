@@ -19,7 +19,7 @@ use legibility::store::Store;
 use legibility::store::generation::{GeneratedChunk, GeneratedSolution};
 use legibility::store::jobs::JobView;
 use legibility::store::studies::StudySpec;
-use legibility::worker::generation::{GenerationRequest, create_generated_study};
+use legibility::worker::generation::{GenerationRequest, chunk_key, create_generated_study};
 use legibility::worker::{Worker, WorkerConfig, handlers};
 use uuid::Uuid;
 
@@ -221,7 +221,7 @@ async fn committing_a_chunk_twice_writes_it_once(backend: Backend) {
     .unwrap();
     let problem = store.problems_for_generation(set, Some(1)).await.unwrap()[0].clone();
     let chunk = GeneratedChunk {
-        key: format!("{}/{prover}", problem.id),
+        key: chunk_key(problem.id, prover),
         problem_id: problem.id,
         checkpoint_id: prover,
         solutions: vec![GeneratedSolution {

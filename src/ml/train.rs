@@ -189,13 +189,7 @@ pub fn train_prover(
     let device = Device::Cpu;
     let template = PromptTemplate::default();
 
-    let held_out = generator::generate(HELD_OUT_SEED, preset.eval_problems);
-    let mut excluded: HashSet<String> = held_out.iter().map(|p| p.question.clone()).collect();
-    excluded.extend(
-        generator::generate(BUILTIN_PROBLEMS_SEED, BUILTIN_PROBLEMS)
-            .into_iter()
-            .map(|p| p.question),
-    );
+    let (held_out, excluded) = held_out_problems(preset.eval_problems);
     let mut pairs: Vec<(ProverRole, String, String)> = Vec::new();
     for problem in generator::generate(options.seed, preset.train_problems) {
         if excluded.contains(&problem.question) {
@@ -355,6 +349,20 @@ pub fn train_prover(
         &report,
     )?;
     Ok(report)
+}
+
+/// The first `count` held-out problems, and every question training must skip: those and the
+/// built-in set's, so neither quality figures nor studies on the built-in set are measured on
+/// problems a model was trained on.
+pub(crate) fn held_out_problems(count: usize) -> (Vec<GeneratedProblem>, HashSet<String>) {
+    let held_out = generator::generate(HELD_OUT_SEED, count);
+    let mut excluded: HashSet<String> = held_out.iter().map(|p| p.question.clone()).collect();
+    excluded.extend(
+        generator::generate(BUILTIN_PROBLEMS_SEED, BUILTIN_PROBLEMS)
+            .into_iter()
+            .map(|p| p.question),
+    );
+    (held_out, excluded)
 }
 
 /// Deterministic initialisation: N(0, 0.02) for matrices (output projections scaled down by
@@ -518,11 +526,10 @@ fn write_checkpoint(
     let staging = parent.join(format!(".tmp-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
-    let json = |value: &dyn erased::Json| value.to_pretty();
     let files: [(&str, String); 3] = [
-        ("config.json", json(config)?),
-        (PROMPT_TEMPLATE_FILE, json(template)?),
-        ("training.json", json(report)?),
+        ("config.json", pretty_json(config)?),
+        (PROMPT_TEMPLATE_FILE, pretty_json(template)?),
+        ("training.json", pretty_json(report)?),
     ];
     for (file, text) in files {
         let path = staging.join(file);
@@ -543,16 +550,6 @@ fn write_checkpoint(
 }
 
 /// Pretty JSON for the small files of a checkpoint.
-mod erased {
-    use super::ModelError;
-
-    pub trait Json {
-        fn to_pretty(&self) -> Result<String, ModelError>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn to_pretty(&self) -> Result<String, ModelError> {
-            serde_json::to_string_pretty(self).map_err(|e| ModelError::Invalid(e.to_string()))
-        }
-    }
+fn pretty_json<T: Serialize>(value: &T) -> Result<String, ModelError> {
+    serde_json::to_string_pretty(value).map_err(|e| ModelError::Invalid(e.to_string()))
 }

@@ -2,7 +2,6 @@
 //! for each problem its helpful (correct) and sneaky (incorrect) solution form a
 //! Bradley–Terry pair, as in the paper's verifier loss.
 
-use std::collections::HashSet;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -13,7 +12,7 @@ use super::ModelError;
 use super::config::LlamaConfig;
 use super::sampling::SampleRng;
 use super::tokenizer::{self, EOS, PAD};
-use super::train::{BUILTIN_PROBLEMS, BUILTIN_PROBLEMS_SEED, HELD_OUT_SEED, initialise};
+use super::train::{held_out_problems, initialise};
 use super::verifier::{VerifierModel, bradley_terry_loss};
 use crate::generator;
 use crate::metrics;
@@ -77,13 +76,7 @@ pub fn train_generated_verifier(
         layers,
     } = recipe.clone();
     let device = Device::Cpu;
-    let held_out = generator::generate(HELD_OUT_SEED, eval_problems);
-    let mut excluded: HashSet<String> = held_out.iter().map(|p| p.question.clone()).collect();
-    excluded.extend(
-        generator::generate(BUILTIN_PROBLEMS_SEED, BUILTIN_PROBLEMS)
-            .into_iter()
-            .map(|p| p.question),
-    );
+    let (held_out, excluded) = held_out_problems(eval_problems);
     let pairs: Vec<(String, String)> = generator::generate(seed, train_problems)
         .into_iter()
         .filter(|p| !excluded.contains(&p.question))
