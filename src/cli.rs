@@ -66,6 +66,44 @@ pub enum Command {
     /// Run a background worker only (no web server): claims jobs from the database and runs
     /// them until Ctrl-C / SIGTERM. Start several, on several machines, against PostgreSQL.
     Worker(WorkerArgs),
+    /// Train verifier versions from the ratings, score studies, list versions.
+    #[command(subcommand)]
+    Verifier(VerifierCommand),
+}
+
+/// `verifier` subcommands: they queue jobs for a worker (`serve` runs one) or list versions.
+#[derive(Debug, Subcommand)]
+pub enum VerifierCommand {
+    /// Queue a training job: a new verifier version from the judgements so far.
+    Train {
+        /// Labels: `human` (raters' majority), `ground_truth` (grader) or `both` (majority
+        /// where there is one, else ground truth).
+        #[arg(long, default_value = "both")]
+        labels: crate::domain::LabelSource,
+        /// Loss: `bradley_terry` (the paper's, with λ·E[V²]) or `cross_entropy`.
+        #[arg(long, default_value = "bradley_terry")]
+        loss: crate::domain::VerifierLoss,
+        /// Train on one study (name or id); all studies when absent.
+        #[arg(long)]
+        study: Option<String>,
+        /// Start from this verifier checkpoint (label); the current version when absent.
+        #[arg(long)]
+        base: Option<String>,
+        /// Seed of the split and the data order.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Epochs at most (early stopping may end sooner).
+        #[arg(long, default_value_t = 8)]
+        max_epochs: usize,
+    },
+    /// Queue a job scoring every solution of a study with the current verifier version.
+    Score {
+        /// Study name or id.
+        #[arg(long)]
+        study: String,
+    },
+    /// List verifier versions with their validation metrics.
+    List,
 }
 
 /// `worker` options.
@@ -89,6 +127,9 @@ pub struct WorkerArgs {
     #[arg(long, default_value_t = crate::worker::generation::DEFAULT_BATCH_SIZE,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub generation_batch: usize,
+    /// Queue a verifier training job every N new judgements (0: only when an admin asks).
+    #[arg(long, env = "LEGIBILITY_VERIFIER_EVERY", default_value_t = 200)]
+    pub verifier_every: u64,
 }
 
 /// `serve` options.
@@ -121,13 +162,17 @@ pub struct ServeArgs {
     /// Lease length in seconds of the in-process worker (see `worker --lease-secs`).
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub lease_secs: u64,
+    /// Queue a verifier training job every N new judgements (0: only when an admin asks).
+    #[arg(long, env = "LEGIBILITY_VERIFIER_EVERY", default_value_t = 200)]
+    pub verifier_every: u64,
 }
 
 /// `checkpoint` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CheckpointCommand {
-    /// Validate a prover checkpoint (a folder or an uncompressed .tar), store it under the
-    /// models directory and register it; prints the new checkpoint's id.
+    /// Validate a prover or verifier checkpoint (a folder or an uncompressed .tar), store it
+    /// under the models directory and register it; prints the new checkpoint's id. Provers are
+    /// Llama; verifiers are a Llama body with a score head or a BERT-family encoder.
     Add {
         /// Unique label.
         #[arg(long)]
@@ -135,7 +180,8 @@ pub enum CheckpointCommand {
         /// Training round (0 = initial).
         #[arg(long)]
         round: i64,
-        /// Checkpoint kind (only prover checkpoints can be uploaded).
+        /// Checkpoint kind: `prover` (Llama) or `verifier` (Llama body with a score head, or a
+        /// BERT-family encoder such as all-MiniLM-L6-v2, score head optional).
         #[arg(long, default_value = "prover")]
         kind: crate::domain::CheckpointKind,
         /// Folder of model files (the server's --models-dir).
@@ -320,17 +366,41 @@ pub enum TrainCommand {
         #[arg(long)]
         steps: Option<usize>,
     },
+    /// Train the default verifier from scratch on generated helpful/sneaky pairs; writes a
+    /// verifier checkpoint folder.
+    Verifier {
+        /// Recipe: `tiny` (the shipped default verifier) or `test` (seconds, for CI).
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        /// Seed of data, order and initialisation.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Checkpoint folder to write (replaced atomically when training ends).
+        #[arg(long, default_value = "models/verifier-tiny")]
+        out: PathBuf,
+        /// Override the recipe's number of optimiser steps.
+        #[arg(long)]
+        steps: Option<usize>,
+    },
 }
 
 /// Runs `train prover`: blocking CPU work on its own thread.
 async fn train(command: TrainCommand) -> anyhow::Result<()> {
-    let TrainCommand::Prover {
-        preset,
-        seed,
-        out,
-        gsm8k,
-        steps,
-    } = command;
+    let (preset, seed, out, gsm8k, steps) = match command {
+        TrainCommand::Prover {
+            preset,
+            seed,
+            out,
+            gsm8k,
+            steps,
+        } => (preset, seed, out, gsm8k, steps),
+        TrainCommand::Verifier {
+            preset,
+            seed,
+            out,
+            steps,
+        } => return train_verifier(&preset, seed, out, steps).await,
+    };
     let preset = crate::ml::train::Preset::named(&preset)
         .with_context(|| format!("unknown preset {preset:?}; expected tiny or test"))?;
     let options = crate::ml::train::TrainOptions {
@@ -352,6 +422,41 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
         report.train_seconds,
         report.quality.helpful_correct * 100.0,
         report.quality.sneaky_incorrect * 100.0
+    );
+    Ok(())
+}
+
+/// Runs `train verifier`: blocking CPU work on its own thread, then an atomic write.
+async fn train_verifier(
+    preset: &str,
+    seed: u64,
+    out: PathBuf,
+    steps: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut recipe = crate::ml::train_verifier::VerifierRecipe::named(preset, seed)
+        .with_context(|| format!("unknown preset {preset:?}; expected tiny or test"))?;
+    if let Some(steps) = steps {
+        recipe.steps = steps;
+    }
+    let target = out.clone();
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (verifier, report) =
+            crate::ml::train_verifier::train_generated_verifier(&recipe, &mut |line| {
+                eprintln!("{line}")
+            })?;
+        verifier.save(&target, &report)?;
+        Ok(report)
+    })
+    .await??;
+    println!(
+        "wrote {}: {} parameters, {} steps in {:.0}s, held-out AUROC {:.3}, accuracy {:.3}, pairs ranked right {:.3}",
+        out.display(),
+        report.parameters,
+        report.recipe.steps,
+        report.train_seconds,
+        report.quality.auroc,
+        report.quality.accuracy,
+        report.quality.pairwise_accuracy
     );
     Ok(())
 }
@@ -396,6 +501,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(_) => Ok(()),
         Command::Checkpoint(command) => checkpoint(&store, &clock, command).await,
         Command::Worker(args) => run_worker(store.clone(), clock, args).await,
+        Command::Verifier(command) => verifier(&store, &clock, command).await,
     };
     store.close().await;
     result
@@ -426,6 +532,7 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         );
     }
     register_default_prover(&store, &clock, &args.models_dir).await?;
+    register_default_verifier(&store, &clock, &args.models_dir).await?;
     sweep_checkpoint_temp_dirs(&args.models_dir);
     let config = WebConfig {
         secure_cookies: args.secure_cookies,
@@ -456,6 +563,13 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
             None,
             crate::worker::generation::DEFAULT_BATCH_SIZE,
         );
+        tokio::spawn(crate::worker::verifier::auto_training(
+            state.store.clone(),
+            state.clock.clone(),
+            args.verifier_every,
+            AUTO_TRAINING_CHECK,
+            stop_requested(stopped.clone()),
+        ));
         tokio::spawn(worker.run(stop_requested(stopped)))
     });
     let signal = Arc::clone(&stop);
@@ -472,6 +586,53 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         tracing::error!(error = %e, "the worker task failed");
     }
     served?;
+    Ok(())
+}
+
+/// How often a process with a worker checks whether verifier training is due.
+const AUTO_TRAINING_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folder of the shipped default verifier, relative to the models directory.
+pub const DEFAULT_VERIFIER_DIR: &str = "verifier-tiny";
+/// Label the shipped default verifier is registered under (as verifier version 1).
+pub const DEFAULT_VERIFIER_LABEL: &str = "default-verifier-tiny";
+
+/// Registers the shipped default verifier as a verifier version the first time a server
+/// starts with it present, so studies can be scored and training has a starting point without
+/// any upload. Its metrics are its `training.json` (held-out generated problems).
+async fn register_default_verifier(
+    store: &Store,
+    clock: &Clock,
+    models_dir: &Path,
+) -> anyhow::Result<()> {
+    let dir = models_dir.join(DEFAULT_VERIFIER_DIR);
+    if !dir.join("config.json").is_file() {
+        return Ok(());
+    }
+    let details = store.checkpoint_details().await?;
+    if details.iter().any(|c| c.label == DEFAULT_VERIFIER_LABEL) {
+        return Ok(());
+    }
+    let metrics = std::fs::read(dir.join(crate::ml::verifier::TRAINING_FILE))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    let new = crate::store::verifiers::NewVerifierVersion {
+        label: Some(DEFAULT_VERIFIER_LABEL.into()),
+        model_dir: DEFAULT_VERIFIER_DIR.into(),
+        checkpoint_metadata: serde_json::json!({"source": "shipped", "trained_by": "legibility train verifier --preset tiny"}),
+        base_checkpoint_id: None,
+        job_id: None,
+        label_source: crate::domain::LabelSource::GroundTruth,
+        loss: crate::domain::VerifierLoss::BradleyTerry,
+        judgements_seen: 0,
+        metrics,
+        score_studies: Vec::new(),
+    };
+    let (id, version) = store
+        .register_verifier_version(None, &new, clock.now_ms())
+        .await?;
+    tracing::info!(%id, version, label = DEFAULT_VERIFIER_LABEL, "registered the shipped default verifier");
     Ok(())
 }
 
@@ -544,14 +705,21 @@ async fn run_worker(store: Store, clock: Clock, args: WorkerArgs) -> anyhow::Res
     sweep_checkpoint_temp_dirs(&args.models_dir);
     let backend = store.backend();
     let worker = build_worker(
-        store,
-        clock,
+        store.clone(),
+        clock.clone(),
         &args.models_dir,
         args.lease_secs,
         args.worker_id,
         args.generation_batch,
     );
     tracing::info!(worker = %worker.config().id, ?backend, "worker running");
+    tokio::spawn(crate::worker::verifier::auto_training(
+        store.clone(),
+        clock.clone(),
+        args.verifier_every,
+        AUTO_TRAINING_CHECK,
+        std::future::pending::<()>(),
+    ));
     worker.run(shutdown_signal()).await;
     Ok(())
 }
@@ -729,6 +897,93 @@ async fn list_studies(store: &Store) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `verifier train|score|list`.
+async fn verifier(store: &Store, clock: &Clock, command: VerifierCommand) -> anyhow::Result<()> {
+    use crate::worker::verifier::{FitSettings, TrainingParams, request_training};
+    match command {
+        VerifierCommand::Train {
+            labels,
+            loss,
+            study,
+            base,
+            seed,
+            max_epochs,
+        } => {
+            let study_id = match study {
+                Some(study) => Some(find_study(store, &study).await?),
+                None => None,
+            };
+            let base_checkpoint_id = match base {
+                Some(label) => Some(
+                    store
+                        .checkpoint_details()
+                        .await?
+                        .into_iter()
+                        .find(|c| {
+                            c.label == label && c.kind == crate::domain::CheckpointKind::Verifier
+                        })
+                        .with_context(|| format!("no verifier checkpoint labelled {label:?}"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let params = TrainingParams {
+                label_source: labels,
+                study_id,
+                base_checkpoint_id,
+                fit: FitSettings {
+                    loss,
+                    seed,
+                    max_epochs,
+                    ..FitSettings::default()
+                },
+                judgements_seen: 0,
+                trigger: "cli".into(),
+            };
+            match request_training(store, params, None, clock.now_ms()).await? {
+                Some(job) => println!("queued verifier training job {job}"),
+                None => bail!("a verifier training job is already queued or running"),
+            }
+        }
+        VerifierCommand::Score { study } => {
+            let study_id = find_study(store, &study).await?;
+            let job = store
+                .enqueue_verifier_scoring(study_id, None, None, clock.now_ms())
+                .await?;
+            println!("queued verifier scoring job {job}");
+        }
+        VerifierCommand::List => {
+            println!(
+                "version\tlabel\tlabels\tloss\tscored\tval_accuracy_gt\tval_auroc_gt\tval_auroc_human"
+            );
+            for v in store.verifier_versions().await? {
+                let figure = |path: &[&str]| {
+                    let mut value = &v.metrics;
+                    for key in path {
+                        value = &value[*key];
+                    }
+                    value
+                        .as_f64()
+                        .map(|x| format!("{x:.3}"))
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    v.version,
+                    v.label,
+                    v.label_source,
+                    v.loss,
+                    v.scored,
+                    figure(&["after", "ground_truth", "accuracy"]),
+                    figure(&["after", "ground_truth", "auroc"]),
+                    figure(&["after", "human", "auroc"]),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn find_study(store: &Store, name_or_id: &str) -> anyhow::Result<Uuid> {
     if let Ok(id) = Uuid::parse_str(name_or_id) {
         return Ok(store.study(id).await?.id);
@@ -769,7 +1024,7 @@ pub fn sweep_checkpoint_temp_dirs(models_dir: &Path) {
         Ok(removed) => tracing::info!(
             removed,
             models_dir = %models_dir.display(),
-            "removed temp folders of interrupted checkpoint uploads"
+            "removed temp folders of interrupted checkpoint uploads and verifier training runs"
         ),
         Err(e) => tracing::warn!(
             error = %e,

@@ -106,7 +106,7 @@ mod tests {
 
 string_enum!(
     /// What a background job does; the worker dispatches on it.
-    JobKind { Generation => "generation" }
+    JobKind { Generation => "generation", VerifierTraining => "verifier_training", VerifierScoring => "verifier_scoring" }
 );
 
 string_enum!(
@@ -119,4 +119,10 @@ string_enum!(
     /// Where a verifier's training labels come from: the raters' majority verdict, the
     /// grader's ground truth, or both (the majority where raters reached one, else ground truth).
     LabelSource { Human => "human", GroundTruth => "ground_truth", Both => "both" }
+);
+
+string_enum!(
+    /// The verifier's training loss: the paper's Bradley–Terry comparison of correct and
+    /// incorrect solutions to one problem (plus λ·E[V²]), or plain cross-entropy on labels.
+    VerifierLoss { BradleyTerry => "bradley_terry", CrossEntropy => "cross_entropy" }
 );

@@ -6,12 +6,16 @@
 //! study or job. Train and validation are split by problem, never by solution, so a verifier is
 //! never validated on a problem it has seen a solution of.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::domain::{LabelSource, Verdict};
+use crate::metrics;
+use crate::ml::train_verifier::LabelledSolution;
+use crate::ml::verifier::verifier_text;
+use crate::store::verifiers::RatingsSnapshot;
 
 /// One rater's verdict on a solution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +84,81 @@ pub fn split_of(problem_id: Uuid, seed: u64, validation_share: f64) -> Split {
     } else {
         Split::Train
     }
+}
+
+/// Significance level of the binomial test that flags a rater as indistinguishable from
+/// chance (the paper excluded such raters).
+pub const CHANCE_ALPHA: f64 = 0.05;
+
+/// Raters whose verdicts (timeouts left out) are not better than coin flips against ground
+/// truth by a one-sided binomial test at [`CHANCE_ALPHA`]. A rater with few judgements cannot
+/// be told apart from chance yet, so only raters with at least `min_judged` verdicts are
+/// flagged.
+pub fn chance_level_raters(snapshot: &RatingsSnapshot, min_judged: u64) -> HashSet<Uuid> {
+    let truth: HashMap<Uuid, bool> = snapshot
+        .solutions
+        .iter()
+        .map(|s| (s.solution_id, s.is_correct))
+        .collect();
+    let mut tallies: HashMap<Uuid, (u64, u64)> = HashMap::new();
+    for vote in &snapshot.votes {
+        let said = match vote.verdict {
+            Verdict::Correct => true,
+            Verdict::Wrong => false,
+            Verdict::Timeout => continue,
+        };
+        let Some(&truth) = truth.get(&vote.solution_id) else {
+            continue;
+        };
+        let tally = tallies.entry(vote.rater_id).or_default();
+        tally.1 += 1;
+        if said == truth {
+            tally.0 += 1;
+        }
+    }
+    tallies
+        .into_iter()
+        .filter(|(_, (right, judged))| {
+            *judged >= min_judged && metrics::is_chance_level(*right, *judged, CHANCE_ALPHA)
+        })
+        .map(|(rater, _)| rater)
+        .collect()
+}
+
+/// Every solution of `snapshot` as verifier training sees it: the training label under
+/// `source` (from the current judgements, so changed verdicts change labels), the human
+/// majority and the ground truth for the metrics. Raters flagged by [`chance_level_raters`]
+/// (with at least `min_judged` verdicts) do not vote.
+pub fn labelled_solutions(
+    snapshot: &RatingsSnapshot,
+    source: LabelSource,
+    min_judged: u64,
+) -> Vec<LabelledSolution> {
+    let excluded = chance_level_raters(snapshot, min_judged);
+    let mut votes: HashMap<Uuid, Vec<Vote>> = HashMap::new();
+    for vote in &snapshot.votes {
+        votes.entry(vote.solution_id).or_default().push(Vote {
+            rater_id: vote.rater_id,
+            verdict: vote.verdict,
+        });
+    }
+    snapshot
+        .solutions
+        .iter()
+        .map(|s| {
+            let votes = votes.get(&s.solution_id).map(Vec::as_slice).unwrap_or(&[]);
+            LabelledSolution {
+                solution_id: s.solution_id,
+                problem_id: s.problem_id,
+                text: verifier_text(&s.question, &s.text),
+                label: training_label(source, votes, &excluded, s.is_correct),
+                ground_truth: s.is_correct,
+                human: human_majority(votes, &excluded),
+                round: s.round,
+                role: s.role,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

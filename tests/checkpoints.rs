@@ -1,6 +1,8 @@
-//! Prover checkpoint upload through the admin page (loose files or one tar archive) and the
-//! CLI: a valid checkpoint is stored under the models directory and registered; every refusal
-//! is a 4xx naming the problem and leaves nothing behind (no folder, no temp folder, no row).
+//! Checkpoint upload through the admin page (loose files or one tar archive) and the CLI, for
+//! provers (Llama) and verifiers (a Llama body with a score head, or a BERT-family encoder): a
+//! valid checkpoint is stored under the models directory and registered with its kind; every
+//! refusal is a 4xx naming the problem and leaves nothing behind (no folder, no temp folder, no
+//! row).
 
 mod common;
 
@@ -84,6 +86,79 @@ fn tokenizer_json() -> Vec<u8> {
     })
     .to_string()
     .into_bytes()
+}
+
+/// Zero tensors with these names and shapes: F32, or I64 for a `position_ids` buffer.
+fn tensors_of(shapes: &[(String, Vec<usize>)]) -> Vec<u8> {
+    let data: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = shapes
+        .iter()
+        .map(|(name, shape)| {
+            let dtype = if name.ends_with("position_ids") {
+                Dtype::I64
+            } else {
+                Dtype::F32
+            };
+            let bytes = vec![0u8; shape.iter().product::<usize>() * dtype.bitsize() / 8];
+            (name.clone(), shape.clone(), dtype, bytes)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(name, shape, dtype, bytes)| {
+            (
+                name.clone(),
+                TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+/// A tiny Llama verifier: the body of [`weights`] without `lm_head`, plus the score head.
+fn llama_verifier_files() -> Vec<(String, Vec<u8>)> {
+    let config: legibility::ml::config::LlamaConfig =
+        serde_json::from_slice(&config_json(8)).unwrap();
+    let mut shapes: Vec<(String, Vec<usize>)> = config
+        .expected_tensors()
+        .into_iter()
+        .filter(|(name, _)| name != "lm_head.weight")
+        .collect();
+    shapes.push(("score.weight".into(), vec![1, 8]));
+    shapes.push(("score.bias".into(), vec![1]));
+    vec![
+        ("config.json".into(), config_json(8)),
+        ("tokenizer.json".into(), tokenizer_json()),
+        ("model.safetensors".into(), tensors_of(&shapes)),
+        ("README.md".into(), b"A tiny test verifier.\n".to_vec()),
+    ]
+}
+
+/// A tiny BERT-family encoder as `BertForSequenceClassification` exports it (`bert.` prefix,
+/// pooler, position-ids buffer), without a score head, plus sentence-transformers side files.
+fn bert_files() -> Vec<(String, Vec<u8>)> {
+    let config = serde_json::json!({
+        "architectures": ["BertModel"], "model_type": "bert", "vocab_size": 16,
+        "hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+        "intermediate_size": 16, "max_position_embeddings": 32, "hidden_act": "gelu"
+    });
+    let parsed: legibility::ml::bert::BertConfig = serde_json::from_value(config.clone()).unwrap();
+    let mut shapes = parsed.expected_tensors("bert.");
+    shapes.extend(parsed.pooler_tensors("bert."));
+    shapes.push(("bert.embeddings.position_ids".into(), vec![1, 32]));
+    vec![
+        ("config.json".into(), config.to_string().into_bytes()),
+        ("tokenizer.json".into(), tokenizer_json()),
+        ("model.safetensors".into(), tensors_of(&shapes)),
+        ("vocab.txt".into(), b"[UNK]\n<s>\n</s>\n".to_vec()),
+        (
+            "modules.json".into(),
+            br#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]"#.to_vec(),
+        ),
+        (
+            "sentence_bert_config.json".into(),
+            br#"{"max_seq_length": 256, "do_lower_case": false}"#.to_vec(),
+        ),
+    ]
 }
 
 /// Weights for hidden size 8, intermediate 16, one layer, two heads, vocabulary 16 (f32 zeros).
@@ -199,16 +274,27 @@ fn tar_with_raw_member(path: &str, kind: tar::EntryType, link: Option<&str>) -> 
     builder.into_inner().unwrap()
 }
 
-/// Posts the upload form: text fields, then each file as a part of the `files` field.
+/// Posts the upload form for a prover checkpoint.
 async fn upload(
     client: &mut Client<'_>,
     label: &str,
     round: &str,
     files: &[(String, Vec<u8>)],
 ) -> TestResponse {
+    upload_kind(client, label, round, "prover", files).await
+}
+
+/// Posts the upload form: text fields, then each file as a part of the `files` field.
+async fn upload_kind(
+    client: &mut Client<'_>,
+    label: &str,
+    round: &str,
+    kind: &str,
+    files: &[(String, Vec<u8>)],
+) -> TestResponse {
     let boundary = "----legibility-checkpoint-boundary";
     let mut body = Vec::new();
-    for (name, value) in [("label", label), ("round", round), ("kind", "prover")] {
+    for (name, value) in [("label", label), ("round", round), ("kind", kind)] {
         body.extend_from_slice(
             format!(
                 "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
@@ -301,7 +387,7 @@ async fn assert_refused(
         assert!(page.contains(needle), "{needle:?} not in: {page}");
     }
     assert!(
-        page.contains("Upload a prover checkpoint"),
+        page.contains("Upload a checkpoint"),
         "the form is shown again"
     );
     assert_eq!(
@@ -455,7 +541,6 @@ async fn invalid_checkpoints_are_refused_and_leave_nothing(backend: Backend) {
         big_vocab["model"]["vocab"][format!("w{i}")] = serde_json::json!(i);
     }
 
-    type Files = Vec<(String, Vec<u8>)>;
     let cases: Vec<(&str, Files, Vec<&str>)> = vec![
         (
             "truncated safetensors",
@@ -677,3 +762,151 @@ async fn the_cli_adds_folders_and_archives(backend: Backend) {
     assert_eq!(checkpoint_count(&app).await, 2);
 }
 on_both_backends!(the_cli_adds_folders_and_archives);
+
+/// The metadata JSON of the checkpoint labelled `label`.
+async fn metadata_of(app: &TestApp, label: &str) -> serde_json::Value {
+    let (metadata,): (String,) = with_raw_pool!(app.db.url, pool => {
+        sqlx::query_as("SELECT metadata FROM checkpoints WHERE label = $1")
+            .bind(label)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
+    serde_json::from_str(&metadata).unwrap()
+}
+
+/// A checkpoint's files as (name, bytes).
+type Files = Vec<(String, Vec<u8>)>;
+
+async fn verifier_uploads_are_stored_and_registered(backend: Backend) {
+    let (app, models) = start(backend, LIMIT).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let page = text(&admin.get("/admin/checkpoints").await);
+    assert!(page.contains("<option value=\"verifier\""), "{page}");
+
+    // A tiny Llama verifier (loose files) and a tiny BERT encoder (one tar archive).
+    let archive = tar_with_folder("minilm", &bert_files());
+    let uploads_list: [(&str, Files); 2] = [
+        ("verifier-llama", llama_verifier_files()),
+        ("verifier-bert", vec![("minilm.tar".into(), archive)]),
+    ];
+    for (label, files) in uploads_list {
+        let response = upload_kind(&mut admin, label, "1", "verifier", &files).await;
+        assert_eq!(
+            response.status,
+            StatusCode::SEE_OTHER,
+            "{label}: {}",
+            text(&response)
+        );
+        let page = text(&admin.get(response.location().unwrap()).await);
+        assert!(
+            page.contains(&format!("Added verifier checkpoint \"{label}\"")),
+            "{page}"
+        );
+    }
+    let rows = app.store().checkpoint_details().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for (label, files, model_type, score_head) in [
+        ("verifier-llama", llama_verifier_files(), "llama", true),
+        ("verifier-bert", bert_files(), "bert", false),
+    ] {
+        let row = rows.iter().find(|c| c.label == label).unwrap();
+        assert_eq!((row.kind, row.round), (CheckpointKind::Verifier, 1));
+        let rel = row.model_dir.clone().expect("model_dir is set");
+        let mut expected: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
+        expected.sort();
+        assert_eq!(stored_files(models.path(), &rel), expected);
+        let metadata = metadata_of(&app, label).await;
+        assert_eq!(metadata["model_type"], model_type);
+        assert_eq!(metadata["architecture"]["model_type"], model_type);
+        assert_eq!(metadata["score_head"], score_head);
+    }
+    assert_eq!(
+        metadata_of(&app, "verifier-bert").await["tensor_prefix"],
+        "bert."
+    );
+
+    // A BERT encoder is no prover; a verifier's score head must be complete; a verifier has no
+    // prompt template. Nothing is written for any of them.
+    let before = uploads(models.path());
+    let mut half_head = llama_verifier_files();
+    let config: legibility::ml::config::LlamaConfig =
+        serde_json::from_slice(&config_json(8)).unwrap();
+    let mut shapes: Vec<(String, Vec<usize>)> = config
+        .expected_tensors()
+        .into_iter()
+        .filter(|(name, _)| name != "lm_head.weight")
+        .collect();
+    shapes.push(("score.weight".into(), vec![1, 8]));
+    half_head[2].1 = tensors_of(&shapes);
+    let mut with_template = llama_verifier_files();
+    with_template.push(("prompt_template.json".into(), prompt_template_json()));
+    let cases: [(&str, &str, Files, &str); 3] = [
+        (
+            "prover",
+            "bert-prover",
+            bert_files(),
+            "prover checkpoints must be Llama",
+        ),
+        ("verifier", "no-bias", half_head, "missing: score.bias"),
+        (
+            "verifier",
+            "templated",
+            with_template,
+            "prompt_template.json belongs to prover checkpoints only",
+        ),
+    ];
+    for (kind, label, files, needle) in cases {
+        let response = upload_kind(&mut admin, label, "0", kind, &files).await;
+        assert_refused(
+            &app,
+            models.path(),
+            &response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &[needle],
+            &before,
+            2,
+        )
+        .await;
+        if kind == "verifier" {
+            assert!(
+                text(&response).contains("<option value=\"verifier\" selected>"),
+                "the chosen kind is kept"
+            );
+        }
+    }
+
+    // The CLI adds verifiers too.
+    let source = tempfile::tempdir().unwrap();
+    let folder = source.path().join("bert");
+    std::fs::create_dir(&folder).unwrap();
+    for (name, bytes) in bert_files() {
+        std::fs::write(folder.join(name), bytes).unwrap();
+    }
+    let models_arg = models.path().to_str().unwrap().to_string();
+    let cli = legibility::cli::Cli::parse_from([
+        "legibility",
+        "--database-url",
+        &app.db.url,
+        "checkpoint",
+        "add",
+        "--label",
+        "verifier-cli",
+        "--round",
+        "2",
+        "--kind",
+        "verifier",
+        "--models-dir",
+        &models_arg,
+        folder.to_str().unwrap(),
+    ]);
+    legibility::cli::run(cli).await.unwrap();
+    let rows = app.store().checkpoint_details().await.unwrap();
+    let row = rows.iter().find(|c| c.label == "verifier-cli").unwrap();
+    assert_eq!((row.kind, row.round), (CheckpointKind::Verifier, 2));
+    assert_eq!(
+        metadata_of(&app, "verifier-cli").await["model_type"],
+        "bert"
+    );
+}
+on_both_backends!(verifier_uploads_are_stored_and_registered);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
-use legibility::domain::ProverRole;
+use legibility::domain::{CheckpointKind, ProverRole};
 use legibility::generator;
 use legibility::grading;
 use legibility::ml::calculator;
@@ -22,7 +22,7 @@ fn shipped_prover() -> PathBuf {
 fn validated(dir: &std::path::Path) {
     let limits = CheckpointLimits::default();
     let files = CheckpointFiles::from_dir(dir, &limits).expect("readable checkpoint folder");
-    if let Err(e) = validate(files, &limits) {
+    if let Err(e) = validate(files, CheckpointKind::Prover, &limits) {
         panic!("{} is not a valid checkpoint: {e}", dir.display());
     }
 }

@@ -1,9 +1,12 @@
-//! The Hugging Face `config.json` of a Llama-architecture checkpoint, and the tensors it implies.
+//! The Hugging Face `config.json` of a Llama-architecture checkpoint, and the tensors it implies;
+//! [`ModelConfig`] also covers the BERT-family verifier backbone ([`super::bert::BertConfig`]).
 //!
-//! One place states what a prover checkpoint must contain, so loading, training and upload
+//! One place states what a checkpoint must contain, so loading, training and upload
 //! validation all agree on names and shapes.
 
 use serde::{Deserialize, Serialize};
+
+use super::bert::BertConfig;
 
 /// The fields of a Hugging Face `LlamaConfig` this project reads. Unknown fields are ignored so
 /// real exported configs load; missing optional ones take the Llama defaults.
@@ -136,5 +139,172 @@ impl LlamaConfig {
             out.push(("lm_head.weight".to_string(), vec![v, h]));
         }
         out
+    }
+}
+
+/// A checkpoint's `config.json`, whichever architecture it describes: provers are always Llama,
+/// verifiers are a Llama body or a BERT-family encoder, each with a score head. Upload
+/// validation and the stored metadata work on this so both verifier backbones share one path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    /// A Llama-architecture decoder (`model_type` `"llama"`, or absent).
+    Llama(LlamaConfig),
+    /// A BERT-family encoder (`model_type` `"bert"`).
+    Bert(BertConfig),
+}
+
+impl ModelConfig {
+    /// Parses `config.json`, choosing the architecture by its `model_type` (`"bert"` → BERT,
+    /// `"llama"` or absent → Llama; anything else is refused naming it). The config is parsed,
+    /// not checked: call [`ModelConfig::check`]. Messages start with `config.json`.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("config.json is not valid JSON: {e}"))?;
+        let model_type = match value.get("model_type") {
+            None => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                return Err(format!(
+                    "config.json: model_type must be a string, not {other}"
+                ));
+            }
+        };
+        match model_type.as_deref() {
+            Some("bert") => serde_json::from_value(value)
+                .map(ModelConfig::Bert)
+                .map_err(|e| format!("config.json is not a valid BERT config: {e}")),
+            None | Some("llama") => serde_json::from_value(value)
+                .map(ModelConfig::Llama)
+                .map_err(|e| format!("config.json is not a valid Llama config: {e}")),
+            Some(other) => Err(format!(
+                "config.json: model_type is {other:?}; only \"llama\" (provers and verifiers) and \"bert\" (verifiers) are supported"
+            )),
+        }
+    }
+
+    /// The architecture's `model_type` (`"llama"` or `"bert"`).
+    pub fn model_type(&self) -> &str {
+        match self {
+            ModelConfig::Llama(c) => &c.model_type,
+            ModelConfig::Bert(c) => &c.model_type,
+        }
+    }
+
+    /// Width of the hidden states: the score head's input size.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            ModelConfig::Llama(c) => c.hidden_size,
+            ModelConfig::Bert(c) => c.hidden_size,
+        }
+    }
+
+    /// Token vocabulary size, which the tokenizer must fit.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::Bert(c) => c.vocab_size,
+        }
+    }
+
+    /// Why the config cannot describe a usable model, if it cannot (the architecture's own
+    /// check).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            ModelConfig::Llama(c) => c.check(),
+            ModelConfig::Bert(c) => c.check(),
+        }
+    }
+
+    /// The Llama config, if this is one.
+    pub fn as_llama(&self) -> Option<&LlamaConfig> {
+        match self {
+            ModelConfig::Llama(c) => Some(c),
+            ModelConfig::Bert(_) => None,
+        }
+    }
+
+    /// The BERT config, if this is one.
+    pub fn as_bert(&self) -> Option<&BertConfig> {
+        match self {
+            ModelConfig::Bert(c) => Some(c),
+            ModelConfig::Llama(_) => None,
+        }
+    }
+
+    /// What the checkpoints row records about the architecture (`model_type` first).
+    pub fn architecture(&self) -> serde_json::Value {
+        match self {
+            ModelConfig::Llama(c) => serde_json::json!({
+                "model_type": c.model_type,
+                "hidden_size": c.hidden_size,
+                "intermediate_size": c.intermediate_size,
+                "num_hidden_layers": c.num_hidden_layers,
+                "num_attention_heads": c.num_attention_heads,
+                "num_key_value_heads": c.kv_heads(),
+                "vocab_size": c.vocab_size,
+                "max_position_embeddings": c.max_position_embeddings,
+                "tie_word_embeddings": c.tie_word_embeddings,
+            }),
+            ModelConfig::Bert(c) => serde_json::json!({
+                "model_type": c.model_type,
+                "hidden_size": c.hidden_size,
+                "intermediate_size": c.intermediate_size,
+                "num_hidden_layers": c.num_hidden_layers,
+                "num_attention_heads": c.num_attention_heads,
+                "vocab_size": c.vocab_size,
+                "max_position_embeddings": c.max_position_embeddings,
+                "type_vocab_size": c.type_vocab_size,
+                "hidden_act": c.hidden_act,
+            }),
+        }
+    }
+}
+
+impl From<LlamaConfig> for ModelConfig {
+    fn from(config: LlamaConfig) -> Self {
+        ModelConfig::Llama(config)
+    }
+}
+
+impl From<BertConfig> for ModelConfig {
+    fn from(config: BertConfig) -> Self {
+        ModelConfig::Bert(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_config_picks_the_architecture_by_model_type() {
+        let llama = br#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#;
+        let config = ModelConfig::from_json(llama).expect("llama");
+        assert_eq!(config.model_type(), "llama");
+        assert!(config.as_llama().is_some() && config.as_bert().is_none());
+        assert_eq!((config.hidden_size(), config.vocab_size()), (8, 16));
+        assert_eq!(config.architecture()["num_key_value_heads"], 2);
+        let bert = br#"{"model_type":"bert","hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#;
+        let config = ModelConfig::from_json(bert).expect("bert");
+        assert_eq!(config.model_type(), "bert");
+        assert_eq!(config.check(), Ok(()));
+        assert_eq!(config.architecture()["hidden_act"], "gelu");
+        let err = ModelConfig::from_json(br#"{"model_type":"gpt2"}"#).unwrap_err();
+        assert!(err.contains("\"gpt2\""), "{err}");
+        let err = ModelConfig::from_json(br#"{"model_type":"bert","hidden_size":8}"#).unwrap_err();
+        assert!(
+            err.starts_with("config.json is not a valid BERT config"),
+            "{err}"
+        );
+        let err = ModelConfig::from_json(br#"{"hidden_size":8}"#).unwrap_err();
+        assert!(
+            err.starts_with("config.json is not a valid Llama config"),
+            "{err}"
+        );
+        let err = ModelConfig::from_json(b"[1]").unwrap_err();
+        assert!(
+            err.starts_with("config.json is not a valid Llama config"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! Machine learning on candle: the Llama prover, its tokenizer, sampling with the GSM8K
-//! calculator, training, and checkpoint files.
+//! calculator, training, the verifier (a Llama body or a BERT-family encoder with a score
+//! head), and checkpoint files.
 
+pub mod bert;
 pub mod calculator;
 pub mod config;
 pub mod llama;

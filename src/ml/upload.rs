@@ -1,12 +1,40 @@
-//! Prover checkpoint upload: everything an uploaded checkpoint must satisfy, checked before a
-//! single byte is stored, then atomic storage under the models directory and registration.
+//! Checkpoint upload (provers and verifiers): everything an uploaded checkpoint must satisfy,
+//! checked before a single byte is stored, then atomic storage under the models directory and
+//! registration.
 //!
 //! A checkpoint arrives as loose files (the admin page's multi-file input), as one tar archive
 //! (page or CLI) or as a folder on disk (CLI). All three become [`CheckpointFiles`]: plain file
-//! names with their bytes. [`validate`] then checks the whole thing (size, names, required and
-//! allowed files, `config.json`, the tokenizer, every tensor's presence, shape and dtype against
-//! what the config implies) and either refuses it with a message naming the file and tensor at
-//! fault ([`CheckpointRejected`]) or hands back a [`ValidatedCheckpoint`].
+//! names with their bytes. [`validate`] then checks the whole thing for the kind of checkpoint
+//! (size, names, required and allowed files, `config.json`, the tokenizer, every tensor's
+//! presence, shape and dtype against what the config implies) and either refuses it with a
+//! message naming the file and tensor at fault ([`CheckpointRejected`]) or hands back a
+//! [`ValidatedCheckpoint`].
+//!
+//! What each kind must contain (`config.json`'s `model_type` picks the architecture):
+//!
+//! - **Prover**: a Llama model (`model_type` `"llama"`): exactly the tensors
+//!   [`LlamaConfig::expected_tensors`](super::config::LlamaConfig::expected_tensors) lists. A BERT-family config is refused: an encoder cannot
+//!   generate solutions. May carry `prompt_template.json`.
+//! - **Llama verifier**: the Llama body (the same list) except that
+//!   `lm_head.weight` is never required (a verifier does not use it; it is accepted when
+//!   present), plus the score head `score.weight` `[1, hidden_size]` and `score.bias` `[1]`,
+//!   both required.
+//! - **BERT verifier** (`model_type` `"bert"`): the encoder's tensors
+//!   ([`BertConfig::expected_tensors`]), all with or all without the `bert.` prefix; the pooler
+//!   (`pooler.dense.*`) and the `embeddings.position_ids` buffer are accepted and unused; the
+//!   score head `score.weight` `[1, hidden_size]` + `score.bias` `[1]` is optional (both or
+//!   neither: a sentence encoder straight from sentence-transformers has none yet). Old exports
+//!   that name layer-norm parameters `gamma`/`beta` are refused (their `weight`/`bias` are
+//!   missing).
+//!
+//! Verifiers may also carry the files sentence-transformers ships beside the weights
+//! (`vocab.txt`, `modules.json`, `sentence_bert_config.json`,
+//! `config_sentence_transformers.json`, `data_config.json`), which are checked for form and
+//! otherwise unused. Its sub-folders (`1_Pooling/`, …) and hidden files are not accepted: the
+//! encoder's pooling is fixed (mean over real tokens, [`super::bert::BertEncoder::pooled`]).
+//! A verifier's `prompt_template.json` is **refused**, not ignored: a verifier scores solutions
+//! in the project's own input format, and a template that silently had no effect would mislead
+//! whoever uploaded it.
 //!
 //! [`store_checkpoint`] writes a validated checkpoint into `models/uploads/.tmp-<uuid>/`, syncs
 //! every file, renames the folder to `models/uploads/<uuid>` (atomic on one filesystem) and syncs
@@ -24,26 +52,52 @@ use std::time::Duration;
 use safetensors::{Dtype, SafeTensors};
 use uuid::Uuid;
 
-use super::config::LlamaConfig;
+use super::bert::{self, BertConfig};
+use super::config::ModelConfig;
 use super::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
+use super::verifier::SCORE_HEAD;
 use crate::domain::CheckpointKind;
 use crate::store::{Store, StoreError};
 
-/// The model configuration file (Hugging Face `LlamaConfig`).
+/// The model configuration file (Hugging Face `LlamaConfig` or `BertConfig`).
 pub const CONFIG_FILE: &str = "config.json";
 /// The tokenizer, in the `tokenizers` crate's JSON format.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// Extension of weight files; a checkpoint has one or more (shards).
 pub const WEIGHTS_EXTENSION: &str = ".safetensors";
-/// Files a checkpoint may carry besides the required ones.
+/// Files any checkpoint may carry besides the required ones.
 pub const OPTIONAL_FILES: &[&str] = &[
-    PROMPT_TEMPLATE_FILE,
     "generation_config.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "README.md",
     "training.json",
 ];
+/// Files only a prover checkpoint may carry: its own prompt template.
+pub const PROVER_FILES: &[&str] = &[PROMPT_TEMPLATE_FILE];
+/// Files only a verifier checkpoint may carry: what sentence-transformers ships beside a
+/// BERT-family encoder. Checked for form (text, JSON), otherwise unused.
+pub const VERIFIER_FILES: &[&str] = &[
+    "vocab.txt",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
+    "data_config.json",
+];
+/// Optional files that hold a JSON array rather than an object.
+const JSON_ARRAY_FILES: &[&str] = &["modules.json", "data_config.json"];
+
+/// The optional files a checkpoint of `kind` may carry (besides `config.json`,
+/// `tokenizer.json` and the weights), so the pages and messages list exactly what is accepted.
+pub fn optional_files(kind: CheckpointKind) -> Vec<&'static str> {
+    let own = match kind {
+        CheckpointKind::Prover => PROVER_FILES,
+        CheckpointKind::Verifier => VERIFIER_FILES,
+    };
+    let mut files = own.to_vec();
+    files.extend_from_slice(OPTIONAL_FILES);
+    files
+}
 /// Folder under the models directory that holds uploaded checkpoints.
 pub const UPLOADS_DIR: &str = "uploads";
 /// Prefix of the temporary folders a checkpoint is written into before its rename.
@@ -104,12 +158,17 @@ pub enum CheckpointRejected {
     Duplicate(String),
     /// A required file is absent.
     #[error(
-        "{0} is missing; a prover checkpoint needs config.json, tokenizer.json and at least one *.safetensors file"
+        "{0} is missing; a checkpoint needs config.json, tokenizer.json and at least one *.safetensors file"
     )]
     Missing(String),
-    /// A file that has no place in a checkpoint.
-    #[error("{0} is not a file a checkpoint may contain (allowed: config.json, tokenizer.json, *.safetensors, {optional})", optional = OPTIONAL_FILES.join(", "))]
-    Unexpected(String),
+    /// A file that has no place in a checkpoint of this kind.
+    #[error("{name} is not a file a checkpoint may contain (a {kind} checkpoint allows: config.json, tokenizer.json, *.safetensors, {optional})", optional = optional_files(*kind).join(", "))]
+    Unexpected {
+        /// The file's name.
+        name: String,
+        /// The kind of checkpoint being uploaded.
+        kind: CheckpointKind,
+    },
     /// A file whose contents are invalid; the message starts with the file name.
     #[error("{0}")]
     InvalidFile(String),
@@ -478,8 +537,11 @@ pub fn check_file_name(name: &str) -> Result<(), CheckpointRejected> {
 #[derive(Debug, Clone)]
 pub struct ValidatedCheckpoint {
     files: Vec<(String, Vec<u8>)>,
-    config: LlamaConfig,
+    kind: CheckpointKind,
+    config: ModelConfig,
     prompt_template: Option<PromptTemplate>,
+    score_head: bool,
+    tensor_prefix: String,
     parameters: u64,
     dtypes: Vec<String>,
 }
@@ -490,17 +552,34 @@ impl ValidatedCheckpoint {
         &self.files
     }
 
-    /// The parsed `config.json`.
-    pub fn config(&self) -> &LlamaConfig {
+    /// The kind it was validated as (the rules differ: see the module documentation).
+    pub fn kind(&self) -> CheckpointKind {
+        self.kind
+    }
+
+    /// The parsed `config.json`: Llama for every prover, Llama or BERT for a verifier.
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
-    /// The checkpoint's own prompt template, if it has one.
+    /// The checkpoint's own prompt template, if it has one (provers only).
     pub fn prompt_template(&self) -> Option<&PromptTemplate> {
         self.prompt_template.as_ref()
     }
 
-    /// Number of weights over all tensors.
+    /// Whether the weights hold a trained score head (`score.weight` and `score.bias`): always
+    /// for a Llama verifier, optional for a BERT verifier, never for a prover.
+    pub fn score_head(&self) -> bool {
+        self.score_head
+    }
+
+    /// The prefix of the encoder's tensor names: `"bert."` for a `BertFor*` export, otherwise
+    /// `""` (always `""` for Llama checkpoints). A loader passes it to the `VarBuilder`.
+    pub fn tensor_prefix(&self) -> &str {
+        &self.tensor_prefix
+    }
+
+    /// Number of weights over all tensors (buffers such as `position_ids` not counted).
     pub fn parameters(&self) -> u64 {
         self.parameters
     }
@@ -511,7 +590,8 @@ impl ValidatedCheckpoint {
     }
 
     /// What the checkpoints row records about the upload: its files with sizes and SHA-256,
-    /// the architecture, parameter count and weight dtypes.
+    /// the architecture (with its `model_type`, also at the top level), parameter count and
+    /// weight dtypes; for verifiers whether a score head is present, for BERT the tensor prefix.
     pub fn metadata(&self) -> serde_json::Value {
         use sha2::{Digest, Sha256};
         let files: Vec<serde_json::Value> = self
@@ -523,25 +603,22 @@ impl ValidatedCheckpoint {
                 serde_json::json!({ "name": name, "bytes": bytes.len(), "sha256": sha })
             })
             .collect();
-        let c = &self.config;
-        serde_json::json!({
+        let mut metadata = serde_json::json!({
             "source": "upload",
+            "model_type": self.config.model_type(),
             "files": files,
             "parameters": self.parameters,
             "dtypes": self.dtypes,
             "prompt_template": self.prompt_template.is_some(),
-            "architecture": {
-                "model_type": c.model_type,
-                "hidden_size": c.hidden_size,
-                "intermediate_size": c.intermediate_size,
-                "num_hidden_layers": c.num_hidden_layers,
-                "num_attention_heads": c.num_attention_heads,
-                "num_key_value_heads": c.kv_heads(),
-                "vocab_size": c.vocab_size,
-                "max_position_embeddings": c.max_position_embeddings,
-                "tie_word_embeddings": c.tie_word_embeddings,
-            },
-        })
+            "architecture": self.config.architecture(),
+        });
+        if self.kind == CheckpointKind::Verifier {
+            metadata["score_head"] = self.score_head.into();
+        }
+        if matches!(self.config, ModelConfig::Bert(_)) {
+            metadata["tensor_prefix"] = self.tensor_prefix.clone().into();
+        }
+        metadata
     }
 }
 
@@ -559,10 +636,12 @@ fn list_names<S: AsRef<str>>(names: &[S]) -> String {
     text
 }
 
-/// Checks a checkpoint completely; nothing is stored here. See the module documentation for
-/// the rules. The size limit is checked before any file is parsed.
+/// Checks a checkpoint of `kind` completely; nothing is stored here. See the module
+/// documentation for the rules. The size limit is checked before any file is parsed, file
+/// names and the set of files before any content is.
 pub fn validate(
     files: CheckpointFiles,
+    kind: CheckpointKind,
     limits: &CheckpointLimits,
 ) -> Result<ValidatedCheckpoint, CheckpointRejected> {
     let total = files.total_bytes();
@@ -583,15 +662,32 @@ pub fn validate(
             return Err(CheckpointRejected::Duplicate(name.clone()));
         }
     }
+    // A BERT encoder offered as a prover is refused for what it is before its side files
+    // (vocab.txt, …) are refused one by one: the fix is to choose "verifier", not to drop them.
+    if kind == CheckpointKind::Prover
+        && let Some((_, bytes)) = files.iter().find(|(n, _)| n == CONFIG_FILE)
+        && let Ok(ModelConfig::Bert(_)) = ModelConfig::from_json(bytes)
+    {
+        return Err(bert_prover());
+    }
     let weights_file =
         |name: &str| name.len() > WEIGHTS_EXTENSION.len() && name.ends_with(WEIGHTS_EXTENSION);
+    let optional = optional_files(kind);
     for (name, _) in &files {
+        if kind == CheckpointKind::Verifier && name == PROMPT_TEMPLATE_FILE {
+            return Err(CheckpointRejected::InvalidFile(format!(
+                "{PROMPT_TEMPLATE_FILE} belongs to prover checkpoints only: a verifier scores solutions in the project's own input format, so a template would have no effect; remove it"
+            )));
+        }
         let known = name == CONFIG_FILE
             || name == TOKENIZER_FILE
             || weights_file(name)
-            || OPTIONAL_FILES.contains(&name.as_str());
+            || optional.contains(&name.as_str());
         if !known {
-            return Err(CheckpointRejected::Unexpected(name.clone()));
+            return Err(CheckpointRejected::Unexpected {
+                name: name.clone(),
+                kind,
+            });
         }
     }
     files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -610,25 +706,29 @@ pub fn validate(
         ));
     }
 
-    let config: LlamaConfig = serde_json::from_slice(by_name[CONFIG_FILE]).map_err(|e| {
-        CheckpointRejected::InvalidFile(format!("{CONFIG_FILE} is not a valid Llama config: {e}"))
-    })?;
+    let config =
+        ModelConfig::from_json(by_name[CONFIG_FILE]).map_err(CheckpointRejected::InvalidFile)?;
+    if kind == CheckpointKind::Prover && matches!(config, ModelConfig::Bert(_)) {
+        return Err(bert_prover());
+    }
     config.check().map_err(CheckpointRejected::InvalidFile)?;
-    for (field, id) in [
-        ("bos_token_id", config.bos_token_id),
-        ("eos_token_id", config.eos_token_id),
-    ] {
-        if let Some(id) = id
-            && id as usize >= config.vocab_size
-        {
-            return Err(CheckpointRejected::InvalidFile(format!(
-                "{CONFIG_FILE}: {field} {id} is outside the vocabulary (vocab_size {})",
-                config.vocab_size
-            )));
+    if let ModelConfig::Llama(llama) = &config {
+        for (field, id) in [
+            ("bos_token_id", llama.bos_token_id),
+            ("eos_token_id", llama.eos_token_id),
+        ] {
+            if let Some(id) = id
+                && id as usize >= llama.vocab_size
+            {
+                return Err(CheckpointRejected::InvalidFile(format!(
+                    "{CONFIG_FILE}: {field} {id} is outside the vocabulary (vocab_size {})",
+                    llama.vocab_size
+                )));
+            }
         }
     }
 
-    check_tokenizer(by_name[TOKENIZER_FILE], &config)?;
+    check_tokenizer(by_name[TOKENIZER_FILE], config.vocab_size())?;
 
     let prompt_template = match by_name.get(PROMPT_TEMPLATE_FILE) {
         Some(bytes) => {
@@ -636,67 +736,89 @@ pub fn validate(
         }
         None => None,
     };
-    for name in OPTIONAL_FILES {
+    for name in &optional {
         let Some(bytes) = by_name.get(name) else {
             continue;
         };
-        if name.ends_with(".json") && *name != PROMPT_TEMPLATE_FILE {
+        if JSON_ARRAY_FILES.contains(name) {
+            serde_json::from_slice::<Vec<serde_json::Value>>(bytes).map_err(|e| {
+                CheckpointRejected::InvalidFile(format!("{name} is not a JSON array: {e}"))
+            })?;
+        } else if name.ends_with(".json") && *name != PROMPT_TEMPLATE_FILE {
             serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).map_err(
                 |e| CheckpointRejected::InvalidFile(format!("{name} is not a JSON object: {e}")),
             )?;
-        } else if name.ends_with(".md") && std::str::from_utf8(bytes).is_err() {
+        } else if (name.ends_with(".md") || name.ends_with(".txt"))
+            && std::str::from_utf8(bytes).is_err()
+        {
             return Err(CheckpointRejected::InvalidFile(format!(
                 "{name} is not UTF-8 text"
             )));
         }
     }
 
-    let (parameters, dtypes) = check_tensors(&files, &config, weights_file)?;
+    let found = read_tensors(&files, weights_file)?;
+    let plan = TensorPlan::new(kind, &config, &found);
+    let (parameters, dtypes) = check_tensors(&found, &plan)?;
+    let score_head = !plan.score_head.is_empty()
+        && plan
+            .score_head
+            .iter()
+            .all(|(name, _)| found.contains_key(name));
     Ok(ValidatedCheckpoint {
         files,
+        kind,
         config,
         prompt_template,
+        score_head,
+        tensor_prefix: plan.prefix.to_string(),
         parameters,
         dtypes,
     })
 }
 
+/// The refusal of a BERT-family config offered as a prover.
+fn bert_prover() -> CheckpointRejected {
+    CheckpointRejected::Unsupported(format!(
+        "{CONFIG_FILE}: model_type is \"bert\", but prover checkpoints must be Llama (model_type \"llama\"): a BERT-family encoder cannot generate solutions; upload it as a verifier"
+    ))
+}
+
 /// The tokenizer must load and fit the model's embedding: its vocabulary (added tokens
 /// included) no larger than `vocab_size` and every token id below it.
-fn check_tokenizer(bytes: &[u8], config: &LlamaConfig) -> Result<(), CheckpointRejected> {
+fn check_tokenizer(bytes: &[u8], vocab_size: usize) -> Result<(), CheckpointRejected> {
     let tokenizer = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
         CheckpointRejected::InvalidFile(format!("{TOKENIZER_FILE} cannot be loaded: {e}"))
     })?;
     let size = tokenizer.get_vocab_size(true);
-    if size > config.vocab_size {
+    if size > vocab_size {
         return Err(CheckpointRejected::InvalidFile(format!(
-            "{TOKENIZER_FILE} has {size} tokens (added tokens included) but {CONFIG_FILE} has vocab_size {}",
-            config.vocab_size
+            "{TOKENIZER_FILE} has {size} tokens (added tokens included) but {CONFIG_FILE} has vocab_size {vocab_size}"
         )));
     }
     if let Some((token, id)) = tokenizer
         .get_vocab(true)
         .into_iter()
         .max_by_key(|(_, id)| *id)
-        && id as usize >= config.vocab_size
+        && id as usize >= vocab_size
     {
         return Err(CheckpointRejected::InvalidFile(format!(
-            "{TOKENIZER_FILE}: token {token:?} has id {id}, outside {CONFIG_FILE}'s vocab_size {}",
-            config.vocab_size
+            "{TOKENIZER_FILE}: token {token:?} has id {id}, outside {CONFIG_FILE}'s vocab_size {vocab_size}"
         )));
     }
     Ok(())
 }
 
-/// Every expected tensor present exactly once over all weight files, nothing unexpected, the
-/// shapes the config implies, an accepted dtype. Returns the parameter count and the dtypes.
-fn check_tensors(
-    files: &[(String, Vec<u8>)],
-    config: &LlamaConfig,
+/// Where a tensor was found: (file, shape, dtype), by tensor name.
+type FoundTensors<'a> = BTreeMap<String, (&'a str, Vec<usize>, Dtype)>;
+
+/// Every tensor of every weight file, refusing a tensor that appears twice (in one file or in
+/// two shards) and a file that is not valid safetensors.
+fn read_tensors<'a>(
+    files: &'a [(String, Vec<u8>)],
     weights_file: impl Fn(&str) -> bool,
-) -> Result<(u64, Vec<String>), CheckpointRejected> {
-    // name → (file, shape, dtype)
-    let mut found: BTreeMap<String, (&str, Vec<usize>, Dtype)> = BTreeMap::new();
+) -> Result<FoundTensors<'a>, CheckpointRejected> {
+    let mut found = FoundTensors::new();
     for (file, bytes) in files.iter().filter(|(n, _)| weights_file(n)) {
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
             CheckpointRejected::InvalidFile(format!(
@@ -716,50 +838,201 @@ fn check_tensors(
             found.insert(name, (file.as_str(), view.shape().to_vec(), view.dtype()));
         }
     }
-    // Each layer needs nine tensors: a config implying far more than the files hold is refused
-    // before its (possibly enormous) list of expected names is built.
-    let layers_fit = config
-        .num_hidden_layers
-        .checked_mul(9)
+    Ok(found)
+}
+
+/// What the weights of one checkpoint must hold, derived from its kind and config.
+struct TensorPlan {
+    /// How to name the model in messages ("Llama prover", "BERT verifier", …).
+    model: &'static str,
+    /// Tensors that must be present with these shapes.
+    required: Vec<(String, Vec<usize>)>,
+    /// Tensors accepted with these shapes when present.
+    optional: Vec<(String, Vec<usize>)>,
+    /// The score head's tensors: present both or neither (required ones are also in `required`).
+    score_head: Vec<(String, Vec<usize>)>,
+    /// Integer buffers accepted with these shapes when present; not weights, not counted.
+    buffers: Vec<(String, Vec<usize>)>,
+    /// Prefix of the encoder's tensor names (`"bert."` or `""`).
+    prefix: &'static str,
+    /// Encoder layers the config implies, and tensors each needs: for the early size check.
+    layers: usize,
+    per_layer: usize,
+}
+
+impl TensorPlan {
+    fn new(kind: CheckpointKind, config: &ModelConfig, found: &FoundTensors<'_>) -> Self {
+        let score_head = vec![
+            (
+                format!("{SCORE_HEAD}.weight"),
+                vec![1, config.hidden_size()],
+            ),
+            (format!("{SCORE_HEAD}.bias"), vec![1]),
+        ];
+        match (config, kind) {
+            (ModelConfig::Llama(c), CheckpointKind::Prover) => TensorPlan {
+                model: "Llama prover",
+                required: c.expected_tensors(),
+                optional: Vec::new(),
+                score_head: Vec::new(),
+                buffers: Vec::new(),
+                prefix: "",
+                layers: c.num_hidden_layers,
+                per_layer: 9,
+            },
+            (ModelConfig::Llama(c), CheckpointKind::Verifier) => {
+                let lm_head = "lm_head.weight";
+                let mut required: Vec<_> = c
+                    .expected_tensors()
+                    .into_iter()
+                    .filter(|(n, _)| n != lm_head)
+                    .collect();
+                required.extend(score_head.iter().cloned());
+                TensorPlan {
+                    model: "Llama verifier",
+                    required,
+                    optional: vec![(lm_head.to_string(), vec![c.vocab_size, c.hidden_size])],
+                    score_head,
+                    buffers: Vec::new(),
+                    prefix: "",
+                    layers: c.num_hidden_layers,
+                    per_layer: 9,
+                }
+            }
+            (ModelConfig::Bert(c), _) => {
+                let prefix = bert::tensor_prefix(found.keys().map(String::as_str));
+                let mut optional = c.pooler_tensors(prefix);
+                optional.extend(score_head.iter().cloned());
+                TensorPlan {
+                    model: "BERT verifier",
+                    required: c.expected_tensors(prefix),
+                    optional,
+                    score_head,
+                    buffers: vec![(
+                        format!("{prefix}{}", bert::POSITION_IDS),
+                        vec![1, c.max_position_embeddings],
+                    )],
+                    prefix,
+                    layers: c.num_hidden_layers,
+                    per_layer: BertConfig::TENSORS_PER_LAYER,
+                }
+            }
+        }
+    }
+}
+
+/// Every required tensor present, nothing unexpected, the shapes the config implies, an
+/// accepted dtype; the score head complete or absent. Returns the parameter count and dtypes.
+fn check_tensors(
+    found: &FoundTensors<'_>,
+    plan: &TensorPlan,
+) -> Result<(u64, Vec<String>), CheckpointRejected> {
+    // A config implying far more layers than the files hold is refused before its (possibly
+    // enormous) list of expected names is used.
+    let layers_fit = plan
+        .layers
+        .checked_mul(plan.per_layer)
         .is_some_and(|n| n <= found.len());
     if !layers_fit {
         return Err(CheckpointRejected::Tensors(format!(
             "{CONFIG_FILE} has num_hidden_layers {}, which needs at least {} tensors, but the safetensors files hold only {}",
-            config.num_hidden_layers,
-            config.num_hidden_layers.saturating_mul(9),
+            plan.layers,
+            plan.layers.saturating_mul(plan.per_layer),
             found.len()
         )));
     }
-    let expected = config.expected_tensors();
-    let expected_names: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    let unexpected: Vec<&str> = found
-        .keys()
-        .map(String::as_str)
-        .filter(|n| !expected_names.contains(n))
+    let shapes: HashMap<&str, &Vec<usize>> = plan
+        .required
+        .iter()
+        .chain(&plan.optional)
+        .map(|(n, s)| (n.as_str(), s))
         .collect();
-    let missing: Vec<&str> = expected
+    let buffers: HashMap<&str, &Vec<usize>> =
+        plan.buffers.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let missing: Vec<&str> = plan
+        .required
         .iter()
         .map(|(n, _)| n.as_str())
         .filter(|n| !found.contains_key(*n))
         .collect();
     if !missing.is_empty() {
+        let head_missing = missing
+            .iter()
+            .any(|m| plan.score_head.iter().any(|(n, _)| n == m));
+        let hint = if head_missing {
+            format!(
+                " (a {} needs the score head {})",
+                plan.model,
+                describe(&plan.score_head)
+            )
+        } else {
+            String::new()
+        };
         return Err(CheckpointRejected::Tensors(format!(
-            "{} tensor(s) that {CONFIG_FILE} implies are missing: {}",
+            "{} tensor(s) that a {} with this {CONFIG_FILE} needs are missing: {}{hint}",
             missing.len(),
+            plan.model,
             list_names(&missing)
         )));
     }
+    let unexpected: Vec<&str> = found
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !shapes.contains_key(n) && !buffers.contains_key(n))
+        .collect();
     if !unexpected.is_empty() {
         return Err(CheckpointRejected::Tensors(format!(
-            "{} unexpected tensor(s) for a Llama model with this {CONFIG_FILE}: {}",
+            "{} unexpected tensor(s) for a {} with this {CONFIG_FILE}: {}",
             unexpected.len(),
+            plan.model,
             list_names(&unexpected)
+        )));
+    }
+    let present: Vec<&str> = plan
+        .score_head
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| found.contains_key(*n))
+        .collect();
+    if !present.is_empty() && present.len() < plan.score_head.len() {
+        let absent: Vec<&str> = plan
+            .score_head
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| !found.contains_key(*n))
+            .collect();
+        return Err(CheckpointRejected::Tensors(format!(
+            "{} is present but {} is missing: a score head needs both ({}) or neither",
+            list_names(&present),
+            list_names(&absent),
+            describe(&plan.score_head)
         )));
     }
     let mut parameters = 0u64;
     let mut dtypes = Vec::new();
-    for (name, shape) in &expected {
-        let (file, actual, dtype) = &found[name];
+    // In the plan's order (the embedding first), so the first mismatch reported is the one a
+    // wrong config.json shows first.
+    let in_order = plan
+        .required
+        .iter()
+        .chain(&plan.optional)
+        .chain(&plan.buffers)
+        .filter_map(|(name, _)| found.get_key_value(name));
+    for (name, (file, actual, dtype)) in in_order {
+        if let Some(shape) = buffers.get(name.as_str()) {
+            if actual != *shape {
+                return Err(CheckpointRejected::Tensors(format!(
+                    "{name} has shape {actual:?} but {CONFIG_FILE} implies {shape:?} (in {file})"
+                )));
+            }
+            if !matches!(dtype, Dtype::I64 | Dtype::I32) {
+                return Err(CheckpointRejected::Tensors(format!(
+                    "{name} has dtype {dtype:?} (in {file}); this buffer must be I64 or I32"
+                )));
+            }
+            continue;
+        }
+        let shape = shapes[name.as_str()];
         if actual != shape {
             return Err(CheckpointRejected::Tensors(format!(
                 "{name} has shape {actual:?} but {CONFIG_FILE} implies {shape:?} (in {file})"
@@ -777,6 +1050,15 @@ fn check_tensors(
         parameters = parameters.saturating_add(shape.iter().product::<usize>() as u64);
     }
     Ok((parameters, dtypes))
+}
+
+/// `score.weight [1, 8] and score.bias [1]`: tensors with their shapes, for messages.
+fn describe(tensors: &[(String, Vec<usize>)]) -> String {
+    tensors
+        .iter()
+        .map(|(n, s)| format!("{n} {s:?}"))
+        .collect::<Vec<_>>()
+        .join(" and ")
 }
 
 /// Writes a validated checkpoint to `models_dir/uploads/<uuid>` atomically and returns that
@@ -842,12 +1124,21 @@ pub fn remove_stored(models_dir: &Path, rel: &str) -> io::Result<()> {
     sync_dir(&uploads)
 }
 
-/// Removes temp folders left in `models_dir/uploads` by a crash during an upload, if they are
+/// Removes temp folders left in `models_dir/uploads` by a crash during an upload, and in
+/// `models_dir/verifiers` by a verifier training job that died and was not retried, if they are
 /// older than `min_age` (use [`TEMP_DIR_GRACE`] at start-up: an instance sharing the folder
 /// may be writing a younger one). Returns how many were removed; a missing folder is fine.
 pub fn sweep_temp_dirs(models_dir: &Path, min_age: Duration) -> io::Result<usize> {
-    let uploads = models_dir.join(UPLOADS_DIR);
-    let entries = match fs::read_dir(&uploads) {
+    let mut removed = 0;
+    for folder in [UPLOADS_DIR, crate::worker::verifier::VERIFIERS_DIR] {
+        removed += sweep_temp_dirs_in(&models_dir.join(folder), min_age)?;
+    }
+    Ok(removed)
+}
+
+/// [`sweep_temp_dirs`] for one folder.
+fn sweep_temp_dirs_in(folder: &Path, min_age: Duration) -> io::Result<usize> {
+    let entries = match fs::read_dir(folder) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
@@ -892,8 +1183,8 @@ pub enum AddCheckpointError {
     Io(#[from] io::Error),
 }
 
-/// Validates, stores and registers an uploaded checkpoint: the one path the admin page and the
-/// CLI share. Validation and writing run on the blocking thread pool. If registration fails the
+/// Validates (as `kind`), stores and registers an uploaded prover or verifier checkpoint: the
+/// one path the admin page and the CLI share. Validation and writing run on the blocking thread pool. If registration fails the
 /// stored folder is removed, so a refusal of any kind leaves nothing behind.
 #[allow(clippy::too_many_arguments)]
 pub async fn add_checkpoint(
@@ -906,14 +1197,8 @@ pub async fn add_checkpoint(
     round: i64,
     now: i64,
 ) -> Result<Uuid, AddCheckpointError> {
-    if kind != CheckpointKind::Prover {
-        return Err(CheckpointRejected::Unsupported(format!(
-            "only prover checkpoints can be uploaded (not {kind})"
-        ))
-        .into());
-    }
     let label = crate::store::models::check_checkpoint_label(label, round)?;
-    let checkpoint = tokio::task::spawn_blocking(move || validate(files, &limits))
+    let checkpoint = tokio::task::spawn_blocking(move || validate(files, kind, &limits))
         .await
         .map_err(io::Error::other)??;
     let metadata = checkpoint.metadata();
@@ -943,6 +1228,10 @@ pub async fn add_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::ml::config::LlamaConfig;
+
+    const PROVER: CheckpointKind = CheckpointKind::Prover;
 
     fn tar_of(members: &[(&str, &[u8])]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
@@ -1021,17 +1310,19 @@ mod tests {
                     .collect(),
             )
         };
-        let err = validate(files(&[("sub/config.json", b"{}")]), &limits).unwrap_err();
+        let err = validate(files(&[("sub/config.json", b"{}")]), PROVER, &limits).unwrap_err();
         assert!(matches!(err, CheckpointRejected::BadName { .. }), "{err}");
         assert!(err.to_string().contains("sub/config.json"), "{err}");
         let err = validate(
             files(&[("config.json", b"{}"), ("config.json", b"{}")]),
+            PROVER,
             &limits,
         )
         .unwrap_err();
         assert_eq!(err, CheckpointRejected::Duplicate("config.json".into()));
         let err = validate(
             files(&[("config.json", b"{}"), ("weights.bin", b"")]),
+            PROVER,
             &limits,
         )
         .unwrap_err();
@@ -1039,12 +1330,13 @@ mod tests {
             err.to_string().starts_with("weights.bin is not a file"),
             "{err}"
         );
-        let err = validate(files(&[("config.json", b"{}")]), &limits).unwrap_err();
+        let err = validate(files(&[("config.json", b"{}")]), PROVER, &limits).unwrap_err();
         assert_eq!(err, CheckpointRejected::Missing(TOKENIZER_FILE.into()));
-        let err = validate(files(&[(".safetensors", b"")]), &limits).unwrap_err();
+        let err = validate(files(&[(".safetensors", b"")]), PROVER, &limits).unwrap_err();
         assert!(matches!(err, CheckpointRejected::BadName { .. }), "{err}");
         let err = validate(
             files(&[("config.json", &[0u8; 100])]),
+            PROVER,
             &CheckpointLimits { max_bytes: 99 },
         )
         .unwrap_err();
@@ -1056,6 +1348,334 @@ mod tests {
             }
         );
         assert!(err.is_too_large());
+    }
+
+    const VERIFIER: CheckpointKind = CheckpointKind::Verifier;
+
+    /// A WordLevel tokenizer with `size` tokens and a whitespace pre-tokenizer.
+    fn tokenizer_json(size: usize) -> Vec<u8> {
+        let vocab: serde_json::Map<String, serde_json::Value> = (0..size)
+            .map(|i| (format!("w{i}"), serde_json::json!(i)))
+            .collect();
+        serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": { "type": "Whitespace" },
+            "post_processor": null, "decoder": null,
+            "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "w0" }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// Zero tensors with these names and shapes (F32, or I64 for `position_ids` buffers).
+    fn safetensors_of(shapes: &[(String, Vec<usize>)]) -> Vec<u8> {
+        let data: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = shapes
+            .iter()
+            .map(|(name, shape)| {
+                let dtype = if name.ends_with("position_ids") {
+                    Dtype::I64
+                } else {
+                    Dtype::F32
+                };
+                let bytes = vec![0u8; shape.iter().product::<usize>() * dtype.bitsize() / 8];
+                (name.clone(), shape.clone(), dtype, bytes)
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+            .iter()
+            .map(|(name, shape, dtype, bytes)| {
+                let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                    .expect("view");
+                (name.clone(), view)
+            })
+            .collect();
+        safetensors::serialize(views, None).expect("serialize")
+    }
+
+    fn llama_config() -> serde_json::Value {
+        serde_json::json!({
+            "model_type": "llama", "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 16
+        })
+    }
+
+    fn bert_config() -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["BertModel"], "model_type": "bert", "vocab_size": 16,
+            "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "intermediate_size": 16, "max_position_embeddings": 32, "hidden_act": "gelu",
+            "layer_norm_eps": 1e-12, "pad_token_id": 0, "transformers_version": "4.8.2"
+        })
+    }
+
+    fn score_head() -> Vec<(String, Vec<usize>)> {
+        vec![
+            ("score.weight".into(), vec![1, 8]),
+            ("score.bias".into(), vec![1]),
+        ]
+    }
+
+    /// The tensors of a Llama verifier (body without `lm_head`, plus the score head).
+    fn llama_verifier_tensors() -> Vec<(String, Vec<usize>)> {
+        let config: LlamaConfig = serde_json::from_value(llama_config()).expect("config");
+        let mut tensors: Vec<_> = config
+            .expected_tensors()
+            .into_iter()
+            .filter(|(n, _)| n != "lm_head.weight")
+            .collect();
+        tensors.extend(score_head());
+        tensors
+    }
+
+    fn bert_tensors(prefix: &str) -> Vec<(String, Vec<usize>)> {
+        let config: BertConfig = serde_json::from_value(bert_config()).expect("config");
+        config.expected_tensors(prefix)
+    }
+
+    fn checkpoint(
+        config: &serde_json::Value,
+        tensors: &[(String, Vec<usize>)],
+        extra: &[(&str, &[u8])],
+    ) -> CheckpointFiles {
+        let mut files = CheckpointFiles::new();
+        files.push(CONFIG_FILE, config.to_string().into_bytes());
+        files.push(TOKENIZER_FILE, tokenizer_json(14));
+        files.push("model.safetensors", safetensors_of(tensors));
+        for (name, bytes) in extra {
+            files.push(*name, bytes.to_vec());
+        }
+        files
+    }
+
+    fn without(tensors: Vec<(String, Vec<usize>)>, name: &str) -> Vec<(String, Vec<usize>)> {
+        let kept: Vec<_> = tensors.into_iter().filter(|(n, _)| n != name).collect();
+        kept
+    }
+
+    fn refused(files: CheckpointFiles, kind: CheckpointKind) -> String {
+        validate(files, kind, &CheckpointLimits::default())
+            .expect_err("refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_llama_verifier_needs_its_score_head_and_not_lm_head() {
+        let limits = CheckpointLimits::default();
+        let tensors = llama_verifier_tensors();
+        let ok = validate(
+            checkpoint(&llama_config(), &tensors, &[]),
+            VERIFIER,
+            &limits,
+        )
+        .expect("a Llama verifier without lm_head is accepted");
+        assert_eq!(ok.kind(), VERIFIER);
+        assert!(ok.score_head());
+        assert!(ok.config().as_llama().is_some());
+        let metadata = ok.metadata();
+        assert_eq!(metadata["model_type"], "llama");
+        assert_eq!(metadata["architecture"]["model_type"], "llama");
+        assert_eq!(metadata["score_head"], true);
+        assert_eq!(
+            ok.parameters(),
+            tensors
+                .iter()
+                .map(|(_, s)| s.iter().product::<usize>() as u64)
+                .sum::<u64>()
+        );
+
+        // lm_head is accepted when present (with its shape), and so are the
+        // sentence-transformers side files.
+        let mut with_lm_head = tensors.clone();
+        with_lm_head.push(("lm_head.weight".into(), vec![16, 8]));
+        let extra: &[(&str, &[u8])] = &[
+            ("vocab.txt", b"[PAD]\nw1\n"),
+            ("modules.json", br#"[{"idx": 0, "name": "0", "path": ""}]"#),
+            ("sentence_bert_config.json", br#"{"max_seq_length": 256}"#),
+        ];
+        validate(
+            checkpoint(&llama_config(), &with_lm_head, extra),
+            VERIFIER,
+            &limits,
+        )
+        .expect("lm_head and side files are accepted");
+        let mut bad_lm_head = tensors.clone();
+        bad_lm_head.push(("lm_head.weight".into(), vec![8, 16]));
+        let err = refused(checkpoint(&llama_config(), &bad_lm_head, &[]), VERIFIER);
+        assert!(err.contains("lm_head.weight has shape [8, 16]"), "{err}");
+
+        // The score head is required, with its exact shape.
+        let err = refused(
+            checkpoint(
+                &llama_config(),
+                &without(tensors.clone(), "score.bias"),
+                &[],
+            ),
+            VERIFIER,
+        );
+        assert!(err.contains("missing: score.bias"), "{err}");
+        assert!(
+            err.contains("score.weight [1, 8] and score.bias [1]"),
+            "{err}"
+        );
+        let mut wrong = without(tensors.clone(), "score.weight");
+        wrong.push(("score.weight".into(), vec![8, 1]));
+        let err = refused(checkpoint(&llama_config(), &wrong, &[]), VERIFIER);
+        assert!(
+            err.contains("score.weight has shape [8, 1] but config.json implies [1, 8]"),
+            "{err}"
+        );
+
+        // A prompt template means nothing to a verifier; JSON side files must be well formed.
+        let template = serde_json::to_vec(&PromptTemplate::default()).expect("json");
+        let err = refused(
+            checkpoint(
+                &llama_config(),
+                &tensors,
+                &[(PROMPT_TEMPLATE_FILE, &template)],
+            ),
+            VERIFIER,
+        );
+        assert!(
+            err.starts_with("prompt_template.json belongs to prover checkpoints only"),
+            "{err}"
+        );
+        let err = refused(
+            checkpoint(&llama_config(), &tensors, &[("modules.json", b"{}")]),
+            VERIFIER,
+        );
+        assert!(err.starts_with("modules.json is not a JSON array"), "{err}");
+
+        // A prover keeps its rules: lm_head required, no score head, no verifier side files.
+        let err = refused(checkpoint(&llama_config(), &with_lm_head, &[]), PROVER);
+        assert!(
+            err.contains("unexpected tensor(s) for a Llama prover"),
+            "{err}"
+        );
+        assert!(err.contains("score.bias, score.weight"), "{err}");
+        let err = refused(checkpoint(&llama_config(), &tensors, &[]), PROVER);
+        assert!(err.contains("missing: lm_head.weight"), "{err}");
+        let err = refused(
+            checkpoint(&llama_config(), &tensors, &[("vocab.txt", b"w0\n")]),
+            PROVER,
+        );
+        assert!(
+            err.starts_with(
+                "vocab.txt is not a file a checkpoint may contain (a prover checkpoint allows"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bert_verifiers_with_or_without_prefix_and_score_head() {
+        let limits = CheckpointLimits::default();
+        for prefix in ["", bert::BERT_PREFIX] {
+            for with_head in [false, true] {
+                let mut tensors = bert_tensors(prefix);
+                // The pooler and the position-ids buffer of real exports are accepted.
+                tensors.extend(
+                    serde_json::from_value::<BertConfig>(bert_config())
+                        .expect("config")
+                        .pooler_tensors(prefix),
+                );
+                tensors.push((format!("{prefix}embeddings.position_ids"), vec![1, 32]));
+                if with_head {
+                    tensors.extend(score_head());
+                }
+                let extra: &[(&str, &[u8])] = &[
+                    ("vocab.txt", b"[PAD]\n[UNK]\n"),
+                    ("special_tokens_map.json", br#"{"pad_token": "[PAD]"}"#),
+                    ("tokenizer_config.json", br#"{"do_lower_case": true}"#),
+                    (
+                        "config_sentence_transformers.json",
+                        br#"{"__version__": {}}"#,
+                    ),
+                    ("modules.json", br#"[]"#),
+                ];
+                let ok = validate(
+                    checkpoint(&bert_config(), &tensors, extra),
+                    VERIFIER,
+                    &limits,
+                )
+                .unwrap_or_else(|e| panic!("prefix {prefix:?}, head {with_head}: {e}"));
+                assert_eq!(ok.score_head(), with_head);
+                assert_eq!(ok.tensor_prefix(), prefix);
+                assert_eq!(ok.config().as_bert().map(|c| c.num_hidden_layers), Some(2));
+                let metadata = ok.metadata();
+                assert_eq!(metadata["model_type"], "bert");
+                assert_eq!(metadata["architecture"]["hidden_act"], "gelu");
+                assert_eq!(metadata["score_head"], with_head);
+                assert_eq!(metadata["tensor_prefix"], prefix);
+                assert_eq!(
+                    metadata["dtypes"],
+                    serde_json::json!(["F32"]),
+                    "buffers are not weights"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn bert_checkpoints_that_do_not_fit_are_refused() {
+        let err = refused(checkpoint(&bert_config(), &bert_tensors(""), &[]), PROVER);
+        assert!(err.contains("prover checkpoints must be Llama"), "{err}");
+        let err = refused(
+            checkpoint(
+                &bert_config(),
+                &without(
+                    bert_tensors("bert."),
+                    "bert.encoder.layer.1.attention.self.key.bias",
+                ),
+                &[],
+            ),
+            VERIFIER,
+        );
+        assert!(
+            err.contains("missing: bert.encoder.layer.1.attention.self.key.bias"),
+            "{err}"
+        );
+        let mut half_head = bert_tensors("");
+        half_head.push(("score.weight".into(), vec![1, 8]));
+        let err = refused(checkpoint(&bert_config(), &half_head, &[]), VERIFIER);
+        assert!(
+            err.contains("score.weight is present but score.bias is missing"),
+            "{err}"
+        );
+        let mut masked_lm = bert_tensors("bert.");
+        masked_lm.push(("cls.predictions.bias".into(), vec![16]));
+        let err = refused(checkpoint(&bert_config(), &masked_lm, &[]), VERIFIER);
+        assert!(
+            err.contains("unexpected tensor(s) for a BERT verifier")
+                && err.contains("cls.predictions.bias"),
+            "{err}"
+        );
+        let mut config = bert_config();
+        config["hidden_act"] = "swish".into();
+        let err = refused(checkpoint(&config, &bert_tensors(""), &[]), VERIFIER);
+        assert!(
+            err.starts_with("config.json: hidden_act \"swish\""),
+            "{err}"
+        );
+        let mut config = bert_config();
+        config["vocab_size"] = 10.into();
+        let err = refused(checkpoint(&config, &bert_tensors(""), &[]), VERIFIER);
+        assert!(err.contains("tokenizer.json has 14 tokens"), "{err}");
+        let mut buffer = bert_tensors("");
+        buffer.push(("embeddings.position_ids".into(), vec![1, 31]));
+        let err = refused(checkpoint(&bert_config(), &buffer, &[]), VERIFIER);
+        assert!(
+            err.contains("embeddings.position_ids has shape [1, 31]"),
+            "{err}"
+        );
+        let err = refused(
+            checkpoint(
+                &serde_json::json!({"model_type": "t5"}),
+                &bert_tensors(""),
+                &[],
+            ),
+            VERIFIER,
+        );
+        assert!(err.contains("model_type is \"t5\""), "{err}");
     }
 
     #[test]
@@ -1155,11 +1775,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let checkpoint = ValidatedCheckpoint {
             files: vec![("a.json".into(), b"{}".to_vec()), ("b.md".into(), b"hi".to_vec())],
-            config: serde_json::from_str(
-                r#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#,
-            )
-            .unwrap(),
+            kind: PROVER,
+            config: ModelConfig::Llama(
+                serde_json::from_str(
+                    r#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#,
+                )
+                .unwrap(),
+            ),
             prompt_template: None,
+            score_head: false,
+            tensor_prefix: String::new(),
             parameters: 0,
             dtypes: vec![],
         };
@@ -1204,11 +1829,16 @@ mod tests {
         let checkpoint = ValidatedCheckpoint {
             // Invalid on purpose: a name with a separator makes the write fail midway.
             files: vec![("a.json".into(), b"{}".to_vec()), ("missing/b.md".into(), b"hi".to_vec())],
-            config: serde_json::from_str(
-                r#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#,
-            )
-            .unwrap(),
+            kind: PROVER,
+            config: ModelConfig::Llama(
+                serde_json::from_str(
+                    r#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#,
+                )
+                .unwrap(),
+            ),
             prompt_template: None,
+            score_head: false,
+            tensor_prefix: String::new(),
             parameters: 0,
             dtypes: vec![],
         };

@@ -5,11 +5,20 @@
 //! seen everything). Training compares solutions of the same problem: Bradley–Terry on
 //! (correct, incorrect) pairs plus λ·E[V²] to keep scores centred, or plain cross-entropy.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
-use super::config::LlamaConfig;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Module, Result, Tensor, Var};
+use candle_nn::{Linear, VarBuilder, VarMap};
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use super::ModelError;
+use super::bert::{BertEncoder, tensor_prefix};
+use super::config::{LlamaConfig, ModelConfig};
 use super::llama::Llama;
+use super::tokenizer::{self, EOS, PAD};
 
 /// Name prefix of the score head's tensors (`score.weight`, `score.bias`).
 pub const SCORE_HEAD: &str = "score";
@@ -52,6 +61,413 @@ impl VerifierModel {
         let picked = hidden.reshape((b * t, width))?.index_select(&index, 0)?;
         self.head.forward(&picked)?.squeeze(1)
     }
+}
+
+/// The weights file a verifier version is written to (body and head together).
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The file recording how a verifier version was trained and how well it did.
+pub const TRAINING_FILE: &str = "training.json";
+
+/// The text a verifier reads: the problem, then the solution. One function, so training and
+/// scoring always agree.
+pub fn verifier_text(question: &str, solution: &str) -> String {
+    format!(
+        "Question: {}\nSolution:\n{}",
+        question.trim(),
+        solution.trim()
+    )
+}
+
+/// The network under the score head.
+enum Body {
+    /// A Llama body with its head; every weight is trainable (small enough to fine-tune).
+    Llama(VerifierModel),
+    /// A frozen BERT-family encoder (mean-pooled) and a trainable head: only the head is
+    /// trained on CPU. `backbone` holds the encoder's weight files, copied into each version.
+    Bert {
+        encoder: BertEncoder,
+        head: Linear,
+        backbone: Vec<PathBuf>,
+    },
+}
+
+/// A verifier checkpoint loaded for scoring or further training: model, tokenizer and the
+/// trainable variables (the whole Llama model, or a BERT encoder's head).
+pub struct Verifier {
+    body: Body,
+    varmap: VarMap,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    pad: u32,
+    eos: Option<u32>,
+    add_special_tokens: bool,
+    max_positions: usize,
+    device: Device,
+}
+
+impl Verifier {
+    /// A Llama verifier over in-memory parts (for example one just initialised for training).
+    pub fn from_parts(
+        mut config: LlamaConfig,
+        tokenizer: Tokenizer,
+        device: &Device,
+    ) -> std::result::Result<Self, ModelError> {
+        config.check().map_err(ModelError::Invalid)?;
+        // The language-model head is never used for scoring: tie it, so a verifier uploaded
+        // without `lm_head.weight` loads and versions do not carry one.
+        config.tie_word_embeddings = true;
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let model = VerifierModel::new(&config, vb)?;
+        let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
+        let eos = config
+            .eos_token_id
+            .or_else(|| tokenizer::special_id(&tokenizer, EOS));
+        Ok(Self {
+            body: Body::Llama(model),
+            varmap,
+            max_positions: config.max_position_embeddings.max(2),
+            config: ModelConfig::Llama(config),
+            tokenizer,
+            pad,
+            eos,
+            add_special_tokens: false,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads a verifier checkpoint folder: `config.json` (a Llama body, or a BERT-family
+    /// encoder such as all-MiniLM-L6-v2), `tokenizer.json`, and `*.safetensors` holding the
+    /// body and, once trained, the `score` head. Without a head (an uploaded encoder) the head
+    /// starts at zero: every score 0 until it is trained.
+    pub fn load(dir: &Path, device: &Device) -> std::result::Result<Self, ModelError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
+        };
+        let config = ModelConfig::from_json(&read("config.json")?).map_err(ModelError::Invalid)?;
+        let tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+            .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
+        let weights = weight_files(dir)?;
+        // SAFETY: checkpoint files are never modified in place: versions and uploads are
+        // written to a temporary folder and renamed into place.
+        let stored = unsafe { MmapedSafetensors::multi(&weights)? };
+        let verifier = match config {
+            ModelConfig::Llama(config) => Self::from_parts(config, tokenizer, device)?,
+            ModelConfig::Bert(config) => {
+                config.check().map_err(ModelError::Invalid)?;
+                let mut tokenizer = tokenizer;
+                // sentence-transformers' tokenizer pads and truncates to 128 by itself;
+                // batching pads here, and the length cap is the encoder's.
+                tokenizer.with_padding(None);
+                tokenizer
+                    .with_truncation(None)
+                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                let names: Vec<String> = stored.tensors().into_iter().map(|(n, _)| n).collect();
+                let prefix = tensor_prefix(names.iter().map(String::as_str));
+                // SAFETY: as above.
+                let vb =
+                    unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
+                let vb = match prefix.trim_end_matches('.') {
+                    "" => vb,
+                    prefix => vb.pp(prefix),
+                };
+                let encoder = BertEncoder::new(&config, vb)?;
+                let varmap = VarMap::new();
+                let head = candle_nn::linear(
+                    config.hidden_size,
+                    1,
+                    VarBuilder::from_varmap(&varmap, DType::F32, device).pp(SCORE_HEAD),
+                )?;
+                Self {
+                    body: Body::Bert {
+                        encoder,
+                        head,
+                        backbone: weights.clone(),
+                    },
+                    varmap,
+                    pad: config.pad_token_id,
+                    eos: None,
+                    add_special_tokens: true,
+                    max_positions: config.max_position_embeddings.max(2),
+                    config: ModelConfig::Bert(config),
+                    tokenizer,
+                    device: device.clone(),
+                }
+            }
+        };
+        let data = verifier
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
+        for (name, var) in data.iter() {
+            match stored.load(name, device) {
+                Ok(tensor) => {
+                    let tensor = tensor.to_dtype(DType::F32)?;
+                    if tensor.shape() != var.shape() {
+                        return Err(ModelError::Invalid(format!(
+                            "{name} has shape {:?} but config.json implies {:?}",
+                            tensor.dims(),
+                            var.dims()
+                        )));
+                    }
+                    var.set(&tensor)?;
+                }
+                Err(_) if name.starts_with(SCORE_HEAD) => var.set(&var.zeros_like()?)?,
+                Err(e) => return Err(ModelError::Invalid(format!("{}: {e}", dir.display()))),
+            }
+        }
+        drop(data);
+        Ok(verifier)
+    }
+
+    /// The body's architecture: `"llama"` or `"bert"`.
+    pub fn architecture(&self) -> &str {
+        self.config.model_type()
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Every trainable variable (for the optimiser).
+    pub fn variables(&self) -> Vec<Var> {
+        self.varmap.all_vars()
+    }
+
+    /// The variable map itself (seeded initialisation, snapshots).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Token ids of a verifier text, ending with EOS and cut to the model's context: the
+    /// score is read at the last token, so a too-long text keeps its beginning and its end
+    /// marker.
+    pub fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, ModelError> {
+        let mut ids = self
+            .tokenizer
+            .encode(text, self.add_special_tokens)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec();
+        let limit = self.max_positions;
+        let room = if self.eos.is_some() { limit - 1 } else { limit };
+        ids.truncate(room);
+        if let Some(eos) = self.eos {
+            ids.push(eos);
+        }
+        if ids.is_empty() {
+            ids.push(self.pad);
+        }
+        Ok(ids)
+    }
+
+    /// Scores of already encoded sequences, `(batch,)`; `differentiable` for training.
+    pub fn scores(&mut self, sequences: &[&Vec<u32>], differentiable: bool) -> Result<Tensor> {
+        let (ids, lengths) = right_padded(sequences, self.pad, &self.device)?;
+        match &mut self.body {
+            Body::Llama(model) => model.scores(&ids, &lengths, differentiable),
+            Body::Bert { encoder, head, .. } => {
+                head.forward(&encoder.pooled(&ids, &lengths)?)?.squeeze(1)
+            }
+        }
+    }
+
+    /// Scores texts in batches of `batch` (similar lengths batched together, to pad little);
+    /// returns one score per text in the given order.
+    pub fn score_texts(
+        &mut self,
+        texts: &[String],
+        batch: usize,
+    ) -> std::result::Result<Vec<f32>, ModelError> {
+        let encoded = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.score_encoded(&encoded, batch)
+    }
+
+    /// [`Verifier::score_texts`] for already encoded texts.
+    pub fn score_encoded(
+        &mut self,
+        encoded: &[Vec<u32>],
+        batch: usize,
+    ) -> std::result::Result<Vec<f32>, ModelError> {
+        let mut order: Vec<usize> = (0..encoded.len()).collect();
+        order.sort_by_key(|&i| encoded[i].len());
+        let mut scores = vec![0f32; encoded.len()];
+        for chunk in order.chunks(batch.max(1)) {
+            let sequences: Vec<&Vec<u32>> = chunk.iter().map(|&i| &encoded[i]).collect();
+            let values: Vec<f32> = self.scores(&sequences, false)?.to_vec1()?;
+            for (&i, value) in chunk.iter().zip(values) {
+                scores[i] = value;
+            }
+        }
+        Ok(scores)
+    }
+
+    /// Copies of every variable, to restore the best weights after early stopping.
+    pub fn snapshot(&self) -> std::result::Result<HashMap<String, Tensor>, ModelError> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
+        data.iter()
+            .map(|(name, var)| Ok((name.clone(), var.as_tensor().copy()?)))
+            .collect()
+    }
+
+    /// Sets every variable back to a [`Verifier::snapshot`].
+    pub fn restore(
+        &self,
+        snapshot: &HashMap<String, Tensor>,
+    ) -> std::result::Result<(), ModelError> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
+        for (name, var) in data.iter() {
+            if let Some(tensor) = snapshot.get(name) {
+                var.set(tensor)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the verifier as a checkpoint folder `out` with `training` as `training.json`,
+    /// atomically: everything goes to a sibling temp folder (`.tmp-…`), is synced, and the
+    /// folder is renamed into place; a crash leaves at most a temp folder, never a half file.
+    pub fn save<T: Serialize>(
+        &self,
+        out: &Path,
+        training: &T,
+    ) -> std::result::Result<(), ModelError> {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "verifier".into());
+        self.save_as(out, &format!(".tmp-{name}-"), training)
+    }
+
+    /// [`Verifier::save`] with the temp folder named `{temp_prefix}{pid}`, so a job can find
+    /// and remove what a dead attempt of its own left.
+    pub fn save_as<T: Serialize>(
+        &self,
+        out: &Path,
+        temp_prefix: &str,
+        training: &T,
+    ) -> std::result::Result<(), ModelError> {
+        let parent = out.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "verifier".into());
+        let staging = parent.join(format!("{temp_prefix}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
+        let config = match &self.config {
+            ModelConfig::Llama(c) => pretty_json(c)?,
+            ModelConfig::Bert(c) => pretty_json(c)?,
+        };
+        for (file, text) in [
+            ("config.json", config),
+            (TRAINING_FILE, pretty_json(training)?),
+        ] {
+            let path = staging.join(file);
+            std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
+        }
+        let tokenizer_path = staging.join("tokenizer.json");
+        self.tokenizer
+            .save(&tokenizer_path, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        match &self.body {
+            Body::Llama(_) => self.varmap.save(staging.join(WEIGHTS_FILE))?,
+            Body::Bert { backbone, .. } => {
+                // The frozen encoder's tensors as they are stored, plus the trained head.
+                // SAFETY: as in `load`.
+                let stored = unsafe { MmapedSafetensors::multi(backbone)? };
+                let mut tensors: HashMap<String, Tensor> = HashMap::new();
+                for (name, _) in stored.tensors() {
+                    if !name.starts_with(SCORE_HEAD) {
+                        let tensor = stored.load(&name, &self.device)?;
+                        tensors.insert(name, tensor);
+                    }
+                }
+                let data = self
+                    .varmap
+                    .data()
+                    .lock()
+                    .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
+                for (name, var) in data.iter() {
+                    tensors.insert(name.clone(), var.as_tensor().clone());
+                }
+                drop(data);
+                candle_core::safetensors::save(&tensors, staging.join(WEIGHTS_FILE))?;
+            }
+        }
+        for entry in std::fs::read_dir(&staging).map_err(|e| ModelError::io(&staging, e))? {
+            let path = entry.map_err(|e| ModelError::io(&staging, e))?.path();
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| ModelError::io(&path, e))?;
+        }
+        let old = parent.join(format!(".old-{name}-{}", std::process::id()));
+        if out.exists() {
+            std::fs::rename(out, &old).map_err(|e| ModelError::io(out, e))?;
+        }
+        std::fs::rename(&staging, out).map_err(|e| ModelError::io(out, e))?;
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| ModelError::io(parent, e))?;
+        Ok(())
+    }
+}
+
+/// Pretty JSON for the small files of a checkpoint.
+fn pretty_json<T: Serialize + ?Sized>(value: &T) -> std::result::Result<String, ModelError> {
+    serde_json::to_string_pretty(value).map_err(|e| ModelError::Invalid(e.to_string()))
+}
+
+/// The `*.safetensors` files of a checkpoint folder, sorted.
+pub fn weight_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, ModelError> {
+    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    weights.sort();
+    if weights.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "{}: no *.safetensors weights",
+            dir.display()
+        )));
+    }
+    Ok(weights)
+}
+
+/// Right-pads `sequences` into one `(batch, longest)` tensor; returns it with the lengths.
+pub fn right_padded(
+    sequences: &[&Vec<u32>],
+    pad: u32,
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>)> {
+    let longest = sequences.iter().map(|s| s.len()).max().unwrap_or(1).max(1);
+    let mut flat = Vec::with_capacity(sequences.len() * longest);
+    for sequence in sequences {
+        flat.extend_from_slice(sequence);
+        flat.extend(std::iter::repeat_n(pad, longest - sequence.len()));
+    }
+    let lengths = sequences.iter().map(|s| s.len()).collect();
+    Ok((
+        Tensor::from_vec(flat, (sequences.len(), longest), device)?,
+        lengths,
+    ))
 }
 
 /// `ln(1 + e^x)`, stable for large |x|.
@@ -102,6 +518,104 @@ mod tests {
         // Stable for large scores.
         let big = Tensor::new(&[80.0f32], &device).expect("t");
         assert!((scalar(&softplus(&big).expect("sp").squeeze(0).expect("s")) - 80.0).abs() < 1e-4);
+    }
+
+    /// A tiny random BERT checkpoint (`bert.`-prefixed names, no score head) in `dir`.
+    fn tiny_bert(dir: &Path, texts: &[String]) {
+        let tokenizer = tokenizer::train_bpe(texts.iter().cloned(), 300).expect("tokenizer");
+        let config: crate::ml::bert::BertConfig = serde_json::from_value(serde_json::json!({
+            "model_type": "bert", "vocab_size": tokenizer.get_vocab_size(true),
+            "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "intermediate_size": 32, "max_position_embeddings": 128
+        }))
+        .expect("config");
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        BertEncoder::new(&config, vb.pp("bert")).expect("encoder");
+        let mut rng = crate::ml::sampling::SampleRng::new(3);
+        for (name, var) in varmap.data().lock().expect("lock").iter() {
+            let n = var.elem_count();
+            let values: Vec<f32> = if name.ends_with("LayerNorm.weight") {
+                vec![1.0; n]
+            } else if name.ends_with("LayerNorm.bias") {
+                vec![0.0; n]
+            } else {
+                (0..n).map(|_| (rng.next_normal() * 0.2) as f32).collect()
+            };
+            var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu).expect("t"))
+                .expect("set");
+        }
+        varmap.save(dir.join(WEIGHTS_FILE)).expect("save");
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string(&config).expect("json"),
+        )
+        .expect("write");
+        tokenizer
+            .save(dir.join("tokenizer.json"), false)
+            .expect("tokenizer");
+    }
+
+    #[test]
+    fn a_bert_backbone_trains_its_head_and_round_trips() {
+        use crate::domain::ProverRole;
+        use crate::ml::train_verifier::{FitOptions, LabelledSolution, fit_verifier};
+        let data: Vec<LabelledSolution> = (0..16u128)
+            .flat_map(|p| {
+                [true, false].map(|right| LabelledSolution {
+                    solution_id: uuid::Uuid::from_u128(p * 2 + right as u128),
+                    problem_id: uuid::Uuid::from_u128(p),
+                    text: verifier_text(
+                        &format!("What is {p} plus one?"),
+                        &format!(
+                            "It is {p} and one. The answer is {}",
+                            if right { "right" } else { "wrong" }
+                        ),
+                    ),
+                    label: Some(right),
+                    ground_truth: right,
+                    human: None,
+                    round: 0,
+                    role: if right {
+                        ProverRole::Helpful
+                    } else {
+                        ProverRole::Sneaky
+                    },
+                })
+            })
+            .collect();
+        let texts: Vec<String> = data.iter().map(|s| s.text.clone()).collect();
+        let base = tempfile::tempdir().expect("dir");
+        tiny_bert(base.path(), &texts);
+        let mut verifier = Verifier::load(base.path(), &Device::Cpu).expect("load");
+        assert_eq!(verifier.architecture(), "bert");
+        // No head yet: every score is 0.
+        let untrained = verifier.score_texts(&texts, 8).expect("scores");
+        assert!(untrained.iter().all(|s| *s == 0.0), "{untrained:?}");
+        let options = FitOptions {
+            learning_rate: 0.05,
+            batch: 4,
+            max_epochs: 40,
+            patience: 40,
+            validation_share: 0.25,
+            ..FitOptions::default()
+        };
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let report =
+            fit_verifier(&mut verifier, &data, &options, &mut |_, _| {}, &stop).expect("fit");
+        assert!(report.best_epoch > 0, "{report:?}");
+        let trained = verifier.score_texts(&texts, 8).expect("scores");
+        let ranked = trained.chunks(2).filter(|pair| pair[0] > pair[1]).count();
+        assert!(ranked >= 14, "{trained:?}");
+        // The version holds the encoder and the head; it loads back with the same scores.
+        let out = tempfile::tempdir().expect("dir");
+        let version = out.path().join("v2");
+        verifier.save(&version, &report).expect("save");
+        let mut reloaded = Verifier::load(&version, &Device::Cpu).expect("reload");
+        let again = reloaded.score_texts(&texts, 8).expect("scores");
+        for (a, b) in trained.iter().zip(&again) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod models;
 pub mod raters;
 pub mod studies;
 pub mod users;
+pub mod verifiers;
 mod writer;
 
 /// Errors of the persistence layer; the web layer maps each variant to one HTTP status.
@@ -194,6 +195,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "worker",
         include_str!("../../migrations/sqlite/0002_worker.sql"),
     ),
+    (
+        3,
+        "verifier",
+        include_str!("../../migrations/sqlite/0003_verifier.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -205,6 +211,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "worker",
         include_str!("../../migrations/postgres/0002_worker.sql"),
+    ),
+    (
+        3,
+        "verifier",
+        include_str!("../../migrations/postgres/0003_verifier.sql"),
     ),
 ];
 

@@ -1,5 +1,7 @@
-//! Admin page for model checkpoints: the list (with where each one's files are) and the prover
-//! checkpoint upload. An upload is validated completely before anything is stored; a refusal
+//! Admin page for model checkpoints: the list (with where each one's files are) and the
+//! checkpoint upload (provers: Llama; verifiers: a Llama body or a BERT-family encoder, with a
+//! score head; see [`crate::ml::upload`]). An upload is validated completely, for the kind
+//! chosen, before anything is stored; a refusal
 //! re-renders the page with the message naming the problem (422 invalid content, 413 over the
 //! size limit, 409 duplicate label) and leaves nothing behind.
 
@@ -64,6 +66,8 @@ struct CheckpointsPage {
     limit_mib: String,
     label: String,
     round: String,
+    /// The kind selected in the form (kept when the page is shown again after a refusal).
+    kind: String,
 }
 
 impl CheckpointsPage {
@@ -91,6 +95,7 @@ impl CheckpointsPage {
             limit_mib: format_mib(state.config.max_checkpoint_bytes),
             label: String::new(),
             round: "0".into(),
+            kind: CheckpointKind::Prover.to_string(),
         })
     }
 }
@@ -125,7 +130,8 @@ async fn checkpoints_page(
             .find(|c| c.id == added)
     {
         page.outcome = Some(format!(
-            "Added prover checkpoint {:?} (round {}); its files are in {}.",
+            "Added {} checkpoint {:?} (round {}); its files are in {}.",
+            row.kind,
             row.label,
             row.round,
             row.model_dir.as_deref().unwrap_or("no folder")
@@ -200,7 +206,8 @@ fn refuse(
     Ok((status, page).into_response())
 }
 
-/// Validates, stores and registers an uploaded prover checkpoint (loose files or one .tar).
+/// Validates, stores and registers an uploaded prover or verifier checkpoint (loose files or
+/// one .tar); the form's `kind` decides which rules apply (prover when left out).
 async fn upload_checkpoint(
     State(state): State<AppState>,
     Admin(user): Admin,
@@ -224,6 +231,7 @@ async fn upload_checkpoint(
     };
     page.label = form.label.clone();
     page.round = form.round.clone();
+    page.kind = form.kind.trim().to_string();
     let round = match form.round.trim().parse::<i64>() {
         Ok(round) => round,
         Err(_) => {

@@ -10,6 +10,7 @@
 //! running job is stopped and handed back to the queue without counting the attempt.
 
 pub mod generation;
+pub mod verifier;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::pin::Pin;
@@ -427,13 +428,23 @@ async fn heartbeat(
 /// The handlers this build provides, by kind, for `worker` and `serve` to register. Model
 /// files are read from `models_dir`; generation decodes `generation_batch` sequences at a time.
 pub fn handlers(models_dir: &Path, generation_batch: usize) -> Vec<(JobKind, Arc<dyn JobHandler>)> {
-    vec![(
-        JobKind::Generation,
-        Arc::new(generation::GenerationHandler::new(
-            models_dir,
-            generation_batch,
-        )),
-    )]
+    vec![
+        (
+            JobKind::Generation,
+            Arc::new(generation::GenerationHandler::new(
+                models_dir,
+                generation_batch,
+            )),
+        ),
+        (
+            JobKind::VerifierTraining,
+            Arc::new(verifier::TrainingHandler::new(models_dir)),
+        ),
+        (
+            JobKind::VerifierScoring,
+            Arc::new(verifier::ScoringHandler::new(models_dir)),
+        ),
+    ]
 }
 
 #[cfg(test)]
