@@ -1,8 +1,13 @@
-//! Statistics shared by verifier training and the reports: accuracy, AUROC, and the binomial
-//! test that flags raters indistinguishable from chance.
+//! Statistics shared by verifier training and the reports: accuracy, AUROC, the binomial
+//! test that flags raters indistinguishable from chance, and the study page's summary of
+//! verifier scores.
 //!
 //! Plain functions over plain numbers, so they are tested against hand computations and used
 //! the same way by the worker (validation metrics) and the report pages.
+
+use std::collections::BTreeMap;
+
+use crate::domain::ProverRole;
 
 /// Share of `predictions` equal to `labels`; `None` for no items.
 pub fn accuracy(predictions: &[bool], labels: &[bool]) -> Option<f64> {
@@ -86,9 +91,100 @@ pub fn is_chance_level(correct: u64, judged: u64, alpha: f64) -> bool {
     binomial_upper_tail(correct, judged, 0.5) > alpha
 }
 
+/// One verifier version's scores of a study's solutions, summarised for the study page: does
+/// the verifier score correct solutions above incorrect ones, and how does it see each role?
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreSummary {
+    /// The verifier version.
+    pub version: i64,
+    /// Solutions it scored.
+    pub scored: usize,
+    /// Mean score of the solutions graded correct; `None` when there are none.
+    pub mean_correct: Option<f64>,
+    /// Mean score of the solutions graded incorrect; `None` when there are none.
+    pub mean_incorrect: Option<f64>,
+    /// Mean score per prover role, for the roles present, in role order.
+    pub mean_by_role: Vec<(ProverRole, f64)>,
+    /// AUROC of the score against ground-truth correctness; `None` when one class is absent.
+    pub auroc: Option<f64>,
+}
+
+/// Summarises `(version, role, is_correct, score)` rows per version, newest version first.
+/// Kept apart from the store and the page so the figures are checked against hand
+/// computations.
+pub fn score_summary(rows: &[(i64, ProverRole, bool, f64)]) -> Vec<ScoreSummary> {
+    let mut by_version: BTreeMap<i64, Vec<(ProverRole, bool, f64)>> = BTreeMap::new();
+    for &(version, role, is_correct, score) in rows {
+        by_version
+            .entry(version)
+            .or_default()
+            .push((role, is_correct, score));
+    }
+    by_version
+        .into_iter()
+        .rev()
+        .map(|(version, rows)| {
+            let mean_where = |keep: &dyn Fn(&(ProverRole, bool, f64)) -> bool| {
+                let picked: Vec<f64> = rows.iter().filter(|r| keep(r)).map(|r| r.2).collect();
+                (!picked.is_empty()).then(|| picked.iter().sum::<f64>() / picked.len() as f64)
+            };
+            let mean_by_role = ProverRole::ALL
+                .iter()
+                .filter_map(|&role| mean_where(&|r| r.0 == role).map(|mean| (role, mean)))
+                .collect();
+            let scores: Vec<f64> = rows.iter().map(|r| r.2).collect();
+            let labels: Vec<bool> = rows.iter().map(|r| r.1).collect();
+            ScoreSummary {
+                version,
+                scored: rows.len(),
+                mean_correct: mean_where(&|r| r.1),
+                mean_incorrect: mean_where(&|r| !r.1),
+                mean_by_role,
+                auroc: auroc(&scores, &labels),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn score_summary_matches_hand_computation() {
+        use ProverRole::{Helpful, Sneaky};
+        let rows = [
+            // Version 1: correct 0.9, 0.3 and incorrect 0.4, 0.1; helpful 0.9, 0.4; sneaky 0.3,
+            // 0.1. Pairs ranked right: (0.9 > 0.4, 0.9 > 0.1, 0.3 < 0.4, 0.3 > 0.1) → 3 of 4.
+            (1, Helpful, true, 0.9),
+            (1, Helpful, false, 0.4),
+            (1, Sneaky, true, 0.3),
+            (1, Sneaky, false, 0.1),
+            // Version 2 scored only incorrect sneaky solutions: no AUROC, no correct mean.
+            (2, Sneaky, false, -1.0),
+            (2, Sneaky, false, -2.0),
+        ];
+        let summary = score_summary(&rows);
+        assert_eq!(summary.len(), 2);
+        let newest = &summary[0];
+        assert_eq!((newest.version, newest.scored), (2, 2));
+        assert_eq!(newest.mean_correct, None);
+        assert_eq!(newest.mean_incorrect, Some(-1.5));
+        assert_eq!(newest.mean_by_role, vec![(Sneaky, -1.5)]);
+        assert_eq!(newest.auroc, None);
+        let first = &summary[1];
+        assert_eq!((first.version, first.scored), (1, 4));
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-12);
+        assert!(close(first.mean_correct, 0.6), "{first:?}");
+        assert!(close(first.mean_incorrect, 0.25), "{first:?}");
+        assert_eq!(first.mean_by_role.len(), 2);
+        assert_eq!(first.mean_by_role[0].0, Helpful);
+        assert!(close(Some(first.mean_by_role[0].1), 0.65), "{first:?}");
+        assert_eq!(first.mean_by_role[1].0, Sneaky);
+        assert!(close(Some(first.mean_by_role[1].1), 0.2), "{first:?}");
+        assert_eq!(first.auroc, Some(0.75));
+        assert!(score_summary(&[]).is_empty());
+    }
 
     #[test]
     fn accuracy_counts_agreements() {

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod rater;
 pub mod researcher;
 pub mod session;
+pub mod verifiers;
 
 pub use error::{ApiError, WebError};
 
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::routes(&state.config))
         .merge(jobs::routes())
         .merge(checkpoints::routes(&state.config))
+        .merge(verifiers::routes())
         .layer(middleware::from_fn(same_origin_writes))
         .layer(SetResponseHeaderLayer::if_not_present(
             CACHE_CONTROL,

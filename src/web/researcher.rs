@@ -1,5 +1,5 @@
 //! Staff pages for researchers (and admins): log in, list studies, create a study, watch its
-//! progress, open or close it.
+//! progress, open or close it, and see (and ask for) the verifier's scores of its solutions.
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -18,6 +18,7 @@ use crate::auth;
 use crate::clock::format_ms;
 use crate::domain::{ProverRole, StudyStatus};
 use crate::judging;
+use crate::metrics::{ScoreSummary, score_summary};
 use crate::ml::sampling::SamplingParams;
 use crate::store::catalog::{CheckpointInfo, ProblemSetInfo};
 use crate::store::jobs::JobView;
@@ -35,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/new", get(new_study))
         .route("/studies/{id}", get(study))
         .route("/studies/{id}/status", post(set_status))
+        .route("/studies/{id}/score", post(score_study))
 }
 
 async fn home(jar: CookieJar) -> Redirect {
@@ -317,6 +319,65 @@ struct StudyPage {
     raters: Vec<RaterRow>,
     jobs: Vec<JobView>,
     generated: Vec<GeneratedRow>,
+    /// The current verifier's label and version; `None` when there is none (no scoring button).
+    current_verifier: Option<(String, i64)>,
+    /// The roles the score table has a column for.
+    roles: &'static [ProverRole],
+    scores: Vec<ScoreRow>,
+}
+
+/// One verifier version's scores of the study, as the page shows them.
+struct ScoreRow {
+    version: i64,
+    scored: usize,
+    mean_correct: String,
+    mean_incorrect: String,
+    /// Mean score per role of [`ProverRole::ALL`], aligned with it.
+    role_means: Vec<String>,
+    auroc: String,
+}
+
+/// A figure with three decimals, or "—" when there is none.
+fn three_decimals(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".into(), |x| format!("{x:.3}"))
+}
+
+impl From<ScoreSummary> for ScoreRow {
+    fn from(s: ScoreSummary) -> Self {
+        ScoreRow {
+            version: s.version,
+            scored: s.scored,
+            mean_correct: three_decimals(s.mean_correct),
+            mean_incorrect: three_decimals(s.mean_incorrect),
+            role_means: ProverRole::ALL
+                .iter()
+                .map(|role| {
+                    three_decimals(
+                        s.mean_by_role
+                            .iter()
+                            .find(|(r, _)| r == role)
+                            .map(|(_, mean)| *mean),
+                    )
+                })
+                .collect(),
+            auroc: three_decimals(s.auroc),
+        }
+    }
+}
+
+/// Every verifier version's score summary of `study_id`, newest version first.
+async fn score_rows(state: &AppState, study_id: Uuid) -> Result<Vec<ScoreRow>, WebError> {
+    let rows: Vec<(i64, ProverRole, bool, f64)> = state
+        .store
+        .study_scores(study_id)
+        .await?
+        .into_iter()
+        .map(|s| (s.version, s.role, s.is_correct, s.score))
+        .collect();
+    Ok(score_summary(&rows)
+        .into_iter()
+        .map(ScoreRow::from)
+        .collect())
 }
 
 /// Solutions per checkpoint and role, as the study page lists them.
@@ -371,9 +432,36 @@ async fn study(
                 ),
             })
             .collect(),
+        current_verifier: state
+            .store
+            .current_verifier()
+            .await?
+            .map(|v| (v.label, v.version)),
+        roles: ProverRole::ALL,
+        scores: score_rows(&state, id).await?,
         study,
         raters,
     })
+}
+
+/// Queues a job scoring the study's solutions with the current verifier (resolved when the
+/// job runs) and returns to the study page, where the job and then the scores show.
+async fn score_study(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(id): Path<Uuid>,
+) -> Result<Redirect, WebError> {
+    state.store.study(id).await?;
+    if state.store.current_verifier().await?.is_none() {
+        return Err(WebError::Conflict(
+            "there is no verifier version to score with yet".into(),
+        ));
+    }
+    state
+        .store
+        .enqueue_verifier_scoring(id, None, Some(staff.0.id), state.clock.now_ms())
+        .await?;
+    Ok(Redirect::to(&format!("/studies/{id}")))
 }
 
 #[derive(Deserialize)]
