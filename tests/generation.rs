@@ -193,7 +193,7 @@ async fn generation_fills_a_study_in_both_roles(backend: Backend) {
     // The study page shows the job and the per-role figures; a rater is served a solution.
     let mut researcher = app.staff_client("res", UserRole::Researcher).await;
     let page = researcher.get(&format!("/studies/{}", study.id)).await;
-    assert!(page.body.contains("Generation") && page.body.contains("default-prover-tiny"));
+    assert!(page.body.contains("Generated solutions") && page.body.contains("default-prover-tiny"));
     let token = app.invite(study.id, 1).await.remove(0);
     let mut rater = app.rater_client(&token).await;
     let item = rater.get("/api/rater/item").await;
