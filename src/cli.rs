@@ -899,7 +899,8 @@ async fn list_studies(store: &Store) -> anyhow::Result<()> {
 
 /// Runs `verifier train|score|list`.
 async fn verifier(store: &Store, clock: &Clock, command: VerifierCommand) -> anyhow::Result<()> {
-    use crate::worker::verifier::{FitSettings, TrainingParams, request_training};
+    use crate::ml::train_verifier::FitOptions;
+    use crate::worker::verifier::{TrainingParams, request_training};
     match command {
         VerifierCommand::Train {
             labels,
@@ -931,11 +932,11 @@ async fn verifier(store: &Store, clock: &Clock, command: VerifierCommand) -> any
                 label_source: labels,
                 study_id,
                 base_checkpoint_id,
-                fit: FitSettings {
+                fit: FitOptions {
                     loss,
                     seed,
                     max_epochs,
-                    ..FitSettings::default()
+                    ..FitOptions::default()
                 },
                 judgements_seen: 0,
                 trigger: "cli".into(),
@@ -974,8 +975,11 @@ async fn verifier(store: &Store, clock: &Clock, command: VerifierCommand) -> any
                     v.label_source,
                     v.loss,
                     v.scored,
-                    figure(&["after", "ground_truth", "accuracy"]),
-                    figure(&["after", "ground_truth", "auroc"]),
+                    // The shipped version records held-out quality instead of validation.
+                    figure(&["after", "ground_truth", "accuracy"])
+                        .replace('-', &figure(&["quality", "accuracy"])),
+                    figure(&["after", "ground_truth", "auroc"])
+                        .replace('-', &figure(&["quality", "auroc"])),
                     figure(&["after", "human", "auroc"]),
                 );
             }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp, TestDb};
+use common::{Backend, TestApp, TestDb, wait_for_end};
 use legibility::clock::Clock;
 use legibility::domain::{CheckpointKind, JobState, ProverRole, UserRole};
 use legibility::generator;
@@ -17,7 +17,6 @@ use legibility::ml::calculator;
 use legibility::problems;
 use legibility::store::Store;
 use legibility::store::generation::{GeneratedChunk, GeneratedSolution};
-use legibility::store::jobs::JobView;
 use legibility::store::studies::StudySpec;
 use legibility::worker::generation::{GenerationRequest, chunk_key, create_generated_study};
 use legibility::worker::{Worker, WorkerConfig, handlers};
@@ -78,21 +77,6 @@ fn request(prover: Uuid, samples: usize) -> GenerationRequest {
         samples_per_role: samples,
         sampling: Default::default(),
         seed: Some(5),
-    }
-}
-
-async fn wait_for_end(store: &Store, job: Uuid, limit: Duration) -> JobView {
-    let started = Instant::now();
-    loop {
-        let view = store.job(job).await.unwrap();
-        if matches!(
-            view.state,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        ) {
-            return view;
-        }
-        assert!(started.elapsed() < limit, "job did not end: {view:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -9,19 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp};
+use common::{Backend, TestApp, wait_for_end};
 use legibility::clock::Clock;
 use legibility::domain::{JobKind, JobState, LabelSource, ProverRole, VerifierLoss};
 use legibility::labels::labelled_solutions;
-use legibility::ml::train_verifier::{VerifierRecipe, train_generated_verifier};
+use legibility::ml::train_verifier::{FitOptions, VerifierRecipe, train_generated_verifier};
 use legibility::ml::verifier::Verifier;
 use legibility::store::Store;
 use legibility::store::jobs::JobView;
 use legibility::store::studies::StudySpec;
 use legibility::store::verifiers::NewVerifierVersion;
-use legibility::worker::verifier::{
-    FitSettings, TrainingParams, auto_training, request_training, version_dir,
-};
+use legibility::worker::verifier::{TrainingParams, auto_training, request_training, version_dir};
 use legibility::worker::{Worker, WorkerConfig, handlers};
 use serde_json::json;
 use uuid::Uuid;
@@ -84,21 +82,6 @@ fn truthful(text: &str) -> &'static str {
         "wrong"
     } else {
         "correct"
-    }
-}
-
-async fn wait_for_end(store: &Store, job: Uuid, limit: Duration) -> JobView {
-    let started = Instant::now();
-    loop {
-        let view = store.job(job).await.unwrap();
-        if matches!(
-            view.state,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        ) {
-            return view;
-        }
-        assert!(started.elapsed() < limit, "job did not end: {view:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -222,12 +205,12 @@ async fn a_training_job_registers_a_version_with_metrics_and_scores_the_study(ba
         label_source: LabelSource::Human,
         study_id: None,
         base_checkpoint_id: None,
-        fit: FitSettings {
+        fit: FitOptions {
             max_epochs: 3,
             batch: 4,
             validation_share: 0.3,
             seed: 3,
-            ..FitSettings::default()
+            ..FitOptions::default()
         },
         judgements_seen: 0,
         trigger: "test".into(),
@@ -328,7 +311,7 @@ async fn training_without_enough_labels_fails_with_a_reason_and_registers_nothin
         label_source: LabelSource::Human,
         study_id: None,
         base_checkpoint_id: None,
-        fit: FitSettings::default(),
+        fit: FitOptions::default(),
         judgements_seen: 0,
         trigger: "test".into(),
     };
@@ -421,12 +404,12 @@ async fn a_worker_killed_mid_training_leaves_the_previous_version_current(backen
         label_source: LabelSource::GroundTruth,
         study_id: None,
         base_checkpoint_id: None,
-        fit: FitSettings {
+        fit: FitOptions {
             max_epochs: 60,
             patience: 60,
             batch: 1,
             validation_share: 0.3,
-            ..FitSettings::default()
+            ..FitOptions::default()
         },
         judgements_seen: 0,
         trigger: "test".into(),

@@ -24,6 +24,7 @@ use legibility::generator;
 use legibility::judging::RequestedVerdict;
 use legibility::ml::sampling::{SampleRng, SamplingParams};
 use legibility::ml::train::BUILTIN_PROBLEMS_SEED;
+use legibility::ml::train_verifier::FitOptions;
 use legibility::ml::verifier::{Verifier, verifier_text};
 use legibility::problems;
 use legibility::store::Store;
@@ -32,7 +33,7 @@ use legibility::store::judging::ServeOutcome;
 use legibility::store::studies::StudySpec;
 use legibility::store::verifiers::NewVerifierVersion;
 use legibility::worker::generation::{GenerationRequest, create_generated_study};
-use legibility::worker::verifier::{FitSettings, TrainingParams, request_training};
+use legibility::worker::verifier::{TrainingParams, request_training};
 use legibility::worker::{Worker, WorkerConfig, handlers};
 
 #[derive(Debug, Parser)]
@@ -287,10 +288,10 @@ async fn main() -> anyhow::Result<()> {
         label_source: args.labels,
         study_id: None,
         base_checkpoint_id,
-        fit: FitSettings {
+        fit: FitOptions {
             loss: args.loss,
             seed: args.seed,
-            ..FitSettings::default()
+            ..FitOptions::default()
         },
         judgements_seen: 0,
         trigger: "bench".into(),

@@ -49,3 +49,58 @@ impl ModelError {
         }
     }
 }
+
+/// The `*.safetensors` files of a checkpoint folder, sorted.
+pub fn weight_files(
+    dir: &std::path::Path,
+) -> std::result::Result<Vec<std::path::PathBuf>, ModelError> {
+    let mut weights: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| ModelError::io(dir, e))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    weights.sort();
+    if weights.is_empty() {
+        return Err(ModelError::Invalid(format!(
+            "{}: no *.safetensors weights",
+            dir.display()
+        )));
+    }
+    Ok(weights)
+}
+
+/// Writes a checkpoint folder `out` atomically: `write` fills a sibling temp folder
+/// (`{temp_prefix}{pid}`), every file is synced, an existing `out` is moved aside, the temp
+/// folder is renamed to `out` and the parent synced. A crash leaves at most the temp folder
+/// (swept at start-up, or removed by the job's next attempt), never a half-written `out`.
+pub fn write_folder_atomically(
+    out: &std::path::Path,
+    temp_prefix: &str,
+    write: impl FnOnce(&std::path::Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
+    let parent = out.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "checkpoint".into());
+    let staging = parent.join(format!("{temp_prefix}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
+    write(&staging)?;
+    for entry in std::fs::read_dir(&staging).map_err(|e| ModelError::io(&staging, e))? {
+        let path = entry.map_err(|e| ModelError::io(&staging, e))?.path();
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| ModelError::io(&path, e))?;
+    }
+    let old = parent.join(format!(".old-{name}-{}", std::process::id()));
+    if out.exists() {
+        std::fs::rename(out, &old).map_err(|e| ModelError::io(out, e))?;
+    }
+    std::fs::rename(&staging, out).map_err(|e| ModelError::io(out, e))?;
+    let _ = std::fs::remove_dir_all(&old);
+    std::fs::File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| ModelError::io(parent, e))
+}

@@ -74,18 +74,7 @@ impl Prover {
             }
             Err(e) => return Err(e),
         };
-        let mut weights: Vec<_> = std::fs::read_dir(dir)
-            .map_err(|e| ModelError::io(dir, e))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-            .collect();
-        weights.sort();
-        if weights.is_empty() {
-            return Err(ModelError::Invalid(format!(
-                "{}: no *.safetensors weights",
-                dir.display()
-            )));
-        }
+        let weights = super::weight_files(dir)?;
         // SAFETY: the files are checkpoint files this process does not modify while they are
         // mapped; uploads are written to a temporary folder and renamed into place.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };

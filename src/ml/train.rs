@@ -517,36 +517,27 @@ fn write_checkpoint(
     varmap: &VarMap,
     report: &TrainReport,
 ) -> Result<(), ModelError> {
-    let parent = out.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_else(|| "prover".into());
-    let staging = parent.join(format!(".tmp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
-    let files: [(&str, String); 3] = [
-        ("config.json", pretty_json(config)?),
-        (PROMPT_TEMPLATE_FILE, pretty_json(template)?),
-        ("training.json", pretty_json(report)?),
-    ];
-    for (file, text) in files {
-        let path = staging.join(file);
-        std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
-    }
-    let tokenizer_path = staging.join("tokenizer.json");
-    tokenizer
-        .save(&tokenizer_path, false)
-        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-    varmap.save(staging.join(WEIGHTS_FILE))?;
-    let old = parent.join(format!(".old-{name}-{}", std::process::id()));
-    if out.exists() {
-        std::fs::rename(out, &old).map_err(|e| ModelError::io(out, e))?;
-    }
-    std::fs::rename(&staging, out).map_err(|e| ModelError::io(out, e))?;
-    let _ = std::fs::remove_dir_all(&old);
-    Ok(())
+    super::write_folder_atomically(out, &format!(".tmp-{name}-"), |staging| {
+        let files: [(&str, String); 3] = [
+            ("config.json", pretty_json(config)?),
+            (PROMPT_TEMPLATE_FILE, pretty_json(template)?),
+            ("training.json", pretty_json(report)?),
+        ];
+        for (file, text) in files {
+            let path = staging.join(file);
+            std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
+        }
+        let tokenizer_path = staging.join("tokenizer.json");
+        tokenizer
+            .save(&tokenizer_path, false)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        varmap.save(staging.join(WEIGHTS_FILE))?;
+        Ok(())
+    })
 }
 
 /// Pretty JSON for the small files of a checkpoint.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ModelError;
@@ -261,8 +261,10 @@ pub struct LabelledSolution {
     pub role: ProverRole,
 }
 
-/// How [`fit_verifier`] trains.
-#[derive(Debug, Clone, Serialize)]
+/// How [`fit_verifier`] trains; stored in training jobs' parameters, where missing fields take
+/// the defaults (so old jobs keep parsing when options are added).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FitOptions {
     /// Bradley–Terry on (correct, incorrect) pairs of one problem, or cross-entropy.
     pub loss: VerifierLoss,
@@ -297,6 +299,28 @@ impl Default for FitOptions {
             seed: 1,
             validation_share: 0.2,
         }
+    }
+}
+
+impl FitOptions {
+    /// Why these options cannot train, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if !(self.validation_share > 0.0 && self.validation_share < 1.0) {
+            return Err(format!(
+                "the validation share must be between 0 and 1, not {}",
+                self.validation_share
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err("the learning rate must be positive".into());
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            return Err("lambda must be 0 or more".into());
+        }
+        if self.batch == 0 || self.max_epochs == 0 || self.max_steps == 0 {
+            return Err("batch, epochs and steps must be at least 1".into());
+        }
+        Ok(())
     }
 }
 

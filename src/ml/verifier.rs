@@ -148,7 +148,7 @@ impl Verifier {
         let config = ModelConfig::from_json(&read("config.json")?).map_err(ModelError::Invalid)?;
         let tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
             .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
-        let weights = weight_files(dir)?;
+        let weights = super::weight_files(dir)?;
         // SAFETY: checkpoint files are never modified in place: versions and uploads are
         // written to a temporary folder and renamed into place.
         let stored = unsafe { MmapedSafetensors::multi(&weights)? };
@@ -361,94 +361,55 @@ impl Verifier {
         temp_prefix: &str,
         training: &T,
     ) -> std::result::Result<(), ModelError> {
-        let parent = out.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
-        let name = out
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_else(|| "verifier".into());
-        let staging = parent.join(format!("{temp_prefix}{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(|e| ModelError::io(&staging, e))?;
-        let config = match &self.config {
-            ModelConfig::Llama(c) => pretty_json(c)?,
-            ModelConfig::Bert(c) => pretty_json(c)?,
-        };
-        for (file, text) in [
-            ("config.json", config),
-            (TRAINING_FILE, pretty_json(training)?),
-        ] {
-            let path = staging.join(file);
-            std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
-        }
-        let tokenizer_path = staging.join("tokenizer.json");
-        self.tokenizer
-            .save(&tokenizer_path, false)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        match &self.body {
-            Body::Llama(_) => self.varmap.save(staging.join(WEIGHTS_FILE))?,
-            Body::Bert { backbone, .. } => {
-                // The frozen encoder's tensors as they are stored, plus the trained head.
-                // SAFETY: as in `load`.
-                let stored = unsafe { MmapedSafetensors::multi(backbone)? };
-                let mut tensors: HashMap<String, Tensor> = HashMap::new();
-                for (name, _) in stored.tensors() {
-                    if !name.starts_with(SCORE_HEAD) {
-                        let tensor = stored.load(&name, &self.device)?;
-                        tensors.insert(name, tensor);
-                    }
-                }
-                let data = self
-                    .varmap
-                    .data()
-                    .lock()
-                    .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
-                for (name, var) in data.iter() {
-                    tensors.insert(name.clone(), var.as_tensor().clone());
-                }
-                drop(data);
-                candle_core::safetensors::save(&tensors, staging.join(WEIGHTS_FILE))?;
+        super::write_folder_atomically(out, temp_prefix, |staging| {
+            let config = match &self.config {
+                ModelConfig::Llama(c) => pretty_json(c)?,
+                ModelConfig::Bert(c) => pretty_json(c)?,
+            };
+            for (file, text) in [
+                ("config.json", config),
+                (TRAINING_FILE, pretty_json(training)?),
+            ] {
+                let path = staging.join(file);
+                std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
             }
-        }
-        for entry in std::fs::read_dir(&staging).map_err(|e| ModelError::io(&staging, e))? {
-            let path = entry.map_err(|e| ModelError::io(&staging, e))?.path();
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| ModelError::io(&path, e))?;
-        }
-        let old = parent.join(format!(".old-{name}-{}", std::process::id()));
-        if out.exists() {
-            std::fs::rename(out, &old).map_err(|e| ModelError::io(out, e))?;
-        }
-        std::fs::rename(&staging, out).map_err(|e| ModelError::io(out, e))?;
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| ModelError::io(parent, e))?;
-        Ok(())
+            let tokenizer_path = staging.join("tokenizer.json");
+            self.tokenizer
+                .save(&tokenizer_path, false)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            match &self.body {
+                Body::Llama(_) => self.varmap.save(staging.join(WEIGHTS_FILE))?,
+                Body::Bert { backbone, .. } => {
+                    // The frozen encoder's tensors as they are stored, plus the trained head.
+                    // SAFETY: as in `load`.
+                    let stored = unsafe { MmapedSafetensors::multi(backbone)? };
+                    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+                    for (name, _) in stored.tensors() {
+                        if !name.starts_with(SCORE_HEAD) {
+                            let tensor = stored.load(&name, &self.device)?;
+                            tensors.insert(name, tensor);
+                        }
+                    }
+                    let data = self
+                        .varmap
+                        .data()
+                        .lock()
+                        .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
+                    for (name, var) in data.iter() {
+                        tensors.insert(name.clone(), var.as_tensor().clone());
+                    }
+                    drop(data);
+                    candle_core::safetensors::save(&tensors, staging.join(WEIGHTS_FILE))?;
+                }
+            }
+            Ok(())
+        })
     }
 }
 
 /// Pretty JSON for the small files of a checkpoint.
 fn pretty_json<T: Serialize + ?Sized>(value: &T) -> std::result::Result<String, ModelError> {
     serde_json::to_string_pretty(value).map_err(|e| ModelError::Invalid(e.to_string()))
-}
-
-/// The `*.safetensors` files of a checkpoint folder, sorted.
-pub fn weight_files(dir: &Path) -> std::result::Result<Vec<PathBuf>, ModelError> {
-    let mut weights: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ModelError::io(dir, e))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    weights.sort();
-    if weights.is_empty() {
-        return Err(ModelError::Invalid(format!(
-            "{}: no *.safetensors weights",
-            dir.display()
-        )));
-    }
-    Ok(weights)
 }
 
 /// Right-pads `sequences` into one `(batch, longest)` tensor; returns it with the lengths.

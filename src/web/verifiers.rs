@@ -21,8 +21,9 @@ use super::session::Admin;
 use super::{AppState, WebError};
 use crate::clock::format_ms;
 use crate::domain::{CheckpointKind, JobKind, JobState, LabelSource, VerifierLoss};
+use crate::ml::train_verifier::FitOptions;
 use crate::store::verifiers::VerifierVersion;
-use crate::worker::verifier::{FitSettings, TrainingParams, request_training};
+use crate::worker::verifier::{TrainingParams, request_training};
 
 /// Shown where a figure is missing.
 const MISSING: &str = "—";
@@ -106,7 +107,7 @@ struct TrainForm {
 
 impl Default for TrainForm {
     fn default() -> Self {
-        let fit = FitSettings::default();
+        let fit = FitOptions::default();
         TrainForm {
             label_source: LabelSource::Both.to_string(),
             loss: fit.loss.to_string(),
@@ -402,11 +403,11 @@ fn training_params(form: &TrainForm, page: &VerifiersPage) -> Result<TrainingPar
         label_source: choice(&form.label_source, "label source")?,
         study_id: chosen_id(&form.scope, "all", &page.studies, "scope")?,
         base_checkpoint_id: chosen_id(&form.base, "current", &page.bases, "base checkpoint")?,
-        fit: FitSettings {
+        fit: FitOptions {
             loss: choice(&form.loss, "loss")?,
             seed: whole(&form.seed, 0..=u64::MAX, "seed")?,
             max_epochs: whole(&form.max_epochs, 1..=MAX_EPOCHS, "max epochs")?,
-            ..FitSettings::default()
+            ..FitOptions::default()
         },
         judgements_seen: 0,
         trigger: "admin".into(),

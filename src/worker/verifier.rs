@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{JobContext, JobError, JobFuture, JobHandler};
 use crate::clock::Clock;
-use crate::domain::{LabelSource, VerifierLoss};
+use crate::domain::LabelSource;
 use crate::labels;
 use crate::ml::ModelError;
 use crate::ml::train_verifier::{FitOptions, FitReport, fit_verifier};
@@ -52,7 +52,7 @@ pub struct TrainingParams {
     pub base_checkpoint_id: Option<Uuid>,
     /// Loss, schedule, split.
     #[serde(default)]
-    pub fit: FitSettings,
+    pub fit: FitOptions,
     /// Non-timeout judgements in the database when the job was asked for (the automatic
     /// trigger counts from here).
     #[serde(default)]
@@ -64,85 +64,6 @@ pub struct TrainingParams {
 
 fn default_label_source() -> LabelSource {
     LabelSource::Both
-}
-
-/// The tunable part of [`FitOptions`], with the same defaults; kept separate so stored job
-/// parameters stay readable and old ones keep parsing when options are added.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct FitSettings {
-    /// Bradley–Terry or cross-entropy.
-    pub loss: VerifierLoss,
-    /// Weight of λ·E[V²].
-    pub lambda: f64,
-    /// AdamW learning rate.
-    pub learning_rate: f64,
-    /// Pairs or solutions per step.
-    pub batch: usize,
-    /// Epochs at most.
-    pub max_epochs: usize,
-    /// Early-stopping patience in epochs.
-    pub patience: usize,
-    /// Steps at most.
-    pub max_steps: usize,
-    /// Seed of split and order.
-    pub seed: u64,
-    /// Share of problems held out.
-    pub validation_share: f64,
-}
-
-impl Default for FitSettings {
-    fn default() -> Self {
-        let o = FitOptions::default();
-        Self {
-            loss: o.loss,
-            lambda: o.lambda,
-            learning_rate: o.learning_rate,
-            batch: o.batch,
-            max_epochs: o.max_epochs,
-            patience: o.patience,
-            max_steps: o.max_steps,
-            seed: o.seed,
-            validation_share: o.validation_share,
-        }
-    }
-}
-
-impl FitSettings {
-    /// Why these settings cannot train, if they cannot.
-    pub fn check(&self) -> Result<(), String> {
-        if !(self.validation_share > 0.0 && self.validation_share < 1.0) {
-            return Err(format!(
-                "the validation share must be between 0 and 1, not {}",
-                self.validation_share
-            ));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return Err("the learning rate must be positive".into());
-        }
-        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            return Err("lambda must be 0 or more".into());
-        }
-        if self.batch == 0 || self.max_epochs == 0 || self.max_steps == 0 {
-            return Err("batch, epochs and steps must be at least 1".into());
-        }
-        Ok(())
-    }
-
-    /// As the trainer's options.
-    pub fn options(&self) -> FitOptions {
-        FitOptions {
-            loss: self.loss,
-            lambda: self.lambda,
-            learning_rate: self.learning_rate,
-            batch: self.batch,
-            max_epochs: self.max_epochs,
-            patience: self.patience,
-            max_steps: self.max_steps,
-            seed: self.seed,
-            validation_share: self.validation_share,
-        }
-    }
 }
 
 /// Queues a training job with `params` (its `judgements_seen` set to the current count);
@@ -201,7 +122,7 @@ pub async fn auto_training(
                     label_source: LabelSource::Both,
                     study_id: None,
                     base_checkpoint_id: None,
-                    fit: FitSettings::default(),
+                    fit: FitOptions::default(),
                     judgements_seen: 0,
                     trigger: "auto".into(),
                 };
@@ -253,6 +174,30 @@ fn crashed(what: &str, e: tokio::task::JoinError) -> JobError {
     JobError::Fatal(format!("{what} crashed: {e}"))
 }
 
+/// The verifier checkpoint `chosen`, or the current version when `None` (`missing` is the
+/// error when there is none), with its model folder relative to the models directory.
+async fn resolve_verifier(
+    store: &Store,
+    chosen: Option<Uuid>,
+    missing: &str,
+) -> Result<(Uuid, String), JobError> {
+    let id = match chosen {
+        Some(id) => id,
+        None => {
+            store
+                .current_verifier()
+                .await?
+                .ok_or_else(|| JobError::Fatal(missing.into()))?
+                .checkpoint_id
+        }
+    };
+    let dir = store
+        .checkpoint_model_dir(id)
+        .await?
+        .ok_or_else(|| JobError::Fatal(format!("checkpoint {id} has no model files")))?;
+    Ok((id, dir))
+}
+
 /// The folder a training job writes its version to, relative to the models directory.
 pub fn version_dir(job_id: Uuid) -> String {
     format!("{VERIFIERS_DIR}/{job_id}")
@@ -293,27 +238,13 @@ async fn run_training(
         // An earlier attempt registered its version and died before the job was marked done.
         return Ok(());
     }
-    let base = match params.base_checkpoint_id {
-        Some(id) => id,
-        None => {
-            ctx.store
-                .current_verifier()
-                .await?
-                .ok_or_else(|| {
-                    JobError::Fatal(
-                        "there is no verifier to start from: upload a verifier checkpoint or \
-                         start the server with the shipped models/verifier-tiny"
-                            .into(),
-                    )
-                })?
-                .checkpoint_id
-        }
-    };
-    let base_dir = ctx
-        .store
-        .checkpoint_model_dir(base)
-        .await?
-        .ok_or_else(|| JobError::Fatal(format!("checkpoint {base} has no model files")))?;
+    let (base, base_dir) = resolve_verifier(
+        &ctx.store,
+        params.base_checkpoint_id,
+        "there is no verifier to start from: upload a verifier checkpoint or start the server \
+         with the shipped models/verifier-tiny",
+    )
+    .await?;
     let snapshot = ctx.store.ratings_snapshot(params.study_id).await?;
     let data = labels::labelled_solutions(&snapshot, params.label_source, MIN_JUDGED_FOR_EXCLUSION);
     let models_dir = handler.models_dir.clone();
@@ -329,7 +260,7 @@ async fn run_training(
     let progress = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     let stop = ctx.lease_lost_flag();
     let rel = version_dir(job.id);
-    let options = params.fit.options();
+    let options = params.fit.clone();
     let training = tokio::task::spawn_blocking({
         let progress = Arc::clone(&progress);
         let stop: Arc<AtomicBool> = Arc::clone(&stop);
@@ -444,23 +375,12 @@ async fn run_scoring(
     let study_id = job
         .study_id
         .ok_or_else(|| JobError::Fatal("a scoring job needs a study".into()))?;
-    let checkpoint_id = match params.verifier_checkpoint_id {
-        Some(id) => id,
-        None => {
-            ctx.store
-                .current_verifier()
-                .await?
-                .ok_or_else(|| {
-                    JobError::Fatal("there is no verifier version to score with".into())
-                })?
-                .checkpoint_id
-        }
-    };
-    let model_dir = ctx
-        .store
-        .checkpoint_model_dir(checkpoint_id)
-        .await?
-        .ok_or_else(|| JobError::Fatal(format!("checkpoint {checkpoint_id} has no model files")))?;
+    let (checkpoint_id, model_dir) = resolve_verifier(
+        &ctx.store,
+        params.verifier_checkpoint_id,
+        "there is no verifier version to score with",
+    )
+    .await?;
     let pending = ctx
         .store
         .solutions_to_score(study_id, checkpoint_id)
@@ -521,11 +441,11 @@ mod tests {
         let params: TrainingParams =
             serde_json::from_value(serde_json::json!({"label_source": "human"})).expect("params");
         assert_eq!(params.label_source, LabelSource::Human);
-        assert_eq!(params.fit, FitSettings::default());
+        assert_eq!(params.fit, FitOptions::default());
         assert!(params.fit.check().is_ok());
-        let bad = FitSettings {
+        let bad = FitOptions {
             validation_share: 1.0,
-            ..FitSettings::default()
+            ..FitOptions::default()
         };
         assert!(bad.check().unwrap_err().contains("validation share"));
     }

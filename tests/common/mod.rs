@@ -532,3 +532,24 @@ impl TestApp {
         client
     }
 }
+
+/// Polls `job` until it succeeded, failed or was cancelled; panics after `limit`.
+pub async fn wait_for_end(
+    store: &Store,
+    job: Uuid,
+    limit: std::time::Duration,
+) -> legibility::store::jobs::JobView {
+    use legibility::domain::JobState;
+    let started = std::time::Instant::now();
+    loop {
+        let view = store.job(job).await.unwrap();
+        if matches!(
+            view.state,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        ) {
+            return view;
+        }
+        assert!(started.elapsed() < limit, "job did not end: {view:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
