@@ -146,6 +146,213 @@ pub fn score_summary(rows: &[(i64, ProverRole, bool, f64)]) -> Vec<ScoreSummary>
         .collect()
 }
 
+/// The z value of a two-sided 95 % interval.
+pub const Z_95: f64 = 1.959_963_984_540_054;
+
+/// Wilson score interval for `successes` of `trials` at normal quantile `z` (use [`Z_95`]):
+/// unlike the normal approximation it stays inside [0, 1] and is sensible for small counts
+/// and for 0 % or 100 %, which per-rater and per-round accuracies often are. `None` for no
+/// trials.
+pub fn wilson_interval(successes: u64, trials: u64, z: f64) -> Option<(f64, f64)> {
+    if trials == 0 || successes > trials {
+        return None;
+    }
+    let n = trials as f64;
+    let p = successes as f64 / n;
+    let z2 = z * z;
+    let denominator = 1.0 + z2 / n;
+    let centre = (p + z2 / (2.0 * n)) / denominator;
+    let half = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / denominator;
+    Some(((centre - half).max(0.0), (centre + half).min(1.0)))
+}
+
+/// The standard normal quantile (inverse CDF) of `p` in (0, 1), by Acklam's rational
+/// approximation (relative error below 1.2e-9), for d′.
+pub fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    const LOW: f64 = 0.024_25;
+    if p <= 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if p >= 1.0 {
+        return f64::INFINITY;
+    }
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < LOW {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - LOW {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// Sensitivity d′ = z(hit rate) − z(false-alarm rate) of "correct" verdicts: hits are correct
+/// solutions judged correct, false alarms incorrect ones judged correct. Rates use the
+/// log-linear correction (add 0.5 to counts, 1 to totals) so 0 % and 100 % stay finite.
+/// `None` without solutions of both kinds.
+pub fn d_prime(
+    hits: u64,
+    correct_total: u64,
+    false_alarms: u64,
+    incorrect_total: u64,
+) -> Option<f64> {
+    if correct_total == 0 || incorrect_total == 0 {
+        return None;
+    }
+    let rate = |k: u64, n: u64| (k as f64 + 0.5) / (n as f64 + 1.0);
+    Some(
+        normal_quantile(rate(hits, correct_total))
+            - normal_quantile(rate(false_alarms, incorrect_total)),
+    )
+}
+
+/// The median (mean of the middle two for an even count); `None` when empty.
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    Some(if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    })
+}
+
+/// Fleiss' κ over items rated by several raters: `counts[i][c]` raters put item `i` in
+/// category `c`. Items with fewer than two ratings are skipped; items may have different
+/// numbers of raters (each item's agreement uses its own count). `None` without at least one
+/// item with two ratings, or when every rating is in one category (κ undefined).
+pub fn fleiss_kappa(counts: &[Vec<u64>]) -> Option<f64> {
+    let rated: Vec<&Vec<u64>> = counts
+        .iter()
+        .filter(|c| c.iter().sum::<u64>() >= 2)
+        .collect();
+    if rated.is_empty() {
+        return None;
+    }
+    let categories = rated.iter().map(|c| c.len()).max().unwrap_or(0);
+    let mut totals = vec![0u64; categories];
+    let mut agreement = 0.0;
+    for item in &rated {
+        let n = item.iter().sum::<u64>() as f64;
+        agreement += item
+            .iter()
+            .map(|&x| (x * x.saturating_sub(1)) as f64)
+            .sum::<f64>()
+            / (n * (n - 1.0));
+        for (total, x) in totals.iter_mut().zip(item.iter()) {
+            *total += x;
+        }
+    }
+    let observed = agreement / rated.len() as f64;
+    let all: u64 = totals.iter().sum();
+    let expected: f64 = totals
+        .iter()
+        .map(|&t| (t as f64 / all as f64).powi(2))
+        .sum();
+    if (1.0 - expected).abs() < 1e-12 {
+        return None;
+    }
+    Some((observed - expected) / (1.0 - expected))
+}
+
+/// Krippendorff's α for nominal data: `counts[u][c]` coders put unit `u` in category `c`;
+/// units with fewer than two values are not pairable and skipped; missing ratings are simply
+/// absent. `None` when fewer than two pairable values exist or every value is one category.
+pub fn krippendorff_alpha_nominal(counts: &[Vec<u64>]) -> Option<f64> {
+    let categories = counts.iter().map(|c| c.len()).max().unwrap_or(0);
+    // Coincidence matrix o[c][k].
+    let mut coincidences = vec![vec![0.0f64; categories]; categories];
+    for unit in counts {
+        let m = unit.iter().sum::<u64>() as f64;
+        if m < 2.0 {
+            continue;
+        }
+        for (c, &nc) in unit.iter().enumerate() {
+            for (k, &nk) in unit.iter().enumerate() {
+                let pairs = nc as f64 * (nk as f64 - if c == k { 1.0 } else { 0.0 });
+                coincidences[c][k] += pairs / (m - 1.0);
+            }
+        }
+    }
+    let marginals: Vec<f64> = coincidences.iter().map(|row| row.iter().sum()).collect();
+    let n: f64 = marginals.iter().sum();
+    if n < 2.0 {
+        return None;
+    }
+    let mut disagreement = 0.0;
+    let mut expected = 0.0;
+    for c in 0..categories {
+        for k in 0..categories {
+            if c != k {
+                disagreement += coincidences[c][k];
+                expected += marginals[c] * marginals[k];
+            }
+        }
+    }
+    if expected == 0.0 {
+        return None;
+    }
+    Some(1.0 - (n - 1.0) * disagreement / expected)
+}
+
+/// Pearson's correlation of paired values; `None` for fewer than two pairs or a constant side.
+pub fn pearson(xs: &[f64], ys: &[f64]) -> Option<f64> {
+    if xs.len() != ys.len() || xs.len() < 2 {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (x, y) in xs.iter().zip(ys) {
+        sxy += (x - mx) * (y - my);
+        sxx += (x - mx) * (x - mx);
+        syy += (y - my) * (y - my);
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return None;
+    }
+    Some(sxy / (sxx * syy).sqrt())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +447,93 @@ mod tests {
         assert!(is_chance_level(11, 20, 0.05));
         assert!(!is_chance_level(16, 20, 0.05));
         assert!(is_chance_level(0, 0, 0.05));
+    }
+    #[test]
+    fn wilson_intervals_match_hand_computation() {
+        let (low, high) = wilson_interval(8, 10, Z_95).expect("interval");
+        assert!((low - 0.490_162).abs() < 1e-5 && (high - 0.943_318).abs() < 1e-5);
+        let (low, high) = wilson_interval(0, 5, Z_95).expect("interval");
+        assert!(low == 0.0 && (high - 0.434_482).abs() < 1e-5);
+        assert_eq!(wilson_interval(0, 0, Z_95), None);
+    }
+
+    #[test]
+    fn normal_quantiles_and_d_prime() {
+        assert!((normal_quantile(0.975) - 1.959_964).abs() < 1e-6);
+        assert!((normal_quantile(0.01) + 2.326_348).abs() < 1e-6);
+        assert!(normal_quantile(0.5).abs() < 1e-12);
+        // 40 of 50 correct solutions accepted, 10 of 50 incorrect ones: z(40.5/51) − z(10.5/51).
+        let d = d_prime(40, 50, 10, 50).expect("d'");
+        assert!((d - 1.641_584).abs() < 1e-5, "{d}");
+        // Perfect raters stay finite; no incorrect solutions: undefined.
+        assert!(d_prime(50, 50, 0, 50).expect("d'").is_finite());
+        assert_eq!(d_prime(3, 3, 0, 0), None);
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn fleiss_kappa_matches_the_published_example() {
+        // Fleiss (1971) as reproduced on Wikipedia: 10 subjects, 14 raters, 5 categories.
+        let table: Vec<Vec<u64>> = vec![
+            vec![0, 0, 0, 0, 14],
+            vec![0, 2, 6, 4, 2],
+            vec![0, 0, 3, 5, 6],
+            vec![0, 3, 9, 2, 0],
+            vec![2, 2, 8, 1, 1],
+            vec![7, 7, 0, 0, 0],
+            vec![3, 2, 6, 3, 0],
+            vec![2, 5, 3, 2, 2],
+            vec![6, 5, 2, 1, 0],
+            vec![0, 2, 2, 3, 7],
+        ];
+        let kappa = fleiss_kappa(&table).expect("kappa");
+        assert!((kappa - 0.209_931).abs() < 1e-5, "{kappa}");
+        assert_eq!(
+            fleiss_kappa(&[vec![1, 0]]),
+            None,
+            "one rating is not agreement"
+        );
+        assert_eq!(
+            fleiss_kappa(&[vec![2, 0], vec![3, 0]]),
+            None,
+            "one category only"
+        );
+    }
+
+    #[test]
+    fn krippendorff_alpha_matches_the_published_example() {
+        // Krippendorff (2011), "Computing Krippendorff's alpha-reliability": 4 coders, 12
+        // units, nominal values 1-5, missing ratings left out; α = 0.743.
+        let coders = [
+            "1 2 3 3 2 1 4 1 2 . . .",
+            "1 2 3 3 2 2 4 1 2 5 . 3",
+            ". 3 3 3 2 3 4 2 2 5 1 .",
+            "1 2 3 3 2 4 4 1 2 5 1 .",
+        ];
+        let rows: Vec<Vec<&str>> = coders.iter().map(|c| c.split(' ').collect()).collect();
+        let units: Vec<Vec<u64>> = (0..12)
+            .map(|u| {
+                (1..=5)
+                    .map(|v| rows.iter().filter(|r| r[u] == v.to_string()).count() as u64)
+                    .collect()
+            })
+            .collect();
+        let alpha = krippendorff_alpha_nominal(&units).expect("alpha");
+        assert!((alpha - 0.743_421).abs() < 1e-5, "{alpha}");
+        assert_eq!(krippendorff_alpha_nominal(&[vec![1, 0]]), None);
+    }
+
+    #[test]
+    fn pearson_correlation() {
+        let r = pearson(&[1.0, 2.0, 3.0, 4.0], &[2.0, 4.0, 5.0, 9.0]).expect("r");
+        // By hand: deviations (-1.5, -0.5, 0.5, 1.5) and (-3, -1, 0, 4): sxy = 11, sxx = 5, syy = 26.
+        assert!((r - 11.0 / (5.0f64 * 26.0).sqrt()).abs() < 1e-12);
+        assert_eq!(pearson(&[1.0, 1.0], &[2.0, 3.0]), None);
     }
 }
