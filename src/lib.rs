@@ -23,6 +23,7 @@ pub mod labels;
 pub mod metrics;
 pub mod ml;
 pub mod problems;
+pub mod reports;
 pub mod store;
 pub mod web;
 pub mod worker;

@@ -1,0 +1,462 @@
+//! Researchers' report figures, computed from one row per judging attempt.
+//!
+//! Plain functions over plain rows, so every figure is tested against hand computations and
+//! the same rows feed the page, the summary JSON and the downloads. Conventions, as in the
+//! paper: a judgement is *right* when its verdict matches the grader's ground truth; accuracy
+//! is over answered judgements (timeouts are reported as a rate of their own, not counted as
+//! wrong); times are the server's elapsed milliseconds (serve → submit). Excluded raters (the
+//! chance-level toggle) are left out of everything but their own per-rater row.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use uuid::Uuid;
+
+use crate::domain::{ProverRole, Verdict};
+use crate::labels::CHANCE_ALPHA;
+use crate::metrics::{
+    Z_95, binomial_upper_tail, d_prime, fleiss_kappa, krippendorff_alpha_nominal, median,
+    wilson_interval,
+};
+
+/// One judging attempt: who judged what, the truth, the verdict and its timing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// The rater.
+    pub rater_id: Uuid,
+    /// The solution judged.
+    pub solution_id: Uuid,
+    /// Its problem.
+    pub problem_id: Uuid,
+    /// Label of the prover checkpoint that wrote it.
+    pub checkpoint: String,
+    /// That checkpoint's round.
+    pub round: i64,
+    /// The role it was written in.
+    pub role: ProverRole,
+    /// The grader's verdict.
+    pub is_correct: bool,
+    /// What the rater said (or `timeout`).
+    pub verdict: Verdict,
+    /// Server milliseconds from serving to the answer.
+    pub server_elapsed_ms: i64,
+}
+
+impl Attempt {
+    /// `Some(right)` for an answered judgement, `None` for a timeout.
+    pub fn right(&self) -> Option<bool> {
+        match self.verdict {
+            Verdict::Correct => Some(self.is_correct),
+            Verdict::Wrong => Some(!self.is_correct),
+            Verdict::Timeout => None,
+        }
+    }
+}
+
+/// Accuracy with its Wilson 95 % interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Rate {
+    /// Successes.
+    pub successes: u64,
+    /// Trials.
+    pub trials: u64,
+    /// successes / trials.
+    pub value: f64,
+    /// Wilson 95 % interval, lower end.
+    pub low: f64,
+    /// Wilson 95 % interval, upper end.
+    pub high: f64,
+}
+
+impl Rate {
+    /// `None` without trials.
+    pub fn of(successes: u64, trials: u64) -> Option<Rate> {
+        let (low, high) = wilson_interval(successes, trials, Z_95)?;
+        Some(Rate {
+            successes,
+            trials,
+            value: successes as f64 / trials as f64,
+            low,
+            high,
+        })
+    }
+}
+
+/// The paper's figures for one prover checkpoint × round × role.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GroupReport {
+    /// Checkpoint label.
+    pub checkpoint: String,
+    /// Round.
+    pub round: i64,
+    /// Role.
+    pub role: ProverRole,
+    /// Attempts, timeouts included.
+    pub judgements: u64,
+    /// Accuracy of answered judgements.
+    pub accuracy: Option<Rate>,
+    /// Accuracy on correct solutions (share judged correct).
+    pub accuracy_on_correct: Option<Rate>,
+    /// Accuracy on incorrect solutions (share judged wrong).
+    pub accuracy_on_incorrect: Option<Rate>,
+    /// Sensitivity of "correct" verdicts (log-linear corrected).
+    pub d_prime: Option<f64>,
+    /// Share of attempts that timed out.
+    pub timeout_rate: Option<f64>,
+    /// Mean server time of answered judgements, ms.
+    pub mean_ms: Option<f64>,
+    /// Median server time of answered judgements, ms.
+    pub median_ms: Option<f64>,
+    /// The paper's "time to judge correctly": mean server time of right judgements, ms.
+    pub mean_ms_when_right: Option<f64>,
+}
+
+fn mean(values: &[f64]) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+/// The figures of one set of attempts (any grouping).
+struct Figures {
+    judgements: u64,
+    answered: u64,
+    accuracy: Option<Rate>,
+    on_correct: Option<Rate>,
+    on_incorrect: Option<Rate>,
+    d_prime: Option<f64>,
+    timeout_rate: Option<f64>,
+    mean_ms: Option<f64>,
+    median_ms: Option<f64>,
+    mean_ms_when_right: Option<f64>,
+}
+
+fn figures(attempts: &[&Attempt]) -> Figures {
+    let answered: Vec<(&Attempt, bool)> = attempts
+        .iter()
+        .filter_map(|a| a.right().map(|r| (*a, r)))
+        .collect();
+    let right = answered.iter().filter(|(_, r)| *r).count() as u64;
+    let on = |truth: bool| {
+        let set: Vec<bool> = answered
+            .iter()
+            .filter(|(a, _)| a.is_correct == truth)
+            .map(|(_, r)| *r)
+            .collect();
+        Rate::of(set.iter().filter(|r| **r).count() as u64, set.len() as u64)
+    };
+    let on_correct = on(true);
+    let on_incorrect = on(false);
+    let hits = on_correct.map_or(0, |r| r.successes);
+    let correct_total = on_correct.map_or(0, |r| r.trials);
+    let false_alarms = on_incorrect.map_or(0, |r| r.trials - r.successes);
+    let incorrect_total = on_incorrect.map_or(0, |r| r.trials);
+    let times: Vec<f64> = answered
+        .iter()
+        .map(|(a, _)| a.server_elapsed_ms as f64)
+        .collect();
+    let right_times: Vec<f64> = answered
+        .iter()
+        .filter(|(_, r)| *r)
+        .map(|(a, _)| a.server_elapsed_ms as f64)
+        .collect();
+    let n = attempts.len() as u64;
+    let timeouts = n - answered.len() as u64;
+    Figures {
+        judgements: n,
+        answered: answered.len() as u64,
+        accuracy: Rate::of(right, answered.len() as u64),
+        on_correct,
+        on_incorrect,
+        d_prime: d_prime(hits, correct_total, false_alarms, incorrect_total),
+        timeout_rate: (n > 0).then(|| timeouts as f64 / n as f64),
+        mean_ms: mean(&times),
+        median_ms: median(&times),
+        mean_ms_when_right: mean(&right_times),
+    }
+}
+
+/// Per checkpoint × round × role, sorted by checkpoint, round, role; raters in `excluded` are
+/// left out.
+pub fn group_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<GroupReport> {
+    let mut groups: BTreeMap<(String, i64, ProverRole), Vec<&Attempt>> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        groups
+            .entry((a.checkpoint.clone(), a.round, a.role))
+            .or_default()
+            .push(a);
+    }
+    groups
+        .into_iter()
+        .map(|((checkpoint, round, role), members)| {
+            let f = figures(&members);
+            GroupReport {
+                checkpoint,
+                round,
+                role,
+                judgements: f.judgements,
+                accuracy: f.accuracy,
+                accuracy_on_correct: f.on_correct,
+                accuracy_on_incorrect: f.on_incorrect,
+                d_prime: f.d_prime,
+                timeout_rate: f.timeout_rate,
+                mean_ms: f.mean_ms,
+                median_ms: f.median_ms,
+                mean_ms_when_right: f.mean_ms_when_right,
+            }
+        })
+        .collect()
+}
+
+/// One rater's figures and the chance test.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RaterReport {
+    /// The rater.
+    pub rater_id: Uuid,
+    /// Attempts, timeouts included.
+    pub judgements: u64,
+    /// Accuracy of answered judgements.
+    pub accuracy: Option<Rate>,
+    /// Median server time of answered judgements, ms.
+    pub median_ms: Option<f64>,
+    /// Timeouts.
+    pub timeouts: u64,
+    /// One-sided binomial p-value of the accuracy against guessing (p = 0.5).
+    pub p_value: f64,
+    /// Whether the rater cannot be told from guessing at [`CHANCE_ALPHA`].
+    pub chance_level: bool,
+}
+
+/// Per rater, in the order raters first appear.
+pub fn rater_reports(attempts: &[Attempt]) -> Vec<RaterReport> {
+    let mut order = Vec::new();
+    let mut by_rater: HashMap<Uuid, Vec<&Attempt>> = HashMap::new();
+    for a in attempts {
+        by_rater
+            .entry(a.rater_id)
+            .or_insert_with(|| {
+                order.push(a.rater_id);
+                Vec::new()
+            })
+            .push(a);
+    }
+    order
+        .into_iter()
+        .map(|rater_id| {
+            let f = figures(&by_rater[&rater_id]);
+            let right = f.accuracy.map_or(0, |r| r.successes);
+            let p_value = binomial_upper_tail(right, f.answered, 0.5);
+            RaterReport {
+                rater_id,
+                judgements: f.judgements,
+                accuracy: f.accuracy,
+                median_ms: f.median_ms,
+                timeouts: f.judgements - f.answered,
+                p_value,
+                chance_level: p_value > CHANCE_ALPHA,
+            }
+        })
+        .collect()
+}
+
+/// Agreement between raters on solutions with at least two answered judgements.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Agreement {
+    /// Solutions counted.
+    pub solutions: u64,
+    /// Fleiss' κ over verdicts (correct / wrong).
+    pub fleiss_kappa: Option<f64>,
+    /// Krippendorff's α, nominal.
+    pub krippendorff_alpha: Option<f64>,
+}
+
+/// Agreement of answered verdicts, raters in `excluded` left out.
+pub fn agreement(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Agreement {
+    let mut counts: BTreeMap<Uuid, Vec<u64>> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        let column = match a.verdict {
+            Verdict::Correct => 0,
+            Verdict::Wrong => 1,
+            Verdict::Timeout => continue,
+        };
+        counts.entry(a.solution_id).or_insert_with(|| vec![0, 0])[column] += 1;
+    }
+    let table: Vec<Vec<u64>> = counts
+        .into_values()
+        .filter(|c| c.iter().sum::<u64>() >= 2)
+        .collect();
+    Agreement {
+        solutions: table.len() as u64,
+        fleiss_kappa: fleiss_kappa(&table),
+        krippendorff_alpha: krippendorff_alpha_nominal(&table),
+    }
+}
+
+/// Accuracy of answered judgements whose server time falls in one bucket.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TimeBucket {
+    /// Bucket start, ms (inclusive).
+    pub from_ms: i64,
+    /// Bucket end, ms (exclusive).
+    pub to_ms: i64,
+    /// Accuracy in the bucket.
+    pub accuracy: Option<Rate>,
+}
+
+/// Speed–accuracy: answered judgements in buckets of `width_ms` up to the slowest one.
+pub fn accuracy_by_time(
+    attempts: &[Attempt],
+    excluded: &HashSet<Uuid>,
+    width_ms: i64,
+) -> Vec<TimeBucket> {
+    let width = width_ms.max(1);
+    let mut buckets: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        if let Some(right) = a.right() {
+            let entry = buckets
+                .entry(a.server_elapsed_ms.max(0) / width)
+                .or_default();
+            entry.1 += 1;
+            if right {
+                entry.0 += 1;
+            }
+        }
+    }
+    let Some(&last) = buckets.keys().next_back() else {
+        return Vec::new();
+    };
+    (0..=last)
+        .map(|k| {
+            let (right, n) = buckets.get(&k).copied().unwrap_or((0, 0));
+            TimeBucket {
+                from_ms: k * width,
+                to_ms: (k + 1) * width,
+                accuracy: Rate::of(right, n),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(
+        rater: u128,
+        solution: u128,
+        role: ProverRole,
+        is_correct: bool,
+        verdict: Verdict,
+        ms: i64,
+    ) -> Attempt {
+        Attempt {
+            rater_id: Uuid::from_u128(rater),
+            solution_id: Uuid::from_u128(solution),
+            problem_id: Uuid::from_u128(solution / 2),
+            checkpoint: "p".into(),
+            round: 0,
+            role,
+            is_correct,
+            verdict,
+            server_elapsed_ms: ms,
+        }
+    }
+
+    use ProverRole::{Helpful, Sneaky};
+    use Verdict::{Correct, Timeout, Wrong};
+
+    /// Rater 1 is right 4 of 4; rater 2 right 1 of 3 with a timeout.
+    fn fixture() -> Vec<Attempt> {
+        vec![
+            attempt(1, 10, Helpful, true, Correct, 10_000),
+            attempt(1, 11, Sneaky, false, Wrong, 20_000),
+            attempt(1, 12, Helpful, true, Correct, 30_000),
+            attempt(1, 13, Sneaky, false, Wrong, 40_000),
+            attempt(2, 10, Helpful, true, Wrong, 5_000),
+            attempt(2, 11, Sneaky, false, Correct, 15_000),
+            attempt(2, 12, Helpful, true, Correct, 25_000),
+            attempt(2, 13, Sneaky, false, Timeout, 45_000),
+        ]
+    }
+
+    #[test]
+    fn group_figures_match_hand_computation() {
+        let groups = group_reports(&fixture(), &HashSet::new());
+        assert_eq!(groups.len(), 2);
+        let helpful = &groups[0];
+        assert_eq!((helpful.role, helpful.judgements), (Helpful, 4));
+        // Helpful: 3 of 4 right (rater 2 said wrong once); all helpful solutions correct.
+        let accuracy = helpful.accuracy.expect("accuracy");
+        assert_eq!((accuracy.successes, accuracy.trials), (3, 4));
+        assert_eq!(helpful.accuracy_on_incorrect, None);
+        assert_eq!(helpful.d_prime, None, "no incorrect solutions");
+        assert_eq!(helpful.timeout_rate, Some(0.0));
+        assert_eq!(helpful.mean_ms, Some(17_500.0));
+        assert_eq!(helpful.median_ms, Some(17_500.0));
+        assert_eq!(helpful.mean_ms_when_right, Some(65_000.0 / 3.0));
+        // Sneaky: 3 answered, 2 right; one timeout of 4.
+        let sneaky = &groups[1];
+        let accuracy = sneaky.accuracy.expect("accuracy");
+        assert_eq!((accuracy.successes, accuracy.trials), (2, 3));
+        assert_eq!(sneaky.timeout_rate, Some(0.25));
+        assert_eq!(sneaky.mean_ms, Some(25_000.0));
+        // Excluding rater 2 leaves rater 1's perfect record.
+        let only_first = group_reports(&fixture(), &[Uuid::from_u128(2)].into());
+        assert_eq!(only_first[0].accuracy.expect("a").value, 1.0);
+        assert_eq!(only_first[1].timeout_rate, Some(0.0));
+    }
+
+    #[test]
+    fn d_prime_of_a_mixed_group() {
+        let mut rows = fixture();
+        for a in &mut rows {
+            a.role = Helpful;
+        }
+        let group = &group_reports(&rows, &HashSet::new())[0];
+        // Hits 3 of 4 correct, false alarms 1 of 3 incorrect (timeout left out).
+        let expected =
+            crate::metrics::normal_quantile(3.5 / 5.0) - crate::metrics::normal_quantile(1.5 / 4.0);
+        assert!((group.d_prime.expect("d'") - expected).abs() < 1e-12);
+        assert_eq!(group.accuracy_on_correct.expect("c").value, 0.75);
+        assert!((group.accuracy_on_incorrect.expect("i").value - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rater_figures_and_the_chance_test() {
+        let raters = rater_reports(&fixture());
+        assert_eq!(raters.len(), 2);
+        let (first, second) = (&raters[0], &raters[1]);
+        assert_eq!(first.rater_id, Uuid::from_u128(1));
+        assert_eq!(first.accuracy.expect("a").value, 1.0);
+        assert_eq!(first.median_ms, Some(25_000.0));
+        // 4 of 4: p = 1/16 > 0.05, still indistinguishable from guessing.
+        assert!((first.p_value - 1.0 / 16.0).abs() < 1e-12);
+        assert!(first.chance_level);
+        assert_eq!((second.judgements, second.timeouts), (4, 1));
+        assert_eq!(second.median_ms, Some(15_000.0));
+    }
+
+    #[test]
+    fn agreement_counts_solutions_with_two_answers() {
+        let result = agreement(&fixture(), &HashSet::new());
+        // Solutions 10 (C, W), 11 (W, C), 12 (C, C); 13 has one answer and a timeout.
+        assert_eq!(result.solutions, 3);
+        let table = vec![vec![1, 1], vec![1, 1], vec![2, 0]];
+        assert_eq!(result.fleiss_kappa, fleiss_kappa(&table));
+        assert_eq!(
+            result.krippendorff_alpha,
+            krippendorff_alpha_nominal(&table)
+        );
+        // By hand: P̄ = (0 + 0 + 1)/3, p = (4/6, 2/6), Pe = 5/9, κ = (1/3 − 5/9)/(4/9) = −0.5.
+        assert!((result.fleiss_kappa.expect("kappa") + 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn accuracy_by_time_buckets() {
+        let buckets = accuracy_by_time(&fixture(), &HashSet::new(), 20_000);
+        // Answered: 5k wrong, 10k right, 15k wrong (1 of 3); 20k, 25k, 30k right (3 of 3); 40k (1 of 1).
+        assert_eq!(buckets.len(), 3);
+        let counts: Vec<(u64, u64)> = buckets
+            .iter()
+            .map(|b| b.accuracy.map_or((0, 0), |r| (r.successes, r.trials)))
+            .collect();
+        assert_eq!(counts, vec![(1, 3), (3, 3), (1, 1)]);
+    }
+}
