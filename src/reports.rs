@@ -334,6 +334,51 @@ pub fn accuracy_by_time(
         .collect()
 }
 
+/// Width of the speed–accuracy buckets: 5 s (a 45 s limit gives 9 buckets).
+pub const TIME_BUCKET_MS: i64 = 5_000;
+
+/// A study's whole report: what the page shows and the summary download holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StudyReport {
+    /// Raters left out of the figures below (chance-level ones, when asked).
+    pub excluded_raters: Vec<Uuid>,
+    /// Per checkpoint × round × role.
+    pub groups: Vec<GroupReport>,
+    /// Per rater (every rater, excluded ones included, so the toggle is visible).
+    pub raters: Vec<RaterReport>,
+    /// Agreement on solutions with at least two answers.
+    pub agreement: Agreement,
+    /// Accuracy by server time.
+    pub accuracy_by_time: Vec<TimeBucket>,
+}
+
+/// The report of `attempts`; with `exclude_chance_level`, raters the binomial test cannot tell
+/// from guessing are left out of every figure but their own row (as the paper excluded 4 of
+/// 75 raters).
+pub fn study_report(attempts: &[Attempt], exclude_chance_level: bool) -> StudyReport {
+    let raters = rater_reports(attempts);
+    let excluded: HashSet<Uuid> = if exclude_chance_level {
+        raters
+            .iter()
+            .filter(|r| r.chance_level)
+            .map(|r| r.rater_id)
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    StudyReport {
+        excluded_raters: raters
+            .iter()
+            .map(|r| r.rater_id)
+            .filter(|id| excluded.contains(id))
+            .collect(),
+        groups: group_reports(attempts, &excluded),
+        agreement: agreement(attempts, &excluded),
+        accuracy_by_time: accuracy_by_time(attempts, &excluded, TIME_BUCKET_MS),
+        raters,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,5 +503,17 @@ mod tests {
             .map(|b| b.accuracy.map_or((0, 0), |r| (r.successes, r.trials)))
             .collect();
         assert_eq!(counts, vec![(1, 3), (3, 3), (1, 1)]);
+    }
+
+    #[test]
+    fn the_exclusion_toggle_leaves_chance_level_raters_out() {
+        let report = study_report(&fixture(), true);
+        // Both raters are indistinguishable from guessing on so few items.
+        assert_eq!(report.excluded_raters.len(), 2);
+        assert!(report.groups.is_empty());
+        assert_eq!(report.raters.len(), 2, "their own rows stay");
+        let all = study_report(&fixture(), false);
+        assert!(all.excluded_raters.is_empty());
+        assert_eq!(all.groups, group_reports(&fixture(), &HashSet::new()));
     }
 }

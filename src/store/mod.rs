@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod judging;
 pub mod models;
 pub mod raters;
+pub mod reports;
 pub mod studies;
 pub mod users;
 pub mod verifiers;

@@ -22,6 +22,7 @@ pub mod checkpoints;
 pub mod error;
 pub mod jobs;
 pub mod rater;
+pub mod reports;
 pub mod researcher;
 pub mod session;
 pub mod verifiers;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(rater::routes())
         .merge(researcher::routes())
+        .merge(reports::routes())
         .merge(admin::routes(&state.config))
         .merge(jobs::routes())
         .merge(checkpoints::routes(&state.config))

@@ -1,0 +1,134 @@
+//! The tidy per-attempt table the researchers' reports and downloads are built from.
+
+use uuid::Uuid;
+
+use super::{Store, StoreResult, dispatch};
+use crate::domain::{ProverRole, Verdict, parse_stored};
+use crate::reports::Attempt;
+
+/// One judging attempt with everything an analysis needs, one row per judgement.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AttemptRow {
+    /// The rater.
+    pub rater_id: Uuid,
+    /// The rater's name as invited.
+    pub rater_name: String,
+    /// The solution judged.
+    pub solution_id: Uuid,
+    /// Its problem.
+    pub problem_id: Uuid,
+    /// Label of the prover checkpoint that wrote it.
+    pub checkpoint: String,
+    /// That checkpoint's round.
+    pub round: i64,
+    /// The role it was written in.
+    pub role: ProverRole,
+    /// The grader's verdict against ground truth.
+    pub is_correct: bool,
+    /// The rater's verdict (`timeout` when the deadline passed).
+    pub verdict: Verdict,
+    /// When the item was served (Unix ms).
+    pub served_at: i64,
+    /// When the answer was due (Unix ms).
+    pub deadline: i64,
+    /// When the answer arrived (Unix ms); absent for a timeout recorded without an answer.
+    pub submitted_at: Option<i64>,
+    /// Server milliseconds from serving to the answer.
+    pub server_elapsed_ms: i64,
+    /// The page's own measure, when it sent a plausible one.
+    pub client_elapsed_ms: Option<i64>,
+}
+
+impl AttemptRow {
+    /// The row as the report functions take it.
+    pub fn attempt(&self) -> Attempt {
+        Attempt {
+            rater_id: self.rater_id,
+            solution_id: self.solution_id,
+            problem_id: self.problem_id,
+            checkpoint: self.checkpoint.clone(),
+            round: self.round,
+            role: self.role,
+            is_correct: self.is_correct,
+            verdict: self.verdict,
+            server_elapsed_ms: self.server_elapsed_ms,
+        }
+    }
+}
+
+type Row = (
+    Uuid,
+    String,
+    Uuid,
+    Uuid,
+    String,
+    i64,
+    String,
+    bool,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    Option<i64>,
+);
+
+impl Store {
+    /// Every judgement of `study_id`, ordered by serving time then id.
+    pub async fn attempt_rows(&self, study_id: Uuid) -> StoreResult<Vec<AttemptRow>> {
+        let rows: Vec<Row> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT j.rater_id, r.name, j.solution_id, s.problem_id, c.label, c.round, s.role,
+                        s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
+                        j.server_elapsed_ms, j.client_elapsed_ms
+                 FROM judgements j
+                 JOIN raters r ON r.id = j.rater_id
+                 JOIN solutions s ON s.id = j.solution_id
+                 JOIN checkpoints c ON c.id = s.checkpoint_id
+                 WHERE j.study_id = $1
+                 ORDER BY j.served_at, j.id",
+            )
+            .bind(study_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(
+                |(
+                    rater_id,
+                    rater_name,
+                    solution_id,
+                    problem_id,
+                    checkpoint,
+                    round,
+                    role,
+                    is_correct,
+                    verdict,
+                    served_at,
+                    deadline,
+                    submitted_at,
+                    server_elapsed_ms,
+                    client_elapsed_ms,
+                )| {
+                    Ok(AttemptRow {
+                        rater_id,
+                        rater_name,
+                        solution_id,
+                        problem_id,
+                        checkpoint,
+                        round,
+                        role: parse_stored(&role)?,
+                        is_correct,
+                        verdict: parse_stored(&verdict)?,
+                        served_at,
+                        deadline,
+                        submitted_at,
+                        server_elapsed_ms,
+                        client_elapsed_ms,
+                    })
+                },
+            )
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+}

@@ -1,0 +1,149 @@
+//! Report downloads on SQLite and PostgreSQL: the tidy per-attempt table holds every stored
+//! judgement, and the summary's figures equal an independent computation from that table;
+//! staff only.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Backend, TestApp};
+use legibility::domain::UserRole;
+use serde_json::{Value, json};
+
+async fn judge_all(app: &TestApp, tokens: &[String], accept_everything: bool) {
+    for token in tokens {
+        let mut rater = app.rater_client(token).await;
+        loop {
+            let item = rater.get("/api/rater/item").await.json();
+            if item["status"] != "item" {
+                break;
+            }
+            let text = item["solution"].as_str().unwrap_or_default();
+            let verdict = if accept_everything || !text.contains("carefully") {
+                "correct"
+            } else {
+                "wrong"
+            };
+            let answer = rater
+                .post_json(
+                    "/api/rater/judgements",
+                    &json!({"assignment_id": item["assignment_id"], "verdict": verdict}),
+                )
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    }
+}
+
+async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(6, 1, 2, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 4).await;
+    judge_all(&app, &tokens[..2], false).await; // truthful
+    judge_all(&app, &tokens[2..], true).await; // accept everything
+    let stored: (i64,) = with_raw_pool!(app.db.url, pool => {
+        sqlx::query_as("SELECT COUNT(*) FROM judgements")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(stored.0, 24);
+
+    let mut researcher = app.staff_client("res", UserRole::Researcher).await;
+    let study = fixture.study_id;
+    let table = researcher
+        .get(&format!("/studies/{study}/attempts.jsonl"))
+        .await;
+    assert_eq!(table.status, 200, "{}", table.body);
+    let rows: Vec<Value> = table
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 24);
+    for column in [
+        "rater_id",
+        "rater_name",
+        "solution_id",
+        "problem_id",
+        "checkpoint",
+        "round",
+        "role",
+        "is_correct",
+        "verdict",
+        "served_at",
+        "deadline",
+        "submitted_at",
+        "server_elapsed_ms",
+        "client_elapsed_ms",
+    ] {
+        assert!(rows[0].get(column).is_some(), "column {column} missing");
+    }
+
+    // Independent count per role: right = verdict agrees with ground truth.
+    let mut by_role: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for row in &rows {
+        let right = (row["verdict"] == "correct") == row["is_correct"].as_bool().unwrap();
+        let entry = by_role
+            .entry(row["role"].as_str().unwrap().to_string())
+            .or_default();
+        entry.1 += 1;
+        if right {
+            entry.0 += 1;
+        }
+    }
+    let summary = researcher
+        .get(&format!("/studies/{study}/report.json"))
+        .await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    let summary = summary.json();
+    assert_eq!(summary["judgements"], 24);
+    let groups = summary["report"]["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    for group in groups {
+        let (right, n) = by_role[group["role"].as_str().unwrap()];
+        assert_eq!(group["accuracy"]["successes"], right, "{group}");
+        assert_eq!(group["accuracy"]["trials"], n, "{group}");
+        assert_eq!(group["judgements"], n);
+    }
+    // Helpful solutions are all correct and everyone accepted them; the accept-everything
+    // raters got every sneaky one wrong.
+    assert_eq!(by_role["helpful"], (12, 12));
+    assert!(by_role["sneaky"].0 < 12);
+    assert_eq!(summary["report"]["raters"].as_array().unwrap().len(), 4);
+    assert_eq!(summary["report"]["agreement"]["solutions"], 12);
+
+    // The exclusion toggle: the truthful raters (6 of 6 right, p = 1/64) stay; the two who
+    // accept everything (chance-level) are left out, so every remaining verdict is right.
+    let toggled = researcher
+        .get(&format!("/studies/{study}/report.json?exclude=chance"))
+        .await
+        .json();
+    let excluded = toggled["report"]["excluded_raters"].as_array().unwrap();
+    assert_eq!(excluded.len(), 2, "{toggled}");
+    for rater in toggled["report"]["raters"].as_array().unwrap() {
+        let flagged = rater["chance_level"].as_bool().unwrap();
+        assert_eq!(excluded.contains(&rater["rater_id"]), flagged, "{rater}");
+    }
+    for group in toggled["report"]["groups"].as_array().unwrap() {
+        assert_eq!(group["accuracy"]["value"], 1.0, "{group}");
+    }
+    assert!(
+        researcher
+            .get(&format!("/studies/{study}/report.json?exclude=bogus"))
+            .await
+            .status
+            .is_client_error()
+    );
+
+    // Staff only.
+    let mut anonymous = app.client();
+    for path in ["report.json", "attempts.jsonl"] {
+        let response = anonymous.get(&format!("/studies/{study}/{path}")).await;
+        assert_ne!(response.status, 200, "{path}");
+        let mut rater = app.rater_client(&tokens[0]).await;
+        let response = rater.get(&format!("/studies/{study}/{path}")).await;
+        assert_ne!(response.status, 200, "{path} reached a rater");
+    }
+}
+on_both_backends!(the_summary_matches_an_independent_count_of_the_attempts);
