@@ -80,6 +80,25 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
         assert!(rows[0].get(column).is_some(), "column {column} missing");
     }
 
+    // The CSV holds the same rows under a header naming the same columns.
+    let csv = researcher
+        .get(&format!("/studies/{study}/attempts.csv"))
+        .await;
+    assert_eq!(csv.status, 200, "{}", csv.body);
+    let lines: Vec<&str> = csv.body.lines().collect();
+    assert_eq!(lines.len(), 25);
+    assert!(
+        lines[0].starts_with(
+            "rater_id,rater_name,solution_id,problem_id,checkpoint,round,role,is_correct,verdict,"
+        ),
+        "{}",
+        lines[0]
+    );
+    for row in &rows {
+        let id = row["solution_id"].as_str().unwrap();
+        assert!(csv.body.contains(id));
+    }
+
     // Independent count per role: right = verdict agrees with ground truth.
     let mut by_role: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for row in &rows {
@@ -138,7 +157,7 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
 
     // Staff only.
     let mut anonymous = app.client();
-    for path in ["report.json", "attempts.jsonl"] {
+    for path in ["report.json", "attempts.jsonl", "attempts.csv"] {
         let response = anonymous.get(&format!("/studies/{study}/{path}")).await;
         assert_ne!(response.status, 200, "{path}");
         let mut rater = app.rater_client(&tokens[0]).await;

@@ -1,5 +1,5 @@
 //! Researchers' report downloads: the study's figures as JSON and the tidy per-attempt table
-//! as JSON Lines. Staff only (researchers and admins); raters never reach these routes.
+//! as JSON Lines and CSV. Staff only (researchers and admins); raters never reach these routes.
 
 use axum::Json;
 use axum::Router;
@@ -19,6 +19,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/studies/{id}/report.json", get(report_json))
         .route("/studies/{id}/attempts.jsonl", get(attempts_jsonl))
+        .route("/studies/{id}/attempts.csv", get(attempts_csv))
 }
 
 /// `?exclude=chance` leaves chance-level raters out of the figures.
@@ -77,6 +78,33 @@ async fn attempts_jsonl(
     Ok((
         [
             (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (header::CONTENT_DISPOSITION, file),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// The same table as CSV with a header row (booleans `true`/`false`, empty cells for nulls).
+async fn attempts_csv(
+    State(state): State<AppState>,
+    _staff: Staff,
+    Path(id): Path<Uuid>,
+) -> Result<Response, WebError> {
+    let study = state.store.study(id).await?;
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in state.store.attempt_rows(id).await? {
+        writer
+            .serialize(&row)
+            .map_err(|e| WebError::Internal(e.to_string()))?;
+    }
+    let body = writer
+        .into_inner()
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let file = format!("attachment; filename=\"study-{}-attempts.csv\"", study.id);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
             (header::CONTENT_DISPOSITION, file),
         ],
         body,
