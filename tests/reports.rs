@@ -155,9 +155,39 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
             .is_client_error()
     );
 
+    // The page: tables, the plot (server-rendered SVG, no script), the toggle, downloads.
+    let page = researcher.get(&format!("/studies/{study}/report")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for needed in [
+        "<svg",
+        "id=\"groups\"",
+        "id=\"raters\"",
+        "rater 0",
+        "Exclude chance-level raters",
+        "attempts.csv",
+        "Fleiss",
+    ] {
+        assert!(page.body.contains(needed), "{needed} missing");
+    }
+    assert_eq!(
+        page.body.matches("<circle").count(),
+        2,
+        "one point per role (one round)"
+    );
+    let excluded = researcher
+        .get(&format!("/studies/{study}/report?exclude=chance"))
+        .await;
+    assert_eq!(excluded.body.matches("(excluded)").count(), 2);
+    let study_page = researcher.get(&format!("/studies/{study}")).await;
+    assert!(
+        study_page
+            .body
+            .contains(&format!("/studies/{study}/report"))
+    );
+
     // Staff only.
     let mut anonymous = app.client();
-    for path in ["report.json", "attempts.jsonl", "attempts.csv"] {
+    for path in ["report", "report.json", "attempts.jsonl", "attempts.csv"] {
         let response = anonymous.get(&format!("/studies/{study}/{path}")).await;
         assert_ne!(response.status, 200, "{path}");
         let mut rater = app.rater_client(&tokens[0]).await;
