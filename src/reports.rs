@@ -12,10 +12,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use uuid::Uuid;
 
 use crate::domain::{ProverRole, Verdict};
-use crate::labels::CHANCE_ALPHA;
+use crate::labels::{CHANCE_ALPHA, Vote, human_majority};
 use crate::metrics::{
-    Z_95, binomial_upper_tail, d_prime, fleiss_kappa, krippendorff_alpha_nominal, median,
-    wilson_interval,
+    Z_95, auroc, binomial_upper_tail, d_prime, fleiss_kappa, krippendorff_alpha_nominal, median,
+    pearson, wilson_interval,
 };
 
 /// One judging attempt: who judged what, the truth, the verdict and its timing.
@@ -379,6 +379,132 @@ pub fn study_report(attempts: &[Attempt], exclude_chance_level: bool) -> StudyRe
     }
 }
 
+/// How the current verifier's scores relate to ground truth and to the raters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct VerifierVsHumans {
+    /// The verifier version.
+    pub version: i64,
+    /// Solutions it scored.
+    pub solutions: u64,
+    /// AUROC of the score against ground truth.
+    pub auroc_ground_truth: Option<f64>,
+    /// Solutions with a human majority, and the score's AUROC against it.
+    pub with_majority: u64,
+    /// AUROC of the score against the human majority.
+    pub auroc_human_majority: Option<f64>,
+    /// Pearson correlation of the score with the share of raters who judged the solution
+    /// right, over solutions with at least one answer.
+    pub correlation_with_human_accuracy: Option<f64>,
+}
+
+/// The verifier-versus-humans figures of `version`'s `scores` (solution, score, ground truth),
+/// raters in `excluded` left out of the human side.
+pub fn verifier_vs_humans(
+    version: i64,
+    scores: &[(Uuid, f64, bool)],
+    attempts: &[Attempt],
+    excluded: &HashSet<Uuid>,
+) -> VerifierVsHumans {
+    let mut votes: HashMap<Uuid, Vec<Vote>> = HashMap::new();
+    let mut right: HashMap<Uuid, (u64, u64)> = HashMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        votes.entry(a.solution_id).or_default().push(Vote {
+            rater_id: a.rater_id,
+            verdict: a.verdict,
+        });
+        if let Some(r) = a.right() {
+            let entry = right.entry(a.solution_id).or_default();
+            entry.1 += 1;
+            if r {
+                entry.0 += 1;
+            }
+        }
+    }
+    let values: Vec<f64> = scores.iter().map(|(_, s, _)| *s).collect();
+    let truth: Vec<bool> = scores.iter().map(|(_, _, t)| *t).collect();
+    let (majority_scores, majority): (Vec<f64>, Vec<bool>) = scores
+        .iter()
+        .filter_map(|(id, score, _)| {
+            let said = human_majority(votes.get(id).map(Vec::as_slice).unwrap_or(&[]), excluded)?;
+            Some((*score, said))
+        })
+        .unzip();
+    let (answered_scores, accuracy): (Vec<f64>, Vec<f64>) = scores
+        .iter()
+        .filter_map(|(id, score, _)| {
+            let (k, n) = right.get(id)?;
+            Some((*score, *k as f64 / *n as f64))
+        })
+        .unzip();
+    VerifierVsHumans {
+        version,
+        solutions: scores.len() as u64,
+        auroc_ground_truth: auroc(&values, &truth),
+        with_majority: majority.len() as u64,
+        auroc_human_majority: auroc(&majority_scores, &majority),
+        correlation_with_human_accuracy: pearson(&answered_scores, &accuracy),
+    }
+}
+
+/// Human accuracy on one quarter of the problems, ordered by how often the model solved them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DifficultyQuartile {
+    /// 1 = the hardest quarter (lowest solve rates) … 4 = the easiest.
+    pub quartile: u8,
+    /// Problems in the quarter.
+    pub problems: u64,
+    /// Lowest model solve rate in the quarter.
+    pub solve_rate_from: f64,
+    /// Highest model solve rate in the quarter.
+    pub solve_rate_to: f64,
+    /// Human accuracy on the quarter's solutions.
+    pub accuracy: Option<Rate>,
+}
+
+/// Human accuracy by problem difficulty quartile (the paper's Fig. 4d): problems ranked by the
+/// model's solve rate (`solve_rates`, ties broken by id) and cut into four near-equal groups.
+/// Problems without a solve rate are left out.
+pub fn accuracy_by_difficulty(
+    attempts: &[Attempt],
+    solve_rates: &HashMap<Uuid, f64>,
+    excluded: &HashSet<Uuid>,
+) -> Vec<DifficultyQuartile> {
+    let mut ranked: Vec<(Uuid, f64)> = solve_rates.iter().map(|(p, r)| (*p, *r)).collect();
+    ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    let n = ranked.len();
+    let quartile_of: HashMap<Uuid, usize> = ranked
+        .iter()
+        .enumerate()
+        .map(|(i, (p, _))| (*p, i * 4 / n.max(1)))
+        .collect();
+    let mut tallies = [(0u64, 0u64); 4];
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        if let (Some(&q), Some(r)) = (quartile_of.get(&a.problem_id), a.right()) {
+            tallies[q].1 += 1;
+            if r {
+                tallies[q].0 += 1;
+            }
+        }
+    }
+    (0..4)
+        .filter_map(|q| {
+            let members: Vec<f64> = ranked
+                .iter()
+                .filter(|(p, _)| quartile_of[p] == q)
+                .map(|(_, r)| *r)
+                .collect();
+            let (from, to) = (members.first()?, members.last()?);
+            Some(DifficultyQuartile {
+                quartile: q as u8 + 1,
+                problems: members.len() as u64,
+                solve_rate_from: *from,
+                solve_rate_to: *to,
+                accuracy: Rate::of(tallies[q].0, tallies[q].1),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,5 +641,51 @@ mod tests {
         let all = study_report(&fixture(), false);
         assert!(all.excluded_raters.is_empty());
         assert_eq!(all.groups, group_reports(&fixture(), &HashSet::new()));
+    }
+
+    #[test]
+    fn verifier_figures_against_truth_and_raters() {
+        // Solutions 10, 12 correct; 11, 13 incorrect (see the fixture).
+        let scores = vec![
+            (Uuid::from_u128(10), 2.0, true),
+            (Uuid::from_u128(11), -1.0, false),
+            (Uuid::from_u128(12), 1.0, true),
+            (Uuid::from_u128(13), 0.5, false),
+        ];
+        let result = verifier_vs_humans(3, &scores, &fixture(), &HashSet::new());
+        assert_eq!((result.version, result.solutions), (3, 4));
+        assert_eq!(result.auroc_ground_truth, Some(1.0));
+        // Majorities: 10 tie (C, W) → none; 11 tie → none; 12 C; 13 W (one answer).
+        assert_eq!(result.with_majority, 2);
+        assert_eq!(result.auroc_human_majority, Some(1.0));
+        // Human accuracy per solution: 10 → 1/2, 11 → 1/2, 12 → 1, 13 → 1.
+        let expected = pearson(&[2.0, -1.0, 1.0, 0.5], &[0.5, 0.5, 1.0, 1.0]);
+        assert_eq!(result.correlation_with_human_accuracy, expected);
+    }
+
+    #[test]
+    fn difficulty_quartiles_rank_problems_by_solve_rate() {
+        // Problems 5 and 6 (solutions 10-13): 5 is never solved, 6 always; two more unseen.
+        let rates: HashMap<Uuid, f64> = [
+            (Uuid::from_u128(5), 0.0),
+            (Uuid::from_u128(6), 1.0),
+            (Uuid::from_u128(7), 0.25),
+            (Uuid::from_u128(8), 0.5),
+        ]
+        .into();
+        let quartiles = accuracy_by_difficulty(&fixture(), &rates, &HashSet::new());
+        assert_eq!(quartiles.len(), 4);
+        assert_eq!(
+            (quartiles[0].quartile, quartiles[0].solve_rate_from),
+            (1, 0.0)
+        );
+        // Problem 5 holds solutions 10 and 11: answers r1 C right, r1 W right, r2 W wrong,
+        // r2 C wrong → 2 of 4.
+        let hardest = quartiles[0].accuracy.expect("rate");
+        assert_eq!((hardest.successes, hardest.trials), (2, 4));
+        // Problem 6 (solutions 12, 13): r1 right twice, r2 right once, one timeout → 3 of 3.
+        let easiest = quartiles[3].accuracy.expect("rate");
+        assert_eq!((easiest.successes, easiest.trials), (3, 3));
+        assert_eq!(quartiles[1].accuracy, None, "no judgements on problem 7");
     }
 }

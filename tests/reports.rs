@@ -130,6 +130,24 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
     assert_eq!(by_role["helpful"], (12, 12));
     assert!(by_role["sneaky"].0 < 12);
     assert_eq!(summary["report"]["raters"].as_array().unwrap().len(), 4);
+    // Every helpful solution of the fixture is correct: all 6 problems have solve rate 1, cut
+    // into four groups by rank; their accuracies add up to the whole.
+    let quartiles = summary["accuracy_by_difficulty"].as_array().unwrap();
+    assert_eq!(quartiles.len(), 4);
+    let problems: u64 = quartiles
+        .iter()
+        .map(|q| q["problems"].as_u64().unwrap())
+        .sum();
+    let trials: u64 = quartiles
+        .iter()
+        .map(|q| q["accuracy"]["trials"].as_u64().unwrap())
+        .sum();
+    assert_eq!((problems, trials), (6, 24));
+    assert_eq!(
+        summary["verifier"],
+        Value::Null,
+        "no verifier version in this database"
+    );
     assert_eq!(summary["report"]["agreement"]["solutions"], 12);
 
     // The exclusion toggle: the truthful raters (6 of 6 right, p = 1/64) stay; the two who
@@ -155,6 +173,72 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
             .is_client_error()
     );
 
+    // With a verifier version that scored the study: its AUROC against ground truth (scores
+    // +1 for correct, -1 for incorrect solutions: perfect) and against the raters.
+    let store = app.store();
+    let (checkpoint, version) = store
+        .register_verifier_version(
+            None,
+            &legibility::store::verifiers::NewVerifierVersion {
+                label: None,
+                model_dir: "verifiers/none".into(),
+                checkpoint_metadata: json!({}),
+                base_checkpoint_id: None,
+                job_id: None,
+                label_source: legibility::domain::LabelSource::Both,
+                loss: legibility::domain::VerifierLoss::BradleyTerry,
+                judgements_seen: 0,
+                metrics: json!({}),
+                score_studies: vec![],
+            },
+            app.now(),
+        )
+        .await
+        .unwrap();
+    store
+        .enqueue_verifier_scoring(study, Some(checkpoint), None, app.now())
+        .await
+        .unwrap();
+    let job = store
+        .claim_job(
+            "reports",
+            &[legibility::domain::JobKind::VerifierScoring],
+            60_000,
+            app.now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let truth: BTreeMap<String, bool> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["solution_id"].as_str().unwrap().to_string(),
+                r["is_correct"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    let scores: Vec<(uuid::Uuid, f64)> = truth
+        .iter()
+        .map(|(id, correct)| (id.parse().unwrap(), if *correct { 1.0 } else { -1.0 }))
+        .collect();
+    store
+        .commit_scores(&job.lease, checkpoint, &scores, 12, app.now())
+        .await
+        .unwrap();
+    let with_verifier = researcher
+        .get(&format!("/studies/{study}/report.json"))
+        .await
+        .json();
+    let verifier = &with_verifier["verifier"];
+    assert_eq!(verifier["version"], version);
+    assert_eq!(verifier["solutions"], 12);
+    assert_eq!(verifier["auroc_ground_truth"], 1.0);
+    assert!(
+        verifier["with_majority"].as_u64().unwrap() > 0,
+        "{verifier}"
+    );
+
     // The page: tables, the plot (server-rendered SVG, no script), the toggle, downloads.
     let page = researcher.get(&format!("/studies/{study}/report")).await;
     assert_eq!(page.status, 200, "{}", page.body);
@@ -166,6 +250,8 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
         "Exclude chance-level raters",
         "attempts.csv",
         "Fleiss",
+        "id=\"by-difficulty\"",
+        "id=\"verifier\"",
     ] {
         assert!(page.body.contains(needed), "{needed} missing");
     }

@@ -1,5 +1,7 @@
 //! The tidy per-attempt table the researchers' reports and downloads are built from.
 
+use std::collections::HashMap;
+
 use uuid::Uuid;
 
 use super::{Store, StoreResult, dispatch};
@@ -130,5 +132,32 @@ impl Store {
             )
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// The model's solve rate per problem of `study_id`: the share of the study's helpful
+    /// solutions to it that the grader marked correct (the paper's difficulty measure).
+    pub async fn problem_solve_rates(&self, study_id: Uuid) -> StoreResult<HashMap<Uuid, f64>> {
+        let rows: Vec<(Uuid, bool)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT s.problem_id, s.is_correct
+                 FROM study_solutions ss JOIN solutions s ON s.id = ss.solution_id
+                 WHERE ss.study_id = $1 AND s.role = 'helpful'",
+            )
+            .bind(study_id)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut tallies: HashMap<Uuid, (u64, u64)> = HashMap::new();
+        for (problem, correct) in rows {
+            let entry = tallies.entry(problem).or_default();
+            entry.1 += 1;
+            if correct {
+                entry.0 += 1;
+            }
+        }
+        Ok(tallies
+            .into_iter()
+            .map(|(p, (k, n))| (p, k as f64 / n as f64))
+            .collect())
     }
 }

@@ -1,7 +1,7 @@
 //! Researchers' report downloads: the study's figures as JSON and the tidy per-attempt table
 //! as JSON Lines and CSV. Staff only (researchers and admins); raters never reach these routes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -17,7 +17,10 @@ use uuid::Uuid;
 use super::session::Staff;
 use super::{AppState, WebError};
 use crate::domain::ProverRole;
-use crate::reports::{Attempt, Rate, StudyReport, study_report};
+use crate::reports::{
+    Attempt, DifficultyQuartile, Rate, StudyReport, VerifierVsHumans, accuracy_by_difficulty,
+    study_report, verifier_vs_humans,
+};
 
 /// Routes of the report downloads.
 pub fn routes() -> Router<AppState> {
@@ -48,12 +51,15 @@ impl ReportQuery {
     }
 }
 
-/// The report of a study as stored now.
-async fn load_report(
-    state: &AppState,
-    id: Uuid,
-    exclude: bool,
-) -> Result<(usize, StudyReport), WebError> {
+/// Everything a study's report shows, as stored now.
+struct Loaded {
+    judgements: usize,
+    report: StudyReport,
+    difficulty: Vec<DifficultyQuartile>,
+    verifier: Option<VerifierVsHumans>,
+}
+
+async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded, WebError> {
     let attempts: Vec<Attempt> = state
         .store
         .attempt_rows(id)
@@ -61,7 +67,31 @@ async fn load_report(
         .iter()
         .map(|row| row.attempt())
         .collect();
-    Ok((attempts.len(), study_report(&attempts, exclude)))
+    let report = study_report(&attempts, exclude);
+    let excluded: HashSet<Uuid> = report.excluded_raters.iter().copied().collect();
+    let solve_rates = state.store.problem_solve_rates(id).await?;
+    let difficulty = accuracy_by_difficulty(&attempts, &solve_rates, &excluded);
+    let verifier = match state.store.current_verifier().await? {
+        Some(current) => {
+            let scores: Vec<(Uuid, f64, bool)> = state
+                .store
+                .study_scores(id)
+                .await?
+                .into_iter()
+                .filter(|s| s.version == current.version)
+                .map(|s| (s.solution_id, s.score, s.is_correct))
+                .collect();
+            (!scores.is_empty())
+                .then(|| verifier_vs_humans(current.version, &scores, &attempts, &excluded))
+        }
+        None => None,
+    };
+    Ok(Loaded {
+        judgements: attempts.len(),
+        report,
+        difficulty,
+        verifier,
+    })
 }
 
 /// A figure for the page: "—" when absent.
@@ -131,6 +161,8 @@ struct ReportPage {
     krippendorff_alpha: String,
     buckets: Vec<(String, String)>,
     plot: String,
+    difficulty: Vec<(u8, String, u64, String)>,
+    verifier: Option<Vec<(String, String)>>,
 }
 
 /// The report page: tables, the accuracy-by-round plot, the exclusion toggle, downloads.
@@ -142,7 +174,12 @@ async fn report_page(
 ) -> Result<ReportPage, WebError> {
     let exclude = query.exclude_chance()?;
     let study = state.store.study(id).await?;
-    let (judgements, report) = load_report(&state, id, exclude).await?;
+    let Loaded {
+        judgements,
+        report,
+        difficulty,
+        verifier,
+    } = load_report(&state, id, exclude).await?;
     let names: BTreeMap<Uuid, String> = state
         .store
         .rater_progress(id)
@@ -207,6 +244,35 @@ async fn report_page(
         krippendorff_alpha: show(report.agreement.krippendorff_alpha, 3),
         buckets,
         plot: accuracy_by_round_svg(&report),
+        difficulty: difficulty
+            .iter()
+            .map(|q| {
+                (
+                    q.quartile,
+                    format!("{:.2}–{:.2}", q.solve_rate_from, q.solve_rate_to),
+                    q.problems,
+                    show_rate(q.accuracy),
+                )
+            })
+            .collect(),
+        verifier: verifier.map(|v| {
+            vec![
+                ("version".to_string(), v.version.to_string()),
+                ("solutions scored".into(), v.solutions.to_string()),
+                (
+                    "AUROC vs ground truth".into(),
+                    show(v.auroc_ground_truth, 3),
+                ),
+                (
+                    format!("AUROC vs human majority ({} solutions)", v.with_majority),
+                    show(v.auroc_human_majority, 3),
+                ),
+                (
+                    "correlation of score with human accuracy".into(),
+                    show(v.correlation_with_human_accuracy, 3),
+                ),
+            ]
+        }),
     })
 }
 
@@ -313,11 +379,13 @@ async fn report_json(
 ) -> Result<Json<serde_json::Value>, WebError> {
     let exclude = query.exclude_chance()?;
     let study = state.store.study(id).await?;
-    let (judgements, report) = load_report(&state, id, exclude).await?;
+    let loaded = load_report(&state, id, exclude).await?;
     Ok(Json(serde_json::json!({
         "study": { "id": study.id, "name": study.name },
-        "judgements": judgements,
-        "report": report,
+        "judgements": loaded.judgements,
+        "report": loaded.report,
+        "accuracy_by_difficulty": loaded.difficulty,
+        "verifier": loaded.verifier,
     })))
 }
 
