@@ -28,55 +28,6 @@ const FORBIDDEN_WORDS: &[&str] = &[
 /// Distinctive digits of the verifier scores stored for the fixture's solutions.
 const SCORE_DIGITS: &str = "271828";
 
-/// Stores a verifier version's scores (271828.5, 271829.5, …) for every solution of `study`,
-/// so the rater responses below are checked with scores present.
-async fn store_verifier_scores(app: &TestApp, study: uuid::Uuid) {
-    use legibility::domain::{JobKind, LabelSource, VerifierLoss};
-    use legibility::store::verifiers::NewVerifierVersion;
-    let store = app.store();
-    let (checkpoint, _) = store
-        .register_verifier_version(
-            None,
-            &NewVerifierVersion {
-                label: None,
-                model_dir: "verifiers/none".into(),
-                checkpoint_metadata: json!({}),
-                base_checkpoint_id: None,
-                job_id: None,
-                label_source: LabelSource::Both,
-                loss: VerifierLoss::BradleyTerry,
-                judgements_seen: 0,
-                metrics: json!({}),
-                score_studies: vec![],
-            },
-            app.now(),
-        )
-        .await
-        .unwrap();
-    store
-        .enqueue_verifier_scoring(study, Some(checkpoint), None, app.now())
-        .await
-        .unwrap();
-    let job = store
-        .claim_job("privacy", &[JobKind::VerifierScoring], 60_000, app.now())
-        .await
-        .unwrap()
-        .unwrap();
-    let rows: Vec<(uuid::Uuid, f64)> = store
-        .solutions_to_score(study, checkpoint)
-        .await
-        .unwrap()
-        .into_iter()
-        .enumerate()
-        .map(|(i, (id, _, _))| (id, 271_828.5 + i as f64))
-        .collect();
-    store
-        .commit_scores(&job.lease, checkpoint, &rows, rows.len() as i64, app.now())
-        .await
-        .unwrap();
-    assert_eq!(store.study_scores(study).await.unwrap().len(), rows.len());
-}
-
 /// Values that must never reach a rater, matched anywhere.
 fn forbidden_values(fixture: &common::Fixture) -> Vec<String> {
     let mut values = fixture.checkpoint_labels.clone();
@@ -127,7 +78,9 @@ fn whole_word_matching_works() {
 async fn no_rater_response_leaks_secrets(backend: Backend) {
     let app = TestApp::start(backend).await;
     let fixture = app.fixture(4, 2, 1, 45_000).await;
-    store_verifier_scores(&app, fixture.study_id).await;
+    // Verifier scores 271828.5, 271829.5, … stored for every solution of the study.
+    app.store_verifier_scores(fixture.study_id, |i, _| 271_828.5 + i as f64)
+        .await;
     let mut forbidden = forbidden_values(&fixture);
     forbidden.push(SCORE_DIGITS.into());
     let tokens = app.invite(fixture.study_id, 1).await;

@@ -6,41 +6,16 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Backend, TestApp};
+use common::{Backend, TestApp, truthful};
 use legibility::domain::UserRole;
-use serde_json::{Value, json};
-
-async fn judge_all(app: &TestApp, tokens: &[String], accept_everything: bool) {
-    for token in tokens {
-        let mut rater = app.rater_client(token).await;
-        loop {
-            let item = rater.get("/api/rater/item").await.json();
-            if item["status"] != "item" {
-                break;
-            }
-            let text = item["solution"].as_str().unwrap_or_default();
-            let verdict = if accept_everything || !text.contains("carefully") {
-                "correct"
-            } else {
-                "wrong"
-            };
-            let answer = rater
-                .post_json(
-                    "/api/rater/judgements",
-                    &json!({"assignment_id": item["assignment_id"], "verdict": verdict}),
-                )
-                .await;
-            assert_eq!(answer.status, 200, "{}", answer.body);
-        }
-    }
-}
+use serde_json::Value;
 
 async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backend) {
     let app = TestApp::start(backend).await;
     let fixture = app.fixture(6, 1, 2, 45_000).await;
     let tokens = app.invite(fixture.study_id, 4).await;
-    judge_all(&app, &tokens[..2], false).await; // truthful
-    judge_all(&app, &tokens[2..], true).await; // accept everything
+    app.judge_all(&tokens[..2], truthful).await;
+    app.judge_all(&tokens[2..], |_| "correct").await; // accepts everything
     let stored: (i64,) = with_raw_pool!(app.db.url, pool => {
         sqlx::query_as("SELECT COUNT(*) FROM judgements")
             .fetch_one(&pool)
@@ -175,57 +150,18 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
 
     // With a verifier version that scored the study: its AUROC against ground truth (scores
     // +1 for correct, -1 for incorrect solutions: perfect) and against the raters.
-    let store = app.store();
-    let (checkpoint, version) = store
-        .register_verifier_version(
-            None,
-            &legibility::store::verifiers::NewVerifierVersion {
-                label: None,
-                model_dir: "verifiers/none".into(),
-                checkpoint_metadata: json!({}),
-                base_checkpoint_id: None,
-                job_id: None,
-                label_source: legibility::domain::LabelSource::Both,
-                loss: legibility::domain::VerifierLoss::BradleyTerry,
-                judgements_seen: 0,
-                metrics: json!({}),
-                score_studies: vec![],
-            },
-            app.now(),
-        )
-        .await
-        .unwrap();
-    store
-        .enqueue_verifier_scoring(study, Some(checkpoint), None, app.now())
-        .await
-        .unwrap();
-    let job = store
-        .claim_job(
-            "reports",
-            &[legibility::domain::JobKind::VerifierScoring],
-            60_000,
-            app.now(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    let truth: BTreeMap<String, bool> = rows
+    let truth: BTreeMap<uuid::Uuid, bool> = rows
         .iter()
         .map(|r| {
             (
-                r["solution_id"].as_str().unwrap().to_string(),
+                r["solution_id"].as_str().unwrap().parse().unwrap(),
                 r["is_correct"].as_bool().unwrap(),
             )
         })
         .collect();
-    let scores: Vec<(uuid::Uuid, f64)> = truth
-        .iter()
-        .map(|(id, correct)| (id.parse().unwrap(), if *correct { 1.0 } else { -1.0 }))
-        .collect();
-    store
-        .commit_scores(&job.lease, checkpoint, &scores, 12, app.now())
-        .await
-        .unwrap();
+    let (_, version) = app
+        .store_verifier_scores(study, |_, id| if truth[&id] { 1.0 } else { -1.0 })
+        .await;
     let with_verifier = researcher
         .get(&format!("/studies/{study}/report.json"))
         .await

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestApp, wait_for_end};
+use common::{Backend, TestApp, truthful, wait_for_end};
 use legibility::clock::Clock;
 use legibility::domain::{JobKind, JobState, LabelSource, ProverRole, VerifierLoss};
 use legibility::labels::labelled_solutions;
@@ -53,36 +53,6 @@ async fn base_verifier(store: &Store) -> (tempfile::TempDir, Uuid) {
         .unwrap();
     assert_eq!(version, 1);
     (models, id)
-}
-
-/// Every rater judges until nothing is left; `verdict` decides from the solution text (the
-/// fixture's sneaky solutions say "carefully").
-async fn judge_all(app: &TestApp, tokens: &[String], verdict: impl Fn(&str) -> &'static str) {
-    for token in tokens {
-        let mut rater = app.rater_client(token).await;
-        loop {
-            let item = rater.get("/api/rater/item").await.json();
-            if item["status"] != "item" {
-                break;
-            }
-            let text = item["solution"].as_str().unwrap_or_default();
-            let answer = rater
-                .post_json(
-                    "/api/rater/judgements",
-                    &json!({"assignment_id": item["assignment_id"], "verdict": verdict(text)}),
-                )
-                .await;
-            assert_eq!(answer.status, 200, "{}", answer.body);
-        }
-    }
-}
-
-fn truthful(text: &str) -> &'static str {
-    if text.contains("carefully") {
-        "wrong"
-    } else {
-        "correct"
-    }
 }
 
 /// An in-process worker with every handler, stopped when the returned sender is dropped.
@@ -165,7 +135,7 @@ async fn labels_follow_the_raters_current_verdicts(backend: Backend) {
     assert!(truth.iter().all(|s| s.label == Some(s.ground_truth)));
 
     // One rater accepts everything they see: those solutions are labelled correct.
-    judge_all(&app, &tokens[..1], |_| "correct").await;
+    app.judge_all(&tokens[..1], |_| "correct").await;
     let first = human(&store.ratings_snapshot(Some(study.id)).await.unwrap());
     let accepted: Vec<Uuid> = first
         .iter()
@@ -176,7 +146,7 @@ async fn labels_follow_the_raters_current_verdicts(backend: Backend) {
 
     // Two more raters reject everything: every solution now has a "wrong" majority, so the
     // solutions the first rater accepted flip from true to false.
-    judge_all(&app, &tokens[1..], |_| "wrong").await;
+    app.judge_all(&tokens[1..], |_| "wrong").await;
     let snapshot = store.ratings_snapshot(Some(study.id)).await.unwrap();
     let second = human(&snapshot);
     for id in &accepted {
@@ -198,7 +168,7 @@ async fn a_training_job_registers_a_version_with_metrics_and_scores_the_study(ba
     // 16 problems × (helpful, sneaky), each judged twice by truthful raters.
     let fixture = app.fixture(16, 1, 2, 45_000).await;
     let tokens = app.invite(fixture.study_id, 4).await;
-    judge_all(&app, &tokens, truthful).await;
+    app.judge_all(&tokens, truthful).await;
     assert_eq!(store.judgement_count().await.unwrap(), 64);
 
     let params = TrainingParams {
@@ -353,7 +323,7 @@ async fn new_judgements_trigger_training_automatically(backend: Backend) {
             .filter(|j| j.kind == JobKind::VerifierTraining)
             .collect::<Vec<_>>()
     };
-    judge_all(&app, &tokens, truthful).await; // 3 judgements: one per problem
+    app.judge_all(&tokens, truthful).await; // 3 judgements: one per problem
     let started = Instant::now();
     while training_jobs().await.is_empty() {
         assert!(started.elapsed() < Duration::from_secs(30), "no job queued");

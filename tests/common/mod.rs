@@ -553,3 +553,96 @@ pub async fn wait_for_end(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+impl TestApp {
+    /// Every rater judges until nothing is left; `verdict` decides from the solution text (the
+    /// fixture's sneaky solutions say "carefully": see [`truthful`]).
+    pub async fn judge_all(&self, tokens: &[String], verdict: impl Fn(&str) -> &'static str) {
+        for token in tokens {
+            let mut rater = self.rater_client(token).await;
+            loop {
+                let item = rater.get("/api/rater/item").await.json();
+                if item["status"] != "item" {
+                    break;
+                }
+                let text = item["solution"].as_str().unwrap_or_default();
+                let answer = rater
+                    .post_json(
+                        "/api/rater/judgements",
+                        &serde_json::json!({"assignment_id": item["assignment_id"], "verdict": verdict(text)}),
+                    )
+                    .await;
+                assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            }
+        }
+    }
+
+    /// Registers a verifier version (no model files: nothing loads it) and stores its
+    /// `score_of(i, solution)` for every solution of `study`, as a scoring job would. Returns the
+    /// version's checkpoint id and number.
+    pub async fn store_verifier_scores(
+        &self,
+        study: Uuid,
+        score_of: impl Fn(usize, Uuid) -> f64,
+    ) -> (Uuid, i64) {
+        use legibility::domain::{JobKind, LabelSource, VerifierLoss};
+        use legibility::store::verifiers::NewVerifierVersion;
+        let store = self.store();
+        let (checkpoint, version) = store
+            .register_verifier_version(
+                None,
+                &NewVerifierVersion {
+                    label: None,
+                    model_dir: "verifiers/none".into(),
+                    checkpoint_metadata: serde_json::json!({}),
+                    base_checkpoint_id: None,
+                    job_id: None,
+                    label_source: LabelSource::Both,
+                    loss: VerifierLoss::BradleyTerry,
+                    judgements_seen: 0,
+                    metrics: serde_json::json!({}),
+                    score_studies: vec![],
+                },
+                self.now(),
+            )
+            .await
+            .unwrap();
+        store
+            .enqueue_verifier_scoring(study, Some(checkpoint), None, self.now())
+            .await
+            .unwrap();
+        let job = store
+            .claim_job(
+                "test-scorer",
+                &[JobKind::VerifierScoring],
+                60_000,
+                self.now(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let rows: Vec<(Uuid, f64)> = store
+            .solutions_to_score(study, checkpoint)
+            .await
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, _, _))| (id, score_of(i, id)))
+            .collect();
+        store
+            .commit_scores(&job.lease, checkpoint, &rows, rows.len() as i64, self.now())
+            .await
+            .unwrap();
+        (checkpoint, version)
+    }
+}
+
+/// A rater who is always right on the fixture: sneaky solutions (they say "carefully") are
+/// wrong, the rest correct.
+pub fn truthful(text: &str) -> &'static str {
+    if text.contains("carefully") {
+        "wrong"
+    } else {
+        "correct"
+    }
+}
