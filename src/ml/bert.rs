@@ -13,6 +13,8 @@ use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::config::{require_heads_fit, require_positive};
+
 /// The prefix `BertForSequenceClassification` and other `BertFor*` exports put on every
 /// encoder tensor name.
 pub const BERT_PREFIX: &str = "bert.";
@@ -115,7 +117,7 @@ impl BertConfig {
                 self.model_type
             ));
         }
-        let positive = [
+        require_positive(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
             ("num_hidden_layers", self.num_hidden_layers),
@@ -123,18 +125,8 @@ impl BertConfig {
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
             ("type_vocab_size", self.type_vocab_size),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(format!("config.json: {name} must be positive"));
-            }
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
-                "config.json: hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        ])?;
+        require_heads_fit(self.hidden_size, self.num_attention_heads)?;
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return Err(format!(
                 "config.json: layer_norm_eps must be a positive number, not {}",

@@ -83,7 +83,7 @@ impl LlamaConfig {
                 self.model_type
             ));
         }
-        let positive = [
+        require_positive(&[
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
             ("num_hidden_layers", self.num_hidden_layers),
@@ -91,18 +91,8 @@ impl LlamaConfig {
             ("num_key_value_heads", self.kv_heads()),
             ("vocab_size", self.vocab_size),
             ("max_position_embeddings", self.max_position_embeddings),
-        ];
-        for (name, value) in positive {
-            if value == 0 {
-                return Err(format!("config.json: {name} must be positive"));
-            }
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(format!(
-                "config.json: hidden_size {} is not a multiple of num_attention_heads {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        ])?;
+        require_heads_fit(self.hidden_size, self.num_attention_heads)?;
         if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err(format!(
                 "config.json: num_attention_heads {} is not a multiple of num_key_value_heads {}",
@@ -139,6 +129,26 @@ impl LlamaConfig {
             out.push(("lm_head.weight".to_string(), vec![v, h]));
         }
         out
+    }
+}
+
+/// `Err("config.json: NAME must be positive")` for the first zero among `fields`: the
+/// size checks every architecture's config shares.
+pub(crate) fn require_positive(fields: &[(&str, usize)]) -> Result<(), String> {
+    match fields.iter().find(|(_, value)| *value == 0) {
+        Some((name, _)) => Err(format!("config.json: {name} must be positive")),
+        None => Ok(()),
+    }
+}
+
+/// The attention heads must split the hidden width evenly (heads positive: checked first).
+pub(crate) fn require_heads_fit(hidden_size: usize, heads: usize) -> Result<(), String> {
+    if hidden_size.is_multiple_of(heads) {
+        Ok(())
+    } else {
+        Err(format!(
+            "config.json: hidden_size {hidden_size} is not a multiple of num_attention_heads {heads}"
+        ))
     }
 }
 

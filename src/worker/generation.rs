@@ -19,7 +19,6 @@ use super::{JobContext, JobError, JobFuture, JobHandler};
 use crate::domain::JobKind;
 use crate::domain::ProverRole;
 use crate::grading;
-use crate::ml::ModelError;
 use crate::ml::prover::{Prover, SampleRequest};
 use crate::ml::sampling::SamplingParams;
 use crate::store::generation::{GeneratedChunk, GeneratedSolution, GenerationProblem};
@@ -203,13 +202,6 @@ impl JobHandler for GenerationHandler {
     }
 }
 
-fn model_failure(e: ModelError) -> JobError {
-    match e {
-        ModelError::Stopped => JobError::LeaseLost,
-        e => JobError::Fatal(e.to_string()),
-    }
-}
-
 async fn run_generation(
     handler: GenerationHandler,
     job: ClaimedJob,
@@ -279,7 +271,7 @@ async fn run_generation(
             .await
             .map_err(|e| JobError::Fatal(format!("generation crashed: {e}")))?;
             prover = returned;
-            let (requests, samples) = samples.map_err(model_failure)?;
+            let (requests, samples) = samples.map_err(JobError::from)?;
             let chunks: Vec<GeneratedChunk> = group
                 .iter()
                 .enumerate()

@@ -63,6 +63,17 @@ impl From<StoreError> for JobError {
     }
 }
 
+impl From<crate::ml::ModelError> for JobError {
+    /// A model that was asked to stop (lease lost, shutdown) ends the attempt quietly; any
+    /// other model failure (bad files, shapes) will not go away on retry.
+    fn from(e: crate::ml::ModelError) -> Self {
+        match e {
+            crate::ml::ModelError::Stopped => JobError::LeaseLost,
+            e => JobError::Fatal(e.to_string()),
+        }
+    }
+}
+
 /// Store errors a later attempt may not meet: races the store itself calls retryable, and an
 /// unreachable or overloaded database.
 fn is_transient(e: &StoreError) -> bool {

@@ -163,13 +163,6 @@ impl JobHandler for TrainingHandler {
     }
 }
 
-fn model_failure(e: ModelError) -> JobError {
-    match e {
-        ModelError::Stopped => JobError::LeaseLost,
-        e => JobError::Fatal(e.to_string()),
-    }
-}
-
 fn crashed(what: &str, e: tokio::task::JoinError) -> JobError {
     JobError::Fatal(format!("{what} crashed: {e}"))
 }
@@ -288,7 +281,7 @@ async fn run_training(
     let report = loop {
         tokio::select! {
             joined = &mut training => {
-                break joined.map_err(|e| crashed("training", e))?.map_err(model_failure)?;
+                break joined.map_err(|e| crashed("training", e))?.map_err(JobError::from)?;
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {
                 let (done, total) = (progress.0.load(Ordering::Relaxed), progress.1.load(Ordering::Relaxed));
@@ -410,7 +403,7 @@ async fn run_scoring(
         .await
         .map_err(|e| crashed("scoring", e))?;
         verifier = returned;
-        let scores = scores.map_err(model_failure)?;
+        let scores = scores.map_err(JobError::from)?;
         done += ids.len() as i64;
         let rows: Vec<(Uuid, f64)> = ids
             .into_iter()
