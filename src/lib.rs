@@ -7,6 +7,8 @@
 //! - [`generator`]: the project's own procedural grade-school word problems (built-in set).
 //! - [`judging`]: deadline and assignment-balancing rules.
 //! - [`auth`]: password hashing and tokens.
+//! - [`reports`]: the researchers' report figures; [`export`]: the tidy per-attempt table
+//!   downloads (CSV, JSON Lines, Parquet) and their quality flags.
 //! - [`store`]: persistence on SQLite or PostgreSQL.
 //! - [`web`]: HTTP handlers per audience (rater, researcher, admin, JSON API).
 //! - [`worker`]: the background worker runtime (job leases, heartbeats, retries).
@@ -16,6 +18,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod domain;
+pub mod export;
 pub mod generator;
 pub mod grading;
 pub mod judging;

@@ -191,11 +191,16 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
     ] {
         assert!(page.body.contains(needed), "{needed} missing");
     }
-    assert_eq!(
-        page.body.matches("<circle").count(),
-        2,
-        "one point per role (one round)"
-    );
+    // Accuracy: one point per role (one round); time: two per role (when right, all
+    // answered); raters: one per rater with answers.
+    assert_eq!(page.body.matches("<circle").count(), 2 + 4 + 4);
+    for plot in [
+        "plot-accuracy-title",
+        "plot-time-title",
+        "plot-raters-title",
+    ] {
+        assert!(page.body.contains(plot), "{plot} missing");
+    }
     let excluded = researcher
         .get(&format!("/studies/{study}/report?exclude=chance"))
         .await;
@@ -209,7 +214,13 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
 
     // Staff only.
     let mut anonymous = app.client();
-    for path in ["report", "report.json", "attempts.jsonl", "attempts.csv"] {
+    for path in [
+        "report",
+        "report.json",
+        "attempts.jsonl",
+        "attempts.csv",
+        "attempts.parquet",
+    ] {
         let response = anonymous.get(&format!("/studies/{study}/{path}")).await;
         assert_ne!(response.status, 200, "{path}");
         let mut rater = app.rater_client(&tokens[0]).await;
@@ -218,3 +229,196 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
     }
 }
 on_both_backends!(the_summary_matches_an_independent_count_of_the_attempts);
+
+/// Mixed ground truth in every role, so each group has correct and incorrect solutions (d′ is
+/// defined): helpful solutions to odd problems are wrong, sneaky ones to every third problem
+/// right. Incorrect solutions say "carefully", so [`truthful`] raters can tell.
+fn mixed_solutions(set_size: usize, labels: &[String]) -> String {
+    let mut lines = Vec::new();
+    for i in 0..set_size {
+        let question =
+            format!("Problem {i}: a farmer has some goats and buys more. How many goats now?");
+        for (round, label) in labels.iter().enumerate() {
+            for (role, correct) in [("helpful", i % 2 == 0), ("sneaky", i % 3 == 0)] {
+                let (answer, word) = if correct {
+                    (common::truth_of(i), "plainly")
+                } else {
+                    ((40 + i).to_string(), "carefully")
+                };
+                lines.push(
+                    serde_json::json!({
+                        "question": question, "checkpoint": label, "round": round, "role": role,
+                        "solution": format!("Count the goats {word} ({role}).\n#### {answer}"),
+                    })
+                    .to_string(),
+                );
+            }
+        }
+    }
+    lines.join("\n")
+}
+
+/// What one simulated rater does with one item.
+enum Act {
+    /// Answer after `elapsed` ms; `flip` answers against the truth; the page reports `client`.
+    Answer {
+        elapsed: i64,
+        flip: bool,
+        client: Option<i64>,
+    },
+    /// Answer 2 s after the deadline (stored as a timeout).
+    Late,
+    /// Never answer: the deadline passes and the next request records the timeout.
+    Abandon,
+}
+
+/// Rater `r`'s `k`-th item, by kind of rater (`r % 5`): truthful; error-prone and without a
+/// client time now and then; accepting everything (chance level); late, abandoning items, and
+/// with a page that disagrees with the server; guessing.
+fn act(r: usize, k: usize) -> Act {
+    let elapsed = 2_000 + ((r * 13 + k * 7) % 40) as i64 * 1_000;
+    match r % 5 {
+        0 => Act::Answer {
+            elapsed,
+            flip: false,
+            client: Some(elapsed),
+        },
+        1 => Act::Answer {
+            elapsed,
+            flip: k % 4 == 3,
+            client: (!k.is_multiple_of(5)).then_some(elapsed + 300),
+        },
+        2 => Act::Answer {
+            elapsed: 2_500,
+            flip: false,
+            client: Some(2_500),
+        },
+        3 if k % 6 == 1 => Act::Abandon,
+        3 if k % 6 == 4 => Act::Late,
+        3 => Act::Answer {
+            elapsed,
+            flip: false,
+            client: Some(elapsed + 3_000),
+        },
+        _ => Act::Answer {
+            elapsed,
+            flip: (k * 7 + 3) % 5 < 2,
+            client: Some(elapsed),
+        },
+    }
+}
+
+async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app
+        .fixture_with_solutions(9, 2, 3, 45_000, mixed_solutions)
+        .await;
+    let study = fixture.study_id;
+    // A rater sees one solution per problem: 15 raters fill the 108 slots (12 per problem).
+    let tokens = app.invite(study, 15).await;
+    let mut raters = Vec::new();
+    for token in &tokens {
+        raters.push(app.rater_client(token).await);
+    }
+    // Raters take turns, one item each, until the study runs out.
+    let mut done = vec![0usize; raters.len()];
+    let mut active = vec![true; raters.len()];
+    while active.iter().any(|a| *a) {
+        for (r, rater) in raters.iter_mut().enumerate() {
+            if !active[r] {
+                continue;
+            }
+            let mut item = rater.get("/api/rater/item").await.json();
+            if item["status"] == "item" && matches!(act(r, done[r]), Act::Abandon) {
+                // The deadline passes unanswered; asking again records the timeout and serves
+                // the next item, answered below.
+                app.state.clock.advance_ms(46_000);
+                done[r] += 1;
+                item = rater.get("/api/rater/item").await.json();
+            }
+            if item["status"] != "item" {
+                active[r] = false;
+                continue;
+            }
+            let text = item["solution"].as_str().unwrap_or_default().to_string();
+            let honest = truthful(&text);
+            let (verdict, client, wait) = match act(r, done[r]) {
+                Act::Answer {
+                    elapsed,
+                    flip,
+                    client,
+                } => {
+                    let said = match (r % 5, flip) {
+                        (2, _) => "correct",
+                        (_, false) => honest,
+                        (_, true) if honest == "correct" => "wrong",
+                        (_, true) => "correct",
+                    };
+                    (said, client, elapsed)
+                }
+                Act::Late => (honest, None, 47_000),
+                Act::Abandon => (honest, Some(3_000), 3_000),
+            };
+            app.state.clock.advance_ms(wait);
+            let mut body =
+                serde_json::json!({"assignment_id": item["assignment_id"], "verdict": verdict});
+            if let Some(ms) = client {
+                body["client_elapsed_ms"] = ms.into();
+            }
+            let answer = rater.post_json("/api/rater/judgements", &body).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            done[r] += 1;
+        }
+    }
+
+    let mut researcher = app.staff_client("res", UserRole::Researcher).await;
+    let folder = tempfile::tempdir().unwrap();
+    for (path, file) in [
+        ("attempts.csv", "attempts.csv"),
+        ("attempts.jsonl", "attempts.jsonl"),
+        ("attempts.parquet", "attempts.parquet"),
+        ("report.json", "report.json"),
+        ("report.json?exclude=chance", "report-excluded.json"),
+    ] {
+        let response = researcher.get(&format!("/studies/{study}/{path}")).await;
+        assert_eq!(response.status, 200, "{path}: {}", response.body);
+        std::fs::write(folder.path().join(file), &response.bytes).unwrap();
+    }
+    let parquet = std::fs::read(folder.path().join("attempts.parquet")).unwrap();
+    assert_eq!(&parquet[..4], b"PAR1");
+    let csv = std::fs::read_to_string(folder.path().join("attempts.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        9 * 2 * 2 * 3 + 1,
+        "every slot judged once, plus the header"
+    );
+    for flag in [
+        "chance_level_rater",
+        "no_answer",
+        "late_answer",
+        "no_client_time",
+        "client_server_gap",
+    ] {
+        assert!(csv.contains(flag), "the fixture never raised {flag}");
+    }
+
+    let python = std::env::var("LEGIBILITY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/check_downloads.py"
+    );
+    let output = std::process::Command::new(&python)
+        .arg(script)
+        .arg(folder.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} (set LEGIBILITY_TEST_PYTHON): {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the pandas check failed (needs pandas and pyarrow: .ci/run installs them)\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.starts_with("ok: 108 attempts"), "{stdout}");
+    println!("{stdout}");
+}
+on_both_backends!(the_downloads_open_in_pandas_and_every_figure_matches_it);

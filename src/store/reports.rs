@@ -1,11 +1,15 @@
 //! The tidy per-attempt table the researchers' reports and downloads are built from.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
+
+use tokio::sync::mpsc;
 
 use uuid::Uuid;
 
 use super::{Store, StoreResult, dispatch};
 use crate::domain::{ProverRole, Verdict, parse_stored};
+use crate::export::RaterTally;
 use crate::reports::Attempt;
 
 /// One judging attempt with everything an analysis needs, one row per judgement.
@@ -39,6 +43,9 @@ pub struct AttemptRow {
     pub server_elapsed_ms: i64,
     /// The page's own measure, when it sent a plausible one.
     pub client_elapsed_ms: Option<i64>,
+    /// Quality flags, `;`-separated: empty from the store, filled in by
+    /// [`crate::export::add_flags`] for the downloads.
+    pub flags: String,
 }
 
 impl AttemptRow {
@@ -75,63 +82,119 @@ type Row = (
     Option<i64>,
 );
 
+/// Every judgement of one study (`$1`) with its solution and checkpoint, in serving order.
+const ATTEMPTS_SQL: &str =
+    "SELECT j.rater_id, r.name, j.solution_id, s.problem_id, c.label, c.round, s.role,
+            s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
+            j.server_elapsed_ms, j.client_elapsed_ms
+     FROM judgements j
+     JOIN raters r ON r.id = j.rater_id
+     JOIN solutions s ON s.id = j.solution_id
+     JOIN checkpoints c ON c.id = s.checkpoint_id
+     WHERE j.study_id = $1
+     ORDER BY j.served_at, j.id";
+
+fn attempt_row(row: Row) -> Result<AttemptRow, sqlx::Error> {
+    let (
+        rater_id,
+        rater_name,
+        solution_id,
+        problem_id,
+        checkpoint,
+        round,
+        role,
+        is_correct,
+        verdict,
+        served_at,
+        deadline,
+        submitted_at,
+        server_elapsed_ms,
+        client_elapsed_ms,
+    ) = row;
+    Ok(AttemptRow {
+        rater_id,
+        rater_name,
+        solution_id,
+        problem_id,
+        checkpoint,
+        round,
+        role: parse_stored(&role)?,
+        is_correct,
+        verdict: parse_stored(&verdict)?,
+        served_at,
+        deadline,
+        submitted_at,
+        server_elapsed_ms,
+        client_elapsed_ms,
+        flags: String::new(),
+    })
+}
+
 impl Store {
     /// Every judgement of `study_id`, ordered by serving time then id.
     pub async fn attempt_rows(&self, study_id: Uuid) -> StoreResult<Vec<AttemptRow>> {
         let rows: Vec<Row> = dispatch!(self, pool, _b => {
+            sqlx::query_as(ATTEMPTS_SQL).bind(study_id).fetch_all(pool).await?
+        });
+        rows.into_iter()
+            .map(attempt_row)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// The same rows as [`Store::attempt_rows`], sent to `pages` in pages of `page_size` as the
+    /// database streams them (one statement, so one consistent snapshot), for downloads that
+    /// should not hold a whole study in memory. Stops quietly when the receiver goes away.
+    pub async fn send_attempt_pages(
+        &self,
+        study_id: Uuid,
+        page_size: usize,
+        pages: mpsc::Sender<Vec<AttemptRow>>,
+    ) -> StoreResult<()> {
+        let page_size = page_size.max(1);
+        dispatch!(self, pool, _b => {
+            let mut rows = sqlx::query_as::<_, Row>(ATTEMPTS_SQL).bind(study_id).fetch(pool);
+            let mut page = Vec::with_capacity(page_size);
+            while let Some(row) = poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
+                page.push(attempt_row(row?)?);
+                if page.len() == page_size
+                    && pages.send(std::mem::replace(&mut page, Vec::with_capacity(page_size))).await.is_err()
+                {
+                    return Ok(());
+                }
+            }
+            if !page.is_empty() {
+                let _ = pages.send(page).await;
+            }
+        });
+        Ok(())
+    }
+
+    /// Per rater of `study_id`: answered judgements and those agreeing with ground truth.
+    pub async fn rater_tallies(&self, study_id: Uuid) -> StoreResult<Vec<RaterTally>> {
+        let rows: Vec<(Uuid, i64, i64)> = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT j.rater_id, r.name, j.solution_id, s.problem_id, c.label, c.round, s.role,
-                        s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
-                        j.server_elapsed_ms, j.client_elapsed_ms
-                 FROM judgements j
-                 JOIN raters r ON r.id = j.rater_id
-                 JOIN solutions s ON s.id = j.solution_id
-                 JOIN checkpoints c ON c.id = s.checkpoint_id
+                "SELECT j.rater_id,
+                        COALESCE(SUM(CASE WHEN (j.verdict = 'correct' AND s.is_correct)
+                                            OR (j.verdict = 'wrong' AND NOT s.is_correct)
+                                       THEN 1 ELSE 0 END), 0),
+                        COALESCE(SUM(CASE WHEN j.verdict = 'timeout' THEN 0 ELSE 1 END), 0)
+                 FROM judgements j JOIN solutions s ON s.id = j.solution_id
                  WHERE j.study_id = $1
-                 ORDER BY j.served_at, j.id",
+                 GROUP BY j.rater_id",
             )
             .bind(study_id)
             .fetch_all(pool)
             .await?
         });
-        rows.into_iter()
-            .map(
-                |(
-                    rater_id,
-                    rater_name,
-                    solution_id,
-                    problem_id,
-                    checkpoint,
-                    round,
-                    role,
-                    is_correct,
-                    verdict,
-                    served_at,
-                    deadline,
-                    submitted_at,
-                    server_elapsed_ms,
-                    client_elapsed_ms,
-                )| {
-                    Ok(AttemptRow {
-                        rater_id,
-                        rater_name,
-                        solution_id,
-                        problem_id,
-                        checkpoint,
-                        round,
-                        role: parse_stored(&role)?,
-                        is_correct,
-                        verdict: parse_stored(&verdict)?,
-                        served_at,
-                        deadline,
-                        submitted_at,
-                        server_elapsed_ms,
-                        client_elapsed_ms,
-                    })
-                },
-            )
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        Ok(rows
+            .into_iter()
+            .map(|(rater_id, right, answered)| RaterTally {
+                rater_id,
+                right: u64::try_from(right).unwrap_or(0),
+                answered: u64::try_from(answered).unwrap_or(0),
+            })
+            .collect())
     }
 
     /// The model's solve rate per problem of `study_id`: the share of the study's helpful

@@ -21,6 +21,7 @@ pub mod api;
 pub mod checkpoints;
 pub mod error;
 pub mod jobs;
+pub mod plots;
 pub mod rater;
 pub mod reports;
 pub mod researcher;

@@ -2,33 +2,39 @@
 //! as JSON Lines and CSV. Staff only (researchers and admins); raters never reach these routes.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Json;
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::plots;
 use super::session::Staff;
 use super::{AppState, WebError};
-use crate::domain::ProverRole;
+use crate::export::{Encoder, Format, add_flags, chance_level_raters};
 use crate::reports::{
     Attempt, DifficultyQuartile, Rate, StudyReport, VerifierVsHumans, accuracy_by_difficulty,
     study_report, verifier_vs_humans,
 };
+use crate::store::Store;
 
 /// Routes of the report downloads.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/studies/{id}/report", get(report_page))
         .route("/studies/{id}/report.json", get(report_json))
-        .route("/studies/{id}/attempts.jsonl", get(attempts_jsonl))
         .route("/studies/{id}/attempts.csv", get(attempts_csv))
+        .route("/studies/{id}/attempts.jsonl", get(attempts_jsonl))
+        .route("/studies/{id}/attempts.parquet", get(attempts_parquet))
 }
 
 /// `?exclude=chance` leaves chance-level raters out of the figures.
@@ -160,7 +166,9 @@ struct ReportPage {
     fleiss_kappa: String,
     krippendorff_alpha: String,
     buckets: Vec<(String, String)>,
-    plot: String,
+    accuracy_plot: String,
+    time_plot: String,
+    rater_plot: String,
     difficulty: Vec<(u8, String, u64, String)>,
     verifier: Option<Vec<(String, String)>>,
 }
@@ -243,7 +251,13 @@ async fn report_page(
         fleiss_kappa: show(report.agreement.fleiss_kappa, 3),
         krippendorff_alpha: show(report.agreement.krippendorff_alpha, 3),
         buckets,
-        plot: accuracy_by_round_svg(&report),
+        accuracy_plot: plots::accuracy_by_round_svg(&report),
+        time_plot: plots::time_by_round_svg(&report),
+        rater_plot: plots::rater_scatter_svg(
+            &report.raters,
+            &report.excluded_raters.iter().copied().collect(),
+            &names,
+        ),
         difficulty: difficulty
             .iter()
             .map(|q| {
@@ -276,100 +290,6 @@ async fn report_page(
     })
 }
 
-/// Human accuracy by prover round, one line per role, with 95 % intervals as bars (checkpoints
-/// of one round pooled), as server-rendered SVG: readable without JavaScript. Only numbers and
-/// the role names go into the markup.
-pub fn accuracy_by_round_svg(report: &StudyReport) -> String {
-    let mut pooled: BTreeMap<(ProverRole, i64), (u64, u64)> = BTreeMap::new();
-    for g in &report.groups {
-        if let Some(rate) = g.accuracy {
-            let entry = pooled.entry((g.role, g.round)).or_default();
-            entry.0 += rate.successes;
-            entry.1 += rate.trials;
-        }
-    }
-    let (width, height, left, bottom, top, right) = (480.0, 260.0, 50.0, 40.0, 20.0, 110.0);
-    let rounds: Vec<i64> = {
-        let mut r: Vec<i64> = pooled.keys().map(|(_, round)| *round).collect();
-        r.sort_unstable();
-        r.dedup();
-        r
-    };
-    let plot_w = width - left - right;
-    let plot_h = height - top - bottom;
-    let x = |round: i64| {
-        let i = rounds.iter().position(|r| *r == round).unwrap_or(0) as f64;
-        left + if rounds.len() > 1 {
-            i * plot_w / (rounds.len() - 1) as f64
-        } else {
-            plot_w / 2.0
-        }
-    };
-    let y = |value: f64| top + (1.0 - value) * plot_h;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-labelledby=\"plot-title\" class=\"plot\"><title id=\"plot-title\">Human accuracy by prover round and role, with 95% intervals</title>"
-    );
-    for tick in [0.0, 0.25, 0.5, 0.75, 1.0] {
-        svg.push_str(&format!(
-            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#ddd\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{tick:.2}</text>",
-            left + plot_w,
-            y(tick),
-            y(tick),
-            left - 6.0,
-            y(tick) + 4.0
-        ));
-    }
-    for round in &rounds {
-        svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">round {round}</text>",
-            x(*round),
-            height - bottom + 18.0
-        ));
-    }
-    for (index, role) in ProverRole::ALL.iter().enumerate() {
-        let colour = if *role == ProverRole::Helpful {
-            "#1b6ac9"
-        } else {
-            "#c9491b"
-        };
-        let points: Vec<(f64, Rate)> = pooled
-            .iter()
-            .filter(|((r, _), _)| r == role)
-            .filter_map(|((_, round), (k, n))| Rate::of(*k, *n).map(|rate| (x(*round), rate)))
-            .collect();
-        if points.is_empty() {
-            continue;
-        }
-        let path: Vec<String> = points
-            .iter()
-            .map(|(px, rate)| format!("{px:.1},{:.1}", y(rate.value)))
-            .collect();
-        svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
-            path.join(" ")
-        ));
-        for (px, rate) in &points {
-            svg.push_str(&format!(
-                "<line x1=\"{px:.1}\" x2=\"{px:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{colour}\"/><circle cx=\"{px:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{colour}\"><title>{role}: {:.3} [{:.3}, {:.3}], n={}</title></circle>",
-                y(rate.low),
-                y(rate.high),
-                y(rate.value),
-                rate.value,
-                rate.low,
-                rate.high,
-                rate.trials
-            ));
-        }
-        svg.push_str(&format!(
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"{colour}\">{role}</text>",
-            left + plot_w + 14.0,
-            top + 16.0 + 18.0 * index as f64
-        ));
-    }
-    svg.push_str("</svg>");
-    svg
-}
-
 /// The study's summary: groups, raters, agreement, speed–accuracy.
 async fn report_json(
     State(state): State<AppState>,
@@ -389,53 +309,127 @@ async fn report_json(
     })))
 }
 
-/// One JSON object per judgement, for pandas (`read_json(lines=True)`) and the like.
+/// Rows per page of a streamed download: a Parquet row group, one channel message.
+const DOWNLOAD_PAGE_ROWS: usize = 50_000;
+
+/// The tidy table as CSV with a header row (`true`/`false`, empty cells for nulls).
+async fn attempts_csv(
+    state: State<AppState>,
+    staff: Staff,
+    id: Path<Uuid>,
+) -> Result<Response, WebError> {
+    attempts_download(state, staff, id, Format::Csv).await
+}
+
+/// The tidy table as JSON Lines, for `pandas.read_json(lines=True)` and the like.
 async fn attempts_jsonl(
+    state: State<AppState>,
+    staff: Staff,
+    id: Path<Uuid>,
+) -> Result<Response, WebError> {
+    attempts_download(state, staff, id, Format::JsonLines).await
+}
+
+/// The tidy table as Parquet, with typed columns (timestamps, integers, booleans).
+async fn attempts_parquet(
+    state: State<AppState>,
+    staff: Staff,
+    id: Path<Uuid>,
+) -> Result<Response, WebError> {
+    attempts_download(state, staff, id, Format::Parquet).await
+}
+
+/// Streams the tidy table of study `id` in `format` (see [`crate::export`]).
+async fn attempts_download(
     State(state): State<AppState>,
     _staff: Staff,
     Path(id): Path<Uuid>,
+    format: Format,
 ) -> Result<Response, WebError> {
     let study = state.store.study(id).await?;
-    let mut body = String::new();
-    for row in state.store.attempt_rows(id).await? {
-        let line = serde_json::to_string(&row).map_err(|e| WebError::Internal(e.to_string()))?;
-        body.push_str(&line);
-        body.push('\n');
-    }
-    let file = format!("attachment; filename=\"study-{}-attempts.jsonl\"", study.id);
+    let chance_level = chance_level_raters(&state.store.rater_tallies(id).await?);
+    let encoder = format
+        .encoder()
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    let (chunks, body) = mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    tokio::spawn(stream_attempts(
+        state.store.clone(),
+        id,
+        chance_level,
+        encoder,
+        chunks,
+    ));
+    let file = format!(
+        "attachment; filename=\"study-{}-attempts.{}\"",
+        study.id,
+        format.extension()
+    );
     Ok((
         [
-            (header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+            (header::CONTENT_TYPE, format.content_type().to_string()),
             (header::CONTENT_DISPOSITION, file),
         ],
-        body,
+        Body::from_stream(Chunks(body)),
     )
         .into_response())
 }
 
-/// The same table as CSV with a header row (booleans `true`/`false`, empty cells for nulls).
-async fn attempts_csv(
-    State(state): State<AppState>,
-    _staff: Staff,
-    Path(id): Path<Uuid>,
-) -> Result<Response, WebError> {
-    let study = state.store.study(id).await?;
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    for row in state.store.attempt_rows(id).await? {
-        writer
-            .serialize(&row)
-            .map_err(|e| WebError::Internal(e.to_string()))?;
+/// Reads the study's attempts page by page, flags and encodes each page off the async threads,
+/// and sends the bytes on. A failure mid-way ends the body with an error, so the client sees a
+/// broken transfer rather than a file that looks complete.
+async fn stream_attempts(
+    store: Store,
+    study_id: Uuid,
+    chance_level: HashSet<Uuid>,
+    mut encoder: Encoder,
+    chunks: mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let (pages_in, mut pages) = mpsc::channel(1);
+    let reading = tokio::spawn(async move {
+        store
+            .send_attempt_pages(study_id, DOWNLOAD_PAGE_ROWS, pages_in)
+            .await
+    });
+    let chance_level = Arc::new(chance_level);
+    let failure = |e: String| std::io::Error::other(e);
+    while let Some(mut page) = pages.recv().await {
+        let chance_level = Arc::clone(&chance_level);
+        let encoded = tokio::task::spawn_blocking(move || {
+            add_flags(&mut page, &chance_level);
+            let bytes = encoder.page(&page);
+            (encoder, bytes)
+        })
+        .await;
+        let bytes = match encoded {
+            Ok((back, Ok(bytes))) => {
+                encoder = back;
+                bytes
+            }
+            Ok((_, Err(e))) => return drop(chunks.send(Err(failure(e.to_string()))).await),
+            Err(e) => return drop(chunks.send(Err(failure(e.to_string()))).await),
+        };
+        if chunks.send(Ok(Bytes::from(bytes))).await.is_err() {
+            return; // The client went away.
+        }
     }
-    let body = writer
-        .into_inner()
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    let file = format!("attachment; filename=\"study-{}-attempts.csv\"", study.id);
-    Ok((
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (header::CONTENT_DISPOSITION, file),
-        ],
-        body,
-    )
-        .into_response())
+    let last = match reading.await {
+        Ok(Ok(())) => encoder.finish().map_err(|e| failure(e.to_string())),
+        Ok(Err(e)) => Err(failure(e.to_string())),
+        Err(e) => Err(failure(e.to_string())),
+    };
+    let _ = chunks.send(last.map(Bytes::from)).await;
+}
+
+/// The receiving end of a download's chunks, as the body stream axum wants.
+struct Chunks(mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }

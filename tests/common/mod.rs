@@ -154,6 +154,8 @@ pub struct TestResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: String,
+    /// The body as received (binary downloads such as Parquet).
+    pub bytes: axum::body::Bytes,
 }
 
 impl TestResponse {
@@ -212,6 +214,7 @@ impl TestApp {
             status: parts.status,
             headers: parts.headers,
             body: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
         }
     }
 
@@ -461,6 +464,25 @@ impl TestApp {
         per_solution: i64,
         time_limit_ms: i64,
     ) -> Fixture {
+        self.fixture_with_solutions(
+            problems_n,
+            checkpoints_n,
+            per_solution,
+            time_limit_ms,
+            solutions_jsonl,
+        )
+        .await
+    }
+
+    /// [`TestApp::fixture`] with the solutions JSONL written by `solutions(problems_n, labels)`.
+    pub async fn fixture_with_solutions(
+        &self,
+        problems_n: usize,
+        checkpoints_n: usize,
+        per_solution: i64,
+        time_limit_ms: i64,
+        solutions: impl Fn(usize, &[String]) -> String,
+    ) -> Fixture {
         let set = format!("set-{}", Uuid::new_v4().simple());
         let labels: Vec<String> = (0..checkpoints_n)
             .map(|i| format!("ckpt-secret-{i}-{}", &set[4..12]))
@@ -471,8 +493,7 @@ impl TestApp {
             .import_problems(&set, &records, self.now())
             .await
             .unwrap();
-        let records =
-            problems::parse_solutions(solutions_jsonl(problems_n, &labels).as_bytes()).unwrap();
+        let records = problems::parse_solutions(solutions(problems_n, &labels).as_bytes()).unwrap();
         self.store()
             .import_solutions(Some(&set), &records, self.now())
             .await

@@ -1,0 +1,274 @@
+"""Independent check of a study's report downloads with pandas and pyarrow.
+
+Usage: python3 check_downloads.py DIR
+
+DIR holds what a researcher downloads for one study: attempts.csv, attempts.jsonl,
+attempts.parquet, report.json and report-excluded.json (the summary with ?exclude=chance).
+The script loads every table with pandas, checks the three agree and that the Parquet columns
+have proper types, recomputes every figure of the summary that the table determines (per
+group, per rater, agreement, speed-accuracy, the exclusion toggle, the flags) from textbook
+definitions, and compares. Exit status 0 and a line "ok: ..." when everything matches; any
+mismatch raises with a message naming the figure.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+COLUMNS = [
+    "rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "round", "role",
+    "is_correct", "verdict", "served_at", "deadline", "submitted_at", "server_elapsed_ms",
+    "client_elapsed_ms", "flags",
+]
+Z = NormalDist().inv_cdf(0.975)
+checked = 0
+
+
+def close(what, got, want, tolerance=1e-9):
+    """Compare one reported figure (None = null) with the recomputed one."""
+    global checked
+    checked += 1
+    if want is None or (isinstance(want, float) and math.isnan(want)):
+        assert got is None, f"{what}: reported {got}, expected null"
+        return
+    assert got is not None, f"{what}: reported null, expected {want}"
+    if isinstance(want, bool) or isinstance(want, str):
+        assert got == want, f"{what}: reported {got!r}, expected {want!r}"
+        return
+    assert math.isclose(got, want, rel_tol=tolerance, abs_tol=tolerance), f"{what}: reported {got}, expected {want}"
+
+
+def wilson(k, n):
+    p = k / n
+    centre = p + Z * Z / (2 * n)
+    spread = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return (centre - spread) / (1 + Z * Z / n), (centre + spread) / (1 + Z * Z / n)
+
+
+def rate(what, got, k, n):
+    if n == 0:
+        close(what, got, None)
+        return
+    assert got is not None, f"{what}: reported null, expected {k}/{n}"
+    close(what + ".successes", got["successes"], k)
+    close(what + ".trials", got["trials"], n)
+    close(what + ".value", got["value"], k / n)
+    low, high = wilson(k, n)
+    close(what + ".low", got["low"], low)
+    close(what + ".high", got["high"], high)
+
+
+def upper_tail(k, n):
+    """P(X >= k) for X ~ Binomial(n, 1/2), exactly."""
+    if k == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2**n
+
+
+def fleiss(table):
+    """Fleiss' kappa with varying raters per item (rows: [n_correct, n_wrong])."""
+    rows = [r for r in table if sum(r) >= 2]
+    if not rows:
+        return None
+    p_i = [(sum(x * x for x in r) - sum(r)) / (sum(r) * (sum(r) - 1)) for r in rows]
+    totals = [sum(r[c] for r in rows) for c in range(2)]
+    p_e = sum((t / sum(totals)) ** 2 for t in totals)
+    if abs(1 - p_e) < 1e-12:
+        return None
+    return (sum(p_i) / len(rows) - p_e) / (1 - p_e)
+
+
+def krippendorff(units):
+    """Nominal alpha from the pairable values of each unit (lists of labels), by pair counting."""
+    units = [u for u in units if len(u) >= 2]
+    values = [v for u in units for v in u]
+    n = len(values)
+    if n < 2:
+        return None
+    observed = sum(
+        sum(1 for i, a in enumerate(u) for j, b in enumerate(u) if i != j and a != b) / (len(u) - 1)
+        for u in units
+    ) / n
+    counts = pd.Series(values).value_counts()
+    expected = sum(counts[a] * counts[b] for a in counts.index for b in counts.index if a != b) / (n * (n - 1))
+    if expected == 0:
+        return None
+    return 1 - observed / expected
+
+
+def normalise(value):
+    """One cell as a plain Python value: null, bool, int (timestamps as Unix ms), float or str."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.value // 1_000_000
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return int(value) if float(value).is_integer() else float(value)
+    return str(value)
+
+
+def load(folder):
+    csv = pd.read_csv(folder / "attempts.csv", dtype={"rater_name": str, "flags": str}, keep_default_na=False,
+                      na_values={"submitted_at": [""], "client_elapsed_ms": [""]})
+    jsonl = pd.read_json(folder / "attempts.jsonl", lines=True, dtype=False)
+    table = pq.read_table(folder / "attempts.parquet")
+    parquet = table.to_pandas()
+    assert list(csv.columns) == COLUMNS, f"CSV columns {list(csv.columns)}"
+    assert list(parquet.columns) == COLUMNS, f"Parquet columns {list(parquet.columns)}"
+    assert sorted(jsonl.columns) == sorted(COLUMNS), f"JSONL columns {list(jsonl.columns)}"
+    assert len(csv) == len(jsonl) == len(parquet), (len(csv), len(jsonl), len(parquet))
+
+    # Parquet types are proper: timestamps, integers, booleans, strings.
+    types = {f.name: str(f.type) for f in table.schema}
+    for column in ["served_at", "deadline", "submitted_at"]:
+        assert types[column] in ("timestamp[ms, tz=UTC]", "timestamp[ms, tz=+00:00]"), (column, types[column])
+    for column in ["round", "server_elapsed_ms", "client_elapsed_ms"]:
+        assert types[column] == "int64", (column, types[column])
+    assert types["is_correct"] == "bool", types["is_correct"]
+    for column in ["rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "role", "verdict", "flags"]:
+        assert types[column] in ("string", "large_string"), (column, types[column])
+    assert str(parquet["served_at"].dtype).startswith("datetime64[ms"), parquet["served_at"].dtype
+    assert parquet["is_correct"].dtype == bool
+    assert parquet["round"].dtype == "int64"
+
+    # The three formats hold the same rows, value for value.
+    want = [[normalise(v) for v in parquet[c]] for c in COLUMNS]
+    for name, other in (("CSV", csv), ("JSON Lines", jsonl)):
+        for column, expected in zip(COLUMNS, want):
+            got = [normalise(v) for v in other[column]]
+            assert got == expected, f"{column} differs between {name} and Parquet"
+    frame = csv.copy()
+    frame["answered"] = frame["verdict"] != "timeout"
+    frame["right"] = ((frame["verdict"] == "correct") & frame["is_correct"]) | ((frame["verdict"] == "wrong") & ~frame["is_correct"])
+    return frame
+
+
+def check_groups(frame, groups, label):
+    by_key = {(g["checkpoint"], g["round"], g["role"]): g for g in groups}
+    keys = sorted(frame.groupby(["checkpoint", "round", "role"]).groups.keys())
+    assert sorted(by_key) == keys, f"{label}: groups {sorted(by_key)} vs {keys}"
+    for key in keys:
+        g = by_key[key]
+        rows = frame[(frame.checkpoint == key[0]) & (frame["round"] == key[1]) & (frame.role == key[2])]
+        answered = rows[rows.answered]
+        what = f"{label} group {key}"
+        close(what + " judgements", g["judgements"], len(rows))
+        rate(what + " accuracy", g["accuracy"], int(answered.right.sum()), len(answered))
+        on_c = answered[answered.is_correct]
+        on_i = answered[~answered.is_correct]
+        rate(what + " on correct", g["accuracy_on_correct"], int(on_c.right.sum()), len(on_c))
+        rate(what + " on incorrect", g["accuracy_on_incorrect"], int(on_i.right.sum()), len(on_i))
+        if len(on_c) and len(on_i):
+            hit = (int((on_c.verdict == "correct").sum()) + 0.5) / (len(on_c) + 1)
+            false_alarm = (int((on_i.verdict == "correct").sum()) + 0.5) / (len(on_i) + 1)
+            # The app's normal quantile is Acklam's approximation (relative error < 1.2e-9).
+            d_prime = NormalDist().inv_cdf(hit) - NormalDist().inv_cdf(false_alarm)
+            close(what + " d'", g["d_prime"], d_prime, tolerance=1e-8)
+        else:
+            close(what + " d'", g["d_prime"], None)
+        close(what + " timeout rate", g["timeout_rate"], (~rows.answered).sum() / len(rows))
+        times = answered.server_elapsed_ms.astype(float)
+        close(what + " mean", g["mean_ms"], times.mean() if len(times) else None)
+        close(what + " median", g["median_ms"], times.median() if len(times) else None)
+        right_times = answered[answered.right].server_elapsed_ms.astype(float)
+        close(what + " mean when right", g["mean_ms_when_right"], right_times.mean() if len(right_times) else None)
+
+
+def check_raters(frame, raters):
+    assert sorted(r["rater_id"] for r in raters) == sorted(frame.rater_id.unique()), "raters"
+    chance = set()
+    for r in raters:
+        rows = frame[frame.rater_id == r["rater_id"]]
+        answered = rows[rows.answered]
+        what = f"rater {r['rater_id']}"
+        k, n = int(answered.right.sum()), len(answered)
+        close(what + " judgements", r["judgements"], len(rows))
+        rate(what + " accuracy", r["accuracy"], k, n)
+        close(what + " median", r["median_ms"], answered.server_elapsed_ms.astype(float).median() if n else None)
+        close(what + " timeouts", r["timeouts"], len(rows) - n)
+        p = upper_tail(k, n)
+        close(what + " p", r["p_value"], p)
+        close(what + " chance_level", r["chance_level"], p > 0.05)
+        if p > 0.05:
+            chance.add(r["rater_id"])
+    return chance
+
+
+def check_agreement(frame, agreement, label):
+    answered = frame[frame.answered]
+    per_solution = answered.groupby("solution_id").verdict.apply(list)
+    pairable = [v for v in per_solution if len(v) >= 2]
+    close(label + " agreement solutions", agreement["solutions"], len(pairable))
+    table = [[v.count("correct"), v.count("wrong")] for v in pairable]
+    close(label + " Fleiss kappa", agreement["fleiss_kappa"], fleiss(table))
+    close(label + " Krippendorff alpha", agreement["krippendorff_alpha"], krippendorff(pairable))
+
+
+def check_time_buckets(frame, buckets, label):
+    answered = frame[frame.answered]
+    if len(answered) == 0:
+        assert buckets == [], label
+        return
+    bucket = answered.server_elapsed_ms // 5000
+    assert len(buckets) == int(bucket.max()) + 1, f"{label}: {len(buckets)} time buckets"
+    for b in buckets:
+        k = b["from_ms"] // 5000
+        close(f"{label} bucket {k} to", b["to_ms"], (k + 1) * 5000)
+        members = answered[bucket == k]
+        rate(f"{label} bucket {k}", b["accuracy"], int(members.right.sum()), len(members))
+
+
+def expected_flags(row, chance):
+    flags = []
+    if row.rater_id in chance:
+        flags.append("chance_level_rater")
+    if pd.isna(row.submitted_at):
+        flags.append("no_answer")
+    elif row.submitted_at > row.deadline:
+        flags.append("late_answer")
+    if row.verdict != "timeout":
+        if pd.isna(row.client_elapsed_ms):
+            flags.append("no_client_time")
+        elif abs(row.client_elapsed_ms - row.server_elapsed_ms) > 2000:
+            flags.append("client_server_gap")
+    return ";".join(flags)
+
+
+def main(folder):
+    frame = load(folder)
+    report = json.loads((folder / "report.json").read_text())
+    excluded_report = json.loads((folder / "report-excluded.json").read_text())
+    assert report["judgements"] == len(frame), (report["judgements"], len(frame))
+    summary = report["report"]
+    assert summary["excluded_raters"] == []
+    check_groups(frame, summary["groups"], "all")
+    chance = check_raters(frame, summary["raters"])
+    check_agreement(frame, summary["agreement"], "all")
+    check_time_buckets(frame, summary["accuracy_by_time"], "all")
+
+    # The exclusion toggle: the same figures without the chance-level raters.
+    toggled = excluded_report["report"]
+    assert sorted(toggled["excluded_raters"]) == sorted(chance), (toggled["excluded_raters"], chance)
+    kept = frame[~frame.rater_id.isin(chance)]
+    check_groups(kept, toggled["groups"], "excluded")
+    check_agreement(kept, toggled["agreement"], "excluded")
+    check_time_buckets(kept, toggled["accuracy_by_time"], "excluded")
+
+    flags = [expected_flags(row, chance) for row in frame.itertuples()]
+    assert list(frame["flags"]) == flags, "flags differ from their rules"
+    counts = pd.Series([f for fs in flags for f in fs.split(";") if f]).value_counts().to_dict()
+    print(f"ok: {len(frame)} attempts in 3 formats, {checked} figures match, {len(chance)} chance-level raters, flags {counts}")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
