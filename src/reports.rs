@@ -176,10 +176,10 @@ fn figures(attempts: &[&Attempt]) -> Figures {
 /// Per checkpoint × round × role, sorted by checkpoint, round, role; raters in `excluded` are
 /// left out.
 pub fn group_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<GroupReport> {
-    let mut groups: BTreeMap<(String, i64, ProverRole), Vec<&Attempt>> = BTreeMap::new();
+    let mut groups: BTreeMap<(&str, i64, ProverRole), Vec<&Attempt>> = BTreeMap::new();
     for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
         groups
-            .entry((a.checkpoint.clone(), a.round, a.role))
+            .entry((a.checkpoint.as_str(), a.round, a.role))
             .or_default()
             .push(a);
     }
@@ -188,7 +188,7 @@ pub fn group_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<Grou
         .map(|((checkpoint, round, role), members)| {
             let f = figures(&members);
             GroupReport {
-                checkpoint,
+                checkpoint: checkpoint.to_string(),
                 round,
                 role,
                 judgements: f.judgements,
@@ -224,23 +224,16 @@ pub struct RaterReport {
     pub chance_level: bool,
 }
 
-/// Per rater, in the order raters first appear.
+/// Per rater, ordered by rater id (rater ids are time-ordered, so this is invitation order).
 pub fn rater_reports(attempts: &[Attempt]) -> Vec<RaterReport> {
-    let mut order = Vec::new();
-    let mut by_rater: HashMap<Uuid, Vec<&Attempt>> = HashMap::new();
+    let mut by_rater: BTreeMap<Uuid, Vec<&Attempt>> = BTreeMap::new();
     for a in attempts {
-        by_rater
-            .entry(a.rater_id)
-            .or_insert_with(|| {
-                order.push(a.rater_id);
-                Vec::new()
-            })
-            .push(a);
+        by_rater.entry(a.rater_id).or_default().push(a);
     }
-    order
+    by_rater
         .into_iter()
-        .map(|rater_id| {
-            let f = figures(&by_rater[&rater_id]);
+        .map(|(rater_id, members)| {
+            let f = figures(&members);
             let right = f.accuracy.map_or(0, |r| r.successes);
             let p_value = binomial_upper_tail(right, f.answered, 0.5);
             RaterReport {

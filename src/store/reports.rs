@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use uuid::Uuid;
 
-use super::{Store, StoreResult, dispatch};
+use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{ProverRole, Verdict, parse_stored};
 use crate::export::RaterTally;
 use crate::reports::Attempt;
@@ -48,23 +48,6 @@ pub struct AttemptRow {
     pub flags: String,
 }
 
-impl AttemptRow {
-    /// The row as the report functions take it.
-    pub fn attempt(&self) -> Attempt {
-        Attempt {
-            rater_id: self.rater_id,
-            solution_id: self.solution_id,
-            problem_id: self.problem_id,
-            checkpoint: self.checkpoint.clone(),
-            round: self.round,
-            role: self.role,
-            is_correct: self.is_correct,
-            verdict: self.verdict,
-            server_elapsed_ms: self.server_elapsed_ms,
-        }
-    }
-}
-
 type Row = (
     Uuid,
     String,
@@ -81,6 +64,9 @@ type Row = (
     i64,
     Option<i64>,
 );
+
+/// Rater, solution, problem, checkpoint id, role, ground truth, verdict, server ms.
+type ReportRow = (Uuid, Uuid, Uuid, Uuid, String, bool, String, i64);
 
 /// Every judgement of one study (`$1`) with its solution and checkpoint, in serving order.
 const ATTEMPTS_SQL: &str =
@@ -140,6 +126,73 @@ impl Store {
             .map(attempt_row)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
+    }
+
+    /// What the report's figures need of each judgement of `study_id`, in no particular order:
+    /// one join (checkpoint labels come from a small separate query) and no sort, so a study of
+    /// a million judgements loads in seconds even on SQLite.
+    pub async fn report_attempts(&self, study_id: Uuid) -> StoreResult<Vec<Attempt>> {
+        let checkpoints: Vec<(Uuid, String, i64)> = dispatch!(self, pool, _b => {
+            sqlx::query_as("SELECT id, label, round FROM checkpoints").fetch_all(pool).await?
+        });
+        let checkpoints: HashMap<Uuid, (String, i64)> = checkpoints
+            .into_iter()
+            .map(|(id, label, round)| (id, (label, round)))
+            .collect();
+        let rows: Vec<ReportRow> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id, s.role, s.is_correct,
+                        j.verdict, j.server_elapsed_ms
+                 FROM judgements j JOIN solutions s ON s.id = j.solution_id
+                 WHERE j.study_id = $1",
+            )
+            .bind(study_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(
+                |(
+                    rater_id,
+                    solution_id,
+                    problem_id,
+                    checkpoint_id,
+                    role,
+                    is_correct,
+                    verdict,
+                    elapsed,
+                )| {
+                    let (checkpoint, round) =
+                        checkpoints.get(&checkpoint_id).cloned().ok_or_else(|| {
+                            StoreError::Invalid(format!(
+                                "judged solution {solution_id} has no checkpoint"
+                            ))
+                        })?;
+                    Ok(Attempt {
+                        rater_id,
+                        solution_id,
+                        problem_id,
+                        checkpoint,
+                        round,
+                        role: parse_stored(&role).map_err(StoreError::from)?,
+                        is_correct,
+                        verdict: parse_stored(&verdict).map_err(StoreError::from)?,
+                        server_elapsed_ms: elapsed,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// The names of `study_id`'s raters, for the report page.
+    pub async fn rater_names(&self, study_id: Uuid) -> StoreResult<HashMap<Uuid, String>> {
+        let rows: Vec<(Uuid, String)> = dispatch!(self, pool, _b => {
+            sqlx::query_as("SELECT id, name FROM raters WHERE study_id = $1")
+                .bind(study_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().collect())
     }
 
     /// The same rows as [`Store::attempt_rows`], sent to `pages` in pages of `page_size` as the

@@ -66,13 +66,7 @@ struct Loaded {
 }
 
 async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded, WebError> {
-    let attempts: Vec<Attempt> = state
-        .store
-        .attempt_rows(id)
-        .await?
-        .iter()
-        .map(|row| row.attempt())
-        .collect();
+    let attempts: Vec<Attempt> = state.store.report_attempts(id).await?;
     let report = study_report(&attempts, exclude);
     let excluded: HashSet<Uuid> = report.excluded_raters.iter().copied().collect();
     let solve_rates = state.store.problem_solve_rates(id).await?;
@@ -188,13 +182,7 @@ async fn report_page(
         difficulty,
         verifier,
     } = load_report(&state, id, exclude).await?;
-    let names: BTreeMap<Uuid, String> = state
-        .store
-        .rater_progress(id)
-        .await?
-        .into_iter()
-        .map(|r| (r.rater.id, r.rater.name))
-        .collect();
+    let names: BTreeMap<Uuid, String> = state.store.rater_names(id).await?.into_iter().collect();
     let groups = report
         .groups
         .iter()
