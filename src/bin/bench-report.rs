@@ -330,6 +330,11 @@ async fn insert_sqlite(conn: &mut SqliteConnection, table: &Table) -> anyhow::Re
 }
 
 /// One `INSERT … SELECT * FROM UNNEST($1::uuid[], …)` per table: one array per column.
+/// Column `i` of `table` as one typed array, or `None` when a cell is of another kind.
+fn cells<T>(table: &Table, i: usize, pick: impl Fn(&Value) -> Option<T>) -> Option<Vec<T>> {
+    table.rows.iter().map(|row| pick(&row[i])).collect()
+}
+
 async fn insert_postgres(conn: &mut PgConnection, table: &Table) -> anyhow::Result<()> {
     if table.rows.is_empty() {
         return Ok(());
@@ -348,53 +353,48 @@ async fn insert_postgres(conn: &mut PgConnection, table: &Table) -> anyhow::Resu
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for (i, (name, kind)) in table.columns.iter().enumerate() {
-        let cells = table.rows.iter().map(|row| &row[i]);
-        let mismatch = || format!("{}.{name}: a value of the wrong kind", table.name);
+        // One typed array per column; a cell of another kind is a bug in the generator.
+        let array = |kind_name: &str| {
+            format!(
+                "{}.{name}: a value of the wrong kind ({kind_name})",
+                table.name
+            )
+        };
         query = match kind {
             Kind::Uuid => query.bind(
-                cells
-                    .map(|v| match v {
-                        Value::Uuid(x) => Some(*x),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<Uuid>>>()
-                    .with_context(mismatch)?,
+                cells(table, i, |v| match v {
+                    Value::Uuid(x) => Some(*x),
+                    _ => None,
+                })
+                .with_context(|| array("uuid"))?,
             ),
             Kind::Int => query.bind(
-                cells
-                    .map(|v| match v {
-                        Value::Int(x) => Some(*x),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<Option<i64>>>>()
-                    .with_context(mismatch)?,
+                cells(table, i, |v| match v {
+                    Value::Int(x) => Some(*x),
+                    _ => None,
+                })
+                .with_context(|| array("int"))?,
             ),
             Kind::Float => query.bind(
-                cells
-                    .map(|v| match v {
-                        Value::Float(x) => Some(*x),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<f64>>>()
-                    .with_context(mismatch)?,
+                cells(table, i, |v| match v {
+                    Value::Float(x) => Some(*x),
+                    _ => None,
+                })
+                .with_context(|| array("float"))?,
             ),
             Kind::Bool => query.bind(
-                cells
-                    .map(|v| match v {
-                        Value::Bool(x) => Some(*x),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<bool>>>()
-                    .with_context(mismatch)?,
+                cells(table, i, |v| match v {
+                    Value::Bool(x) => Some(*x),
+                    _ => None,
+                })
+                .with_context(|| array("bool"))?,
             ),
             Kind::Text => query.bind(
-                cells
-                    .map(|v| match v {
-                        Value::Text(x) => Some(x.clone()),
-                        _ => None,
-                    })
-                    .collect::<Option<Vec<String>>>()
-                    .with_context(mismatch)?,
+                cells(table, i, |v| match v {
+                    Value::Text(x) => Some(x.clone()),
+                    _ => None,
+                })
+                .with_context(|| array("text"))?,
             ),
         };
     }
