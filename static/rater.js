@@ -44,16 +44,25 @@
     else if (key === "w") { event.preventDefault(); send("wrong"); }
   });
 
-  var announced = false;
+  // Screen readers hear the time left at these marks only (the timer itself stays silent,
+  // or it would be read out every second).
+  var announcer = document.getElementById("announcer");
+  var unit = countdown.getAttribute("data-unit") || "s";
+  var template = countdown.getAttribute("data-announce") || "{n} s";
+  var marks = [30, 10, 5];
+  var spoken = {};
   function tick() {
     var left = remaining();
     var seconds = Math.ceil(left / 1000);
-    countdown.textContent = seconds + " s";
+    countdown.textContent = seconds + " " + unit;
     if (bar) bar.style.width = (100 * left / limit).toFixed(1) + "%";
     if (left <= 10000) countdown.classList.add("urgent");
-    if (left <= 10000 && !announced) {
-      announced = true;
-      countdown.setAttribute("aria-live", "assertive");
+    for (var m = 0; m < marks.length; m++) {
+      var mark = marks[m];
+      if (seconds <= mark && seconds > mark - 1 && !spoken[mark] && announcer) {
+        spoken[mark] = true;
+        announcer.textContent = template.replace("{n}", String(mark));
+      }
     }
     if (left <= 0) { send("timeout"); return; }
     window.setTimeout(tick, Math.min(250, left));

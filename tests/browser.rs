@@ -180,3 +180,147 @@ async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
     );
 }
 on_both_backends!(rater_judges_with_the_keyboard_in_chromium);
+
+/// axe-core's browser build: `LEGIBILITY_TEST_AXE`, or where `.ci/run` installs it from npm.
+fn axe_source() -> String {
+    let path = std::env::var("LEGIBILITY_TEST_AXE").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/ci-node/node_modules/axe-core/axe.min.js"
+        )
+        .into()
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core is needed at {path} ({e}): npm install --prefix target/ci-node axe-core@4 \
+             (.ci/run does this)"
+        )
+    })
+}
+
+/// Runs axe-core on the current page and fails on any serious or critical violation.
+async fn assert_accessible(browser: &Client, axe: &str, page: &str) {
+    browser.execute(axe, vec![]).await.unwrap();
+    let result = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']})
+                .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                                         nodes: v.nodes.map(n => n.html)}))))
+                .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let violations = result.as_array().cloned().unwrap_or_default();
+    let serious: Vec<&serde_json::Value> = violations
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(
+        serious.is_empty(),
+        "{page}: axe-core found serious violations: {serious:#?}"
+    );
+}
+
+/// The rater pages in English and Simplified Chinese pass axe-core with no serious or critical
+/// violation; the item can be judged with Tab and Enter alone; the language switch keeps the
+/// item and its deadline.
+async fn rater_pages_are_accessible_in_both_languages(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(3, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let axe = axe_source();
+
+    let (_driver, browser) = start_browser().await;
+    let base = format!("http://{address}");
+    browser
+        .goto(&format!("{base}/r/{}", tokens[0]))
+        .await
+        .unwrap();
+    assert_eq!(browser.title().await.unwrap(), "Instructions");
+    assert_accessible(&browser, &axe, "instructions (en)").await;
+    browser.goto(&format!("{base}/rate/item")).await.unwrap();
+    wait_for_item(&browser, Some(1), Duration::from_secs(10)).await;
+    assert_accessible(&browser, &axe, "item (en)").await;
+
+    // Keyboard only: Tab to "Wrong" and press Enter.
+    let mut focused = String::new();
+    for _ in 0..6 {
+        press(&browser, '\u{E004}').await; // Tab
+        focused = browser
+            .execute("return document.activeElement.id;", vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if focused == "btn-wrong" {
+            break;
+        }
+    }
+    assert_eq!(focused, "btn-wrong", "Tab never reached the Wrong button");
+    press(&browser, '\u{E007}').await; // Enter
+    wait_for_item(&browser, Some(2), Duration::from_secs(10)).await;
+
+    // Switch to Chinese mid-item: the same item comes back with its deadline, in Chinese.
+    let before = seconds(&text_of(&browser, "#countdown").await);
+    browser
+        .find(Locator::Id("lang-switch"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while browser.title().await.unwrap_or_default() != "第 2 题" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no Chinese item page: {}",
+            browser.source().await.unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lang = browser
+        .execute("return document.documentElement.lang;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(lang, "zh-Hans");
+    let countdown = text_of(&browser, "#countdown").await;
+    let left: i64 = countdown
+        .trim_end_matches('秒')
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("countdown {countdown:?}"));
+    assert!(left <= before, "the switch restarted the countdown");
+    assert!(text_of(&browser, "#btn-correct").await.starts_with("正确"));
+    assert_accessible(&browser, &axe, "item (zh-Hans)").await;
+
+    // Finish in Chinese and check the last page too.
+    press(&browser, 'c').await;
+    let started = Instant::now();
+    loop {
+        let title = browser.title().await.unwrap_or_default();
+        if title == "第 3 题" {
+            press(&browser, 'c').await;
+        } else if title == "全部完成" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "stuck at {title}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_accessible(&browser, &axe, "all done (zh-Hans)").await;
+    browser.close().await.unwrap();
+
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.correct_verdicts, progress.wrong_verdicts, progress.timeouts),
+        (2, 1, 0),
+        "{progress:?}"
+    );
+}
+on_both_backends!(rater_pages_are_accessible_in_both_languages);

@@ -3,6 +3,8 @@
 //! and shown only as "internal error".
 
 use askama::Template;
+
+use super::i18n::{EN, Texts, ZH_HANS};
 use axum::Json;
 use axum::http::StatusCode;
 use axum::http::header::LOCATION;
@@ -74,6 +76,7 @@ impl From<StoreError> for WebError {
             StoreError::LeaseLost => WebError::Gone(StoreError::LeaseLost.to_string()),
             StoreError::Invalid(m) => WebError::Unprocessable(m),
             StoreError::ImportRejected(r) => WebError::Unprocessable(r.to_string()),
+            StoreError::InvitesRejected(r) => WebError::Unprocessable(r.to_string()),
             other => WebError::Internal(other.to_string()),
         }
     }
@@ -89,6 +92,8 @@ impl From<crate::problems::ImportRejected> for WebError {
 #[derive(Template)]
 #[template(path = "rater_message.html")]
 struct RaterErrorPage {
+    t: &'static Texts,
+    back: &'static str,
     title: &'static str,
     message: String,
     link: Option<(&'static str, &'static str)>,
@@ -109,11 +114,15 @@ impl IntoResponse for WebError {
         }
         let status = self.status();
         if matches!(self, WebError::RaterUnknown) {
+            // No request here to choose a language from: say it in both.
             let page = RaterErrorPage {
-                title: "Your invite link is needed",
-                message: "Open the personal link you were sent (again) to continue judging. \
-                          If it no longer works, ask the study's organisers for a new one."
-                    .into(),
+                t: &EN,
+                back: "/rate",
+                title: EN.link_needed_title,
+                message: format!(
+                    "{} — {}：{}",
+                    EN.link_needed_message, ZH_HANS.link_needed_title, ZH_HANS.link_needed_message
+                ),
                 link: None,
             };
             if let Ok(html) = page.render() {

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod api;
 pub mod checkpoints;
 pub mod error;
+pub mod i18n;
 pub mod jobs;
 pub mod plots;
 pub mod rater;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/{file}", get(static_file))
         .merge(api::routes())
         .merge(rater::routes())
+        .merge(i18n::routes())
         .merge(researcher::routes())
         .merge(reports::routes())
         .merge(admin::routes(&state.config))

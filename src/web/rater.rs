@@ -11,6 +11,7 @@ use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::i18n::{Lang, Texts};
 use super::session::{RATER_COOKIE, RATER_COOKIE_DAYS, RaterPage, secret_cookie};
 use super::{AppState, WebError};
 use crate::judging::{self, RequestedVerdict};
@@ -27,6 +28,8 @@ pub fn routes() -> Router<AppState> {
 #[derive(Template, WebTemplate)]
 #[template(path = "rater_instructions.html")]
 struct InstructionsPage {
+    t: &'static Texts,
+    back: &'static str,
     name: String,
     time_limit_s: String,
 }
@@ -34,6 +37,8 @@ struct InstructionsPage {
 #[derive(Template, WebTemplate)]
 #[template(path = "rater_item.html")]
 struct ItemPage {
+    t: &'static Texts,
+    back: &'static str,
     item_number: i64,
     assignment_id: Uuid,
     question: String,
@@ -46,6 +51,8 @@ struct ItemPage {
 #[derive(Template, WebTemplate)]
 #[template(path = "rater_message.html")]
 struct MessagePage {
+    t: &'static Texts,
+    back: &'static str,
     title: &'static str,
     message: String,
     link: Option<(&'static str, &'static str)>,
@@ -78,10 +85,13 @@ async fn enter(
 async fn instructions(
     State(state): State<AppState>,
     RaterPage(rater): RaterPage,
+    lang: Lang,
 ) -> Result<InstructionsPage, WebError> {
     let study = state.store.study(rater.study_id).await?;
     let seconds = study.time_limit_ms as f64 / 1000.0;
     Ok(InstructionsPage {
+        t: lang.texts(),
+        back: "/rate",
         name: rater.name,
         time_limit_s: format!("{seconds}"),
     })
@@ -91,7 +101,9 @@ async fn instructions(
 async fn item(
     State(state): State<AppState>,
     RaterPage(rater): RaterPage,
+    lang: Lang,
 ) -> Result<Response, WebError> {
+    let t = lang.texts();
     let now = state.clock.now_ms();
     let outcome = state
         .store
@@ -101,6 +113,8 @@ async fn item(
         ServeOutcome::Item(item) => {
             let remaining_ms = judging::remaining_ms(now, item.deadline);
             ItemPage {
+                t,
+                back: "/rate/item",
                 item_number: item.items_done + 1,
                 assignment_id: item.assignment_id,
                 question: item.question,
@@ -112,18 +126,18 @@ async fn item(
             .into_response()
         }
         ServeOutcome::Finished { items_done } => MessagePage {
-            title: "All done",
-            message: format!(
-                "There are no more items for you in this study. You judged {items_done}. Thank you!"
-            ),
+            t,
+            back: "/rate/item",
+            title: t.all_done_title,
+            message: t.all_done(items_done),
             link: None,
         }
         .into_response(),
         ServeOutcome::StudyClosed => MessagePage {
-            title: "Study closed",
-            message:
-                "This study is not collecting judgements at the moment. Thank you for your help."
-                    .into(),
+            t,
+            back: "/rate/item",
+            title: t.closed_title,
+            message: t.closed_message.into(),
             link: None,
         }
         .into_response(),
@@ -143,6 +157,7 @@ struct JudgeForm {
 async fn judge(
     State(state): State<AppState>,
     RaterPage(rater): RaterPage,
+    lang: Lang,
     Form(form): Form<JudgeForm>,
 ) -> Result<Response, WebError> {
     let client_elapsed_ms = form.client_elapsed_ms.trim().parse::<i64>().ok();
@@ -159,10 +174,12 @@ async fn judge(
         .await
     {
         Ok(_) => Ok(Redirect::to("/rate/item").into_response()),
-        Err(crate::store::StoreError::Gone(message)) => Ok(MessagePage {
-            title: "Time ran out",
-            message,
-            link: Some(("/rate/item", "Continue")),
+        Err(crate::store::StoreError::Gone(_)) => Ok(MessagePage {
+            t: lang.texts(),
+            back: "/rate/item",
+            title: lang.texts().time_ran_out_title,
+            message: lang.texts().time_ran_out_message.into(),
+            link: Some(("/rate/item", lang.texts().continue_label)),
         }
         .into_response()),
         Err(e) => Err(e.into()),

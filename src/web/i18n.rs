@@ -1,0 +1,337 @@
+//! The rater pages' words in English and Simplified Chinese (many of the field's raters read
+//! Chinese more easily). The language comes from the rater's own choice (a cookie set by the
+//! switch on every rater page) or else from the browser's `Accept-Language`.
+//!
+//! Texts are constants, checked by the compiler: a page cannot ask for a string one language
+//! lacks. Strings that hold markup (`<strong>`, `<kbd>`) are written here, never from input.
+
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::header::ACCEPT_LANGUAGE;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Router, extract::Path};
+use axum_extra::extract::CookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use serde::Deserialize;
+
+use super::AppState;
+
+/// Cookie holding the rater's chosen language.
+pub const LANG_COOKIE: &str = "lang";
+
+/// A language of the rater pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// English (the default).
+    En,
+    /// Simplified Chinese.
+    ZhHans,
+}
+
+impl Lang {
+    /// The language's code in URLs, cookies and `<html lang>`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::ZhHans => "zh-Hans",
+        }
+    }
+
+    /// The language for a code (as in [`Lang::code`]).
+    pub fn from_code(code: &str) -> Option<Lang> {
+        match code {
+            "en" => Some(Lang::En),
+            "zh-Hans" => Some(Lang::ZhHans),
+            _ => None,
+        }
+    }
+
+    /// The best supported language of an `Accept-Language` header: the highest-weighted tag
+    /// whose primary subtag is `zh` or `en` (first one on ties); English when none is.
+    pub fn negotiate(accept_language: &str) -> Lang {
+        let mut best: Option<(f32, Lang)> = None;
+        for entry in accept_language.split(',') {
+            let mut parts = entry.split(';');
+            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let weight = parts
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let lang = match tag.split('-').next() {
+                Some("zh") => Lang::ZhHans,
+                Some("en") => Lang::En,
+                _ => continue,
+            };
+            if weight > 0.0 && best.is_none_or(|(w, _)| weight > w) {
+                best = Some((weight, lang));
+            }
+        }
+        best.map_or(Lang::En, |(_, lang)| lang)
+    }
+
+    /// This language's texts.
+    pub fn texts(self) -> &'static Texts {
+        match self {
+            Lang::En => &EN,
+            Lang::ZhHans => &ZH_HANS,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Lang {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        if let Some(lang) = jar
+            .get(LANG_COOKIE)
+            .and_then(|c| Lang::from_code(c.value()))
+        {
+            return Ok(lang);
+        }
+        let header = parts
+            .headers
+            .get(ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        Ok(Lang::negotiate(header))
+    }
+}
+
+/// Every word a rater page shows, in one language.
+#[derive(Debug)]
+pub struct Texts {
+    /// `<html lang>`.
+    pub html_lang: &'static str,
+    /// The switch's link text: the *other* language, named in itself.
+    pub switch_label: &'static str,
+    /// The code the switch changes to.
+    pub switch_to: &'static str,
+    /// Accessible name of the language switch.
+    pub switch_aria: &'static str,
+    /// Instructions page title.
+    pub instructions_title: &'static str,
+    welcome: &'static str,
+    /// The task, with markup.
+    pub intro: &'static str,
+    /// Rules before the time limit, with markup.
+    pub rules: [&'static str; 3],
+    time_rule: &'static str,
+    /// The rules after the time limit, with markup (keys, resuming).
+    pub more_rules: [&'static str; 2],
+    /// Start link.
+    pub start: &'static str,
+    item: &'static str,
+    /// Heading of the problem.
+    pub problem: &'static str,
+    /// Heading of the solution.
+    pub solution: &'static str,
+    /// Verdict button.
+    pub correct: &'static str,
+    /// Verdict button.
+    pub wrong: &'static str,
+    /// Accessible name of the countdown.
+    pub time_left: &'static str,
+    /// Unit after the countdown's number.
+    pub seconds_unit: &'static str,
+    /// What screen readers hear near the end; `{n}` is the number of seconds.
+    pub seconds_left_template: &'static str,
+    /// Message page: no items left.
+    pub all_done_title: &'static str,
+    all_done: &'static str,
+    /// Message page: the study is closed.
+    pub closed_title: &'static str,
+    /// Message page text.
+    pub closed_message: &'static str,
+    /// Message page: the answer came too late.
+    pub time_ran_out_title: &'static str,
+    /// Message page text.
+    pub time_ran_out_message: &'static str,
+    /// Link to the next item.
+    pub continue_label: &'static str,
+    /// Error page: no valid invite link.
+    pub link_needed_title: &'static str,
+    /// Error page text.
+    pub link_needed_message: &'static str,
+}
+
+impl Texts {
+    /// "Welcome, NAME".
+    pub fn welcome(&self, name: impl std::fmt::Display) -> String {
+        self.welcome.replace("{name}", &name.to_string())
+    }
+
+    /// The time-limit rule with the limit in seconds (markup; the number is ours).
+    pub fn time_rule(&self, seconds: impl std::fmt::Display) -> String {
+        self.time_rule.replace("{s}", &seconds.to_string())
+    }
+
+    /// "Item N".
+    pub fn item(&self, number: impl std::fmt::Display) -> String {
+        self.item.replace("{n}", &number.to_string())
+    }
+
+    /// The last page's thanks with the number of items judged.
+    pub fn all_done(&self, items_done: impl std::fmt::Display) -> String {
+        self.all_done.replace("{n}", &items_done.to_string())
+    }
+}
+
+/// English.
+pub static EN: Texts = Texts {
+    html_lang: "en",
+    switch_label: "中文",
+    switch_to: "zh-Hans",
+    switch_aria: "Language: switch to Simplified Chinese",
+    instructions_title: "Instructions",
+    welcome: "Welcome, {name}",
+    intro: "You will see grade-school math problems, each with a written solution. For each one, decide whether the <strong>whole solution</strong> is correct.",
+    rules: [
+        "Judge the whole solution, not only the final answer: every step must be right for it to be correct.",
+        "Be lenient about language, spelling and formatting; judge the mathematics.",
+        "Do not use a calculator or any other tool. Work it out in your head or on paper.",
+    ],
+    time_rule: "Each solution has a strict time limit of <strong>{s} seconds</strong>, shown by a countdown. If time is running out, give your best guess. When the countdown reaches zero the item is recorded as a timeout and the next one appears.",
+    more_rules: [
+        "Press <kbd>C</kbd> for <em>Correct</em> or <kbd>W</kbd> for <em>Wrong</em>, or use the buttons (<kbd>Tab</kbd> moves between them).",
+        "You can close the page and come back with your link; an item in progress keeps its countdown.",
+    ],
+    start: "Start judging",
+    item: "Item {n}",
+    problem: "Problem",
+    solution: "Solution",
+    correct: "Correct",
+    wrong: "Wrong",
+    time_left: "Time left",
+    seconds_unit: "s",
+    seconds_left_template: "{n} seconds left",
+    all_done_title: "All done",
+    all_done: "There are no more items for you in this study. You judged {n}. Thank you!",
+    closed_title: "Study closed",
+    closed_message: "This study is not collecting judgements at the moment. Thank you for your help.",
+    time_ran_out_title: "Time ran out",
+    time_ran_out_message: "The time for this item ran out before your answer arrived, so it was recorded as a timeout.",
+    continue_label: "Continue",
+    link_needed_title: "Your invite link is needed",
+    link_needed_message: "Open the personal link you were sent (again) to continue judging. If it no longer works, ask the study's organisers for a new one.",
+};
+
+/// Simplified Chinese.
+pub static ZH_HANS: Texts = Texts {
+    html_lang: "zh-Hans",
+    switch_label: "English",
+    switch_to: "en",
+    switch_aria: "语言：切换到英文",
+    instructions_title: "说明",
+    welcome: "欢迎，{name}",
+    intro: "你将看到一些小学数学题，每道题附有一份书面解答。请判断每份<strong>完整的解答</strong>是否正确。",
+    rules: [
+        "请评判整份解答，而不只是最终答案：只有每一步都正确，解答才算正确。",
+        "对语言、拼写和格式可以宽容，只评判其中的数学。",
+        "请不要使用计算器或任何其他工具，用心算或在纸上演算。",
+    ],
+    time_rule: "每份解答都有严格的时间限制：<strong>{s} 秒</strong>，由倒计时显示。时间快到时，请给出你最好的判断。倒计时归零时，这道题记为超时，并显示下一题。",
+    more_rules: [
+        "按 <kbd>C</kbd> 表示<em>正确</em>，按 <kbd>W</kbd> 表示<em>错误</em>，也可以使用按钮（用 <kbd>Tab</kbd> 键在按钮间移动）。",
+        "你可以关闭页面，之后用你的链接回来；进行中的题目会保留它的倒计时。",
+    ],
+    start: "开始评判",
+    item: "第 {n} 题",
+    problem: "题目",
+    solution: "解答",
+    correct: "正确",
+    wrong: "错误",
+    time_left: "剩余时间",
+    seconds_unit: "秒",
+    seconds_left_template: "还剩 {n} 秒",
+    all_done_title: "全部完成",
+    all_done: "本研究已没有更多题目给你。你共评判了 {n} 道题。谢谢！",
+    closed_title: "研究已关闭",
+    closed_message: "本研究目前不收集评判。感谢你的帮助。",
+    time_ran_out_title: "时间已到",
+    time_ran_out_message: "你的答案送达之前，这道题的时间已经用完，因此记为超时。",
+    continue_label: "继续",
+    link_needed_title: "需要你的邀请链接",
+    link_needed_message: "请（再次）打开发给你的个人链接以继续评判。如果链接已失效，请向研究的组织者索取新的链接。",
+};
+
+/// Routes of the language switch.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/lang/{code}", get(switch))
+}
+
+/// `?back=` of the switch: the page to return to.
+#[derive(Debug, Deserialize)]
+struct Back {
+    #[serde(default)]
+    back: String,
+}
+
+/// Where the switch may send the browser back to: a path on this site only (no `//host` or
+/// `/\host`, which browsers treat as another site).
+pub fn safe_back(back: &str) -> &str {
+    let local = back.starts_with('/') && !back.starts_with("//") && !back.starts_with("/\\");
+    if local { back } else { "/rate" }
+}
+
+/// `GET /lang/{code}?back=PATH`: remembers the language for a year and returns to the page.
+async fn switch(Path(code): Path<String>, Query(back): Query<Back>, jar: CookieJar) -> Response {
+    let lang = Lang::from_code(&code).unwrap_or(Lang::En);
+    let cookie = Cookie::build((LANG_COOKIE, lang.code()))
+        .path("/")
+        .same_site(SameSite::Lax)
+        .http_only(true)
+        .max_age(time::Duration::days(365))
+        .build();
+    (jar.add(cookie), Redirect::to(safe_back(&back.back))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_language_picks_the_best_supported_tag() {
+        assert_eq!(Lang::negotiate(""), Lang::En);
+        assert_eq!(Lang::negotiate("zh-CN,zh;q=0.9,en;q=0.8"), Lang::ZhHans);
+        assert_eq!(Lang::negotiate("en-GB,en;q=0.9,zh;q=0.8"), Lang::En);
+        assert_eq!(Lang::negotiate("fr-FR,fr;q=0.9,zh-TW;q=0.5"), Lang::ZhHans);
+        assert_eq!(Lang::negotiate("de, en;q=0.2, zh;q=0.7"), Lang::ZhHans);
+        assert_eq!(Lang::negotiate("zh;q=0, en"), Lang::En);
+        assert_eq!(Lang::negotiate("ja"), Lang::En);
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for lang in [Lang::En, Lang::ZhHans] {
+            assert_eq!(Lang::from_code(lang.code()), Some(lang));
+            assert_eq!(lang.texts().html_lang, lang.code());
+            assert_eq!(
+                Lang::from_code(lang.texts().switch_to).map(|l| l.texts().switch_to),
+                Some(lang.code())
+            );
+        }
+        assert_eq!(Lang::from_code("xx"), None);
+    }
+
+    #[test]
+    fn parameterised_texts_fill_in_their_numbers() {
+        assert_eq!(EN.item(3), "Item 3");
+        assert_eq!(ZH_HANS.item(3), "第 3 题");
+        assert!(ZH_HANS.time_rule("45").contains("45 秒"));
+        assert!(EN.all_done(7).contains("You judged 7."));
+        assert_eq!(ZH_HANS.welcome("小明"), "欢迎，小明");
+    }
+
+    #[test]
+    fn the_switch_returns_only_to_this_site() {
+        assert_eq!(safe_back("/rate/item"), "/rate/item");
+        assert_eq!(safe_back("//evil.example/x"), "/rate");
+        assert_eq!(safe_back("/\\evil.example"), "/rate");
+        assert_eq!(safe_back("https://evil.example"), "/rate");
+        assert_eq!(safe_back(""), "/rate");
+    }
+}
