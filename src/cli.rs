@@ -297,7 +297,8 @@ pub struct StudyCreateArgs {
 /// `rater` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum RaterCommand {
-    /// Create invite links; prints one `name<TAB>link` line per rater.
+    /// Create invite links; prints one `name<TAB>link` line per rater, or with `--csv` the
+    /// links as CSV (`name,email,link`). All or nothing: any bad name or line invites nobody.
     Invite {
         /// Study name or id.
         #[arg(long)]
@@ -310,8 +311,12 @@ pub enum RaterCommand {
         )]
         base_url: String,
         /// Rater names.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "csv", conflicts_with = "csv")]
         names: Vec<String>,
+        /// A CSV file of raters instead of names: header `name,email`, one line per rater
+        /// (the email may be empty), as on the study page.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
     },
 }
 
@@ -497,7 +502,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             study,
             base_url,
             names,
-        }) => invite(&store, &clock, &study, &base_url, &names).await,
+            csv,
+        }) => invite(&store, &clock, &study, &base_url, &names, csv.as_deref()).await,
         Command::Train(_) => Ok(()),
         Command::Checkpoint(command) => checkpoint(&store, &clock, command).await,
         Command::Worker(args) => run_worker(store.clone(), clock, args).await,
@@ -1007,16 +1013,33 @@ async fn invite(
     study: &str,
     base_url: &str,
     names: &[String],
+    csv: Option<&Path>,
 ) -> anyhow::Result<()> {
     let study_id = find_study(store, study).await?;
-    for invitation in store.invite_raters(study_id, names, clock.now_ms()).await? {
-        println!(
-            "{}\t{}/r/{}",
-            invitation.rater.name,
-            base_url.trim_end_matches('/'),
-            invitation.token
-        );
-    }
+    let base_url = base_url.trim_end_matches('/');
+    let Some(csv) = csv else {
+        for invitation in store.invite_raters(study_id, names, clock.now_ms()).await? {
+            println!(
+                "{}\t{base_url}/r/{}",
+                invitation.rater.name, invitation.token
+            );
+        }
+        return Ok(());
+    };
+    let bytes = std::fs::read(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let taken = store.active_rater_names(study_id).await?;
+    let invitees = crate::invites::parse_invite_csv(&bytes, &taken)?;
+    let links: Vec<crate::invites::InviteLink> = store
+        .invite_invitees(study_id, &invitees, clock.now_ms())
+        .await?
+        .into_iter()
+        .map(|i| crate::invites::InviteLink {
+            link: format!("{base_url}/r/{}", i.token),
+            name: i.rater.name,
+            email: i.email,
+        })
+        .collect();
+    print!("{}", crate::invites::links_csv(&links));
     Ok(())
 }
 

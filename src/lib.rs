@@ -4,6 +4,8 @@
 //! - [`domain`]: the research's vocabulary (roles, verdicts, checkpoint kinds).
 //! - [`grading`]: final-answer extraction and comparison with ground truth.
 //! - [`problems`]: parsing and validating import files (GSM8K problems, solutions).
+//! - [`invites`]: the admin's list of raters to invite (CSV of names and emails), its checks,
+//!   and the CSV of links handed back.
 //! - [`generator`]: the project's own procedural grade-school word problems (built-in set).
 //! - [`judging`]: deadline and assignment-balancing rules.
 //! - [`auth`]: password hashing and tokens.
@@ -21,6 +23,7 @@ pub mod domain;
 pub mod export;
 pub mod generator;
 pub mod grading;
+pub mod invites;
 pub mod judging;
 pub mod labels;
 pub mod metrics;

@@ -310,7 +310,10 @@ async fn rater_pages_are_accessible_in_both_languages(backend: Backend) {
         } else if title == "全部完成" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "stuck at {title}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "stuck at {title}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_accessible(&browser, &axe, "all done (zh-Hans)").await;
@@ -318,7 +321,11 @@ async fn rater_pages_are_accessible_in_both_languages(backend: Backend) {
 
     let progress = app.store().study_progress(fixture.study_id).await.unwrap();
     assert_eq!(
-        (progress.correct_verdicts, progress.wrong_verdicts, progress.timeouts),
+        (
+            progress.correct_verdicts,
+            progress.wrong_verdicts,
+            progress.timeouts
+        ),
         (2, 1, 0),
         "{progress:?}"
     );

@@ -60,6 +60,9 @@ pub enum StoreError {
     /// An import was refused whole; the report names every bad line.
     #[error("{0}")]
     ImportRejected(#[from] crate::problems::ImportRejected),
+    /// An invitation was refused whole (nobody was invited); the report names every bad line.
+    #[error("{0}")]
+    InvitesRejected(#[from] crate::invites::InvitesRejected),
 }
 
 impl StoreError {
@@ -201,6 +204,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "verifier",
         include_str!("../../migrations/sqlite/0003_verifier.sql"),
     ),
+    (
+        4,
+        "rater invites",
+        include_str!("../../migrations/sqlite/0004_rater_invites.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -217,6 +225,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "verifier",
         include_str!("../../migrations/postgres/0003_verifier.sql"),
+    ),
+    (
+        4,
+        "rater invites",
+        include_str!("../../migrations/postgres/0004_rater_invites.sql"),
     ),
 ];
 

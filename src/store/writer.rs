@@ -135,7 +135,7 @@ impl Writer {
 }
 
 /// `($1, $2), ($3, $4), …` for `rows` rows of `columns` parameters.
-fn value_rows(rows: usize, columns: usize) -> String {
+pub(super) fn value_rows(rows: usize, columns: usize) -> String {
     value_rows_with(rows, columns, "")
 }
 

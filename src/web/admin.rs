@@ -1,12 +1,14 @@
-//! Admin pages: import problem sets and solutions, invite raters.
+//! Admin pages: import problem sets and solutions, invite raters (a list of names or a CSV of
+//! names and emails) and revoke their links.
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
+use axum::extract::multipart::MultipartError;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::header::HOST;
-use axum::response::{IntoResponse, Response};
+use axum::http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE, HOST};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::Deserialize;
@@ -14,8 +16,11 @@ use uuid::Uuid;
 
 use super::session::Admin;
 use super::{AppState, WebConfig, WebError};
+use crate::invites::{self, InviteLink, Invitee, InvitesRejected};
 use crate::problems;
 use crate::store::StoreError;
+use crate::store::raters::Invitation;
+use crate::store::studies::Study;
 
 /// Routes of the admin pages; uploads may be as large as the configured limit.
 pub fn routes(config: &WebConfig) -> Router<AppState> {
@@ -26,7 +31,13 @@ pub fn routes(config: &WebConfig) -> Router<AppState> {
                 .post(import)
                 .layer(DefaultBodyLimit::max(config.max_upload_bytes)),
         )
-        .route("/studies/{id}/invites", post(invite))
+        .route(
+            "/studies/{id}/invites",
+            get(invites_page)
+                .post(invite)
+                .layer(DefaultBodyLimit::max(INVITE_BODY_LIMIT)),
+        )
+        .route("/studies/{id}/raters/{rater_id}/revoke", post(revoke))
 }
 
 #[derive(Template, WebTemplate)]
@@ -157,6 +168,8 @@ async fn import(
     }
 }
 
+/// The invite page: the forms, and after an invitation either the new links (table and CSV
+/// text to copy) or the refusal naming every bad line.
 #[derive(Template, WebTemplate)]
 #[template(path = "invites.html")]
 struct InvitesPage {
@@ -164,12 +177,169 @@ struct InvitesPage {
     is_admin: bool,
     study_id: Uuid,
     study_name: String,
-    links: Vec<(String, String)>,
+    error: Option<String>,
+    links: Vec<InviteLink>,
+    links_csv: String,
 }
 
+impl InvitesPage {
+    fn new(username: String, study: &Study) -> InvitesPage {
+        InvitesPage {
+            username,
+            is_admin: true,
+            study_id: study.id,
+            study_name: study.name.clone(),
+            error: None,
+            links: Vec::new(),
+            links_csv: String::new(),
+        }
+    }
+
+    /// The page telling why nobody was invited, with the forms to try again.
+    fn refused(self, status: StatusCode, message: String) -> Response {
+        let page = InvitesPage {
+            error: Some(message),
+            ..self
+        };
+        (status, page).into_response()
+    }
+}
+
+/// The urlencoded invite form (the names-only form, or a client posting names).
 #[derive(Deserialize)]
 struct InviteForm {
+    #[serde(default)]
     names: String,
+    #[serde(default)]
+    format: String,
+}
+
+/// Who an invite form lists: names one per line, or an uploaded CSV of names and emails.
+enum InviteList {
+    Names(String),
+    Csv(Vec<u8>),
+}
+
+impl InviteList {
+    /// The invitees, or every bad line (`taken`: names of the study's active raters).
+    fn parse(&self, taken: &[String]) -> Result<Vec<Invitee>, InvitesRejected> {
+        match self {
+            InviteList::Names(text) => invites::parse_name_list(text, taken),
+            InviteList::Csv(bytes) => invites::parse_invite_csv(bytes, taken),
+        }
+    }
+}
+
+/// An invite form as read: who, and whether the links are wanted as a CSV download.
+struct InviteRequest {
+    list: InviteList,
+    csv_download: bool,
+}
+
+/// An invite form that could not be read (malformed, or larger than the limit): refused
+/// before any rule was checked, with the status to answer.
+struct FormRefused {
+    status: StatusCode,
+    message: String,
+}
+
+impl FormRefused {
+    /// A read failure with axum's status; an over-long body gets a message saying the limit.
+    fn reading(status: StatusCode, text: String) -> FormRefused {
+        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            format!(
+                "the upload is larger than {} MiB; nobody was invited (split the list)",
+                invites::MAX_CSV_BYTES / (1024 * 1024)
+            )
+        } else {
+            text
+        };
+        FormRefused { status, message }
+    }
+
+    fn bad(message: &str) -> FormRefused {
+        FormRefused {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<MultipartError> for FormRefused {
+    fn from(e: MultipartError) -> Self {
+        FormRefused::reading(e.status(), e.body_text())
+    }
+}
+
+/// The largest invite request: the CSV limit plus room for the other fields and the
+/// multipart framing.
+const INVITE_BODY_LIMIT: usize = invites::MAX_CSV_BYTES + 256 * 1024;
+
+/// Reads the invite form, multipart (names and/or a `file`, as the page sends it) or
+/// urlencoded (names only). Exactly one of names and file must be given; `format=csv` asks
+/// for the links as a CSV download.
+async fn read_invite_form(
+    request: Request,
+    state: &AppState,
+) -> Result<InviteRequest, FormRefused> {
+    let multipart = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (names, file, format) = if multipart {
+        let mut form = Multipart::from_request(request, state)
+            .await
+            .map_err(|e| FormRefused::reading(e.status(), e.body_text()))?;
+        let (mut names, mut file, mut format) = (String::new(), None, String::new());
+        while let Some(field) = form.next_field().await? {
+            match field.name() {
+                Some("names") => names = field.text().await?,
+                Some("format") => format = field.text().await?,
+                Some("file") => {
+                    // A browser sends an empty part when no file was chosen.
+                    let chosen = field.file_name().is_some_and(|n| !n.is_empty());
+                    let bytes = field.bytes().await?;
+                    if chosen || !bytes.is_empty() {
+                        file = Some(bytes.to_vec());
+                    }
+                }
+                _ => {}
+            }
+        }
+        (names, file, format)
+    } else {
+        let Form(form) = Form::<InviteForm>::from_request(request, state)
+            .await
+            .map_err(|e| FormRefused::reading(e.status(), e.body_text()))?;
+        (form.names, None, form.format)
+    };
+    let list = match (names.trim().is_empty(), file) {
+        (true, Some(bytes)) => InviteList::Csv(bytes),
+        (false, None) => InviteList::Names(names),
+        (false, Some(_)) => {
+            return Err(FormRefused::bad(
+                "give names or a CSV file, not both; nobody was invited",
+            ));
+        }
+        (true, None) => {
+            return Err(FormRefused::bad(
+                "give at least one rater name, or a CSV file of names and emails",
+            ));
+        }
+    };
+    Ok(InviteRequest {
+        list,
+        csv_download: format == "csv",
+    })
+}
+
+/// True when the client asks for CSV (`Accept: text/csv`), e.g. a script inviting raters.
+fn accepts_csv(headers: &HeaderMap) -> bool {
+    headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/csv"))
 }
 
 /// Base of links handed out (invite links): the configured public URL, else this request's host.
@@ -191,37 +361,97 @@ pub fn link_base(config: &WebConfig, headers: &HeaderMap) -> String {
     }
 }
 
+async fn invites_page(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(study_id): Path<Uuid>,
+) -> Result<InvitesPage, WebError> {
+    let study = state.store.study(study_id).await?;
+    Ok(InvitesPage::new(user.username, &study))
+}
+
+/// Invites the listed raters, all or none. The links exist only in this response (the server
+/// keeps token hashes): they come back as a page with a table and the same rows as CSV text
+/// to copy, or, when the form says `format=csv` or the client accepts `text/csv`, directly as
+/// a CSV attachment (`name,email,link`). A refusal shows every bad line and invites nobody.
 async fn invite(
     State(state): State<AppState>,
     Admin(user): Admin,
     Path(study_id): Path<Uuid>,
-    headers: HeaderMap,
-    Form(form): Form<InviteForm>,
-) -> Result<InvitesPage, WebError> {
-    let names: Vec<String> = form
-        .names
-        .lines()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect();
-    if names.is_empty() {
-        return Err(WebError::BadRequest("give at least one rater name".into()));
-    }
+    request: Request,
+) -> Result<Response, WebError> {
     let study = state.store.study(study_id).await?;
-    let invitations = state
-        .store
-        .invite_raters(study_id, &names, state.clock.now_ms())
-        .await?;
-    let base = link_base(&state.config, &headers);
-    Ok(InvitesPage {
-        username: user.username,
-        is_admin: true,
-        study_id,
-        study_name: study.name,
-        links: invitations
+    let base = link_base(&state.config, request.headers());
+    let csv_accepted = accepts_csv(request.headers());
+    let page = InvitesPage::new(user.username, &study);
+    let form = match read_invite_form(request, &state).await {
+        Ok(form) => form,
+        Err(refused) => return Ok(page.refused(refused.status, refused.message)),
+    };
+    let taken = state.store.active_rater_names(study_id).await?;
+    let created = match form.list.parse(&taken) {
+        Ok(invitees) => {
+            state
+                .store
+                .invite_invitees(study_id, &invitees, state.clock.now_ms())
+                .await
+        }
+        Err(rejected) => Err(rejected.into()),
+    };
+    let links: Vec<InviteLink> = match created {
+        Ok(invitations) => invitations
             .into_iter()
-            .map(|i| (i.rater.name, format!("{base}/r/{}", i.token)))
+            .map(|i| invite_link(&base, i))
             .collect(),
-    })
+        Err(StoreError::InvitesRejected(rejected)) => {
+            return Ok(page.refused(StatusCode::UNPROCESSABLE_ENTITY, rejected.to_string()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let links_csv = invites::links_csv(&links);
+    if form.csv_download || csv_accepted {
+        return Ok(csv_attachment(study_id, links_csv));
+    }
+    Ok(InvitesPage {
+        links,
+        links_csv,
+        ..page
+    }
+    .into_response())
+}
+
+/// A new rater's personal link on this server.
+fn invite_link(base: &str, invitation: Invitation) -> InviteLink {
+    InviteLink {
+        link: format!("{base}/r/{}", invitation.token),
+        name: invitation.rater.name,
+        email: invitation.email,
+    }
+}
+
+/// The links CSV as a file download (kept out of caches like every dynamic response).
+fn csv_attachment(study_id: Uuid, csv: String) -> Response {
+    let file = format!("attachment; filename=\"study-{study_id}-invite-links.csv\"");
+    (
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (CONTENT_DISPOSITION, file),
+        ],
+        csv,
+    )
+        .into_response()
+}
+
+/// Revokes a rater's link (their active item returns to the pool; their judgements stay) and
+/// returns to the study page. Admins only, like inviting.
+async fn revoke(
+    State(state): State<AppState>,
+    Admin(_admin): Admin,
+    Path((study_id, rater_id)): Path<(Uuid, Uuid)>,
+) -> Result<Redirect, WebError> {
+    state
+        .store
+        .revoke_rater(study_id, rater_id, state.clock.now_ms())
+        .await?;
+    Ok(Redirect::to(&format!("/studies/{study_id}#raters")))
 }

@@ -23,6 +23,7 @@ use crate::ml::sampling::SamplingParams;
 use crate::store::catalog::{CheckpointInfo, ProblemSetInfo};
 use crate::store::jobs::JobView;
 use crate::store::models::CheckpointDetails;
+use crate::store::raters::RaterProgress;
 use crate::store::studies::{Study, StudyProgress, StudySpec};
 use crate::worker::generation::{GenerationRequest, create_generated_study};
 
@@ -299,12 +300,32 @@ async fn create_study(
     Ok(Redirect::to(&format!("/studies/{}", study.id)))
 }
 
+/// A rater's line on the study page.
 struct RaterRow {
+    id: Uuid,
     name: String,
+    email: Option<String>,
     judgements: i64,
     timeouts: i64,
     started: String,
-    revoked: bool,
+    last_activity: String,
+    /// When the link was revoked; `None` while it works.
+    revoked: Option<String>,
+}
+
+impl From<RaterProgress> for RaterRow {
+    fn from(r: RaterProgress) -> Self {
+        RaterRow {
+            id: r.rater.id,
+            name: r.rater.name,
+            email: r.email,
+            judgements: r.judgements,
+            timeouts: r.timeouts,
+            started: r.started_at.map_or_else(|| "not yet".into(), format_ms),
+            last_activity: r.last_activity_at.map_or_else(|| "—".into(), format_ms),
+            revoked: r.revoked_at.map(format_ms),
+        }
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -399,16 +420,7 @@ async fn study(
         .rater_progress(id)
         .await?
         .into_iter()
-        .map(|r| RaterRow {
-            name: r.rater.name,
-            judgements: r.judgements,
-            timeouts: r.timeouts,
-            started: r
-                .started_at
-                .map(format_ms)
-                .unwrap_or_else(|| "not yet".into()),
-            revoked: r.revoked,
-        })
+        .map(RaterRow::from)
         .collect();
     Ok(StudyPage {
         time_limit: seconds_text(study.time_limit_ms),
