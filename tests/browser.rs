@@ -66,6 +66,15 @@ async fn start_browser() -> (Driver, Client) {
     }
 }
 
+/// Serves the app's router on a free loopback port; returns its base URL.
+async fn serve(app: &TestApp) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let router = app.router.clone();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{address}")
+}
+
 async fn press(browser: &Client, key: char) {
     let keys = KeyActions::new("keyboard".into())
         .then(KeyAction::Down { value: key })
@@ -121,13 +130,9 @@ async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
     // Three problems, one checkpoint: the rater gets exactly three items, 4 s each.
     let fixture = app.fixture(3, 1, 1, 4_000).await;
     let tokens = app.invite(fixture.study_id, 1).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let router = app.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = serve(&app).await;
 
     let (_driver, browser) = start_browser().await;
-    let base = format!("http://{address}");
     browser
         .goto(&format!("{base}/r/{}", tokens[0]))
         .await
@@ -230,14 +235,10 @@ async fn rater_pages_are_accessible_in_both_languages(backend: Backend) {
     let app = TestApp::start(backend).await;
     let fixture = app.fixture(3, 1, 1, 45_000).await;
     let tokens = app.invite(fixture.study_id, 1).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let router = app.router.clone();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let base = serve(&app).await;
     let axe = axe_source();
 
     let (_driver, browser) = start_browser().await;
-    let base = format!("http://{address}");
     browser
         .goto(&format!("{base}/r/{}", tokens[0]))
         .await
