@@ -1262,17 +1262,24 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for _ in 0..args.repeat {
         let t = Instant::now();
-        let rows = store.attempt_rows(study).await?;
+        let (pages_in, mut pages) = tokio::sync::mpsc::channel(1);
+        let reading = store.send_attempt_pages(study, 50_000, pages_in);
+        let counting = async move {
+            let mut rows = 0;
+            while let Some(page) = pages.recv().await {
+                rows += page.len();
+            }
+            rows
+        };
+        let (read, rows) = tokio::join!(reading, counting);
+        read?;
         runs.push(t.elapsed());
-        if rows.len() != n {
-            bail!(
-                "attempt_rows returned {} rows, {n} were generated",
-                rows.len()
-            );
+        if rows != n {
+            bail!("send_attempt_pages sent {rows} rows, {n} were generated");
         }
     }
     let extra = format!("{} | {}", rows_per_s(best(&runs)), rss.stage());
-    print_runs("store.attempt_rows (tidy table)", &runs, &extra);
+    print_runs("store.send_attempt_pages (tidy table)", &runs, &extra);
 
     let mut excluded = HashSet::new();
     for exclude in [false, true] {

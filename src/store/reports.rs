@@ -117,17 +117,6 @@ fn attempt_row(row: Row) -> Result<AttemptRow, sqlx::Error> {
 }
 
 impl Store {
-    /// Every judgement of `study_id`, ordered by serving time then id.
-    pub async fn attempt_rows(&self, study_id: Uuid) -> StoreResult<Vec<AttemptRow>> {
-        let rows: Vec<Row> = dispatch!(self, pool, _b => {
-            sqlx::query_as(ATTEMPTS_SQL).bind(study_id).fetch_all(pool).await?
-        });
-        rows.into_iter()
-            .map(attempt_row)
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
-    }
-
     /// What the report's figures need of each judgement of `study_id`, in no particular order:
     /// one join (checkpoint labels come from a small separate query) and no sort, so a study of
     /// a million judgements loads in seconds even on SQLite.
@@ -195,8 +184,8 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// The same rows as [`Store::attempt_rows`], sent to `pages` in pages of `page_size` as the
-    /// database streams them (one statement, so one consistent snapshot), for downloads that
+    /// Every judgement of `study_id` as tidy-table rows in serving order (time, then id), sent
+    /// to `pages` in pages of `page_size` as the database streams them (one statement, so one consistent snapshot), for downloads that
     /// should not hold a whole study in memory. Stops quietly when the receiver goes away.
     pub async fn send_attempt_pages(
         &self,
