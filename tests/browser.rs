@@ -92,16 +92,12 @@ async fn text_of(browser: &Client, css: &str) -> String {
         .unwrap()
 }
 
-/// Waits until the page shows the given item number (or the end page when `None`).
-async fn wait_for_item(browser: &Client, item: Option<u32>, within: Duration) {
+/// Waits until the page's title is `expected`; on time-out, panics with the page.
+async fn wait_for_title(browser: &Client, expected: &str, within: Duration) {
     let started = Instant::now();
     loop {
         let title = browser.title().await.unwrap_or_default();
-        let ready = match item {
-            Some(n) => title == format!("Item {n}"),
-            None => title == "All done",
-        };
-        if ready {
+        if title == expected {
             return;
         }
         if started.elapsed() > within {
@@ -111,15 +107,33 @@ async fn wait_for_item(browser: &Client, item: Option<u32>, within: Duration) {
                 .map(|u| u.to_string())
                 .unwrap_or_default();
             let source = browser.source().await.unwrap_or_default();
-            panic!("page never reached {item:?}; title is {title:?} at {url}:\n{source}");
+            panic!("page never reached {expected:?}; title is {title:?} at {url}:\n{source}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// Waits until the (English) page shows the given item number, or the end page for `None`.
+async fn wait_for_item(browser: &Client, item: Option<u32>, within: Duration) {
+    let title = item.map_or_else(|| "All done".to_string(), |n| format!("Item {n}"));
+    wait_for_title(browser, &title, within).await;
+}
+
+/// Clicks the element with this id.
+async fn click(browser: &Client, id: &str) {
+    browser
+        .find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The countdown's number, whatever its unit ("12 s", "12 秒").
 fn seconds(countdown: &str) -> i64 {
     countdown
-        .trim_end_matches(" s")
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
         .trim()
         .parse()
         .unwrap_or_else(|_| panic!("countdown text {countdown:?}"))
@@ -138,13 +152,7 @@ async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(browser.title().await.unwrap(), "Instructions");
-    browser
-        .find(Locator::Id("start"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "start").await;
     wait_for_item(&browser, Some(1), Duration::from_secs(10)).await;
 
     // The countdown falls.
@@ -270,53 +278,23 @@ async fn rater_pages_are_accessible_in_both_languages(backend: Backend) {
 
     // Switch to Chinese mid-item: the same item comes back with its deadline, in Chinese.
     let before = seconds(&text_of(&browser, "#countdown").await);
-    browser
-        .find(Locator::Id("lang-switch"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let started = Instant::now();
-    while browser.title().await.unwrap_or_default() != "第 2 题" {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no Chinese item page: {}",
-            browser.source().await.unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    click(&browser, "lang-switch").await;
+    wait_for_title(&browser, "第 2 题", Duration::from_secs(10)).await;
     let lang = browser
         .execute("return document.documentElement.lang;", vec![])
         .await
         .unwrap();
     assert_eq!(lang, "zh-Hans");
-    let countdown = text_of(&browser, "#countdown").await;
-    let left: i64 = countdown
-        .trim_end_matches('秒')
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("countdown {countdown:?}"));
+    let left = seconds(&text_of(&browser, "#countdown").await);
     assert!(left <= before, "the switch restarted the countdown");
     assert!(text_of(&browser, "#btn-correct").await.starts_with("正确"));
     assert_accessible(&browser, &axe, "item (zh-Hans)").await;
 
     // Finish in Chinese and check the last page too.
     press(&browser, 'c').await;
-    let started = Instant::now();
-    loop {
-        let title = browser.title().await.unwrap_or_default();
-        if title == "第 3 题" {
-            press(&browser, 'c').await;
-        } else if title == "全部完成" {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "stuck at {title}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_title(&browser, "第 3 题", Duration::from_secs(10)).await;
+    press(&browser, 'c').await;
+    wait_for_title(&browser, "全部完成", Duration::from_secs(10)).await;
     assert_accessible(&browser, &axe, "all done (zh-Hans)").await;
     browser.close().await.unwrap();
 
