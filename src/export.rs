@@ -245,16 +245,13 @@ impl Encoder {
     }
 
     /// The bytes that end the file.
-    pub fn finish(self) -> Result<Vec<u8>, ExportError> {
+    pub fn finish(mut self) -> Result<Vec<u8>, ExportError> {
         match self {
-            Encoder::Csv { header_written } => {
-                if header_written {
-                    Ok(Vec::new())
-                } else {
-                    Encoder::Csv { header_written }.page(&[])
-                }
-            }
-            Encoder::JsonLines => Ok(Vec::new()),
+            // An empty table: the header row alone.
+            Encoder::Csv {
+                header_written: false,
+            } => self.page(&[]),
+            Encoder::Csv { .. } | Encoder::JsonLines => Ok(Vec::new()),
             Encoder::Parquet(table) => table.finish(),
         }
     }
