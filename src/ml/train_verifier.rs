@@ -9,7 +9,7 @@
 //!   validation loss, and validation metrics against ground truth and human majority, per prover
 //!   round and role.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -26,7 +26,7 @@ use super::train::{held_out_problems, initialise};
 use super::verifier::{Verifier, bradley_terry_loss, cross_entropy_loss, verifier_text};
 use crate::domain::{ProverRole, VerifierLoss};
 use crate::generator;
-use crate::labels::{Split, split_of};
+use crate::labels::{Split, split_problems};
 use crate::metrics;
 
 /// Held-out quality of a verifier trained on generated pairs.
@@ -470,8 +470,27 @@ pub fn fit_verifier(
     stop: &AtomicBool,
 ) -> Result<FitReport, ModelError> {
     let started = Instant::now();
-    let split =
-        |s: &LabelledSolution| split_of(s.problem_id, options.seed, options.validation_share);
+    let mut usable: HashMap<Uuid, (bool, bool)> = HashMap::new();
+    for s in data {
+        let entry = usable.entry(s.problem_id).or_default();
+        match s.label {
+            Some(true) => entry.0 = true,
+            Some(false) => entry.1 = true,
+            None => {}
+        }
+    }
+    let usable: HashMap<Uuid, bool> = usable
+        .into_iter()
+        .map(|(problem, (correct, incorrect))| {
+            let yields = match options.loss {
+                VerifierLoss::BradleyTerry => correct && incorrect,
+                VerifierLoss::CrossEntropy => correct || incorrect,
+            };
+            (problem, yields)
+        })
+        .collect();
+    let sides = split_problems(&usable, options.seed, options.validation_share);
+    let split = |s: &LabelledSolution| sides[&s.problem_id];
     let train: Vec<&LabelledSolution> = data.iter().filter(|s| split(s) == Split::Train).collect();
     let validation: Vec<&LabelledSolution> = data
         .iter()
