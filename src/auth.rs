@@ -76,3 +76,27 @@ mod tests {
         assert_ne!(token_hash(&a), a);
     }
 }
+
+/// Failed logins of one username allowed within [`LOGIN_WINDOW_MS`]; more are refused, even
+/// with the right password, until the oldest falls out of the window.
+pub const LOGIN_FAILURE_LIMIT: i64 = 5;
+
+/// The window over which failed logins are counted: 15 minutes.
+pub const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// Whether a username with `recent_failures` failed logins in the window is throttled.
+pub fn login_throttled(recent_failures: i64) -> bool {
+    recent_failures >= LOGIN_FAILURE_LIMIT
+}
+
+#[cfg(test)]
+mod throttle_tests {
+    use super::*;
+
+    #[test]
+    fn five_failures_throttle_a_username() {
+        assert!(!login_throttled(0));
+        assert!(!login_throttled(LOGIN_FAILURE_LIMIT - 1));
+        assert!(login_throttled(LOGIN_FAILURE_LIMIT));
+    }
+}

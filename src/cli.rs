@@ -153,6 +153,9 @@ pub struct ServeArgs {
     /// Folder of model files; uploaded checkpoints go to its `uploads/` subfolder.
     #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
+    /// Bearer token for Prometheus to scrape `/metrics` (admins' sessions work without it).
+    #[arg(long, env = "LEGIBILITY_METRICS_TOKEN")]
+    pub metrics_token: Option<String>,
     /// Largest accepted checkpoint upload (all files together), in MiB.
     #[arg(long, default_value_t = crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES / (1024 * 1024))]
     pub max_checkpoint_mib: u64,
@@ -250,7 +253,7 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum StudyCommand {
     /// Create a study from a problem set's solutions.
-    Create(StudyCreateArgs),
+    Create(Box<StudyCreateArgs>),
     /// List studies with their progress.
     List,
 }
@@ -292,6 +295,28 @@ pub struct StudyCreateArgs {
     /// With `--generate`: seed of every draw (random when absent).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Practice items (right answer shown after each) before the session; drawn, like all
+    /// quality items, from the set's problems outside the study (see `--max-problems`).
+    #[arg(long, default_value_t = 0)]
+    pub practice: i64,
+    /// Screening (qualification) items; raters below `--screening-pass` are not admitted.
+    #[arg(long, default_value_t = 0)]
+    pub screening: i64,
+    /// Share of screening items a rater must get right (0..=1).
+    #[arg(long, default_value_t = 0.8)]
+    pub screening_pass: f64,
+    /// Silent gold items in the pool.
+    #[arg(long, default_value_t = 0)]
+    pub gold: i64,
+    /// Share of session items that are gold items (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub gold_rate: f64,
+    /// Cap on each rater's time on items, in hours.
+    #[arg(long, default_value_t = 4.0)]
+    pub max_hours: f64,
+    /// Suggest a break every N items (0 = never).
+    #[arg(long, default_value_t = 0)]
+    pub break_every: i64,
 }
 
 /// `rater` subcommands.
@@ -320,14 +345,28 @@ pub enum RaterCommand {
     },
 }
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
+/// Environment variable choosing the log format: `text` (default) or `json`.
+pub const LOG_FORMAT_ENV: &str = "LEGIBILITY_LOG_FORMAT";
+
+/// Whether logs are JSON lines (see [`init_tracing`]).
+fn json_logs() -> bool {
+    std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"))
+}
+
+/// Logs to stderr; `RUST_LOG` sets the filter (default `info`). With
+/// `LEGIBILITY_LOG_FORMAT=json` each event is one JSON object per line (timestamp, level,
+/// target, fields, span), for log collectors.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json_logs() {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Opens the database, creating the folder of a SQLite file if needed.
@@ -496,7 +535,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             role,
             reset,
         }) => add_user(&store, &clock, &username, role, reset).await,
-        Command::Study(StudyCommand::Create(args)) => create_study(&store, &clock, args).await,
+        Command::Study(StudyCommand::Create(args)) => create_study(&store, &clock, *args).await,
         Command::Study(StudyCommand::List) => list_studies(&store).await,
         Command::Rater(RaterCommand::Invite {
             study,
@@ -513,17 +552,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
-async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()> {
+/// First-start work on an empty database: a staff account, the built-in problem set, and the
+/// shipped models' registration; each step is skipped once done. Several servers starting
+/// together on one database race for it: the loser's insert clashes with the winner's (a
+/// unique name), so after a failure the steps run once more and find the work done.
+async fn first_start_setup(store: &Store, clock: &Clock, models_dir: &Path) -> anyhow::Result<()> {
+    if let Err(clash) = first_start_steps(store, clock, models_dir).await {
+        tracing::info!(error = %clash, "first-start setup clashed with another instance; checking again");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        first_start_steps(store, clock, models_dir).await?;
+    }
+    Ok(())
+}
+
+async fn first_start_steps(store: &Store, clock: &Clock, models_dir: &Path) -> anyhow::Result<()> {
     if store.count_users().await? == 0 {
         let password = auth::new_token()[..24].to_string();
         let hash = auth::hash_password(&password)?;
         store
             .create_user("admin", &hash, UserRole::Admin, clock.now_ms())
             .await?;
-        eprintln!(
-            "First start: created staff account 'admin' with password {password}\n\
-             (change it with: legibility user add admin --reset)"
-        );
+        if json_logs() {
+            // Log collectors expect every stderr line to be a JSON event.
+            tracing::warn!(
+                username = "admin",
+                %password,
+                "first start: created a staff account (change its password with: legibility user add admin --reset)"
+            );
+        } else {
+            eprintln!(
+                "First start: created staff account 'admin' with password {password}\n\
+                 (change it with: legibility user add admin --reset)"
+            );
+        }
     }
     if store.problem_sets().await?.is_empty() {
         let jsonl = generator::to_gsm8k_jsonl(&generator::generate(BUILTIN_SEED, BUILTIN_COUNT));
@@ -537,8 +598,13 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
             "first start: imported the built-in problem set"
         );
     }
-    register_default_prover(&store, &clock, &args.models_dir).await?;
-    register_default_verifier(&store, &clock, &args.models_dir).await?;
+    register_default_prover(store, clock, models_dir).await?;
+    register_default_verifier(store, clock, models_dir).await?;
+    Ok(())
+}
+
+async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()> {
+    first_start_setup(&store, &clock, &args.models_dir).await?;
     sweep_checkpoint_temp_dirs(&args.models_dir);
     let config = WebConfig {
         secure_cookies: args.secure_cookies,
@@ -546,6 +612,7 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         max_upload_bytes: args.max_upload_mib * 1024 * 1024,
         models_dir: args.models_dir.clone(),
         max_checkpoint_bytes: args.max_checkpoint_mib.saturating_mul(1024 * 1024),
+        metrics_token: args.metrics_token.clone(),
     };
     let state = AppState {
         store,
@@ -854,6 +921,19 @@ async fn create_study(store: &Store, clock: &Clock, args: StudyCreateArgs) -> an
         checkpoint_ids,
         roles: args.roles,
         max_problems: args.max_problems,
+        protocol: crate::quality::RaterProtocol {
+            practice_items: args.practice,
+            screening_items: args.screening,
+            screening_pass_accuracy: if args.screening > 0 {
+                args.screening_pass
+            } else {
+                0.0
+            },
+            gold_items: args.gold,
+            gold_rate: args.gold_rate,
+            max_rater_ms: (args.max_hours * 3_600_000.0).round() as i64,
+            break_every: args.break_every,
+        },
     };
     if args.generate {
         if spec.checkpoint_ids.is_empty() {

@@ -49,6 +49,12 @@ macro_rules! string_enum {
 }
 
 string_enum!(
+    /// What a quality item (a solution of known correctness outside the study) is for:
+    /// teaching raters with feedback, admitting them, or watching them silently.
+    QualityPurpose { Practice => "practice", Screening => "screening", Gold => "gold" }
+);
+
+string_enum!(
     /// The prover's role, chosen by its system prompt: helpful provers should be right and
     /// convincing, sneaky provers subtly wrong and still convincing.
     ProverRole { Helpful => "helpful", Sneaky => "sneaky" }
@@ -59,6 +65,19 @@ string_enum!(
     /// stores it whenever the answer arrives after the deadline.
     Verdict { Correct => "correct", Wrong => "wrong", Timeout => "timeout" }
 );
+
+impl Verdict {
+    /// Whether this verdict on a solution whose correctness is `is_correct` was right:
+    /// `None` for a timeout, which answered nothing. The one rule reports and rater quality
+    /// checks share.
+    pub fn agrees_with(self, is_correct: bool) -> Option<bool> {
+        match self {
+            Verdict::Correct => Some(is_correct),
+            Verdict::Wrong => Some(!is_correct),
+            Verdict::Timeout => None,
+        }
+    }
+}
 
 string_enum!(
     /// What a model checkpoint is: a prover writes solutions, a verifier scores them.

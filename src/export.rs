@@ -23,7 +23,7 @@ use crate::metrics::is_chance_level;
 pub use crate::store::reports::AttemptRow;
 
 /// The tidy table's columns, in order (README documents each).
-pub const COLUMNS: [&str; 15] = [
+pub const COLUMNS: [&str; 16] = [
     "rater_id",
     "rater_name",
     "solution_id",
@@ -38,6 +38,7 @@ pub const COLUMNS: [&str; 15] = [
     "submitted_at",
     "server_elapsed_ms",
     "client_elapsed_ms",
+    "first_wrong_step",
     "flags",
 ];
 
@@ -275,6 +276,7 @@ message attempt {
   OPTIONAL INT64 submitted_at (TIMESTAMP(MILLIS,true));
   REQUIRED INT64 server_elapsed_ms;
   OPTIONAL INT64 client_elapsed_ms;
+  OPTIONAL INT64 first_wrong_step;
   REQUIRED BYTE_ARRAY flags (STRING);
 }
 ";
@@ -328,6 +330,7 @@ impl Values {
             Values::optional(rows, |r| r.submitted_at),
             Values::Int(rows.iter().map(|r| r.server_elapsed_ms).collect()),
             Values::optional(rows, |r| r.client_elapsed_ms),
+            Values::optional(rows, |r| r.first_wrong_step),
             Values::text(rows, |r| r.flags.clone()),
         ]
     }
@@ -408,6 +411,7 @@ mod tests {
             submitted_at,
             server_elapsed_ms: submitted_at.map_or(45_000, |at| (at - 1_000).min(45_000)),
             client_elapsed_ms: client,
+            first_wrong_step: None,
             flags: String::new(),
         }
     }
@@ -483,7 +487,7 @@ mod tests {
             lines[1]
         );
         assert!(
-            lines[2].ends_with(",timeout,1000,46000,,45000,,"),
+            lines[2].ends_with(",timeout,1000,46000,,45000,,,"),
             "{}",
             lines[2]
         );

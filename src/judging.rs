@@ -29,6 +29,11 @@ pub fn remaining_ms(now_ms: i64, deadline_ms: i64) -> i64 {
     (deadline_ms - now_ms).max(0)
 }
 
+/// Whole seconds the countdown shows for `remaining_ms` (rounded up: "1 s" until zero).
+pub fn seconds_shown(remaining_ms: i64) -> i64 {
+    (remaining_ms + 999) / 1000
+}
+
 /// The verdict a rater may ask for. `Timeout` is what the page sends when its countdown ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +85,20 @@ pub fn plausible_client_elapsed(client_ms: Option<i64>, time_limit_ms: i64) -> O
 /// to the pool.
 pub fn reclaim_cutoff(now_ms: i64, grace_ms: i64) -> i64 {
     now_ms - grace_ms
+}
+
+/// A solution's steps for the step flag: its non-blank lines as the rater sees them, numbered
+/// from 1 in the order shown.
+pub fn solution_steps(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim_end)
+        .filter(|line| !line.trim().is_empty())
+        .collect()
+}
+
+/// A step flag names one of the solution's steps.
+pub fn valid_step(step: i64, steps: usize) -> bool {
+    step >= 1 && step as u64 <= steps as u64
 }
 
 /// A kind of item for balancing what one rater sees: the paper gives each rater a balanced mix
@@ -139,6 +158,15 @@ mod tests {
         assert_eq!(remaining_ms(10, 40), 30);
         assert_eq!(remaining_ms(50, 40), 0);
         assert_eq!(
+            (
+                seconds_shown(45_000),
+                seconds_shown(44_001),
+                seconds_shown(1)
+            ),
+            (45, 45, 1)
+        );
+        assert_eq!(seconds_shown(0), 0);
+        assert_eq!(
             server_elapsed_ms(0, 60_000, 45_000, Verdict::Timeout),
             45_000
         );
@@ -146,6 +174,17 @@ mod tests {
         assert_eq!(plausible_client_elapsed(Some(-5), 45_000), None);
         assert_eq!(plausible_client_elapsed(Some(12_000), 45_000), Some(12_000));
         assert_eq!(plausible_client_elapsed(Some(10_000_000), 45_000), None);
+    }
+
+    #[test]
+    fn steps_are_the_non_blank_lines() {
+        let steps = solution_steps("First, 2 + 2 = 4.\n\n  \nThen 4 * 3 = 12.  \n#### 12");
+        assert_eq!(
+            steps,
+            vec!["First, 2 + 2 = 4.", "Then 4 * 3 = 12.", "#### 12"]
+        );
+        assert!(valid_step(1, 3) && valid_step(3, 3));
+        assert!(!valid_step(0, 3) && !valid_step(4, 3) && !valid_step(-1, 3));
     }
 
     #[test]

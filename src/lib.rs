@@ -8,6 +8,7 @@
 //!   and the CSV of links handed back.
 //! - [`generator`]: the project's own procedural grade-school word problems (built-in set).
 //! - [`judging`]: deadline and assignment-balancing rules.
+//! - [`quality`]: the rater protocol: practice, screening, silent gold items, workload and breaks.
 //! - [`auth`]: password hashing and tokens.
 //! - [`reports`]: the researchers' report figures; [`export`]: the tidy per-attempt table
 //!   downloads (CSV, JSON Lines, Parquet) and their quality flags.
@@ -29,6 +30,7 @@ pub mod labels;
 pub mod metrics;
 pub mod ml;
 pub mod problems;
+pub mod quality;
 pub mod reports;
 pub mod store;
 pub mod web;

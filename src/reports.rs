@@ -39,16 +39,14 @@ pub struct Attempt {
     pub verdict: Verdict,
     /// Server milliseconds from serving to the answer.
     pub server_elapsed_ms: i64,
+    /// The first wrong step the rater pointed at after answering "wrong" (1-based line).
+    pub first_wrong_step: Option<i64>,
 }
 
 impl Attempt {
     /// `Some(right)` for an answered judgement, `None` for a timeout.
     pub fn right(&self) -> Option<bool> {
-        match self.verdict {
-            Verdict::Correct => Some(self.is_correct),
-            Verdict::Wrong => Some(!self.is_correct),
-            Verdict::Timeout => None,
-        }
+        self.verdict.agrees_with(self.is_correct)
     }
 }
 
@@ -343,6 +341,82 @@ pub struct StudyReport {
     pub agreement: Agreement,
     /// Accuracy by server time.
     pub accuracy_by_time: Vec<TimeBucket>,
+    /// How often raters localise the error after "wrong", per role.
+    pub step_flags: Vec<StepFlagReport>,
+}
+
+/// Step flags of one prover role: after answering "wrong", how often raters pointed at the
+/// first wrong step, and how much they agree on it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepFlagReport {
+    /// The prover role.
+    pub role: ProverRole,
+    /// "Wrong" verdicts.
+    pub wrong_verdicts: u64,
+    /// Of which with a step flag.
+    pub flagged: u64,
+    /// Share of "wrong" verdicts with a flag (with its Wilson interval).
+    pub flag_rate: Option<Rate>,
+    /// "Wrong" verdicts on solutions that are in fact incorrect (the errors to localise).
+    pub wrong_on_incorrect: u64,
+    /// Of which with a step flag.
+    pub flagged_on_incorrect: u64,
+    /// Flags on solutions flagged by at least two raters.
+    pub flags_on_shared_solutions: u64,
+    /// Share of those flags naming the solution's most often flagged step (ties: the earliest).
+    pub agreement_with_modal_step: Option<f64>,
+}
+
+/// Step-flag figures per role, leaving out `excluded` raters.
+pub fn step_flag_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<StepFlagReport> {
+    ProverRole::ALL
+        .iter()
+        .map(|&role| {
+            let wrong: Vec<&Attempt> = attempts
+                .iter()
+                .filter(|a| a.role == role && a.verdict == Verdict::Wrong)
+                .filter(|a| !excluded.contains(&a.rater_id))
+                .collect();
+            let flagged = wrong
+                .iter()
+                .filter(|a| a.first_wrong_step.is_some())
+                .count() as u64;
+            let on_incorrect: Vec<&&Attempt> = wrong.iter().filter(|a| !a.is_correct).collect();
+            let mut steps_by_solution: BTreeMap<Uuid, Vec<i64>> = BTreeMap::new();
+            for a in &wrong {
+                if let Some(step) = a.first_wrong_step {
+                    steps_by_solution
+                        .entry(a.solution_id)
+                        .or_default()
+                        .push(step);
+                }
+            }
+            let (mut shared, mut agreeing) = (0u64, 0u64);
+            for steps in steps_by_solution.values().filter(|s| s.len() >= 2) {
+                let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
+                for step in steps {
+                    *counts.entry(*step).or_default() += 1;
+                }
+                // BTreeMap order: the earliest step wins ties.
+                let modal = counts.values().copied().max().unwrap_or(0);
+                shared += steps.len() as u64;
+                agreeing += modal;
+            }
+            StepFlagReport {
+                role,
+                wrong_verdicts: wrong.len() as u64,
+                flagged,
+                flag_rate: Rate::of(flagged, wrong.len() as u64),
+                wrong_on_incorrect: on_incorrect.len() as u64,
+                flagged_on_incorrect: on_incorrect
+                    .iter()
+                    .filter(|a| a.first_wrong_step.is_some())
+                    .count() as u64,
+                flags_on_shared_solutions: shared,
+                agreement_with_modal_step: (shared > 0).then(|| agreeing as f64 / shared as f64),
+            }
+        })
+        .collect()
 }
 
 /// The report of `attempts`; with `exclude_chance_level`, raters the binomial test cannot tell
@@ -368,6 +442,7 @@ pub fn study_report(attempts: &[Attempt], exclude_chance_level: bool) -> StudyRe
         groups: group_reports(attempts, &excluded),
         agreement: agreement(attempts, &excluded),
         accuracy_by_time: accuracy_by_time(attempts, &excluded, TIME_BUCKET_MS),
+        step_flags: step_flag_reports(attempts, &excluded),
         raters,
     }
 }
@@ -520,6 +595,7 @@ mod tests {
             is_correct,
             verdict,
             server_elapsed_ms: ms,
+            first_wrong_step: None,
         }
     }
 
@@ -680,5 +756,43 @@ mod tests {
         let easiest = quartiles[3].accuracy.expect("rate");
         assert_eq!((easiest.successes, easiest.trials), (3, 3));
         assert_eq!(quartiles[1].accuracy, None, "no judgements on problem 7");
+    }
+
+    #[test]
+    fn step_flags_count_per_role_and_agreement_with_the_modal_step() {
+        let flag = |mut a: Attempt, step: Option<i64>| {
+            a.first_wrong_step = step;
+            a
+        };
+        let attempts = vec![
+            // Sneaky solution 11 (incorrect): three raters flag steps 2, 2, 3.
+            flag(attempt(1, 11, Sneaky, false, Wrong, 9_000), Some(2)),
+            flag(attempt(2, 11, Sneaky, false, Wrong, 9_000), Some(2)),
+            flag(attempt(3, 11, Sneaky, false, Wrong, 9_000), Some(3)),
+            // A "wrong" without a flag, and a "correct" (never counted).
+            attempt(4, 13, Sneaky, false, Wrong, 9_000),
+            attempt(5, 13, Sneaky, false, Correct, 9_000),
+            // Helpful solution 10 (correct) called wrong and flagged once.
+            flag(attempt(1, 10, Helpful, true, Wrong, 9_000), Some(1)),
+        ];
+        let reports = step_flag_reports(&attempts, &HashSet::new());
+        let sneaky = reports.iter().find(|r| r.role == Sneaky).expect("sneaky");
+        assert_eq!((sneaky.wrong_verdicts, sneaky.flagged), (4, 3));
+        assert_eq!(
+            (sneaky.wrong_on_incorrect, sneaky.flagged_on_incorrect),
+            (4, 3)
+        );
+        assert_eq!(sneaky.flags_on_shared_solutions, 3);
+        assert_eq!(sneaky.agreement_with_modal_step, Some(2.0 / 3.0));
+        let helpful = reports.iter().find(|r| r.role == Helpful).expect("helpful");
+        assert_eq!((helpful.wrong_verdicts, helpful.flagged), (1, 1));
+        assert_eq!(helpful.wrong_on_incorrect, 0);
+        assert_eq!(helpful.agreement_with_modal_step, None);
+        let without_rater_3 = step_flag_reports(&attempts, &HashSet::from([Uuid::from_u128(3)]));
+        let sneaky = without_rater_3
+            .iter()
+            .find(|r| r.role == Sneaky)
+            .expect("sneaky");
+        assert_eq!(sneaky.agreement_with_modal_step, Some(1.0));
     }
 }

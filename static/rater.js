@@ -1,8 +1,10 @@
-// Rater page: countdown, keyboard shortcuts, automatic timeout at zero.
+// Rater pages: countdown, keyboard shortcuts, automatic timeout at zero.
 // The server owns the deadline; this script only shows it and answers on time.
+// The step page (after "wrong") shares the item's countdown and moves on at zero.
 (function () {
   "use strict";
-  var form = document.getElementById("judge-form");
+  var stepForm = document.getElementById("step-form");
+  var form = document.getElementById("judge-form") || stepForm;
   var countdown = document.getElementById("countdown");
   if (!form || !countdown) return;
   var bar = document.getElementById("countdown-bar");
@@ -19,6 +21,11 @@
   function send(verdict) {
     if (sent) return;
     sent = true;
+    if (stepForm) {
+      // Time is up for the step flag: the server would refuse it now; go on.
+      window.location.assign("/rate/item");
+      return;
+    }
     // Time since the item was served, as this browser measured it.
     elapsedField.value = String(Math.trunc(limit - remaining()));
     var buttons = form.querySelectorAll("button");
@@ -32,13 +39,14 @@
   }
 
   form.addEventListener("submit", function (event) {
+    if (stepForm) { sent = true; return; }
     event.preventDefault();
     var button = event.submitter;
     send(button && button.value ? button.value : "timeout");
   });
 
   document.addEventListener("keydown", function (event) {
-    if (event.altKey || event.ctrlKey || event.metaKey) return;
+    if (stepForm || event.altKey || event.ctrlKey || event.metaKey) return;
     var key = event.key.toLowerCase();
     if (key === "c") { event.preventDefault(); send("correct"); }
     else if (key === "w") { event.preventDefault(); send("wrong"); }

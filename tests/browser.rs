@@ -1,6 +1,8 @@
 //! A real headless Chromium, driven over WebDriver (ChromeDriver), judges items with the
 //! keyboard, watches the countdown fall, and lets one item time out; the database must then
-//! hold exactly a `correct`, a `wrong` and a `timeout` for that rater.
+//! hold exactly a `correct`, a `wrong` and a `timeout` for that rater. Further tests run
+//! axe-core on every rater page in both languages, and walk the rater protocol: practice,
+//! screening, silent gold items, resuming in a new tab and the step flag.
 
 mod common;
 
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, TestApp};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
+use legibility::quality::RaterProtocol;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -130,6 +133,25 @@ async fn click(browser: &Client, id: &str) {
         .unwrap();
 }
 
+/// Presses Tab (at most `presses` times) until the element with this id has the focus.
+async fn tab_to(browser: &Client, id: &str, presses: usize) {
+    let mut focused = String::new();
+    for _ in 0..presses {
+        press(browser, '\u{E004}').await; // Tab
+        focused = browser
+            .execute("return document.activeElement.id;", vec![])
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if focused == id {
+            return;
+        }
+    }
+    panic!("Tab never reached #{id}; the focus is on #{focused}");
+}
+
 /// The countdown's number, whatever its unit ("12 s", "12 秒").
 fn seconds(countdown: &str) -> i64 {
     countdown
@@ -175,6 +197,14 @@ async fn rater_judges_with_the_keyboard_in_chromium(backend: Backend) {
     press(&browser, 'c').await;
     wait_for_item(&browser, Some(2), Duration::from_secs(10)).await;
     press(&browser, 'w').await;
+    // "Wrong" opens the step flag page under the same countdown; left alone, it moves on by
+    // itself when the item's time is up.
+    wait_for_title(
+        &browser,
+        "Which step is the first wrong one?",
+        Duration::from_secs(5),
+    )
+    .await;
     wait_for_item(&browser, Some(3), Duration::from_secs(10)).await;
     // Let the third item run out: the page posts a timeout by itself, then the end page.
     wait_for_item(&browser, None, Duration::from_secs(15)).await;
@@ -258,21 +288,17 @@ async fn rater_pages_are_accessible_in_both_languages(backend: Backend) {
     assert_accessible(&browser, &axe, "item (en)").await;
 
     // Keyboard only: Tab to "Wrong" and press Enter.
-    let mut focused = String::new();
-    for _ in 0..6 {
-        press(&browser, '\u{E004}').await; // Tab
-        focused = browser
-            .execute("return document.activeElement.id;", vec![])
-            .await
-            .unwrap()
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if focused == "btn-wrong" {
-            break;
-        }
-    }
-    assert_eq!(focused, "btn-wrong", "Tab never reached the Wrong button");
+    tab_to(&browser, "btn-wrong", 6).await;
+    press(&browser, '\u{E007}').await; // Enter
+    // The step flag page follows "wrong"; it passes axe too, and skipping works by keyboard.
+    wait_for_title(
+        &browser,
+        "Which step is the first wrong one?",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_accessible(&browser, &axe, "step flag (en)").await;
+    tab_to(&browser, "step-skip", 12).await;
     press(&browser, '\u{E007}').await; // Enter
     wait_for_item(&browser, Some(2), Duration::from_secs(10)).await;
 
@@ -310,3 +336,225 @@ async fn rater_pages_are_accessible_in_both_languages(backend: Backend) {
     );
 }
 on_both_backends!(rater_pages_are_accessible_in_both_languages);
+
+/// The fixture's problem index of the page's question (see [`common::problem_index_of`]).
+async fn problem_on_page(browser: &Client) -> usize {
+    common::problem_index_of(&text_of(browser, "#question").await)
+}
+
+/// Every element id on the page, in document order: the page's structure without its text.
+async fn element_ids(browser: &Client) -> String {
+    browser
+        .execute(
+            "return Array.from(document.querySelectorAll('[id]')).map(e => e.tagName + '#' + e.id).join(' ');",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Answers the item on screen as a careful rater would (sneaky solutions say "carefully"), by
+/// keyboard; after "wrong" the step page comes, where step 2 is clicked (or skip when `skip`).
+async fn answer_truthfully(browser: &Client, axe: Option<&str>, skip: bool) -> bool {
+    let wrong = text_of(browser, "#solution").await.contains("carefully");
+    if wrong {
+        press(browser, 'w').await;
+        wait_for_title(
+            browser,
+            "Which step is the first wrong one?",
+            Duration::from_secs(10),
+        )
+        .await;
+        if let Some(axe) = axe {
+            assert_accessible(browser, axe, "step flag (en)").await;
+        }
+        click(browser, if skip { "step-skip" } else { "step-2" }).await;
+    } else {
+        press(browser, 'c').await;
+    }
+    wrong
+}
+
+/// A rater practises (and sees the right answer), qualifies, judges study and silent gold items
+/// that look alike, flags the first wrong step after "wrong", closes the tab mid-item and
+/// resumes it in a new one with the same deadline; a second rater fails screening and is shown
+/// no study item. Every new page passes axe-core.
+async fn rater_protocol_in_chromium(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let study_problems = 3;
+    let protocol = RaterProtocol {
+        practice_items: 1,
+        screening_items: 2,
+        screening_pass_accuracy: 1.0,
+        gold_items: 2,
+        gold_rate: 0.9,
+        ..RaterProtocol::default()
+    };
+    let fixture = app
+        .fixture_with_protocol(12, study_problems, protocol)
+        .await;
+    let tokens = app.invite(fixture.study_id, 2).await;
+    let base = serve(&app).await;
+    let axe = axe_source();
+    let (_driver, browser) = start_browser().await;
+
+    browser
+        .goto(&format!("{base}/r/{}", tokens[0]))
+        .await
+        .unwrap();
+    click(&browser, "start").await;
+    // Practice, with the right answer afterwards.
+    wait_for_title(&browser, "Practice item 1 of 1", Duration::from_secs(10)).await;
+    assert!(
+        text_of(&browser, "#practice-note")
+            .await
+            .contains("right answer")
+    );
+    assert!(problem_on_page(&browser).await >= study_problems);
+    let wrong = text_of(&browser, "#solution").await.contains("carefully");
+    press(&browser, if wrong { 'w' } else { 'c' }).await;
+    wait_for_title(
+        &browser,
+        "Practice: the right answer",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(
+        text_of(&browser, "#feedback-verdict").await,
+        "Your answer was right."
+    );
+    let expected = if wrong {
+        "This solution is wrong."
+    } else {
+        "This solution is correct."
+    };
+    assert_eq!(text_of(&browser, "#feedback-solution").await, expected);
+    assert_accessible(&browser, &axe, "practice feedback (en)").await;
+    click(&browser, "continue").await;
+
+    // Screening: two items, answered right (a "wrong" leads to the step page; skipped here).
+    for number in 1..=2 {
+        wait_for_title(
+            &browser,
+            &format!("Qualification item {number} of 2"),
+            Duration::from_secs(10),
+        )
+        .await;
+        if number == 1 {
+            assert_accessible(&browser, &axe, "screening item (en)").await;
+        }
+        answer_truthfully(&browser, None, true).await;
+    }
+
+    // The session: study and gold items, numbered alike and built alike.
+    let mut structures = std::collections::BTreeSet::new();
+    let (mut gold, mut flagged, mut resumed) = (0, 0, false);
+    for number in 1.. {
+        let title = format!("Item {number}");
+        let started = Instant::now();
+        loop {
+            let now = browser.title().await.unwrap_or_default();
+            if now == title || now == "All done" || started.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if browser.title().await.unwrap() == "All done" {
+            break;
+        }
+        wait_for_title(&browser, &title, Duration::from_secs(1)).await;
+        structures.insert(element_ids(&browser).await);
+        gold += usize::from(problem_on_page(&browser).await >= study_problems);
+        if !resumed {
+            // Close the tab mid-item and come back in a new one: same item, same deadline.
+            resumed = true;
+            let item = text_of(&browser, "#question").await;
+            let before = seconds(&text_of(&browser, "#countdown").await);
+            let old = browser.window().await.unwrap();
+            let tab = browser.new_window(true).await.unwrap();
+            browser.close_window().await.unwrap();
+            drop(old);
+            browser.switch_to_window(tab.handle).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            browser.goto(&format!("{base}/rate/item")).await.unwrap();
+            wait_for_title(&browser, &title, Duration::from_secs(10)).await;
+            assert_eq!(
+                text_of(&browser, "#question").await,
+                item,
+                "another item after resuming"
+            );
+            let left = seconds(&text_of(&browser, "#countdown").await);
+            assert!(
+                left < before && left > before - 10,
+                "resumed with {left} s after {before} s: not the same deadline"
+            );
+        }
+        if answer_truthfully(&browser, (flagged == 0).then_some(axe.as_str()), false).await {
+            flagged += 1;
+        }
+    }
+    assert!(gold > 0, "no gold item was served at a 90 % rate");
+    assert_eq!(
+        structures.len(),
+        1,
+        "gold and study pages differ: {structures:#?}"
+    );
+
+    // The second rater calls everything correct: 1 of 2 on screening, below the 100 % mark.
+    browser.delete_all_cookies().await.unwrap();
+    browser
+        .goto(&format!("{base}/r/{}", tokens[1]))
+        .await
+        .unwrap();
+    click(&browser, "start").await;
+    wait_for_title(&browser, "Practice item 1 of 1", Duration::from_secs(10)).await;
+    press(&browser, 'c').await;
+    wait_for_title(
+        &browser,
+        "Practice: the right answer",
+        Duration::from_secs(10),
+    )
+    .await;
+    click(&browser, "continue").await;
+    for number in 1..=2 {
+        wait_for_title(
+            &browser,
+            &format!("Qualification item {number} of 2"),
+            Duration::from_secs(10),
+        )
+        .await;
+        press(&browser, 'c').await;
+    }
+    wait_for_title(&browser, "Thank you", Duration::from_secs(10)).await;
+    assert_accessible(&browser, &axe, "not admitted (en)").await;
+    browser.goto(&format!("{base}/rate/item")).await.unwrap();
+    wait_for_title(&browser, "Thank you", Duration::from_secs(10)).await;
+    browser.close().await.unwrap();
+
+    // Only the admitted rater's study items count; the step flags were stored.
+    let raters = app.store().rater_progress(fixture.study_id).await.unwrap();
+    let judged: Vec<i64> = raters.iter().map(|r| r.judgements).collect();
+    assert_eq!(judged, vec![study_problems as i64, 0]);
+    let summary = legibility::reports::study_report(
+        &app.store().report_attempts(fixture.study_id).await.unwrap(),
+        false,
+    );
+    let study_flags: u64 = summary.step_flags.iter().map(|f| f.flagged).sum();
+    let study_wrong: u64 = summary.step_flags.iter().map(|f| f.wrong_verdicts).sum();
+    assert_eq!(
+        study_flags, study_wrong,
+        "every study \"wrong\" got its step flag"
+    );
+    assert!(flagged as u64 >= study_flags);
+    let quality = app
+        .store()
+        .study_rater_quality(fixture.study_id)
+        .await
+        .unwrap();
+    assert_eq!(quality[&raters[0].rater.id].gold.answered, gold as i64);
+    assert_eq!(quality[&raters[1].rater.id].screening_passed, Some(false));
+}
+on_both_backends!(rater_protocol_in_chromium);

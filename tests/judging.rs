@@ -304,8 +304,31 @@ async fn fifty_concurrent_raters_fill_every_solution_exactly(backend: Backend) {
         (progress.judged, progress.in_progress),
         (48 * per_solution, 0)
     );
+
+    // The audit the load benchmark prints agrees, and it does catch a broken counter.
+    let audit = app.store().audit_judging(fixture.study_id).await.unwrap();
+    assert!(audit.is_clean(), "{audit:?}");
+    assert_eq!(audit.judgements, 48 * per_solution);
+    let (study, solution) = (fixture.study_id, rows_solution(app, fixture.study_id).await);
+    with_raw_pool!(app.db.url, pool => {
+        sqlx::query(
+            "UPDATE study_solutions SET slots_taken = slots_taken + 1 WHERE study_id = $1 AND solution_id = $2",
+        )
+        .bind(study)
+        .bind(solution)
+        .execute(&pool)
+        .await
+        .unwrap();
+    });
+    let audit = app.store().audit_judging(fixture.study_id).await.unwrap();
+    assert_eq!((audit.over_assigned, audit.duplicated), (1, 0), "{audit:?}");
 }
 on_both_backends!(fifty_concurrent_raters_fill_every_solution_exactly);
+
+/// One judged solution of the study.
+async fn rows_solution(app: &TestApp, study: Uuid) -> Uuid {
+    judgement_rows(app, study).await[0].1
+}
 
 /// Runs futures concurrently on the current task (no extra crate needed).
 async fn futures_join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {

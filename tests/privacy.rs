@@ -140,6 +140,11 @@ async fn no_rater_response_leaks_secrets(backend: Backend) {
                         &[("assignment_id", &id), ("verdict", verdict)],
                     )
                     .await;
+                // After "wrong" the step flag page shows the solution's lines.
+                if let Some(step_page) = posted.location().filter(|l| l.contains("/step")) {
+                    let step_page = step_page.to_string();
+                    seen.push(("step page", rater.get(&step_page).await));
+                }
                 seen.push(("form judgement", posted));
             }
         }
@@ -192,6 +197,7 @@ async fn no_rater_response_leaks_secrets(backend: Backend) {
                             "remaining_ms",
                             "time_limit_ms",
                             "items_done",
+                            "stage",
                             "verdict",
                             "duplicate",
                             "error"
@@ -211,3 +217,83 @@ async fn no_rater_response_leaks_secrets(backend: Backend) {
     );
 }
 on_both_backends!(no_rater_response_leaks_secrets);
+
+/// The rater protocol's pages and answers (practice feedback, qualification items, gold items,
+/// breaks, the refusal after screening) carry nothing a rater should not learn, beyond the
+/// practice item's own right answer.
+async fn no_protocol_response_leaks_secrets(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let protocol = legibility::quality::RaterProtocol {
+        practice_items: 1,
+        screening_items: 2,
+        screening_pass_accuracy: 1.0,
+        gold_items: 2,
+        gold_rate: 0.5,
+        break_every: 1,
+        ..Default::default()
+    };
+    let fixture = app.fixture_with_protocol(12, 3, protocol).await;
+    app.store_verifier_scores(fixture.study_id, |i, _| 271_828.5 + i as f64)
+        .await;
+    let mut forbidden = forbidden_values(&fixture);
+    forbidden.push(SCORE_DIGITS.into());
+    let tokens = app.invite(fixture.study_id, 2).await;
+    let mut seen = Vec::new();
+    for (r, token) in tokens.iter().enumerate() {
+        let mut rater = app.client();
+        rater.get(&format!("/r/{token}")).await;
+        for _ in 0..16 {
+            let page = rater.get("/rate/item?continue=1").await;
+            let Some(id) = page
+                .body
+                .split("name=\"assignment_id\" value=\"")
+                .nth(1)
+                .map(|rest| rest[..36].to_string())
+            else {
+                seen.push(("last page", page));
+                break;
+            };
+            seen.push(("api item", rater.get("/api/rater/item").await));
+            // Rater 0 answers right, rater 1 always "correct" (and fails screening).
+            let text = page
+                .body
+                .split("<pre id=\"solution\">")
+                .nth(1)
+                .unwrap_or("");
+            let verdict = if r == 0 {
+                common::truthful(text)
+            } else {
+                "correct"
+            };
+            seen.push(("item page", page));
+            let posted = rater
+                .post_form(
+                    "/rate/item",
+                    &[("assignment_id", &id), ("verdict", verdict)],
+                )
+                .await;
+            if let Some(step) = posted.location().filter(|l| l.contains("/step")) {
+                let step = step.to_string();
+                seen.push(("step page", rater.get(&step).await));
+            }
+            seen.push(("answer", posted));
+            // A break is due after every item (once the session has begun).
+            seen.push(("next page", rater.get("/rate/item").await));
+        }
+        seen.push(("api end", rater.get("/api/rater/item").await));
+    }
+    let bodies: String = seen.iter().map(|(_, r)| r.body.as_str()).collect();
+    for expected in [
+        "Practice: the right answer",
+        "Qualification item 2 of 2",
+        "Time for a break",
+        "Thank you",
+    ] {
+        assert!(bodies.contains(expected), "never saw {expected:?}");
+    }
+    for (what, response) in &seen {
+        assert_clean(what, &response.visible_text(), &forbidden);
+        assert_ne!(response.status, StatusCode::INTERNAL_SERVER_ERROR, "{what}");
+    }
+}
+on_both_backends!(no_protocol_response_leaks_secrets);

@@ -158,6 +158,46 @@ async fn cross_site_posts_are_refused(backend: Backend) {
         .body(Body::empty())
         .unwrap();
     assert_eq!(admin.send(same_site).await.status, StatusCode::SEE_OTHER);
+
+    // Without Origin: Sec-Fetch-Site or a foreign Referer still mark a cross-site post, on a
+    // rater's form as on staff forms; a same-site Referer passes.
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+    let item = rater.get("/api/rater/item").await.json();
+    let id = item["assignment_id"].as_str().unwrap().to_string();
+    let post = |header: (&str, &str)| {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/rate/item")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header.0, header.1)
+            .body(Body::from(format!("assignment_id={id}&verdict=correct")))
+            .unwrap()
+    };
+    for foreign in [
+        ("sec-fetch-site", "cross-site"),
+        ("referer", "https://evil.example/page"),
+        ("referer", "http://lab.test.evil.example/"),
+    ] {
+        let refused = rater.send(post(foreign)).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN, "{foreign:?}");
+    }
+    assert_eq!(
+        app.store()
+            .study_progress(fixture.study_id)
+            .await
+            .unwrap()
+            .judged,
+        0,
+        "a refused post stored a judgement"
+    );
+    let accepted = rater
+        .send(post(("referer", "http://lab.test/rate/item")))
+        .await;
+    assert_eq!(accepted.status, StatusCode::SEE_OTHER, "{}", accepted.body);
+    let accepted = rater.send(post(("sec-fetch-site", "same-origin"))).await;
+    assert_ne!(accepted.status, StatusCode::FORBIDDEN);
 }
 on_both_backends!(cross_site_posts_are_refused);
 
@@ -173,3 +213,56 @@ async fn health_reports_the_backend(backend: Backend) {
     assert_eq!(health.json()["database"], expected);
 }
 on_both_backends!(health_reports_the_backend);
+
+/// Password guessing is throttled per username, across instances (the failures are in the
+/// database): after five failures in 15 minutes even the right password is refused (429) until
+/// the window passes; other usernames are unaffected; a success forgets the failures.
+async fn failed_logins_throttle_the_username(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for (name, password) in [("rita", "rita's password"), ("ron", "ron's password")] {
+        let hash = legibility::auth::hash_password(password).unwrap();
+        app.store()
+            .create_user(name, &hash, UserRole::Researcher, app.now())
+            .await
+            .unwrap();
+    }
+    let login = |name: &'static str, password: &'static str| {
+        let mut client = app.client();
+        async move {
+            client
+                .post_form("/login", &[("username", name), ("password", password)])
+                .await
+        }
+    };
+    // `times` logins of `name` with `password`, each answered `expected`.
+    let logins = async |name: &'static str, password: &'static str, times: usize, expected| {
+        for _ in 0..times {
+            assert_eq!(login(name, password).await.status, expected, "{name}");
+        }
+    };
+    // A success forgets earlier failures.
+    for _ in 0..2 {
+        logins("rita", "guess", 4, StatusCode::UNAUTHORIZED).await;
+        logins("rita", "rita's password", 1, StatusCode::SEE_OTHER).await;
+    }
+    // Five failures in a row: refused, even with the right password.
+    logins("rita", "guess", 5, StatusCode::UNAUTHORIZED).await;
+    let throttled = login("rita", "rita's password").await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        throttled.body.contains("Too many failed logins"),
+        "{}",
+        throttled.body
+    );
+    assert!(throttled.headers.get(header::SET_COOKIE).is_none());
+    // Another username is not affected; unknown usernames are throttled alike.
+    logins("ron", "ron's password", 1, StatusCode::SEE_OTHER).await;
+    logins("nobody", "guess", 5, StatusCode::UNAUTHORIZED).await;
+    logins("nobody", "guess", 1, StatusCode::TOO_MANY_REQUESTS).await;
+    // Once the window has passed, the right password works again.
+    app.state
+        .clock
+        .advance_ms(legibility::auth::LOGIN_WINDOW_MS + 1);
+    logins("rita", "rita's password", 1, StatusCode::SEE_OTHER).await;
+}
+on_both_backends!(failed_logins_throttle_the_username);

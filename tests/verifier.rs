@@ -113,6 +113,7 @@ async fn labels_follow_the_raters_current_verdicts(backend: Backend) {
                 checkpoint_ids: vec![],
                 roles: vec![ProverRole::Helpful],
                 max_problems: None,
+                protocol: legibility::quality::RaterProtocol::default(),
             },
             None,
             app.now(),

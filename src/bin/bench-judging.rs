@@ -37,7 +37,14 @@ struct Args {
     /// Judgements to collect in total.
     #[arg(long, default_value_t = 20_000)]
     judgements: i64,
+    /// Share of items that are silent gold items (0 = the plain study); exercises the rater
+    /// protocol's serving path.
+    #[arg(long, default_value_t = 0.0)]
+    gold_rate: f64,
 }
+
+/// Gold items in the pool when `--gold-rate` is above 0 (extra problems outside the study).
+const GOLD_ITEMS: usize = 50;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -107,7 +114,8 @@ async fn main() -> anyhow::Result<()> {
     let per_solution = 5i64;
     let problems_n =
         ((args.judgements as usize).div_ceil(2 * per_solution as usize)).max(args.raters) + 1;
-    let (problem_file, solution_file) = study_files(problems_n);
+    let gold_items = if args.gold_rate > 0.0 { GOLD_ITEMS } else { 0 };
+    let (problem_file, solution_file) = study_files(problems_n + gold_items);
     let set = format!("bench-{}", uuid::Uuid::new_v4().simple());
     store
         .import_problems(
@@ -140,7 +148,12 @@ async fn main() -> anyhow::Result<()> {
                 problem_set_id: set_id,
                 checkpoint_ids: vec![],
                 roles: vec![],
-                max_problems: None,
+                max_problems: Some(problems_n),
+                protocol: legibility::quality::RaterProtocol {
+                    gold_items: gold_items as i64,
+                    gold_rate: args.gold_rate,
+                    ..Default::default()
+                },
             },
             None,
             clock.now_ms(),
@@ -184,7 +197,8 @@ async fn main() -> anyhow::Result<()> {
         tasks.push(tokio::spawn(async move {
             let mut serve_times = Vec::new();
             let mut submit_times = Vec::new();
-            let mut errors = 0u64;
+            // (all non-200 answers, of which 5xx)
+            let mut errors = (0u64, 0u64);
             while remaining.fetch_sub(1, Ordering::Relaxed) > 0 {
                 let t = Instant::now();
                 let request = axum::http::Request::get(format!("http://{address}/api/rater/item"))
@@ -193,7 +207,8 @@ async fn main() -> anyhow::Result<()> {
                 let (status, item) = call(&client, request).await?;
                 serve_times.push(t.elapsed());
                 if status != 200 || item["status"] != "item" {
-                    errors += u64::from(status != 200);
+                    errors.0 += u64::from(status != 200);
+                    errors.1 += u64::from(status >= 500);
                     break;
                 }
                 let body = serde_json::json!({"assignment_id": item["assignment_id"], "verdict": "correct", "client_elapsed_ms": 1000});
@@ -207,24 +222,27 @@ async fn main() -> anyhow::Result<()> {
                 if status == 200 {
                     acknowledged.fetch_add(1, Ordering::Relaxed);
                 } else {
-                    errors += 1;
+                    errors.0 += 1;
+                    errors.1 += u64::from(status >= 500);
                 }
             }
             anyhow::Ok((serve_times, submit_times, errors))
         }));
     }
-    let (mut serve_all, mut submit_all, mut errors) = (Vec::new(), Vec::new(), 0);
+    let (mut serve_all, mut submit_all, mut errors, mut server_errors) =
+        (Vec::new(), Vec::new(), 0, 0);
     for task in tasks {
-        let (serve, submit, e) = task.await??;
+        let (serve, submit, (e, e5xx)) = task.await??;
         serve_all.extend(serve);
         submit_all.extend(submit);
         errors += e;
+        server_errors += e5xx;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let acknowledged = acknowledged.load(Ordering::Relaxed);
     println!("elapsed                {elapsed:.2} s");
     println!(
-        "judgements/s           {:.0} (acknowledged {acknowledged}, errors {errors})",
+        "judgements/s           {:.0} (acknowledged {acknowledged}, errors {errors}, of which 5xx {server_errors})",
         acknowledged as f64 / elapsed
     );
     println!(
@@ -235,13 +253,27 @@ async fn main() -> anyhow::Result<()> {
     report("POST /api/rater/judgements", submit_all);
 
     let progress = store.study_progress(study.id).await?;
+    let gold_answers: i64 = store
+        .study_rater_quality(study.id)
+        .await?
+        .values()
+        .map(|q| q.gold.answered)
+        .sum();
     println!(
-        "audit: stored {} judgements, acknowledged {acknowledged}, in progress {}, wanted {}",
+        "audit: stored {} judgements + {gold_answers} gold answers, acknowledged {acknowledged}, in progress {}, wanted {}",
         progress.judged, progress.in_progress, progress.wanted
     );
-    if progress.judged != acknowledged {
+    let audit = store.audit_judging(study.id).await?;
+    println!(
+        "audit: lost {}, duplicated {}, over-assigned solutions {}, repeated problems {}, 5xx {server_errors}",
+        acknowledged - progress.judged - gold_answers,
+        audit.duplicated,
+        audit.over_assigned,
+        audit.repeated_problems
+    );
+    if progress.judged + gold_answers != acknowledged || !audit.is_clean() || server_errors > 0 {
         bail!(
-            "audit failed: {} stored vs {acknowledged} acknowledged",
+            "audit failed: {} stored + {gold_answers} gold vs {acknowledged} acknowledged; {audit:?}; {server_errors} 5xx",
             progress.judged
         );
     }

@@ -209,6 +209,7 @@ async fn main() -> anyhow::Result<()> {
         checkpoint_ids: vec![],
         roles: vec![],
         max_problems: Some(args.problems),
+        protocol: legibility::quality::RaterProtocol::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: vec![prover],

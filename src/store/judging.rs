@@ -11,10 +11,12 @@
 use rand::Rng;
 use uuid::Uuid;
 
+use super::quality::{PracticeFeedback, RaterQualityState};
 use super::writer::{ClaimRequest, JudgeRequest};
 use super::{Store, StoreError, StoreResult, dispatch};
-use crate::domain::{StudyStatus, Verdict, parse_stored};
+use crate::domain::{QualityPurpose, StudyStatus, Verdict, parse_stored};
 use crate::judging::{self, RequestedVerdict, Stratum};
+use crate::quality;
 
 /// How often a transaction that lost a race with another one is retried from the start.
 const MAX_ATTEMPTS: usize = 8;
@@ -34,8 +36,34 @@ pub struct ServedItem {
     pub deadline: i64,
     /// The study's limit, for the countdown's scale.
     pub time_limit_ms: i64,
-    /// How many items this rater has finished in the study.
+    /// How many session items this rater has finished in the study (study and gold items
+    /// alike, so a gold item's number looks like any other's).
     pub items_done: i64,
+    /// Where in the rater protocol the item is.
+    pub stage: Stage,
+}
+
+/// Where an item sits in the rater protocol. Gold items are `Session` items: nothing tells
+/// them apart from study items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "stage", rename_all = "lowercase")]
+pub enum Stage {
+    /// Practice item `number` of `of`, answered with feedback.
+    Practice {
+        /// 1-based.
+        number: i64,
+        /// Practice items in all.
+        of: i64,
+    },
+    /// Screening item `number` of `of`.
+    Screening {
+        /// 1-based.
+        number: i64,
+        /// Screening items in all.
+        of: i64,
+    },
+    /// The timed session.
+    Session,
 }
 
 /// What the server has for a rater who asks for an item.
@@ -50,15 +78,29 @@ pub enum ServeOutcome {
     },
     /// The study no longer serves items.
     StudyClosed,
+    /// The rater did not reach the screening pass mark and may not judge study items.
+    NotAdmitted,
+    /// The rater reached the study's workload cap.
+    WorkloadReached {
+        /// Session items this rater finished.
+        items_done: i64,
+    },
+    /// A suggested break: the next item comes when the rater asks to go on.
+    Break {
+        /// Session items this rater finished.
+        items_done: i64,
+    },
 }
 
 /// What was stored for an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubmitOutcome {
     /// The stored verdict (`timeout` when the answer came after the deadline).
     pub verdict: Verdict,
     /// True when this answer repeated one already stored; nothing changed.
     pub duplicate: bool,
+    /// The right answer, after a practice item only.
+    pub feedback: Option<PracticeFeedback>,
 }
 
 /// Runs `attempt` until it succeeds or fails with a non-retryable error.
@@ -91,6 +133,7 @@ struct ServingContext {
     items_done: i64,
     earliest_active_deadline: Option<i64>,
     current: Option<(Uuid, Uuid, i64, i64)>,
+    protocol: quality::RaterProtocol,
 }
 
 type ContextRow = (
@@ -104,20 +147,45 @@ type ContextRow = (
     Option<Uuid>,
     Option<i64>,
     Option<i64>,
+    i64,
+    i64,
+    f64,
+    f64,
+    i64,
+    i64,
 );
+
+/// Gold items answered count as session items (their numbers must look like any other's).
+fn session_quality_items(quality: Option<&RaterQualityState>) -> i64 {
+    quality.map_or(0, |q| q.answered(QualityPurpose::Gold))
+}
 
 impl Store {
     /// Serves `rater` their current item, or a new one. Abandoned items (deadline + grace
     /// passed without an answer) return to the pool first. A rater's own item whose deadline
     /// passed is stored as a timeout before the next one is chosen. The new item balances the
     /// rater's mix over (checkpoint, correctness) strata and respects all invariants above.
+    /// The study's rater protocol comes first: practice, then screening (a rater below the pass
+    /// mark is `NotAdmitted`), the workload cap, breaks, and gold items at the study's rate.
     pub async fn serve_item(
         &self,
         rater_id: Uuid,
         study_id: Uuid,
         now: i64,
     ) -> StoreResult<ServeOutcome> {
-        with_retries(|| self.serve_item_once(rater_id, study_id, now)).await
+        self.serve_next(rater_id, study_id, now, false).await
+    }
+
+    /// [`Store::serve_item`], where `after_break` says the rater chose to go on after a
+    /// suggested break (otherwise a due break is offered again).
+    pub async fn serve_next(
+        &self,
+        rater_id: Uuid,
+        study_id: Uuid,
+        now: i64,
+        after_break: bool,
+    ) -> StoreResult<ServeOutcome> {
+        with_retries(|| self.serve_item_once(rater_id, study_id, now, after_break)).await
     }
 
     async fn serving_context(&self, rater_id: Uuid, study_id: Uuid) -> StoreResult<ServingContext> {
@@ -126,7 +194,9 @@ impl Store {
                 "SELECT s.time_limit_ms, s.judgements_per_solution, s.reclaim_grace_ms, s.status,
                         (SELECT COUNT(*) FROM judgements j WHERE j.rater_id = $2),
                         (SELECT MIN(x.deadline) FROM assignments x WHERE x.study_id = $1 AND x.state = 'active'),
-                        a.id, a.solution_id, a.served_at, a.deadline
+                        a.id, a.solution_id, a.served_at, a.deadline,
+                        s.practice_items, s.screening_items, s.screening_pass_accuracy, s.gold_rate,
+                        s.max_rater_ms, s.break_every
                  FROM studies s LEFT JOIN assignments a ON a.rater_id = $2 AND a.state = 'active'
                  WHERE s.id = $1",
             )
@@ -146,6 +216,12 @@ impl Store {
             solution,
             served_at,
             deadline,
+            practice_items,
+            screening_items,
+            screening_pass_accuracy,
+            gold_rate,
+            max_rater_ms,
+            break_every,
         ) = row.ok_or(StoreError::NotFound("study"))?;
         let current = match (id, solution, served_at, deadline) {
             (Some(id), Some(solution), Some(served_at), Some(deadline)) => {
@@ -161,6 +237,15 @@ impl Store {
             items_done,
             earliest_active_deadline: earliest,
             current,
+            protocol: quality::RaterProtocol {
+                practice_items,
+                screening_items,
+                screening_pass_accuracy,
+                gold_items: 0,
+                gold_rate,
+                max_rater_ms,
+                break_every,
+            },
         })
     }
 
@@ -214,26 +299,65 @@ impl Store {
         rater_id: Uuid,
         study_id: Uuid,
         now: i64,
+        after_break: bool,
     ) -> StoreResult<ServeOutcome> {
         let context = self.serving_context(rater_id, study_id).await?;
-        let mut items_done = context.items_done;
+        let protocol = &context.protocol;
+        let mut quality = if protocol.uses_quality_items() {
+            Some(self.rater_quality_state(rater_id).await?)
+        } else {
+            None
+        };
+        // An unanswered quality item: the same again until its deadline, then a timeout.
+        if let Some(active) = quality.as_ref().and_then(|q| q.active) {
+            if now <= active.deadline {
+                let stage = quality
+                    .as_ref()
+                    .map(|q| self.quality_stage(q, active.purpose, protocol));
+                return self
+                    .item_outcome(
+                        (
+                            active.id,
+                            active.solution_id,
+                            active.served_at,
+                            active.deadline,
+                        ),
+                        context.time_limit_ms,
+                        context.items_done + session_quality_items(quality.as_ref()),
+                        stage.unwrap_or(Stage::Session),
+                    )
+                    .await;
+            }
+            self.expire_quality_attempt(active, now).await?;
+            quality = Some(self.rater_quality_state(rater_id).await?);
+        }
+        let mut items_done = context.items_done + session_quality_items(quality.as_ref());
         let mut expired_own = None;
         match context.current {
             // Reload or resume: the same item, the same deadline; nothing to write.
-            Some((assignment_id, solution_id, served_at, deadline)) if now <= deadline => {
-                let (question, solution) = self.item_text(solution_id).await?;
-                return Ok(ServeOutcome::Item(ServedItem {
-                    assignment_id,
-                    question,
-                    solution,
-                    served_at,
-                    deadline,
-                    time_limit_ms: context.time_limit_ms,
-                    items_done,
-                }));
+            Some(current) if now <= current.3 => {
+                return self
+                    .item_outcome(current, context.time_limit_ms, items_done, Stage::Session)
+                    .await;
             }
             Some(expired) => expired_own = Some(expired),
             None => {}
+        }
+        if context.status == StudyStatus::Open
+            && let Some(outcome) = self
+                .serve_by_protocol(
+                    rater_id,
+                    study_id,
+                    now,
+                    after_break,
+                    &context,
+                    quality.as_ref(),
+                    &mut expired_own,
+                    &mut items_done,
+                )
+                .await?
+        {
+            return Ok(outcome);
         }
         let strata = if context.status == StudyStatus::Open {
             self.strata_for(rater_id, study_id).await?
@@ -264,20 +388,203 @@ impl Store {
         }
         match claimed {
             Some(item) => {
-                let (question, solution) = self.item_text(item.solution_id).await?;
-                Ok(ServeOutcome::Item(ServedItem {
-                    assignment_id: item.assignment_id,
-                    question,
-                    solution,
-                    served_at: now,
-                    deadline: item.deadline,
-                    time_limit_ms: context.time_limit_ms,
+                self.item_outcome(
+                    (item.assignment_id, item.solution_id, now, item.deadline),
+                    context.time_limit_ms,
                     items_done,
-                }))
+                    Stage::Session,
+                )
+                .await
             }
             None if context.status == StudyStatus::Closed => Ok(ServeOutcome::StudyClosed),
             None => Ok(ServeOutcome::Finished { items_done }),
         }
+    }
+
+    /// Where an active quality item of `purpose` sits in the protocol.
+    fn quality_stage(
+        &self,
+        quality: &RaterQualityState,
+        purpose: QualityPurpose,
+        protocol: &quality::RaterProtocol,
+    ) -> Stage {
+        let number = quality.answered(purpose) + 1;
+        match purpose {
+            QualityPurpose::Practice => Stage::Practice {
+                number,
+                of: protocol.practice_items,
+            },
+            QualityPurpose::Screening => Stage::Screening {
+                number,
+                of: protocol.screening_items,
+            },
+            QualityPurpose::Gold => Stage::Session,
+        }
+    }
+
+    /// The rater protocol's say before a study item is claimed: a practice or screening item,
+    /// `NotAdmitted`, the workload cap, a break, or a gold item; `None` lets the claim go on.
+    /// Whatever it returns, the rater's own expired study item is first stored as a timeout.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve_by_protocol(
+        &self,
+        rater_id: Uuid,
+        study_id: Uuid,
+        now: i64,
+        after_break: bool,
+        context: &ServingContext,
+        quality: Option<&RaterQualityState>,
+        expired_own: &mut Option<(Uuid, Uuid, i64, i64)>,
+        items_done: &mut i64,
+    ) -> StoreResult<Option<ServeOutcome>> {
+        let protocol = &context.protocol;
+        let mut chosen = None;
+        if let Some(q) = quality {
+            for purpose in [QualityPurpose::Practice, QualityPurpose::Screening] {
+                let wanted = match purpose {
+                    QualityPurpose::Practice => protocol.practice_items,
+                    _ => protocol.screening_items,
+                };
+                if chosen.is_none()
+                    && q.answered(purpose) < wanted
+                    && let Some(item) = self
+                        .unseen_quality_item(study_id, rater_id, purpose)
+                        .await?
+                {
+                    chosen = Some((purpose, item));
+                }
+            }
+            if chosen.is_none() && protocol.screening_items > 0 {
+                let passed = match q.screening_passed {
+                    Some(passed) => passed,
+                    None => {
+                        let tally = q
+                            .tallies
+                            .get(&QualityPurpose::Screening)
+                            .copied()
+                            .unwrap_or_default();
+                        let passed = quality::passes_screening(
+                            tally.right,
+                            tally.answered,
+                            protocol.screening_pass_accuracy,
+                        );
+                        self.record_screening(rater_id, tally.right, passed).await?;
+                        passed
+                    }
+                };
+                if !passed {
+                    return Ok(Some(ServeOutcome::NotAdmitted));
+                }
+            }
+        }
+        if chosen.is_none() {
+            let all_items = context.items_done
+                + quality.map_or(0, |q| q.tallies.values().map(|t| t.answered).sum());
+            if quality::workload_may_be_reached(
+                all_items + i64::from(expired_own.is_some()),
+                context.time_limit_ms,
+                protocol.max_rater_ms,
+            ) {
+                self.settle_expired_own(rater_id, study_id, now, context, expired_own, items_done)
+                    .await?;
+                if self.rater_work_ms(rater_id).await? >= protocol.max_rater_ms {
+                    return Ok(Some(ServeOutcome::WorkloadReached {
+                        items_done: *items_done,
+                    }));
+                }
+            }
+            if quality::break_due(
+                *items_done + i64::from(expired_own.is_some()),
+                protocol.break_every,
+                after_break,
+            ) {
+                self.settle_expired_own(rater_id, study_id, now, context, expired_own, items_done)
+                    .await?;
+                return Ok(Some(ServeOutcome::Break {
+                    items_done: *items_done,
+                }));
+            }
+            if protocol.gold_rate > 0.0
+                && quality::gold_due(protocol.gold_rate, rand::rng().random())
+                && let Some(item) = self
+                    .unseen_quality_item(study_id, rater_id, QualityPurpose::Gold)
+                    .await?
+            {
+                chosen = Some((QualityPurpose::Gold, item));
+            }
+        }
+        let Some((purpose, item)) = chosen else {
+            return Ok(None);
+        };
+        self.settle_expired_own(rater_id, study_id, now, context, expired_own, items_done)
+            .await?;
+        let stage = match quality {
+            Some(q) => self.quality_stage(q, purpose, protocol),
+            None => Stage::Session,
+        };
+        let deadline = judging::deadline_for(now, context.time_limit_ms);
+        let id = self
+            .start_quality_attempt(study_id, rater_id, purpose, item, now, deadline)
+            .await?;
+        self.item_outcome(
+            (id, item.0, now, deadline),
+            context.time_limit_ms,
+            *items_done,
+            stage,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// An item as served: (id, solution, served_at, deadline) with the text the rater sees.
+    async fn item_outcome(
+        &self,
+        (assignment_id, solution_id, served_at, deadline): (Uuid, Uuid, i64, i64),
+        time_limit_ms: i64,
+        items_done: i64,
+        stage: Stage,
+    ) -> StoreResult<ServeOutcome> {
+        let (question, solution) = self.item_text(solution_id).await?;
+        Ok(ServeOutcome::Item(ServedItem {
+            assignment_id,
+            question,
+            solution,
+            served_at,
+            deadline,
+            time_limit_ms,
+            items_done,
+            stage,
+        }))
+    }
+
+    /// Stores the rater's own expired study item as a timeout (when serving something other
+    /// than a new study item, which would do it in its claim).
+    async fn settle_expired_own(
+        &self,
+        rater_id: Uuid,
+        study_id: Uuid,
+        now: i64,
+        context: &ServingContext,
+        expired_own: &mut Option<(Uuid, Uuid, i64, i64)>,
+        items_done: &mut i64,
+    ) -> StoreResult<()> {
+        if let Some(expired) = expired_own.take() {
+            self.writer
+                .claim(ClaimRequest {
+                    rater_id,
+                    study_id,
+                    strata: Vec::new(),
+                    wanted: context.wanted,
+                    now,
+                    time_limit_ms: context.time_limit_ms,
+                    random_start: 0,
+                    sweep_cutoff: None,
+                    expired_own: Some(expired),
+                })
+                .await?;
+            *items_done += 1;
+        }
+        Ok(())
     }
 
     /// Stores a rater's answer to one of their items. After the deadline it is stored as
@@ -319,6 +626,7 @@ impl Store {
             return Ok(SubmitOutcome {
                 verdict,
                 duplicate: false,
+                feedback: None,
             });
         }
         // Not active: a repeat of a stored answer, an item that was reassigned, or not theirs.
@@ -336,11 +644,15 @@ impl Store {
             Some((_, Some(verdict))) => Ok(SubmitOutcome {
                 verdict: parse_stored(&verdict)?,
                 duplicate: true,
+                feedback: None,
             }),
             Some(_) => Err(StoreError::Gone(
                 "the time for this item ran out and it was given to another rater".into(),
             )),
-            None => Err(StoreError::NotFound("item")),
+            None => self
+                .submit_quality_answer(rater_id, assignment_id, requested, client_elapsed_ms, now)
+                .await?
+                .ok_or(StoreError::NotFound("item")),
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod generation;
 pub mod jobs;
 pub mod judging;
 pub mod models;
+pub mod quality;
 pub mod raters;
 pub mod reports;
 pub mod studies;
@@ -118,6 +119,17 @@ enum Db {
     Postgres(PgPool),
 }
 
+/// Database-wide figures an operator watches (see [`Store::operational_figures`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationalFigures {
+    /// Judgements stored, per verdict.
+    pub judgements: Vec<(String, i64)>,
+    /// Items served and not yet answered, over all studies.
+    pub active_items: i64,
+    /// Jobs per (kind, state).
+    pub jobs: Vec<((String, String), i64)>,
+}
+
 /// Handle to the database; cheap to clone (pools are reference-counted).
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -209,6 +221,16 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "rater invites",
         include_str!("../../migrations/sqlite/0004_rater_invites.sql"),
     ),
+    (
+        5,
+        "rater protocol",
+        include_str!("../../migrations/sqlite/0005_rater_protocol.sql"),
+    ),
+    (
+        6,
+        "login throttle",
+        include_str!("../../migrations/sqlite/0006_login_throttle.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -230,6 +252,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "rater invites",
         include_str!("../../migrations/postgres/0004_rater_invites.sql"),
+    ),
+    (
+        5,
+        "rater protocol",
+        include_str!("../../migrations/postgres/0005_rater_protocol.sql"),
+    ),
+    (
+        6,
+        "login throttle",
+        include_str!("../../migrations/postgres/0006_login_throttle.sql"),
     ),
 ];
 
@@ -325,6 +357,30 @@ impl Store {
         pool: &P,
     ) -> Result<Transaction<'static, P::Database>, sqlx::Error> {
         P::begin_write_on(self, pool).await
+    }
+
+    /// Figures for `/metrics`, shared by every instance: judgements by verdict, items served
+    /// and unanswered, jobs by (kind, state).
+    pub async fn operational_figures(&self) -> StoreResult<OperationalFigures> {
+        type Rows = (Vec<(String, i64)>, i64, Vec<(String, String, i64)>);
+        let (judgements, active, jobs): Rows = dispatch!(self, pool, _b => {
+            (
+                sqlx::query_as("SELECT verdict, COUNT(*) FROM judgements GROUP BY verdict ORDER BY verdict")
+                    .fetch_all(pool)
+                    .await?,
+                sqlx::query_scalar("SELECT COUNT(*) FROM assignments WHERE state = 'active'")
+                    .fetch_one(pool)
+                    .await?,
+                sqlx::query_as("SELECT kind, state, COUNT(*) FROM jobs GROUP BY kind, state ORDER BY kind, state")
+                    .fetch_all(pool)
+                    .await?,
+            )
+        });
+        Ok(OperationalFigures {
+            judgements,
+            active_items: active,
+            jobs: jobs.into_iter().map(|(k, s, n)| ((k, s), n)).collect(),
+        })
     }
 
     /// Which engine this store uses.

@@ -43,6 +43,8 @@ pub struct AttemptRow {
     pub server_elapsed_ms: i64,
     /// The page's own measure, when it sent a plausible one.
     pub client_elapsed_ms: Option<i64>,
+    /// The first wrong step (1-based line) the rater flagged after answering "wrong".
+    pub first_wrong_step: Option<i64>,
     /// Quality flags, `;`-separated: empty from the store, filled in by
     /// [`crate::export::add_flags`] for the downloads.
     pub flags: String,
@@ -63,16 +65,27 @@ type Row = (
     Option<i64>,
     i64,
     Option<i64>,
+    Option<i64>,
 );
 
 /// Rater, solution, problem, checkpoint id, role, ground truth, verdict, server ms.
-type ReportRow = (Uuid, Uuid, Uuid, Uuid, String, bool, String, i64);
+type ReportRow = (
+    Uuid,
+    Uuid,
+    Uuid,
+    Uuid,
+    String,
+    bool,
+    String,
+    i64,
+    Option<i64>,
+);
 
 /// Every judgement of one study (`$1`) with its solution and checkpoint, in serving order.
 const ATTEMPTS_SQL: &str =
     "SELECT j.rater_id, r.name, j.solution_id, s.problem_id, c.label, c.round, s.role,
             s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
-            j.server_elapsed_ms, j.client_elapsed_ms
+            j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step
      FROM judgements j
      JOIN raters r ON r.id = j.rater_id
      JOIN solutions s ON s.id = j.solution_id
@@ -96,6 +109,7 @@ fn attempt_row(row: Row) -> Result<AttemptRow, sqlx::Error> {
         submitted_at,
         server_elapsed_ms,
         client_elapsed_ms,
+        first_wrong_step,
     ) = row;
     Ok(AttemptRow {
         rater_id,
@@ -112,6 +126,7 @@ fn attempt_row(row: Row) -> Result<AttemptRow, sqlx::Error> {
         submitted_at,
         server_elapsed_ms,
         client_elapsed_ms,
+        first_wrong_step,
         flags: String::new(),
     })
 }
@@ -131,7 +146,7 @@ impl Store {
         let rows: Vec<ReportRow> = dispatch!(self, pool, _b => {
             sqlx::query_as(
                 "SELECT j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id, s.role, s.is_correct,
-                        j.verdict, j.server_elapsed_ms
+                        j.verdict, j.server_elapsed_ms, j.first_wrong_step
                  FROM judgements j JOIN solutions s ON s.id = j.solution_id
                  WHERE j.study_id = $1",
             )
@@ -150,6 +165,7 @@ impl Store {
                     is_correct,
                     verdict,
                     elapsed,
+                    first_wrong_step,
                 )| {
                     let (checkpoint, round) =
                         checkpoints.get(&checkpoint_id).cloned().ok_or_else(|| {
@@ -167,6 +183,7 @@ impl Store {
                         is_correct,
                         verdict: parse_stored(&verdict).map_err(StoreError::from)?,
                         server_elapsed_ms: elapsed,
+                        first_wrong_step,
                     })
                 },
             )

@@ -4,13 +4,15 @@
 use std::collections::{BTreeSet, HashSet};
 
 use rand::Rng;
+use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{ProverRole, StudyStatus, parse_stored};
+use crate::quality::{self, Candidate, RaterProtocol};
 
 /// What a researcher asks for when creating a study.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StudySpec {
     /// Unique, human-readable name.
     pub name: String,
@@ -28,10 +30,13 @@ pub struct StudySpec {
     pub roles: Vec<ProverRole>,
     /// Only the first N problems of the set (by position) that have matching solutions.
     pub max_problems: Option<usize>,
+    /// Practice, screening, gold items, workload cap and breaks; quality items are drawn from
+    /// the set's other problems (same checkpoints and roles, so gold items look like the rest).
+    pub protocol: RaterProtocol,
 }
 
 /// A study's settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Study {
     /// Stable id.
     pub id: Uuid,
@@ -47,6 +52,8 @@ pub struct Study {
     pub status: StudyStatus,
     /// Creation time (Unix ms).
     pub created_at: i64,
+    /// How raters are trained, admitted, watched and paced.
+    pub protocol: RaterProtocol,
 }
 
 /// How far a study has got.
@@ -70,15 +77,84 @@ pub struct StudyProgress {
     pub raters: i64,
 }
 
+/// What an audit of a study's judging found: every count but `judgements` must be zero. The
+/// database's constraints should make them so; the load benchmark and crash tests check it
+/// after the fact, from the rows themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct JudgingAudit {
+    /// Judgements stored.
+    pub judgements: i64,
+    /// Judgements beyond the first for one assignment, or for one (rater, solution).
+    pub duplicated: i64,
+    /// Solutions with more live assignments (active or judged) or judgements than the study
+    /// wants, or whose slot counter disagrees with their live assignments.
+    pub over_assigned: i64,
+    /// (rater, problem) pairs with more than one item: the one-solution-per-problem rule.
+    pub repeated_problems: i64,
+}
+
+impl JudgingAudit {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.duplicated == 0 && self.over_assigned == 0 && self.repeated_problems == 0
+    }
+}
+
 /// (quota per solution, solutions, slots taken, judged, raters, correct, wrong, timeouts).
 type ProgressRow = (i64, i64, i64, i64, i64, i64, i64, i64);
 
-type StudyRow = (Uuid, String, i64, i64, i64, String, i64);
+type StudyRow = (
+    Uuid,
+    String,
+    i64,
+    i64,
+    i64,
+    String,
+    i64,
+    i64,
+    i64,
+    f64,
+    i64,
+    f64,
+    i64,
+    i64,
+);
+
+/// The columns [`study_from_row`] reads, from `studies s`.
+const STUDY_COLUMNS: &str =
+    "s.id, s.name, s.time_limit_ms, s.judgements_per_solution, s.reclaim_grace_ms, s.status,
+     s.created_at, s.practice_items, s.screening_items, s.screening_pass_accuracy,
+     (SELECT COUNT(*) FROM quality_items q WHERE q.study_id = s.id AND q.purpose = 'gold'),
+     s.gold_rate, s.max_rater_ms, s.break_every";
 
 fn study_from_row(
-    (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status, created_at): StudyRow,
+    (
+        id,
+        name,
+        time_limit_ms,
+        judgements_per_solution,
+        reclaim_grace_ms,
+        status,
+        created_at,
+        practice_items,
+        screening_items,
+        screening_pass_accuracy,
+        gold_items,
+        gold_rate,
+        max_rater_ms,
+        break_every,
+    ): StudyRow,
 ) -> StoreResult<Study> {
     Ok(Study {
+        protocol: RaterProtocol {
+            practice_items,
+            screening_items,
+            screening_pass_accuracy,
+            gold_items,
+            gold_rate,
+            max_rater_ms,
+            break_every,
+        },
         id,
         name,
         time_limit_ms,
@@ -130,6 +206,14 @@ impl Store {
                     .into(),
             ));
         }
+        spec.protocol.check().map_err(StoreError::Invalid)?;
+        if awaiting_generation && spec.protocol.uses_quality_items() {
+            return Err(StoreError::Invalid(
+                "practice, screening and gold items are chosen from imported solutions: import \
+                 solutions first, or create the study without them"
+                    .into(),
+            ));
+        }
         let checkpoints: HashSet<Uuid> = spec.checkpoint_ids.iter().copied().collect();
         let roles: HashSet<ProverRole> = spec.roles.iter().copied().collect();
         let existing = if awaiting_generation {
@@ -142,19 +226,42 @@ impl Store {
             .filter(|s| checkpoints.is_empty() || checkpoints.contains(&s.checkpoint_id))
             .filter(|s| roles.is_empty() || roles.contains(&s.role))
             .collect();
+        let mut outside_study = Vec::new();
         if let Some(max) = spec.max_problems {
             let first: BTreeSet<(i64, Uuid)> = chosen
                 .iter()
                 .map(|s| (s.problem_position, s.problem_id))
                 .collect();
             let keep: HashSet<Uuid> = first.into_iter().take(max).map(|(_, id)| id).collect();
-            chosen.retain(|s| keep.contains(&s.problem_id));
+            let (kept, rest) = chosen
+                .into_iter()
+                .partition(|s| keep.contains(&s.problem_id));
+            chosen = kept;
+            outside_study = rest;
         }
         if chosen.is_empty() && !awaiting_generation {
             return Err(StoreError::Invalid(
                 "no solutions match: import or generate solutions for this set first".into(),
             ));
         }
+        let quality_items = if spec.protocol.uses_quality_items() {
+            let candidates: Vec<Candidate> = outside_study
+                .iter()
+                .map(|s| Candidate {
+                    solution_id: s.id,
+                    problem_id: s.problem_id,
+                    is_correct: s.is_correct,
+                })
+                .collect();
+            quality::choose_quality_items(
+                &candidates,
+                &spec.protocol.quality_items_wanted(),
+                &mut rand::rng(),
+            )
+            .map_err(StoreError::Invalid)?
+        } else {
+            Vec::new()
+        };
         let study = Study {
             id: Uuid::now_v7(),
             name: name.to_string(),
@@ -163,6 +270,7 @@ impl Store {
             reclaim_grace_ms: spec.reclaim_grace_ms,
             status: StudyStatus::Open,
             created_at: now,
+            protocol: spec.protocol.clone(),
         };
         let keys: Vec<i64> = {
             let mut rng = rand::rng();
@@ -175,8 +283,10 @@ impl Store {
             let mut tx = self.begin_write(pool).await?;
             let inserted = sqlx::query(
                 "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
-                                      created_by, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
+                                      created_by, created_at, practice_items, screening_items,
+                                      screening_pass_accuracy, gold_rate, max_rater_ms, break_every)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (name) DO NOTHING",
             )
             .bind(study.id)
             .bind(&study.name)
@@ -186,6 +296,12 @@ impl Store {
             .bind(study.status.as_str())
             .bind(created_by)
             .bind(now)
+            .bind(study.protocol.practice_items)
+            .bind(study.protocol.screening_items)
+            .bind(study.protocol.screening_pass_accuracy)
+            .bind(study.protocol.gold_rate)
+            .bind(study.protocol.max_rater_ms)
+            .bind(study.protocol.break_every)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -206,6 +322,19 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            for item in &quality_items {
+                sqlx::query(
+                    "INSERT INTO quality_items (study_id, purpose, position, solution_id, is_correct)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(study.id)
+                .bind(item.purpose.as_str())
+                .bind(item.position)
+                .bind(item.solution_id)
+                .bind(item.is_correct)
+                .execute(&mut *tx)
+                .await?;
+            }
             let strata: BTreeSet<(Uuid, bool)> = chosen.iter().map(|s| (s.checkpoint_id, s.is_correct)).collect();
             for (checkpoint_id, is_correct) in strata {
                 sqlx::query("INSERT INTO study_strata (study_id, checkpoint_id, is_correct) VALUES ($1, $2, $3)")
@@ -223,10 +352,7 @@ impl Store {
     /// One study's settings.
     pub async fn study(&self, id: Uuid) -> StoreResult<Study> {
         let row: Option<StudyRow> = dispatch!(self, pool, _b => {
-            sqlx::query_as(
-                "SELECT id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status, created_at
-                 FROM studies WHERE id = $1",
-            )
+            sqlx::query_as(AssertSqlSafe(format!("SELECT {STUDY_COLUMNS} FROM studies s WHERE s.id = $1")))
             .bind(id)
             .fetch_optional(pool)
             .await?
@@ -237,10 +363,9 @@ impl Store {
     /// All studies, newest first.
     pub async fn studies(&self) -> StoreResult<Vec<Study>> {
         let rows: Vec<StudyRow> = dispatch!(self, pool, _b => {
-            sqlx::query_as(
-                "SELECT id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status, created_at
-                 FROM studies ORDER BY created_at DESC, name",
-            )
+            sqlx::query_as(AssertSqlSafe(format!(
+                "SELECT {STUDY_COLUMNS} FROM studies s ORDER BY s.created_at DESC, s.name"
+            )))
             .fetch_all(pool)
             .await?
         });
@@ -262,6 +387,41 @@ impl Store {
         } else {
             Ok(())
         }
+    }
+
+    /// Audits a study's judging from its rows (see [`JudgingAudit`]).
+    pub async fn audit_judging(&self, study_id: Uuid) -> StoreResult<JudgingAudit> {
+        let (judgements, duplicated, over_assigned, repeated_problems): (i64, i64, i64, i64) = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT
+                    (SELECT COUNT(*) FROM judgements WHERE study_id = $1),
+                    (SELECT COUNT(*) - COUNT(DISTINCT assignment_id) FROM judgements WHERE study_id = $1)
+                      + (SELECT COUNT(*) FROM (SELECT rater_id, solution_id FROM judgements WHERE study_id = $1
+                                               GROUP BY rater_id, solution_id HAVING COUNT(*) > 1) d),
+                    (SELECT COUNT(*) FROM study_solutions ss
+                       JOIN studies s ON s.id = ss.study_id
+                       LEFT JOIN (SELECT solution_id, COUNT(*) AS n FROM assignments
+                                  WHERE study_id = $1 AND state IN ('active', 'judged')
+                                  GROUP BY solution_id) a ON a.solution_id = ss.solution_id
+                       LEFT JOIN (SELECT solution_id, COUNT(*) AS n FROM judgements
+                                  WHERE study_id = $1 GROUP BY solution_id) j ON j.solution_id = ss.solution_id
+                      WHERE ss.study_id = $1
+                        AND (ss.slots_taken > s.judgements_per_solution
+                             OR ss.slots_taken <> COALESCE(a.n, 0)
+                             OR COALESCE(j.n, 0) > s.judgements_per_solution)),
+                    (SELECT COUNT(*) FROM (SELECT rater_id, problem_id FROM assignments WHERE study_id = $1
+                                           GROUP BY rater_id, problem_id HAVING COUNT(*) > 1) p)",
+            )
+            .bind(study_id)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(JudgingAudit {
+            judgements,
+            duplicated,
+            over_assigned,
+            repeated_problems,
+        })
     }
 
     /// Counts of what a study has collected so far.

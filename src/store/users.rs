@@ -98,6 +98,56 @@ impl Store {
     }
 
     /// Number of staff accounts; zero on a fresh database.
+    /// Failed logins of `username` since `since` (Unix ms), for throttling.
+    pub async fn recent_login_failures(&self, username: &str, since: i64) -> StoreResult<i64> {
+        Ok(dispatch!(self, pool, _b => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM login_failures WHERE username = $1 AND failed_at >= $2",
+            )
+            .bind(username)
+            .bind(since)
+            .fetch_one(pool)
+            .await?
+        }))
+    }
+
+    /// Records a failed login of `username`, dropping its failures older than `forget_before`.
+    pub async fn record_login_failure(
+        &self,
+        username: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<()> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            sqlx::query("DELETE FROM login_failures WHERE username = $1 AND failed_at < $2")
+                .bind(username)
+                .bind(forget_before)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO login_failures (username, failed_at) VALUES ($1, $2)")
+                .bind(username)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Forgets a username's failed logins (after a successful one).
+    pub async fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            sqlx::query("DELETE FROM login_failures WHERE username = $1")
+                .bind(username)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
     pub async fn count_users(&self) -> StoreResult<i64> {
         Ok(dispatch!(self, pool, _b => {
             sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM users").fetch_one(pool).await?.0

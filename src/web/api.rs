@@ -1,7 +1,7 @@
 //! JSON API: health for operators, and the rater loop for custom front-ends. Rater responses
 //! carry only the question, the solution and timing, like the pages.
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -11,15 +11,30 @@ use super::session::RaterApi;
 use super::{ApiError, AppState, WebError};
 use crate::domain::Verdict;
 use crate::judging::{self, RequestedVerdict};
-use crate::store::judging::ServeOutcome;
+use crate::store::judging::{ServeOutcome, Stage};
+use crate::store::quality::PracticeFeedback;
 use axum::extract::rejection::JsonRejection;
 
 /// Routes of the JSON API.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health))
+        .route("/api/openapi.json", get(openapi))
         .route("/api/rater/item", get(item))
         .route("/api/rater/judgements", post(judge))
+        .route("/api/rater/steps", post(flag_step))
+}
+
+/// The OpenAPI 3.1 document of this API (`static/openapi.json`, embedded); `tests/operations.rs`
+/// checks that it lists every API route and matches what the server answers.
+pub const OPENAPI: &str = include_str!("../../static/openapi.json");
+
+/// `/api/openapi.json`.
+async fn openapi() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
 }
 
 /// `/healthz`: the server runs and its database answers.
@@ -46,8 +61,11 @@ pub enum ItemResponse {
         remaining_ms: i64,
         /// The study's per-item limit.
         time_limit_ms: i64,
-        /// Items this rater finished.
+        /// Session items this rater finished.
         items_done: i64,
+        /// `session`, or `practice` / `screening` with `number` and `of`.
+        #[serde(flatten)]
+        stage: Stage,
     },
     /// Nothing left for this rater.
     Finished {
@@ -56,17 +74,40 @@ pub enum ItemResponse {
     },
     /// The study is closed.
     Closed,
+    /// The rater did not pass screening: no study items.
+    #[serde(rename = "not_admitted")]
+    NotAdmitted,
+    /// The rater reached the study's workload cap.
+    #[serde(rename = "workload_reached")]
+    WorkloadReached {
+        /// Session items this rater finished.
+        items_done: i64,
+    },
+    /// A suggested break; ask again with `?after_break=true` to go on.
+    Break {
+        /// Session items this rater finished.
+        items_done: i64,
+    },
+}
+
+/// `?after_break=true`: the rater goes on after a suggested break.
+#[derive(Debug, Deserialize)]
+pub struct ItemQuery {
+    /// Skip the break that is due.
+    #[serde(default)]
+    pub after_break: bool,
 }
 
 async fn item(
     State(state): State<AppState>,
     RaterApi(rater): RaterApi,
+    Query(query): Query<ItemQuery>,
 ) -> Result<Json<ItemResponse>, ApiError> {
     let now = state.clock.now_ms();
     Ok(Json(
         match state
             .store
-            .serve_item(rater.id, rater.study_id, now)
+            .serve_next(rater.id, rater.study_id, now, query.after_break)
             .await?
         {
             ServeOutcome::Item(item) => ItemResponse::Item {
@@ -76,9 +117,15 @@ async fn item(
                 remaining_ms: judging::remaining_ms(now, item.deadline),
                 time_limit_ms: item.time_limit_ms,
                 items_done: item.items_done,
+                stage: item.stage,
             },
             ServeOutcome::Finished { items_done } => ItemResponse::Finished { items_done },
             ServeOutcome::StudyClosed => ItemResponse::Closed,
+            ServeOutcome::NotAdmitted => ItemResponse::NotAdmitted,
+            ServeOutcome::WorkloadReached { items_done } => {
+                ItemResponse::WorkloadReached { items_done }
+            }
+            ServeOutcome::Break { items_done } => ItemResponse::Break { items_done },
         },
     ))
 }
@@ -102,6 +149,9 @@ pub struct JudgementResponse {
     pub verdict: Verdict,
     /// The same answer had already been stored; nothing changed.
     pub duplicate: bool,
+    /// After a practice item only: the right answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<PracticeFeedback>,
 }
 
 async fn judge(
@@ -124,5 +174,37 @@ async fn judge(
     Ok(Json(JudgementResponse {
         verdict: outcome.verdict,
         duplicate: outcome.duplicate,
+        feedback: outcome.feedback,
     }))
+}
+
+/// A step flag: the first wrong step (1-based) of an item just answered "wrong".
+#[derive(Debug, Deserialize)]
+pub struct StepRequest {
+    /// The item.
+    pub assignment_id: Uuid,
+    /// Its first wrong step.
+    pub step: i64,
+}
+
+/// Stores a step flag; refused (410) after the item's deadline, twice, or on a non-"wrong"
+/// answer, and (400) for a step the solution does not have.
+async fn flag_step(
+    State(state): State<AppState>,
+    RaterApi(rater): RaterApi,
+    request: Result<Json<StepRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(request) = request.map_err(|e| ApiError(WebError::BadRequest(e.body_text())))?;
+    state
+        .store
+        .flag_first_wrong_step(
+            rater.id,
+            request.assignment_id,
+            request.step,
+            state.clock.now_ms(),
+        )
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "status": "ok", "step": request.step }),
+    ))
 }

@@ -156,6 +156,41 @@ pub struct Texts {
     pub link_needed_title: &'static str,
     /// Error page text.
     pub link_needed_message: &'static str,
+    practice_item: &'static str,
+    screening_item: &'static str,
+    /// Note on practice items: feedback follows.
+    pub practice_note: &'static str,
+    /// Feedback page title.
+    pub feedback_title: &'static str,
+    /// Feedback: the rater's answer was right.
+    pub feedback_right: &'static str,
+    /// Feedback: the rater's answer was not right.
+    pub feedback_not_right: &'static str,
+    /// Feedback: the solution was correct.
+    pub feedback_solution_correct: &'static str,
+    /// Feedback: the solution was wrong.
+    pub feedback_solution_wrong: &'static str,
+    expected_answer: &'static str,
+    /// Message page: screening not passed.
+    pub not_admitted_title: &'static str,
+    /// Message page text.
+    pub not_admitted_message: &'static str,
+    /// Message page: workload cap reached.
+    pub workload_title: &'static str,
+    workload_message: &'static str,
+    /// Message page: a suggested break.
+    pub break_title: &'static str,
+    break_message: &'static str,
+    /// Step page heading.
+    pub step_title: &'static str,
+    /// Step page help.
+    pub step_help: &'static str,
+    /// Step page: no flag.
+    pub step_skip: &'static str,
+    step_label: &'static str,
+    practice_rule: &'static str,
+    screening_rule: &'static str,
+    workload_rule: &'static str,
 }
 
 impl Texts {
@@ -172,6 +207,59 @@ impl Texts {
     /// "Item N".
     pub fn item(&self, number: impl std::fmt::Display) -> String {
         self.item.replace("{n}", &number.to_string())
+    }
+
+    /// "Practice item N of M".
+    pub fn practice_item(&self, number: i64, of: i64) -> String {
+        self.practice_item
+            .replace("{n}", &number.to_string())
+            .replace("{of}", &of.to_string())
+    }
+
+    /// "Qualification item N of M".
+    pub fn screening_item(&self, number: i64, of: i64) -> String {
+        self.screening_item
+            .replace("{n}", &number.to_string())
+            .replace("{of}", &of.to_string())
+    }
+
+    /// The problem's expected final answer, after a practice item.
+    pub fn expected_answer(&self, answer: impl std::fmt::Display) -> String {
+        self.expected_answer
+            .replace("{answer}", &answer.to_string())
+    }
+
+    /// The workload cap's message with the number of items judged.
+    pub fn workload_message(&self, items_done: impl std::fmt::Display) -> String {
+        self.workload_message
+            .replace("{n}", &items_done.to_string())
+    }
+
+    /// The break's message with the number of items judged.
+    pub fn break_message(&self, items_done: impl std::fmt::Display) -> String {
+        self.break_message.replace("{n}", &items_done.to_string())
+    }
+
+    /// The instructions' line on practice items.
+    pub fn practice_rule(&self, items: i64) -> String {
+        self.practice_rule.replace("{n}", &items.to_string())
+    }
+
+    /// The instructions' line on the qualification set and its pass mark (a percentage).
+    pub fn screening_rule(&self, items: i64, percent: impl std::fmt::Display) -> String {
+        self.screening_rule
+            .replace("{n}", &items.to_string())
+            .replace("{p}", &percent.to_string())
+    }
+
+    /// The instructions' line on the workload cap, in hours.
+    pub fn workload_rule(&self, hours: impl std::fmt::Display) -> String {
+        self.workload_rule.replace("{h}", &hours.to_string())
+    }
+
+    /// Accessible name of step button N.
+    pub fn step_label(&self, number: impl std::fmt::Display) -> String {
+        self.step_label.replace("{n}", &number.to_string())
     }
 
     /// The last page's thanks with the number of items judged.
@@ -217,6 +305,28 @@ pub static EN: Texts = Texts {
     continue_label: "Continue",
     link_needed_title: "Your invite link is needed",
     link_needed_message: "Open the personal link you were sent (again) to continue judging. If it no longer works, ask the study's organisers for a new one.",
+    practice_item: "Practice item {n} of {of}",
+    screening_item: "Qualification item {n} of {of}",
+    practice_note: "Practice: after you answer, you will see the right answer. Practice answers are not part of the study.",
+    feedback_title: "Practice: the right answer",
+    feedback_right: "Your answer was right.",
+    feedback_not_right: "Your answer was not right.",
+    feedback_solution_correct: "This solution is correct.",
+    feedback_solution_wrong: "This solution is wrong.",
+    expected_answer: "The problem's answer is {answer}.",
+    not_admitted_title: "Thank you",
+    not_admitted_message: "You did not reach the accuracy this study needs on the qualification items, so it has no items for you. Thank you for your time.",
+    workload_title: "You have reached the time limit",
+    workload_message: "You have spent this study's maximum time on items. Thank you: you judged {n} items.",
+    break_title: "Time for a break",
+    break_message: "You have judged {n} items. Rest for a few minutes: the next item's countdown starts only when you continue.",
+    step_title: "Which step is the first wrong one?",
+    step_help: "Choose the first wrong step, or skip. The item's countdown still runs.",
+    step_skip: "Skip",
+    step_label: "Step {n}",
+    practice_rule: "You start with {n} practice items: after each one you will see the right answer. They are not part of the study.",
+    screening_rule: "Then come {n} qualification items, without feedback. The study's own items follow for raters who get at least {p}% of them right.",
+    workload_rule: "You can spend at most {h} hours on items in this study; the page tells you when you reach it.",
 };
 
 /// Simplified Chinese.
@@ -256,6 +366,28 @@ pub static ZH_HANS: Texts = Texts {
     continue_label: "继续",
     link_needed_title: "需要你的邀请链接",
     link_needed_message: "请（再次）打开发给你的个人链接以继续评判。如果链接已失效，请向研究的组织者索取新的链接。",
+    practice_item: "练习题 {n} / {of}",
+    screening_item: "资格测试题 {n} / {of}",
+    practice_note: "练习：回答后会显示正确答案。练习的回答不计入研究。",
+    feedback_title: "练习：正确答案",
+    feedback_right: "你的回答是对的。",
+    feedback_not_right: "你的回答不对。",
+    feedback_solution_correct: "这份解答是正确的。",
+    feedback_solution_wrong: "这份解答是错误的。",
+    expected_answer: "这道题的答案是 {answer}。",
+    not_admitted_title: "谢谢",
+    not_admitted_message: "你在资格测试题上的正确率没有达到本研究的要求，因此没有题目分配给你。感谢你付出的时间。",
+    workload_title: "你已达到时间上限",
+    workload_message: "你在本研究中答题的时间已达到上限。谢谢：你共评判了 {n} 道题。",
+    break_title: "休息一下",
+    break_message: "你已评判了 {n} 道题。请休息几分钟：只有在你继续之后，下一题的倒计时才会开始。",
+    step_title: "哪一步是第一个错误的步骤？",
+    step_help: "请选择第一个错误的步骤，或跳过。这道题的倒计时仍在进行。",
+    step_skip: "跳过",
+    step_label: "第 {n} 步",
+    practice_rule: "你将先做 {n} 道练习题：每道题回答后会显示正确答案。练习题不计入研究。",
+    screening_rule: "接着是 {n} 道资格测试题，不显示答案。答对至少 {p}% 的评判者才会进入本研究的正式题目。",
+    workload_rule: "你在本研究中答题的总时间最多为 {h} 小时；达到上限时页面会告诉你。",
 };
 
 /// Routes of the language switch.
@@ -324,6 +456,10 @@ mod tests {
         assert!(ZH_HANS.time_rule("45").contains("45 秒"));
         assert!(EN.all_done(7).contains("You judged 7."));
         assert_eq!(ZH_HANS.welcome("小明"), "欢迎，小明");
+        assert_eq!(EN.practice_item(2, 3), "Practice item 2 of 3");
+        assert_eq!(ZH_HANS.screening_item(4, 30), "资格测试题 4 / 30");
+        assert!(ZH_HANS.break_message(20).contains("20 道题"));
+        assert_eq!(EN.step_label(2), "Step 2");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, Request};
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN, REFERER};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,6 +27,7 @@ pub mod rater;
 pub mod reports;
 pub mod researcher;
 pub mod session;
+pub mod telemetry;
 pub mod verifiers;
 
 pub use error::{ApiError, WebError};
@@ -44,6 +45,8 @@ pub struct WebConfig {
     pub models_dir: std::path::PathBuf,
     /// Largest accepted checkpoint upload (all files together), in bytes.
     pub max_checkpoint_bytes: u64,
+    /// Bearer token a Prometheus scraper sends for `/metrics` (admins' sessions work anyway).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for WebConfig {
@@ -54,6 +57,7 @@ impl Default for WebConfig {
             max_upload_bytes: 64 * 1024 * 1024,
             models_dir: std::path::PathBuf::from("models"),
             max_checkpoint_bytes: crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES,
+            metrics_token: None,
         }
     }
 }
@@ -82,6 +86,9 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(checkpoints::routes(&state.config))
         .merge(verifiers::routes())
+        .merge(telemetry::routes())
+        // A route layer sees the matched route template, which labels the request metrics.
+        .route_layer(middleware::from_fn(telemetry::record_request))
         .layer(middleware::from_fn(same_origin_writes))
         .layer(SetResponseHeaderLayer::if_not_present(
             CACHE_CONTROL,
@@ -139,23 +146,43 @@ async fn static_file(Path(file): Path<String>) -> Response {
         .into_response()
 }
 
-/// Refuses state-changing requests sent by another site's page (a browser always sends
-/// `Origin` on cross-site POSTs); together with SameSite cookies this blocks CSRF.
+/// Refuses state-changing requests sent by another site's page; together with SameSite
+/// cookies this blocks CSRF on every form post. Browsers mark such requests three ways, checked
+/// in turn: `Origin` (sent on every cross-site POST), `Sec-Fetch-Site: cross-site`, and, when
+/// neither is there, a `Referer` from another host. A request with none of them comes from a
+/// non-browser client, which cannot carry a victim's cookies, and passes.
 async fn same_origin_writes(request: Request, next: Next) -> Response {
     let safe = matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS
     );
-    if !safe && let Some(origin) = request.headers().get(ORIGIN) {
-        let origin_host = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, host)| host);
-        let host = request.headers().get(HOST).and_then(|h| h.to_str().ok());
-        if origin_host.is_none() || origin_host != host {
-            return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
-        }
+    if !safe && is_cross_site(request.headers()) {
+        return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
     next.run(request).await
+}
+
+/// Whether a request's headers say another site's page sent it (see [`same_origin_writes`]).
+pub fn is_cross_site(headers: &axum::http::HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let host_of = |url: &str| {
+        url.split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_string())
+    };
+    let host = text(HOST);
+    if let Some(origin) = headers.get(ORIGIN) {
+        let origin_host = origin.to_str().ok().and_then(host_of);
+        return origin_host.is_none() || origin_host.as_deref() != host;
+    }
+    if text(HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return true;
+    }
+    match text(REFERER) {
+        Some(referer) => host_of(referer).as_deref() != host,
+        None => false,
+    }
 }

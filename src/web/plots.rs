@@ -691,6 +691,7 @@ mod tests {
                 krippendorff_alpha: None,
             },
             accuracy_by_time: Vec::new(),
+            step_flags: Vec::new(),
         }
     }
 
@@ -904,6 +905,7 @@ mod tests {
             is_correct: true,
             verdict,
             server_elapsed_ms: ms,
+            first_wrong_step: None,
         };
         let study = study_report(
             &[

@@ -3,7 +3,7 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Form, Router};
@@ -14,8 +14,10 @@ use uuid::Uuid;
 use super::i18n::{Lang, Texts};
 use super::session::{RATER_COOKIE, RATER_COOKIE_DAYS, RaterPage, secret_cookie};
 use super::{AppState, WebError};
+use crate::domain::Verdict;
 use crate::judging::{self, RequestedVerdict};
-use crate::store::judging::ServeOutcome;
+use crate::store::judging::{ServeOutcome, Stage, SubmitOutcome};
+use crate::store::quality::PracticeFeedback;
 
 /// Routes of the rater pages.
 pub fn routes() -> Router<AppState> {
@@ -23,6 +25,7 @@ pub fn routes() -> Router<AppState> {
         .route("/r/{token}", get(enter))
         .route("/rate", get(instructions))
         .route("/rate/item", get(item).post(judge))
+        .route("/rate/item/step", get(step_page).post(flag_step))
 }
 
 #[derive(Template, WebTemplate)]
@@ -32,6 +35,8 @@ struct InstructionsPage {
     back: &'static str,
     name: String,
     time_limit_s: String,
+    /// The study's protocol in the rater's words: practice, screening, workload cap.
+    protocol_rules: Vec<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -39,7 +44,9 @@ struct InstructionsPage {
 struct ItemPage {
     t: &'static Texts,
     back: &'static str,
-    item_number: i64,
+    /// "Item N", or the practice / qualification item's place in its set.
+    heading: String,
+    practice: bool,
     assignment_id: Uuid,
     question: String,
     solution: String,
@@ -56,6 +63,50 @@ struct MessagePage {
     title: &'static str,
     message: String,
     link: Option<(&'static str, &'static str)>,
+}
+
+/// A message page on the item route (the language switch returns to the item).
+fn message(
+    t: &'static Texts,
+    title: &'static str,
+    message: String,
+    link: Option<(&'static str, &'static str)>,
+) -> Response {
+    MessagePage {
+        t,
+        back: "/rate/item",
+        title,
+        message,
+        link,
+    }
+    .into_response()
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "rater_feedback.html")]
+struct FeedbackPage {
+    t: &'static Texts,
+    back: &'static str,
+    feedback: PracticeFeedback,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "rater_step.html")]
+struct StepPage {
+    t: &'static Texts,
+    back: &'static str,
+    item: Uuid,
+    steps: Vec<String>,
+    remaining_ms: i64,
+    remaining_s: i64,
+    time_limit_ms: i64,
+}
+
+/// `?continue=1` after a suggested break.
+#[derive(Debug, Deserialize)]
+struct ItemQuery {
+    #[serde(default, rename = "continue")]
+    go_on: Option<String>,
 }
 
 /// Opening an invite link: remember the token in a cookie and show the instructions.
@@ -89,8 +140,20 @@ async fn instructions(
 ) -> Result<InstructionsPage, WebError> {
     let study = state.store.study(rater.study_id).await?;
     let seconds = study.time_limit_ms as f64 / 1000.0;
+    let t = lang.texts();
+    let protocol = &study.protocol;
+    let mut protocol_rules = Vec::new();
+    if protocol.practice_items > 0 {
+        protocol_rules.push(t.practice_rule(protocol.practice_items));
+    }
+    if protocol.screening_items > 0 {
+        let percent = (protocol.screening_pass_accuracy * 1000.0).round() / 10.0;
+        protocol_rules.push(t.screening_rule(protocol.screening_items, percent));
+    }
+    protocol_rules.push(t.workload_rule((protocol.max_rater_ms as f64 / 360_000.0).round() / 10.0));
     Ok(InstructionsPage {
-        t: lang.texts(),
+        protocol_rules,
+        t,
         back: "/rate",
         name: rater.name,
         time_limit_s: format!("{seconds}"),
@@ -102,45 +165,52 @@ async fn item(
     State(state): State<AppState>,
     RaterPage(rater): RaterPage,
     lang: Lang,
+    Query(query): Query<ItemQuery>,
 ) -> Result<Response, WebError> {
     let t = lang.texts();
     let now = state.clock.now_ms();
     let outcome = state
         .store
-        .serve_item(rater.id, rater.study_id, now)
+        .serve_next(rater.id, rater.study_id, now, query.go_on.is_some())
         .await?;
     Ok(match outcome {
         ServeOutcome::Item(item) => {
             let remaining_ms = judging::remaining_ms(now, item.deadline);
+            let heading = match item.stage {
+                Stage::Practice { number, of } => t.practice_item(number, of),
+                Stage::Screening { number, of } => t.screening_item(number, of),
+                Stage::Session => t.item(item.items_done + 1),
+            };
             ItemPage {
                 t,
                 back: "/rate/item",
-                item_number: item.items_done + 1,
+                practice: matches!(item.stage, Stage::Practice { .. }),
+                heading,
                 assignment_id: item.assignment_id,
                 question: item.question,
                 solution: item.solution,
                 remaining_ms,
-                remaining_s: (remaining_ms + 999) / 1000,
+                remaining_s: judging::seconds_shown(remaining_ms),
                 time_limit_ms: item.time_limit_ms,
             }
             .into_response()
         }
-        ServeOutcome::Finished { items_done } => MessagePage {
-            t,
-            back: "/rate/item",
-            title: t.all_done_title,
-            message: t.all_done(items_done),
-            link: None,
+        ServeOutcome::Finished { items_done } => {
+            message(t, t.all_done_title, t.all_done(items_done), None)
         }
-        .into_response(),
-        ServeOutcome::StudyClosed => MessagePage {
-            t,
-            back: "/rate/item",
-            title: t.closed_title,
-            message: t.closed_message.into(),
-            link: None,
+        ServeOutcome::StudyClosed => message(t, t.closed_title, t.closed_message.into(), None),
+        ServeOutcome::NotAdmitted => {
+            message(t, t.not_admitted_title, t.not_admitted_message.into(), None)
         }
-        .into_response(),
+        ServeOutcome::WorkloadReached { items_done } => {
+            message(t, t.workload_title, t.workload_message(items_done), None)
+        }
+        ServeOutcome::Break { items_done } => message(
+            t,
+            t.break_title,
+            t.break_message(items_done),
+            Some(("/rate/item?continue=1", t.continue_label)),
+        ),
     })
 }
 
@@ -153,7 +223,8 @@ struct JudgeForm {
     client_elapsed_ms: String,
 }
 
-/// Stores the answer (as `timeout` if late; a repeat changes nothing) and moves on.
+/// Stores the answer (as `timeout` if late; a repeat changes nothing) and moves on: to the
+/// right answer after a practice item, to the step flag after a fresh "wrong", else onwards.
 async fn judge(
     State(state): State<AppState>,
     RaterPage(rater): RaterPage,
@@ -173,15 +244,87 @@ async fn judge(
         )
         .await
     {
-        Ok(_) => Ok(Redirect::to("/rate/item").into_response()),
-        Err(crate::store::StoreError::Gone(_)) => Ok(MessagePage {
+        Ok(SubmitOutcome {
+            feedback: Some(feedback),
+            ..
+        }) => Ok(FeedbackPage {
             t: lang.texts(),
             back: "/rate/item",
-            title: lang.texts().time_ran_out_title,
-            message: lang.texts().time_ran_out_message.into(),
-            link: Some(("/rate/item", lang.texts().continue_label)),
+            feedback,
         }
         .into_response()),
+        Ok(SubmitOutcome {
+            verdict: Verdict::Wrong,
+            duplicate: false,
+            ..
+        }) => Ok(
+            Redirect::to(&format!("/rate/item/step?item={}", form.assignment_id)).into_response(),
+        ),
+        Ok(_) => Ok(Redirect::to("/rate/item").into_response()),
+        Err(crate::store::StoreError::Gone(_)) => Ok(message(
+            lang.texts(),
+            lang.texts().time_ran_out_title,
+            lang.texts().time_ran_out_message.into(),
+            Some(("/rate/item", lang.texts().continue_label)),
+        )),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `?item=ID` of the step page.
+#[derive(Debug, Deserialize)]
+struct StepQuery {
+    item: Uuid,
+}
+
+/// After "wrong": the solution's steps as buttons, under the item's own countdown. Anything
+/// that can no longer take a flag (time out, flagged, not "wrong", not theirs) goes on.
+async fn step_page(
+    State(state): State<AppState>,
+    RaterPage(rater): RaterPage,
+    lang: Lang,
+    Query(query): Query<StepQuery>,
+) -> Result<Response, WebError> {
+    let now = state.clock.now_ms();
+    let Some(item) = state.store.step_item(rater.id, query.item, now).await? else {
+        return Ok(Redirect::to("/rate/item").into_response());
+    };
+    let remaining_ms = judging::remaining_ms(now, item.deadline);
+    Ok(StepPage {
+        t: lang.texts(),
+        back: "/rate/item",
+        item: query.item,
+        steps: item.steps,
+        remaining_ms,
+        remaining_s: judging::seconds_shown(remaining_ms),
+        time_limit_ms: item.time_limit_ms,
+    }
+    .into_response())
+}
+
+/// The step form: `step` is the chosen step, absent or `skip` for none.
+#[derive(Debug, Deserialize)]
+struct StepForm {
+    item: Uuid,
+    #[serde(default)]
+    step: String,
+}
+
+/// Stores the flag (refused after the deadline or twice: the rater simply goes on).
+async fn flag_step(
+    State(state): State<AppState>,
+    RaterPage(rater): RaterPage,
+    Form(form): Form<StepForm>,
+) -> Result<Response, WebError> {
+    if let Ok(step) = form.step.trim().parse::<i64>() {
+        match state
+            .store
+            .flag_first_wrong_step(rater.id, form.item, step, state.clock.now_ms())
+            .await
+        {
+            Ok(()) | Err(crate::store::StoreError::Gone(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(Redirect::to("/rate/item").into_response())
 }

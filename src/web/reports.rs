@@ -26,6 +26,7 @@ use crate::reports::{
     study_report, verifier_vs_humans,
 };
 use crate::store::Store;
+use crate::store::quality::RaterQuality;
 
 /// Routes of the report downloads.
 pub fn routes() -> Router<AppState> {
@@ -63,6 +64,8 @@ struct Loaded {
     report: StudyReport,
     difficulty: Vec<DifficultyQuartile>,
     verifier: Option<VerifierVsHumans>,
+    /// Per rater: screening and silent gold (QC) answers, which are never in the attempts.
+    rater_quality: BTreeMap<Uuid, RaterQuality>,
 }
 
 async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded, WebError> {
@@ -87,6 +90,7 @@ async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded
         None => None,
     };
     Ok(Loaded {
+        rater_quality: state.store.study_rater_quality(id).await?,
         judgements: attempts.len(),
         report,
         difficulty,
@@ -142,6 +146,8 @@ struct RaterRow {
     p_value: String,
     chance_level: bool,
     excluded: bool,
+    /// Accuracy on silent gold items, with its interval.
+    gold: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -160,6 +166,8 @@ struct ReportPage {
     fleiss_kappa: String,
     krippendorff_alpha: String,
     buckets: Vec<(String, String)>,
+    /// Per role: "wrong" verdicts, flag rate, flagged on incorrect solutions, agreement.
+    step_flags: Vec<(String, u64, String, String, String)>,
     accuracy_plot: String,
     time_plot: String,
     rater_plot: String,
@@ -181,6 +189,7 @@ async fn report_page(
         report,
         difficulty,
         verifier,
+        rater_quality,
     } = load_report(&state, id, exclude).await?;
     let names: BTreeMap<Uuid, String> = state.store.rater_names(id).await?.into_iter().collect();
     let groups = report
@@ -213,6 +222,11 @@ async fn report_page(
             p_value: format!("{:.4}", r.p_value),
             chance_level: r.chance_level,
             excluded: report.excluded_raters.contains(&r.rater_id),
+            gold: show_rate(
+                rater_quality
+                    .get(&r.rater_id)
+                    .and_then(|q| Rate::of(q.gold.right as u64, q.gold.answered as u64)),
+            ),
         })
         .collect();
     let buckets = report
@@ -225,7 +239,28 @@ async fn report_page(
             )
         })
         .collect();
+    let step_flags = report
+        .step_flags
+        .iter()
+        .map(|f| {
+            (
+                f.role.to_string(),
+                f.wrong_verdicts,
+                show_rate(f.flag_rate),
+                format!("{} of {}", f.flagged_on_incorrect, f.wrong_on_incorrect),
+                match f.agreement_with_modal_step {
+                    Some(share) => format!(
+                        "{:.0}% of {} flags",
+                        100.0 * share,
+                        f.flags_on_shared_solutions
+                    ),
+                    None => "—".into(),
+                },
+            )
+        })
+        .collect();
     Ok(ReportPage {
+        step_flags,
         username: staff.0.username.clone(),
         is_admin: staff.is_admin(),
         study_id: study.id,
@@ -294,6 +329,22 @@ async fn report_json(
         "report": loaded.report,
         "accuracy_by_difficulty": loaded.difficulty,
         "verifier": loaded.verifier,
+        "rater_quality": loaded
+            .rater_quality
+            .iter()
+            .map(|(rater_id, q)| {
+                serde_json::json!({
+                    "rater_id": rater_id,
+                    "practice_answered": q.practice.answered,
+                    "screening_right": q.screening.right,
+                    "screening_answered": q.screening.answered,
+                    "screening_passed": q.screening_passed,
+                    "gold_right": q.gold.right,
+                    "gold_answered": q.gold.answered,
+                    "gold_accuracy": Rate::of(q.gold.right as u64, q.gold.answered as u64),
+                })
+            })
+            .collect::<Vec<_>>(),
     })))
 }
 

@@ -20,9 +20,11 @@ use crate::domain::{ProverRole, StudyStatus};
 use crate::judging;
 use crate::metrics::{ScoreSummary, score_summary};
 use crate::ml::sampling::SamplingParams;
+use crate::quality::RaterProtocol;
 use crate::store::catalog::{CheckpointInfo, ProblemSetInfo};
 use crate::store::jobs::JobView;
 use crate::store::models::CheckpointDetails;
+use crate::store::quality::RaterQuality;
 use crate::store::raters::RaterProgress;
 use crate::store::studies::{Study, StudyProgress, StudySpec};
 use crate::worker::generation::{GenerationRequest, create_generated_study};
@@ -69,6 +71,21 @@ async fn login(
     jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
+    let now = state.clock.now_ms();
+    let window_start = now - auth::LOGIN_WINDOW_MS;
+    let failures = state
+        .store
+        .recent_login_failures(&form.username, window_start)
+        .await?;
+    if auth::login_throttled(failures) {
+        let page = LoginPage {
+            error: Some(format!(
+                "Too many failed logins for this account: try again in {} minutes.",
+                auth::LOGIN_WINDOW_MS / 60_000
+            )),
+        };
+        return Ok((StatusCode::TOO_MANY_REQUESTS, page).into_response());
+    }
     let found = state.store.user_with_hash(&form.username).await?;
     // Hash even for unknown users so response time does not reveal which usernames exist.
     let (user, hash) = match found {
@@ -85,15 +102,25 @@ async fn login(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
     let Some(user) = user.filter(|_| valid) else {
+        // Unknown usernames count too, so throttling does not reveal which ones exist.
+        state
+            .store
+            .record_login_failure(&form.username, now, window_start)
+            .await?;
         let page = LoginPage {
             error: Some("Unknown username or wrong password.".into()),
         };
         return Ok((StatusCode::UNAUTHORIZED, page).into_response());
     };
+    if failures > 0 {
+        // Failures older than the window no longer count, so only recent ones need forgetting;
+        // a login without any costs no write.
+        state.store.clear_login_failures(&form.username).await?;
+    }
     let token = auth::new_token();
     state
         .store
-        .create_session(&auth::token_hash(&token), user.id, state.clock.now_ms())
+        .create_session(&auth::token_hash(&token), user.id, now)
         .await?;
     let jar = jar.add(secret_cookie(
         SESSION_COOKIE,
@@ -194,6 +221,20 @@ struct NewStudyForm {
     temperature: String,
     #[serde(default)]
     seed: String,
+    #[serde(default)]
+    practice_items: String,
+    #[serde(default)]
+    screening_items: String,
+    #[serde(default)]
+    screening_pass_percent: String,
+    #[serde(default)]
+    gold_items: String,
+    #[serde(default)]
+    gold_percent: String,
+    #[serde(default)]
+    max_hours: String,
+    #[serde(default)]
+    break_every: String,
 }
 
 /// Reads an optional number field: empty means `default`; anything unparsable is refused with
@@ -259,7 +300,20 @@ fn study_spec(form: NewStudyForm) -> Result<StudySpec, WebError> {
                 })?,
         ),
     };
+    let protocol = RaterProtocol {
+        practice_items: number_field(&form.practice_items, 0, "practice items")?,
+        screening_items: number_field(&form.screening_items, 0, "screening items")?,
+        screening_pass_accuracy: number_field(&form.screening_pass_percent, 0.0, "pass mark")?
+            / 100.0,
+        gold_items: number_field(&form.gold_items, 0, "gold items")?,
+        gold_rate: number_field(&form.gold_percent, 0.0, "gold share")? / 100.0,
+        max_rater_ms: (number_field::<f64>(&form.max_hours, 4.0, "workload cap")? * 3_600_000.0)
+            .round() as i64,
+        break_every: number_field(&form.break_every, 0, "break every")?,
+    };
+    protocol.check().map_err(WebError::BadRequest)?;
     Ok(StudySpec {
+        protocol,
         name: form.name,
         time_limit_ms: (form.time_limit_s * 1000.0).round() as i64,
         judgements_per_solution: form.judgements_per_solution,
@@ -311,11 +365,73 @@ struct RaterRow {
     last_activity: String,
     /// When the link was revoked; `None` while it works.
     revoked: Option<String>,
+    /// Screening result: "—", "3 of 30 answered", "passed (27/30)", "not admitted (12/30)".
+    screening: String,
+    /// Gold items right / answered, with the accuracy.
+    gold: String,
 }
 
-impl From<RaterProgress> for RaterRow {
-    fn from(r: RaterProgress) -> Self {
+/// The screening column of a rater's line.
+fn screening_text(quality: &RaterQuality, items: i64) -> String {
+    let t = quality.screening;
+    match quality.screening_passed {
+        _ if items == 0 => "—".into(),
+        Some(true) => format!("passed ({}/{})", t.right, t.answered),
+        Some(false) => format!("not admitted ({}/{})", t.right, t.answered),
+        None => format!("{} of {items} answered", t.answered),
+    }
+}
+
+/// The gold column: quality-control accuracy on silent gold items.
+fn gold_text(quality: &RaterQuality) -> String {
+    let t = quality.gold;
+    if t.answered == 0 {
+        "—".into()
+    } else {
+        format!(
+            "{:.0}% ({}/{})",
+            100.0 * t.right as f64 / t.answered as f64,
+            t.right,
+            t.answered
+        )
+    }
+}
+
+/// One line saying how the study treats raters.
+fn protocol_summary(p: &RaterProtocol) -> String {
+    let mut parts = Vec::new();
+    if p.practice_items > 0 {
+        parts.push(format!("{} practice items with feedback", p.practice_items));
+    }
+    if p.screening_items > 0 {
+        parts.push(format!(
+            "screening on {} items, pass mark {:.0}%",
+            p.screening_items,
+            100.0 * p.screening_pass_accuracy
+        ));
+    }
+    if p.gold_rate > 0.0 {
+        parts.push(format!(
+            "{:.0}% of session items are silent gold items (pool of {})",
+            100.0 * p.gold_rate,
+            p.gold_items
+        ));
+    }
+    parts.push(format!(
+        "at most {} h on items each",
+        p.max_rater_ms as f64 / 3_600_000.0
+    ));
+    if p.break_every > 0 {
+        parts.push(format!("a break every {} items", p.break_every));
+    }
+    parts.join(" · ")
+}
+
+impl RaterRow {
+    fn new(r: RaterProgress, quality: &RaterQuality, screening_items: i64) -> Self {
         RaterRow {
+            screening: screening_text(quality, screening_items),
+            gold: gold_text(quality),
             id: r.rater.id,
             name: r.rater.name,
             email: r.email,
@@ -331,6 +447,8 @@ impl From<RaterProgress> for RaterRow {
 #[derive(Template, WebTemplate)]
 #[template(path = "study.html")]
 struct StudyPage {
+    /// How the study treats raters (practice, screening, gold, workload, breaks).
+    protocol_summary: String,
     username: String,
     is_admin: bool,
     time_limit: String,
@@ -415,14 +533,20 @@ async fn study(
     Path(id): Path<Uuid>,
 ) -> Result<StudyPage, WebError> {
     let study = state.store.study(id).await?;
+    let quality = state.store.study_rater_quality(id).await?;
+    let none = RaterQuality::default();
     let raters = state
         .store
         .rater_progress(id)
         .await?
         .into_iter()
-        .map(RaterRow::from)
+        .map(|r| {
+            let q = quality.get(&r.rater.id).unwrap_or(&none);
+            RaterRow::new(r, q, study.protocol.screening_items)
+        })
         .collect();
     Ok(StudyPage {
+        protocol_summary: protocol_summary(&study.protocol),
         time_limit: seconds_text(study.time_limit_ms),
         grace: seconds_text(study.reclaim_grace_ms),
         is_admin: staff.is_admin(),

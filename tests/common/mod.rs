@@ -2,7 +2,7 @@
 //! schema), the real router driven in-process, a cookie-keeping client, and study fixtures.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use legibility::clock::Clock;
 use legibility::domain::UserRole;
+use legibility::quality::RaterProtocol;
 use legibility::store::Store;
 use legibility::store::studies::StudySpec;
 use legibility::web::{self, AppState, WebConfig};
@@ -419,6 +420,17 @@ pub fn truth_of(i: usize) -> String {
     format!("{}", 918_273 + i * 7)
 }
 
+/// The index of a fixture problem from its question ("Problem 7: …", see [`problems_jsonl`]).
+/// The app never sends it as such; tests use it to tell quality items (problems beyond the
+/// study's) from study items.
+pub fn problem_index_of(question: &str) -> usize {
+    question
+        .strip_prefix("Problem ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected question {question:?}"))
+}
+
 pub fn problems_jsonl(set_size: usize) -> String {
     (0..set_size)
         .map(|i| {
@@ -483,6 +495,50 @@ impl TestApp {
         time_limit_ms: i64,
         solutions: impl Fn(usize, &[String]) -> String,
     ) -> Fixture {
+        self.fixture_in_full(
+            problems_n,
+            checkpoints_n,
+            per_solution,
+            time_limit_ms,
+            solutions,
+            None,
+            RaterProtocol::default(),
+        )
+        .await
+    }
+
+    /// A study with a rater protocol over the first `study_problems` of `problems_n` problems
+    /// (one checkpoint, one judgement per solution, 45 s); the other problems supply the
+    /// quality items.
+    pub async fn fixture_with_protocol(
+        &self,
+        problems_n: usize,
+        study_problems: usize,
+        protocol: RaterProtocol,
+    ) -> Fixture {
+        self.fixture_in_full(
+            problems_n,
+            1,
+            1,
+            45_000,
+            solutions_jsonl,
+            Some(study_problems),
+            protocol,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn fixture_in_full(
+        &self,
+        problems_n: usize,
+        checkpoints_n: usize,
+        per_solution: i64,
+        time_limit_ms: i64,
+        solutions: impl Fn(usize, &[String]) -> String,
+        max_problems: Option<usize>,
+        protocol: RaterProtocol,
+    ) -> Fixture {
         let set = format!("set-{}", Uuid::new_v4().simple());
         let labels: Vec<String> = (0..checkpoints_n)
             .map(|i| format!("ckpt-secret-{i}-{}", &set[4..12]))
@@ -515,7 +571,8 @@ impl TestApp {
             problem_set_id: set_id,
             checkpoint_ids: vec![],
             roles: vec![],
-            max_problems: None,
+            max_problems,
+            protocol,
         };
         let study = self
             .store()
@@ -666,4 +723,55 @@ pub fn truthful(text: &str) -> &'static str {
     } else {
         "correct"
     }
+}
+
+/// Every `(METHOD, path)` the handlers register: each `.route("path", get(…).post(…))` call in
+/// `src/web/*.rs`.
+pub fn routes_in_source() -> BTreeSet<(String, String)> {
+    let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/src/web");
+    let mut routes = BTreeSet::new();
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find(".route(") {
+            let call_and_more = &rest[at + ".route(".len()..];
+            let mut depth = 1;
+            let mut end = call_and_more.len();
+            for (i, c) in call_and_more.char_indices() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = i;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let call = &call_and_more[..end];
+            let route = call.split('"').nth(1).unwrap_or_else(|| {
+                panic!("{}: a route without a literal path: {call}", path.display())
+            });
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let needle = format!("{method}(");
+                let registered = call.match_indices(&needle).any(|(i, _)| {
+                    call[..i]
+                        .chars()
+                        .next_back()
+                        .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+                });
+                if registered {
+                    routes.insert((method.to_uppercase(), route.to_string()));
+                }
+            }
+            rest = &call_and_more[end..];
+        }
+    }
+    routes
 }

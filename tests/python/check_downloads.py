@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 COLUMNS = [
     "rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "round", "role",
     "is_correct", "verdict", "served_at", "deadline", "submitted_at", "server_elapsed_ms",
-    "client_elapsed_ms", "flags",
+    "client_elapsed_ms", "first_wrong_step", "flags",
 ]
 Z = NormalDist().inv_cdf(0.975)
 checked = 0
@@ -119,7 +119,7 @@ def normalise(value):
 
 def load(folder):
     csv = pd.read_csv(folder / "attempts.csv", dtype={"rater_name": str, "flags": str}, keep_default_na=False,
-                      na_values={"submitted_at": [""], "client_elapsed_ms": [""]})
+                      na_values={"submitted_at": [""], "client_elapsed_ms": [""], "first_wrong_step": [""]})
     jsonl = pd.read_json(folder / "attempts.jsonl", lines=True, dtype=False)
     table = pq.read_table(folder / "attempts.parquet")
     parquet = table.to_pandas()
@@ -132,7 +132,7 @@ def load(folder):
     types = {f.name: str(f.type) for f in table.schema}
     for column in ["served_at", "deadline", "submitted_at"]:
         assert types[column] in ("timestamp[ms, tz=UTC]", "timestamp[ms, tz=+00:00]"), (column, types[column])
-    for column in ["round", "server_elapsed_ms", "client_elapsed_ms"]:
+    for column in ["round", "server_elapsed_ms", "client_elapsed_ms", "first_wrong_step"]:
         assert types[column] == "int64", (column, types[column])
     assert types["is_correct"] == "bool", types["is_correct"]
     for column in ["rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "role", "verdict", "flags"]:
@@ -228,6 +228,27 @@ def check_time_buckets(frame, buckets, label):
         rate(f"{label} bucket {k}", b["accuracy"], int(members.right.sum()), len(members))
 
 
+def check_step_flags(frame, step_flags, label):
+    """Step flags per role: "wrong" verdicts, flagged ones (Wilson rate), on incorrect solutions,
+    and agreement with each solution's most flagged step over solutions with two or more flags."""
+    assert sorted(f["role"] for f in step_flags) == ["helpful", "sneaky"], step_flags
+    for f in step_flags:
+        wrong = frame[(frame.role == f["role"]) & (frame.verdict == "wrong")]
+        flagged = wrong[wrong.first_wrong_step.notna()]
+        what = f"{label} step flags {f['role']}"
+        close(what + " wrong", f["wrong_verdicts"], len(wrong))
+        close(what + " flagged", f["flagged"], len(flagged))
+        rate(what + " rate", f["flag_rate"], len(flagged), len(wrong))
+        on_incorrect = wrong[~wrong.is_correct]
+        close(what + " wrong on incorrect", f["wrong_on_incorrect"], len(on_incorrect))
+        close(what + " flagged on incorrect", f["flagged_on_incorrect"], int(on_incorrect.first_wrong_step.notna().sum()))
+        shared = [steps for _, steps in flagged.groupby("solution_id").first_wrong_step if len(steps) >= 2]
+        total = sum(len(steps) for steps in shared)
+        agreeing = sum(int(steps.value_counts().max()) for steps in shared)
+        close(what + " shared", f["flags_on_shared_solutions"], total)
+        close(what + " agreement", f["agreement_with_modal_step"], agreeing / total if total else None)
+
+
 def expected_flags(row, chance):
     flags = []
     if row.rater_id in chance:
@@ -255,6 +276,8 @@ def main(folder):
     chance = check_raters(frame, summary["raters"])
     check_agreement(frame, summary["agreement"], "all")
     check_time_buckets(frame, summary["accuracy_by_time"], "all")
+    check_step_flags(frame, summary["step_flags"], "all")
+    assert frame.first_wrong_step.notna().sum() > 0, "no step flags to check"
 
     # The exclusion toggle: the same figures without the chance-level raters.
     toggled = excluded_report["report"]
@@ -263,6 +286,7 @@ def main(folder):
     check_groups(kept, toggled["groups"], "excluded")
     check_agreement(kept, toggled["agreement"], "excluded")
     check_time_buckets(kept, toggled["accuracy_by_time"], "excluded")
+    check_step_flags(kept, toggled["step_flags"], "excluded")
 
     flags = [expected_flags(row, chance) for row in frame.itertuples()]
     assert list(frame["flags"]) == flags, "flags differ from their rules"
