@@ -816,12 +816,20 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Parses an import file as it is read from disk (see [`problems::ImportReader`]).
+fn read_import<T>(reader: problems::ImportReader<T>, file: &Path) -> anyhow::Result<Vec<T>> {
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
+    let parsed = reader
+        .read_all(opened)
+        .with_context(|| format!("reading {}", file.display()))?;
+    Ok(parsed?)
+}
+
 async fn import(store: &Store, clock: &Clock, command: ImportCommand) -> anyhow::Result<()> {
     let (file, summary, what) = match command {
         ImportCommand::Problems { file, set } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let records = problems::parse_gsm8k_problems(&bytes)?;
+            let records = read_import(problems::ImportReader::problems(), &file)?;
             (
                 file,
                 store
@@ -842,9 +850,7 @@ async fn import(store: &Store, clock: &Clock, command: ImportCommand) -> anyhow:
             )
         }
         ImportCommand::Solutions { file, set } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let records = problems::parse_solutions(&bytes)?;
+            let records = read_import(problems::ImportReader::solutions(), &file)?;
             (
                 file,
                 store

@@ -137,41 +137,133 @@ struct SolutionLine {
     role: Option<String>,
 }
 
-/// Splits a file into numbered non-blank lines, refusing non-UTF-8 and empty files.
-fn numbered_lines(bytes: &[u8]) -> Result<Vec<(usize, &str)>, ImportRejected> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        ImportRejected::whole_file(format!("not UTF-8 text (byte {})", e.valid_up_to()))
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let lines: Vec<(usize, &str)> = text
-        .lines()
-        .enumerate()
-        .map(|(i, line)| (i + 1, line.trim()))
-        .filter(|(_, line)| !line.is_empty())
-        .collect();
-    if lines.is_empty() {
-        return Err(ImportRejected::whole_file("the file has no lines"));
-    }
-    Ok(lines)
+/// Reads an import file as it arrives, chunk by chunk, so an upload is parsed while it streams
+/// in and only its records (never the raw file) are held: every complete line is parsed at
+/// once, only a partial last line is buffered. The rules are those of a whole file: UTF-8
+/// (an optional byte-order mark is dropped), blank lines skipped, lines numbered from 1, and
+/// every bad line collected so the refusal names them all.
+pub struct ImportReader<T> {
+    parse: fn(usize, &str) -> Result<T, String>,
+    /// Bytes of the line not yet ended by a newline.
+    partial: Vec<u8>,
+    /// Lines completed so far (blank ones included, for the numbering).
+    lines: usize,
+    /// File offset of `partial`'s first byte, for the UTF-8 error's position.
+    offset: usize,
+    records: Vec<T>,
+    errors: Vec<LineError>,
+    /// A problem with the file as a whole; once set, the rest is not parsed.
+    refused: Option<ImportRejected>,
 }
 
-/// Parses every line with `parse`, collecting all line errors instead of stopping at the first.
-fn parse_all<T>(
-    bytes: &[u8],
-    parse: impl Fn(usize, &str) -> Result<T, String>,
-) -> Result<Vec<T>, ImportRejected> {
-    let mut records = Vec::new();
-    let mut errors = Vec::new();
-    for (line, text) in numbered_lines(bytes)? {
-        match parse(line, text) {
-            Ok(record) => records.push(record),
-            Err(reason) => errors.push(LineError { line, reason }),
+impl ImportReader<ProblemRecord> {
+    /// A reader of GSM8K JSONL problems.
+    pub fn problems() -> Self {
+        ImportReader::new(problem_line)
+    }
+}
+
+impl ImportReader<SolutionRecord> {
+    /// A reader of solutions JSONL.
+    pub fn solutions() -> Self {
+        ImportReader::new(solution_line)
+    }
+}
+
+impl<T> ImportReader<T> {
+    fn new(parse: fn(usize, &str) -> Result<T, String>) -> Self {
+        ImportReader {
+            parse,
+            partial: Vec::new(),
+            lines: 0,
+            offset: 0,
+            records: Vec::new(),
+            errors: Vec::new(),
+            refused: None,
         }
     }
-    if errors.is_empty() {
-        Ok(records)
-    } else {
-        Err(ImportRejected { errors })
+
+    /// Feeds the next piece of the file; pieces may split lines and characters anywhere.
+    pub fn push(&mut self, mut chunk: &[u8]) {
+        while self.refused.is_none() {
+            let Some(end) = chunk.iter().position(|b| *b == b'\n') else {
+                self.partial.extend_from_slice(chunk);
+                return;
+            };
+            self.partial.extend_from_slice(&chunk[..end]);
+            chunk = &chunk[end + 1..];
+            self.end_line();
+            self.offset += 1;
+        }
+    }
+
+    /// Reads `source` to its end in pieces (a file on disk, never loaded whole) and finishes.
+    /// The outer error is a read failure, the inner one the file's refusal.
+    pub fn read_all(
+        mut self,
+        mut source: impl std::io::Read,
+    ) -> std::io::Result<Result<Vec<T>, ImportRejected>> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match source.read(&mut buffer) {
+                Ok(0) => return Ok(self.finish()),
+                Ok(n) => self.push(&buffer[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Parses the last line and returns every record, or the refusal naming every bad line.
+    pub fn finish(mut self) -> Result<Vec<T>, ImportRejected> {
+        if self.refused.is_none() && !self.partial.is_empty() {
+            self.end_line();
+        }
+        if let Some(refused) = self.refused {
+            return Err(refused);
+        }
+        if self.records.is_empty() && self.errors.is_empty() {
+            return Err(ImportRejected::whole_file("the file has no lines"));
+        }
+        if self.errors.is_empty() {
+            Ok(self.records)
+        } else {
+            Err(ImportRejected {
+                errors: self.errors,
+            })
+        }
+    }
+
+    fn end_line(&mut self) {
+        let bytes = std::mem::take(&mut self.partial);
+        self.lines += 1;
+        let text = match std::str::from_utf8(&bytes) {
+            Ok(text) => text,
+            Err(e) => {
+                self.refused = Some(ImportRejected::whole_file(format!(
+                    "not UTF-8 text (byte {})",
+                    self.offset + e.valid_up_to()
+                )));
+                return;
+            }
+        };
+        self.offset += bytes.len();
+        let text = if self.lines == 1 {
+            text.strip_prefix('\u{feff}').unwrap_or(text)
+        } else {
+            text
+        };
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        match (self.parse)(self.lines, text) {
+            Ok(record) => self.records.push(record),
+            Err(reason) => self.errors.push(LineError {
+                line: self.lines,
+                reason,
+            }),
+        }
     }
 }
 
@@ -189,55 +281,63 @@ fn required(field: Option<String>, name: &str) -> Result<String, String> {
 
 /// Parses GSM8K JSONL (`{"question": …, "answer": "… #### N"}` per line).
 pub fn parse_gsm8k_problems(bytes: &[u8]) -> Result<Vec<ProblemRecord>, ImportRejected> {
-    parse_all(bytes, |line, text| {
-        let parsed: Gsm8kLine = serde_json::from_str(text).map_err(json_error)?;
-        let question = required(parsed.question, "question")?;
-        let answer = required(parsed.answer, "answer")?;
-        let ground_truth = grading::gsm8k_final_answer(&answer)
-            .ok_or_else(|| "field \"answer\" has no final-answer line \"#### N\"".to_string())?;
-        Ok(ProblemRecord {
-            line,
-            question,
-            ground_truth,
-            reference_solution: answer,
-        })
-    })
+    let mut reader = ImportReader::problems();
+    reader.push(bytes);
+    reader.finish()
 }
 
 /// Parses solutions JSONL: per line `solution`, `checkpoint`, `round`, `role` and either
 /// `problem_id` or `question`.
 pub fn parse_solutions(bytes: &[u8]) -> Result<Vec<SolutionRecord>, ImportRejected> {
-    parse_all(bytes, |line, text| {
-        let parsed: SolutionLine = serde_json::from_str(text).map_err(json_error)?;
-        let problem = match (parsed.problem_id, parsed.question) {
-            (Some(id), _) => ProblemRef::Id(
-                Uuid::parse_str(id.trim())
-                    .map_err(|_| format!("\"problem_id\" {id:?} is not a UUID"))?,
-            ),
-            (None, Some(q)) if !q.trim().is_empty() => ProblemRef::Question(q.trim().to_string()),
-            _ => return Err("needs \"problem_id\" or \"question\" to name its problem".to_string()),
-        };
-        let text = required(parsed.solution, "solution")?;
-        let checkpoint_label = required(parsed.checkpoint, "checkpoint")?;
-        let round = match parsed.round {
-            None => return Err("missing field \"round\"".to_string()),
-            Some(serde_json::Value::Number(n)) => n
-                .as_i64()
-                .filter(|r| *r >= 0)
-                .ok_or_else(|| format!("\"round\" must be a whole number ≥ 0, got {n}"))?,
-            Some(other) => {
-                return Err(format!("\"round\" must be a whole number ≥ 0, got {other}"));
-            }
-        };
-        let role: ProverRole = required(parsed.role, "role")?.parse()?;
-        Ok(SolutionRecord {
-            line,
-            problem,
-            text,
-            checkpoint_label,
-            round,
-            role,
-        })
+    let mut reader = ImportReader::solutions();
+    reader.push(bytes);
+    reader.finish()
+}
+
+fn problem_line(line: usize, text: &str) -> Result<ProblemRecord, String> {
+    let parsed: Gsm8kLine = serde_json::from_str(text).map_err(json_error)?;
+    let question = required(parsed.question, "question")?;
+    let answer = required(parsed.answer, "answer")?;
+    let ground_truth = grading::gsm8k_final_answer(&answer)
+        .ok_or_else(|| "field \"answer\" has no final-answer line \"#### N\"".to_string())?;
+    Ok(ProblemRecord {
+        line,
+        question,
+        ground_truth,
+        reference_solution: answer,
+    })
+}
+
+fn solution_line(line: usize, text: &str) -> Result<SolutionRecord, String> {
+    let parsed: SolutionLine = serde_json::from_str(text).map_err(json_error)?;
+    let problem = match (parsed.problem_id, parsed.question) {
+        (Some(id), _) => ProblemRef::Id(
+            Uuid::parse_str(id.trim())
+                .map_err(|_| format!("\"problem_id\" {id:?} is not a UUID"))?,
+        ),
+        (None, Some(q)) if !q.trim().is_empty() => ProblemRef::Question(q.trim().to_string()),
+        _ => return Err("needs \"problem_id\" or \"question\" to name its problem".to_string()),
+    };
+    let text = required(parsed.solution, "solution")?;
+    let checkpoint_label = required(parsed.checkpoint, "checkpoint")?;
+    let round = match parsed.round {
+        None => return Err("missing field \"round\"".to_string()),
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| format!("\"round\" must be a whole number ≥ 0, got {n}"))?,
+        Some(other) => {
+            return Err(format!("\"round\" must be a whole number ≥ 0, got {other}"));
+        }
+    };
+    let role: ProverRole = required(parsed.role, "role")?.parse()?;
+    Ok(SolutionRecord {
+        line,
+        problem,
+        text,
+        checkpoint_label,
+        round,
+        role,
     })
 }
 
@@ -305,6 +405,37 @@ mod tests {
                 .to_string()
                 .contains("not UTF-8")
         );
+    }
+
+    #[test]
+    fn a_file_read_in_pieces_parses_as_the_whole() {
+        let file = "\u{feff}{\"question\": \"Ünïcödé £5?\", \"answer\": \"x\\n#### 5\"}\r\n\n  \n\
+                    {\"question\": \"q\"}\n\
+                    {\"question\": \"中文题目\", \"answer\": \"#### 7\"}";
+        let bytes = file.as_bytes();
+        let whole = parse_gsm8k_problems(bytes);
+        assert_eq!(whole.as_ref().unwrap_err().errors[0].line, 4);
+        // Every split point, and one byte at a time (splitting the BOM and every character).
+        for at in 0..=bytes.len() {
+            let mut reader = ImportReader::problems();
+            reader.push(&bytes[..at]);
+            reader.push(&bytes[at..]);
+            assert_eq!(reader.finish(), whole, "split at {at}");
+        }
+        let mut reader = ImportReader::problems();
+        for byte in bytes {
+            reader.push(std::slice::from_ref(byte));
+        }
+        assert_eq!(reader.finish(), whole);
+        // A bad byte is reported at its offset in the file, however the file was cut.
+        let mut bad = bytes.to_vec();
+        bad[66] = 0xff;
+        let message = parse_gsm8k_problems(&bad).unwrap_err().to_string();
+        assert!(message.contains("not UTF-8 text (byte 66)"), "{message}");
+        let mut reader = ImportReader::problems();
+        reader.push(&bad[..67]);
+        reader.push(&bad[67..]);
+        assert_eq!(reader.finish().unwrap_err().to_string(), message);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use common::{Backend, TestApp};
 use legibility::domain::UserRole;
 use legibility::problems;
+use legibility::web::WebConfig;
 
 async fn gsm8k_test_split_imports_once(backend: Backend) {
     let app = TestApp::start(backend).await;
@@ -74,6 +75,68 @@ async fn a_broken_line_refuses_the_upload_whole(backend: Backend) {
     }
 }
 on_both_backends!(a_broken_line_refuses_the_upload_whole);
+
+async fn uploads_stream_under_a_limit_and_need_the_kind_first(backend: Backend) {
+    let app = TestApp::start_with(
+        backend,
+        WebConfig {
+            max_upload_bytes: 1024 * 1024,
+            ..WebConfig::default()
+        },
+    )
+    .await;
+    let mut admin = app.staff_client("admin", UserRole::Admin).await;
+    // The training split (4 MB) is cut off while it streams in: 413, nothing imported.
+    let train = std::fs::read(common::gsm8k("train")).unwrap();
+    let response = admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "problems"), ("set", "train")],
+            &train,
+        )
+        .await;
+    assert_eq!(
+        response.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        response.body
+    );
+    assert!(
+        response
+            .body
+            .contains("larger than the limit of 1 MiB; nothing was imported"),
+        "{}",
+        response.body
+    );
+    assert!(app.store().problem_sets().await.unwrap().is_empty());
+    // A file sent before its kind cannot be parsed as it arrives: refused, saying so.
+    let test = std::fs::read(common::gsm8k("test")).unwrap();
+    let response = admin
+        .post_multipart("/admin/import", &[("set", "test")], &test)
+        .await;
+    assert_eq!(response.status, StatusCode::BAD_REQUEST);
+    assert!(
+        response.body.contains("must come before"),
+        "{}",
+        response.body
+    );
+    assert!(app.store().problem_sets().await.unwrap().is_empty());
+    // The test split (750 KB) is under the limit and imports whole.
+    let response = admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "problems"), ("set", "test")],
+            &test,
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    assert!(
+        response.body.contains("Imported 1319 new problems"),
+        "{}",
+        response.body
+    );
+}
+on_both_backends!(uploads_stream_under_a_limit_and_need_the_kind_first);
 
 async fn solutions_are_matched_graded_and_deduplicated(backend: Backend) {
     let app = TestApp::start(backend).await;

@@ -59,31 +59,44 @@ async fn import_page(Admin(user): Admin) -> ImportPage {
 }
 
 /// Which kind of file an import form sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ImportKind {
-    Problems,
-    Solutions,
+/// The import form's file, parsed as it streamed in (see [`problems::ImportReader`]).
+enum ImportFile {
+    Problems(Result<Vec<problems::ProblemRecord>, problems::ImportRejected>),
+    Solutions(Result<Vec<problems::SolutionRecord>, problems::ImportRejected>),
 }
 
+/// A reader for the form's `kind`, chosen before the file arrives.
+enum ImportReading {
+    Problems(problems::ImportReader<problems::ProblemRecord>),
+    Solutions(problems::ImportReader<problems::SolutionRecord>),
+}
+
+/// Reads the import form, parsing the file chunk by chunk as the upload streams in: the raw
+/// file is never held whole (the body limit caps its size as it arrives). The page sends
+/// `kind` before `file`; a client that sends the file first is told so.
 async fn read_import_form(
     mut multipart: Multipart,
-) -> Result<(ImportKind, String, Vec<u8>), WebError> {
-    let (mut kind, mut set, mut file) = (None, String::new(), None);
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| WebError::BadRequest(e.body_text()))?
-    {
+    limit_bytes: usize,
+) -> Result<(String, ImportFile), WebError> {
+    let refused = |e: MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            WebError::TooLarge(format!(
+                "the upload is larger than the limit of {} MiB; nothing was imported (split the file)",
+                limit_bytes / (1024 * 1024)
+            ))
+        } else {
+            WebError::BadRequest(e.body_text())
+        }
+    };
+    let (mut reading, mut set, mut file) = (None, String::new(), None);
+    while let Some(mut field) = multipart.next_field().await.map_err(refused)? {
         match field.name() {
             Some("kind") => {
-                kind = match field
-                    .text()
-                    .await
-                    .map_err(|e| WebError::BadRequest(e.body_text()))?
-                    .as_str()
-                {
-                    "problems" => Some(ImportKind::Problems),
-                    "solutions" => Some(ImportKind::Solutions),
+                reading = match field.text().await.map_err(refused)?.as_str() {
+                    "problems" => Some(ImportReading::Problems(problems::ImportReader::problems())),
+                    "solutions" => {
+                        Some(ImportReading::Solutions(problems::ImportReader::solutions()))
+                    }
                     other => {
                         return Err(WebError::BadRequest(format!(
                             "unknown import kind {other:?}"
@@ -91,51 +104,60 @@ async fn read_import_form(
                     }
                 }
             }
-            Some("set") => {
-                set = field
-                    .text()
-                    .await
-                    .map_err(|e| WebError::BadRequest(e.body_text()))?
-            }
+            Some("set") => set = field.text().await.map_err(refused)?,
             Some("file") => {
-                file = Some(
-                    field
-                        .bytes()
-                        .await
-                        .map_err(|e| WebError::BadRequest(e.body_text()))?
-                        .to_vec(),
-                )
+                let mut reader = reading.take().ok_or_else(|| {
+                    WebError::BadRequest("the form field \"kind\" must come before \"file\"".into())
+                })?;
+                while let Some(chunk) = field.chunk().await.map_err(refused)? {
+                    match &mut reader {
+                        ImportReading::Problems(r) => r.push(&chunk),
+                        ImportReading::Solutions(r) => r.push(&chunk),
+                    }
+                }
+                file = Some(match reader {
+                    ImportReading::Problems(r) => ImportFile::Problems(r.finish()),
+                    ImportReading::Solutions(r) => ImportFile::Solutions(r.finish()),
+                });
             }
             _ => {}
         }
     }
-    let kind = kind.ok_or_else(|| WebError::BadRequest("missing field \"kind\"".into()))?;
-    let file = file.ok_or_else(|| WebError::BadRequest("no file was uploaded".into()))?;
-    Ok((kind, set.trim().to_string(), file))
+    let file = match (file, reading) {
+        (Some(file), _) => file,
+        (None, None) => return Err(WebError::BadRequest("missing field \"kind\"".into())),
+        (None, Some(_)) => return Err(WebError::BadRequest("no file was uploaded".into())),
+    };
+    Ok((set.trim().to_string(), file))
 }
 
-/// Imports an uploaded file; any bad line refuses the whole file and the page lists them.
 async fn import(
     State(state): State<AppState>,
     Admin(user): Admin,
     multipart: Multipart,
 ) -> Result<Response, WebError> {
-    let (kind, set, bytes) = read_import_form(multipart).await?;
+    let (set, file) = read_import_form(multipart, state.config.max_upload_bytes).await?;
     let now = state.clock.now_ms();
-    let result = match kind {
-        ImportKind::Problems => match problems::parse_gsm8k_problems(&bytes) {
-            Ok(records) => state.store.import_problems(&set, &records, now).await,
-            Err(rejected) => Err(rejected.into()),
-        },
-        ImportKind::Solutions => match problems::parse_solutions(&bytes) {
-            Ok(records) => {
-                state
-                    .store
-                    .import_solutions((!set.is_empty()).then_some(set.as_str()), &records, now)
-                    .await
-            }
-            Err(rejected) => Err(rejected.into()),
-        },
+    let (what, result) = match file {
+        ImportFile::Problems(parsed) => (
+            "problems",
+            match parsed {
+                Ok(records) => state.store.import_problems(&set, &records, now).await,
+                Err(rejected) => Err(rejected.into()),
+            },
+        ),
+        ImportFile::Solutions(parsed) => (
+            "solutions",
+            match parsed {
+                Ok(records) => {
+                    state
+                        .store
+                        .import_solutions((!set.is_empty()).then_some(set.as_str()), &records, now)
+                        .await
+                }
+                Err(rejected) => Err(rejected.into()),
+            },
+        ),
     };
     let page = |outcome, error| ImportPage {
         username: user.username.clone(),
@@ -146,15 +168,8 @@ async fn import(
     match result {
         Ok(summary) => Ok(page(
             Some(format!(
-                "Imported {} new {} ({} already present, {} in the file).",
-                summary.inserted,
-                if kind == ImportKind::Problems {
-                    "problems"
-                } else {
-                    "solutions"
-                },
-                summary.already_present,
-                summary.records
+                "Imported {} new {what} ({} already present, {} in the file).",
+                summary.inserted, summary.already_present, summary.records
             )),
             None,
         )

@@ -36,6 +36,9 @@ pub enum WebError {
     /// Existed but is over.
     #[error("{0}")]
     Gone(String),
+    /// An upload over its size limit; the message says the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// Well-formed but refused (e.g. an import with bad lines).
     #[error("{0}")]
     Unprocessable(String),
@@ -55,6 +58,7 @@ impl WebError {
             WebError::Conflict(_) => StatusCode::CONFLICT,
             WebError::Gone(_) => StatusCode::GONE,
             WebError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

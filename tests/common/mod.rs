@@ -183,12 +183,17 @@ impl TestResponse {
 
 impl TestApp {
     pub async fn start(backend: Backend) -> TestApp {
+        Self::start_with(backend, WebConfig::default()).await
+    }
+
+    /// An app with its own web settings (upload limits, …).
+    pub async fn start_with(backend: Backend, config: WebConfig) -> TestApp {
         let db = TestDb::new(backend).await;
         let store = Store::connect(&db.url).await.expect("connect and migrate");
         let state = AppState {
             store,
             clock: Clock::default(),
-            config: Arc::new(WebConfig::default()),
+            config: Arc::new(config),
         };
         let router = web::router(state.clone());
         TestApp { state, router, db }
