@@ -65,7 +65,7 @@ impl Prover {
         let config: LlamaConfig = serde_json::from_slice(&read("config.json")?)
             .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
         config.check().map_err(ModelError::Invalid)?;
-        let tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+        let tokenizer = super::tokenizer::from_json_bytes(&read("tokenizer.json")?)
             .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
         let template = match read(PROMPT_TEMPLATE_FILE) {
             Ok(bytes) => PromptTemplate::from_json(&bytes).map_err(ModelError::Invalid)?,

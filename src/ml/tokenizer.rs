@@ -22,6 +22,30 @@ pub const EOS: &str = "</s>";
 /// Padding for batches; never trained on.
 pub const PAD: &str = "<pad>";
 
+/// Reads a `tokenizer.json`, returning its error as text. The tokenizers crate (0.23) panics
+/// instead of returning an error on some malformed files (a syntax error inside `decoder`, a
+/// bad `Precompiled` normalizer; found by the `checkpoint_validator` fuzz target), and an
+/// uploaded file must be refused, never crash the request or the worker: syntax is checked
+/// first, and any remaining panic is caught and reported as the file's error.
+pub fn from_json_bytes(bytes: &[u8]) -> Result<Tokenizer, String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| e.to_string())?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Tokenizer::from_bytes(bytes)
+    })) {
+        Ok(loaded) => loaded.map_err(|e| e.to_string()),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown reason".into());
+            Err(format!(
+                "the tokenizers library could not read it ({reason})"
+            ))
+        }
+    }
+}
+
 /// Trains a byte-level BPE with `vocab_size` entries (special tokens included) on `texts`.
 pub fn train_bpe<I>(texts: I, vocab_size: usize) -> Result<Tokenizer, ModelError>
 where
@@ -76,6 +100,30 @@ pub fn decode(tokenizer: &Tokenizer, ids: &[u32]) -> Result<String, ModelError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Files on which the tokenizers crate panics are refused with a message instead.
+    #[test]
+    fn files_the_library_panics_on_are_refused() {
+        let shipped = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models/prover-tiny/tokenizer.json"),
+        )
+        .expect("the shipped tokenizer");
+        assert!(from_json_bytes(shipped.as_bytes()).is_ok());
+        // Valid JSON that tokenizers 0.23 `expect`s on.
+        let precompiled = shipped.replace(
+            "\"normalizer\":null",
+            "\"normalizer\":{\"type\":\"Precompiled\"}",
+        );
+        assert_ne!(precompiled, shipped);
+        let error = from_json_bytes(precompiled.as_bytes()).expect_err("refused");
+        assert!(error.contains("could not read it"), "{error}");
+        // A syntax error inside `decoder` (the fuzzer's find).
+        let broken = shipped.replace("\"decoder\":{\"type\":", "\"decoder\":{\"type\" ");
+        assert_ne!(broken, shipped);
+        let error = from_json_bytes(broken.as_bytes()).expect_err("refused");
+        assert!(error.contains("expected `:`"), "{error}");
+    }
 
     #[test]
     fn round_trips_and_splits_digits() {

@@ -787,7 +787,7 @@ fn bert_prover() -> CheckpointRejected {
 /// The tokenizer must load and fit the model's embedding: its vocabulary (added tokens
 /// included) no larger than `vocab_size` and every token id below it.
 fn check_tokenizer(bytes: &[u8], vocab_size: usize) -> Result<(), CheckpointRejected> {
-    let tokenizer = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
+    let tokenizer = crate::ml::tokenizer::from_json_bytes(bytes).map_err(|e| {
         CheckpointRejected::InvalidFile(format!("{TOKENIZER_FILE} cannot be loaded: {e}"))
     })?;
     let size = tokenizer.get_vocab_size(true);

@@ -146,7 +146,7 @@ impl Verifier {
             std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
         };
         let config = ModelConfig::from_json(&read("config.json")?).map_err(ModelError::Invalid)?;
-        let tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+        let tokenizer = tokenizer::from_json_bytes(&read("tokenizer.json")?)
             .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
         let weights = super::weight_files(dir)?;
         // SAFETY: checkpoint files are never modified in place: versions and uploads are
