@@ -1,0 +1,13 @@
+//! GSM8K problems JSONL importer: never panics, parses the same whole or streamed in pieces,
+//! and refusals name real lines.
+#![no_main]
+
+use legibility::problems::{ImportReader, parse_gsm8k_problems};
+use libfuzzer_sys::fuzz_target;
+
+#[path = "import_common.rs"]
+mod import_common;
+
+fuzz_target!(|data: &[u8]| {
+    import_common::check(data, parse_gsm8k_problems, ImportReader::problems);
+});
