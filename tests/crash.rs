@@ -183,3 +183,86 @@ async fn acknowledged_judgements_survive_kill_9(backend: Backend) {
     );
 }
 on_both_backends!(acknowledged_judgements_survive_kill_9);
+
+/// Graceful shutdown: SIGTERM while a judgement's body is still arriving. The server answers
+/// that request, stores the judgement, takes no new connections and exits cleanly.
+async fn sigterm_finishes_the_request_in_flight(backend: Backend) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let token = app.invite(fixture.study_id, 1).await.remove(0);
+    let address = format!("127.0.0.1:{}", common::free_port());
+    let mut server = start_server(&app.db.url, &address).await;
+
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let request = axum::http::Request::get(format!("http://{address}/api/rater/item"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, item) = call(&client, request).await.unwrap();
+    assert_eq!((status, item["status"].as_str()), (200, Some("item")));
+    let assignment: Uuid = item["assignment_id"].as_str().unwrap().parse().unwrap();
+
+    // Headers and half the body, then SIGTERM, then the rest.
+    let body = serde_json::json!({"assignment_id": assignment, "verdict": "correct"}).to_string();
+    let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /api/rater/judgements HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(first).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let terminated = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    // The listener closes: a new connection is refused while the old one is still served.
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(&address).await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the server still accepts connections after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        server.0.try_wait().unwrap().is_none(),
+        "the server exited with a request in flight"
+    );
+    stream.write_all(rest).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("no answer to the request in flight")
+    .unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "the request in flight was not answered: {response}"
+    );
+
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the server did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit after SIGTERM: {exit}");
+    let stored: Vec<(Uuid, String)> = with_raw_pool!(app.db.url, pool => sqlx::query_as(
+        "SELECT assignment_id, verdict FROM judgements").fetch_all(&pool).await.unwrap());
+    assert_eq!(stored, vec![(assignment, "correct".to_string())]);
+}
+on_both_backends!(sigterm_finishes_the_request_in_flight);

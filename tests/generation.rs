@@ -281,8 +281,18 @@ impl Drop for WorkerProcess {
 }
 
 fn start_worker(url: &str, name: &str) -> WorkerProcess {
+    start_worker_with(url, name, "2")
+}
+
+fn start_worker_with(url: &str, name: &str, lease_secs: &str) -> WorkerProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_legibility"))
-        .args(["worker", "--lease-secs", "2", "--generation-batch", "4"])
+        .args([
+            "worker",
+            "--lease-secs",
+            lease_secs,
+            "--generation-batch",
+            "4",
+        ])
         .arg("--worker-id")
         .arg(name)
         .arg("--models-dir")
@@ -367,6 +377,79 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(backend:
     store.close().await;
 }
 on_both_backends!(a_worker_killed_mid_job_is_replaced_and_the_job_completes_once);
+
+/// Graceful shutdown of a worker: SIGTERM mid-job hands the job back at once (queued, the
+/// attempt not counted, no lease left to expire), and the next worker finishes it once.
+async fn a_worker_stopped_by_sigterm_hands_its_job_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let problems = 24;
+    let (set, prover) = setup(&store, problems).await;
+    let now = Clock::default().now_ms();
+    let (_study, job) = create_generated_study(
+        &store,
+        &spec("sigterm", set, problems),
+        request(prover, 1),
+        None,
+        now,
+    )
+    .await
+    .unwrap();
+
+    // A long lease, so only the release (not an expiry) can put the job back in the queue.
+    let mut first = start_worker_with(&db.url, "stopping", "600");
+    let started = Instant::now();
+    loop {
+        let view = store.job(job).await.unwrap();
+        if view.progress_done > 0 {
+            assert!(view.progress_done < view.progress_total, "{view:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{view:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let terminated = Command::new("kill")
+        .args(["-TERM", &first.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(terminated.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = first.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "worker exit after SIGTERM: {exit}");
+    let released = store.job(job).await.unwrap();
+    assert_eq!(
+        (
+            released.state,
+            released.attempts,
+            released.lease_owner.as_deref()
+        ),
+        (JobState::Queued, 0, None),
+        "{released:?}"
+    );
+    let committed = store.chunks_done(job).await.unwrap().len();
+    assert!(committed > 0 && committed < problems, "{committed} chunks");
+
+    let _second = start_worker(&db.url, "successor");
+    let view = wait_for_end(&store, job, Duration::from_secs(600)).await;
+    assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+    assert_eq!(view.attempts, 1, "the released attempt was counted");
+    assert_eq!(store.chunks_done(job).await.unwrap().len(), problems);
+    let solutions: (i64,) = with_raw_pool!(db.url, pool => sqlx::query_as(
+        "SELECT COUNT(*) FROM solutions WHERE checkpoint_id = $1")
+        .bind(prover).fetch_one(&pool).await.unwrap());
+    assert_eq!(solutions.0, (problems * 2) as i64);
+    store.close().await;
+}
+on_both_backends!(a_worker_stopped_by_sigterm_hands_its_job_back);
 
 async fn the_new_study_form_queues_a_generation_job(backend: Backend) {
     let app = TestApp::start(backend).await;
