@@ -217,11 +217,7 @@ async fn sigterm_finishes_the_request_in_flight(backend: Backend) {
     stream.write_all(first).await.unwrap();
     stream.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let terminated = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
+    common::terminate(&server.0);
     // The listener closes: a new connection is refused while the old one is still served.
     let started = Instant::now();
     while tokio::net::TcpStream::connect(&address).await.is_ok() {
@@ -249,17 +245,7 @@ async fn sigterm_finishes_the_request_in_flight(backend: Backend) {
         "the request in flight was not answered: {response}"
     );
 
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = server.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the server did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = common::wait_for_exit(&mut server.0, Duration::from_secs(20)).await;
     assert!(exit.success(), "exit after SIGTERM: {exit}");
     let stored: Vec<(Uuid, String)> = with_raw_pool!(app.db.url, pool => sqlx::query_as(
         "SELECT assignment_id, verdict FROM judgements").fetch_all(&pool).await.unwrap());

@@ -306,6 +306,24 @@ fn start_worker_with(url: &str, name: &str, lease_secs: &str) -> WorkerProcess {
     WorkerProcess(child)
 }
 
+/// Waits until the job has committed its first chunk, and checks it has more to do (so the
+/// worker is stopped mid-job).
+async fn wait_for_first_chunk(store: &Store, job: Uuid) {
+    let started = Instant::now();
+    loop {
+        let view = store.job(job).await.unwrap();
+        if view.progress_done > 0 {
+            assert!(
+                view.progress_done < view.progress_total,
+                "the job finished before the worker could be stopped: {view:?}"
+            );
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{view:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = Store::connect(&db.url).await.unwrap();
@@ -323,19 +341,7 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(backend:
     .unwrap();
 
     let mut first = start_worker(&db.url, "doomed");
-    let started = Instant::now();
-    loop {
-        let view = store.job(job).await.unwrap();
-        if view.progress_done > 0 {
-            assert!(
-                view.progress_done < view.progress_total,
-                "the job finished before the worker could be killed: {view:?}"
-            );
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "{view:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_first_chunk(&store, job).await;
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     let interrupted = store.job(job).await.unwrap();
@@ -398,32 +404,9 @@ async fn a_worker_stopped_by_sigterm_hands_its_job_back(backend: Backend) {
 
     // A long lease, so only the release (not an expiry) can put the job back in the queue.
     let mut first = start_worker_with(&db.url, "stopping", "600");
-    let started = Instant::now();
-    loop {
-        let view = store.job(job).await.unwrap();
-        if view.progress_done > 0 {
-            assert!(view.progress_done < view.progress_total, "{view:?}");
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "{view:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let terminated = Command::new("kill")
-        .args(["-TERM", &first.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(terminated.success());
-    let started = Instant::now();
-    let exit = loop {
-        if let Some(exit) = first.0.try_wait().unwrap() {
-            break exit;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the worker did not stop after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    wait_for_first_chunk(&store, job).await;
+    common::terminate(&first.0);
+    let exit = common::wait_for_exit(&mut first.0, Duration::from_secs(60)).await;
     assert!(exit.success(), "worker exit after SIGTERM: {exit}");
     let released = store.job(job).await.unwrap();
     assert_eq!(

@@ -780,3 +780,31 @@ pub fn routes_in_source() -> BTreeSet<(String, String)> {
     }
     routes
 }
+
+/// Sends SIGTERM to a child process, as a service manager stopping it would.
+pub fn terminate(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(sent.success(), "kill -TERM {} failed", child.id());
+}
+
+/// Waits until a child process exits; fails the test after `limit`.
+pub async fn wait_for_exit(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(exit) = child.try_wait().expect("polling a child process") {
+            return exit;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "process {} did not exit within {limit:?}",
+            child.id()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
