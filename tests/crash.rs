@@ -216,7 +216,9 @@ async fn sigterm_finishes_the_request_in_flight(backend: Backend) {
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(first).await.unwrap();
     stream.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Time for the server to accept the connection and read the headers, even on a busy CI
+    // machine: SIGTERM must find the request in flight, not an unaccepted connection.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     common::terminate(&server.0);
     // The listener closes: a new connection is refused while the old one is still served.
     let started = Instant::now();
