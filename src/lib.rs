@@ -22,6 +22,7 @@ pub mod cli;
 pub mod clock;
 pub mod domain;
 pub mod export;
+pub mod game;
 pub mod generator;
 pub mod grading;
 pub mod invites;
