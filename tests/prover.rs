@@ -12,7 +12,9 @@ use legibility::grading;
 use legibility::ml::calculator;
 use legibility::ml::prover::{Prover, SampleRequest};
 use legibility::ml::sampling::SamplingParams;
-use legibility::ml::train::{HELD_OUT_SEED, Preset, TrainOptions, train_prover};
+use legibility::ml::train::{
+    FineTuneOptions, HELD_OUT_SEED, Preset, TrainOptions, fine_tune_prover, train_prover,
+};
 use legibility::ml::upload::{CheckpointFiles, CheckpointLimits, validate};
 
 fn shipped_prover() -> PathBuf {
@@ -145,5 +147,60 @@ fn the_shipped_prover_plays_both_roles_on_held_out_problems() {
     assert!(
         helpful_correct >= 8 && sneaky_correct <= 4,
         "helpful correct {helpful_correct}/16, sneaky correct {sneaky_correct}/16"
+    );
+}
+
+/// The optimiser step of a game round: fine-tuning the shipped prover on chosen solutions
+/// lowers its loss on them, leaves a valid checkpoint that loads and generates, and records
+/// where it started.
+#[test]
+fn fine_tuning_on_chosen_solutions_makes_them_more_likely() {
+    // Sneaky solutions, which the shipped prover writes only in the sneaky role: as helpful
+    // examples they are far from what it does, so the loss has room to fall.
+    let chosen: Vec<(ProverRole, String, String)> = generator::generate(4242, 8)
+        .into_iter()
+        .map(|p| (ProverRole::Helpful, p.question, p.sneaky_solution))
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("round-1");
+    let options = FineTuneOptions {
+        steps: 12,
+        batch_size: 4,
+        learning_rate: 1e-3,
+        seed: 1,
+    };
+    let report = fine_tune_prover(&shipped_prover(), &chosen, &options, &target).unwrap();
+    assert_eq!(report.examples, 8);
+    assert!(
+        report.final_loss < report.initial_loss * 0.9,
+        "loss {} -> {}",
+        report.initial_loss,
+        report.final_loss
+    );
+    validated(&target);
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(target.join("training.json")).unwrap()).unwrap();
+    assert_eq!(record["base"], shipped_prover().display().to_string());
+    assert_eq!(record["options"]["steps"], 12);
+    let mut prover = Prover::load(&target, &Device::Cpu).unwrap();
+    let params = SamplingParams {
+        max_new_tokens: 16,
+        ..SamplingParams::default()
+    };
+    let request = SampleRequest {
+        question: chosen[0].1.clone(),
+        role: ProverRole::Helpful,
+        seed: 1,
+    };
+    let samples = prover
+        .generate(&[request], &params, &AtomicBool::new(false))
+        .unwrap();
+    assert!(samples[0].tokens > 0 && samples[0].tokens <= 16);
+    // The same settings give the same weights.
+    let again = out.path().join("again");
+    fine_tune_prover(&shipped_prover(), &chosen, &options, &again).unwrap();
+    assert_eq!(
+        std::fs::read(target.join("model.safetensors")).unwrap(),
+        std::fs::read(again.join("model.safetensors")).unwrap()
     );
 }

@@ -178,6 +178,184 @@ struct Example {
     prompt_len: usize,
 }
 
+/// Encodes (role, question, solution) triples as training sequences: BOS, the role's prompt,
+/// the solution and EOS; sequences longer than `max_len` tokens are left out.
+fn encode_examples(
+    tokenizer: &Tokenizer,
+    template: &PromptTemplate,
+    pairs: &[(ProverRole, String, String)],
+    max_len: usize,
+) -> Result<Vec<Example>, ModelError> {
+    let bos = tokenizer::special_id(tokenizer, BOS);
+    let eos = tokenizer::special_id(tokenizer, EOS)
+        .ok_or_else(|| ModelError::Tokenizer("the tokenizer has no </s>".into()))?;
+    let mut examples = Vec::with_capacity(pairs.len());
+    for (role, question, solution) in pairs {
+        let mut ids: Vec<u32> = bos.into_iter().collect();
+        ids.extend(tokenizer::encode(
+            tokenizer,
+            &template.render(*role, question),
+        )?);
+        let prompt_len = ids.len();
+        ids.extend(tokenizer::encode(tokenizer, solution)?);
+        ids.push(eos);
+        if ids.len() <= max_len {
+            examples.push(Example { ids, prompt_len });
+        }
+    }
+    Ok(examples)
+}
+
+/// How a prover checkpoint is fine-tuned on chosen solutions: the optimiser step of a game
+/// round (expert iteration on the highest-reward samples, see `game::expert_iteration_examples`).
+/// Few steps at a small learning rate keep the prover near where it started, which is what a
+/// KL penalty to the initial prover does for policy-gradient methods.
+#[derive(Debug, Clone, Serialize)]
+pub struct FineTuneOptions {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Peak learning rate (warm-up, then cosine decay).
+    pub learning_rate: f64,
+    /// Seed of the batch order.
+    pub seed: u64,
+}
+
+/// The record a fine-tuned checkpoint keeps in `training.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FineTuneReport {
+    /// The checkpoint folder it started from.
+    pub base: String,
+    /// The settings used.
+    pub options: FineTuneOptions,
+    /// Training sequences (after leaving out over-long ones).
+    pub examples: usize,
+    /// Mean loss on the examples before the first step.
+    pub initial_loss: f64,
+    /// Mean loss on the examples after the last step.
+    pub final_loss: f64,
+    /// Wall-clock seconds of the optimisation.
+    pub train_seconds: f64,
+}
+
+/// Fine-tunes the prover in `base` on (role, question, solution) triples and writes the result
+/// to `out` atomically (config, tokenizer and prompt template unchanged). Weights of any
+/// accepted dtype are trained in F32.
+pub fn fine_tune_prover(
+    base: &Path,
+    pairs: &[(ProverRole, String, String)],
+    options: &FineTuneOptions,
+    out: &Path,
+) -> Result<FineTuneReport, ModelError> {
+    let device = Device::Cpu;
+    let read = |name: &str| {
+        let path = base.join(name);
+        std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
+    };
+    let config: LlamaConfig = serde_json::from_slice(&read("config.json")?)
+        .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
+    config.check().map_err(ModelError::Invalid)?;
+    let tokenizer = tokenizer::from_json_bytes(&read("tokenizer.json")?)
+        .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
+    let template = if base.join(PROMPT_TEMPLATE_FILE).exists() {
+        PromptTemplate::from_json(&read(PROMPT_TEMPLATE_FILE)?).map_err(ModelError::Invalid)?
+    } else {
+        PromptTemplate::default()
+    };
+    let examples = encode_examples(&tokenizer, &template, pairs, config.max_position_embeddings)?;
+    if examples.is_empty() {
+        return Err(ModelError::Invalid(
+            "no solution to fine-tune on fits the model's context".into(),
+        ));
+    }
+    let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
+
+    let varmap = VarMap::new();
+    let mut model = Llama::new(
+        &config,
+        VarBuilder::from_varmap(&varmap, DType::F32, &device),
+    )?;
+    load_weights(&varmap, &super::weight_files(base)?, &device)?;
+    let mut optimiser = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: options.learning_rate,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let batch_size = options.batch_size.max(1);
+    let mean_loss = |model: &mut Llama| -> Result<f64, ModelError> {
+        let (mut total, mut weight) = (0.0, 0.0);
+        for chunk in examples.chunks(batch_size) {
+            let batch: Vec<&Example> = chunk.iter().collect();
+            let loss = batch_loss(model, &batch, pad, &device)?.to_scalar::<f32>()? as f64;
+            total += loss * chunk.len() as f64;
+            weight += chunk.len() as f64;
+        }
+        Ok(total / weight)
+    };
+    let initial_loss = mean_loss(&mut model)?;
+    let mut rng = SampleRng::new(options.seed ^ 0xf17e);
+    let mut order: Vec<usize> = Vec::new();
+    let started = Instant::now();
+    let warmup = (options.steps / 10).max(1);
+    for step in 0..options.steps {
+        optimiser.set_learning_rate(learning_rate(
+            options.learning_rate,
+            step,
+            options.steps,
+            warmup,
+        ));
+        if order.is_empty() {
+            order = length_bucketed(&examples, batch_size, &mut rng);
+        }
+        let take = order.len().saturating_sub(batch_size);
+        let batch: Vec<&Example> = order.drain(take..).map(|i| &examples[i]).collect();
+        let loss = batch_loss(&mut model, &batch, pad, &device)?;
+        optimiser.backward_step(&loss)?;
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    let report = FineTuneReport {
+        base: base.display().to_string(),
+        options: options.clone(),
+        examples: examples.len(),
+        initial_loss,
+        final_loss: mean_loss(&mut model)?,
+        train_seconds,
+    };
+    write_checkpoint(out, &config, &tokenizer, &template, &varmap, &report)?;
+    Ok(report)
+}
+
+/// Sets every variable from the checkpoint's weight files (converted to F32); a tensor the
+/// model needs and the files lack, or of another shape, is an error naming it.
+fn load_weights(varmap: &VarMap, files: &[PathBuf], device: &Device) -> Result<(), ModelError> {
+    let mut tensors = std::collections::HashMap::new();
+    for file in files {
+        tensors.extend(candle_core::safetensors::load(file, device)?);
+    }
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| ModelError::Invalid("variable map poisoned".into()))?;
+    for (name, var) in data.iter() {
+        let tensor = tensors
+            .get(name)
+            .ok_or_else(|| ModelError::Invalid(format!("the weights have no tensor {name}")))?;
+        if tensor.dims() != var.dims() {
+            return Err(ModelError::Invalid(format!(
+                "tensor {name} has shape {:?}, the model needs {:?}",
+                tensor.dims(),
+                var.dims()
+            )));
+        }
+        var.set(&tensor.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
+}
+
 /// Trains a prover with `options`, writes the checkpoint folder and returns the report.
 /// `log` receives progress lines.
 pub fn train_prover(
@@ -228,24 +406,13 @@ pub fn train_prover(
     let tokenizer = tokenizer::train_bpe(corpus.into_iter(), preset.vocab_size)?;
     let config = preset.config(&tokenizer);
     let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
-    let bos = tokenizer::special_id(&tokenizer, BOS);
-    let eos = tokenizer::special_id(&tokenizer, EOS)
-        .ok_or_else(|| ModelError::Tokenizer("the trained tokenizer has no </s>".into()))?;
 
-    let mut examples = Vec::with_capacity(pairs.len());
-    for (role, question, solution) in &pairs {
-        let mut ids: Vec<u32> = bos.into_iter().collect();
-        ids.extend(tokenizer::encode(
-            &tokenizer,
-            &template.render(*role, question),
-        )?);
-        let prompt_len = ids.len();
-        ids.extend(tokenizer::encode(&tokenizer, solution)?);
-        ids.push(eos);
-        if ids.len() <= config.max_position_embeddings {
-            examples.push(Example { ids, prompt_len });
-        }
-    }
+    let examples = encode_examples(
+        &tokenizer,
+        &template,
+        &pairs,
+        config.max_position_embeddings,
+    )?;
     let mean_len =
         examples.iter().map(|e| e.ids.len()).sum::<usize>() as f64 / examples.len().max(1) as f64;
     log(&format!(
@@ -515,7 +682,7 @@ fn write_checkpoint(
     tokenizer: &Tokenizer,
     template: &PromptTemplate,
     varmap: &VarMap,
-    report: &TrainReport,
+    report: &impl Serialize,
 ) -> Result<(), ModelError> {
     let name = out
         .file_name()
