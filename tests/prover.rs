@@ -204,3 +204,70 @@ fn fine_tuning_on_chosen_solutions_makes_them_more_likely() {
         std::fs::read(again.join("model.safetensors")).unwrap()
     );
 }
+
+/// A prover step of a game round on the shipped models: both roles sampled, graded, scored by
+/// the shipped verifier, rewarded with SRC; the best are fine-tuned into a new checkpoint.
+#[test]
+fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
+    use legibility::game::RewardKind;
+    use legibility::ml::game_round::{ProverStepOptions, TrainingProblem, prover_step};
+    use legibility::ml::verifier::Verifier;
+
+    let problems: Vec<TrainingProblem> = generator::generate(HELD_OUT_SEED, 4)
+        .into_iter()
+        .map(|p| TrainingProblem {
+            question: p.question,
+            answer: p.answer.to_string(),
+        })
+        .collect();
+    let verifier_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/verifier-tiny");
+    let mut verifier = Verifier::load(&verifier_dir, &Device::Cpu).unwrap();
+    let options = ProverStepOptions {
+        reward: RewardKind::Src,
+        samples_per_role: 2,
+        sampling: SamplingParams {
+            max_new_tokens: 160,
+            ..SamplingParams::default()
+        },
+        keep_share: 0.5,
+        fine_tune: FineTuneOptions {
+            steps: 3,
+            batch_size: 4,
+            learning_rate: 5e-4,
+            seed: 2,
+        },
+        seed: 9,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("step-1");
+    let outcome = prover_step(
+        &shipped_prover(),
+        &mut verifier,
+        &problems,
+        &options,
+        &target,
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    println!("prover step: {}", serde_json::to_string(&outcome).unwrap());
+    assert_eq!(outcome.samples, 16);
+    // At most half of each role's 8 samples, and only positive rewards, which SRC gives only
+    // to the convincing half of the batch.
+    assert!(outcome.kept <= 8, "{outcome:?}");
+    assert!(outcome.mean_reward <= 1.0, "{outcome:?}");
+    assert!(outcome.metrics.prover_accuracy.is_some());
+    assert!(outcome.metrics.sneaky_success.is_some());
+    match &outcome.fine_tune {
+        Some(report) => {
+            assert_eq!(report.examples, outcome.kept);
+            validated(&target);
+        }
+        None => {
+            assert_eq!(outcome.kept, 0);
+            assert!(
+                !target.exists(),
+                "nothing kept, yet a checkpoint was written"
+            );
+        }
+    }
+}

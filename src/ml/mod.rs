@@ -5,6 +5,7 @@
 pub mod bert;
 pub mod calculator;
 pub mod config;
+pub mod game_round;
 pub mod llama;
 pub mod prompt;
 pub mod prover;
