@@ -271,3 +271,44 @@ fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
         }
     }
 }
+
+/// A round's verifier trains from the base checkpoint on the balanced mix of earlier rounds'
+/// solutions: round 2 uses rounds 0 and 1 only, half correct and half incorrect.
+#[test]
+fn a_round_verifier_trains_on_the_balanced_mix_of_earlier_rounds() {
+    use legibility::ml::game_round::{RoundSolution, train_round_verifier};
+    use legibility::ml::train_verifier::FitOptions;
+
+    let mut pool = Vec::new();
+    for (round, seed) in [(0u32, 11u64), (1, 12), (2, 13)] {
+        for problem in generator::generate(seed, 12) {
+            let problem_id = uuid::Uuid::new_v4();
+            for (role, text, correct) in [
+                (ProverRole::Helpful, problem.helpful_solution.clone(), true),
+                (ProverRole::Sneaky, problem.sneaky_solution.clone(), false),
+            ] {
+                pool.push(RoundSolution {
+                    problem_id,
+                    question: problem.question.clone(),
+                    text,
+                    round,
+                    role,
+                    correct,
+                });
+            }
+        }
+    }
+    let options = FitOptions {
+        max_epochs: 1,
+        max_steps: 4,
+        batch: 4,
+        validation_share: 0.25,
+        ..FitOptions::default()
+    };
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/verifier-tiny");
+    let (_verifier, report) =
+        train_round_verifier(&base, &pool, 2, 1000, &options, &AtomicBool::new(false)).unwrap();
+    // Everything eligible: rounds 0 and 1 (48 solutions); round 2's 24 are never used.
+    assert_eq!(report.train_solutions + report.validation_solutions, 48);
+    assert!(report.steps >= 1 && report.steps <= 4, "{report:?}");
+}

@@ -9,14 +9,16 @@ use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
 use serde::Serialize;
+use uuid::Uuid;
 
 use super::ModelError;
 use super::prover::{Prover, SampleRequest};
 use super::sampling::SamplingParams;
 use super::train::{FineTuneOptions, FineTuneReport, fine_tune_prover};
+use super::train_verifier::{FitOptions, FitReport, LabelledSolution, fit_verifier};
 use super::verifier::{Verifier, verifier_text};
 use crate::domain::ProverRole;
-use crate::game::{self, RewardKind, RoundMetrics, RoundSample, ScoredSample};
+use crate::game::{self, MixCandidate, RewardKind, RoundMetrics, RoundSample, ScoredSample};
 use crate::grading;
 
 /// A problem the prover is trained on: its question and ground-truth answer.
@@ -144,4 +146,62 @@ pub fn prover_step(
         metrics: game::round_metrics(&round_samples, 2),
         fine_tune,
     })
+}
+
+/// A graded solution that may train a round's verifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundSolution {
+    /// Its problem (the unit of the train/validation split).
+    pub problem_id: Uuid,
+    /// The problem's question.
+    pub question: String,
+    /// The solution text.
+    pub text: String,
+    /// Round of the prover that wrote it (0 = the initial prover).
+    pub round: u32,
+    /// The role it was written in.
+    pub role: ProverRole,
+    /// Whether its final answer is right.
+    pub correct: bool,
+}
+
+/// Trains round `round`'s verifier: from the base checkpoint in `base_dir` (not from the
+/// previous round's verifier, so each round's verifier sees only its own mix), on up to
+/// `total` solutions chosen by [`game::verifier_mix`] (equal share per earlier round's prover,
+/// balanced correctness), labelled by correctness. Returns the trained verifier and its report.
+pub fn train_round_verifier(
+    base_dir: &Path,
+    pool: &[RoundSolution],
+    round: u32,
+    total: usize,
+    options: &FitOptions,
+    stop: &AtomicBool,
+) -> Result<(Verifier, FitReport), ModelError> {
+    let candidates: Vec<MixCandidate> = pool
+        .iter()
+        .map(|s| MixCandidate {
+            round: s.round,
+            correct: s.correct,
+        })
+        .collect();
+    let chosen = game::verifier_mix(&candidates, round, total, options.seed);
+    let data: Vec<LabelledSolution> = chosen
+        .iter()
+        .map(|&i| {
+            let s = &pool[i];
+            LabelledSolution {
+                solution_id: Uuid::new_v4(),
+                problem_id: s.problem_id,
+                text: verifier_text(&s.question, &s.text),
+                label: Some(s.correct),
+                ground_truth: s.correct,
+                human: None,
+                round: i64::from(s.round),
+                role: s.role,
+            }
+        })
+        .collect();
+    let mut verifier = Verifier::load(base_dir, &Device::Cpu)?;
+    let report = fit_verifier(&mut verifier, &data, options, &mut |_, _| {}, stop)?;
+    Ok((verifier, report))
 }
