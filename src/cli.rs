@@ -426,6 +426,35 @@ pub enum TrainCommand {
         #[arg(long)]
         steps: Option<usize>,
     },
+    /// Run the checkability game from the shipped models: round 0 measures the initial prover,
+    /// each later round trains a verifier on earlier rounds' solutions and optimises the prover
+    /// against it (expert iteration); writes `round-N` provers and `game.json`.
+    Game {
+        /// Rounds after round 0.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Seed of everything; the same seed and thread count repeat the run.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Folder for the rounds' provers and game.json.
+        #[arg(long, default_value = "models/game")]
+        out: PathBuf,
+        /// Reward: src, cgc or goodhart.
+        #[arg(long, default_value = "src")]
+        reward: String,
+        /// Training problems (generated).
+        #[arg(long, default_value_t = 64)]
+        problems: usize,
+        /// Held-out problems the round metrics are measured on.
+        #[arg(long, default_value_t = 64)]
+        eval_problems: usize,
+        /// Prover steps per round at most.
+        #[arg(long, default_value_t = 4)]
+        steps_per_round: usize,
+        /// Models folder holding prover-tiny and verifier-tiny.
+        #[arg(long, default_value = "models")]
+        models_dir: PathBuf,
+    },
 }
 
 /// Runs `train prover`: blocking CPU work on its own thread.
@@ -444,6 +473,68 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
             out,
             steps,
         } => return train_verifier(&preset, seed, out, steps).await,
+        TrainCommand::Game {
+            rounds,
+            seed,
+            out,
+            reward,
+            problems,
+            eval_problems,
+            steps_per_round,
+            models_dir,
+        } => {
+            let options = crate::ml::game_round::GameOptions {
+                rounds,
+                prover_base: models_dir.join("prover-tiny"),
+                verifier_base: models_dir.join("verifier-tiny"),
+                out,
+                problems,
+                eval_problems,
+                steps_per_round,
+                verifier_solutions: 4 * problems,
+                step: crate::ml::game_round::ProverStepOptions {
+                    reward: reward.parse().map_err(anyhow::Error::msg)?,
+                    samples_per_role: 1,
+                    sampling: crate::ml::sampling::SamplingParams::default(),
+                    keep_share: 0.5,
+                    fine_tune: crate::ml::train::FineTuneOptions {
+                        steps: 8,
+                        batch_size: 8,
+                        learning_rate: 3e-4,
+                        seed,
+                    },
+                    seed,
+                },
+                fit: crate::ml::train_verifier::FitOptions {
+                    seed,
+                    ..Default::default()
+                },
+                seed,
+            };
+            let report = tokio::task::spawn_blocking(move || {
+                crate::ml::game_round::run_game(
+                    &options,
+                    &std::sync::atomic::AtomicBool::new(false),
+                    &mut |line| eprintln!("{line}"),
+                )
+            })
+            .await??;
+            for round in &report.rounds {
+                println!(
+                    "round {}: helpful correct {:?}, sneaky success {:?}, verifier accuracy {:?}, AUROC {:?}, best-of-2 {:?} ({} steps, {:.0}s)",
+                    round.round,
+                    round.metrics.prover_accuracy,
+                    round.metrics.sneaky_success,
+                    round.metrics.verifier_accuracy,
+                    round.metrics.verifier_auroc,
+                    round.metrics.best_of_n_accuracy,
+                    round.steps,
+                    round.seconds
+                );
+            }
+            println!("{} rounds in {:.0}s", report.rounds.len(), report.seconds);
+            return Ok(());
+        }
     };
     let preset = crate::ml::train::Preset::named(&preset)
         .with_context(|| format!("unknown preset {preset:?}; expected tiny or test"))?;

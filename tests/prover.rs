@@ -312,3 +312,74 @@ fn a_round_verifier_trains_on_the_balanced_mix_of_earlier_rounds() {
     assert_eq!(report.train_solutions + report.validation_solutions, 48);
     assert!(report.steps >= 1 && report.steps <= 4, "{report:?}");
 }
+
+/// A whole (short) training run: round 0 measures the initial prover, round 1 trains a
+/// verifier and optimises the prover; the round's prover is a valid checkpoint and game.json
+/// records both rounds.
+#[test]
+fn a_training_run_writes_each_rounds_prover_and_its_metrics() {
+    use legibility::game::RewardKind;
+    use legibility::ml::game_round::{GameOptions, ProverStepOptions, run_game};
+    use legibility::ml::train_verifier::FitOptions;
+
+    let out = tempfile::tempdir().unwrap();
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models");
+    let options = GameOptions {
+        rounds: 1,
+        prover_base: models.join("prover-tiny"),
+        verifier_base: models.join("verifier-tiny"),
+        out: out.path().to_path_buf(),
+        problems: 6,
+        eval_problems: 4,
+        steps_per_round: 1,
+        verifier_solutions: 24,
+        step: ProverStepOptions {
+            reward: RewardKind::Src,
+            samples_per_role: 1,
+            sampling: SamplingParams {
+                max_new_tokens: 160,
+                ..SamplingParams::default()
+            },
+            keep_share: 0.5,
+            fine_tune: FineTuneOptions {
+                steps: 2,
+                batch_size: 4,
+                learning_rate: 3e-4,
+                seed: 1,
+            },
+            seed: 1,
+        },
+        fit: FitOptions {
+            max_epochs: 1,
+            max_steps: 3,
+            batch: 4,
+            validation_share: 0.34,
+            ..FitOptions::default()
+        },
+        seed: 5,
+    };
+    let mut lines = Vec::new();
+    let report = run_game(&options, &AtomicBool::new(false), &mut |l| {
+        lines.push(l.to_string())
+    })
+    .unwrap();
+    assert_eq!(report.rounds.len(), 2, "{lines:?}");
+    assert_eq!(report.rounds[0].steps, 0);
+    assert_eq!(
+        report.rounds[0].prover,
+        shipped_prover().display().to_string()
+    );
+    for round in &report.rounds {
+        assert!(round.metrics.prover_accuracy.is_some(), "{round:?}");
+        assert!(
+            round.metrics.verifier_auroc.is_some() || round.metrics.verifier_accuracy.is_some()
+        );
+    }
+    if report.rounds[1].steps > 0 {
+        validated(&out.path().join("round-1"));
+    }
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("game.json")).unwrap()).unwrap();
+    assert_eq!(written["rounds"].as_array().unwrap().len(), 2);
+    assert_eq!(written["options"]["seed"], 5);
+}
