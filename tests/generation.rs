@@ -5,10 +5,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Backend, TestApp, TestDb, wait_for_end};
+use common::{Backend, TestApp, TestDb, WorkerProcess, wait_for_end};
 use legibility::clock::Clock;
 use legibility::domain::{CheckpointKind, JobState, ProverRole, UserRole};
 use legibility::generator;
@@ -270,58 +269,25 @@ async fn committing_a_chunk_twice_writes_it_once(backend: Backend) {
 }
 on_both_backends!(committing_a_chunk_twice_writes_it_once);
 
-/// The worker as a child process, killed (SIGKILL) when dropped.
-struct WorkerProcess(Child);
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_worker(url: &str, name: &str) -> WorkerProcess {
     start_worker_with(url, name, "2")
 }
 
 fn start_worker_with(url: &str, name: &str, lease_secs: &str) -> WorkerProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_legibility"))
-        .args([
-            "worker",
+    let models = models_dir();
+    let models = models.to_str().expect("a UTF-8 path");
+    common::start_worker_process(
+        url,
+        name,
+        &[
             "--lease-secs",
             lease_secs,
             "--generation-batch",
             "4",
-        ])
-        .arg("--worker-id")
-        .arg(name)
-        .arg("--models-dir")
-        .arg(models_dir())
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start legibility worker");
-    WorkerProcess(child)
-}
-
-/// Waits until the job has committed its first chunk, and checks it has more to do (so the
-/// worker is stopped mid-job).
-async fn wait_for_first_chunk(store: &Store, job: Uuid) {
-    let started = Instant::now();
-    loop {
-        let view = store.job(job).await.unwrap();
-        if view.progress_done > 0 {
-            assert!(
-                view.progress_done < view.progress_total,
-                "the job finished before the worker could be stopped: {view:?}"
-            );
-            return;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "{view:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            "--models-dir",
+            models,
+        ],
+    )
 }
 
 async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(backend: Backend) {
@@ -341,7 +307,7 @@ async fn a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(backend:
     .unwrap();
 
     let mut first = start_worker(&db.url, "doomed");
-    wait_for_first_chunk(&store, job).await;
+    common::wait_for_progress_mid_job(&store, job).await;
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     let interrupted = store.job(job).await.unwrap();
@@ -404,7 +370,7 @@ async fn a_worker_stopped_by_sigterm_hands_its_job_back(backend: Backend) {
 
     // A long lease, so only the release (not an expiry) can put the job back in the queue.
     let mut first = start_worker_with(&db.url, "stopping", "600");
-    wait_for_first_chunk(&store, job).await;
+    common::wait_for_progress_mid_job(&store, job).await;
     common::terminate(&first.0);
     let exit = common::wait_for_exit(&mut first.0, Duration::from_secs(60)).await;
     assert!(exit.success(), "worker exit after SIGTERM: {exit}");

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestApp, truthful, wait_for_end};
@@ -339,30 +338,20 @@ async fn new_judgements_trigger_training_automatically(backend: Backend) {
 }
 on_both_backends!(new_judgements_trigger_training_automatically);
 
-/// The worker as a child process, killed (SIGKILL) when dropped.
-struct WorkerProcess(Child);
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_worker_process(url: &str, models: &Path, name: &str) -> WorkerProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_legibility"))
-        .args(["worker", "--lease-secs", "2", "--verifier-every", "0"])
-        .arg("--worker-id")
-        .arg(name)
-        .arg("--models-dir")
-        .arg(models)
-        .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start legibility worker");
-    WorkerProcess(child)
+fn start_worker_process(url: &str, models: &Path, name: &str) -> common::WorkerProcess {
+    let models = models.to_str().expect("a UTF-8 path");
+    common::start_worker_process(
+        url,
+        name,
+        &[
+            "--lease-secs",
+            "2",
+            "--verifier-every",
+            "0",
+            "--models-dir",
+            models,
+        ],
+    )
 }
 
 async fn a_worker_killed_mid_training_leaves_the_previous_version_current(backend: Backend) {
@@ -391,20 +380,7 @@ async fn a_worker_killed_mid_training_leaves_the_previous_version_current(backen
         .unwrap();
     let models_path: PathBuf = models.path().to_path_buf();
     let mut first = start_worker_process(&app.db.url, &models_path, "doomed");
-    let started = Instant::now();
-    loop {
-        let view = store.job(job).await.unwrap();
-        if view.progress_done > 0 {
-            assert!(
-                view.progress_done < view.progress_total,
-                "training finished before the worker could be killed: {view:?}"
-            );
-            break;
-        }
-        assert_ne!(view.state, JobState::Failed, "{view:?}");
-        assert!(started.elapsed() < Duration::from_secs(300), "{view:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_for_progress_mid_job(&store, job).await;
     first.0.kill().unwrap();
     first.0.wait().unwrap();
 

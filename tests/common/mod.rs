@@ -808,3 +808,51 @@ pub async fn wait_for_exit(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A `legibility worker` child process, killed (SIGKILL) when dropped.
+pub struct WorkerProcess(pub std::process::Child);
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real worker binary on `url` as worker `name`, with `args` after `worker`.
+pub fn start_worker_process(url: &str, name: &str, args: &[&str]) -> WorkerProcess {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_legibility"))
+        .arg("worker")
+        .args(args)
+        .arg("--worker-id")
+        .arg(name)
+        .env("DATABASE_URL", url)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start legibility worker");
+    WorkerProcess(child)
+}
+
+/// Waits until `job` has made progress and still has more to do, so its worker can be stopped
+/// mid-job; fails if the job fails or makes no progress within 5 minutes.
+pub async fn wait_for_progress_mid_job(store: &Store, job: Uuid) {
+    let started = std::time::Instant::now();
+    loop {
+        let view = store.job(job).await.unwrap();
+        if view.progress_done > 0 {
+            assert!(
+                view.progress_done < view.progress_total,
+                "the job finished before its worker could be stopped: {view:?}"
+            );
+            return;
+        }
+        assert_ne!(view.state, legibility::domain::JobState::Failed, "{view:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "{view:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
