@@ -436,7 +436,8 @@ pub enum TrainCommand {
         /// Seed of everything; the same seed and thread count repeat the run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Folder for the rounds' provers and game.json.
+        /// Folder for the rounds' provers and game.json; running again on the same folder
+        /// with the same settings resumes after the last finished step.
         #[arg(long, default_value = "models/game")]
         out: PathBuf,
         /// Reward: src, cgc or goodhart.
@@ -512,8 +513,10 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
                 seed,
             };
             let report = tokio::task::spawn_blocking(move || {
+                let mut journal = crate::ml::game_round::FolderJournal::open(&options)?;
                 crate::ml::game_round::run_game(
                     &options,
+                    &mut journal,
                     &std::sync::atomic::AtomicBool::new(false),
                     &mut |line| eprintln!("{line}"),
                 )

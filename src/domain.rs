@@ -125,7 +125,7 @@ mod tests {
 
 string_enum!(
     /// What a background job does; the worker dispatches on it.
-    JobKind { Generation => "generation", VerifierTraining => "verifier_training", VerifierScoring => "verifier_scoring" }
+    JobKind { Generation => "generation", VerifierTraining => "verifier_training", VerifierScoring => "verifier_scoring", TrainingRun => "training_run" }
 );
 
 string_enum!(

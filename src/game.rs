@@ -209,7 +209,7 @@ pub struct RoundSample {
 }
 
 /// What a round achieved, as the report shows it per round.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoundMetrics {
     /// Share of helpful samples that are correct.
     pub prover_accuracy: Option<f64>,

@@ -313,13 +313,53 @@ fn a_round_verifier_trains_on_the_balanced_mix_of_earlier_rounds() {
     assert!(report.steps >= 1 && report.steps <= 4, "{report:?}");
 }
 
-/// A whole (short) training run: round 0 measures the initial prover, round 1 trains a
-/// verifier and optimises the prover; the round's prover is a valid checkpoint and game.json
-/// records both rounds.
+/// A journal that stops the run after `stop_after` steps were recorded, as a crash would.
+struct CrashingJournal {
+    inner: legibility::ml::game_round::FolderJournal,
+    stop_after: usize,
+}
+
+impl legibility::ml::game_round::GameJournal for CrashingJournal {
+    fn finished(
+        &mut self,
+    ) -> Result<
+        (
+            Vec<legibility::ml::game_round::RoundReport>,
+            Vec<legibility::ml::game_round::StepRecord>,
+        ),
+        legibility::ml::ModelError,
+    > {
+        self.inner.finished()
+    }
+    fn step_finished(
+        &mut self,
+        record: &legibility::ml::game_round::StepRecord,
+        done: i64,
+    ) -> Result<(), legibility::ml::ModelError> {
+        self.inner.step_finished(record, done)?;
+        self.stop_after -= 1;
+        if self.stop_after == 0 {
+            return Err(legibility::ml::ModelError::Stopped);
+        }
+        Ok(())
+    }
+    fn round_finished(
+        &mut self,
+        report: &legibility::ml::game_round::RoundReport,
+        done: i64,
+    ) -> Result<(), legibility::ml::ModelError> {
+        self.inner.round_finished(report, done)
+    }
+}
+
+/// A whole (short) training run, stopped after its first prover step and started again: round
+/// 0 measures the initial prover, round 1 trains a verifier and optimises the prover. The
+/// second start resumes after the recorded step (it does not run it again), the round's
+/// prover is a valid checkpoint, and game.json records both rounds.
 #[test]
-fn a_training_run_writes_each_rounds_prover_and_its_metrics() {
+fn a_training_run_resumes_after_its_last_finished_step() {
     use legibility::game::RewardKind;
-    use legibility::ml::game_round::{GameOptions, ProverStepOptions, run_game};
+    use legibility::ml::game_round::{FolderJournal, GameOptions, ProverStepOptions, run_game};
     use legibility::ml::train_verifier::FitOptions;
 
     let out = tempfile::tempdir().unwrap();
@@ -331,7 +371,7 @@ fn a_training_run_writes_each_rounds_prover_and_its_metrics() {
         out: out.path().to_path_buf(),
         problems: 6,
         eval_problems: 4,
-        steps_per_round: 1,
+        steps_per_round: 2,
         verifier_solutions: 24,
         step: ProverStepOptions {
             reward: RewardKind::Src,
@@ -358,16 +398,44 @@ fn a_training_run_writes_each_rounds_prover_and_its_metrics() {
         },
         seed: 5,
     };
-    let mut lines = Vec::new();
-    let report = run_game(&options, &AtomicBool::new(false), &mut |l| {
-        lines.push(l.to_string())
+    let mut first = Vec::new();
+    let mut crashing = CrashingJournal {
+        inner: FolderJournal::open(&options).unwrap(),
+        stop_after: 1,
+    };
+    let stopped = run_game(&options, &mut crashing, &AtomicBool::new(false), &mut |l| {
+        first.push(l.to_string())
+    });
+    assert!(
+        matches!(stopped, Err(legibility::ml::ModelError::Stopped)),
+        "{first:?}"
+    );
+    assert!(
+        first.iter().any(|l| l.starts_with("round 1 step 1:")),
+        "{first:?}"
+    );
+
+    let mut second = Vec::new();
+    let mut journal = FolderJournal::open(&options).unwrap();
+    let report = run_game(&options, &mut journal, &AtomicBool::new(false), &mut |l| {
+        second.push(l.to_string())
     })
     .unwrap();
-    assert_eq!(report.rounds.len(), 2, "{lines:?}");
+    assert!(
+        second
+            .iter()
+            .any(|l| l == "resuming after 1 finished rounds and 1 finished steps of round 1"),
+        "{second:?}"
+    );
+    assert!(
+        !second.iter().any(|l| l.starts_with("round 1 step 1:")),
+        "the finished step ran again: {second:?}"
+    );
+    assert_eq!(report.rounds.len(), 2, "{second:?}");
     assert_eq!(report.rounds[0].steps, 0);
     assert_eq!(
-        report.rounds[0].prover,
-        shipped_prover().display().to_string()
+        report.rounds[0].prover, None,
+        "round 0 is the initial prover"
     );
     for round in &report.rounds {
         assert!(round.metrics.prover_accuracy.is_some(), "{round:?}");
@@ -375,11 +443,36 @@ fn a_training_run_writes_each_rounds_prover_and_its_metrics() {
             round.metrics.verifier_auroc.is_some() || round.metrics.verifier_accuracy.is_some()
         );
     }
-    if report.rounds[1].steps > 0 {
-        validated(&out.path().join("round-1"));
+    if let Some(prover) = &report.rounds[1].prover {
+        validated(&out.path().join(prover));
+        // Only the round's own prover is kept among its steps.
+        let kept: Vec<_> = std::fs::read_dir(out.path().join("round-1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
     }
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("game.json")).unwrap()).unwrap();
     assert_eq!(written["rounds"].as_array().unwrap().len(), 2);
     assert_eq!(written["options"]["seed"], 5);
+
+    // Started once more, the finished run does nothing again; other settings are refused.
+    let mut again = Vec::new();
+    let mut journal = FolderJournal::open(&options).unwrap();
+    let repeated = run_game(&options, &mut journal, &AtomicBool::new(false), &mut |l| {
+        again.push(l.to_string())
+    })
+    .unwrap();
+    assert_eq!(
+        again,
+        vec!["resuming after 2 finished rounds and 0 finished steps of round 2"]
+    );
+    assert_eq!(repeated.rounds, report.rounds);
+    let other = GameOptions {
+        seed: 6,
+        ..options.clone()
+    };
+    let refused = FolderJournal::open(&other).unwrap_err().to_string();
+    assert!(refused.contains("other settings"), "{refused}");
 }

@@ -4,11 +4,11 @@
 //! prover is fine-tuned on each role's best (expert iteration). A training-run job repeats
 //! this until the round's stop rule holds or its step budget is spent.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ModelError;
@@ -284,11 +284,12 @@ pub struct GameOptions {
     /// Rounds after round 0 (round 0 is the initial prover, measured, not optimised).
     pub rounds: u32,
     /// The initial prover's checkpoint folder.
-    pub prover_base: std::path::PathBuf,
+    pub prover_base: PathBuf,
     /// The verifier checkpoint every round's verifier is trained from.
-    pub verifier_base: std::path::PathBuf,
-    /// Folder the rounds' provers (`round-1`, …) and `game.json` are written to.
-    pub out: std::path::PathBuf,
+    pub verifier_base: PathBuf,
+    /// The run's folder: the steps' provers (`round-R/step-S`), the rounds' solution pools
+    /// and `game.json` are written here.
+    pub out: PathBuf,
     /// Training problems (generated with `seed`, disjoint from the held-out set).
     pub problems: usize,
     /// Held-out problems the round metrics are measured on.
@@ -305,47 +306,239 @@ pub struct GameOptions {
     pub seed: u64,
 }
 
+impl GameOptions {
+    /// Units of work of a run, for a progress bar: per round one unit for the verifier and
+    /// measuring, plus one per prover step of the budget.
+    pub fn progress_total(&self) -> i64 {
+        i64::from(self.rounds + 1) + i64::from(self.rounds) * self.steps_per_round as i64
+    }
+}
+
+/// A finished prover step, as a run records it so that a restarted run resumes after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// Its round (1 or more).
+    pub round: u32,
+    /// Its number in the round (1 or more).
+    pub step: usize,
+    /// The step's prover, relative to the run's folder; None when no sample earned a positive
+    /// reward, which ends the round's steps with the prover unchanged.
+    pub prover: Option<String>,
+    /// Samples drawn.
+    pub samples: usize,
+    /// Mean reward over the samples.
+    pub mean_reward: f64,
+    /// Samples the prover was fine-tuned on.
+    pub kept: usize,
+    /// Whether sneaky solutions caught up with helpful ones (ends the round).
+    pub sneaky_caught_up: bool,
+    /// The step's samples under the round's verifier.
+    pub metrics: RoundMetrics,
+    /// Fine-tuning loss on the kept samples before and after the step.
+    pub loss: Option<(f64, f64)>,
+}
+
+impl StepRecord {
+    /// True when the round takes no more steps after this one.
+    pub fn ends_round(&self) -> bool {
+        self.prover.is_none() || self.sneaky_caught_up
+    }
+}
+
 /// What one round produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundReport {
     /// The round (0 = the initial prover).
     pub round: u32,
-    /// The round's prover checkpoint folder.
-    pub prover: String,
-    /// Prover steps taken (0 in round 0).
+    /// The round's prover, relative to the run's folder; None for the initial prover (round
+    /// 0, or a later round whose steps all came back empty before any changed it).
+    pub prover: Option<String>,
+    /// Prover steps that changed the prover (0 in round 0).
     pub steps: usize,
     /// Whether the round ended because sneaky solutions caught up with helpful ones.
     pub sneaky_caught_up: bool,
+    /// Solutions the round's verifier was trained on (training and validation).
+    pub verifier_solutions: usize,
     /// The round's verifier: validation AUROC against correctness after fitting.
     pub verifier_validation_auroc: Option<f64>,
     /// The round's prover on the held-out problems, scored by the round's verifier.
     pub metrics: RoundMetrics,
-    /// Wall-clock seconds of the round.
+    /// Wall-clock seconds of the round (of its last attempt, when it was resumed).
     pub seconds: f64,
 }
 
-/// The record of a training run, written to `game.json` in the output folder.
+/// The record of a training run, written to `game.json` in the run's folder.
 #[derive(Debug, Clone, Serialize)]
 pub struct GameReport {
     /// The settings it ran with.
     pub options: GameOptions,
     /// One entry per round, from round 0.
     pub rounds: Vec<RoundReport>,
-    /// Wall-clock seconds of the run.
+    /// Wall-clock seconds of the run's last attempt.
     pub seconds: f64,
 }
 
-/// Runs the checkability game: round 0 measures the initial prover; round r trains its
-/// verifier from the base on the mix of rounds 0..r's solutions, then optimises round r−1's
-/// prover against it until sneaky solutions catch up or the step budget is spent, and writes
-/// the result as `out/round-r`. `log` receives a line per step and round.
+/// Where a run keeps what it has finished, so that a run started again (after a crash, a
+/// restart, a lost lease) resumes after its last finished step. The worker keeps it in the
+/// database, fenced by the job's lease; the command line in the run's folder.
+pub trait GameJournal {
+    /// The finished rounds (0, 1, … in order) and the finished steps of later rounds.
+    fn finished(&mut self) -> Result<(Vec<RoundReport>, Vec<StepRecord>), ModelError>;
+    /// Records a finished prover step; `progress_done` counts the run's finished units.
+    fn step_finished(&mut self, record: &StepRecord, progress_done: i64) -> Result<(), ModelError>;
+    /// Records a finished round, after its prover and solution pool are on disk.
+    fn round_finished(
+        &mut self,
+        report: &RoundReport,
+        progress_done: i64,
+    ) -> Result<(), ModelError>;
+}
+
+/// A journal in the run's folder (`journal.json`, replaced atomically), for runs from the
+/// command line: starting a run again on the same folder with the same settings resumes it.
+#[derive(Debug)]
+pub struct FolderJournal {
+    path: PathBuf,
+    state: FolderJournalState,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FolderJournalState {
+    options: serde_json::Value,
+    rounds: Vec<RoundReport>,
+    steps: Vec<StepRecord>,
+}
+
+impl FolderJournal {
+    /// Opens (or starts) the journal of a run with `options`; a folder holding a run with
+    /// other settings is refused, so a resumed run never mixes two runs' work.
+    pub fn open(options: &GameOptions) -> Result<FolderJournal, ModelError> {
+        let path = options.out.join("journal.json");
+        let settings =
+            serde_json::to_value(options).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let state: FolderJournalState = serde_json::from_slice(&bytes).map_err(|e| {
+                    ModelError::Invalid(format!("{} is not a run journal: {e}", path.display()))
+                })?;
+                if state.options != settings {
+                    return Err(ModelError::Invalid(format!(
+                        "{} holds a run with other settings; use another --out folder",
+                        options.out.display()
+                    )));
+                }
+                state
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FolderJournalState {
+                options: settings,
+                rounds: Vec::new(),
+                steps: Vec::new(),
+            },
+            Err(e) => return Err(ModelError::io(&path, e)),
+        };
+        Ok(FolderJournal { path, state })
+    }
+
+    fn save(&self) -> Result<(), ModelError> {
+        let text = serde_json::to_vec_pretty(&self.state)
+            .map_err(|e| ModelError::Invalid(e.to_string()))?;
+        write_file_atomically(&self.path, &text)
+    }
+}
+
+impl GameJournal for FolderJournal {
+    fn finished(&mut self) -> Result<(Vec<RoundReport>, Vec<StepRecord>), ModelError> {
+        Ok((self.state.rounds.clone(), self.state.steps.clone()))
+    }
+
+    fn step_finished(&mut self, record: &StepRecord, _: i64) -> Result<(), ModelError> {
+        self.state.steps.push(record.clone());
+        self.save()
+    }
+
+    fn round_finished(&mut self, report: &RoundReport, _: i64) -> Result<(), ModelError> {
+        self.state.rounds.push(report.clone());
+        self.save()
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file and a rename, so a reader (or a
+/// resumed run) sees the old file or the new one, never half of one.
+fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let temp = path.with_file_name(format!(".tmp-{name}-{}", std::process::id()));
+    std::fs::write(&temp, bytes)
+        .and_then(|()| std::fs::File::open(&temp)?.sync_all())
+        .and_then(|()| std::fs::rename(&temp, path))
+        .map_err(|e| ModelError::io(path, e))
+}
+
+/// The file holding the solutions round `round`'s prover drew on the training problems.
+fn pool_file(out: &Path, round: u32) -> PathBuf {
+    out.join(format!("pool-round-{round}.json"))
+}
+
+/// A step's prover folder, relative to the run's folder.
+fn step_dir(round: u32, step: usize) -> String {
+    format!("round-{round}/step-{step}")
+}
+
+/// Checks that the journal's rounds are 0, 1, … and its steps belong to the next round.
+fn check_journal(rounds: &[RoundReport], steps: &[StepRecord]) -> Result<(), ModelError> {
+    for (expected, round) in rounds.iter().enumerate() {
+        if round.round as usize != expected {
+            return Err(ModelError::Invalid(format!(
+                "the run's journal lists round {} where round {expected} belongs",
+                round.round
+            )));
+        }
+    }
+    for (expected, step) in steps.iter().enumerate() {
+        if step.step != expected + 1 {
+            return Err(ModelError::Invalid(format!(
+                "the run's journal lists step {} of round {} where step {} belongs",
+                step.step,
+                step.round,
+                expected + 1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the checkability game, resuming after what `journal` lists as finished: round 0
+/// measures the initial prover; round r trains its verifier from the base on the mix of
+/// rounds 0..r's solutions, then optimises round r−1's prover against it until sneaky
+/// solutions catch up or the step budget is spent. Each step's prover is written to
+/// `out/round-r/step-s`, each round's solutions to `out/pool-round-r.json`, both before the
+/// journal records them; `log` receives a line per step and round. Every random choice derives
+/// from the seed and the round and step, so a resumed run computes what an uninterrupted one
+/// would have.
 pub fn run_game(
     options: &GameOptions,
+    journal: &mut dyn GameJournal,
     stop: &AtomicBool,
     log: &mut dyn FnMut(&str),
 ) -> Result<GameReport, ModelError> {
     let started = std::time::Instant::now();
     std::fs::create_dir_all(&options.out).map_err(|e| ModelError::io(&options.out, e))?;
+    let (mut rounds, finished_steps) = journal.finished()?;
+    let next_round = rounds.len() as u32;
+    let resumed_steps: Vec<StepRecord> = finished_steps
+        .into_iter()
+        .filter(|s| s.round == next_round)
+        .collect();
+    check_journal(&rounds, &resumed_steps)?;
+    if !rounds.is_empty() || !resumed_steps.is_empty() {
+        log(&format!(
+            "resuming after {} finished rounds and {} finished steps of round {next_round}",
+            rounds.len(),
+            resumed_steps.len()
+        ));
+    }
     let (held_out, excluded) = super::train::held_out_problems(options.eval_problems);
     let as_problem = |p: crate::generator::GeneratedProblem| TrainingProblem {
         question: p.question,
@@ -360,8 +553,12 @@ pub fn run_game(
     let problem_ids: Vec<Uuid> = (0..train.len())
         .map(|i| Uuid::from_u64_pair(options.seed, i as u64))
         .collect();
-    let mut pool: Vec<RoundSolution> = Vec::new();
-    let add_to_pool = |pool: &mut Vec<RoundSolution>, prover: &Path, round: u32| {
+    let resolve = |prover: &Option<String>| match prover {
+        Some(dir) => options.out.join(dir),
+        None => options.prover_base.clone(),
+    };
+    // Draws round `round`'s solutions on the training problems and keeps them on disk.
+    let draw_pool = |prover: &Path, round: u32| -> Result<Vec<RoundSolution>, ModelError> {
         let drawn = sample_and_grade(
             prover,
             &train,
@@ -370,23 +567,50 @@ pub fn run_game(
             options.seed ^ (u64::from(round) << 32),
             stop,
         )?;
-        pool.extend(drawn.into_iter().map(|d| RoundSolution {
-            problem_id: problem_ids[d.problem],
-            question: train[d.problem].question.clone(),
-            text: d.text,
-            round,
-            role: d.role,
-            correct: d.correct,
-        }));
-        Ok::<(), ModelError>(())
+        let solutions: Vec<PoolSolution> = drawn
+            .into_iter()
+            .map(|d| PoolSolution {
+                problem: d.problem,
+                role: d.role,
+                text: d.text,
+                correct: d.correct,
+            })
+            .collect();
+        let bytes =
+            serde_json::to_vec(&solutions).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        write_file_atomically(&pool_file(&options.out, round), &bytes)?;
+        Ok(pool_entries(solutions, round, &train, &problem_ids))
     };
+    let mut pool: Vec<RoundSolution> = Vec::new();
+    for round in &rounds {
+        let path = pool_file(&options.out, round.round);
+        let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
+        let solutions: Vec<PoolSolution> = serde_json::from_slice(&bytes)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+        if solutions.iter().any(|s| s.problem >= train.len()) {
+            return Err(ModelError::Invalid(format!(
+                "{} names problems this run does not have",
+                path.display()
+            )));
+        }
+        pool.extend(pool_entries(solutions, round.round, &train, &problem_ids));
+    }
+    let mut prover = rounds
+        .last()
+        .map(|r| resolve(&r.prover))
+        .unwrap_or_else(|| options.prover_base.clone());
+    let mut prover_rel = rounds.last().and_then(|r| r.prover.clone());
+    let mut progress = rounds.len() as i64
+        + rounds
+            .iter()
+            .filter(|r| r.round > 0)
+            .map(|_| options.steps_per_round as i64)
+            .sum::<i64>();
 
-    let mut rounds = Vec::new();
-    let mut prover = options.prover_base.clone();
-    for round in 0..=options.rounds {
+    for round in next_round..=options.rounds {
         let round_started = std::time::Instant::now();
         if round == 0 {
-            add_to_pool(&mut pool, &prover, 0)?;
+            pool.extend(draw_pool(&prover, 0)?);
         }
         let fit = FitOptions {
             seed: options.fit.seed ^ u64::from(round),
@@ -402,33 +626,65 @@ pub fn run_game(
         )?;
         log(&format!(
             "round {round}: verifier trained on {} solutions, validation AUROC {:?}",
-            fit_report.train_solutions, fit_report.after.ground_truth.auroc
+            fit_report.train_solutions + fit_report.validation_solutions,
+            fit_report.after.ground_truth.auroc
         ));
-        let (mut steps, mut caught_up) = (0, false);
-        if round > 0 {
-            let target = options.out.join(format!("round-{round}"));
-            for step in 0..options.steps_per_round {
+        let mut steps: Vec<StepRecord> = if round == next_round {
+            resumed_steps.clone()
+        } else {
+            Vec::new()
+        };
+        if let Some(last) = steps.iter().rev().find(|s| s.prover.is_some()) {
+            prover_rel = last.prover.clone();
+            prover = resolve(&prover_rel);
+        }
+        progress += steps.len() as i64;
+        let ended = steps.last().is_some_and(StepRecord::ends_round);
+        if round > 0 && !ended {
+            for step in steps.len() + 1..=options.steps_per_round {
                 let step_options = ProverStepOptions {
-                    seed: options.seed ^ (u64::from(round) << 32) ^ ((step as u64 + 1) << 16),
+                    seed: options.seed ^ (u64::from(round) << 32) ^ ((step as u64) << 16),
                     ..options.step.clone()
                 };
-                let outcome =
-                    prover_step(&prover, &mut verifier, &train, &step_options, &target, stop)?;
+                let dir = step_dir(round, step);
+                let outcome = prover_step(
+                    &prover,
+                    &mut verifier,
+                    &train,
+                    &step_options,
+                    &options.out.join(&dir),
+                    stop,
+                )?;
+                let record = StepRecord {
+                    round,
+                    step,
+                    prover: outcome.fine_tune.as_ref().map(|_| dir),
+                    samples: outcome.samples,
+                    mean_reward: outcome.mean_reward,
+                    kept: outcome.kept,
+                    sneaky_caught_up: outcome.sneaky_caught_up,
+                    metrics: outcome.metrics,
+                    loss: outcome
+                        .fine_tune
+                        .as_ref()
+                        .map(|f| (f.initial_loss, f.final_loss)),
+                };
                 log(&format!(
-                    "round {round} step {}: mean reward {:.3}, kept {}, helpful correct {:?}, sneaky success {:?}",
-                    step + 1,
-                    outcome.mean_reward,
-                    outcome.kept,
-                    outcome.metrics.prover_accuracy,
-                    outcome.metrics.sneaky_success
+                    "round {round} step {step}: mean reward {:.3}, kept {}, helpful correct {:?}, sneaky success {:?}",
+                    record.mean_reward,
+                    record.kept,
+                    record.metrics.prover_accuracy,
+                    record.metrics.sneaky_success
                 ));
-                if outcome.fine_tune.is_none() {
-                    break;
+                progress += 1;
+                journal.step_finished(&record, progress)?;
+                if let Some(dir) = &record.prover {
+                    prover_rel = Some(dir.clone());
+                    prover = options.out.join(dir);
                 }
-                steps += 1;
-                prover = target.clone();
-                if outcome.sneaky_caught_up {
-                    caught_up = true;
+                let ends = record.ends_round();
+                steps.push(record);
+                if ends {
                     break;
                 }
             }
@@ -444,26 +700,76 @@ pub fn run_game(
         )?;
         log(&format!("round {round}: {metrics:?}"));
         if round > 0 {
-            add_to_pool(&mut pool, &prover, round)?;
+            pool.extend(draw_pool(&prover, round)?);
         }
-        rounds.push(RoundReport {
+        let report = RoundReport {
             round,
-            prover: prover.display().to_string(),
-            steps,
-            sneaky_caught_up: caught_up,
+            prover: prover_rel.clone(),
+            steps: steps.iter().filter(|s| s.prover.is_some()).count(),
+            sneaky_caught_up: steps.iter().any(|s| s.sneaky_caught_up),
+            verifier_solutions: fit_report.train_solutions + fit_report.validation_solutions,
             verifier_validation_auroc: fit_report.after.ground_truth.auroc,
             metrics,
             seconds: round_started.elapsed().as_secs_f64(),
-        });
+        };
+        // The steps the round did not take count as done, so the bar ends full.
+        progress = i64::from(round + 1) + i64::from(round) * options.steps_per_round as i64;
+        journal.round_finished(&report, progress)?;
+        remove_superseded_steps(&options.out, round, prover_rel.as_deref());
+        rounds.push(report);
     }
     let report = GameReport {
         options: options.clone(),
         rounds,
         seconds: started.elapsed().as_secs_f64(),
     };
-    let path = options.out.join("game.json");
     let text =
-        serde_json::to_string_pretty(&report).map_err(|e| ModelError::Invalid(e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
+        serde_json::to_vec_pretty(&report).map_err(|e| ModelError::Invalid(e.to_string()))?;
+    write_file_atomically(&options.out.join("game.json"), &text)?;
     Ok(report)
+}
+
+/// A solution of a round's pool as kept on disk (its problem by index into the run's
+/// training problems, which the seed regenerates).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PoolSolution {
+    problem: usize,
+    role: ProverRole,
+    text: String,
+    correct: bool,
+}
+
+fn pool_entries(
+    solutions: Vec<PoolSolution>,
+    round: u32,
+    train: &[TrainingProblem],
+    problem_ids: &[Uuid],
+) -> Vec<RoundSolution> {
+    solutions
+        .into_iter()
+        .map(|s| RoundSolution {
+            problem_id: problem_ids[s.problem],
+            question: train[s.problem].question.clone(),
+            text: s.text,
+            round,
+            role: s.role,
+            correct: s.correct,
+        })
+        .collect()
+}
+
+/// Removes a finished round's step provers other than the one it kept (and temporary folders
+/// of a killed attempt): only the round's prover is registered and used later. Best effort:
+/// a folder left behind costs disk, not correctness.
+fn remove_superseded_steps(out: &Path, round: u32, kept: Option<&str>) {
+    let round_dir = out.join(format!("round-{round}"));
+    let Ok(entries) = std::fs::read_dir(&round_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let rel = format!("round-{round}/{}", entry.file_name().to_string_lossy());
+        if Some(rel.as_str()) != kept {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -96,7 +96,7 @@ pub struct JobView {
     pub finished_at: Option<i64>,
 }
 
-type JobViewRow = (
+pub(super) type JobViewRow = (
     Uuid,
     String,
     Option<Uuid>,
@@ -113,7 +113,7 @@ type JobViewRow = (
     Option<i64>,
 );
 
-fn job_view_from_row(
+pub(super) fn job_view_from_row(
     (
         id,
         kind,
@@ -150,7 +150,7 @@ fn job_view_from_row(
 }
 
 /// The columns of a [`JobView`], joined with the study for its name.
-const JOB_VIEW_SELECT: &str = "SELECT j.id, j.kind, j.study_id, s.name, j.state, j.progress_done, j.progress_total,
+pub(super) const JOB_VIEW_SELECT: &str = "SELECT j.id, j.kind, j.study_id, s.name, j.state, j.progress_done, j.progress_total,
         j.attempts, j.max_attempts, j.lease_owner, j.error, j.created_at, j.started_at, j.finished_at
  FROM jobs j LEFT JOIN studies s ON s.id = j.study_id";
 

@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
 use sqlx::{ConnectOptions, SqlSafeStr};
 
 pub mod catalog;
+pub mod games;
 pub mod generation;
 pub mod jobs;
 pub mod judging;
@@ -231,6 +232,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "login throttle",
         include_str!("../../migrations/sqlite/0006_login_throttle.sql"),
     ),
+    (
+        7,
+        "training runs",
+        include_str!("../../migrations/sqlite/0007_training_runs.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -262,6 +268,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "login throttle",
         include_str!("../../migrations/postgres/0006_login_throttle.sql"),
+    ),
+    (
+        7,
+        "training runs",
+        include_str!("../../migrations/postgres/0007_training_runs.sql"),
     ),
 ];
 

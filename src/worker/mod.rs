@@ -9,6 +9,7 @@
 //! A handler that panics counts as a failed attempt that may be retried. On shutdown the
 //! running job is stopped and handed back to the queue without counting the attempt.
 
+pub mod game;
 pub mod generation;
 pub mod verifier;
 use std::collections::BTreeMap;
@@ -454,6 +455,10 @@ pub fn handlers(models_dir: &Path, generation_batch: usize) -> Vec<(JobKind, Arc
         (
             JobKind::VerifierScoring,
             Arc::new(verifier::ScoringHandler::new(models_dir)),
+        ),
+        (
+            JobKind::TrainingRun,
+            Arc::new(game::TrainingRunHandler::new(models_dir)),
         ),
     ]
 }

@@ -1,0 +1,465 @@
+//! The training-run job: the checkability game (`ml::game_round::run_game`) as a worker job.
+//!
+//! The run's folder is `models/runs/<job id>`. Every finished prover step and round is
+//! recorded in the database, fenced by the job's lease, in the transaction that moves the
+//! progress bar; a retried job (the worker died, or was stopped) reads them back and resumes
+//! after the last finished step. A round's prover is registered as a prover checkpoint with
+//! its round in the transaction that records the round, so it can be chosen for studies at
+//! once and is never registered twice.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{JobContext, JobError, JobFuture, JobHandler};
+use crate::domain::{CheckpointKind, JobKind};
+use crate::game::RewardKind;
+use crate::ml::ModelError;
+use crate::ml::game_round::{
+    GameJournal, GameOptions, ProverStepOptions, RoundReport, StepRecord, run_game,
+};
+use crate::ml::sampling::SamplingParams;
+use crate::ml::train::FineTuneOptions;
+use crate::ml::train_verifier::FitOptions;
+use crate::store::games::RoundProver;
+use crate::store::jobs::{ClaimedJob, NewJob};
+use crate::store::models::check_checkpoint_label;
+use crate::store::{Store, StoreError};
+
+/// Folder under the models directory that holds training runs, one folder per job.
+pub const RUNS_DIR: &str = "runs";
+
+/// Attempts a training run gets: each resumes after the last finished step, so a few crashes
+/// cost little.
+pub const TRAINING_RUN_ATTEMPTS: i64 = 5;
+
+/// What a training run is asked to do; stored as the job's JSON parameters. Fields left out
+/// take the defaults, which are the settings measured in README.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainingRunParams {
+    /// Names the run; its round provers are labelled "`name` round R".
+    pub name: String,
+    /// The initial prover (round 0), a prover checkpoint with model files.
+    pub prover_checkpoint_id: Uuid,
+    /// The checkpoint every round's verifier is trained from.
+    pub verifier_checkpoint_id: Uuid,
+    /// Rounds after round 0.
+    pub rounds: u32,
+    /// Seed of everything: the same seed (and thread count) repeats the run.
+    pub seed: u64,
+    /// The prover's reward.
+    pub reward: RewardKind,
+    /// Training problems (generated from the seed).
+    pub problems: usize,
+    /// Held-out problems the round metrics are measured on.
+    pub eval_problems: usize,
+    /// Prover steps per round at most.
+    pub steps_per_round: usize,
+    /// Samples per problem and role in each step.
+    pub samples_per_role: usize,
+    /// Share of each role's samples the prover is fine-tuned on (positive rewards only).
+    pub keep_share: f64,
+    /// How the prover samples.
+    pub sampling: SamplingParams,
+    /// Optimiser steps of each expert-iteration fine-tune.
+    pub fine_tune_steps: usize,
+    /// Sequences per fine-tuning step.
+    pub fine_tune_batch: usize,
+    /// Peak learning rate of the fine-tune.
+    pub fine_tune_learning_rate: f64,
+    /// How each round's verifier is fitted (its seed is derived from `seed`).
+    pub fit: FitOptions,
+}
+
+impl Default for TrainingRunParams {
+    fn default() -> Self {
+        TrainingRunParams {
+            name: String::new(),
+            prover_checkpoint_id: Uuid::nil(),
+            verifier_checkpoint_id: Uuid::nil(),
+            rounds: 3,
+            seed: 1,
+            reward: RewardKind::Src,
+            problems: 64,
+            eval_problems: 64,
+            steps_per_round: 4,
+            samples_per_role: 1,
+            keep_share: 0.5,
+            sampling: SamplingParams::default(),
+            fine_tune_steps: 8,
+            fine_tune_batch: 8,
+            fine_tune_learning_rate: 3e-4,
+            fit: FitOptions::default(),
+        }
+    }
+}
+
+impl TrainingRunParams {
+    /// Why these parameters cannot run, if they cannot; each message names the setting.
+    pub fn check(&self) -> Result<(), String> {
+        check_checkpoint_label(&self.round_label(1), 1).map_err(|e| e.to_string())?;
+        if self.name.trim().is_empty() {
+            return Err("the run needs a name".into());
+        }
+        let ranges: [(&str, usize, usize, usize); 7] = [
+            ("rounds", self.rounds as usize, 1, 10),
+            ("training problems", self.problems, 4, 5_000),
+            ("held-out problems", self.eval_problems, 2, 1_000),
+            ("steps per round", self.steps_per_round, 1, 50),
+            ("samples per role", self.samples_per_role, 1, 8),
+            ("fine-tuning steps", self.fine_tune_steps, 1, 1_000),
+            ("fine-tuning batch", self.fine_tune_batch, 1, 256),
+        ];
+        for (what, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(format!(
+                    "{what} must be between {low} and {high}, not {value}"
+                ));
+            }
+        }
+        if !(self.keep_share > 0.0 && self.keep_share <= 1.0) {
+            return Err(format!(
+                "the kept share must be above 0 and at most 1, not {}",
+                self.keep_share
+            ));
+        }
+        if !(self.fine_tune_learning_rate > 0.0 && self.fine_tune_learning_rate < 1.0) {
+            return Err(format!(
+                "the fine-tuning learning rate must be between 0 and 1, not {}",
+                self.fine_tune_learning_rate
+            ));
+        }
+        self.sampling.check()?;
+        self.fit.check()
+    }
+
+    /// The label round `round`'s prover is registered under.
+    pub fn round_label(&self, round: u32) -> String {
+        format!("{} round {round}", self.name.trim())
+    }
+
+    /// The run's settings for `ml::game_round`, with the run's folder and the two base
+    /// checkpoints' folders resolved.
+    pub fn game_options(
+        &self,
+        out: PathBuf,
+        prover_base: PathBuf,
+        verifier_base: PathBuf,
+    ) -> GameOptions {
+        GameOptions {
+            rounds: self.rounds,
+            prover_base,
+            verifier_base,
+            out,
+            problems: self.problems,
+            eval_problems: self.eval_problems,
+            steps_per_round: self.steps_per_round,
+            verifier_solutions: 4 * self.problems * self.samples_per_role,
+            step: ProverStepOptions {
+                reward: self.reward,
+                samples_per_role: self.samples_per_role,
+                sampling: self.sampling,
+                keep_share: self.keep_share,
+                fine_tune: FineTuneOptions {
+                    steps: self.fine_tune_steps,
+                    batch_size: self.fine_tune_batch,
+                    learning_rate: self.fine_tune_learning_rate,
+                    seed: self.seed,
+                },
+                seed: self.seed,
+            },
+            fit: FitOptions {
+                seed: self.seed,
+                ..self.fit.clone()
+            },
+            seed: self.seed,
+        }
+    }
+}
+
+/// The folder of run `job_id` relative to the models directory.
+pub fn run_dir(job_id: Uuid) -> String {
+    format!("{RUNS_DIR}/{job_id}")
+}
+
+/// Queues a training run after checking its settings, its two checkpoints (the right kinds,
+/// with model files) and that no other run has its name.
+pub async fn request_training_run(
+    store: &Store,
+    params: &TrainingRunParams,
+    created_by: Option<Uuid>,
+    now: i64,
+) -> Result<Uuid, StoreError> {
+    params.check().map_err(StoreError::Invalid)?;
+    let checkpoints = store.checkpoint_details().await?;
+    for (id, kind, what) in [
+        (
+            params.prover_checkpoint_id,
+            CheckpointKind::Prover,
+            "prover",
+        ),
+        (
+            params.verifier_checkpoint_id,
+            CheckpointKind::Verifier,
+            "verifier",
+        ),
+    ] {
+        let found = checkpoints.iter().find(|c| c.id == id).ok_or_else(|| {
+            StoreError::Invalid(format!("the chosen {what} checkpoint does not exist"))
+        })?;
+        if found.kind != kind || found.model_dir.is_none() {
+            return Err(StoreError::Invalid(format!(
+                "{:?} is not a {what} checkpoint with model files",
+                found.label
+            )));
+        }
+    }
+    let name = params.name.trim();
+    for (_, other) in store.training_runs().await? {
+        if other.get("name").and_then(|n| n.as_str()).map(str::trim) == Some(name) {
+            return Err(StoreError::Conflict(format!(
+                "a training run named {name:?} exists already; choose another name"
+            )));
+        }
+    }
+    let first = params.round_label(1);
+    if checkpoints.iter().any(|c| c.label == first) {
+        return Err(StoreError::Conflict(format!(
+            "a checkpoint labelled {first:?} exists already; choose another run name"
+        )));
+    }
+    let options = params.game_options(PathBuf::new(), PathBuf::new(), PathBuf::new());
+    let job = NewJob {
+        kind: JobKind::TrainingRun,
+        params: serde_json::to_value(params).map_err(|e| StoreError::Invalid(e.to_string()))?,
+        study_id: None,
+        created_by,
+        max_attempts: TRAINING_RUN_ATTEMPTS,
+        progress_total: options.progress_total(),
+    };
+    store.enqueue_job(&job, now).await
+}
+
+/// Runs training-run jobs with models read from, and runs written to, a models folder.
+#[derive(Debug, Clone)]
+pub struct TrainingRunHandler {
+    models_dir: PathBuf,
+}
+
+impl TrainingRunHandler {
+    /// A handler for the models folder `models_dir`.
+    pub fn new(models_dir: &Path) -> Self {
+        Self {
+            models_dir: models_dir.to_path_buf(),
+        }
+    }
+}
+
+impl JobHandler for TrainingRunHandler {
+    fn run(&self, job: ClaimedJob, ctx: JobContext) -> JobFuture {
+        Box::pin(run_training_run(self.models_dir.clone(), job, ctx))
+    }
+}
+
+async fn model_dir(store: &Store, id: Uuid, what: &str) -> Result<String, JobError> {
+    store
+        .checkpoint_model_dir(id)
+        .await?
+        .ok_or_else(|| JobError::Fatal(format!("the {what} checkpoint {id} has no model files")))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    what: &str,
+) -> Result<T, JobError> {
+    serde_json::from_value(value)
+        .map_err(|e| JobError::Fatal(format!("the run's stored {what} is not valid: {e}")))
+}
+
+async fn run_training_run(
+    models_dir: PathBuf,
+    job: ClaimedJob,
+    ctx: JobContext,
+) -> Result<(), JobError> {
+    let params: TrainingRunParams = parse(job.params.clone(), "parameters")?;
+    params.check().map_err(JobError::Fatal)?;
+    let prover_dir = model_dir(&ctx.store, params.prover_checkpoint_id, "prover").await?;
+    let verifier_dir = model_dir(&ctx.store, params.verifier_checkpoint_id, "verifier").await?;
+    let out_rel = run_dir(job.id);
+    let options = params.game_options(
+        models_dir.join(&out_rel),
+        models_dir.join(prover_dir),
+        models_dir.join(verifier_dir),
+    );
+    let stored_rounds = ctx.store.game_rounds(job.id).await?;
+    let mut rounds = Vec::with_capacity(stored_rounds.len());
+    let mut checkpoints = HashMap::from([(None, params.prover_checkpoint_id)]);
+    for stored in stored_rounds {
+        let report: RoundReport = parse(stored.report, "round report")?;
+        checkpoints.insert(report.prover.clone(), stored.checkpoint_id);
+        rounds.push(report);
+    }
+    let mut steps = Vec::new();
+    for stored in ctx.store.game_steps(job.id).await? {
+        steps.push(parse::<StepRecord>(stored.record, "step record")?);
+    }
+    let mut journal = DatabaseJournal {
+        runtime: tokio::runtime::Handle::current(),
+        ctx: ctx.clone(),
+        params: params.clone(),
+        out_rel,
+        finished: Some((rounds, steps)),
+        checkpoints,
+        failure: None,
+    };
+    let stop = ctx.lease_lost_flag();
+    let job_id = job.id;
+    let (journal, result) = tokio::task::spawn_blocking(move || {
+        let result = run_game(
+            &options,
+            &mut journal,
+            &stop,
+            &mut |line| tracing::info!(job = %job_id, "{line}"),
+        );
+        (journal, result)
+    })
+    .await
+    .map_err(|e| JobError::Fatal(format!("the training run crashed: {e}")))?;
+    if let Some(failure) = journal.failure {
+        return Err(failure);
+    }
+    result.map(|_| ()).map_err(JobError::from)
+}
+
+/// The run's journal in the database: what is recorded there is what a retry skips.
+struct DatabaseJournal {
+    runtime: tokio::runtime::Handle,
+    ctx: JobContext,
+    params: TrainingRunParams,
+    /// The run's folder relative to the models directory.
+    out_rel: String,
+    /// What earlier attempts finished, handed to the run once.
+    finished: Option<(Vec<RoundReport>, Vec<StepRecord>)>,
+    /// Prover checkpoint by prover folder (relative to the run's; None = the initial one), so
+    /// a round that kept the previous round's prover names its checkpoint again.
+    checkpoints: HashMap<Option<String>, Uuid>,
+    /// Why a write failed; the run is stopped and the job reports this.
+    failure: Option<JobError>,
+}
+
+impl DatabaseJournal {
+    /// Turns a failed write into a stopped run, keeping the job error for the worker.
+    fn stopped(&mut self, error: StoreError) -> ModelError {
+        self.failure = Some(JobError::from(error));
+        ModelError::Stopped
+    }
+}
+
+impl GameJournal for DatabaseJournal {
+    fn finished(&mut self) -> Result<(Vec<RoundReport>, Vec<StepRecord>), ModelError> {
+        Ok(self.finished.take().unwrap_or_default())
+    }
+
+    fn step_finished(&mut self, record: &StepRecord, progress_done: i64) -> Result<(), ModelError> {
+        let json = serde_json::to_value(record).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let ctx = &self.ctx;
+        let written = self.runtime.block_on(ctx.store.record_game_step(
+            &ctx.lease,
+            i64::from(record.round),
+            record.step as i64,
+            &json,
+            progress_done,
+            ctx.clock.now_ms(),
+        ));
+        written.map_err(|e| self.stopped(e))
+    }
+
+    fn round_finished(
+        &mut self,
+        report: &RoundReport,
+        progress_done: i64,
+    ) -> Result<(), ModelError> {
+        let json = serde_json::to_value(report).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let prover = match self.checkpoints.get(&report.prover) {
+            Some(id) => RoundProver::Existing(*id),
+            None => RoundProver::New {
+                label: self.params.round_label(report.round),
+                model_dir: format!(
+                    "{}/{}",
+                    self.out_rel,
+                    report.prover.as_deref().unwrap_or_default()
+                ),
+                metadata: serde_json::json!({
+                    "source": "training_run",
+                    "job_id": self.ctx.lease.job_id,
+                    "run": self.params.name.trim(),
+                    "round": report.round,
+                    "base_checkpoint_id": self.params.prover_checkpoint_id,
+                    "metrics": report.metrics,
+                }),
+            },
+        };
+        let ctx = &self.ctx;
+        let written = self.runtime.block_on(ctx.store.record_game_round(
+            &ctx.lease,
+            i64::from(report.round),
+            &prover,
+            &json,
+            progress_done,
+            ctx.clock.now_ms(),
+        ));
+        match written {
+            Ok(id) => {
+                self.checkpoints.insert(report.prover.clone(), id);
+                Ok(())
+            }
+            Err(e) => Err(self.stopped(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_parameters_parse_with_defaults_and_are_checked() {
+        let params: TrainingRunParams = serde_json::from_value(serde_json::json!({
+            "name": "first", "rounds": 2
+        }))
+        .expect("params");
+        assert_eq!(params.rounds, 2);
+        assert_eq!(
+            params.steps_per_round,
+            TrainingRunParams::default().steps_per_round
+        );
+        assert!(params.check().is_ok());
+        assert_eq!(params.round_label(2), "first round 2");
+        let options = params.game_options(PathBuf::new(), PathBuf::new(), PathBuf::new());
+        assert_eq!(options.progress_total(), 3 + 2 * 4);
+        assert_eq!(options.verifier_solutions, 4 * 64);
+
+        let no_name = TrainingRunParams::default();
+        assert!(no_name.check().unwrap_err().contains("name"));
+        let too_many = TrainingRunParams {
+            name: "x".into(),
+            rounds: 40,
+            ..TrainingRunParams::default()
+        };
+        assert!(
+            too_many
+                .check()
+                .unwrap_err()
+                .contains("rounds must be between 1 and 10")
+        );
+        let bad_share = TrainingRunParams {
+            name: "x".into(),
+            keep_share: 0.0,
+            ..TrainingRunParams::default()
+        };
+        assert!(bad_share.check().unwrap_err().contains("kept share"));
+    }
+}
