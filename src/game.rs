@@ -32,6 +32,17 @@ pub enum RewardKind {
     Goodhart,
 }
 
+impl std::fmt::Display for RewardKind {
+    /// The name the command line, the forms and the stored parameters use.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RewardKind::Src => "src",
+            RewardKind::Cgc => "cgc",
+            RewardKind::Goodhart => "goodhart",
+        })
+    }
+}
+
 impl std::str::FromStr for RewardKind {
     type Err = String;
 

@@ -66,6 +66,11 @@ const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/admin/checkpoints", Admin),
     ("GET", "/admin/verifiers", Admin),
     ("POST", "/admin/verifiers/train", Admin),
+    ("GET", "/admin/runs", Admin),
+    ("POST", "/admin/runs", Admin),
+    ("GET", "/runs/{id}", Staff),
+    ("GET", "/runs/{id}/report.json", Staff),
+    ("POST", "/runs/{id}/study", Staff),
     ("GET", "/api/openapi.json", Public),
     ("GET", "/metrics", Admin),
     // Last: it ends the caller's session.

@@ -26,6 +26,7 @@ pub mod plots;
 pub mod rater;
 pub mod reports;
 pub mod researcher;
+pub mod runs;
 pub mod session;
 pub mod telemetry;
 pub mod verifiers;
@@ -86,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(checkpoints::routes(&state.config))
         .merge(verifiers::routes())
+        .merge(runs::routes())
         .merge(telemetry::routes())
         // A route layer sees the matched route template, which labels the request metrics.
         .route_layer(middleware::from_fn(telemetry::record_request))

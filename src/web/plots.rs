@@ -649,6 +649,110 @@ pub fn rater_scatter_svg(
     svg
 }
 
+/// One line of a round-curve plot: its legend label, colour, dash, and (round, value) points.
+pub struct RoundCurve {
+    /// Legend text.
+    pub label: &'static str,
+    /// Stroke colour.
+    pub colour: &'static str,
+    /// Dashed line (a second family of figures on the same plot).
+    pub dashed: bool,
+    /// Values in [0, 1] by round; rounds without a value are left out of the line.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// The prover's curves of a training run by round: helpful accuracy and sneaky success.
+pub fn prover_curves(rounds: &[(i64, crate::game::RoundMetrics)]) -> Vec<RoundCurve> {
+    vec![
+        curve(rounds, "helpful accuracy", HELPFUL_COLOUR, false, |m| {
+            m.prover_accuracy
+        }),
+        curve(rounds, "sneaky success", SNEAKY_COLOUR, false, |m| {
+            m.sneaky_success
+        }),
+    ]
+}
+
+/// The verifier's curves of a training run by round: accuracy and AUROC against correctness,
+/// and balanced best-of-n accuracy with the round's verifier.
+pub fn verifier_curves(rounds: &[(i64, crate::game::RoundMetrics)]) -> Vec<RoundCurve> {
+    vec![
+        curve(rounds, "verifier accuracy", INK, false, |m| {
+            m.verifier_accuracy
+        }),
+        curve(rounds, "verifier AUROC", INK, true, |m| m.verifier_auroc),
+        curve(rounds, "best-of-n accuracy", HELPFUL_COLOUR, true, |m| {
+            m.best_of_n_accuracy
+        }),
+    ]
+}
+
+fn curve(
+    rounds: &[(i64, crate::game::RoundMetrics)],
+    label: &'static str,
+    colour: &'static str,
+    dashed: bool,
+    value: fn(&crate::game::RoundMetrics) -> Option<f64>,
+) -> RoundCurve {
+    RoundCurve {
+        label,
+        colour,
+        dashed,
+        points: rounds
+            .iter()
+            .filter_map(|(round, m)| value(m).map(|v| (*round, v.clamp(0.0, 1.0))))
+            .collect(),
+    }
+}
+
+/// Shares in [0, 1] by round, one line per curve with a dot per round (its value in the
+/// tooltip): the round curves of a training run. `id` names the title element. "No data yet"
+/// when no curve has a point.
+pub fn round_curves_svg(id: &str, title: &str, curves: &[RoundCurve]) -> String {
+    let frame = Frame::WIDE;
+    if curves.iter().all(|c| c.points.is_empty()) {
+        return frame.no_data(id, title);
+    }
+    let rounds = Rounds::new(curves.iter().flat_map(|c| c.points.iter().map(|(r, _)| *r)));
+    let mut svg = frame.open(id, title);
+    let ticks: Vec<(f64, String)> = ACCURACY_TICKS
+        .iter()
+        .map(|t| (*t, format!("{t:.2}")))
+        .collect();
+    frame.y_grid(&mut svg, 1.0, &ticks);
+    rounds.labels(&frame, &mut svg);
+    let mut entries = Vec::new();
+    for c in curves {
+        let points: Vec<Point> = c
+            .points
+            .iter()
+            .map(|(round, value)| Point {
+                x: rounds.x(&frame, *round),
+                y: frame.y(*value, 1.0),
+                tooltip: format!("{}, round {round}: {value:.3}", c.label),
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        polyline(&mut svg, &points, c.colour, c.dashed);
+        for point in &points {
+            circle(&mut svg, point, 3.5, c.colour, c.colour);
+        }
+        entries.push(Entry(
+            Glyph::Line {
+                colour: c.colour,
+                dashed: c.dashed,
+            },
+            c.label,
+            c.colour,
+        ));
+    }
+    frame.legend(&mut svg, &entries);
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

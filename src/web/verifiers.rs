@@ -85,9 +85,11 @@ struct VersionRow {
 }
 
 /// An option of a `<select>`.
-struct Choice {
-    value: String,
-    text: String,
+pub(super) struct Choice {
+    /// What the form sends.
+    pub(super) value: String,
+    /// What the list shows.
+    pub(super) text: String,
 }
 
 /// The training form's fields as sent: text, so a bad value is reported with its field's name
@@ -352,14 +354,21 @@ async fn verifiers_page(
 }
 
 /// A choice field: `field` names it in the message when `text` is none of the accepted values.
-fn choice<T: std::str::FromStr<Err = String>>(text: &str, field: &str) -> Result<T, WebError> {
+pub(super) fn choice<T: std::str::FromStr<Err = String>>(
+    text: &str,
+    field: &str,
+) -> Result<T, WebError> {
     text.trim()
         .parse()
         .map_err(|e: String| WebError::BadRequest(format!("{field}: {e}")))
 }
 
 /// A whole-number field in `range`, named `field` in the message when it is not.
-fn whole<T>(text: &str, range: std::ops::RangeInclusive<T>, field: &str) -> Result<T, WebError>
+pub(super) fn whole<T>(
+    text: &str,
+    range: std::ops::RangeInclusive<T>,
+    field: &str,
+) -> Result<T, WebError>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display,
 {
@@ -379,7 +388,7 @@ where
 
 /// An id chosen from one of the page's lists (`keyword` meaning "none"): it must be one of
 /// `offered`, else the form was not sent from this page or the list changed meanwhile.
-fn chosen_id(
+pub(super) fn chosen_id(
     text: &str,
     keyword: &str,
     offered: &[Choice],

@@ -821,15 +821,36 @@ impl Drop for WorkerProcess {
 
 /// Starts the real worker binary on `url` as worker `name`, with `args` after `worker`.
 pub fn start_worker_process(url: &str, name: &str, args: &[&str]) -> WorkerProcess {
+    spawn_worker(url, name, args, "warn", std::process::Stdio::null())
+}
+
+/// Like [`start_worker_process`], with the worker's log (info and up) written to `log`.
+pub fn start_logged_worker_process(
+    url: &str,
+    name: &str,
+    args: &[&str],
+    log: &std::path::Path,
+) -> WorkerProcess {
+    let file = std::fs::File::create(log).expect("create the worker's log file");
+    spawn_worker(url, name, args, "info", file.into())
+}
+
+fn spawn_worker(
+    url: &str,
+    name: &str,
+    args: &[&str],
+    level: &str,
+    stderr: std::process::Stdio,
+) -> WorkerProcess {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_legibility"))
         .arg("worker")
         .args(args)
         .arg("--worker-id")
         .arg(name)
         .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", level)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start legibility worker");
     WorkerProcess(child)
