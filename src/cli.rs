@@ -484,34 +484,22 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
             steps_per_round,
             models_dir,
         } => {
-            let options = crate::ml::game_round::GameOptions {
+            // The same settings a training-run job derives, so the command line and the admin
+            // page compute the same run for the same seed.
+            let params = crate::worker::game::TrainingRunParams {
                 rounds,
-                prover_base: models_dir.join("prover-tiny"),
-                verifier_base: models_dir.join("verifier-tiny"),
-                out,
+                seed,
+                reward: reward.parse().map_err(anyhow::Error::msg)?,
                 problems,
                 eval_problems,
                 steps_per_round,
-                verifier_solutions: 4 * problems,
-                step: crate::ml::game_round::ProverStepOptions {
-                    reward: reward.parse().map_err(anyhow::Error::msg)?,
-                    samples_per_role: 1,
-                    sampling: crate::ml::sampling::SamplingParams::default(),
-                    keep_share: 0.5,
-                    fine_tune: crate::ml::train::FineTuneOptions {
-                        steps: 8,
-                        batch_size: 8,
-                        learning_rate: 3e-4,
-                        seed,
-                    },
-                    seed,
-                },
-                fit: crate::ml::train_verifier::FitOptions {
-                    seed,
-                    ..Default::default()
-                },
-                seed,
+                ..Default::default()
             };
+            let options = params.game_options(
+                out,
+                models_dir.join(DEFAULT_PROVER_DIR),
+                models_dir.join(DEFAULT_VERIFIER_DIR),
+            );
             let report = tokio::task::spawn_blocking(move || {
                 let mut journal = crate::ml::game_round::FolderJournal::open(&options)?;
                 crate::ml::game_round::run_game(
