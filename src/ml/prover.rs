@@ -54,26 +54,36 @@ pub struct Prover {
     pad: u32,
 }
 
+/// A prover checkpoint folder's configuration, tokenizer and role prompts (the default prompts
+/// when it has no `prompt_template.json`), checked: what loading it for sampling and loading it
+/// for fine-tuning both start from.
+pub(crate) fn read_checkpoint_files(
+    dir: &Path,
+) -> Result<(LlamaConfig, Tokenizer, PromptTemplate), ModelError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
+    };
+    let config: LlamaConfig = serde_json::from_slice(&read("config.json")?)
+        .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
+    config.check().map_err(ModelError::Invalid)?;
+    let tokenizer = super::tokenizer::from_json_bytes(&read("tokenizer.json")?)
+        .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
+    let template = match read(PROMPT_TEMPLATE_FILE) {
+        Ok(bytes) => PromptTemplate::from_json(&bytes).map_err(ModelError::Invalid)?,
+        Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            PromptTemplate::default()
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((config, tokenizer, template))
+}
+
 impl Prover {
     /// Loads a checkpoint folder in the Hugging Face layout (`config.json`, `tokenizer.json`,
     /// `*.safetensors`, optional `prompt_template.json`) onto `device`, in F32.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
-        };
-        let config: LlamaConfig = serde_json::from_slice(&read("config.json")?)
-            .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
-        config.check().map_err(ModelError::Invalid)?;
-        let tokenizer = super::tokenizer::from_json_bytes(&read("tokenizer.json")?)
-            .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
-        let template = match read(PROMPT_TEMPLATE_FILE) {
-            Ok(bytes) => PromptTemplate::from_json(&bytes).map_err(ModelError::Invalid)?,
-            Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                PromptTemplate::default()
-            }
-            Err(e) => return Err(e),
-        };
+        let (config, tokenizer, template) = read_checkpoint_files(dir)?;
         let weights = super::weight_files(dir)?;
         // SAFETY: the files are checkpoint files this process does not modify while they are
         // mapped; uploads are written to a temporary folder and renamed into place.

@@ -249,20 +249,7 @@ pub fn fine_tune_prover(
     out: &Path,
 ) -> Result<FineTuneReport, ModelError> {
     let device = Device::Cpu;
-    let read = |name: &str| {
-        let path = base.join(name);
-        std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
-    };
-    let config: LlamaConfig = serde_json::from_slice(&read("config.json")?)
-        .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
-    config.check().map_err(ModelError::Invalid)?;
-    let tokenizer = tokenizer::from_json_bytes(&read("tokenizer.json")?)
-        .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
-    let template = if base.join(PROMPT_TEMPLATE_FILE).exists() {
-        PromptTemplate::from_json(&read(PROMPT_TEMPLATE_FILE)?).map_err(ModelError::Invalid)?
-    } else {
-        PromptTemplate::default()
-    };
+    let (config, tokenizer, template) = super::prover::read_checkpoint_files(base)?;
     let examples = encode_examples(&tokenizer, &template, pairs, config.max_position_embeddings)?;
     if examples.is_empty() {
         return Err(ModelError::Invalid(
