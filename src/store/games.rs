@@ -8,8 +8,8 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::jobs::{JOB_VIEW_SELECT, JobView, JobViewRow, Lease, job_view_from_row};
-use super::models::check_checkpoint_label;
-use super::{Store, StoreError, StoreResult, dispatch};
+use super::models::{check_checkpoint_label, label_taken};
+use super::{Store, StoreError, StoreResult, dispatch, fence_progress, insert_model_checkpoint};
 use crate::domain::{CheckpointKind, JobKind};
 
 /// A finished round as recorded.
@@ -74,19 +74,7 @@ impl Store {
     ) -> StoreResult<()> {
         dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
-            let fenced = sqlx::query(
-                "UPDATE jobs SET progress_done = $3
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(lease.job_id)
-            .bind(lease.token)
-            .bind(progress_done)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fenced == 0 {
-                return Err(StoreError::LeaseLost);
-            }
+            fence_progress!(tx, lease, progress_done);
             sqlx::query(
                 "INSERT INTO game_steps (job_id, round, step, record, finished_at)
                  VALUES ($1, $2, $3, $4, $5)
@@ -122,19 +110,7 @@ impl Store {
         }
         let checkpoint = dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
-            let fenced = sqlx::query(
-                "UPDATE jobs SET progress_done = $3
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(lease.job_id)
-            .bind(lease.token)
-            .bind(progress_done)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fenced == 0 {
-                return Err(StoreError::LeaseLost);
-            }
+            fence_progress!(tx, lease, progress_done);
             let recorded: Option<(Uuid,)> = sqlx::query_as(
                 "SELECT checkpoint_id FROM game_rounds WHERE job_id = $1 AND round = $2",
             )
@@ -150,26 +126,10 @@ impl Store {
                 RoundProver::Existing(id) => *id,
                 RoundProver::New { label, model_dir, metadata } => {
                     let id = Uuid::now_v7();
-                    let inserted = sqlx::query(
-                        "INSERT INTO checkpoints (id, kind, label, round, metadata, created_at, model_dir)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)
-                         ON CONFLICT (label) DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(CheckpointKind::Prover.as_str())
-                    .bind(label.trim())
-                    .bind(round)
-                    .bind(metadata.to_string())
-                    .bind(now)
-                    .bind(model_dir)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if inserted == 0 {
-                        return Err(StoreError::Conflict(format!(
-                            "a checkpoint labelled {:?} already exists",
-                            label.trim()
-                        )));
+                    let label = label.trim();
+                    let kind = CheckpointKind::Prover;
+                    if !insert_model_checkpoint!(tx, id, kind, label, round, metadata, now, model_dir) {
+                        return Err(label_taken(label));
                     }
                     id
                 }

@@ -12,7 +12,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::jobs::Lease;
-use super::{Store, StoreError, StoreResult, dispatch, sha256_hex};
+use super::{Store, StoreResult, dispatch, fence_progress, sha256_hex};
 use crate::domain::ProverRole;
 
 /// A problem a generation job solves.
@@ -102,19 +102,7 @@ impl Store {
         };
         let committed = dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
-            let fenced = sqlx::query(
-                "UPDATE jobs SET progress_done = $3
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(lease.job_id)
-            .bind(lease.token)
-            .bind(progress_done)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fenced == 0 {
-                return Err(StoreError::LeaseLost);
-            }
+            fence_progress!(tx, lease, progress_done);
             let mut committed = 0usize;
             let mut key_iter = keys.iter();
             let mut strata = BTreeSet::new();

@@ -159,6 +159,54 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+/// Inside a `dispatch!` body holding the write transaction `$tx`: sets the job's progress to
+/// `$done` if `$lease` still holds the running job, else returns [`StoreError::LeaseLost`] from
+/// the enclosing function, so nothing of the transaction is committed. A worker's batch of
+/// results starts with it, so results and progress commit together or not at all.
+macro_rules! fence_progress {
+    ($tx:ident, $lease:expr, $done:expr) => {{
+        let fenced = sqlx::query(
+            "UPDATE jobs SET progress_done = $3
+             WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind($lease.job_id)
+        .bind($lease.token)
+        .bind($done)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected();
+        if fenced == 0 {
+            return Err($crate::store::StoreError::LeaseLost);
+        }
+    }};
+}
+pub(crate) use fence_progress;
+
+/// Inside a `dispatch!` body holding the write transaction `$tx`: inserts a checkpoint whose
+/// files are in `$model_dir` unless its label is taken; evaluates to whether it was inserted
+/// (see [`models::label_taken`] for the refusal).
+macro_rules! insert_model_checkpoint {
+    ($tx:ident, $id:expr, $kind:expr, $label:expr, $round:expr, $metadata:expr, $now:expr, $model_dir:expr) => {
+        sqlx::query(
+            "INSERT INTO checkpoints (id, kind, label, round, metadata, created_at, model_dir)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (label) DO NOTHING",
+        )
+        .bind($id)
+        .bind($kind.as_str())
+        .bind($label)
+        .bind($round)
+        .bind($metadata.to_string())
+        .bind($now)
+        .bind($model_dir)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected()
+            > 0
+    };
+}
+pub(crate) use insert_model_checkpoint;
+
 /// Opens write transactions the way each engine needs: SQLite on its single writer connection,
 /// taking the write lock up front (`BEGIN IMMEDIATE`) so a transaction that reads before it
 /// writes never fails with SQLITE_BUSY halfway (another process may hold the lock);

@@ -5,7 +5,7 @@
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, dispatch};
+use super::{Store, StoreError, StoreResult, dispatch, insert_model_checkpoint};
 use crate::domain::{CheckpointKind, parse_stored};
 
 /// Longest accepted checkpoint label, in characters.
@@ -56,6 +56,11 @@ pub fn check_checkpoint_label(label: &str, round: i64) -> StoreResult<String> {
     Ok(label.to_string())
 }
 
+/// The refusal of a checkpoint whose label another checkpoint has.
+pub(crate) fn label_taken(label: &str) -> StoreError {
+    StoreError::Conflict(format!("a checkpoint labelled {label:?} already exists"))
+}
+
 impl Store {
     /// Registers a checkpoint whose files are stored in `model_dir` (relative to the models
     /// directory). Labels are unique: a taken label is a [`StoreError::Conflict`] naming it, and
@@ -73,28 +78,13 @@ impl Store {
         let id = Uuid::now_v7();
         let inserted = dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO checkpoints (id, kind, label, round, metadata, created_at, model_dir)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (label) DO NOTHING",
-            )
-            .bind(id)
-            .bind(kind.as_str())
-            .bind(&label)
-            .bind(round)
-            .bind(metadata.to_string())
-            .bind(now)
-            .bind(model_dir)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            let inserted =
+                insert_model_checkpoint!(tx, id, kind, &label, round, metadata, now, model_dir);
             tx.commit().await?;
             inserted
         });
-        if inserted == 0 {
-            return Err(StoreError::Conflict(format!(
-                "a checkpoint labelled {label:?} already exists"
-            )));
+        if !inserted {
+            return Err(label_taken(&label));
         }
         Ok(id)
     }

@@ -8,7 +8,8 @@
 use uuid::Uuid;
 
 use super::jobs::Lease;
-use super::{Store, StoreError, StoreResult, dispatch};
+use super::models::label_taken;
+use super::{Store, StoreError, StoreResult, dispatch, fence_progress, insert_model_checkpoint};
 use crate::domain::{
     CheckpointKind, JobKind, LabelSource, ProverRole, Verdict, VerifierLoss, parse_stored,
 };
@@ -303,27 +304,14 @@ impl Store {
                 .clone()
                 .unwrap_or_else(|| format!("verifier-v{version}"));
             for attempt in 0..2 {
-                let inserted = sqlx::query(
-                    "INSERT INTO checkpoints (id, kind, label, round, metadata, created_at, model_dir)
-                     VALUES ($1, $2, $3, 0, $4, $5, $6)
-                     ON CONFLICT (label) DO NOTHING",
-                )
-                .bind(checkpoint_id)
-                .bind(CheckpointKind::Verifier.as_str())
-                .bind(&label)
-                .bind(new.checkpoint_metadata.to_string())
-                .bind(now)
-                .bind(&new.model_dir)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted > 0 {
+                let kind = CheckpointKind::Verifier;
+                let metadata = &new.checkpoint_metadata;
+                let dir = &new.model_dir;
+                if insert_model_checkpoint!(tx, checkpoint_id, kind, &label, 0i64, metadata, now, dir) {
                     break;
                 }
                 if attempt == 1 {
-                    return Err(StoreError::Conflict(format!(
-                        "a checkpoint labelled {label:?} already exists"
-                    )));
+                    return Err(label_taken(&label));
                 }
                 // An uploaded checkpoint took the plain name: keep the version's own.
                 label = format!("{label}-{}", &checkpoint_id.simple().to_string()[..8]);
@@ -482,19 +470,7 @@ impl Store {
     ) -> StoreResult<()> {
         dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
-            let fenced = sqlx::query(
-                "UPDATE jobs SET progress_done = $3
-                 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
-            )
-            .bind(lease.job_id)
-            .bind(lease.token)
-            .bind(progress_done)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if fenced == 0 {
-                return Err(StoreError::LeaseLost);
-            }
+            fence_progress!(tx, lease, progress_done);
             for (solution_id, score) in scores {
                 sqlx::query(
                     "INSERT INTO solution_scores (checkpoint_id, solution_id, score, scored_at)
