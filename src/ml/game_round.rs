@@ -310,7 +310,13 @@ impl GameOptions {
     /// Units of work of a run, for a progress bar: per round one unit for the verifier and
     /// measuring, plus one per prover step of the budget.
     pub fn progress_total(&self) -> i64 {
-        i64::from(self.rounds + 1) + i64::from(self.rounds) * self.steps_per_round as i64
+        self.progress_through_round(self.rounds)
+    }
+
+    /// Units done once round `round` has finished: the steps a round did not take count as
+    /// done, so the bar ends full.
+    pub fn progress_through_round(&self, round: u32) -> i64 {
+        i64::from(round + 1) + i64::from(round) * self.steps_per_round as i64
     }
 }
 
@@ -527,7 +533,7 @@ pub fn run_game(
     std::fs::create_dir_all(&options.out).map_err(|e| ModelError::io(&options.out, e))?;
     let (mut rounds, finished_steps) = journal.finished()?;
     let next_round = rounds.len() as u32;
-    let resumed_steps: Vec<StepRecord> = finished_steps
+    let mut resumed_steps: Vec<StepRecord> = finished_steps
         .into_iter()
         .filter(|s| s.round == next_round)
         .collect();
@@ -595,22 +601,16 @@ pub fn run_game(
         }
         pool.extend(pool_entries(solutions, round.round, &train, &problem_ids));
     }
-    let mut prover = rounds
+    // The prover to continue from, relative to the run's folder (None: the initial prover).
+    let mut prover = rounds.last().and_then(|r| r.prover.clone());
+    let mut progress = rounds
         .last()
-        .map(|r| resolve(&r.prover))
-        .unwrap_or_else(|| options.prover_base.clone());
-    let mut prover_rel = rounds.last().and_then(|r| r.prover.clone());
-    let mut progress = rounds.len() as i64
-        + rounds
-            .iter()
-            .filter(|r| r.round > 0)
-            .map(|_| options.steps_per_round as i64)
-            .sum::<i64>();
+        .map_or(0, |r| options.progress_through_round(r.round));
 
     for round in next_round..=options.rounds {
         let round_started = std::time::Instant::now();
         if round == 0 {
-            pool.extend(draw_pool(&prover, 0)?);
+            pool.extend(draw_pool(&resolve(&prover), 0)?);
         }
         let fit = FitOptions {
             seed: options.fit.seed ^ u64::from(round),
@@ -630,13 +630,12 @@ pub fn run_game(
             fit_report.after.ground_truth.auroc
         ));
         let mut steps: Vec<StepRecord> = if round == next_round {
-            resumed_steps.clone()
+            std::mem::take(&mut resumed_steps)
         } else {
             Vec::new()
         };
         if let Some(last) = steps.iter().rev().find(|s| s.prover.is_some()) {
-            prover_rel = last.prover.clone();
-            prover = resolve(&prover_rel);
+            prover = last.prover.clone();
         }
         progress += steps.len() as i64;
         let ended = steps.last().is_some_and(StepRecord::ends_round);
@@ -648,7 +647,7 @@ pub fn run_game(
                 };
                 let dir = step_dir(round, step);
                 let outcome = prover_step(
-                    &prover,
+                    &resolve(&prover),
                     &mut verifier,
                     &train,
                     &step_options,
@@ -678,9 +677,8 @@ pub fn run_game(
                 ));
                 progress += 1;
                 journal.step_finished(&record, progress)?;
-                if let Some(dir) = &record.prover {
-                    prover_rel = Some(dir.clone());
-                    prover = options.out.join(dir);
+                if record.prover.is_some() {
+                    prover = record.prover.clone();
                 }
                 let ends = record.ends_round();
                 steps.push(record);
@@ -690,7 +688,7 @@ pub fn run_game(
             }
         }
         let metrics = evaluate_round(
-            &prover,
+            &resolve(&prover),
             &mut verifier,
             &eval,
             1,
@@ -700,11 +698,11 @@ pub fn run_game(
         )?;
         log(&format!("round {round}: {metrics:?}"));
         if round > 0 {
-            pool.extend(draw_pool(&prover, round)?);
+            pool.extend(draw_pool(&resolve(&prover), round)?);
         }
         let report = RoundReport {
             round,
-            prover: prover_rel.clone(),
+            prover: prover.clone(),
             steps: steps.iter().filter(|s| s.prover.is_some()).count(),
             sneaky_caught_up: steps.iter().any(|s| s.sneaky_caught_up),
             verifier_solutions: fit_report.train_solutions + fit_report.validation_solutions,
@@ -712,10 +710,9 @@ pub fn run_game(
             metrics,
             seconds: round_started.elapsed().as_secs_f64(),
         };
-        // The steps the round did not take count as done, so the bar ends full.
-        progress = i64::from(round + 1) + i64::from(round) * options.steps_per_round as i64;
+        progress = options.progress_through_round(round);
         journal.round_finished(&report, progress)?;
-        remove_superseded_steps(&options.out, round, prover_rel.as_deref());
+        remove_superseded_steps(&options.out, round, prover.as_deref());
         rounds.push(report);
     }
     let report = GameReport {
