@@ -34,6 +34,14 @@ const DASH: &str = "5 4";
 /// Accuracy gridlines.
 const ACCURACY_TICKS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 
+/// Gridline ticks of a share axis: ("0.00", "0.25", …, "1.00").
+fn accuracy_ticks() -> Vec<(f64, String)> {
+    ACCURACY_TICKS
+        .iter()
+        .map(|t| (*t, format!("{t:.2}")))
+        .collect()
+}
+
 fn role_colour(role: ProverRole) -> &'static str {
     match role {
         ProverRole::Helpful => HELPFUL_COLOUR,
@@ -369,10 +377,7 @@ pub fn accuracy_by_round_svg(report: &StudyReport) -> String {
     let rounds = Rounds::new(rates.keys().map(|(_, round)| *round));
     let y = |value: f64| frame.y(value, 1.0);
     let mut svg = frame.open(ID, TITLE);
-    let ticks: Vec<(f64, String)> = ACCURACY_TICKS
-        .iter()
-        .map(|t| (*t, format!("{t:.2}")))
-        .collect();
+    let ticks = accuracy_ticks();
     frame.y_grid(&mut svg, 1.0, &ticks);
     rounds.labels(&frame, &mut svg);
     for role in ProverRole::ALL {
@@ -562,10 +567,7 @@ pub fn rater_scatter_svg(
     let (max, step) = seconds_axis(largest);
     let max_s = max as f64;
     let mut svg = frame.open(ID, TITLE);
-    let ticks: Vec<(f64, String)> = ACCURACY_TICKS
-        .iter()
-        .map(|t| (*t, format!("{t:.2}")))
-        .collect();
+    let ticks = accuracy_ticks();
     frame.y_grid(&mut svg, 1.0, &ticks);
     frame.x_grid(&mut svg, max_s, &seconds_ticks(max, step));
     let chance = frame.y(0.5, 1.0);
@@ -715,10 +717,7 @@ pub fn round_curves_svg(id: &str, title: &str, curves: &[RoundCurve]) -> String 
     }
     let rounds = Rounds::new(curves.iter().flat_map(|c| c.points.iter().map(|(r, _)| *r)));
     let mut svg = frame.open(id, title);
-    let ticks: Vec<(f64, String)> = ACCURACY_TICKS
-        .iter()
-        .map(|t| (*t, format!("{t:.2}")))
-        .collect();
+    let ticks = accuracy_ticks();
     frame.y_grid(&mut svg, 1.0, &ticks);
     rounds.labels(&frame, &mut svg);
     let mut entries = Vec::new();
