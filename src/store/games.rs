@@ -209,13 +209,20 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        let mut runs = Vec::with_capacity(rows.len());
-        for row in rows {
-            let view = job_view_from_row(row)?;
-            let params = self.job_params(view.id).await?;
-            runs.push((view, params));
-        }
-        Ok(runs)
+        let params: Vec<(Uuid, String)> = dispatch!(self, pool, _b => {
+            sqlx::query_as("SELECT id, params FROM jobs WHERE kind = $1")
+                .bind(JobKind::TrainingRun.as_str())
+                .fetch_all(pool)
+                .await?
+        });
+        let mut params: std::collections::HashMap<Uuid, String> = params.into_iter().collect();
+        rows.into_iter()
+            .map(|row| {
+                let view = job_view_from_row(row)?;
+                let text = params.remove(&view.id).unwrap_or_default();
+                Ok((view, parse_json(&text, "job parameters")?))
+            })
+            .collect()
     }
 
     /// A job's stored parameters.

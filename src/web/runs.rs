@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::plots::{prover_curves, round_curves_svg, verifier_curves};
 use super::session::{Admin, Staff};
-use super::verifiers::{Choice, choice, whole};
+use super::verifiers::{Choice, choice, chosen_id, whole};
 use super::{AppState, WebError};
 use crate::cli::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};
 use crate::clock::format_ms;
@@ -26,7 +26,7 @@ use crate::ml::sampling::SamplingParams;
 use crate::quality::RaterProtocol;
 use crate::store::jobs::JobView;
 use crate::store::studies::StudySpec;
-use crate::worker::game::{TrainingRunParams, request_training_run};
+use crate::worker::game::{self, TrainingRunParams, request_training_run};
 use crate::worker::generation::{GenerationRequest, create_generated_study};
 
 /// Shown where a figure is missing.
@@ -180,17 +180,11 @@ async fn runs_page(
     RunsPage::new(&state, user.username, RunForm::default()).await
 }
 
-/// A checkpoint chosen from one of the page's lists.
+/// A checkpoint chosen from one of the page's lists, which the run cannot do without.
 fn listed(text: &str, offered: &[Choice], field: &str) -> Result<Uuid, WebError> {
-    let text = text.trim();
-    text.parse::<Uuid>()
-        .ok()
-        .filter(|id| offered.iter().any(|c| c.value == id.to_string()))
-        .ok_or_else(|| {
-            WebError::BadRequest(format!(
-                "{field}: {text:?} is not one of the listed checkpoints"
-            ))
-        })
+    chosen_id(text, "", offered, field)?.ok_or_else(|| {
+        WebError::BadRequest(format!("{field}: choose one of the listed checkpoints"))
+    })
 }
 
 /// Reads the form into run parameters (the rest at their defaults), checked.
@@ -199,13 +193,25 @@ fn run_params(form: &RunForm, page: &RunsPage) -> Result<TrainingRunParams, WebE
         name: form.name.trim().to_string(),
         prover_checkpoint_id: listed(&form.prover, &page.provers, "initial prover")?,
         verifier_checkpoint_id: listed(&form.verifier, &page.verifiers, "base verifier")?,
-        rounds: whole(&form.rounds, 1..=10, "rounds")?,
+        rounds: whole(&form.rounds, game::ROUNDS, "rounds")?,
         seed: whole(&form.seed, 0..=u64::MAX, "seed")?,
         reward: choice::<RewardKind>(&form.reward, "reward")?,
-        problems: whole(&form.problems, 4..=5_000, "training problems")?,
-        eval_problems: whole(&form.eval_problems, 2..=1_000, "held-out problems")?,
-        steps_per_round: whole(&form.steps_per_round, 1..=50, "steps per round")?,
-        samples_per_role: whole(&form.samples_per_role, 1..=8, "samples per role")?,
+        problems: whole(&form.problems, game::PROBLEMS, "training problems")?,
+        eval_problems: whole(
+            &form.eval_problems,
+            game::EVAL_PROBLEMS,
+            "held-out problems",
+        )?,
+        steps_per_round: whole(
+            &form.steps_per_round,
+            game::STEPS_PER_ROUND,
+            "steps per round",
+        )?,
+        samples_per_role: whole(
+            &form.samples_per_role,
+            game::SAMPLES_PER_ROLE,
+            "samples per role",
+        )?,
         ..TrainingRunParams::default()
     };
     params.check().map_err(WebError::Unprocessable)?;

@@ -8,6 +8,7 @@
 //! once and is never registered twice.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,18 @@ pub const RUNS_DIR: &str = "runs";
 /// Attempts a training run gets: each resumes after the last finished step, so a few crashes
 /// cost little.
 pub const TRAINING_RUN_ATTEMPTS: i64 = 5;
+
+/// Rounds a run may have after round 0; checked by [`TrainingRunParams::check`] and the
+/// admin form alike, as are the other ranges below.
+pub const ROUNDS: RangeInclusive<u32> = 1..=10;
+/// Training problems a run may generate.
+pub const PROBLEMS: RangeInclusive<usize> = 4..=5_000;
+/// Held-out problems a run may measure on.
+pub const EVAL_PROBLEMS: RangeInclusive<usize> = 2..=1_000;
+/// Prover steps a round may take at most.
+pub const STEPS_PER_ROUND: RangeInclusive<usize> = 1..=50;
+/// Samples per problem and role in a step.
+pub const SAMPLES_PER_ROLE: RangeInclusive<usize> = 1..=8;
 
 /// What a training run is asked to do; stored as the job's JSON parameters. Fields left out
 /// take the defaults, which are the settings measured in README.
@@ -104,19 +117,22 @@ impl TrainingRunParams {
         if self.name.trim().is_empty() {
             return Err("the run needs a name".into());
         }
-        let ranges: [(&str, usize, usize, usize); 7] = [
-            ("rounds", self.rounds as usize, 1, 10),
-            ("training problems", self.problems, 4, 5_000),
-            ("held-out problems", self.eval_problems, 2, 1_000),
-            ("steps per round", self.steps_per_round, 1, 50),
-            ("samples per role", self.samples_per_role, 1, 8),
-            ("fine-tuning steps", self.fine_tune_steps, 1, 1_000),
-            ("fine-tuning batch", self.fine_tune_batch, 1, 256),
+        let rounds = *ROUNDS.start() as usize..=*ROUNDS.end() as usize;
+        let ranges: [(&str, usize, RangeInclusive<usize>); 7] = [
+            ("rounds", self.rounds as usize, rounds),
+            ("training problems", self.problems, PROBLEMS),
+            ("held-out problems", self.eval_problems, EVAL_PROBLEMS),
+            ("steps per round", self.steps_per_round, STEPS_PER_ROUND),
+            ("samples per role", self.samples_per_role, SAMPLES_PER_ROLE),
+            ("fine-tuning steps", self.fine_tune_steps, 1..=1_000),
+            ("fine-tuning batch", self.fine_tune_batch, 1..=256),
         ];
-        for (what, value, low, high) in ranges {
-            if !(low..=high).contains(&value) {
+        for (what, value, range) in ranges {
+            if !range.contains(&value) {
                 return Err(format!(
-                    "{what} must be between {low} and {high}, not {value}"
+                    "{what} must be between {} and {}, not {value}",
+                    range.start(),
+                    range.end()
                 ));
             }
         }
