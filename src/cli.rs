@@ -430,11 +430,11 @@ pub enum TrainCommand {
     /// each later round trains a verifier on earlier rounds' solutions and optimises the prover
     /// against it (expert iteration); writes `round-N` provers and `game.json`.
     Game {
-        /// Rounds after round 0.
-        #[arg(long, default_value_t = 3)]
+        /// Rounds after round 0 (the defaults are those of a run started from the admin page).
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().rounds)]
         rounds: u32,
         /// Seed of everything; the same seed and thread count repeat the run.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().seed)]
         seed: u64,
         /// Folder for the rounds' provers and game.json; running again on the same folder
         /// with the same settings resumes after the last finished step.
@@ -444,13 +444,13 @@ pub enum TrainCommand {
         #[arg(long, default_value = "src")]
         reward: String,
         /// Training problems (generated).
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().problems)]
         problems: usize,
         /// Held-out problems the round metrics are measured on.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().eval_problems)]
         eval_problems: usize,
         /// Prover steps per round at most.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().steps_per_round)]
         steps_per_round: usize,
         /// Models folder holding prover-tiny and verifier-tiny.
         #[arg(long, default_value = "models")]
