@@ -17,13 +17,13 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::parser::parse_message_type;
 use uuid::Uuid;
 
-use crate::domain::Verdict;
+use crate::judging;
 use crate::labels::CHANCE_ALPHA;
 use crate::metrics::is_chance_level;
 pub use crate::store::reports::AttemptRow;
 
 /// The tidy table's columns, in order (README documents each).
-pub const COLUMNS: [&str; 16] = [
+pub const COLUMNS: [&str; 18] = [
     "rater_id",
     "rater_name",
     "solution_id",
@@ -39,25 +39,25 @@ pub const COLUMNS: [&str; 16] = [
     "server_elapsed_ms",
     "client_elapsed_ms",
     "first_wrong_step",
-    "flags",
+    "timing",
+    "times_shown",
+    "attempt_flags",
 ];
 
-/// Client and server times further apart than this suggest network delay or a tampered page.
-pub const CLIENT_GAP_MS: i64 = 2_000;
-
-/// Why a row deserves a second look; a row may carry several, joined by `;`.
+/// Why a row deserves a second look; a row may carry several, joined by `;`. How the attempt
+/// ended in time is not a flag but its own column (`timing`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flag {
     /// The rater's verdicts in this study cannot be told from guessing (the report's test).
     ChanceLevelRater,
-    /// An answer arrived after the deadline and was stored as a timeout.
-    LateAnswer,
-    /// No answer arrived at all: the deadline passed and the server recorded the timeout.
-    NoAnswer,
-    /// An answered item without a (plausible) time measured by the page.
+    /// Something arrived from the page, but without a time of its own.
     NoClientTime,
-    /// The page's and the server's times differ by more than [`CLIENT_GAP_MS`].
-    ClientServerGap,
+    /// The page's time differs from the server's real time (serving to arrival) by more than
+    /// [`judging::CLIENT_TOLERANCE_MS`]: a slow network or a tampered page.
+    ImplausibleClientTime,
+    /// The item was shown more than once while it ran (a reload, a new tab, the link opened
+    /// again): its time includes the interruption.
+    Resumed,
 }
 
 impl Flag {
@@ -65,10 +65,9 @@ impl Flag {
     pub fn as_str(self) -> &'static str {
         match self {
             Flag::ChanceLevelRater => "chance_level_rater",
-            Flag::LateAnswer => "late_answer",
-            Flag::NoAnswer => "no_answer",
             Flag::NoClientTime => "no_client_time",
-            Flag::ClientServerGap => "client_server_gap",
+            Flag::ImplausibleClientTime => "implausible_client_time",
+            Flag::Resumed => "resumed",
         }
     }
 }
@@ -79,19 +78,17 @@ pub fn flags_of(row: &AttemptRow, chance_level_rater: bool) -> Vec<Flag> {
     if chance_level_rater {
         flags.push(Flag::ChanceLevelRater);
     }
-    match row.submitted_at {
-        None => flags.push(Flag::NoAnswer),
-        Some(at) if at > row.deadline => flags.push(Flag::LateAnswer),
-        Some(_) => {}
-    }
-    if row.verdict != Verdict::Timeout {
+    if let Some(arrived) = row.submitted_at {
         match row.client_elapsed_ms {
             None => flags.push(Flag::NoClientTime),
-            Some(client) if (client - row.server_elapsed_ms).abs() > CLIENT_GAP_MS => {
-                flags.push(Flag::ClientServerGap)
+            Some(client) if judging::client_time_implausible(client, row.served_at, arrived) => {
+                flags.push(Flag::ImplausibleClientTime)
             }
             Some(_) => {}
         }
+    }
+    if row.times_shown > 1 {
+        flags.push(Flag::Resumed);
     }
     flags
 }
@@ -118,14 +115,14 @@ pub fn chance_level_raters(tallies: &[RaterTally]) -> HashSet<Uuid> {
         .collect()
 }
 
-/// Fills in each row's `flags` column.
+/// Fills in each row's `attempt_flags` column.
 pub fn add_flags(rows: &mut [AttemptRow], chance_level: &HashSet<Uuid>) {
     for row in rows {
         let flags: Vec<&str> = flags_of(row, chance_level.contains(&row.rater_id))
             .into_iter()
             .map(Flag::as_str)
             .collect();
-        row.flags = flags.join(";");
+        row.attempt_flags = flags.join(";");
     }
 }
 
@@ -277,7 +274,9 @@ message attempt {
   REQUIRED INT64 server_elapsed_ms;
   OPTIONAL INT64 client_elapsed_ms;
   OPTIONAL INT64 first_wrong_step;
-  REQUIRED BYTE_ARRAY flags (STRING);
+  REQUIRED BYTE_ARRAY timing (STRING);
+  REQUIRED INT64 times_shown;
+  REQUIRED BYTE_ARRAY attempt_flags (STRING);
 }
 ";
 
@@ -331,7 +330,9 @@ impl Values {
             Values::Int(rows.iter().map(|r| r.server_elapsed_ms).collect()),
             Values::optional(rows, |r| r.client_elapsed_ms),
             Values::optional(rows, |r| r.first_wrong_step),
-            Values::text(rows, |r| r.flags.clone()),
+            Values::text(rows, |r| r.timing.as_str().to_string()),
+            Values::Int(rows.iter().map(|r| r.times_shown).collect()),
+            Values::text(rows, |r| r.attempt_flags.clone()),
         ]
     }
 }
@@ -393,7 +394,8 @@ impl ParquetTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ProverRole;
+    use crate::domain::{ProverRole, Verdict};
+    use crate::judging::TimingOutcome;
 
     fn row(verdict: Verdict, submitted_at: Option<i64>, client: Option<i64>) -> AttemptRow {
         AttemptRow {
@@ -412,7 +414,9 @@ mod tests {
             server_elapsed_ms: submitted_at.map_or(45_000, |at| (at - 1_000).min(45_000)),
             client_elapsed_ms: client,
             first_wrong_step: None,
-            flags: String::new(),
+            timing: TimingOutcome::InTime,
+            times_shown: 1,
+            attempt_flags: String::new(),
         }
     }
 
@@ -421,24 +425,37 @@ mod tests {
         let clean = row(Verdict::Wrong, Some(11_000), Some(9_500));
         assert!(flags_of(&clean, false).is_empty());
         assert_eq!(flags_of(&clean, true), vec![Flag::ChanceLevelRater]);
+        // 10 s from serving to arrival; the page claims 7.999 s: beyond the 2 s tolerance.
         let gap = row(Verdict::Wrong, Some(11_000), Some(7_999));
-        assert_eq!(flags_of(&gap, false), vec![Flag::ClientServerGap]);
+        assert_eq!(flags_of(&gap, false), vec![Flag::ImplausibleClientTime]);
+        assert!(flags_of(&row(Verdict::Wrong, Some(11_000), Some(8_000)), false).is_empty());
+        // The issue's case: the page claimed 19 s, the server measured 1.221 s.
+        let claimed = row(Verdict::Correct, Some(2_221), Some(19_000));
+        assert_eq!(flags_of(&claimed, false), vec![Flag::ImplausibleClientTime]);
         let no_client = row(Verdict::Correct, Some(11_000), None);
         assert_eq!(flags_of(&no_client, false), vec![Flag::NoClientTime]);
-        let late = row(Verdict::Timeout, Some(47_000), None);
-        assert_eq!(flags_of(&late, false), vec![Flag::LateAnswer]);
+        // A late answer whose page says it took 3 s, against 46 s on the server.
+        let late = row(Verdict::Timeout, Some(47_000), Some(3_000));
+        assert_eq!(flags_of(&late, false), vec![Flag::ImplausibleClientTime]);
+        // Nothing arrived: no page time to compare.
         let abandoned = row(Verdict::Timeout, None, None);
-        assert_eq!(
-            flags_of(&abandoned, true),
-            vec![Flag::ChanceLevelRater, Flag::NoAnswer]
-        );
-        // A timeout the page sent itself, in time: nothing odd.
-        assert!(flags_of(&row(Verdict::Timeout, Some(46_000), Some(45_000)), false).is_empty());
+        assert_eq!(flags_of(&abandoned, true), vec![Flag::ChanceLevelRater]);
+        // A timeout the page sent itself, just after the deadline: nothing odd.
+        assert!(flags_of(&row(Verdict::Timeout, Some(46_150), Some(45_000)), false).is_empty());
+        let resumed = AttemptRow {
+            times_shown: 3,
+            ..row(Verdict::Wrong, Some(11_000), Some(9_500))
+        };
+        assert_eq!(flags_of(&resumed, false), vec![Flag::Resumed]);
 
-        let mut rows = vec![abandoned, clean];
+        let mut rows = vec![abandoned, gap, resumed];
         add_flags(&mut rows, &HashSet::from([Uuid::from_u128(1)]));
-        assert_eq!(rows[0].flags, "chance_level_rater;no_answer");
-        assert_eq!(rows[1].flags, "chance_level_rater");
+        assert_eq!(rows[0].attempt_flags, "chance_level_rater");
+        assert_eq!(
+            rows[1].attempt_flags,
+            "chance_level_rater;implausible_client_time"
+        );
+        assert_eq!(rows[2].attempt_flags, "chance_level_rater;resumed");
     }
 
     #[test]
@@ -487,7 +504,7 @@ mod tests {
             lines[1]
         );
         assert!(
-            lines[2].ends_with(",timeout,1000,46000,,45000,,,"),
+            lines[2].ends_with(",timeout,1000,46000,,45000,,,in_time,1,"),
             "{}",
             lines[2]
         );
@@ -564,5 +581,7 @@ mod tests {
         assert_eq!(fields[8].1, &Field::Str("correct".into()));
         assert_eq!(fields[11].1, &Field::TimestampMillis(20_000));
         assert_eq!(fields[13].1, &Field::Null);
+        assert_eq!(fields[15].1, &Field::Str("in_time".into()));
+        assert_eq!(fields[16].1, &Field::Long(1));
     }
 }

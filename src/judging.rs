@@ -46,6 +46,31 @@ pub enum RequestedVerdict {
     Timeout,
 }
 
+impl RequestedVerdict {
+    /// The stored spelling (`judgements.requested_verdict`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestedVerdict::Correct => "correct",
+            RequestedVerdict::Wrong => "wrong",
+            RequestedVerdict::Timeout => "timeout",
+        }
+    }
+}
+
+impl std::str::FromStr for RequestedVerdict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "correct" => Ok(RequestedVerdict::Correct),
+            "wrong" => Ok(RequestedVerdict::Wrong),
+            "timeout" => Ok(RequestedVerdict::Timeout),
+            other => Err(format!(
+                "{other:?} is not a verdict; expected correct, wrong or timeout"
+            )),
+        }
+    }
+}
+
 /// What is stored for an answer received at `now_ms`: anything after the deadline is a
 /// `timeout`, never a verdict, whatever the browser claims.
 pub fn recorded_verdict(requested: RequestedVerdict, now_ms: i64, deadline_ms: i64) -> Verdict {
@@ -56,6 +81,64 @@ pub fn recorded_verdict(requested: RequestedVerdict, now_ms: i64, deadline_ms: i
         RequestedVerdict::Correct => Verdict::Correct,
         RequestedVerdict::Wrong => Verdict::Wrong,
         RequestedVerdict::Timeout => Verdict::Timeout,
+    }
+}
+
+/// After this long past its deadline (the study's grace), an answer is refused (410) and
+/// nothing is stored, however soon or late the reclaim of abandoned items runs: the item is
+/// abandoned and its slot goes back to the pool.
+pub fn answer_refused(now_ms: i64, deadline_ms: i64, grace_ms: i64) -> bool {
+    now_ms > deadline_ms.saturating_add(grace_ms)
+}
+
+/// How an attempt ended in time, as a researcher reads it: an honest timeout fired by the
+/// page's countdown is not a verdict that arrived too late, and neither is a timeout the
+/// server recorded because nothing arrived at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimingOutcome {
+    /// A verdict that arrived by the deadline.
+    InTime,
+    /// The page's countdown reached zero and the page sent the timeout itself.
+    PageTimeout,
+    /// A verdict (correct or wrong) that arrived after the deadline but within the grace; it
+    /// was stored as a timeout. An honest page never sends one: a sign of a slow network or a
+    /// tampered page.
+    LateAnswer,
+    /// Nothing arrived: the deadline passed and the server recorded the timeout when the rater
+    /// asked for their next item.
+    NoAnswer,
+    /// Stored before requested verdicts were kept: a timeout for something that arrived after
+    /// the deadline, which may have been the page's timeout or a late verdict.
+    Unrecorded,
+}
+
+impl TimingOutcome {
+    /// The outcome's name in downloads and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimingOutcome::InTime => "in_time",
+            TimingOutcome::PageTimeout => "page_timeout",
+            TimingOutcome::LateAnswer => "late_answer",
+            TimingOutcome::NoAnswer => "no_answer",
+            TimingOutcome::Unrecorded => "unrecorded",
+        }
+    }
+}
+
+/// The timing outcome of a stored attempt, from what the page asked for (`None` when nothing
+/// arrived, or for rows stored before it was kept), when it arrived, and the deadline.
+pub fn timing_outcome(
+    requested: Option<RequestedVerdict>,
+    submitted_at: Option<i64>,
+    deadline_ms: i64,
+) -> TimingOutcome {
+    match (requested, submitted_at) {
+        (_, None) => TimingOutcome::NoAnswer,
+        (Some(RequestedVerdict::Timeout), Some(_)) => TimingOutcome::PageTimeout,
+        (Some(_), Some(at)) if at > deadline_ms => TimingOutcome::LateAnswer,
+        (Some(_), Some(_)) => TimingOutcome::InTime,
+        (None, Some(_)) => TimingOutcome::Unrecorded,
     }
 }
 
@@ -75,10 +158,26 @@ pub fn server_elapsed_ms(
     (end - served_at_ms).max(0)
 }
 
-/// The browser's own measurement, kept only when plausible (0 ..= 10× the limit); anything
-/// else is dropped rather than stored as a misleading number.
-pub fn plausible_client_elapsed(client_ms: Option<i64>, time_limit_ms: i64) -> Option<i64> {
-    client_ms.filter(|ms| (0..=time_limit_ms.saturating_mul(10)).contains(ms))
+/// The browser's own measurement as sent, for comparison with the server's; only values that
+/// cannot be a duration (negative, or more than a day) are dropped. A value that disagrees
+/// with the server's measure is kept and flagged in the downloads (see
+/// [`client_time_implausible`]), so a tampered page leaves a trace instead of a gap.
+pub fn recorded_client_elapsed(client_ms: Option<i64>) -> Option<i64> {
+    client_ms.filter(|ms| (0..=MAX_CLIENT_ELAPSED_MS).contains(ms))
+}
+
+/// Largest client measure stored: a day.
+const MAX_CLIENT_ELAPSED_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Page and server times may differ by this much (network delay, page rendering) before the
+/// page's time is called implausible.
+pub const CLIENT_TOLERANCE_MS: i64 = 2_000;
+
+/// The page's time disagrees with the server's beyond [`CLIENT_TOLERANCE_MS`]. The server's
+/// side is the real time from serving to arrival (not capped at the limit), so a late answer
+/// whose page claims it was quick is caught too.
+pub fn client_time_implausible(client_ms: i64, served_at_ms: i64, arrived_at_ms: i64) -> bool {
+    (client_ms - (arrived_at_ms - served_at_ms)).abs() > CLIENT_TOLERANCE_MS
 }
 
 /// Unanswered items whose deadline is before this instant are abandoned: their slot returns
@@ -171,9 +270,51 @@ mod tests {
             45_000
         );
         assert_eq!(server_elapsed_ms(0, 12_345, 45_000, Verdict::Wrong), 12_345);
-        assert_eq!(plausible_client_elapsed(Some(-5), 45_000), None);
-        assert_eq!(plausible_client_elapsed(Some(12_000), 45_000), Some(12_000));
-        assert_eq!(plausible_client_elapsed(Some(10_000_000), 45_000), None);
+        assert_eq!(recorded_client_elapsed(Some(-5)), None);
+        assert_eq!(recorded_client_elapsed(Some(12_000)), Some(12_000));
+        assert_eq!(recorded_client_elapsed(Some(10_000_000)), Some(10_000_000));
+        assert_eq!(recorded_client_elapsed(Some(86_400_001)), None);
+        assert_eq!(recorded_client_elapsed(None), None);
+    }
+
+    #[test]
+    fn answers_after_the_grace_are_refused() {
+        let deadline = 46_000;
+        assert!(!answer_refused(deadline, deadline, 15_000));
+        assert!(!answer_refused(deadline + 15_000, deadline, 15_000));
+        assert!(answer_refused(deadline + 15_001, deadline, 15_000));
+        // The case: 21.8 s after the deadline with a 15 s grace.
+        assert!(answer_refused(deadline + 21_800, deadline, 15_000));
+        assert!(!answer_refused(i64::MAX, i64::MAX, 15_000));
+    }
+
+    #[test]
+    fn timing_outcomes_tell_timeouts_apart() {
+        use RequestedVerdict::{Correct, Timeout, Wrong};
+        let deadline = 46_000;
+        let outcome = |requested, at| timing_outcome(requested, at, deadline).as_str();
+        assert_eq!(outcome(Some(Correct), Some(30_000)), "in_time");
+        assert_eq!(outcome(Some(Wrong), Some(deadline)), "in_time");
+        // The page fires at zero; its request lands a little after the deadline: honest.
+        assert_eq!(outcome(Some(Timeout), Some(deadline + 180)), "page_timeout");
+        assert_eq!(outcome(Some(Timeout), Some(deadline - 50)), "page_timeout");
+        // A verdict after the deadline: stored as a timeout, and told apart.
+        assert_eq!(outcome(Some(Correct), Some(deadline + 1)), "late_answer");
+        assert_eq!(outcome(Some(Wrong), Some(deadline + 9_000)), "late_answer");
+        assert_eq!(outcome(None, None), "no_answer");
+        assert_eq!(outcome(Some(Timeout), None), "no_answer");
+        assert_eq!(outcome(None, Some(deadline + 3)), "unrecorded");
+    }
+
+    #[test]
+    fn client_times_far_from_the_server_are_implausible() {
+        // The case: the page claimed 19 s, the server measured 1.2 s.
+        assert!(client_time_implausible(19_000, 1_000, 2_221));
+        assert!(!client_time_implausible(1_000, 1_000, 2_221));
+        assert!(!client_time_implausible(0, 0, CLIENT_TOLERANCE_MS));
+        assert!(client_time_implausible(0, 0, CLIENT_TOLERANCE_MS + 1));
+        // A late answer whose page says it was quick: the real elapsed time counts, not the cap.
+        assert!(client_time_implausible(3_000, 0, 50_000));
     }
 
     #[test]

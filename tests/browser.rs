@@ -558,3 +558,113 @@ async fn rater_protocol_in_chromium(backend: Backend) {
     assert_eq!(quality[&raters[1].rater.id].screening_passed, Some(false));
 }
 on_both_backends!(rater_protocol_in_chromium);
+
+/// Stops the page's countdown, as a rater tampering with the page could (every timer the page
+/// set is cleared), so that it neither ticks nor sends its timeout at zero.
+async fn stop_the_page_clock(browser: &Client) {
+    browser
+        .execute(
+            "var id = window.setTimeout(function () {}, 0); while (id--) window.clearTimeout(id);",
+            vec![],
+        )
+        .await
+        .unwrap();
+}
+
+/// The timing outcomes of real pages in Chromium, each with what was stored: the page's own
+/// timeout, a late verdict from a tampered page (within the grace), a verdict after the grace
+/// (410, nothing stored), and an item resumed by opening the link again in a new tab.
+async fn timing_outcomes_in_chromium(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // Five problems, one checkpoint, 5 s per item; the fixture's grace is 5 s.
+    let fixture = app.fixture(5, 1, 1, 5_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let base = serve(&app).await;
+    let (_driver, browser) = start_browser().await;
+    let link = format!("{base}/r/{}", tokens[0]);
+    browser.goto(&link).await.unwrap();
+    click(&browser, "start").await;
+
+    // 1. The countdown reaches zero: the page sends its timeout itself.
+    wait_for_item(&browser, Some(1), Duration::from_secs(10)).await;
+    wait_for_item(&browser, Some(2), Duration::from_secs(15)).await;
+
+    // 2. A tampered page: its clock stopped, "Correct" clicked just after the deadline.
+    stop_the_page_clock(&browser).await;
+    tokio::time::sleep(Duration::from_millis(5_800)).await;
+    click(&browser, "btn-correct").await;
+    wait_for_item(&browser, Some(3), Duration::from_secs(10)).await;
+
+    // 3. The same, but the answer comes after deadline + grace: refused, nothing stored.
+    stop_the_page_clock(&browser).await;
+    app.state.clock.advance_ms(5_000 + 5_000 + 1_000);
+    let judged_before = app.store().study_progress(fixture.study_id).await.unwrap();
+    click(&browser, "btn-correct").await;
+    wait_for_title(&browser, "Time ran out", Duration::from_secs(10)).await;
+    assert!(
+        text_of(&browser, "main").await.contains("was not recorded"),
+        "the 410 page does not say the answer was not stored"
+    );
+    let judged_after = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (judged_after.judged, judged_after.in_progress),
+        (judged_before.judged, 0),
+        "an answer after the grace was stored, or its slot was kept"
+    );
+    click(&browser, "continue").await;
+
+    // 4. Reopening the link in a new tab mid-item goes straight back to the item, with less
+    //    time, and the answer counts as given in time by a resumed item.
+    wait_for_item(&browser, Some(3), Duration::from_secs(10)).await;
+    let question = text_of(&browser, "#question").await;
+    let before = seconds(&text_of(&browser, "#countdown").await);
+    let old = browser.window().await.unwrap();
+    let tab = browser.new_window(true).await.unwrap();
+    browser.close_window().await.unwrap();
+    drop(old);
+    browser.switch_to_window(tab.handle).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    browser.goto(&link).await.unwrap();
+    wait_for_item(&browser, Some(3), Duration::from_secs(10)).await;
+    assert_eq!(text_of(&browser, "#question").await, question);
+    let left = seconds(&text_of(&browser, "#countdown").await);
+    assert!(
+        left < before,
+        "resumed with {left} s after {before} s: the clock was reset"
+    );
+    press(&browser, 'c').await;
+    wait_for_item(&browser, Some(4), Duration::from_secs(10)).await;
+    browser.close().await.unwrap();
+
+    let rows = app.attempts(fixture.study_id).await;
+    let stored: Vec<(&str, &str, i64, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["verdict"].as_str().unwrap(),
+                r["timing"].as_str().unwrap(),
+                r["times_shown"].as_i64().unwrap(),
+                r["attempt_flags"]
+                    .as_str()
+                    .unwrap()
+                    .contains("implausible_client_time"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stored,
+        vec![
+            ("timeout", "page_timeout", 1, false),
+            ("timeout", "late_answer", 1, false),
+            ("correct", "in_time", 2, false),
+        ],
+        "{rows:#?}"
+    );
+    assert!(
+        rows[2]["attempt_flags"]
+            .as_str()
+            .unwrap()
+            .contains("resumed")
+    );
+}
+on_both_backends!(timing_outcomes_in_chromium);

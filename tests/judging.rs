@@ -433,3 +433,157 @@ async fn many_tabs_of_one_rater_get_one_item(backend: Backend) {
     assert_eq!(progress.in_progress, 1);
 }
 on_both_backends!(many_tabs_of_one_rater_get_one_item);
+
+/// An answer after deadline + grace is refused with 410 and stores nothing, whether or not the
+/// reclaim of abandoned items has run; the item is abandoned and its slot goes back at once.
+/// The same holds when the rater asks for their next item after the grace: nothing is stored.
+async fn answers_after_the_grace_are_refused_whatever_the_reclaim_did(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // Grace 5 s (the fixture's); two problems, two solutions each, one judgement per solution.
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 2).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+    let item = next_item(&mut rater).await;
+    let id = item["assignment_id"].as_str().unwrap().to_string();
+    // Nobody else asks for an item, so no sweep runs: only the answer's own rule decides.
+    app.state.clock.advance_ms(45_000 + 5_001);
+    let late = answer(&mut rater, &id, "correct").await;
+    assert_eq!(late.status, StatusCode::GONE, "{}", late.body);
+    assert!(
+        late.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("not stored"),
+        "{}",
+        late.body
+    );
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.judged, progress.in_progress),
+        (0, 0),
+        "{progress:?}"
+    );
+    // Asked again, the answer is still refused and still nothing is stored.
+    assert_eq!(
+        answer(&mut rater, &id, "wrong").await.status,
+        StatusCode::GONE
+    );
+
+    // The other rater leaves an item: within the grace their next request stores a timeout
+    // with no answer; after the grace it abandons it and stores nothing.
+    let mut other = app.rater_client(&tokens[1]).await;
+    let first = next_item(&mut other).await;
+    app.state.clock.advance_ms(45_000 + 4_000);
+    let second = next_item(&mut other).await;
+    assert_ne!(first["assignment_id"], second["assignment_id"]);
+    app.state.clock.advance_ms(45_000 + 5_001);
+    let third = next_item(&mut other).await;
+    assert_eq!(third["status"], "finished", "{third}");
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.judged, progress.timeouts, progress.in_progress),
+        (1, 1, 0),
+        "{progress:?}"
+    );
+    let rows = app.attempts(fixture.study_id).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["timing"], "no_answer");
+    assert_eq!(rows[0]["submitted_at"], serde_json::Value::Null);
+}
+on_both_backends!(answers_after_the_grace_are_refused_whatever_the_reclaim_did);
+
+/// Every timing outcome and flag as stored: an answer in time, the page's own timeout, a late
+/// verdict within the grace, a reloaded item, and a page time far from the server's.
+async fn timing_outcomes_and_flags_are_told_apart(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(4, 1, 1, 20_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+    // 1. In time, honest page time.
+    let id = next_item(&mut rater).await["assignment_id"].clone();
+    app.state.clock.advance_ms(3_000);
+    let body = json!({"assignment_id": id, "verdict": "correct", "client_elapsed_ms": 3_000});
+    assert_eq!(
+        rater.post_json("/api/rater/judgements", &body).await.status,
+        200
+    );
+    // 2. The page's countdown ends; its timeout lands 150 ms after the deadline.
+    let id = next_item(&mut rater).await["assignment_id"].clone();
+    app.state.clock.advance_ms(20_150);
+    let body = json!({"assignment_id": id, "verdict": "timeout", "client_elapsed_ms": 20_000});
+    let stored = rater.post_json("/api/rater/judgements", &body).await.json();
+    assert_eq!(stored["verdict"], "timeout");
+    // 3. A verdict 3 s after the deadline (within the 5 s grace), from a page claiming 4 s.
+    let id = next_item(&mut rater).await["assignment_id"].clone();
+    app.state.clock.advance_ms(23_000);
+    let body = json!({"assignment_id": id, "verdict": "wrong", "client_elapsed_ms": 4_000});
+    let stored = rater.post_json("/api/rater/judgements", &body).await.json();
+    assert_eq!(stored["verdict"], "timeout");
+    // 4. Reloaded twice, then answered in time without a page time.
+    let id = next_item(&mut rater).await["assignment_id"].clone();
+    app.state.clock.advance_ms(1_000);
+    assert_eq!(next_item(&mut rater).await["assignment_id"], id);
+    assert_eq!(next_item(&mut rater).await["assignment_id"], id);
+    let body = json!({"assignment_id": id, "verdict": "wrong"});
+    assert_eq!(
+        rater.post_json("/api/rater/judgements", &body).await.status,
+        200
+    );
+
+    let rows = app.attempts(fixture.study_id).await;
+    let got: Vec<(String, i64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["timing"].as_str().unwrap().to_string(),
+                r["times_shown"].as_i64().unwrap(),
+                r["attempt_flags"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // One rater with four answers cannot be told from guessing: every row carries that flag.
+    assert_eq!(
+        got,
+        vec![
+            ("in_time".into(), 1, "chance_level_rater".into()),
+            ("page_timeout".into(), 1, "chance_level_rater".into()),
+            (
+                "late_answer".into(),
+                1,
+                "chance_level_rater;implausible_client_time".into()
+            ),
+            (
+                "in_time".into(),
+                3,
+                "chance_level_rater;no_client_time;resumed".into()
+            ),
+        ]
+    );
+}
+on_both_backends!(timing_outcomes_and_flags_are_told_apart);
+
+/// Opening the link again while an item runs goes straight back to the item, not to the
+/// instructions (whose reading would eat the item's time).
+async fn reopening_the_link_returns_to_the_running_item(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.client();
+    let entered = rater.get(&format!("/r/{}", tokens[0])).await;
+    assert_eq!(entered.location(), Some("/rate"));
+    assert_eq!(rater.get("/rate").await.status, StatusCode::OK);
+    let item = next_item(&mut rater).await;
+    assert_eq!(item["status"], "item");
+    app.state.clock.advance_ms(10_000);
+    let entered = rater.get(&format!("/r/{}", tokens[0])).await;
+    assert_eq!(entered.location(), Some("/rate"));
+    let instructions = rater.get("/rate").await;
+    assert_eq!(instructions.status, StatusCode::SEE_OTHER);
+    assert_eq!(instructions.location(), Some("/rate/item"));
+    let page = rater.get("/rate/item").await;
+    assert!(page.body.contains(item["assignment_id"].as_str().unwrap()));
+    // Once its deadline has passed, the instructions are shown again.
+    app.state.clock.advance_ms(36_000);
+    assert_eq!(rater.get("/rate").await.status, StatusCode::OK);
+}
+on_both_backends!(reopening_the_link_returns_to_the_running_item);

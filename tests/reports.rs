@@ -268,6 +268,8 @@ enum Act {
     },
     /// Answer 2 s after the deadline (stored as a timeout).
     Late,
+    /// The page's countdown ends and it sends the timeout, 120 ms after the deadline.
+    PageTimeout,
     /// Never answer: the deadline passes and the next request records the timeout.
     Abandon,
 }
@@ -295,6 +297,7 @@ fn act(r: usize, k: usize) -> Act {
         },
         3 if k % 6 == 1 => Act::Abandon,
         3 if k % 6 == 4 => Act::Late,
+        4 if k % 5 == 2 => Act::PageTimeout,
         3 => Act::Answer {
             elapsed,
             flip: false,
@@ -340,6 +343,11 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
                 active[r] = false;
                 continue;
             }
+            if r % 5 == 1 && done[r] % 3 == 2 {
+                // The page is reloaded mid-item: the same item again, shown twice.
+                let again = rater.get("/api/rater/item").await.json();
+                assert_eq!(again["assignment_id"], item["assignment_id"]);
+            }
             let text = item["solution"].as_str().unwrap_or_default().to_string();
             let honest = truthful(&text);
             let (verdict, client, wait) = match act(r, done[r]) {
@@ -357,6 +365,7 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
                     (said, client, elapsed)
                 }
                 Act::Late => (honest, None, 47_000),
+                Act::PageTimeout => ("timeout", Some(45_000), 45_120),
                 Act::Abandon => (honest, Some(3_000), 3_000),
             };
             app.state.clock.advance_ms(wait);
@@ -402,14 +411,20 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
         9 * 2 * 2 * 3 + 1,
         "every slot judged once, plus the header"
     );
-    for flag in [
+    for value in [
+        ",in_time,",
+        ",page_timeout,",
+        ",late_answer,",
+        ",no_answer,",
         "chance_level_rater",
-        "no_answer",
-        "late_answer",
         "no_client_time",
-        "client_server_gap",
+        "implausible_client_time",
+        "resumed",
     ] {
-        assert!(csv.contains(flag), "the fixture never raised {flag}");
+        assert!(
+            csv.contains(value),
+            "the fixture never raised {value}: {csv}"
+        );
     }
 
     let python = std::env::var("LEGIBILITY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());

@@ -12,7 +12,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use super::quality::{PracticeFeedback, RaterQualityState};
-use super::writer::{ClaimRequest, JudgeRequest};
+use super::writer::{ClaimRequest, JudgeRequest, abandon_item};
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{QualityPurpose, StudyStatus, Verdict, parse_stored};
 use crate::judging::{self, RequestedVerdict, Stratum};
@@ -154,6 +154,16 @@ type ContextRow = (
     i64,
     i64,
 );
+
+/// What a rater (or their client) is told when an answer comes after the grace.
+pub const ANSWER_TOO_LATE: &str =
+    "the time for this item ran out, so this answer was not stored; the item went back to the pool";
+
+/// Whether the rater's own expired item (if any) is stored as a timeout when settled (within
+/// the grace) rather than abandoned (after it): only a timeout counts as an item done.
+fn settles_as_timeout(expired: Option<(Uuid, Uuid, i64, i64)>, now: i64, grace_ms: i64) -> bool {
+    expired.is_some_and(|(_, _, _, deadline)| !judging::answer_refused(now, deadline, grace_ms))
+}
 
 /// Gold items answered count as session items (their numbers must look like any other's).
 fn session_quality_items(quality: Option<&RaterQualityState>) -> i64 {
@@ -334,8 +344,9 @@ impl Store {
         let mut items_done = context.items_done + session_quality_items(quality.as_ref());
         let mut expired_own = None;
         match context.current {
-            // Reload or resume: the same item, the same deadline; nothing to write.
+            // Reload or resume: the same item, the same deadline; only counted as shown again.
             Some(current) if now <= current.3 => {
+                self.count_shown_again(current.0).await?;
                 return self
                     .item_outcome(current, context.time_limit_ms, items_done, Stage::Session)
                     .await;
@@ -381,11 +392,10 @@ impl Store {
                     .is_some_and(|d| d < cutoff)
                     .then_some(cutoff),
                 expired_own,
+                grace_ms: context.grace_ms,
             })
             .await?;
-        if expired_own.is_some() {
-            items_done += 1;
-        }
+        items_done += i64::from(settles_as_timeout(expired_own, now, context.grace_ms));
         match claimed {
             Some(item) => {
                 self.item_outcome(
@@ -580,11 +590,40 @@ impl Store {
                     random_start: 0,
                     sweep_cutoff: None,
                     expired_own: Some(expired),
+                    grace_ms: context.grace_ms,
                 })
                 .await?;
-            *items_done += 1;
+            *items_done += i64::from(settles_as_timeout(Some(expired), now, context.grace_ms));
         }
         Ok(())
+    }
+
+    /// Counts one more showing of a running item (a reload, a new tab, a reopened link).
+    async fn count_shown_again(&self, assignment_id: Uuid) -> StoreResult<()> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            sqlx::query("UPDATE assignments SET times_shown = times_shown + 1 WHERE id = $1 AND state = 'active'")
+                .bind(assignment_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Whether the rater has an item running now (study or quality item), so that opening the
+    /// link again returns to it instead of the instructions while its clock runs on.
+    pub async fn has_running_item(&self, rater_id: Uuid, now: i64) -> StoreResult<bool> {
+        Ok(dispatch!(self, pool, _b => {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM assignments WHERE rater_id = $1 AND state = 'active' AND deadline >= $2)
+                     OR EXISTS (SELECT 1 FROM quality_attempts WHERE rater_id = $1 AND state = 'active' AND deadline >= $2)",
+            )
+            .bind(rater_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        }))
     }
 
     /// Stores a rater's answer to one of their items. After the deadline it is stored as
@@ -629,10 +668,12 @@ impl Store {
                 feedback: None,
             });
         }
-        // Not active: a repeat of a stored answer, an item that was reassigned, or not theirs.
-        let existing: Option<(String, Option<String>)> = dispatch!(self, pool, _b => {
+        // Not stored: a repeat of a stored answer, an answer after the grace, an item that was
+        // reassigned, or not theirs.
+        let existing: Option<(String, Option<String>, Uuid, Uuid)> = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT a.state, j.verdict FROM assignments a LEFT JOIN judgements j ON j.assignment_id = a.id
+                "SELECT a.state, j.verdict, a.study_id, a.solution_id
+                 FROM assignments a LEFT JOIN judgements j ON j.assignment_id = a.id
                  WHERE a.id = $1 AND a.rater_id = $2",
             )
             .bind(assignment_id)
@@ -641,14 +682,23 @@ impl Store {
             .await?
         });
         match existing {
-            Some((_, Some(verdict))) => Ok(SubmitOutcome {
+            Some((_, Some(verdict), _, _)) => Ok(SubmitOutcome {
                 verdict: parse_stored(&verdict)?,
                 duplicate: true,
                 feedback: None,
             }),
-            Some(_) => Err(StoreError::Gone(
-                "the time for this item ran out and it was given to another rater".into(),
-            )),
+            Some((state, None, study_id, solution_id)) => {
+                if state == "active" {
+                    // Still active but not stored: its grace has passed. Abandon it now, as
+                    // the reclaim would, so the slot goes back to the pool at once.
+                    dispatch!(self, pool, _b => {
+                        let mut tx = self.begin_write(pool).await?;
+                        abandon_item!(tx, study_id, assignment_id, solution_id);
+                        tx.commit().await?;
+                    });
+                }
+                Err(StoreError::Gone(ANSWER_TOO_LATE.into()))
+            }
             None => self
                 .submit_quality_answer(rater_id, assignment_id, requested, client_elapsed_ms, now)
                 .await?

@@ -13,6 +13,12 @@ use crate::domain::{QualityPurpose, Verdict, parse_stored};
 use crate::judging::{self, RequestedVerdict};
 use crate::quality::{self, QualityTally};
 
+/// Ends an unanswered quality item as a timeout with no answer (`$1` the attempt, `$2` the
+/// server's elapsed time).
+const EXPIRE_ATTEMPT: &str =
+    "UPDATE quality_attempts SET state = 'judged', verdict = 'timeout', server_elapsed_ms = $2
+                              WHERE id = $1 AND state = 'active'";
+
 /// A rater's unanswered quality item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ActiveQualityItem {
@@ -238,10 +244,7 @@ impl Store {
             judging::server_elapsed_ms(item.served_at, now, item.deadline, Verdict::Timeout);
         dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
-            sqlx::query(
-                "UPDATE quality_attempts SET state = 'judged', verdict = 'timeout', server_elapsed_ms = $2
-                 WHERE id = $1 AND state = 'active'",
-            )
+            sqlx::query(EXPIRE_ATTEMPT)
             .bind(item.id)
             .bind(elapsed)
             .execute(&mut *tx)
@@ -304,7 +307,7 @@ impl Store {
         let (purpose, is_correct, verdict, duplicate, truth) = dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
             let row: Option<Row> = sqlx::query_as(
-                "SELECT q.state, q.purpose, q.is_correct, q.served_at, q.deadline, q.verdict, s.time_limit_ms, p.ground_truth
+                "SELECT q.state, q.purpose, q.is_correct, q.served_at, q.deadline, q.verdict, s.reclaim_grace_ms, p.ground_truth
                  FROM quality_attempts q JOIN studies s ON s.id = q.study_id
                       JOIN solutions so ON so.id = q.solution_id JOIN problems p ON p.id = so.problem_id
                  WHERE q.id = $1 AND q.rater_id = $2",
@@ -313,10 +316,21 @@ impl Store {
             .bind(rater_id)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((state, purpose, is_correct, served_at, deadline, stored, time_limit_ms, truth)) = row else {
+            let Some((state, purpose, is_correct, served_at, deadline, stored, grace_ms, truth)) = row else {
                 return Ok(None);
             };
             let purpose: QualityPurpose = parse_stored(&purpose)?;
+            if state == "active" && judging::answer_refused(now, deadline, grace_ms) {
+                // After the grace, as for study items (a gold item must not answer otherwise):
+                // refused, and the item ends as a timeout with no answer.
+                sqlx::query(EXPIRE_ATTEMPT)
+                .bind(id)
+                .bind(judging::server_elapsed_ms(served_at, now, deadline, Verdict::Timeout))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                return Err(StoreError::Gone(super::judging::ANSWER_TOO_LATE.into()));
+            }
             if state == "active" {
                 let verdict = judging::recorded_verdict(requested, now, deadline);
                 sqlx::query(
@@ -328,7 +342,7 @@ impl Store {
                 .bind(verdict.as_str())
                 .bind(now)
                 .bind(judging::server_elapsed_ms(served_at, now, deadline, verdict))
-                .bind(judging::plausible_client_elapsed(client_elapsed_ms, time_limit_ms))
+                .bind(judging::recorded_client_elapsed(client_elapsed_ms))
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{ProverRole, Verdict, parse_stored};
 use crate::export::RaterTally;
+use crate::judging::{self, RequestedVerdict, TimingOutcome};
 use crate::reports::Attempt;
 
 /// One judging attempt with everything an analysis needs, one row per judgement.
@@ -41,32 +42,59 @@ pub struct AttemptRow {
     pub submitted_at: Option<i64>,
     /// Server milliseconds from serving to the answer.
     pub server_elapsed_ms: i64,
-    /// The page's own measure, when it sent a plausible one.
+    /// The page's own measure, as it sent it.
     pub client_elapsed_ms: Option<i64>,
     /// The first wrong step (1-based line) the rater flagged after answering "wrong".
     pub first_wrong_step: Option<i64>,
+    /// How the attempt ended in time: in time, the page's timeout, a late answer, no answer.
+    pub timing: TimingOutcome,
+    /// How often the item was shown (1, plus reloads, new tabs and reopened links).
+    pub times_shown: i64,
     /// Quality flags, `;`-separated: empty from the store, filled in by
     /// [`crate::export::add_flags`] for the downloads.
-    pub flags: String,
+    pub attempt_flags: String,
 }
 
-type Row = (
-    Uuid,
-    String,
-    Uuid,
-    Uuid,
-    String,
-    i64,
-    String,
-    bool,
-    String,
-    i64,
-    i64,
-    Option<i64>,
-    i64,
-    Option<i64>,
-    Option<i64>,
-);
+/// Rows are read by column name, so the query and the struct cannot drift apart silently.
+impl<'r, R> sqlx::FromRow<'r, R> for AttemptRow
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let role: String = row.try_get("role")?;
+        let verdict: String = row.try_get("verdict")?;
+        let requested: Option<String> = row.try_get("requested_verdict")?;
+        let requested: Option<RequestedVerdict> =
+            requested.as_deref().map(parse_stored).transpose()?;
+        let deadline: i64 = row.try_get("deadline")?;
+        let submitted_at: Option<i64> = row.try_get("submitted_at")?;
+        Ok(AttemptRow {
+            rater_id: row.try_get("rater_id")?,
+            rater_name: row.try_get("rater_name")?,
+            solution_id: row.try_get("solution_id")?,
+            problem_id: row.try_get("problem_id")?,
+            checkpoint: row.try_get("checkpoint")?,
+            round: row.try_get("round")?,
+            role: parse_stored(&role)?,
+            is_correct: row.try_get("is_correct")?,
+            verdict: parse_stored(&verdict)?,
+            served_at: row.try_get("served_at")?,
+            deadline,
+            submitted_at,
+            server_elapsed_ms: row.try_get("server_elapsed_ms")?,
+            client_elapsed_ms: row.try_get("client_elapsed_ms")?,
+            first_wrong_step: row.try_get("first_wrong_step")?,
+            timing: judging::timing_outcome(requested, submitted_at, deadline),
+            times_shown: row.try_get("times_shown")?,
+            attempt_flags: String::new(),
+        })
+    }
+}
 
 /// Rater, solution, problem, checkpoint id, role, ground truth, verdict, server ms.
 type ReportRow = (
@@ -83,53 +111,17 @@ type ReportRow = (
 
 /// Every judgement of one study (`$1`) with its solution and checkpoint, in serving order.
 const ATTEMPTS_SQL: &str =
-    "SELECT j.rater_id, r.name, j.solution_id, s.problem_id, c.label, c.round, s.role,
-            s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
-            j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step
+    "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
+            c.round, s.role, s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
+            j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
+            a.times_shown
      FROM judgements j
+     JOIN assignments a ON a.id = j.assignment_id
      JOIN raters r ON r.id = j.rater_id
      JOIN solutions s ON s.id = j.solution_id
      JOIN checkpoints c ON c.id = s.checkpoint_id
      WHERE j.study_id = $1
      ORDER BY j.served_at, j.id";
-
-fn attempt_row(row: Row) -> Result<AttemptRow, sqlx::Error> {
-    let (
-        rater_id,
-        rater_name,
-        solution_id,
-        problem_id,
-        checkpoint,
-        round,
-        role,
-        is_correct,
-        verdict,
-        served_at,
-        deadline,
-        submitted_at,
-        server_elapsed_ms,
-        client_elapsed_ms,
-        first_wrong_step,
-    ) = row;
-    Ok(AttemptRow {
-        rater_id,
-        rater_name,
-        solution_id,
-        problem_id,
-        checkpoint,
-        round,
-        role: parse_stored(&role)?,
-        is_correct,
-        verdict: parse_stored(&verdict)?,
-        served_at,
-        deadline,
-        submitted_at,
-        server_elapsed_ms,
-        client_elapsed_ms,
-        first_wrong_step,
-        flags: String::new(),
-    })
-}
 
 impl Store {
     /// What the report's figures need of each judgement of `study_id`, in no particular order:
@@ -212,10 +204,10 @@ impl Store {
     ) -> StoreResult<()> {
         let page_size = page_size.max(1);
         dispatch!(self, pool, _b => {
-            let mut rows = sqlx::query_as::<_, Row>(ATTEMPTS_SQL).bind(study_id).fetch(pool);
+            let mut rows = sqlx::query_as::<_, AttemptRow>(ATTEMPTS_SQL).bind(study_id).fetch(pool);
             let mut page = Vec::with_capacity(page_size);
             while let Some(row) = poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
-                page.push(attempt_row(row?)?);
+                page.push(row?);
                 if page.len() == page_size
                     && pages.send(std::mem::replace(&mut page, Vec::with_capacity(page_size))).await.is_err()
                 {

@@ -37,8 +37,11 @@ pub(crate) struct ClaimRequest {
     pub random_start: i64,
     /// Abandon other raters' items whose deadline is before this.
     pub sweep_cutoff: Option<i64>,
-    /// The rater's own item that ran out: (assignment, solution, served_at, deadline).
+    /// The rater's own item that ran out: (assignment, solution, served_at, deadline). Stored
+    /// as a timeout within the study's grace; after it, abandoned like any other.
     pub expired_own: Option<(Uuid, Uuid, i64, i64)>,
+    /// The study's grace after a deadline (see `judging::answer_refused`).
+    pub grace_ms: i64,
 }
 
 /// A new item given to a rater.
@@ -134,6 +137,35 @@ impl Writer {
     }
 }
 
+/// Inside a `dispatch!` body holding the write transaction `$tx`: abandons the rater's item
+/// `$assignment` if it is still active and gives its slot back to the pool; evaluates to
+/// whether it did. Shared by serving (a rater's own item past its grace) and answering (an
+/// answer past the grace).
+macro_rules! abandon_item {
+    ($tx:ident, $study:expr, $assignment:expr, $solution:expr) => {{
+        let abandoned = sqlx::query(
+            "UPDATE assignments SET state = 'abandoned' WHERE id = $1 AND state = 'active'",
+        )
+        .bind($assignment)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if abandoned {
+            sqlx::query(
+                "UPDATE study_solutions SET slots_taken = slots_taken - 1
+                 WHERE study_id = $1 AND solution_id = $2",
+            )
+            .bind($study)
+            .bind($solution)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        abandoned
+    }};
+}
+pub(super) use abandon_item;
+
 /// `($1, $2), ($3, $4), …` for `rows` rows of `columns` parameters.
 pub(super) fn value_rows(rows: usize, columns: usize) -> String {
     value_rows_with(rows, columns, "")
@@ -207,26 +239,32 @@ impl Store {
         dispatch!(self, pool, backend => {
             let mut tx = self.begin_write(pool).await?;
 
-            // 1. Answers: every still-active assignment named moves to `judged`, and its
-            //    judgement row is written, in two statements for the whole batch.
+            // 1. Answers: every still-active assignment named whose grace has not passed moves
+            //    to `judged`, and its judgement row is written, in two statements for the whole
+            //    batch. (An answer after the grace is refused whatever the reclaim has done.)
             let mut verdicts: Vec<Option<Verdict>> = vec![None; judges.len()];
             if !judges.is_empty() {
                 let sql = format!(
                     "UPDATE assignments SET state = 'judged'
-                     WHERE state = 'active' AND (id, rater_id) IN (VALUES {})
-                     RETURNING id, study_id, solution_id, served_at, deadline,
-                               (SELECT s.time_limit_ms FROM studies s WHERE s.id = assignments.study_id)",
-                    value_rows(judges.len(), 2)
+                     FROM (VALUES {}) AS answer
+                     WHERE assignments.state = 'active' AND assignments.id = answer.column1
+                       AND assignments.rater_id = answer.column2
+                       AND assignments.deadline
+                           + (SELECT s.reclaim_grace_ms FROM studies s WHERE s.id = assignments.study_id)
+                           >= answer.column3
+                     RETURNING assignments.id, assignments.study_id, assignments.solution_id,
+                               assignments.served_at, assignments.deadline",
+                    value_rows(judges.len(), 3)
                 );
-                let mut query = sqlx::query_as::<_, (Uuid, Uuid, Uuid, i64, i64, i64)>(AssertSqlSafe(sql));
+                let mut query = sqlx::query_as::<_, (Uuid, Uuid, Uuid, i64, i64)>(AssertSqlSafe(sql));
                 for judge in judges {
-                    query = query.bind(judge.assignment_id).bind(judge.rater_id);
+                    query = query.bind(judge.assignment_id).bind(judge.rater_id).bind(judge.now);
                 }
                 let closed = query.fetch_all(&mut *tx).await?;
                 if !closed.is_empty() {
-                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(closed.len(), 11));
+                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(closed.len(), 12));
                     let mut insert = sqlx::query(AssertSqlSafe(sql));
-                    for (assignment_id, study_id, solution_id, served_at, deadline, time_limit_ms) in closed {
+                    for (assignment_id, study_id, solution_id, served_at, deadline) in closed {
                         let Some(index) = judges.iter().position(|j| j.assignment_id == assignment_id) else {
                             return Err(StoreError::Invalid("a judged assignment was not in the batch".into()));
                         };
@@ -244,23 +282,31 @@ impl Store {
                             .bind(deadline)
                             .bind(Some(judge.now))
                             .bind(judging::server_elapsed_ms(served_at, judge.now, deadline, verdict))
-                            .bind(judging::plausible_client_elapsed(judge.client_elapsed_ms, time_limit_ms));
+                            .bind(judging::recorded_client_elapsed(judge.client_elapsed_ms))
+                            .bind(Some(judge.requested.as_str()));
                     }
                     insert.execute(&mut *tx).await?;
                 }
             }
 
-            // 2. Raters whose own item ran out: stored as a timeout (unless an answer won).
+            // 2. Raters whose own item ran out: stored as a timeout (unless an answer won), or,
+            //    once the grace has passed too, abandoned and its slot given back, the same as
+            //    the sweep below would, so the outcome never depends on when that runs.
             for claim in claims {
                 let Some((assignment_id, solution_id, served_at, deadline)) = claim.expired_own else { continue };
+                if judging::answer_refused(claim.now, deadline, claim.grace_ms) {
+                    abandon_item!(tx, claim.study_id, assignment_id, solution_id);
+                    continue;
+                }
                 let closed = sqlx::query("UPDATE assignments SET state = 'judged' WHERE id = $1 AND state = 'active'")
                     .bind(assignment_id)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
                 if closed == 1 {
-                    // No answer arrived: `submitted_at` and the client's time stay empty.
-                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(1, 11));
+                    // No answer arrived: `submitted_at`, the client's time and the requested
+                    // verdict stay empty.
+                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(1, 12));
                     sqlx::query(AssertSqlSafe(sql))
                         .bind(Uuid::now_v7())
                         .bind(assignment_id)
@@ -273,6 +319,7 @@ impl Store {
                         .bind(None::<i64>)
                         .bind(judging::server_elapsed_ms(served_at, claim.now, deadline, Verdict::Timeout))
                         .bind(None::<i64>)
+                        .bind(None::<&str>)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -405,10 +452,10 @@ const CLAIM_SQLITE: &str = claim_sql!("");
 /// transaction is claiming are skipped instead of waited for (no lock queues, no deadlocks).
 const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 
-/// Inserts judgements; the `VALUES` rows (11 parameters each) are appended.
+/// Inserts judgements; the `VALUES` rows (12 parameters each) are appended.
 const INSERT_JUDGEMENTS: &str = "INSERT INTO judgements (id, assignment_id, study_id, rater_id, solution_id, verdict,
                                                          served_at, deadline, submitted_at, server_elapsed_ms,
-                                                         client_elapsed_ms)
+                                                         client_elapsed_ms, requested_verdict)
                                  VALUES";
 
 #[cfg(test)]

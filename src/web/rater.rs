@@ -133,11 +133,20 @@ async fn enter(
     Ok((jar, Redirect::to("/rate")).into_response())
 }
 
+/// The instructions, unless an item is running: reopening the link mid-item goes straight back
+/// to it (its clock runs on; the instructions would only eat the time left).
 async fn instructions(
     State(state): State<AppState>,
     RaterPage(rater): RaterPage,
     lang: Lang,
-) -> Result<InstructionsPage, WebError> {
+) -> Result<Response, WebError> {
+    if state
+        .store
+        .has_running_item(rater.id, state.clock.now_ms())
+        .await?
+    {
+        return Ok(Redirect::to("/rate/item").into_response());
+    }
     let study = state.store.study(rater.study_id).await?;
     let seconds = study.time_limit_ms as f64 / 1000.0;
     let t = lang.texts();
@@ -157,7 +166,8 @@ async fn instructions(
         back: "/rate",
         name: rater.name,
         time_limit_s: format!("{seconds}"),
-    })
+    }
+    .into_response())
 }
 
 /// The rater's current item (the same one with the same deadline after a reload) or a new one.
@@ -261,12 +271,17 @@ async fn judge(
             Redirect::to(&format!("/rate/item/step?item={}", form.assignment_id)).into_response(),
         ),
         Ok(_) => Ok(Redirect::to("/rate/item").into_response()),
-        Err(crate::store::StoreError::Gone(_)) => Ok(message(
-            lang.texts(),
-            lang.texts().time_ran_out_title,
-            lang.texts().time_ran_out_message.into(),
-            Some(("/rate/item", lang.texts().continue_label)),
-        )),
+        // After the grace: nothing was stored, and the status says so (410).
+        Err(crate::store::StoreError::Gone(_)) => Ok((
+            axum::http::StatusCode::GONE,
+            message(
+                lang.texts(),
+                lang.texts().time_ran_out_title,
+                lang.texts().time_ran_out_message.into(),
+                Some(("/rate/item", lang.texts().continue_label)),
+            ),
+        )
+            .into_response()),
         Err(e) => Err(e.into()),
     }
 }

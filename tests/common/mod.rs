@@ -595,6 +595,22 @@ impl TestApp {
         }
     }
 
+    /// The study's tidy table as a researcher downloads it (JSON Lines), one object per
+    /// attempt in serving order.
+    pub async fn attempts(&self, study_id: Uuid) -> Vec<serde_json::Value> {
+        let name = format!("researcher-{}", Uuid::new_v4().simple());
+        let mut researcher = self.staff_client(&name, UserRole::Researcher).await;
+        let response = researcher
+            .get(&format!("/studies/{study_id}/attempts.jsonl"))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        response
+            .body
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON line"))
+            .collect()
+    }
+
     /// Invites `n` raters and returns their tokens.
     pub async fn invite(&self, study_id: Uuid, n: usize) -> Vec<String> {
         let names: Vec<String> = (0..n).map(|i| format!("rater {i}")).collect();

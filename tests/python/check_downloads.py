@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 COLUMNS = [
     "rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "round", "role",
     "is_correct", "verdict", "served_at", "deadline", "submitted_at", "server_elapsed_ms",
-    "client_elapsed_ms", "first_wrong_step", "flags",
+    "client_elapsed_ms", "first_wrong_step", "timing", "times_shown", "attempt_flags",
 ]
+CLIENT_TOLERANCE_MS = 2000
 Z = NormalDist().inv_cdf(0.975)
 checked = 0
 
@@ -118,7 +119,7 @@ def normalise(value):
 
 
 def load(folder):
-    csv = pd.read_csv(folder / "attempts.csv", dtype={"rater_name": str, "flags": str}, keep_default_na=False,
+    csv = pd.read_csv(folder / "attempts.csv", dtype={"rater_name": str, "attempt_flags": str}, keep_default_na=False,
                       na_values={"submitted_at": [""], "client_elapsed_ms": [""], "first_wrong_step": [""]})
     jsonl = pd.read_json(folder / "attempts.jsonl", lines=True, dtype=False)
     table = pq.read_table(folder / "attempts.parquet")
@@ -132,10 +133,10 @@ def load(folder):
     types = {f.name: str(f.type) for f in table.schema}
     for column in ["served_at", "deadline", "submitted_at"]:
         assert types[column] in ("timestamp[ms, tz=UTC]", "timestamp[ms, tz=+00:00]"), (column, types[column])
-    for column in ["round", "server_elapsed_ms", "client_elapsed_ms", "first_wrong_step"]:
+    for column in ["round", "server_elapsed_ms", "client_elapsed_ms", "first_wrong_step", "times_shown"]:
         assert types[column] == "int64", (column, types[column])
     assert types["is_correct"] == "bool", types["is_correct"]
-    for column in ["rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "role", "verdict", "flags"]:
+    for column in ["rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "role", "verdict", "timing", "attempt_flags"]:
         assert types[column] in ("string", "large_string"), (column, types[column])
     assert str(parquet["served_at"].dtype).startswith("datetime64[ms"), parquet["served_at"].dtype
     assert parquet["is_correct"].dtype == bool
@@ -249,19 +250,34 @@ def check_step_flags(frame, step_flags, label):
         close(what + " agreement", f["agreement_with_modal_step"], agreeing / total if total else None)
 
 
+def expected_timing(row):
+    """The timing outcome from the row's facts (README: an answer after the deadline is stored as
+    a timeout; the page's own timeout and a timeout with nothing arriving are told apart)."""
+    if pd.isna(row.submitted_at):
+        assert row.verdict == "timeout", row
+        return "no_answer"
+    if row.verdict != "timeout":
+        assert row.submitted_at <= row.deadline, row
+        return "in_time"
+    if row.submitted_at > row.deadline:
+        # A timeout that arrived late was either the page's timeout or a late verdict: the
+        # table's `timing` says which, and only those two are possible.
+        assert row.timing in ("page_timeout", "late_answer"), row
+        return row.timing
+    return "page_timeout"
+
+
 def expected_flags(row, chance):
     flags = []
     if row.rater_id in chance:
         flags.append("chance_level_rater")
-    if pd.isna(row.submitted_at):
-        flags.append("no_answer")
-    elif row.submitted_at > row.deadline:
-        flags.append("late_answer")
-    if row.verdict != "timeout":
+    if not pd.isna(row.submitted_at):
         if pd.isna(row.client_elapsed_ms):
             flags.append("no_client_time")
-        elif abs(row.client_elapsed_ms - row.server_elapsed_ms) > 2000:
-            flags.append("client_server_gap")
+        elif abs(row.client_elapsed_ms - (row.submitted_at - row.served_at)) > CLIENT_TOLERANCE_MS:
+            flags.append("implausible_client_time")
+    if row.times_shown > 1:
+        flags.append("resumed")
     return ";".join(flags)
 
 
@@ -288,10 +304,14 @@ def main(folder):
     check_time_buckets(kept, toggled["accuracy_by_time"], "excluded")
     check_step_flags(kept, toggled["step_flags"], "excluded")
 
+    timings = [expected_timing(row) for row in frame.itertuples()]
+    assert list(frame["timing"]) == timings, "timing outcomes differ from their rules"
     flags = [expected_flags(row, chance) for row in frame.itertuples()]
-    assert list(frame["flags"]) == flags, "flags differ from their rules"
+    assert list(frame["attempt_flags"]) == flags, "flags differ from their rules"
     counts = pd.Series([f for fs in flags for f in fs.split(";") if f]).value_counts().to_dict()
-    print(f"ok: {len(frame)} attempts in 3 formats, {checked} figures match, {len(chance)} chance-level raters, flags {counts}")
+    timing_counts = pd.Series(timings).value_counts().to_dict()
+    print(f"ok: {len(frame)} attempts in 3 formats, {checked} figures match, {len(chance)} chance-level raters, "
+          f"timing {timing_counts}, flags {counts}")
 
 
 if __name__ == "__main__":
