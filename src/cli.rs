@@ -602,6 +602,24 @@ impl Cli {
     }
 }
 
+/// An error and its causes as one message: `outer: cause: …`, leaving out a cause whose text
+/// the message already holds (a store error that repeats the refusal it wraps would otherwise
+/// be printed twice).
+pub fn error_report(error: &anyhow::Error) -> String {
+    let mut report = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if report.contains(&text) {
+            continue;
+        }
+        if !report.is_empty() {
+            report.push_str(": ");
+        }
+        report.push_str(&text);
+    }
+    report
+}
+
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Train(command) = cli.command {
@@ -638,7 +656,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// shipped models' registration; each step is skipped once done. Several servers starting
 /// together on one database race for it: the loser's insert clashes with the winner's (a
 /// unique name), so after a failure the steps run once more and find the work done.
-async fn first_start_setup(store: &Store, clock: &Clock, models_dir: &Path) -> anyhow::Result<()> {
+pub async fn first_start_setup(
+    store: &Store,
+    clock: &Clock,
+    models_dir: &Path,
+) -> anyhow::Result<()> {
     if let Err(clash) = first_start_steps(store, clock, models_dir).await {
         tracing::info!(error = %clash, "first-start setup clashed with another instance; checking again");
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -668,7 +690,14 @@ async fn first_start_steps(store: &Store, clock: &Clock, models_dir: &Path) -> a
             );
         }
     }
-    if store.problem_sets().await?.is_empty() {
+    // By name, not "no sets yet": a database that `import` created before the first `serve`
+    // still gets the built-in set (importing it is idempotent).
+    if !store
+        .problem_sets()
+        .await?
+        .iter()
+        .any(|set| set.name == BUILTIN_SET)
+    {
         let jsonl = generator::to_gsm8k_jsonl(&generator::generate(BUILTIN_SEED, BUILTIN_COUNT));
         let records = problems::parse_gsm8k_problems(jsonl.as_bytes())?;
         let summary = store
@@ -1295,4 +1324,23 @@ async fn checkpoint(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reports_name_each_cause_once() {
+        let refusal = problems::ImportRejected::whole_file("no problem set named \"nope\"");
+        let wrapped = anyhow::Error::from(crate::store::StoreError::ImportRejected(refusal));
+        let report = error_report(&wrapped);
+        assert_eq!(
+            report,
+            "import refused, nothing was imported: no problem set named \"nope\""
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let read = anyhow::Error::from(io).context("reading x.jsonl");
+        assert_eq!(error_report(&read), "reading x.jsonl: no such file");
+    }
 }

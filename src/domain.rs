@@ -6,10 +6,10 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Declares a string-backed enum with `as_str`, `Display` and a `FromStr` whose error lists
-/// the accepted spellings.
+/// Declares a string-backed enum with `as_str`, `Display` and a `FromStr` whose error names
+/// the thing in the user's words (`$what`, e.g. "role") and lists the accepted spellings.
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(rename_all = "lowercase")]
@@ -37,9 +37,9 @@ macro_rules! string_enum {
                 match s {
                     $($text => Ok($name::$variant),)+
                     other => Err(format!(
-                        "{:?} is not a valid {}; expected one of: {}",
+                        "{:?} is not a {}; expected one of: {}",
                         other,
-                        stringify!($name),
+                        $what,
                         [$($text),+].join(", ")
                     )),
                 }
@@ -51,19 +51,19 @@ macro_rules! string_enum {
 string_enum!(
     /// What a quality item (a solution of known correctness outside the study) is for:
     /// teaching raters with feedback, admitting them, or watching them silently.
-    QualityPurpose { Practice => "practice", Screening => "screening", Gold => "gold" }
+    QualityPurpose ("quality item purpose") { Practice => "practice", Screening => "screening", Gold => "gold" }
 );
 
 string_enum!(
     /// The prover's role, chosen by its system prompt: helpful provers should be right and
     /// convincing, sneaky provers subtly wrong and still convincing.
-    ProverRole { Helpful => "helpful", Sneaky => "sneaky" }
+    ProverRole ("prover role") { Helpful => "helpful", Sneaky => "sneaky" }
 );
 
 string_enum!(
     /// What a rater's judgement records. `Timeout` is never chosen by the rater: the server
     /// stores it whenever the answer arrives after the deadline.
-    Verdict { Correct => "correct", Wrong => "wrong", Timeout => "timeout" }
+    Verdict ("verdict") { Correct => "correct", Wrong => "wrong", Timeout => "timeout" }
 );
 
 impl Verdict {
@@ -81,23 +81,23 @@ impl Verdict {
 
 string_enum!(
     /// What a model checkpoint is: a prover writes solutions, a verifier scores them.
-    CheckpointKind { Prover => "prover", Verifier => "verifier" }
+    CheckpointKind ("checkpoint kind") { Prover => "prover", Verifier => "verifier" }
 );
 
 string_enum!(
     /// Staff account roles. Raters have no account: they enter by invite token.
-    UserRole { Admin => "admin", Researcher => "researcher" }
+    UserRole ("staff role") { Admin => "admin", Researcher => "researcher" }
 );
 
 string_enum!(
     /// Life of an assignment: `Active` while the rater may answer, `Judged` once a judgement
     /// (possibly `timeout`) is stored, `Abandoned` when its slot returned to the pool.
-    AssignmentState { Active => "active", Judged => "judged", Abandoned => "abandoned" }
+    AssignmentState ("assignment state") { Active => "active", Judged => "judged", Abandoned => "abandoned" }
 );
 
 string_enum!(
     /// Whether a study still serves items to raters.
-    StudyStatus { Open => "open", Closed => "closed" }
+    StudyStatus ("study status") { Open => "open", Closed => "closed" }
 );
 
 /// Parses a stored string, turning an unexpected value into a database-level error (it can
@@ -117,31 +117,34 @@ mod tests {
         for role in ProverRole::ALL {
             assert_eq!(role.as_str().parse::<ProverRole>(), Ok(*role));
         }
-        let err = "devious".parse::<ProverRole>().unwrap_err();
-        assert!(err.contains("helpful, sneaky"), "{err}");
+        let err = "honest".parse::<ProverRole>().unwrap_err();
+        assert_eq!(
+            err,
+            "\"honest\" is not a prover role; expected one of: helpful, sneaky"
+        );
         assert_eq!("timeout".parse::<Verdict>(), Ok(Verdict::Timeout));
     }
 }
 
 string_enum!(
     /// What a background job does; the worker dispatches on it.
-    JobKind { Generation => "generation", VerifierTraining => "verifier_training", VerifierScoring => "verifier_scoring", TrainingRun => "training_run" }
+    JobKind ("job kind") { Generation => "generation", VerifierTraining => "verifier_training", VerifierScoring => "verifier_scoring", TrainingRun => "training_run" }
 );
 
 string_enum!(
     /// Where a job is in its life. `Running` jobs hold a lease; a running job whose lease
     /// expired is claimable again, so a dead worker's job is retried.
-    JobState { Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" }
+    JobState ("job state") { Queued => "queued", Running => "running", Succeeded => "succeeded", Failed => "failed", Cancelled => "cancelled" }
 );
 
 string_enum!(
     /// Where a verifier's training labels come from: the raters' majority verdict, the
     /// grader's ground truth, or both (the majority where raters reached one, else ground truth).
-    LabelSource { Human => "human", GroundTruth => "ground_truth", Both => "both" }
+    LabelSource ("label source") { Human => "human", GroundTruth => "ground_truth", Both => "both" }
 );
 
 string_enum!(
     /// The verifier's training loss: the paper's Bradley–Terry comparison of correct and
     /// incorrect solutions to one problem (plus λ·E[V²]), or plain cross-entropy on labels.
-    VerifierLoss { BradleyTerry => "bradley_terry", CrossEntropy => "cross_entropy" }
+    VerifierLoss ("verifier loss") { BradleyTerry => "bradley_terry", CrossEntropy => "cross_entropy" }
 );

@@ -21,7 +21,7 @@ fn main() -> std::process::ExitCode {
         match legibility::cli::run(cli).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", legibility::cli::error_report(&e));
                 std::process::ExitCode::FAILURE
             }
         }

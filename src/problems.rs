@@ -44,6 +44,12 @@ impl ImportRejected {
 impl fmt::Display for ImportRejected {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
+        if let [only] = self.errors.as_slice()
+            && only.line == 0
+        {
+            // A problem with the file as a whole (or its target), not with a line.
+            return write!(f, "import refused, nothing was imported: {}", only.reason);
+        }
         write!(
             f,
             "import refused, nothing was imported: {n} bad line{}",

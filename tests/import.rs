@@ -256,3 +256,30 @@ async fn generated_problems_import_reproducibly(backend: Backend) {
     );
 }
 on_both_backends!(generated_problems_import_reproducibly);
+
+/// A database that `import` created before the first `serve` still gets the built-in problem
+/// set at the first start (it used to be skipped once any set existed).
+async fn first_start_adds_the_builtin_set_after_an_earlier_import(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let records =
+        legibility::problems::parse_gsm8k_problems(common::problems_jsonl(3).as_bytes()).unwrap();
+    app.store()
+        .import_problems("imported-first", &records, app.now())
+        .await
+        .unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    legibility::cli::first_start_setup(app.store(), &app.state.clock, &models)
+        .await
+        .unwrap();
+    let sets = app.store().problem_sets().await.unwrap();
+    let names: Vec<(&str, i64)> = sets.iter().map(|s| (s.name.as_str(), s.problems)).collect();
+    assert!(
+        names.contains(&(
+            legibility::cli::BUILTIN_SET,
+            legibility::cli::BUILTIN_COUNT as i64
+        )),
+        "{names:?}"
+    );
+    assert!(names.contains(&("imported-first", 3)), "{names:?}");
+}
+on_both_backends!(first_start_adds_the_builtin_set_after_an_earlier_import);

@@ -35,6 +35,36 @@ pub struct StudySpec {
     pub protocol: RaterProtocol,
 }
 
+impl StudySpec {
+    /// Refuses settings that cannot make a study, naming the setting and what to give instead.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("the study needs a name".into());
+        }
+        if self.time_limit_ms <= 0 {
+            return Err("the time limit per item must be more than 0 seconds".into());
+        }
+        if self.judgements_per_solution < 1 {
+            return Err(format!(
+                "judgements per solution must be at least 1 (got {}): each solution needs at \
+                 least one rater's verdict",
+                self.judgements_per_solution
+            ));
+        }
+        if self.reclaim_grace_ms < 0 {
+            return Err("the grace after a deadline cannot be negative".into());
+        }
+        if self.max_problems == Some(0) {
+            return Err(
+                "at most 0 problems would leave the study empty: give at least 1, or leave the \
+                 limit out to use every problem of the set"
+                    .into(),
+            );
+        }
+        self.protocol.check()
+    }
+}
+
 /// A study's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Study {
@@ -195,18 +225,8 @@ impl Store {
         now: i64,
         awaiting_generation: bool,
     ) -> StoreResult<Study> {
+        spec.check().map_err(StoreError::Invalid)?;
         let name = spec.name.trim();
-        if name.is_empty() {
-            return Err(StoreError::Invalid("the study needs a name".into()));
-        }
-        if spec.time_limit_ms <= 0 || spec.judgements_per_solution <= 0 || spec.reclaim_grace_ms < 0
-        {
-            return Err(StoreError::Invalid(
-                "time limit and judgements per solution must be positive, the grace not negative"
-                    .into(),
-            ));
-        }
-        spec.protocol.check().map_err(StoreError::Invalid)?;
         if awaiting_generation && spec.protocol.uses_quality_items() {
             return Err(StoreError::Invalid(
                 "practice, screening and gold items are chosen from imported solutions: import \
@@ -241,7 +261,10 @@ impl Store {
         }
         if chosen.is_empty() && !awaiting_generation {
             return Err(StoreError::Invalid(
-                "no solutions match: import or generate solutions for this set first".into(),
+                "no solution of this problem set matches the chosen provers and roles: import \
+                 solutions for the set (or generate them with a prover) first, or choose other \
+                 provers or roles"
+                    .into(),
             ));
         }
         let quality_items = if spec.protocol.uses_quality_items() {
@@ -454,5 +477,73 @@ impl Store {
             timeouts,
             raters,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> StudySpec {
+        StudySpec {
+            name: "pilot".into(),
+            time_limit_ms: 45_000,
+            judgements_per_solution: 3,
+            reclaim_grace_ms: 15_000,
+            problem_set_id: Uuid::nil(),
+            checkpoint_ids: Vec::new(),
+            roles: Vec::new(),
+            max_problems: None,
+            protocol: RaterProtocol::default(),
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_named_in_the_users_words() {
+        assert_eq!(spec().check(), Ok(()));
+        let refused = |s: StudySpec| s.check().unwrap_err();
+        assert_eq!(
+            refused(StudySpec {
+                name: "  ".into(),
+                ..spec()
+            }),
+            "the study needs a name"
+        );
+        let judgements = refused(StudySpec {
+            judgements_per_solution: 0,
+            ..spec()
+        });
+        assert!(
+            judgements.starts_with("judgements per solution must be at least 1 (got 0)"),
+            "{judgements}"
+        );
+        assert!(!judgements.contains("grace"), "{judgements}");
+        let problems = refused(StudySpec {
+            max_problems: Some(0),
+            ..spec()
+        });
+        assert!(problems.starts_with("at most 0 problems"), "{problems}");
+        assert!(
+            refused(StudySpec {
+                time_limit_ms: 0,
+                ..spec()
+            })
+            .contains("time limit")
+        );
+        assert!(
+            refused(StudySpec {
+                reclaim_grace_ms: -1,
+                ..spec()
+            })
+            .contains("grace")
+        );
+        assert_eq!(
+            StudySpec {
+                max_problems: Some(1),
+                ..spec()
+            }
+            .check(),
+            Ok(())
+        );
     }
 }

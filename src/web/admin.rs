@@ -3,14 +3,16 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::multipart::MultipartError;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE, HOST};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+
+use super::extract::{Path, input_problem};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -324,9 +326,9 @@ async fn read_invite_form(
         }
         (names, file, format)
     } else {
-        let Form(form) = Form::<InviteForm>::from_request(request, state)
+        let axum::Form(form) = axum::Form::<InviteForm>::from_request(request, state)
             .await
-            .map_err(|e| FormRefused::reading(e.status(), e.body_text()))?;
+            .map_err(|e| FormRefused::reading(e.status(), input_problem(&e.body_text())))?;
         (form.names, None, form.format)
     };
     let list = match (names.trim().is_empty(), file) {

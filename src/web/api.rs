@@ -1,12 +1,14 @@
 //! JSON API: health for operators, and the rater loop for custom front-ends. Rater responses
 //! carry only the question, the solution and timing, like the pages.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::extract::input_problem;
 use super::session::RaterApi;
 use super::{ApiError, AppState, WebError};
 use crate::domain::Verdict;
@@ -101,8 +103,9 @@ pub struct ItemQuery {
 async fn item(
     State(state): State<AppState>,
     RaterApi(rater): RaterApi,
-    Query(query): Query<ItemQuery>,
+    query: Result<Query<ItemQuery>, QueryRejection>,
 ) -> Result<Json<ItemResponse>, ApiError> {
+    let Query(query) = query.map_err(|e| WebError::BadRequest(input_problem(&e.body_text())))?;
     let now = state.clock.now_ms();
     Ok(Json(
         match state
@@ -160,7 +163,8 @@ async fn judge(
     request: Result<Json<JudgementRequest>, JsonRejection>,
 ) -> Result<Json<JudgementResponse>, ApiError> {
     // A malformed body gets the API's JSON error shape, naming what is wrong.
-    let Json(request) = request.map_err(|e| ApiError(WebError::BadRequest(e.body_text())))?;
+    let Json(request) =
+        request.map_err(|e| ApiError(WebError::BadRequest(input_problem(&e.body_text()))))?;
     let outcome = state
         .store
         .submit_judgement(
@@ -194,7 +198,8 @@ async fn flag_step(
     RaterApi(rater): RaterApi,
     request: Result<Json<StepRequest>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(request) = request.map_err(|e| ApiError(WebError::BadRequest(e.body_text())))?;
+    let Json(request) =
+        request.map_err(|e| ApiError(WebError::BadRequest(input_problem(&e.body_text()))))?;
     state
         .store
         .flag_first_wrong_step(

@@ -7,12 +7,14 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::Router;
+use axum::extract::FromRequestParts;
 use axum::http::header::ACCEPT_LANGUAGE;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Router, extract::Path};
+
+use super::extract::{Path, Query};
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use serde::Deserialize;

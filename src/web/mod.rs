@@ -20,6 +20,7 @@ pub mod admin;
 pub mod api;
 pub mod checkpoints;
 pub mod error;
+pub mod extract;
 pub mod i18n;
 pub mod jobs;
 pub mod plots;

@@ -3,10 +3,12 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, Query, State};
+use axum::Router;
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::{Form, Router};
+
+use super::extract::{Form, Path, Query};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use uuid::Uuid;

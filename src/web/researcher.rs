@@ -3,11 +3,13 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+
+use super::extract::{Form, MultiForm, Path};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -328,7 +330,7 @@ fn study_spec(form: NewStudyForm) -> Result<StudySpec, WebError> {
 async fn create_study(
     State(state): State<AppState>,
     staff: Staff,
-    axum_extra::extract::Form(form): axum_extra::extract::Form<NewStudyForm>,
+    MultiForm(form): MultiForm<NewStudyForm>,
 ) -> Result<Redirect, WebError> {
     let generation = generation_request(&form)?;
     let spec = study_spec(form)?;

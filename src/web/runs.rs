@@ -6,10 +6,12 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
+
+use super::extract::{Form, Path};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 

@@ -9,10 +9,12 @@
 
 use askama::Template;
 use askama_web::WebTemplate;
+use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+
+use super::extract::Form;
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
