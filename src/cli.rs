@@ -328,13 +328,10 @@ pub enum RaterCommand {
         /// Study name or id.
         #[arg(long)]
         study: String,
-        /// Base URL of the server as raters reach it.
-        #[arg(
-            long,
-            env = "LEGIBILITY_PUBLIC_URL",
-            default_value = "http://127.0.0.1:8080"
-        )]
-        base_url: String,
+        /// Base URL of the server as raters reach it; default: the address `serve` last
+        /// started with on this database (its --public-url, or where it listens).
+        #[arg(long, env = "LEGIBILITY_PUBLIC_URL")]
+        base_url: Option<String>,
         /// Rater names.
         #[arg(required_unless_present = "csv", conflicts_with = "csv")]
         names: Vec<String>,
@@ -642,7 +639,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             base_url,
             names,
             csv,
-        }) => invite(&store, &clock, &study, &base_url, &names, csv.as_deref()).await,
+        }) => {
+            invite(
+                &store,
+                &clock,
+                &study,
+                base_url.as_deref(),
+                &names,
+                csv.as_deref(),
+            )
+            .await
+        }
         Command::Train(_) => Ok(()),
         Command::Checkpoint(command) => checkpoint(&store, &clock, command).await,
         Command::Worker(args) => run_worker(store.clone(), clock, args).await,
@@ -714,6 +721,22 @@ async fn first_start_steps(store: &Store, clock: &Clock, models_dir: &Path) -> a
     Ok(())
 }
 
+/// The server setting holding the base of invite links (see [`served_url`]).
+pub const PUBLIC_URL_SETTING: &str = "public_url";
+
+/// The base URL raters reach a server at: its `--public-url`, else the address it listens on
+/// (an unspecified address such as 0.0.0.0 becomes 127.0.0.1, the one that surely answers).
+pub fn served_url(public_url: Option<&str>, bound: std::net::SocketAddr) -> String {
+    if let Some(url) = public_url {
+        return url.trim_end_matches('/').to_string();
+    }
+    let mut address = bound;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    }
+    format!("http://{address}")
+}
+
 async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()> {
     first_start_setup(&store, &clock, &args.models_dir).await?;
     sweep_checkpoint_temp_dirs(&args.models_dir);
@@ -733,7 +756,12 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
-    tracing::info!(address = %args.bind, backend = ?state.store.backend(), "serving");
+    let url = served_url(state.config.public_url.as_deref(), listener.local_addr()?);
+    state
+        .store
+        .set_server_setting(PUBLIC_URL_SETTING, &url, state.clock.now_ms())
+        .await?;
+    tracing::info!(address = %args.bind, %url, backend = ?state.store.backend(), "serving");
     // One shutdown signal stops both the server (after requests in flight) and the worker
     // (which hands its running job back to the queue).
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -1208,11 +1236,25 @@ async fn invite(
     store: &Store,
     clock: &Clock,
     study: &str,
-    base_url: &str,
+    base_url: Option<&str>,
     names: &[String],
     csv: Option<&Path>,
 ) -> anyhow::Result<()> {
     let study_id = find_study(store, study).await?;
+    let base_url = match base_url {
+        Some(url) => url.to_string(),
+        None => {
+            let recorded = store.server_setting(PUBLIC_URL_SETTING).await?.with_context(|| {
+                "no server has run on this database yet, so the address raters open is \
+                 unknown: give it with --base-url (e.g. --base-url https://lab.example.org)"
+            })?;
+            eprintln!(
+                "links use {recorded}, the address `serve` last started with on this database \
+                 (--base-url chooses another)"
+            );
+            recorded
+        }
+    };
     let base_url = base_url.trim_end_matches('/');
     let Some(csv) = csv else {
         for invitation in store.invite_raters(study_id, names, clock.now_ms()).await? {
@@ -1329,6 +1371,18 @@ async fn checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn invite_links_use_the_address_the_server_is_reached_at() {
+        let bound: std::net::SocketAddr = "0.0.0.0:9000".parse().unwrap();
+        assert_eq!(served_url(None, bound), "http://127.0.0.1:9000");
+        let bound: std::net::SocketAddr = "192.168.1.20:8081".parse().unwrap();
+        assert_eq!(served_url(None, bound), "http://192.168.1.20:8081");
+        assert_eq!(
+            served_url(Some("https://lab.example.org/"), bound),
+            "https://lab.example.org"
+        );
+    }
 
     #[test]
     fn error_reports_name_each_cause_once() {

@@ -425,3 +425,54 @@ async fn researchers_see_progress_but_cannot_revoke_or_invite(backend: Backend) 
     assert_eq!(rater.get("/api/rater/item").await.json()["status"], "item");
 }
 on_both_backends!(researchers_see_progress_but_cannot_revoke_or_invite);
+
+/// `rater invite` without `--base-url` prints links to the address the server last started
+/// with on this database, and before any server has run it asks for the address instead of
+/// printing links to a guessed one.
+async fn cli_invite_links_point_at_the_running_server(backend: Backend) {
+    use std::process::{Command, Stdio};
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let study = app.store().study(fixture.study_id).await.unwrap().name;
+    let invite = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_legibility"))
+            .args(["rater", "invite", "--study", &study, name])
+            .env("DATABASE_URL", &app.db.url)
+            .env_remove("LEGIBILITY_PUBLIC_URL")
+            .output()
+            .expect("run legibility rater invite")
+    };
+    let refused = invite("Ann");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--base-url"), "{stderr}");
+    assert!(!stderr.contains("8080"), "{stderr}");
+
+    let port = common::free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_legibility"))
+        .args(["serve", "--no-worker", "--bind", &format!("127.0.0.1:{port}")])
+        .env("DATABASE_URL", &app.db.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start legibility serve");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the server never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    common::terminate(&server);
+    let _ = server.wait();
+
+    let printed = invite("Bo");
+    assert!(printed.status.success(), "{printed:?}");
+    let stdout = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        stdout.starts_with(&format!("Bo\thttp://127.0.0.1:{port}/r/")),
+        "{stdout}"
+    );
+}
+on_both_backends!(cli_invite_links_point_at_the_running_server);

@@ -290,6 +290,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "timing outcomes",
         include_str!("../../migrations/sqlite/0008_timing_outcomes.sql"),
     ),
+    (
+        12,
+        "server settings",
+        include_str!("../../migrations/sqlite/0012_server_settings.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -331,6 +336,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "timing outcomes",
         include_str!("../../migrations/postgres/0008_timing_outcomes.sql"),
+    ),
+    (
+        12,
+        "server settings",
+        include_str!("../../migrations/postgres/0012_server_settings.sql"),
     ),
 ];
 
@@ -426,6 +436,34 @@ impl Store {
         pool: &P,
     ) -> Result<Transaction<'static, P::Database>, sqlx::Error> {
         P::begin_write_on(self, pool).await
+    }
+
+    /// Records a server setting (see `server_settings`), replacing an earlier value.
+    pub async fn set_server_setting(&self, name: &str, value: &str, now: i64) -> StoreResult<()> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            sqlx::query(
+                "INSERT INTO server_settings (name, value, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            )
+            .bind(name)
+            .bind(value)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// A server setting, if one was recorded.
+    pub async fn server_setting(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(dispatch!(self, pool, _b => {
+            sqlx::query_scalar("SELECT value FROM server_settings WHERE name = $1")
+                .bind(name)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// Figures for `/metrics`, shared by every instance: judgements by verdict, items served
