@@ -1244,10 +1244,13 @@ async fn invite(
     let base_url = match base_url {
         Some(url) => url.to_string(),
         None => {
-            let recorded = store.server_setting(PUBLIC_URL_SETTING).await?.with_context(|| {
-                "no server has run on this database yet, so the address raters open is \
+            let recorded = store
+                .server_setting(PUBLIC_URL_SETTING)
+                .await?
+                .with_context(|| {
+                    "no server has run on this database yet, so the address raters open is \
                  unknown: give it with --base-url (e.g. --base-url https://lab.example.org)"
-            })?;
+                })?;
             eprintln!(
                 "links use {recorded}, the address `serve` last started with on this database \
                  (--base-url chooses another)"

@@ -200,6 +200,40 @@ pub fn valid_step(step: i64, steps: usize) -> bool {
     step >= 1 && step as u64 <= steps as u64
 }
 
+/// Judgements a study still wants that its raters cannot give: a rater never judges two
+/// solutions of one problem, so the free slots of a problem's solutions need as many raters
+/// who have not yet had that problem. Without them the study stops short (e.g. at 119 of 120) with nothing to
+/// say why; this says how far short, and how many more raters would complete it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletionShortfall {
+    /// Judgements that no current rater may give.
+    pub judgements: i64,
+    /// Problems with such judgements.
+    pub problems: i64,
+    /// New raters needed to give them all (each takes at most one per problem).
+    pub raters_needed: i64,
+}
+
+/// The shortfall over a study's problems, each given as (free slots of its solutions, raters
+/// still able to take one: invited, link working, admitted, not yet served that problem);
+/// `None` when the raters can fill every free slot.
+pub fn completion_shortfall(problems: &[(i64, i64)]) -> Option<CompletionShortfall> {
+    let mut shortfall = CompletionShortfall {
+        judgements: 0,
+        problems: 0,
+        raters_needed: 0,
+    };
+    for &(free, able) in problems {
+        let missing = free - able;
+        if missing > 0 {
+            shortfall.judgements += missing;
+            shortfall.problems += 1;
+            shortfall.raters_needed = shortfall.raters_needed.max(missing);
+        }
+    }
+    (shortfall.judgements > 0).then_some(shortfall)
+}
+
 /// A kind of item for balancing what one rater sees: the paper gives each rater a balanced mix
 /// of correct and incorrect solutions from every checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -326,6 +360,30 @@ mod tests {
         );
         assert!(valid_step(1, 3) && valid_step(3, 3));
         assert!(!valid_step(0, 3) && !valid_step(4, 3) && !valid_step(-1, 3));
+    }
+
+    #[test]
+    fn a_study_short_of_raters_says_by_how_much() {
+        // Every solution can be filled: nothing to say.
+        assert_eq!(completion_shortfall(&[(1, 3), (0, 0), (2, 2)]), None);
+        // The case: 119 of 120, the last slot's problem seen by every rater left.
+        assert_eq!(
+            completion_shortfall(&[(0, 0), (1, 0)]),
+            Some(CompletionShortfall {
+                judgements: 1,
+                problems: 1,
+                raters_needed: 1
+            })
+        );
+        // Two problems short by 2 and 1: three judgements, two more raters complete both.
+        assert_eq!(
+            completion_shortfall(&[(3, 1), (2, 1), (1, 5)]),
+            Some(CompletionShortfall {
+                judgements: 3,
+                problems: 2,
+                raters_needed: 2
+            })
+        );
     }
 
     #[test]

@@ -450,7 +450,12 @@ async fn cli_invite_links_point_at_the_running_server(backend: Backend) {
 
     let port = common::free_port();
     let mut server = Command::new(env!("CARGO_BIN_EXE_legibility"))
-        .args(["serve", "--no-worker", "--bind", &format!("127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "--no-worker",
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
         .env("DATABASE_URL", &app.db.url)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

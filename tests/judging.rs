@@ -587,3 +587,98 @@ async fn reopening_the_link_returns_to_the_running_item(backend: Backend) {
     assert_eq!(rater.get("/rate").await.status, StatusCode::OK);
 }
 on_both_backends!(reopening_the_link_returns_to_the_running_item);
+
+/// A study that its raters cannot complete says so on its page, with how many more raters it
+/// needs: a rater never judges two solutions of one problem.
+async fn a_study_short_of_raters_says_why_and_what_to_do(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // Two problems, both roles: four solutions wanting two judgements each (8). A rater can
+    // give one per problem, so two raters give at most four.
+    let fixture = app.fixture(2, 1, 2, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 2).await;
+    let short = app
+        .store()
+        .completion_shortfall(fixture.study_id)
+        .await
+        .unwrap()
+        .expect("two raters cannot complete it");
+    assert_eq!(
+        (short.judgements, short.problems, short.raters_needed),
+        (4, 2, 2)
+    );
+    let mut admin = app
+        .staff_client("admin-short", legibility::domain::UserRole::Admin)
+        .await;
+    let page = admin.get(&format!("/studies/{}", fixture.study_id)).await;
+    assert!(page.body.contains("id=\"shortfall\""), "{}", page.body);
+    assert!(
+        page.body.contains("invite at least 2 more raters"),
+        "{}",
+        page.body
+    );
+
+    // The two raters judge everything they may: the study stops at 4 of 8, still explained.
+    for token in &tokens {
+        let mut rater = app.rater_client(token).await;
+        loop {
+            let item = next_item(&mut rater).await;
+            if item["status"] != "item" {
+                break;
+            }
+            let id = item["assignment_id"].as_str().unwrap().to_string();
+            assert_eq!(
+                answer(&mut rater, &id, "correct").await.status,
+                StatusCode::OK
+            );
+        }
+    }
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!((progress.judged, progress.wanted), (4, 8));
+    let short = app
+        .store()
+        .completion_shortfall(fixture.study_id)
+        .await
+        .unwrap()
+        .expect("still short");
+    assert_eq!((short.judgements, short.raters_needed), (4, 2));
+
+    // Two more raters complete it, and the notice goes.
+    let more: Vec<String> = app
+        .store()
+        .invite_raters(
+            fixture.study_id,
+            &["late one".to_string(), "late two".to_string()],
+            app.now(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|invitation| invitation.token)
+        .collect();
+    assert_eq!(
+        app.store()
+            .completion_shortfall(fixture.study_id)
+            .await
+            .unwrap(),
+        None
+    );
+    for token in &more {
+        let mut rater = app.rater_client(token).await;
+        loop {
+            let item = next_item(&mut rater).await;
+            if item["status"] != "item" {
+                break;
+            }
+            let id = item["assignment_id"].as_str().unwrap().to_string();
+            assert_eq!(
+                answer(&mut rater, &id, "wrong").await.status,
+                StatusCode::OK
+            );
+        }
+    }
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!((progress.judged, progress.wanted), (8, 8));
+    let page = admin.get(&format!("/studies/{}", fixture.study_id)).await;
+    assert!(!page.body.contains("id=\"shortfall\""));
+}
+on_both_backends!(a_study_short_of_raters_says_why_and_what_to_do);

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{ProverRole, StudyStatus, parse_stored};
+use crate::judging;
 use crate::quality::{self, Candidate, RaterProtocol};
 
 /// What a researcher asks for when creating a study.
@@ -445,6 +446,34 @@ impl Store {
             over_assigned,
             repeated_problems,
         })
+    }
+
+    /// What the study's raters cannot complete (see [`judging::completion_shortfall`]): per
+    /// problem with free slots, the raters still able to take one of them — invited with a
+    /// working link, not refused at screening, and not yet served a solution of that problem.
+    pub async fn completion_shortfall(
+        &self,
+        id: Uuid,
+    ) -> StoreResult<Option<judging::CompletionShortfall>> {
+        let rows: Vec<(i64, i64)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT CAST(SUM(open_slots.slots) AS BIGINT),
+                        (SELECT COUNT(*) FROM raters r
+                          WHERE r.study_id = $1 AND r.revoked_at IS NULL
+                            AND (r.screening_passed IS NULL OR r.screening_passed)
+                            AND NOT EXISTS (SELECT 1 FROM assignments a
+                                            WHERE a.study_id = $1 AND a.rater_id = r.id
+                                              AND a.problem_id = open_slots.problem_id))
+                 FROM (SELECT ss.problem_id, s.judgements_per_solution - ss.slots_taken AS slots
+                       FROM study_solutions ss JOIN studies s ON s.id = ss.study_id
+                       WHERE ss.study_id = $1 AND ss.slots_taken < s.judgements_per_solution) open_slots
+                 GROUP BY open_slots.problem_id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(judging::completion_shortfall(&rows))
     }
 
     /// Counts of what a study has collected so far.

@@ -19,7 +19,7 @@ use super::{AppState, WebError};
 use crate::auth;
 use crate::clock::format_ms;
 use crate::domain::{ProverRole, StudyStatus};
-use crate::judging;
+use crate::judging::{self, CompletionShortfall};
 use crate::metrics::{ScoreSummary, score_summary};
 use crate::ml::sampling::SamplingParams;
 use crate::quality::RaterProtocol;
@@ -457,6 +457,9 @@ struct StudyPage {
     grace: String,
     study: Study,
     progress: StudyProgress,
+    /// Judgements the invited raters cannot give (the study would stop short); `None` when
+    /// they can complete it.
+    shortfall: Option<CompletionShortfall>,
     raters: Vec<RaterRow>,
     jobs: Vec<JobView>,
     generated: Vec<GeneratedRow>,
@@ -554,6 +557,7 @@ async fn study(
         is_admin: staff.is_admin(),
         username: staff.0.username,
         progress: state.store.study_progress(id).await?,
+        shortfall: state.store.completion_shortfall(id).await?,
         jobs: state.store.jobs_for_study(id).await?,
         generated: state
             .store
