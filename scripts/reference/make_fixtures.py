@@ -19,7 +19,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -28,9 +27,8 @@ import tokenizers
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -568,11 +566,6 @@ def deberta_cfg() -> DebertaV2Config:
     )
 
 
-def T(tok: str) -> int:
-    """Placeholder for ids resolved against the case's tokenizer (see resolve_ids)."""
-    return tok  # type: ignore[return-value]
-
-
 def case(name, family_tok, cls, cfg, group, exercises, chat=None, twin=True, ids=None, gen=None, extra_prompts=(), tok_kw=None):
     return dict(
         name=name, tok=family_tok, cls=cls, cfg=cfg, group=group, exercises=exercises, chat=chat, twin=twin,
@@ -798,13 +791,6 @@ def causal_refs(model, hf, prompts: list[str]) -> tuple[list[dict], dict]:
             ref["greedy_logits_shape"] = list(g["logits"].shape)
         refs.append(ref)
     return refs, tensors
-
-
-def encoder_inputs(hf, texts: list[str], side: str | None):
-    if side is None:
-        return [hf(t, return_tensors="pt") for t in texts]
-    hf.padding_side = side
-    return hf(texts, padding=True, return_tensors="pt")
 
 
 def last_non_pad(ids: torch.Tensor, pad: int | None) -> list[int]:
