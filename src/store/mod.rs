@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
 use sqlx::{ConnectOptions, SqlSafeStr};
 
+pub mod access;
 pub mod catalog;
 pub mod games;
 pub mod generation;
@@ -285,6 +286,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "training runs",
         include_str!("../../migrations/sqlite/0007_training_runs.sql"),
     ),
+    (
+        10,
+        "access",
+        include_str!("../../migrations/sqlite/0010_access.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -321,6 +327,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "training runs",
         include_str!("../../migrations/postgres/0007_training_runs.sql"),
+    ),
+    (
+        10,
+        "access",
+        include_str!("../../migrations/postgres/0010_access.sql"),
     ),
 ];
 
