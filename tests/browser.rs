@@ -558,3 +558,90 @@ async fn rater_protocol_in_chromium(backend: Backend) {
     assert_eq!(quality[&raters[1].rater.id].screening_passed, Some(false));
 }
 on_both_backends!(rater_protocol_in_chromium);
+
+/// Staff access in a real browser: log in through the form, create an API token on the account
+/// page (shown once), revoke it, and end the session from the admins' list, which logs the
+/// browser out. The account page and the session list pass axe-core.
+async fn staff_account_page_in_chromium(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let hash = legibility::auth::hash_password("ada's long password").unwrap();
+    app.store()
+        .create_user("ada", &hash, legibility::domain::UserRole::Admin, app.now())
+        .await
+        .unwrap();
+    let base = serve(&app).await;
+    let axe = axe_source();
+    let (_driver, browser) = start_browser().await;
+    let fill = async |css: &str, text: &str| {
+        browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    };
+    let submit = async |css: &str| {
+        browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    };
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    fill("input[name=username]", "ada").await;
+    fill("input[name=password]", "ada's long password").await;
+    submit("form[action='/login'] button").await;
+    wait_for_title(
+        &browser,
+        "Studies · Legibility Lab",
+        Duration::from_secs(10),
+    )
+    .await;
+    browser
+        .find(Locator::LinkText("Account"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_title(
+        &browser,
+        "Your account · Legibility Lab",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_accessible(&browser, &axe, "account").await;
+
+    fill("input[name=name]", "notebook").await;
+    submit("form[action='/account/tokens'] button").await;
+    let token = text_of(&browser, "#token-value").await;
+    assert!(token.starts_with("llpat_"), "{token}");
+    assert_accessible(&browser, &axe, "account with a new token").await;
+    browser.goto(&format!("{base}/account")).await.unwrap();
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("notebook") && !page.contains(&token));
+    submit("#tokens form button").await;
+    wait_for_title(
+        &browser,
+        "Your account · Legibility Lab",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(browser.source().await.unwrap().contains("No tokens yet"));
+
+    browser
+        .goto(&format!("{base}/admin/sessions"))
+        .await
+        .unwrap();
+    assert!(browser.source().await.unwrap().contains("(this session)"));
+    assert_accessible(&browser, &axe, "staff sessions").await;
+    submit("#all-sessions form button").await;
+    wait_for_title(&browser, "Log in · Legibility Lab", Duration::from_secs(10)).await;
+    browser.goto(&format!("{base}/studies")).await.unwrap();
+    wait_for_title(&browser, "Log in · Legibility Lab", Duration::from_secs(10)).await;
+    browser.close().await.unwrap();
+}
+on_both_backends!(staff_account_page_in_chromium);
