@@ -129,10 +129,14 @@ pub fn login_delay_ms(failures: i64, free_failures: i64) -> i64 {
 /// Milliseconds from `now` until a login of an account from an address may be checked again,
 /// given the counts of the (account, address) key and of the address key; 0 when it may now.
 pub fn login_wait_ms(account: FailureCount, address: FailureCount, now: i64) -> i64 {
-    let until =
-        |count: FailureCount, free| count.last_failed_at + login_delay_ms(count.failures, free);
-    let ready = until(account, ACCOUNT_FREE_FAILURES).max(until(address, ADDRESS_FREE_FAILURES));
-    (ready - now).max(0)
+    let wait = |count: FailureCount, free| match login_delay_ms(count.failures, free) {
+        // Within the free failures there is no wait, even when the latest failure is stamped
+        // a little after `now` (a concurrent attempt that read the clock later, or another
+        // instance's clock).
+        0 => 0,
+        delay => (count.last_failed_at + delay - now).max(0),
+    };
+    wait(account, ACCOUNT_FREE_FAILURES).max(wait(address, ADDRESS_FREE_FAILURES))
 }
 
 /// A wait as whole seconds for `Retry-After`, rounded up so a client that waits that long is
@@ -195,6 +199,13 @@ mod throttle_tests {
         assert_eq!(login_wait_ms(account, address, now), 7_000);
         // Once the wait has passed, nothing more to wait.
         assert_eq!(login_wait_ms(account, none, now + 10_000), 0);
+        // A key within its free failures never waits, even if its latest failure is stamped
+        // after `now` (a concurrent attempt that read the clock a moment later).
+        let later = FailureCount {
+            failures: ACCOUNT_FREE_FAILURES - 1,
+            last_failed_at: now + 30,
+        };
+        assert_eq!(login_wait_ms(later, none, now), 0);
     }
 
     #[test]
