@@ -77,16 +77,85 @@ mod tests {
     }
 }
 
-/// Failed logins of one username allowed within [`LOGIN_WINDOW_MS`]; more are refused, even
-/// with the right password, until the oldest falls out of the window.
-pub const LOGIN_FAILURE_LIMIT: i64 = 5;
+/// Prefix of personal API tokens, so a script's token is told apart from a rater's invite token
+/// at a glance (and by secret scanners).
+pub const API_TOKEN_PREFIX: &str = "llpat_";
 
-/// The window over which failed logins are counted: 15 minutes.
-pub const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// A new personal API token: the prefix and 256 random bits.
+pub fn new_api_token() -> String {
+    format!("{API_TOKEN_PREFIX}{}", new_token())
+}
 
-/// Whether a username with `recent_failures` failed logins in the window is throttled.
-pub fn login_throttled(recent_failures: i64) -> bool {
-    recent_failures >= LOGIN_FAILURE_LIMIT
+// Login throttling. Failures are counted per key: the account together with the client address
+// (so a storm of wrong passwords from one address delays that address only, never the account's
+// owner elsewhere), and the address alone over every account (so spraying many usernames from
+// one address is slowed too). A key's first failures are free; after them each failure doubles
+// the wait before the next attempt, up to a cap. While a key waits, logins are refused without
+// checking the password.
+
+/// Failed logins of one account from one address before any wait.
+pub const ACCOUNT_FREE_FAILURES: i64 = 5;
+/// Failed logins from one address over all accounts before any wait: enough for an office
+/// behind one NAT address to mistype now and then.
+pub const ADDRESS_FREE_FAILURES: i64 = 30;
+/// The wait after the first failure beyond the free ones; each further failure doubles it.
+pub const LOGIN_FIRST_DELAY_MS: i64 = 1_000;
+/// The longest wait: 15 minutes.
+pub const LOGIN_MAX_DELAY_MS: i64 = 15 * 60 * 1000;
+/// A key's failures are forgotten an hour after its latest one. Longer than the longest wait,
+/// so waiting the wait out never resets the count; a success forgets the account's count at once.
+pub const LOGIN_FORGET_MS: i64 = 60 * 60 * 1000;
+
+/// The failures counted for one throttling key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailureCount {
+    /// Failed logins not yet forgotten.
+    pub failures: i64,
+    /// When the latest of them happened (Unix ms).
+    pub last_failed_at: i64,
+}
+
+/// How long after its latest failure a key with `failures` failures must wait: nothing for the
+/// first `free_failures`, then 1 s, 2 s, 4 s … up to [`LOGIN_MAX_DELAY_MS`].
+pub fn login_delay_ms(failures: i64, free_failures: i64) -> i64 {
+    let beyond = failures - free_failures;
+    if beyond < 0 {
+        return 0;
+    }
+    // 2^20 s is far past the cap: no overflow, same answer.
+    (LOGIN_FIRST_DELAY_MS << beyond.min(20)).min(LOGIN_MAX_DELAY_MS)
+}
+
+/// Milliseconds from `now` until a login of an account from an address may be checked again,
+/// given the counts of the (account, address) key and of the address key; 0 when it may now.
+pub fn login_wait_ms(account: FailureCount, address: FailureCount, now: i64) -> i64 {
+    let wait = |count: FailureCount, free| match login_delay_ms(count.failures, free) {
+        // Within the free failures there is no wait, even when the latest failure is stamped
+        // a little after `now` (a concurrent attempt that read the clock later, or another
+        // instance's clock).
+        0 => 0,
+        delay => (count.last_failed_at + delay - now).max(0),
+    };
+    wait(account, ACCOUNT_FREE_FAILURES).max(wait(address, ADDRESS_FREE_FAILURES))
+}
+
+/// A wait as whole seconds for `Retry-After`, rounded up so a client that waits that long is
+/// never refused again for the same failures.
+pub fn retry_after_secs(wait_ms: i64) -> i64 {
+    (wait_ms.max(1) + 999) / 1000
+}
+
+/// A wait for people: "1 second", "40 seconds", "3 minutes" (rounded up).
+pub fn wait_text(wait_ms: i64) -> String {
+    let seconds = retry_after_secs(wait_ms);
+    match seconds {
+        1 => "1 second".into(),
+        2..=59 => format!("{seconds} seconds"),
+        _ => match (seconds + 59) / 60 {
+            1 => "1 minute".into(),
+            minutes => format!("{minutes} minutes"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -94,9 +163,61 @@ mod throttle_tests {
     use super::*;
 
     #[test]
-    fn five_failures_throttle_a_username() {
-        assert!(!login_throttled(0));
-        assert!(!login_throttled(LOGIN_FAILURE_LIMIT - 1));
-        assert!(login_throttled(LOGIN_FAILURE_LIMIT));
+    fn waits_start_after_the_free_failures_and_double_up_to_the_cap() {
+        for n in 0..ACCOUNT_FREE_FAILURES {
+            assert_eq!(login_delay_ms(n, ACCOUNT_FREE_FAILURES), 0, "{n}");
+        }
+        let waits: Vec<i64> = (5..16).map(|n| login_delay_ms(n, 5)).collect();
+        assert_eq!(
+            waits,
+            [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900].map(|s| s * 1000)
+        );
+        assert_eq!(login_delay_ms(10_000, 5), LOGIN_MAX_DELAY_MS);
+        assert_eq!(login_delay_ms(i64::MAX, 0), LOGIN_MAX_DELAY_MS);
+        assert_eq!(
+            login_delay_ms(ADDRESS_FREE_FAILURES - 1, ADDRESS_FREE_FAILURES),
+            0
+        );
+    }
+
+    #[test]
+    fn the_longer_of_the_two_waits_counts_from_each_latest_failure() {
+        let now = 1_000_000;
+        let none = FailureCount::default();
+        assert_eq!(login_wait_ms(none, none, now), 0);
+        // Seven failures of the account from this address, the latest 1.5 s ago: 4 s − 1.5 s.
+        let account = FailureCount {
+            failures: 7,
+            last_failed_at: now - 1_500,
+        };
+        assert_eq!(login_wait_ms(account, none, now), 2_500);
+        // The address has failed over many accounts: its own, longer wait applies.
+        let address = FailureCount {
+            failures: ADDRESS_FREE_FAILURES + 3,
+            last_failed_at: now - 1_000,
+        };
+        assert_eq!(login_wait_ms(account, address, now), 7_000);
+        // Once the wait has passed, nothing more to wait.
+        assert_eq!(login_wait_ms(account, none, now + 10_000), 0);
+        // A key within its free failures never waits, even if its latest failure is stamped
+        // after `now` (a concurrent attempt that read the clock a moment later).
+        let later = FailureCount {
+            failures: ACCOUNT_FREE_FAILURES - 1,
+            last_failed_at: now + 30,
+        };
+        assert_eq!(login_wait_ms(later, none, now), 0);
+    }
+
+    #[test]
+    fn waits_read_well_and_round_up() {
+        assert_eq!(retry_after_secs(1), 1);
+        assert_eq!(retry_after_secs(1_000), 1);
+        assert_eq!(retry_after_secs(1_001), 2);
+        assert_eq!(retry_after_secs(0), 1);
+        assert_eq!(wait_text(1_000), "1 second");
+        assert_eq!(wait_text(40_000), "40 seconds");
+        assert_eq!(wait_text(60_000), "1 minute");
+        assert_eq!(wait_text(61_000), "2 minutes");
+        assert_eq!(wait_text(LOGIN_MAX_DELAY_MS), "15 minutes");
     }
 }

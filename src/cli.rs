@@ -156,6 +156,14 @@ pub struct ServeArgs {
     /// Bearer token for Prometheus to scrape `/metrics` (admins' sessions work without it).
     #[arg(long, env = "LEGIBILITY_METRICS_TOKEN")]
     pub metrics_token: Option<String>,
+    /// A reverse proxy (IP address) whose `X-Forwarded-For` names the client, for login
+    /// throttling and the session list; repeat for a chain. Without it the header is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "LEGIBILITY_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Largest accepted checkpoint upload (all files together), in MiB.
     #[arg(long, default_value_t = crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES / (1024 * 1024))]
     pub max_checkpoint_mib: u64,
@@ -747,6 +755,7 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         models_dir: args.models_dir.clone(),
         max_checkpoint_bytes: args.max_checkpoint_mib.saturating_mul(1024 * 1024),
         metrics_token: args.metrics_token.clone(),
+        trusted_proxies: args.trusted_proxies.clone(),
     };
     let state = AppState {
         store,
@@ -785,7 +794,9 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         tokio::spawn(worker.run(stop_requested(stopped)))
     });
     let signal = Arc::clone(&stop);
-    let served = axum::serve(listener, web::router(state))
+    // With the TCP peer's address, which login throttling keys on.
+    let app = web::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             let _ = signal.send(true);

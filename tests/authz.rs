@@ -73,6 +73,13 @@ const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/runs/{id}/study", Staff),
     ("GET", "/api/openapi.json", Public),
     ("GET", "/metrics", Admin),
+    ("GET", "/account", Staff),
+    ("POST", "/account/tokens", Staff),
+    ("POST", "/account/tokens/{id}/revoke", Staff),
+    ("POST", "/account/sessions/{id}/end", Staff),
+    ("POST", "/account/sessions/end-others", Staff),
+    ("GET", "/admin/sessions", Admin),
+    ("POST", "/admin/sessions/{id}/end", Admin),
     // Last: it ends the caller's session.
     ("POST", "/logout", Public),
 ];

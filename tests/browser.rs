@@ -116,6 +116,21 @@ async fn wait_for_title(browser: &Client, expected: &str, within: Duration) {
     }
 }
 
+/// Waits until the page's source contains `text` (a page whose title does not change).
+async fn wait_for_source(browser: &Client, text: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let source = browser.source().await.unwrap_or_default();
+        if source.contains(text) {
+            return;
+        }
+        if started.elapsed() > within {
+            panic!("the page never showed {text:?}:\n{source}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the (English) page shows the given item number, or the end page for `None`.
 async fn wait_for_item(browser: &Client, item: Option<u32>, within: Duration) {
     let title = item.map_or_else(|| "All done".to_string(), |n| format!("Item {n}"));
@@ -668,3 +683,86 @@ async fn timing_outcomes_in_chromium(backend: Backend) {
     );
 }
 on_both_backends!(timing_outcomes_in_chromium);
+
+/// Staff access in a real browser: log in through the form, create an API token on the account
+/// page (shown once), revoke it, and end the session from the admins' list, which logs the
+/// browser out. The account page and the session list pass axe-core.
+async fn staff_account_page_in_chromium(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let hash = legibility::auth::hash_password("ada's long password").unwrap();
+    app.store()
+        .create_user("ada", &hash, legibility::domain::UserRole::Admin, app.now())
+        .await
+        .unwrap();
+    let base = serve(&app).await;
+    let axe = axe_source();
+    let (_driver, browser) = start_browser().await;
+    let fill = async |css: &str, text: &str| {
+        browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(text)
+            .await
+            .unwrap();
+    };
+    let submit = async |css: &str| {
+        browser
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    };
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    fill("input[name=username]", "ada").await;
+    fill("input[name=password]", "ada's long password").await;
+    submit("form[action='/login'] button").await;
+    wait_for_title(
+        &browser,
+        "Studies · Legibility Lab",
+        Duration::from_secs(10),
+    )
+    .await;
+    browser
+        .find(Locator::LinkText("Account"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_title(
+        &browser,
+        "Your account · Legibility Lab",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_accessible(&browser, &axe, "account").await;
+
+    fill("input[name=name]", "notebook").await;
+    submit("form[action='/account/tokens'] button").await;
+    wait_for_source(&browser, "id=\"token-value\"", Duration::from_secs(10)).await;
+    let token = text_of(&browser, "#token-value").await;
+    assert!(token.starts_with("llpat_"), "{token}");
+    assert_accessible(&browser, &axe, "account with a new token").await;
+    browser.goto(&format!("{base}/account")).await.unwrap();
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("notebook") && !page.contains(&token));
+    submit("#tokens form button").await;
+    // The page after revoking has the same title: wait for what it says instead.
+    wait_for_source(&browser, "No tokens yet", Duration::from_secs(10)).await;
+
+    browser
+        .goto(&format!("{base}/admin/sessions"))
+        .await
+        .unwrap();
+    assert!(browser.source().await.unwrap().contains("(this session)"));
+    assert_accessible(&browser, &axe, "staff sessions").await;
+    submit("#all-sessions form button").await;
+    wait_for_title(&browser, "Log in · Legibility Lab", Duration::from_secs(10)).await;
+    browser.goto(&format!("{base}/studies")).await.unwrap();
+    wait_for_title(&browser, "Log in · Legibility Lab", Duration::from_secs(10)).await;
+    browser.close().await.unwrap();
+}
+on_both_backends!(staff_account_page_in_chromium);

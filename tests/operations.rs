@@ -57,7 +57,10 @@ async fn metrics_count_requests_judgements_and_jobs(backend: Backend) {
             .body(Body::empty())
             .unwrap()
     };
-    assert_eq!(app.send(with("wrong")).await.location(), Some("/login"));
+    // A script with a wrong token gets 401 (with WWW-Authenticate), not the login page.
+    let wrong = app.send(with("wrong")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    assert!(wrong.headers.contains_key(header::WWW_AUTHENTICATE));
     let scraped = app.send(with("scrape-secret")).await;
     assert_eq!(scraped.status, StatusCode::OK);
     let text = scraped.body;

@@ -17,6 +17,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
 use sqlx::{ConnectOptions, SqlSafeStr};
 
+pub mod access;
 pub mod catalog;
 pub mod games;
 pub mod generation;
@@ -291,6 +292,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_timing_outcomes.sql"),
     ),
     (
+        10,
+        "access",
+        include_str!("../../migrations/sqlite/0010_access.sql"),
+    ),
+    (
         12,
         "server settings",
         include_str!("../../migrations/sqlite/0012_server_settings.sql"),
@@ -336,6 +342,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "timing outcomes",
         include_str!("../../migrations/postgres/0008_timing_outcomes.sql"),
+    ),
+    (
+        10,
+        "access",
+        include_str!("../../migrations/postgres/0010_access.sql"),
     ),
     (
         12,

@@ -2,6 +2,7 @@
 
 use uuid::Uuid;
 
+use super::access::{ClientInfo, LAST_USED_PRECISION_MS};
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{UserRole, parse_stored};
 
@@ -98,89 +99,47 @@ impl Store {
     }
 
     /// Number of staff accounts; zero on a fresh database.
-    /// Failed logins of `username` since `since` (Unix ms), for throttling.
-    pub async fn recent_login_failures(&self, username: &str, since: i64) -> StoreResult<i64> {
-        Ok(dispatch!(self, pool, _b => {
-            sqlx::query_scalar(
-                "SELECT COUNT(*) FROM login_failures WHERE username = $1 AND failed_at >= $2",
-            )
-            .bind(username)
-            .bind(since)
-            .fetch_one(pool)
-            .await?
-        }))
-    }
-
-    /// Records a failed login of `username`, dropping its failures older than `forget_before`.
-    pub async fn record_login_failure(
-        &self,
-        username: &str,
-        now: i64,
-        forget_before: i64,
-    ) -> StoreResult<()> {
-        dispatch!(self, pool, _b => {
-            let mut tx = self.begin_write(pool).await?;
-            sqlx::query("DELETE FROM login_failures WHERE username = $1 AND failed_at < $2")
-                .bind(username)
-                .bind(forget_before)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO login_failures (username, failed_at) VALUES ($1, $2)")
-                .bind(username)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
-    /// Forgets a username's failed logins (after a successful one).
-    pub async fn clear_login_failures(&self, username: &str) -> StoreResult<()> {
-        dispatch!(self, pool, _b => {
-            let mut tx = self.begin_write(pool).await?;
-            sqlx::query("DELETE FROM login_failures WHERE username = $1")
-                .bind(username)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
-
     pub async fn count_users(&self) -> StoreResult<i64> {
         Ok(dispatch!(self, pool, _b => {
             sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM users").fetch_one(pool).await?.0
         }))
     }
 
-    /// Opens a login session, stored by the hash of its cookie token.
+    /// Opens a login session, stored by the hash of its cookie token, noting where it was
+    /// opened from (for the account page's list of sessions).
     pub async fn create_session(
         &self,
         token_sha: &str,
         user_id: Uuid,
         now: i64,
+        client: &ClientInfo,
     ) -> StoreResult<()> {
         dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
             sqlx::query("DELETE FROM sessions WHERE expires_at < $1").bind(now).execute(&mut *tx).await?;
-            sqlx::query("INSERT INTO sessions (token_sha, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-                .bind(token_sha)
-                .bind(user_id)
-                .bind(now)
-                .bind(now + SESSION_TTL_MS)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO sessions (token_sha, user_id, created_at, expires_at, id, last_used_at, address, user_agent)
+                 VALUES ($1, $2, $3, $4, $5, $3, $6, $7)",
+            )
+            .bind(token_sha)
+            .bind(user_id)
+            .bind(now)
+            .bind(now + SESSION_TTL_MS)
+            .bind(Uuid::now_v7())
+            .bind(&client.address)
+            .bind(&client.user_agent)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         });
         Ok(())
     }
 
-    /// The user behind a live session token hash, if any.
+    /// The user behind a live session token hash, if any; notes the use (to the minute).
     pub async fn session_user(&self, token_sha: &str, now: i64) -> StoreResult<Option<User>> {
-        let row: Option<(Uuid, String, String)> = dispatch!(self, pool, _b => {
+        let row: Option<(Uuid, String, String, i64)> = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT u.id, u.username, u.role FROM sessions s JOIN users u ON u.id = s.user_id
+                "SELECT u.id, u.username, u.role, s.last_used_at FROM sessions s JOIN users u ON u.id = s.user_id
                  WHERE s.token_sha = $1 AND s.expires_at > $2",
             )
             .bind(token_sha)
@@ -188,14 +147,25 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        row.map(|(id, username, role)| {
-            Ok(User {
-                id,
-                username,
-                role: parse_stored(&role)?,
-            })
-        })
-        .transpose()
+        let Some((id, username, role, last_used_at)) = row else {
+            return Ok(None);
+        };
+        if now - last_used_at >= LAST_USED_PRECISION_MS {
+            dispatch!(self, pool, _b => {
+                let mut tx = self.begin_write(pool).await?;
+                sqlx::query("UPDATE sessions SET last_used_at = $1 WHERE token_sha = $2")
+                    .bind(now)
+                    .bind(token_sha)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            });
+        }
+        Ok(Some(User {
+            id,
+            username,
+            role: parse_stored(&role)?,
+        }))
     }
 
     /// Ends a session (logout).

@@ -6,8 +6,9 @@ use askama::Template;
 
 use super::i18n::{EN, Texts, ZH_HANS};
 use axum::Json;
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::http::header::LOCATION;
+use axum::http::header::{LOCATION, WWW_AUTHENTICATE};
 use axum::response::{Html, IntoResponse, Response};
 
 use crate::store::StoreError;
@@ -18,6 +19,10 @@ pub enum WebError {
     /// A staff page was opened without a login.
     #[error("please log in")]
     LoginRequired,
+    /// A script (or a data route) came without valid credentials: 401 JSON with
+    /// `WWW-Authenticate: Bearer`, never the login page's redirect.
+    #[error("{0}")]
+    CredentialsRequired(&'static str),
     /// A rater page was opened without a valid invite.
     #[error("open your invite link again to continue")]
     RaterUnknown,
@@ -51,7 +56,9 @@ impl WebError {
     /// The single mapping from error to HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
-            WebError::LoginRequired | WebError::RaterUnknown => StatusCode::UNAUTHORIZED,
+            WebError::LoginRequired | WebError::CredentialsRequired(_) | WebError::RaterUnknown => {
+                StatusCode::UNAUTHORIZED
+            }
             WebError::Forbidden => StatusCode::FORBIDDEN,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -116,6 +123,9 @@ impl IntoResponse for WebError {
         if matches!(self, WebError::LoginRequired) {
             return (StatusCode::SEE_OTHER, [(LOCATION, "/login")]).into_response();
         }
+        if matches!(self, WebError::CredentialsRequired(_)) {
+            return ApiError(self).into_response();
+        }
         let status = self.status();
         if matches!(self, WebError::RaterUnknown) {
             // No request here to choose a language from: say it in both.
@@ -159,10 +169,18 @@ impl<E: Into<WebError>> From<E> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.0.status();
-        (
+        let mut response = (
             status,
             Json(serde_json::json!({ "error": self.0.public_message() })),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // A 401 names the scheme that would be accepted (RFC 9110).
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"legibility\""),
+            );
+        }
+        response
     }
 }

@@ -16,6 +16,7 @@ use tower_http::trace::TraceLayer;
 use crate::clock::Clock;
 use crate::store::Store;
 
+pub mod account;
 pub mod admin;
 pub mod api;
 pub mod checkpoints;
@@ -49,6 +50,9 @@ pub struct WebConfig {
     pub max_checkpoint_bytes: u64,
     /// Bearer token a Prometheus scraper sends for `/metrics` (admins' sessions work anyway).
     pub metrics_token: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (login throttling, session
+    /// list); empty: the header is ignored and the TCP peer is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for WebConfig {
@@ -60,6 +64,7 @@ impl Default for WebConfig {
             models_dir: std::path::PathBuf::from("models"),
             max_checkpoint_bytes: crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -83,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rater::routes())
         .merge(i18n::routes())
         .merge(researcher::routes())
+        .merge(account::routes())
         .merge(reports::routes())
         .merge(admin::routes(&state.config))
         .merge(jobs::routes())

@@ -1,5 +1,6 @@
 //! Researchers' report downloads: the study's figures as JSON and the tidy per-attempt table
 //! as JSON Lines and CSV. Staff only (researchers and admins); raters never reach these routes.
+//! The data routes also take a personal API token (`ReportReader`), for researchers' scripts.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::plots;
-use super::session::Staff;
+use super::session::{ReportReader, Staff};
 use super::{AppState, WebError};
 use crate::export::{Encoder, Format, add_flags, chance_level_raters};
 use crate::reports::{
@@ -318,7 +319,7 @@ async fn report_page(
 /// The study's summary: groups, raters, agreement, speed–accuracy.
 async fn report_json(
     State(state): State<AppState>,
-    _staff: Staff,
+    _reader: ReportReader,
     Path(id): Path<Uuid>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Json<serde_json::Value>, WebError> {
@@ -356,34 +357,34 @@ const DOWNLOAD_PAGE_ROWS: usize = 50_000;
 /// The tidy table as CSV with a header row (`true`/`false`, empty cells for nulls).
 async fn attempts_csv(
     state: State<AppState>,
-    staff: Staff,
+    reader: ReportReader,
     id: Path<Uuid>,
 ) -> Result<Response, WebError> {
-    attempts_download(state, staff, id, Format::Csv).await
+    attempts_download(state, reader, id, Format::Csv).await
 }
 
 /// The tidy table as JSON Lines, for `pandas.read_json(lines=True)` and the like.
 async fn attempts_jsonl(
     state: State<AppState>,
-    staff: Staff,
+    reader: ReportReader,
     id: Path<Uuid>,
 ) -> Result<Response, WebError> {
-    attempts_download(state, staff, id, Format::JsonLines).await
+    attempts_download(state, reader, id, Format::JsonLines).await
 }
 
 /// The tidy table as Parquet, with typed columns (timestamps, integers, booleans).
 async fn attempts_parquet(
     state: State<AppState>,
-    staff: Staff,
+    reader: ReportReader,
     id: Path<Uuid>,
 ) -> Result<Response, WebError> {
-    attempts_download(state, staff, id, Format::Parquet).await
+    attempts_download(state, reader, id, Format::Parquet).await
 }
 
 /// Streams the tidy table of study `id` in `format` (see [`crate::export`]).
 async fn attempts_download(
     State(state): State<AppState>,
-    _staff: Staff,
+    _reader: ReportReader,
     Path(id): Path<Uuid>,
     format: Format,
 ) -> Result<Response, WebError> {

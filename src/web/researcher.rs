@@ -5,7 +5,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
@@ -14,7 +14,7 @@ use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::session::{SESSION_COOKIE, Staff, secret_cookie};
+use super::session::{Requester, SESSION_COOKIE, Staff, secret_cookie};
 use super::{AppState, WebError};
 use crate::auth;
 use crate::clock::format_ms;
@@ -23,6 +23,7 @@ use crate::judging::{self, CompletionShortfall};
 use crate::metrics::{ScoreSummary, score_summary};
 use crate::ml::sampling::SamplingParams;
 use crate::quality::RaterProtocol;
+use crate::store::access::LoginAttempt;
 use crate::store::catalog::{CheckpointInfo, ProblemSetInfo};
 use crate::store::jobs::JobView;
 use crate::store::models::CheckpointDetails;
@@ -68,27 +69,53 @@ struct LoginForm {
     password: String,
 }
 
+/// The most characters a username may have at the login form; longer ones are refused before
+/// they reach the throttle table.
+const MAX_USERNAME_CHARS: usize = 200;
+
 async fn login(
     State(state): State<AppState>,
+    Requester(client): Requester,
     jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, WebError> {
-    let now = state.clock.now_ms();
-    let window_start = now - auth::LOGIN_WINDOW_MS;
-    let failures = state
-        .store
-        .recent_login_failures(&form.username, window_start)
-        .await?;
-    if auth::login_throttled(failures) {
+    let username = form.username.trim();
+    if username.is_empty() || username.chars().count() > MAX_USERNAME_CHARS {
         let page = LoginPage {
-            error: Some(format!(
-                "Too many failed logins for this account: try again in {} minutes.",
-                auth::LOGIN_WINDOW_MS / 60_000
-            )),
+            error: Some("Enter your username and password.".into()),
         };
-        return Ok((StatusCode::TOO_MANY_REQUESTS, page).into_response());
+        return Ok((StatusCode::BAD_REQUEST, page).into_response());
     }
-    let found = state.store.user_with_hash(&form.username).await?;
+    let now = state.clock.now_ms();
+    // Throttled per (account, address) and per address: someone else's wrong passwords from
+    // elsewhere never block this login. While a key waits, the password is not even checked.
+    let attempt = match state
+        .store
+        .count_login_attempt(username, &client.address, now)
+        .await?
+    {
+        LoginAttempt::Counted(attempt) => attempt,
+        LoginAttempt::Wait(wait_ms) => {
+            let page = LoginPage {
+                error: Some(format!(
+                    "Too many failed logins from your address: try again in {} (after {} UTC).",
+                    auth::wait_text(wait_ms),
+                    // Whole seconds, so the time reads "2026-11-03 14:05:10".
+                    format_ms((now + wait_ms + 999) / 1000 * 1000)
+                        .replace('T', " ")
+                        .trim_end_matches('Z'),
+                )),
+            };
+            let retry_after = auth::retry_after_secs(wait_ms).to_string();
+            return Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, retry_after)],
+                page,
+            )
+                .into_response());
+        }
+    };
+    let found = state.store.user_with_hash(username).await?;
     // Hash even for unknown users so response time does not reveal which usernames exist.
     let (user, hash) = match found {
         Some((user, hash)) => (Some(user), hash),
@@ -103,26 +130,21 @@ async fn login(
     let valid = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
+    // A failure stays counted (unknown usernames alike, so throttling reveals nothing).
     let Some(user) = user.filter(|_| valid) else {
-        // Unknown usernames count too, so throttling does not reveal which ones exist.
-        state
-            .store
-            .record_login_failure(&form.username, now, window_start)
-            .await?;
         let page = LoginPage {
             error: Some("Unknown username or wrong password.".into()),
         };
         return Ok((StatusCode::UNAUTHORIZED, page).into_response());
     };
-    if failures > 0 {
-        // Failures older than the window no longer count, so only recent ones need forgetting;
-        // a login without any costs no write.
-        state.store.clear_login_failures(&form.username).await?;
-    }
+    state
+        .store
+        .login_succeeded(username, &client.address, attempt)
+        .await?;
     let token = auth::new_token();
     state
         .store
-        .create_session(&auth::token_hash(&token), user.id, now)
+        .create_session(&auth::token_hash(&token), user.id, now, &client)
         .await?;
     let jar = jar.add(secret_cookie(
         SESSION_COOKIE,

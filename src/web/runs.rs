@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::plots::{prover_curves, round_curves_svg, verifier_curves};
-use super::session::{Admin, Staff};
+use super::session::{Admin, ReportReader, Staff};
 use super::verifiers::{Choice, choice, chosen_id, whole};
 use super::{AppState, WebError};
 use crate::cli::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};
@@ -494,9 +494,10 @@ struct RunJson {
     steps: Vec<StepRecord>,
 }
 
+/// The run's record as JSON; a personal API token reads it too.
 async fn run_json(
     State(state): State<AppState>,
-    _staff: Staff,
+    _reader: ReportReader,
     Path(id): Path<Uuid>,
 ) -> Result<Json<RunJson>, WebError> {
     let run = run_data(&state, id).await?;
