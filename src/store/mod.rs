@@ -285,6 +285,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "training runs",
         include_str!("../../migrations/sqlite/0007_training_runs.sql"),
     ),
+    (
+        9,
+        "solution grades",
+        include_str!("../../migrations/sqlite/0009_solution_grades.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -321,6 +326,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "training runs",
         include_str!("../../migrations/postgres/0007_training_runs.sql"),
+    ),
+    (
+        9,
+        "solution grades",
+        include_str!("../../migrations/postgres/0009_solution_grades.sql"),
     ),
 ];
 
