@@ -1,4 +1,4 @@
-//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`.
+//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`, `grade`.
 //! Each subcommand is a thin wrapper over the store and the same rules the web pages use.
 
 use std::io::Read;
@@ -69,6 +69,34 @@ pub enum Command {
     /// Train verifier versions from the ratings, score studies, list versions.
     #[command(subcommand)]
     Verifier(VerifierCommand),
+    /// Grade model outputs without a database: reads JSON lines `{"solution": "…", "answer":
+    /// "…"}` and prints one JSON line per input, `{"extracted": …, "outcome":
+    /// "correct"|"incorrect"|"ungradable", …}`, to check the grader on a model before a study.
+    Grade(GradeArgs),
+}
+
+/// `grade` options.
+#[derive(Debug, Args)]
+pub struct GradeArgs {
+    /// JSONL file of solutions and their answers; `-` reads standard input.
+    pub file: PathBuf,
+}
+
+/// Runs `grade`: results on standard output, the tally on standard error.
+fn grade_file(args: &GradeArgs) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let tally = if args.file.as_os_str() == "-" {
+        crate::grading::jsonl::grade_jsonl(std::io::stdin().lock(), &mut out)
+            .context("grading standard input")?
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+        crate::grading::jsonl::grade_jsonl(std::io::BufReader::new(file), &mut out)
+            .with_context(|| format!("grading {}", args.file.display()))?
+    };
+    eprintln!("{tally}");
+    Ok(())
 }
 
 /// `verifier` subcommands: they queue jobs for a worker (`serve` runs one) or list versions.
@@ -604,6 +632,9 @@ impl Cli {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Grade(args) = &cli.command {
+        return grade_file(args);
+    }
     if let Command::Train(command) = cli.command {
         return train(command).await;
     }
@@ -625,7 +656,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             names,
             csv,
         }) => invite(&store, &clock, &study, &base_url, &names, csv.as_deref()).await,
-        Command::Train(_) => Ok(()),
+        Command::Train(_) | Command::Grade(_) => Ok(()),
         Command::Checkpoint(command) => checkpoint(&store, &clock, command).await,
         Command::Worker(args) => run_worker(store.clone(), clock, args).await,
         Command::Verifier(command) => verifier(&store, &clock, command).await,
@@ -942,13 +973,7 @@ async fn import(store: &Store, clock: &Clock, command: ImportCommand) -> anyhow:
             )
         }
     };
-    println!(
-        "{}: {} {what} in the file, {} imported, {} already present",
-        file.display(),
-        summary.records,
-        summary.inserted,
-        summary.already_present
-    );
+    println!("{}: {}", file.display(), summary.describe(what));
     Ok(())
 }
 
@@ -1054,10 +1079,22 @@ async fn create_study(store: &Store, clock: &Clock, args: StudyCreateArgs) -> an
     let study = store.create_study(&spec, None, clock.now_ms()).await?;
     let progress = store.study_progress(study.id).await?;
     println!(
-        "created study {} ({}) with {} solutions",
-        study.name, study.id, progress.solutions
+        "created study {} ({}) with {} solutions{}",
+        study.name,
+        study.id,
+        progress.solutions,
+        ungradable_note(progress.ungradable_left_out)
     );
     Ok(())
+}
+
+/// "; 12 ungradable solutions left out" when there are any, else nothing.
+fn ungradable_note(left_out: i64) -> String {
+    match left_out {
+        0 => String::new(),
+        1 => "; 1 ungradable solution (no final answer) left out".into(),
+        n => format!("; {n} ungradable solutions (no final answer) left out"),
+    }
 }
 
 async fn list_studies(store: &Store) -> anyhow::Result<()> {
