@@ -36,6 +36,11 @@ impl Grade {
 /// The marker GSM8K uses to introduce the final answer.
 const GSM8K_MARKER: &str = "####";
 
+/// How far after its marker an answer may be (bytes): a final answer comes within a line's
+/// first few words, and the cap keeps grading linear in the text's length however many markers
+/// a (hostile) text repeats.
+const MAX_FRAGMENT_BYTES: usize = 300;
+
 /// Cap on the number of trailing unit words accepted after a number
 /// ("18 dollars", "5 apples left over"); longer tails are treated as prose.
 const MAX_UNIT_WORDS: usize = 6;
@@ -312,7 +317,9 @@ fn statements(text: &str) -> Vec<Found> {
     }
     for command in ["\\boxed{", "\\fbox{"] {
         for (pos, _) in text.match_indices(command) {
-            let inner = brace_group(text, pos + command.len() - 1).map(|(inner, _)| inner);
+            let open = pos + command.len() - 1;
+            let window = capped(text, open + MAX_FRAGMENT_BYTES);
+            let inner = brace_group(window, open).map(|(inner, _)| inner);
             push(pos, inner.and_then(|f| read_statement(f, false)));
         }
     }
@@ -355,8 +362,9 @@ fn answer_colon_is_marker(text: &str, pos: usize) -> bool {
     {
         return false;
     }
-    let line_start = text[..pos].rfind('\n').map_or(0, |k| k + 1);
-    let mut prefix = &text[line_start..pos];
+    // Only the end of the line before the marker matters; looking no further keeps this linear.
+    let window = &text[floor_boundary(text, pos.saturating_sub(MAX_FRAGMENT_BYTES))..pos];
+    let mut prefix = window.rsplit('\n').next().unwrap_or(window);
     loop {
         let trimmed = prefix.trim_end_matches(is_markdown_or_space);
         let word_start = trimmed
@@ -394,11 +402,26 @@ fn answer_is_is_marker(lower: &str, pos: usize, end: usize) -> bool {
 /// marker ends its line; trimmed of whitespace and markdown. A piece of `text`.
 fn line_fragment(text: &str, after: usize) -> Option<&str> {
     let mut lines = text.get(after..)?.lines();
-    let first = clean_fragment(lines.next()?);
+    let first = clean_fragment(capped(lines.next()?, MAX_FRAGMENT_BYTES));
     if !first.is_empty() {
         return Some(first);
     }
-    lines.map(clean_fragment).find(|l| !l.is_empty())
+    lines
+        .map(|line| clean_fragment(capped(line, MAX_FRAGMENT_BYTES)))
+        .find(|l| !l.is_empty())
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn capped(s: &str, max: usize) -> &str {
+    &s[..floor_boundary(s, max)]
+}
+
+/// The largest character boundary of `s` at or below `at`.
+fn floor_boundary(s: &str, at: usize) -> usize {
+    if at >= s.len() {
+        return s.len();
+    }
+    (0..=at).rev().find(|&k| s.is_char_boundary(k)).unwrap_or(0)
 }
 
 /// Trim whitespace, markdown emphasis/code marks and a leading colon.
