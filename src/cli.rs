@@ -1,4 +1,4 @@
-//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`.
+//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`, `grade`.
 //! Each subcommand is a thin wrapper over the store and the same rules the web pages use.
 
 use std::io::Read;
@@ -69,6 +69,34 @@ pub enum Command {
     /// Train verifier versions from the ratings, score studies, list versions.
     #[command(subcommand)]
     Verifier(VerifierCommand),
+    /// Grade model outputs without a database: reads JSON lines `{"solution": "…", "answer":
+    /// "…"}` and prints one JSON line per input, `{"extracted": …, "outcome":
+    /// "correct"|"incorrect"|"ungradable", …}`, to check the grader on a model before a study.
+    Grade(GradeArgs),
+}
+
+/// `grade` options.
+#[derive(Debug, Args)]
+pub struct GradeArgs {
+    /// JSONL file of solutions and their answers; `-` reads standard input.
+    pub file: PathBuf,
+}
+
+/// Runs `grade`: results on standard output, the tally on standard error.
+fn grade_file(args: &GradeArgs) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let tally = if args.file.as_os_str() == "-" {
+        crate::grading::jsonl::grade_jsonl(std::io::stdin().lock(), &mut out)
+            .context("grading standard input")?
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("reading {}", args.file.display()))?;
+        crate::grading::jsonl::grade_jsonl(std::io::BufReader::new(file), &mut out)
+            .with_context(|| format!("grading {}", args.file.display()))?
+    };
+    eprintln!("{tally}");
+    Ok(())
 }
 
 /// `verifier` subcommands: they queue jobs for a worker (`serve` runs one) or list versions.
@@ -627,6 +655,9 @@ pub fn error_report(error: &anyhow::Error) -> String {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Grade(args) = &cli.command {
+        return grade_file(args);
+    }
     if let Command::Train(command) = cli.command {
         return train(command).await;
     }
@@ -658,7 +689,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Train(_) => Ok(()),
+        Command::Train(_) | Command::Grade(_) => Ok(()),
         Command::Checkpoint(command) => checkpoint(&store, &clock, command).await,
         Command::Worker(args) => run_worker(store.clone(), clock, args).await,
         Command::Verifier(command) => verifier(&store, &clock, command).await,
@@ -1010,13 +1041,7 @@ async fn import(store: &Store, clock: &Clock, command: ImportCommand) -> anyhow:
             )
         }
     };
-    println!(
-        "{}: {} {what} in the file, {} imported, {} already present",
-        file.display(),
-        summary.records,
-        summary.inserted,
-        summary.already_present
-    );
+    println!("{}: {}", file.display(), summary.describe(what));
     Ok(())
 }
 
@@ -1122,10 +1147,22 @@ async fn create_study(store: &Store, clock: &Clock, args: StudyCreateArgs) -> an
     let study = store.create_study(&spec, None, clock.now_ms()).await?;
     let progress = store.study_progress(study.id).await?;
     println!(
-        "created study {} ({}) with {} solutions",
-        study.name, study.id, progress.solutions
+        "created study {} ({}) with {} solutions{}",
+        study.name,
+        study.id,
+        progress.solutions,
+        ungradable_note(progress.ungradable_left_out)
     );
     Ok(())
+}
+
+/// "; 12 ungradable solutions left out" when there are any, else nothing.
+fn ungradable_note(left_out: i64) -> String {
+    match left_out {
+        0 => String::new(),
+        1 => "; 1 ungradable solution (no final answer) left out".into(),
+        n => format!("; {n} ungradable solutions (no final answer) left out"),
+    }
 }
 
 async fn list_studies(store: &Store) -> anyhow::Result<()> {

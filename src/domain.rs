@@ -80,6 +80,12 @@ impl Verdict {
 }
 
 string_enum!(
+    /// The grader's verdict on a solution. `Ungradable` means it states no final answer the
+    /// grader can read: its correctness is unknown, so it is stored but never made a study item.
+    GradeOutcome ("grade") { Correct => "correct", Incorrect => "incorrect", Ungradable => "ungradable" }
+);
+
+string_enum!(
     /// What a model checkpoint is: a prover writes solutions, a verifier scores them.
     CheckpointKind ("checkpoint kind") { Prover => "prover", Verifier => "verifier" }
 );

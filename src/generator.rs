@@ -1564,15 +1564,16 @@ mod tests {
         for p in &problems {
             let truth = p.answer.to_string();
             assert!(
-                grade(&p.helpful_solution, &truth).is_correct,
+                grade(&p.helpful_solution, &truth).is_correct(),
                 "helpful wrong: {p:#?}"
             );
-            assert!(
-                !grade(&p.sneaky_solution, &truth).is_correct,
-                "sneaky graded correct: {p:#?}"
+            assert_eq!(
+                grade(&p.sneaky_solution, &truth).outcome,
+                crate::grading::GradeOutcome::Incorrect,
+                "sneaky not graded incorrect: {p:#?}"
             );
             assert!(
-                grade(&p.sneaky_solution, &p.sneaky_answer.to_string()).is_correct,
+                grade(&p.sneaky_solution, &p.sneaky_answer.to_string()).is_correct(),
                 "sneaky answer mismatch: {p:#?}"
             );
             assert!(p.answer > 0 && p.answer <= MAX_VALUE, "{p:#?}");

@@ -1,30 +1,136 @@
-//! Grading of model-written GSM8K solutions.
+//! Grading of model-written solutions to grade-school math problems.
 //!
-//! A legibility study is only meaningful if we know which solutions are
-//! actually correct, so this module decides correctness mechanically: pull
-//! the final answer out of free-form solution text, normalise it to a
-//! canonical value, and compare it with the problem's ground truth.
-//! Everything here is pure (no I/O) so it can be called from request
-//! handlers, workers and tests alike.
+//! A legibility study is only meaningful if we know which solutions are actually correct, so
+//! this module decides correctness mechanically: find the final answer(s) a solution states,
+//! normalise them to exact values, and compare with the problem's ground truth. Real model
+//! outputs state answers in many ways (`#### 18`, `A: 18`, `The answer is 18.`, `\boxed{18}`,
+//! `Answer: $18`), run on into the next few-shot question, hedge ("20 or 18"), or stop before
+//! any answer. The grader reads only what a solution *commits to* as its final answer: a
+//! solution that states none is [`GradeOutcome::Ungradable`] (never a guess from its last
+//! number), and one that states two different answers is [`GradeOutcome::Incorrect`].
+//! Everything here but [`jsonl`] is pure (no I/O) so handlers, workers and tests share it.
+
+pub mod jsonl;
+
+pub use crate::domain::GradeOutcome;
 
 /// Result of grading one solution against a problem's ground truth.
 ///
-/// Keeps the extracted answer alongside the verdict so that reports and
-/// judges can see *what* the grader thought the solution committed to.
+/// Keeps the extracted answer alongside the outcome so that reports and researchers can see
+/// *what* the grader thought the solution committed to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grade {
-    /// The raw answer text the solution committed to, if any was found.
+    /// The final answer as the solution wrote it (its last stated answer), if it stated one.
     pub extracted_answer: Option<String>,
-    /// Whether that answer equals the ground truth after normalisation.
-    pub is_correct: bool,
+    /// Correct, incorrect, or ungradable (no final answer stated).
+    pub outcome: GradeOutcome,
+}
+
+impl Grade {
+    /// True only for [`GradeOutcome::Correct`]: an ungradable solution is not known correct.
+    pub fn is_correct(&self) -> bool {
+        self.outcome == GradeOutcome::Correct
+    }
 }
 
 /// The marker GSM8K uses to introduce the final answer.
 const GSM8K_MARKER: &str = "####";
 
+/// How far after its marker an answer may be (bytes): a final answer comes within a line's
+/// first few words, and the cap keeps grading linear in the text's length however many markers
+/// a (hostile) text repeats.
+const MAX_FRAGMENT_BYTES: usize = 300;
+
 /// Cap on the number of trailing unit words accepted after a number
 /// ("18 dollars", "5 apples left over"); longer tails are treated as prose.
 const MAX_UNIT_WORDS: usize = 6;
+
+/// Words that may stand between an anchored marker (`####`, `A:`, `answer is`) and its number
+/// ("The answer is therefore $18", "A: The total is 18"). Any other word means the marker
+/// introduces prose or reasoning, not an answer ("A: Natalia sold 48/2 = 24 clips…").
+const LEAD_IN_WORDS: &[&str] = &[
+    "a",
+    "about",
+    "actually",
+    "answer",
+    "approximately",
+    "around",
+    "be",
+    "between",
+    "boxed",
+    "clearly",
+    "correct",
+    "either",
+    "equal",
+    "equals",
+    "exactly",
+    "fbox",
+    "final",
+    "from",
+    "hence",
+    "is",
+    "just",
+    "mathbf",
+    "mathrm",
+    "my",
+    "number",
+    "of",
+    "our",
+    "result",
+    "roughly",
+    "should",
+    "simply",
+    "so",
+    "text",
+    "textbf",
+    "the",
+    "then",
+    "therefore",
+    "thus",
+    "to",
+    "total",
+    "value",
+    "will",
+    "would",
+];
+
+/// Words that may precede `Answer:` on its line ("Final Answer:", "So the answer:").
+const ANSWER_PREFIX_WORDS: &[&str] = &[
+    "correct",
+    "final",
+    "hence",
+    "my",
+    "so",
+    "the",
+    "therefore",
+    "thus",
+];
+
+/// Words between two numbers that leave a hedge a hedge ("20, or maybe 18").
+const HEDGE_FILLER_WORDS: &[&str] = &[
+    "about",
+    "approximately",
+    "around",
+    "either",
+    "maybe",
+    "perhaps",
+    "possibly",
+    "roughly",
+];
+
+/// Scale words after a number and what they multiply it by ("1.5 billion", "5 dozen").
+const SCALE_WORDS: &[(&str, i128)] = &[
+    ("dozen", 12),
+    ("hundred", 100),
+    ("thousand", 1_000),
+    ("million", 1_000_000),
+    ("billion", 1_000_000_000),
+    ("trillion", 1_000_000_000_000),
+];
+
+/// Characters that separate thousands groups: comma, space, thin space, narrow no-break space,
+/// no-break space ("1,200", "1 200", "1\u{2009}200").
+const GROUP_SEPARATORS: &[char] = &[',', ' ', '\u{2009}', '\u{202F}', '\u{00A0}'];
 
 /// Final answer of a GSM8K `answer` field: the text after the last `####`,
 /// trimmed; None when there is no `####` or it is followed by nothing.
@@ -36,29 +142,44 @@ pub fn gsm8k_final_answer(answer_field: &str) -> Option<String> {
     (!rest.is_empty()).then(|| rest.to_string())
 }
 
-/// Extract the final answer a solution commits to.
+/// One final answer a solution states: what one final-answer marker introduces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatedAnswer {
+    /// The answer as written, a piece of the solution's text ("$1,200.00", "20 or 18").
+    pub raw: String,
+    /// Its distinct values: one, or several when the statement hedges ("20 or 18",
+    /// "between 18 and 20").
+    pub values: Vec<NormalAnswer>,
+}
+
+/// Every final answer the solution states, in text order.
 ///
-/// Order: (1) text after the LAST `####` (up to the end of that line, or the
-/// next non-blank line if that line is blank); (2) text after the last
-/// case-insensitive `Answer:` / `answer is` / `\boxed{...}` (content of the
-/// box); (3) fallback: the last number in the text. Returns the raw answer
-/// substring, trimmed (e.g. "$1,200." stays raw here). When the text found
-/// by (1) or (2) is not itself a number but contains one ("Janet makes $18
-/// a day"), the first number in it is returned instead. None if nothing is
-/// found. Exists because models state answers in many styles and the
-/// grader must be lenient about style but strict about value.
-pub fn extract_final_answer(solution: &str) -> Option<String> {
-    if let Some(pos) = solution.rfind(GSM8K_MARKER)
-        && let Some(answer) = line_answer(&solution[pos + GSM8K_MARKER.len()..])
+/// Markers: `####` (GSM8K), `A:` at a line start, `The answer is`, `\boxed{}`/`\fbox{}` and
+/// `Answer:` (also "Final answer:"; at a line start or after a sentence). `####`, `A:` and
+/// `answer is` must be followed by the number itself (a few words such as "the total is"
+/// allowed), so they never pick a number out of reasoning; `Answer:` and a box take the first
+/// number they hold, or the result of an expression ("9 * 2 = 18" → 18). A `Q:` or
+/// `Question:` line after the first answer line is the model running on into the next
+/// few-shot question: it and everything after it are ignored. Text after the final-answer
+/// line without a marker (chatter) adds nothing. No marker, no answers: there is no
+/// last-number fallback.
+pub fn stated_answers(solution: &str) -> Vec<StatedAnswer> {
+    let all = statements(solution);
+    let kept = match all
+        .first()
+        .and_then(|first| run_on_cut(solution, first.marker))
     {
-        return Some(answer);
-    }
-    if let Some(answer) = marker_answer(solution) {
-        return Some(answer);
-    }
-    number_spans(solution)
-        .last()
-        .map(|&(start, end)| solution[start..end].to_string())
+        Some(cut) => statements(&solution[..cut]),
+        None => all,
+    };
+    kept.into_iter().map(|found| found.answer).collect()
+}
+
+/// The final answer the solution ends on, as written (a piece of its text), or None when it
+/// states no final answer. Exists for display and storage; [`grade`] decides correctness
+/// from every stated answer.
+pub fn extract_final_answer(solution: &str) -> Option<String> {
+    stated_answers(solution).pop().map(|answer| answer.raw)
 }
 
 /// Canonical form of an answer so that "1,200", "$1200", "1200.00", "1200."
@@ -84,14 +205,13 @@ pub enum NormalAnswer {
 /// Normalise a raw answer into a [`NormalAnswer`].
 ///
 /// Strips surrounding whitespace, markdown emphasis, simple LaTeX wrappers
-/// (`\boxed{}`, `\text{}`, `\frac{a}{b}`), `$`, `€`, `£`, `%`, thousands
-/// commas (only commas, in valid groups of three), a trailing period and
-/// trailing unit words after a number ("18 dollars", "5 hours" -> 18, 5).
-/// Accepts a leading `+`/`-`, exact decimals (12.50 -> 25/2, 3.0 -> 3),
-/// fractions ("3/4", "-3/4") and mixed numbers ("1 1/2" -> 3/2). Numbers
-/// that overflow `i128` fall back to a canonical digit-string `Text`.
-/// Returns None for empty input. Exists so that formatting differences
-/// never decide correctness.
+/// (`\boxed{}`, `\text{}`, `\frac{a}{b}`), `$`, `€`, `£`, `%`, thousands separators (comma,
+/// space, thin space, no-break space; only in valid groups of three), a trailing period and
+/// trailing unit words after a number ("18 dollars", "5 hours" -> 18, 5). Accepts a leading
+/// `+`, `-` or `−` (U+2212), exact decimals (12.50 -> 25/2, 3.0 -> 3), fractions ("3/4",
+/// "-3/4"), mixed numbers ("1 1/2" -> 3/2) and scale words ("1.5 billion", "5 dozen" -> 60).
+/// Numbers that overflow `i128` fall back to a canonical digit-string `Text`. Returns None
+/// for empty input. Exists so that formatting differences never decide correctness.
 pub fn normalise_answer(raw: &str) -> Option<NormalAnswer> {
     let raw = raw.trim();
     if raw.is_empty() {
@@ -123,18 +243,29 @@ pub fn answers_match(a: &str, b: &str) -> bool {
     }
 }
 
-/// Grade a solution: extract its final answer and compare with the ground
-/// truth (ground truth given as the bare answer, e.g. "18").
+/// Grade a solution against the ground truth (given as the bare answer, e.g. "18").
 ///
-/// The one-call entry point used when storing or reporting correctness.
+/// Ungradable when the solution states no final answer; incorrect when it states answers of
+/// different values (a hedge, or two markers that disagree: the model did not commit to one),
+/// or one value other than the truth; correct otherwise. The one-call entry point used when
+/// storing or reporting correctness.
 pub fn grade(solution: &str, ground_truth: &str) -> Grade {
-    let extracted_answer = extract_final_answer(solution);
-    let is_correct = extracted_answer
-        .as_deref()
-        .is_some_and(|answer| answers_match(answer, ground_truth));
+    let stated = stated_answers(solution);
+    let extracted_answer = stated.last().map(|answer| answer.raw.clone());
+    let mut values: Vec<&NormalAnswer> = Vec::new();
+    for value in stated.iter().flat_map(|answer| &answer.values) {
+        if !values.contains(&value) {
+            values.push(value);
+        }
+    }
+    let outcome = match values.as_slice() {
+        [] => GradeOutcome::Ungradable,
+        [value] if normalise_answer(ground_truth).as_ref() == Some(*value) => GradeOutcome::Correct,
+        _ => GradeOutcome::Incorrect,
+    };
     Grade {
         extracted_answer,
-        is_correct,
+        outcome,
     }
 }
 
@@ -142,52 +273,155 @@ pub fn grade(solution: &str, ground_truth: &str) -> Grade {
 // Extraction helpers
 // ---------------------------------------------------------------------------
 
-/// The answer on the first line of `after` (text following a marker), or on
-/// the next non-blank line when the marker ends its line.
-fn line_answer(after: &str) -> Option<String> {
-    let mut lines = after.lines();
-    let first = lines.next().map(clean_fragment).unwrap_or_default();
-    if !first.is_empty() {
-        return refine(first);
-    }
-    lines
-        .map(clean_fragment)
-        .find(|l| !l.is_empty())
-        .and_then(refine)
+/// A stated answer and where its marker starts.
+struct Found {
+    marker: usize,
+    answer: StatedAnswer,
 }
 
-/// Step (2): the content after the last `Answer:` / `answer is` /
-/// `\boxed{...}`, trying later markers first.
-fn marker_answer(solution: &str) -> Option<String> {
-    // ASCII lowercasing keeps byte offsets identical to `solution`.
-    let lower = solution.to_ascii_lowercase();
-    let mut candidates: Vec<(usize, Option<String>)> = Vec::new();
-
-    if let Some(pos) = lower.rfind("answer:") {
-        candidates.push((pos, line_answer(&solution[pos + "answer:".len()..])));
+/// Every marker's stated answer in `text`, by marker position.
+fn statements(text: &str) -> Vec<Found> {
+    let mut found = Vec::new();
+    let mut push = |marker: usize, answer: Option<StatedAnswer>| {
+        if let Some(answer) = answer {
+            found.push(Found { marker, answer });
+        }
+    };
+    for (pos, _) in text.match_indices(GSM8K_MARKER) {
+        let fragment = line_fragment(text, pos + GSM8K_MARKER.len());
+        push(pos, fragment.and_then(|f| read_statement(f, true)));
     }
-    let phrase = "answer is";
-    if let Some(pos) = lower.rmatch_indices(phrase).map(|(p, _)| p).find(|&p| {
-        // Reject "answer isn't", "answer issue" and the like.
-        !lower[p + phrase.len()..]
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_alphanumeric() || c == '\'' || c == '\u{2019}')
-    }) {
-        candidates.push((pos, line_answer(&solution[pos + phrase.len()..])));
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_start_matches(is_markdown_or_space);
+        if body.starts_with("A:") {
+            let pos = line_start + (line.len() - body.len());
+            let fragment = line_fragment(text, pos + "A:".len()).filter(|f| !is_working(f));
+            push(pos, fragment.and_then(|f| read_statement(f, true)));
+        }
+        line_start += line.len();
     }
-    for command in ["\\boxed{", "\\fbox{"] {
-        if let Some(pos) = lower.rfind(command) {
-            let open = pos + command.len() - 1;
-            let content = brace_group(solution, open)
-                .map(|(inner, _)| clean_fragment(inner))
-                .and_then(refine);
-            candidates.push((pos, content));
+    // ASCII lowercasing keeps byte offsets identical to `text`.
+    let lower = text.to_ascii_lowercase();
+    for (pos, marker) in lower.match_indices("answer:") {
+        if answer_colon_is_marker(text, pos) {
+            let fragment = line_fragment(text, pos + marker.len());
+            push(pos, fragment.and_then(|f| read_statement(f, false)));
         }
     }
+    for (pos, marker) in lower.match_indices("answer is") {
+        if answer_is_is_marker(&lower, pos, pos + marker.len()) {
+            let fragment = line_fragment(text, pos + marker.len());
+            push(pos, fragment.and_then(|f| read_statement(f, true)));
+        }
+    }
+    for command in ["\\boxed{", "\\fbox{"] {
+        for (pos, _) in text.match_indices(command) {
+            let open = pos + command.len() - 1;
+            let window = capped(text, open + MAX_FRAGMENT_BYTES);
+            let inner = brace_group(window, open).map(|(inner, _)| inner);
+            push(pos, inner.and_then(|f| read_statement(f, false)));
+        }
+    }
+    found.sort_by_key(|f| f.marker);
+    found
+}
 
-    candidates.sort_by_key(|candidate| std::cmp::Reverse(candidate.0));
-    candidates.into_iter().find_map(|(_, content)| content)
+/// True for a few-shot `A:` line that holds chain-of-thought working rather than an answer:
+/// an equation or calculator annotation ("A: 48/2 = 24 clips in May."), or several sentences
+/// unless the first is just a number and the rest has none ("A: 18. Hope this helps!" is an
+/// answer, "A: 48 clips in April. Half as many in May…" is working).
+fn is_working(fragment: &str) -> bool {
+    if fragment.contains('=') || fragment.contains("<<") {
+        return true;
+    }
+    let first_sentence_end = [". ", "! ", "? "]
+        .iter()
+        .filter_map(|end| fragment.find(end))
+        .min();
+    first_sentence_end.is_some_and(|end| {
+        !matches!(
+            normalise_answer(&fragment[..end]),
+            Some(NormalAnswer::Number { .. })
+        ) || fragment[end..].contains(|c: char| c.is_ascii_digit())
+    })
+}
+
+/// Whitespace and the markdown marks models put at a line start (`**A:**`, `> A:`, `### `).
+fn is_markdown_or_space(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '*' | '_' | '#' | '>' | '`')
+}
+
+/// `answer:` at `pos` is a marker when only words such as "Final" precede it on its line, or
+/// it starts a sentence ("… 18 eggs. Answer: 18"); not in "the explanation of my answer:".
+fn answer_colon_is_marker(text: &str, pos: usize) -> bool {
+    if text[..pos]
+        .chars()
+        .next_back()
+        .is_some_and(char::is_alphanumeric)
+    {
+        return false;
+    }
+    // Only the end of the line before the marker matters; looking no further keeps this linear.
+    let window = &text[floor_boundary(text, pos.saturating_sub(MAX_FRAGMENT_BYTES))..pos];
+    let mut prefix = window.rsplit('\n').next().unwrap_or(window);
+    loop {
+        let trimmed = prefix.trim_end_matches(is_markdown_or_space);
+        let word_start = trimmed
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !c.is_alphabetic())
+            .map_or(0, |(k, c)| k + c.len_utf8());
+        let word = trimmed[word_start..].to_lowercase();
+        if word.is_empty() || !ANSWER_PREFIX_WORDS.contains(&word.as_str()) {
+            return trimmed.is_empty() || trimmed.ends_with(['.', '!', '?']);
+        }
+        prefix = &trimmed[..word_start];
+    }
+}
+
+/// `answer is` (in `lower`, from `pos` to `end`) is a marker when it stands as words and is
+/// not negated ("answer isn't", "answer is not 20").
+fn answer_is_is_marker(lower: &str, pos: usize, end: usize) -> bool {
+    let glued_before = lower[..pos]
+        .chars()
+        .next_back()
+        .is_some_and(char::is_alphanumeric);
+    let glued_after = lower[end..]
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphanumeric() || c == '\'' || c == '\u{2019}');
+    let rest = lower[end..].trim_start();
+    let negated = rest
+        .strip_prefix("not")
+        .is_some_and(|after| !after.starts_with(char::is_alphanumeric));
+    !glued_before && !glued_after && !negated
+}
+
+/// The text after a marker up to the end of its line, or the next non-blank line when the
+/// marker ends its line; trimmed of whitespace and markdown. A piece of `text`.
+fn line_fragment(text: &str, after: usize) -> Option<&str> {
+    let mut lines = text.get(after..)?.lines();
+    let first = clean_fragment(capped(lines.next()?, MAX_FRAGMENT_BYTES));
+    if !first.is_empty() {
+        return Some(first);
+    }
+    lines
+        .map(|line| clean_fragment(capped(line, MAX_FRAGMENT_BYTES)))
+        .find(|l| !l.is_empty())
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn capped(s: &str, max: usize) -> &str {
+    &s[..floor_boundary(s, max)]
+}
+
+/// The largest character boundary of `s` at or below `at`.
+fn floor_boundary(s: &str, at: usize) -> usize {
+    if at >= s.len() {
+        return s.len();
+    }
+    (0..=at).rev().find(|&k| s.is_char_boundary(k)).unwrap_or(0)
 }
 
 /// Trim whitespace, markdown emphasis/code marks and a leading colon.
@@ -196,96 +430,358 @@ fn clean_fragment(s: &str) -> &str {
         .trim_end_matches(|c: char| c.is_whitespace() || matches!(c, '*' | '`' | '_'))
 }
 
-/// Keep `fragment` if it is a number (or has no number at all); otherwise
-/// narrow it to the first number it contains.
-fn refine(fragment: &str) -> Option<String> {
-    if fragment.is_empty() {
+/// The answer a marker's fragment (its first sentence) states, if any. `anchored`: the number must come first
+/// (after [`LEAD_IN_WORDS`] only). A fragment that is a number as a whole ("18 dollars",
+/// "3 1/2", "1.5 billion") is kept whole; otherwise its first number, or the result of the
+/// expression it starts ("9 * 2 = 18" → 18), or a hedge of several ("20 or 18").
+fn read_statement(fragment: &str, anchored: bool) -> Option<StatedAnswer> {
+    // The answer is in the marker's sentence; its closing mark is not part of it ("The
+    // answer is 18. Hope this helps!" states "18").
+    let sentence_end = [". ", "! ", "? "]
+        .iter()
+        .filter_map(|end| fragment.find(end))
+        .min()
+        .unwrap_or(fragment.len());
+    let fragment = clean_fragment(
+        clean_fragment(&fragment[..sentence_end]).trim_end_matches(['.', ',', ';', '!', '?']),
+    );
+    if let Some(value @ NormalAnswer::Number { .. }) = normalise_answer(fragment) {
+        return Some(StatedAnswer {
+            raw: fragment.to_string(),
+            values: vec![value],
+        });
+    }
+    let spans = number_spans(fragment);
+    let &(first_start, _) = spans.first()?;
+    let lead = &fragment[..first_start];
+    if anchored && !lead_in_allows(lead) {
         return None;
     }
-    if let Some(NormalAnswer::Number { .. }) = normalise_answer(fragment) {
-        return Some(fragment.to_string());
+    let k = expression_result(fragment, &spans, 0);
+    let value_of = |i: usize| normalise_answer(&fragment[spans[i].0..spans[i].1]);
+    let mut values = vec![value_of(k)?];
+    let range_opened = k == 0 && opens_range(lead);
+    let mut hedged = false;
+    let mut end = spans[k].1;
+    let mut j = k;
+    while j + 1 < spans.len() {
+        let kind = connector_kind(
+            &fragment[spans[j].1..spans[j + 1].0],
+            range_opened && j == k,
+        );
+        let Some(value) = value_of(j + 1) else { break };
+        match kind {
+            Connector::Alternative => hedged = true,
+            Connector::List => {}
+            Connector::Range if j == k => {
+                values.push(value);
+                end = spans[j + 1].1;
+                hedged = true;
+                break;
+            }
+            Connector::Range | Connector::Other => break,
+        }
+        values.push(value);
+        end = spans[j + 1].1;
+        j += 1;
     }
-    match number_spans(fragment).first() {
-        Some(&(start, end)) => Some(fragment[start..end].to_string()),
-        None => Some(fragment.to_string()),
+    if !hedged {
+        values.truncate(1);
+        end = spans[k].1;
+    }
+    let mut distinct: Vec<NormalAnswer> = Vec::with_capacity(values.len());
+    for value in values {
+        if !distinct.contains(&value) {
+            distinct.push(value);
+        }
+    }
+    Some(StatedAnswer {
+        raw: fragment[spans[k].0..end].to_string(),
+        values: distinct,
+    })
+}
+
+/// True when the words before an anchored marker's number are only [`LEAD_IN_WORDS`] and
+/// decoration, within one sentence (calculator annotations `<<…>>` are ignored).
+fn lead_in_allows(lead: &str) -> bool {
+    let lead = crate::problems::for_raters(lead);
+    if lead.contains(['.', '!', '?', ';', '\n']) {
+        return false;
+    }
+    lead.split_whitespace().all(|token| {
+        let word: String = token
+            .chars()
+            .filter(|c| c.is_alphanumeric())
+            .collect::<String>()
+            .to_lowercase();
+        word.is_empty() || LEAD_IN_WORDS.contains(&word.as_str())
+    })
+}
+
+/// "between 18 and 20", "from 18 to 20": the lead ends with a range's opening word.
+fn opens_range(lead: &str) -> bool {
+    let last = lead
+        .split_whitespace()
+        .next_back()
+        .map(|w| w.trim_matches(|c: char| !c.is_alphabetic()).to_lowercase());
+    matches!(last.as_deref(), Some("between" | "from"))
+}
+
+/// What joins two numbers of a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connector {
+    /// "20 or 18", "20 apples, or maybe 18": a hedge.
+    Alternative,
+    /// "18 to 20", "18–20", "between 18 and 20": a hedge.
+    Range,
+    /// "18, 20": a list; a hedge only if an "or" follows.
+    List,
+    /// Anything else: the second number is not part of the answer.
+    Other,
+}
+
+/// Classify the text between two numbers; `range_opened` when the first number followed
+/// "between"/"from" (then "and" closes a range).
+fn connector_kind(connector: &str, range_opened: bool) -> Connector {
+    if connector.trim() == "," {
+        return Connector::List;
+    }
+    if connector.contains(['.', '!', '?', ';', ':', '=']) || connector.contains(char::is_numeric) {
+        return Connector::Other;
+    }
+    let (mut alternative, mut range, mut units) = (false, false, 0);
+    for token in connector.split_whitespace() {
+        let word = token
+            .trim_matches(|c: char| matches!(c, ',' | '(' | ')' | '*' | '_'))
+            .to_lowercase();
+        match word.as_str() {
+            "" => {}
+            "or" => alternative = true,
+            "to" | "-" | "\u{2013}" | "\u{2014}" => range = true,
+            "and" if range_opened => range = true,
+            w if HEDGE_FILLER_WORDS.contains(&w) => {}
+            w if w.chars().all(char::is_alphabetic) => units += 1,
+            _ => return Connector::Other,
+        }
+    }
+    if connector.trim().is_empty() || units > 2 {
+        Connector::Other
+    } else if alternative {
+        Connector::Alternative
+    } else if range || matches!(connector, "-" | "\u{2013}" | "\u{2014}") {
+        Connector::Range
+    } else {
+        Connector::Other
     }
 }
 
-/// Byte spans of every number in `text`: optional `$` and sign, digits with
-/// optional thousands-comma groups, optional decimal part (".25" included).
+/// When the number `spans[k]` starts an expression ("9 * 2 = 18", "16 - 3 - 4 = <<…>>9"),
+/// the index of the number after its last `=`; otherwise `k`.
+fn expression_result(text: &str, spans: &[(usize, usize)], k: usize) -> usize {
+    let mut pos = spans[k].1;
+    let mut next = k + 1;
+    let mut result = k;
+    let mut after_equals = false;
+    loop {
+        let rest = &text[pos..];
+        let trimmed = rest.trim_start();
+        pos += rest.len() - trimmed.len();
+        if next < spans.len() && spans[next].0 == pos {
+            if after_equals {
+                result = next;
+                after_equals = false;
+            }
+            pos = spans[next].1;
+            next += 1;
+            continue;
+        }
+        if let Some(inner) = trimmed.strip_prefix("<<")
+            && let Some(close) = inner.find(">>")
+        {
+            pos += 2 + close + 2;
+            continue;
+        }
+        if trimmed.starts_with("of ") {
+            pos += 2;
+            continue;
+        }
+        let Some(c) = trimmed.chars().next() else {
+            break;
+        };
+        match c {
+            '=' => after_equals = true,
+            '+' | '-' | '*' | '/' | 'x' | '\u{00D7}' | '\u{00F7}' | '\u{00B7}' | '\u{2212}'
+            | '(' | ')' => {}
+            _ => break,
+        }
+        pos += c.len_utf8();
+    }
+    result
+}
+
+/// Where the text ends when the model ran on into the next few-shot question: the start of
+/// the first `Q:`/`Question:` line after the line holding the marker at `answer_at`.
+fn run_on_cut(text: &str, answer_at: usize) -> Option<usize> {
+    let mut start = answer_at + text[answer_at..].find('\n')? + 1;
+    for line in text[start..].split_inclusive('\n') {
+        let body = line.trim_start_matches(is_markdown_or_space);
+        let question = body
+            .get(..9)
+            .is_some_and(|head| head.eq_ignore_ascii_case("question:"));
+        if body.starts_with("Q:") || question {
+            return Some(start);
+        }
+        start += line.len();
+    }
+    None
+}
+
+/// Byte spans of every number in `text` (calculator annotations `<<…>>` skipped): optional
+/// currency and sign (`-`, `−`), digits with optional thousands groups, optional decimal
+/// part (".25" included), then optionally a fraction ("7/2") or mixed number ("3 1/2"), and
+/// a `%` or scale word ("1.5 billion", "5 dozen").
 fn number_spans(text: &str) -> Vec<(usize, usize)> {
-    let b = text.as_bytes();
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let byte_at = |i: usize| chars.get(i).map_or(text.len(), |&(b, _)| b);
+    let digit = |i: usize| chars.get(i).is_some_and(|&(_, c)| c.is_ascii_digit());
     let mut spans = Vec::new();
     let mut i = 0;
-    while i < b.len() {
-        let starts_number = b[i].is_ascii_digit()
-            || (b[i] == b'.'
-                && b.get(i + 1).is_some_and(u8::is_ascii_digit)
-                && (i == 0 || !b[i - 1].is_ascii_digit()));
+    while i < chars.len() {
+        let (at, c) = chars[i];
+        if c == '<'
+            && text[at..].starts_with("<<")
+            && let Some(close) = text[at + 2..].find(">>")
+        {
+            let end = at + 2 + close + 2;
+            while i < chars.len() && chars[i].0 < end {
+                i += 1;
+            }
+            continue;
+        }
+        let starts_number = digit(i) || (c == '.' && digit(i + 1) && !(i > 0 && digit(i - 1)));
         if !starts_number {
             i += 1;
             continue;
         }
-        let end = number_end(b, i);
-        spans.push((number_prefix_start(b, i), end));
+        let end = number_end(&chars, i);
+        spans.push((byte_at(number_start(&chars, i)), byte_at(end)));
         i = end;
     }
     spans
 }
 
-/// End (exclusive) of the number whose first byte is at `start`.
-fn number_end(b: &[u8], start: usize) -> usize {
-    let digit_at = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
-    let mut i = start;
-    while digit_at(i) {
-        i += 1;
-    }
+/// End (exclusive, in chars) of the number whose first char is at `start`.
+fn number_end(c: &[(usize, char)], start: usize) -> usize {
+    let ch = |k: usize| c.get(k).map(|&(_, x)| x);
+    let digit = |k: usize| ch(k).is_some_and(|x| x.is_ascii_digit());
+    let digits_from = |mut k: usize| {
+        while digit(k) {
+            k += 1;
+        }
+        k
+    };
+    let mut i = digits_from(start);
     let int_len = i - start;
-    if (1..=3).contains(&int_len) {
-        // Thousands groups: ",ddd" not followed by another digit.
-        while b.get(i) == Some(&b',') && (1..=3).all(|k| digit_at(i + k)) && !digit_at(i + 4) {
+    let mut plain = true;
+    if (1..=3).contains(&int_len)
+        && let Some(sep) = ch(i).filter(|s| GROUP_SEPARATORS.contains(s))
+    {
+        while ch(i) == Some(sep) && (1..=3).all(|k| digit(i + k)) && group_ends(ch(i + 4), sep) {
             i += 4;
+            plain = false;
         }
     }
-    if b.get(i) == Some(&b'.') && digit_at(i + 1) {
-        i += 1;
-        while digit_at(i) {
-            i += 1;
+    if ch(i) == Some('.') && digit(i + 1) {
+        i = digits_from(i + 1);
+        plain = false;
+    }
+    if plain && int_len > 0 {
+        // Mixed number "3 1/2" (a proper fraction after one space), or a fraction "7/2".
+        let num_end = digits_from(i + 1);
+        let den_end = digits_from(num_end + 1);
+        let text = |from: usize, to: usize| c[from..to].iter().map(|&(_, x)| x).collect::<String>();
+        if ch(i) == Some(' ')
+            && num_end > i + 1
+            && ch(num_end) == Some('/')
+            && den_end > num_end + 1
+            && digits_less(&text(i + 1, num_end), &text(num_end + 1, den_end))
+        {
+            i = den_end;
+        } else if ch(i) == Some('/') && digit(i + 1) {
+            i = digits_from(i + 1);
+        }
+    }
+    if ch(i) == Some('%') {
+        return i + 1;
+    }
+    if matches!(ch(i), Some(' ' | '\u{00A0}')) {
+        let word_end = (i + 1..=c.len())
+            .find(|&k| !ch(k).is_some_and(|x| x.is_ascii_alphabetic()))
+            .unwrap_or(c.len());
+        let word = c[i + 1..word_end]
+            .iter()
+            .map(|&(_, x)| x.to_ascii_lowercase())
+            .collect::<String>();
+        if SCALE_WORDS.iter().any(|(w, _)| *w == word) {
+            return word_end;
         }
     }
     i
 }
 
-/// Extend a number's start backwards over an adjacent `$` and a minus sign
-/// (a minus only counts as a sign when it does not follow an operand, so
-/// "16-3" yields 3, not -3).
-fn number_prefix_start(b: &[u8], start: usize) -> usize {
-    let mut s = start;
-    let mut seen_dollar = false;
-    let mut seen_minus = false;
-    loop {
-        if s == 0 {
-            return s;
-        }
-        match b[s - 1] {
-            b'$' if !seen_dollar => {
-                seen_dollar = true;
-                s -= 1;
-            }
-            b'-' if !seen_minus => {
-                let before = s.checked_sub(2).map(|k| b[k]);
-                let follows_operand = before.is_some_and(|c| {
-                    c.is_ascii_alphanumeric() || matches!(c, b')' | b']' | b'}' | b'%' | b'.')
-                });
-                if follows_operand {
-                    return s;
-                }
-                seen_minus = true;
-                s -= 1;
-            }
-            _ => return s,
-        }
+/// A thousands group ends well: not followed by another digit, and for space-like
+/// separators not glued to a word, fraction or hyphen ("12 200-kilobyte" is two numbers).
+fn group_ends(next: Option<char>, sep: char) -> bool {
+    match next {
+        None => true,
+        Some(x) if x.is_ascii_digit() => false,
+        Some(x) => sep == ',' || !(x == '/' || x == '-' || x.is_alphanumeric()),
     }
+}
+
+/// Whether the digit string `a` is a smaller number than `b`.
+fn digits_less(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) < (b.len(), b)
+}
+
+/// Extend a number's start backwards over an adjacent currency sign and a minus sign (`-` or
+/// `−`). A minus only counts as a sign when it does not follow an operand, so "16-3" and
+/// "16 - 3" yield 3, while "= -6" and "was -3" keep the sign.
+fn number_start(c: &[(usize, char)], start: usize) -> usize {
+    let mut s = start;
+    let (mut seen_currency, mut seen_sign) = (false, false);
+    while s > 0 {
+        let prev = c[s - 1].1;
+        if is_currency(prev) && !seen_currency {
+            seen_currency = true;
+        } else if matches!(prev, '-' | '\u{2212}') && !seen_sign && !follows_operand(c, s - 1) {
+            seen_sign = true;
+        } else {
+            break;
+        }
+        s -= 1;
+    }
+    s
+}
+
+/// True when the minus at `minus` is a binary operator: right after an operand, or after
+/// spaces that follow a number or closing bracket.
+fn follows_operand(c: &[(usize, char)], minus: usize) -> bool {
+    let Some(k) = minus.checked_sub(1) else {
+        return false;
+    };
+    let adjacent = c[k].1;
+    if adjacent.is_alphanumeric() || matches!(adjacent, ')' | ']' | '}' | '%' | '.') {
+        return true;
+    }
+    adjacent.is_whitespace()
+        && c[..k]
+            .iter()
+            .rev()
+            .map(|&(_, x)| x)
+            .find(|x| !x.is_whitespace())
+            .is_some_and(|x| x.is_ascii_digit() || matches!(x, ')' | '%'))
 }
 
 /// The content of the brace group opening at byte `open` (which must be
@@ -409,11 +905,13 @@ enum NumberShape {
     },
 }
 
-/// A parsed number with its sign.
+/// A parsed number with its sign and scale word.
 #[derive(Debug)]
 struct NumberForm {
     negative: bool,
     shape: NumberShape,
+    /// What a scale word after it multiplies it by ("1.5 billion"); 1 without one.
+    scale: i128,
 }
 
 impl NumberForm {
@@ -433,6 +931,7 @@ impl NumberForm {
                 fraction_value(whole.as_deref(), num, d)
             }
         };
+        let exact = exact.and_then(|(n, d)| Some((n.checked_mul(self.scale)?, d)));
         Some(match exact {
             Some((n, d)) => {
                 let (n, d) = reduce(n, d);
@@ -447,6 +946,16 @@ impl NumberForm {
 
     /// Canonical textual form used when the value does not fit in `i128`.
     fn overflow_text(&self) -> String {
+        let base = self.unscaled_text();
+        if self.scale == 1 {
+            base
+        } else {
+            format!("{base}*{}", self.scale)
+        }
+    }
+
+    /// [`NumberForm::overflow_text`] without the scale.
+    fn unscaled_text(&self) -> String {
         let sign = if self.negative { "-" } else { "" };
         match &self.shape {
             NumberShape::Decimal(n) => {
@@ -530,7 +1039,7 @@ fn is_currency(c: char) -> bool {
 }
 
 /// Parse a whole (lowercased, trimmed) answer as a number with optional
-/// sign, currency, percent and trailing unit words; None if it is not one.
+/// sign, currency, percent, scale word and trailing unit words; None if it is not one.
 fn parse_number(s: &str) -> Option<NumberForm> {
     let c: Vec<char> = s.chars().collect();
     let mut i = 0;
@@ -559,7 +1068,15 @@ fn parse_number(s: &str) -> Option<NumberForm> {
         .iter()
         .filter(|&&ch| ch != '%' && !is_currency(ch))
         .collect();
-    let words: Vec<&str> = rest.split_whitespace().collect();
+    let mut words: Vec<&str> = rest.split_whitespace().collect();
+    let mut scale = 1;
+    if let Some(&(_, factor)) = words
+        .first()
+        .and_then(|w| SCALE_WORDS.iter().find(|(word, _)| word == w))
+    {
+        scale = factor;
+        words.remove(0);
+    }
     let unit_like = |w: &&str| {
         w.chars().any(char::is_alphabetic)
             && w.chars()
@@ -568,7 +1085,11 @@ fn parse_number(s: &str) -> Option<NumberForm> {
     if words.len() > MAX_UNIT_WORDS || !words.iter().all(unit_like) {
         return None;
     }
-    Some(NumberForm { negative, shape })
+    Some(NumberForm {
+        negative,
+        shape,
+        scale,
+    })
 }
 
 /// After an integer numeral, try "a b/c" (mixed) or "a/b" (fraction);
@@ -628,9 +1149,10 @@ fn skip_ws(c: &[char], i: &mut usize) {
     }
 }
 
-/// Parse digits (with valid thousands-comma groups) and an optional
-/// decimal part at `i`; None (and `i` untouched) if there is no numeral or
-/// the comma grouping is invalid.
+/// Parse digits (with valid thousands groups) and an optional decimal part at `i`; None (and
+/// `i` untouched) if there is no numeral or the comma grouping is invalid. Space-like
+/// separators only join whole groups of three ("1 200"); otherwise the space ends the numeral
+/// ("3 1/2" stays a mixed number).
 fn numeral(c: &[char], i: &mut usize) -> Option<Numeral> {
     let digit_at = |k: usize| c.get(k).is_some_and(char::is_ascii_digit);
     let mut j = *i;
@@ -648,6 +1170,16 @@ fn numeral(c: &[char], i: &mut usize) -> Option<Numeral> {
             if !whole_group {
                 return None;
             }
+            int.extend(&c[j + 1..j + 4]);
+            j += 4;
+        }
+    } else if let Some(&sep) = c.get(j).filter(|s| GROUP_SEPARATORS.contains(s))
+        && (1..=3).contains(&int.len())
+    {
+        while c.get(j) == Some(&sep)
+            && (1..=3).all(|k| digit_at(j + k))
+            && group_ends(c.get(j + 4).copied(), sep)
+        {
             int.extend(&c[j + 1..j + 4]);
             j += 4;
         }
@@ -707,154 +1239,564 @@ mod tests {
         assert_eq!(gsm8k_final_answer(""), None);
     }
 
-    // --- extract_final_answer -----------------------------------------------
+    // --- extraction: markers ------------------------------------------------
 
-    #[test]
-    fn extract_uses_last_hash_marker_line_only() {
-        assert_eq!(
-            extract_final_answer("#### 3\nmore\n#### 1,000\nThat is all, 7 total.").as_deref(),
-            Some("1,000")
-        );
-        // The #### line wins over an earlier or later "Answer:".
-        assert_eq!(
-            extract_final_answer("Answer: 5\n#### 6\nAnswer: 9").as_deref(),
-            Some("6")
-        );
+    fn extracted(solution: &str) -> Option<String> {
+        extract_final_answer(solution)
+    }
+
+    fn outcome(solution: &str, truth: &str) -> GradeOutcome {
+        grade(solution, truth).outcome
     }
 
     #[test]
-    fn extract_keeps_raw_answer_text() {
-        assert_eq!(
-            extract_final_answer("so...\n#### $1,200.").as_deref(),
-            Some("$1,200.")
-        );
-        assert_eq!(
-            extract_final_answer("Answer: 18 dollars").as_deref(),
-            Some("18 dollars")
-        );
+    fn every_marker_is_read() {
+        let cases = [
+            ("Janet sells 9 eggs.\n#### 18", "18"),
+            ("She sells 9 eggs at $2 each.\nA: 18", "18"),
+            ("She sells 9 eggs at $2 each. The answer is 18.", "18"),
+            ("So she makes $\\boxed{18}$ dollars.", "18"),
+            ("She sells 9 eggs at $2 each.\nAnswer: 18", "18"),
+            ("Work: 9*2.\n**Final Answer:** $18", "$18"),
+            ("She sells 9 eggs at $2 each. Answer: 18", "18"),
+            ("9 eggs.\n\\fbox{18}", "18"),
+        ];
+        for (solution, raw) in cases {
+            let g = grade(solution, "18");
+            assert_eq!(g.extracted_answer.as_deref(), Some(raw), "{solution:?}");
+            assert_eq!(g.outcome, GradeOutcome::Correct, "{solution:?}");
+            assert_eq!(
+                outcome(solution, "19"),
+                GradeOutcome::Incorrect,
+                "{solution:?}"
+            );
+        }
     }
 
     #[test]
-    fn extract_blank_hash_line_uses_next_line() {
+    fn markers_are_case_insensitive_where_words() {
         assert_eq!(
-            extract_final_answer("work\n####\n  42\n").as_deref(),
-            Some("42")
-        );
-    }
-
-    #[test]
-    fn extract_answer_markers_case_insensitive() {
-        assert_eq!(
-            extract_final_answer("blah 3 blah\nFINAL ANSWER: 12").as_deref(),
+            extracted("blah 3 blah\nFINAL ANSWER: 12").as_deref(),
             Some("12")
         );
+        assert_eq!(extracted("**Answer:** **7**").as_deref(), Some("7"));
         assert_eq!(
-            extract_final_answer("**Answer:** **7**").as_deref(),
-            Some("7")
+            extracted("So the Answer Is 250.\nCheck: 5*50=250").as_deref(),
+            Some("250")
         );
         assert_eq!(
-            extract_final_answer("So the Answer Is 250.\nCheck: 5*50=250").as_deref(),
-            Some("250.")
-        );
-        assert_eq!(
-            extract_final_answer("The answer is: 4 apples").as_deref(),
+            extracted("The answer is: 4 apples").as_deref(),
             Some("4 apples")
         );
+        assert_eq!(extracted("so...\n#### $1,200.").as_deref(), Some("$1,200"));
     }
 
     #[test]
-    fn extract_answer_is_requires_word_boundary() {
-        // "answer isn't" is not a marker; falls back to the last number.
+    fn a_colon_is_a_line_start_marker_only() {
+        // "USA:" and "a:" inside a line are not the few-shot answer marker.
+        assert_eq!(extracted("Made in the USA: 5 crates."), None);
+        assert_eq!(extracted("Plan a: 5 crates."), None);
+        assert_eq!(extracted("  **A:** 5").as_deref(), Some("5"));
+        assert_eq!(extracted("> A: 5").as_deref(), Some("5"));
+        // A chain-of-thought "A:" opens reasoning, not an answer: its numbers are not read.
         assert_eq!(
-            extract_final_answer("The answer isn't 5, it is 6").as_deref(),
-            Some("6")
+            grade("A: Natalia sold 48/2 = 24 clips in May.", "72").outcome,
+            GradeOutcome::Ungradable
+        );
+        let cot = "A: Natalia sold 48/2 = 24 clips in May.\nShe sold 48+24 = 72 clips.\nThe answer is 72.";
+        assert_eq!(grade(cot, "72").outcome, GradeOutcome::Correct);
+        // Nor when the working starts with a number: an equation or several sentences.
+        for cot in [
+            "A: 48/2 = 24 clips in May, 48+24 = 72 in all. The answer is 72.",
+            "A: 48 clips in April. Half as many in May. The answer is 72.",
+            "A: 24 clips in May <<48/2=24>>.\nThe answer is 72.",
+        ] {
+            assert_eq!(grade(cot, "72").outcome, GradeOutcome::Correct, "{cot:?}");
+        }
+        // An answer with chatter on its line is still an answer.
+        assert_eq!(
+            extracted("A: 72 clips. Hope this helps!").as_deref(),
+            Some("72 clips")
         );
     }
 
     #[test]
-    fn extract_prose_after_marker_narrows_to_first_number() {
+    fn answer_colon_needs_to_start_its_line_or_sentence() {
+        assert_eq!(extracted("The explanation of my answer: 3 steps."), None);
+        assert_eq!(extracted("Panswer: 3"), None);
         assert_eq!(
-            extract_final_answer("Answer: Janet makes $18 every day, since 9*2=18.").as_deref(),
-            Some("$18")
-        );
-        assert_eq!(
-            extract_final_answer("The answer is 18 because 9 * 2 = 18").as_deref(),
+            extracted("It is 18 eggs. Final answer: 18").as_deref(),
             Some("18")
         );
     }
 
     #[test]
-    fn extract_boxed_content() {
+    fn answer_is_must_be_words_and_not_negated() {
+        assert_eq!(extracted("The answer isn't 5."), None);
+        assert_eq!(extracted("The answer is not 20."), None);
+        assert_eq!(extracted("My answers is 20."), None);
+        assert_eq!(extracted("The answer is clear. 5 more to go."), None);
         assert_eq!(
-            extract_final_answer("Thus $\\boxed{42}$.").as_deref(),
-            Some("42")
+            extracted("The answer is that she has 5 apples."),
+            None,
+            "a marker followed by prose states no number"
         );
         assert_eq!(
-            extract_final_answer("\\boxed{\\frac{3}{4}} done").as_deref(),
+            extracted("So the answer is therefore $18.").as_deref(),
+            Some("$18")
+        );
+    }
+
+    #[test]
+    fn hash_marker_does_not_read_markdown_headings() {
+        assert_eq!(extracted("#### Step 2: add 5 and 3"), None);
+        assert_eq!(extracted("#### Final answer: 8").as_deref(), Some("8"));
+    }
+
+    #[test]
+    fn blank_marker_line_uses_the_next_line() {
+        assert_eq!(extracted("work\n####\n  42\n").as_deref(), Some("42"));
+        assert_eq!(
+            extracted("work\nThe answer is:\n\n42").as_deref(),
+            Some("42")
+        );
+    }
+
+    #[test]
+    fn prose_after_answer_colon_narrows_to_first_number() {
+        assert_eq!(
+            extracted("Answer: Janet makes $18 every day, since 9*2=18.").as_deref(),
+            Some("$18")
+        );
+        assert_eq!(
+            extracted("The answer is 18 because 9 * 2 = 18").as_deref(),
+            Some("18")
+        );
+    }
+
+    #[test]
+    fn an_expression_gives_its_result() {
+        assert_eq!(extracted("Answer: 9 * 2 = 18").as_deref(), Some("18"));
+        assert_eq!(
+            extracted("Answer: 16 - 3 - 4 = <<16-3-4=9>>9 eggs").as_deref(),
+            Some("9")
+        );
+        assert_eq!(
+            extracted("The answer is 48/2 = 24 clips.").as_deref(),
+            Some("24")
+        );
+        assert_eq!(extracted("Answer: 20% of 50 = 10").as_deref(), Some("10"));
+        assert_eq!(outcome("Answer: 9 * 2 = 18", "18"), GradeOutcome::Correct);
+    }
+
+    #[test]
+    fn boxed_content() {
+        assert_eq!(extracted("Thus $\\boxed{42}$.").as_deref(), Some("42"));
+        assert_eq!(
+            extracted("\\boxed{\\frac{3}{4}} done").as_deref(),
             Some("\\frac{3}{4}")
         );
         assert_eq!(
-            extract_final_answer("\\boxed{18 \\text{ dollars}}").as_deref(),
+            extracted("\\boxed{18 \\text{ dollars}}").as_deref(),
             Some("18 \\text{ dollars}")
         );
-        // Unbalanced box is ignored; the last number is used instead.
+        assert!(grade("\\boxed{\\dfrac{7}{2}}", "3.5").is_correct());
+        // An unbalanced box states nothing.
+        assert_eq!(extracted("\\boxed{12 and 13"), None);
+    }
+
+    // --- the issue's cases --------------------------------------------------
+
+    #[test]
+    fn fraction_after_a_colon_is_the_whole_fraction() {
+        // Was graded as its last number, 2.
+        let g = grade("Each gets half of 7 pizzas.\nA: 7/2", "3.5");
+        assert_eq!(g.extracted_answer.as_deref(), Some("7/2"));
+        assert_eq!(g.outcome, GradeOutcome::Correct);
         assert_eq!(
-            extract_final_answer("\\boxed{12 and 13").as_deref(),
-            Some("13")
+            outcome("Each gets half of 7 pizzas.\nA: 7/2", "2"),
+            GradeOutcome::Incorrect
+        );
+        assert!(grade("A: 7/2 pizzas (3.5)", "7/2").is_correct());
+    }
+
+    #[test]
+    fn mixed_numbers() {
+        for solution in [
+            "A: 3 1/2",
+            "A: 3 1/2 cups",
+            "The answer is 3 1/2 cups, since 7 halves.",
+            "Answer: she needs 3 1/2 cups of flour.",
+        ] {
+            let g = grade(solution, "7/2");
+            assert_eq!(g.outcome, GradeOutcome::Correct, "{solution:?}: {g:?}");
+            assert!(grade(solution, "3.5").is_correct(), "{solution:?}");
+            assert!(!grade(solution, "1/2").is_correct(), "{solution:?}");
+        }
+        assert_eq!(normalise_answer("3 1/2"), num(7, 2));
+    }
+
+    #[test]
+    fn chatter_after_the_answer_line_is_ignored() {
+        let solution = "She makes 9 * 2 = 18 dollars.\nA: 18\n\nI hope this helps! Let me know if you have 2 more questions, or want 5 similar problems.";
+        let g = grade(solution, "18");
+        assert_eq!(g.extracted_answer.as_deref(), Some("18"));
+        assert_eq!(g.outcome, GradeOutcome::Correct);
+        assert!(grade("#### 18\nNote: this took 3 steps and 4 minutes.", "18").is_correct());
+    }
+
+    #[test]
+    fn a_run_on_few_shot_question_ends_the_solution() {
+        let solution = "She sells 16 - 3 - 4 = 9 eggs, 9 * 2 = 18 dollars.\nA: 18\nQ: Tom has 5 apples and eats 2. How many are left?\nA: 3";
+        let g = grade(solution, "18");
+        assert_eq!(g.extracted_answer.as_deref(), Some("18"));
+        assert_eq!(g.outcome, GradeOutcome::Correct);
+        let long =
+            "The answer is 18.\n\nQuestion: A car goes 60 miles in 2 hours. How fast?\nAnswer: 30";
+        assert!(grade(long, "18").is_correct());
+        // Without an answer before it, a "Q:" line is just text (a restated question).
+        assert!(grade("Q: How many eggs?\nShe sells 9 eggs at $2.\nA: 18", "18").is_correct());
+    }
+
+    #[test]
+    fn unicode_minus() {
+        let g = grade("It was 2 degrees and dropped 5.\nA: \u{2212}3", "-3");
+        assert_eq!(g.extracted_answer.as_deref(), Some("\u{2212}3"));
+        assert!(g.is_correct());
+        assert!(grade("The answer is \u{2212}3 degrees, the coldest yet.", "-3").is_correct());
+        assert!(!grade("A: \u{2212}3", "3").is_correct());
+        assert_eq!(normalise_answer("\u{2212}7.5"), num(-15, 2));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        for raw in [
+            "1 200",
+            "1\u{2009}200",
+            "1\u{202F}200",
+            "1\u{00A0}200",
+            "1,200",
+            "1,200.00",
+            "$1,200.00",
+            "1200.000",
+        ] {
+            assert_eq!(normalise_answer(raw), num(1200, 1), "{raw:?}");
+            for marker in ["A: ", "#### ", "The answer is ", "Answer: "] {
+                let solution = format!("Total cost.\n{marker}{raw}");
+                assert!(grade(&solution, "1200").is_correct(), "{solution:?}");
+                assert!(!grade(&solution, "200").is_correct(), "{solution:?}");
+            }
+            let prose = format!("Answer: she pays {raw} dollars in all, 12 * 100.");
+            assert!(grade(&prose, "1200").is_correct(), "{prose:?}");
+        }
+        assert_eq!(normalise_answer("12 345 678"), num(12_345_678, 1));
+        // Not separators: a count of things, and groups that are not of three.
+        assert_eq!(
+            extracted("Answer: 12 200-page books").as_deref(),
+            Some("12")
+        );
+        assert_eq!(normalise_answer("1 20"), text("1 20"));
+    }
+
+    #[test]
+    fn scale_words() {
+        assert_eq!(normalise_answer("1.5 billion"), num(1_500_000_000, 1));
+        assert_eq!(normalise_answer("5 dozen"), num(60, 1));
+        assert_eq!(normalise_answer("2 thousand dollars"), num(2000, 1));
+        assert_eq!(normalise_answer("$3.2 million"), num(3_200_000, 1));
+        assert_eq!(normalise_answer("7 hundred"), num(700, 1));
+        assert!(
+            grade(
+                "The company earned 1.5 billion.\nA: 1.5 billion",
+                "1500000000"
+            )
+            .is_correct()
+        );
+        assert!(grade("Answer: she bakes 5 dozen cookies for the fair.", "60").is_correct());
+        assert!(!grade("A: 5 dozen", "5").is_correct());
+        assert!(grade("The answer is 5 dozen eggs.", "60").is_correct());
+        // An overflowing scaled value is still compared exactly, as text.
+        let huge = format!("{} billion", "9".repeat(35));
+        assert!(answers_match(&huge, &huge));
+        assert!(!answers_match(&huge, &"9".repeat(35)));
+    }
+
+    #[test]
+    fn percentages_and_units() {
+        assert!(grade("A: 50%", "50").is_correct());
+        assert!(grade("The answer is 50 percent.", "50").is_correct());
+        assert!(grade("Answer: 18 dollars", "18").is_correct());
+        assert!(grade("#### 5 hours", "5").is_correct());
+        assert!(grade("The answer is $12.50 per ticket.", "12.5").is_correct());
+        assert_eq!(
+            extracted("Answer: 18 dollars").as_deref(),
+            Some("18 dollars")
         );
     }
 
     #[test]
-    fn extract_last_marker_wins() {
+    fn hedges_are_incorrect() {
+        for solution in [
+            "A: 20 or 18",
+            "The answer is 20 or 18.",
+            "Answer: 20 apples, or maybe 18 apples",
+            "The answer is between 18 and 20.",
+            "The answer is either 18 or 20.",
+            "Answer: 18 (or 20 if we count the dog)",
+            "Answer: 18-20",
+            "Answer: 18 to 20",
+            "Answer: 17, 18 or 19",
+            "#### 18\nAnswer: 20",
+            "The answer is 18.\nWait, that is wrong. The answer is \\boxed{20}.",
+        ] {
+            let g = grade(solution, "18");
+            assert_eq!(g.outcome, GradeOutcome::Incorrect, "{solution:?}: {g:?}");
+            assert!(g.extracted_answer.is_some(), "{solution:?}");
+        }
+        assert_eq!(extracted("A: 20 or 18").as_deref(), Some("20 or 18"));
+        let stated = stated_answers("The answer is between 18 and 20.");
+        assert_eq!(stated.len(), 1);
         assert_eq!(
-            extract_final_answer("Answer: 3\nWait, recheck. The answer is \\boxed{4}.").as_deref(),
-            Some("4")
-        );
-        assert_eq!(
-            extract_final_answer("\\boxed{4}\nActually the answer is 5").as_deref(),
-            Some("5")
+            stated[0].values,
+            vec![num(18, 1).unwrap(), num(20, 1).unwrap()]
         );
     }
 
     #[test]
-    fn extract_last_number_fallback() {
+    fn agreeing_answers_are_no_hedge() {
+        for solution in [
+            "A: 18 or 18.00",
+            "Answer: 3/4 or 0.75 of the cake",
+            "The answer is \\boxed{18}.",
+            "#### 18\nThe answer is 18 dollars.",
+            "Final Answer: The answer is $18.",
+        ] {
+            let truth = if solution.contains("3/4") {
+                "0.75"
+            } else {
+                "18"
+            };
+            assert_eq!(
+                outcome(solution, truth),
+                GradeOutcome::Correct,
+                "{solution:?}"
+            );
+        }
+        // Numbers after the answer that are not offered as answers are not a hedge.
+        assert!(grade("Answer: 18, since 2 or 3 of them broke.", "18").is_correct());
+        assert!(grade("Answer: 18 eggs, 2 left over", "18").is_correct());
+    }
+
+    #[test]
+    fn no_final_answer_is_ungradable_never_a_guess() {
+        // Cut off mid-way: the last intermediate number equals the truth, but nothing is stated.
+        let cut_off = "Janet sells 16 - 3 - 4 = 9 eggs.\nShe makes 9 * 2 = $18";
+        let g = grade(cut_off, "18");
         assert_eq!(
-            extract_final_answer("She had 8 and ate 3, so she has 5 apples left.").as_deref(),
-            Some("5")
+            g,
+            Grade {
+                extracted_answer: None,
+                outcome: GradeOutcome::Ungradable
+            }
+        );
+        assert!(!g.is_correct());
+        assert_eq!(
+            outcome("so she has 5 apples left.", "5"),
+            GradeOutcome::Ungradable
         );
         assert_eq!(
-            extract_final_answer("Natalia sold 48/2 = <<48/2=24>>24 clips in May.").as_deref(),
-            Some("24")
+            outcome("I cannot solve this.", "18"),
+            GradeOutcome::Ungradable
         );
+        assert_eq!(outcome("", "18"), GradeOutcome::Ungradable);
+        assert_eq!(outcome("#### \n", "18"), GradeOutcome::Ungradable);
+        assert_eq!(outcome("The answer is", "18"), GradeOutcome::Ungradable);
+    }
+
+    #[test]
+    fn signs_currency_and_subtraction_in_prose() {
         assert_eq!(
-            extract_final_answer("Total is 1,000,000 dollars.").as_deref(),
-            Some("1,000,000")
+            extracted("Answer: It was -3 degrees.").as_deref(),
+            Some("-3")
         );
+        assert_eq!(extracted("Answer: 16-3").as_deref(), Some("16-3"));
         assert_eq!(
-            extract_final_answer("She pays $1,234.50 in total.").as_deref(),
+            extracted("Answer: she pays $1,234.50 in total.").as_deref(),
             Some("$1,234.50")
         );
         assert_eq!(
-            extract_final_answer("It was -3 degrees in the morning.").as_deref(),
-            Some("-3")
+            extracted("Answer: -$5.50 a day").as_deref(),
+            Some("-$5.50 a day")
         );
-        assert_eq!(
-            extract_final_answer("500*.25=125 or .5").as_deref(),
-            Some(".5")
-        );
-        // A minus between operands is subtraction, not a sign.
-        assert_eq!(extract_final_answer("16-3").as_deref(), Some("3"));
-        // A list is not a thousands number.
-        assert_eq!(extract_final_answer("items 1,2,3").as_deref(), Some("3"));
+        assert_eq!(extracted("Answer: items 1,2,3").as_deref(), Some("1"));
+        assert_eq!(extracted("Answer: .5 of it").as_deref(), Some(".5 of it"));
     }
 
     #[test]
-    fn extract_none_without_any_number() {
-        assert_eq!(extract_final_answer("I have no idea."), None);
-        assert_eq!(extract_final_answer(""), None);
+    fn stated_answers_are_pieces_of_the_solution() {
+        for solution in [
+            "A: 20 or 18",
+            "Total:\n#### $1 200.00\nthanks",
+            "Answer: she pays 1\u{2009}200 dollars",
+            "The answer is \u{2212}3.",
+        ] {
+            for answer in stated_answers(solution) {
+                assert!(solution.contains(&answer.raw), "{solution:?}: {answer:?}");
+            }
+        }
     }
 
-    // --- normalise_answer ---------------------------------------------------
+    // --- property: chatter after the final-answer line never changes a grade -----
+
+    /// Values a solution may commit to, written in the ways real outputs write them, with
+    /// the ground truth each one equals.
+    const WRITTEN_VALUES: &[(&str, &str)] = &[
+        ("18", "18"),
+        ("$18.00", "18"),
+        ("1,200", "1200"),
+        ("1 200", "1200"),
+        ("1\u{2009}200", "1200"),
+        ("$1,200.00", "1200"),
+        ("7/2", "3.5"),
+        ("3 1/2", "7/2"),
+        ("\u{2212}3", "-3"),
+        ("-3", "-3"),
+        ("50%", "50"),
+        ("1.5 billion", "1500000000"),
+        ("5 dozen", "60"),
+        ("0.75", "3/4"),
+        ("20 or 18", "18"),
+    ];
+
+    /// Final-answer lines; `{}` is the written value.
+    const ANSWER_LINES: &[&str] = &[
+        "#### {}",
+        "A: {}",
+        "The answer is {}.",
+        "So the final answer is {}",
+        "Answer: {}",
+        "**Final Answer:** {}",
+        "Therefore, the answer is $\\boxed{{}}$.",
+    ];
+
+    /// Text a model adds after its answer: numbers, "answer" said without being a marker,
+    /// look-alike markers mid-line, and (flagged `true`) a run-on few-shot question with its
+    /// own answer, which only counts as chatter once the solution has stated an answer.
+    const CHATTER: &[(&str, bool)] = &[
+        ("I hope this helps!", false),
+        ("Let me know if you have 2 more questions.", false),
+        ("This took 3 steps and about 45 seconds.", false),
+        ("Is my answer right? I checked it 2 times.", false),
+        ("The answer is clear now, 5 stars.", false),
+        ("Made in the USA: 50 states.", false),
+        (
+            "Q: Tom has 5 apples and eats 2. How many are left?\nA: 3",
+            true,
+        ),
+        (
+            "Question: A car drives 60 miles in 2 hours. How fast does it go?\nAnswer: 30\nThe answer is 30.",
+            true,
+        ),
+        ("Q: What is 7 * 6?\nA: 42\n#### 42", true),
+        ("Note: 16 - 3 - 4 = 9 and 9 * 2 = 18.", false),
+        ("Explanation of my answer: we used 12 boxes.", false),
+        ("(Another way: 1,000 - 800 = 200.)", false),
+        ("The answer isn't 7, it cannot be.", false),
+        ("The answer is not 7 either.", false),
+        ("", false),
+        ("    ", false),
+        ("Thanks! 1/2 of the work was checking.", false),
+    ];
+
+    /// Random reasoning lines before the answer: numbers but no marker.
+    fn reasoning(rng: &mut impl rand::Rng) -> String {
+        let lines = rng.random_range(0..4);
+        (0..lines)
+            .map(|_| {
+                let (a, b) = (rng.random_range(1..500), rng.random_range(1..50));
+                match rng.random_range(0..4) {
+                    0 => format!("She buys {a} apples at ${b} each, {a} * {b} = {}.", a * b),
+                    1 => format!("Then {a} - {b} = <<{a}-{b}={}>>{} remain.", a - b, a - b),
+                    2 => format!("That is {b}% of {a}."),
+                    _ => format!("Half of {a} is {a}/2."),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// A generated solution: reasoning, a final-answer line (or none: cut off), and the
+    /// truth it is graded against (equal to its value or not).
+    fn generated_solution(rng: &mut impl rand::Rng) -> (String, String, bool) {
+        let (written, equal_truth) = WRITTEN_VALUES[rng.random_range(0..WRITTEN_VALUES.len())];
+        let line = ANSWER_LINES[rng.random_range(0..ANSWER_LINES.len())].replace("{}", written);
+        let mut solution = reasoning(rng);
+        let answered = rng.random_bool(0.9);
+        if answered {
+            if !solution.is_empty() {
+                solution.push('\n');
+            }
+            solution.push_str(&line);
+        }
+        let truth = if rng.random_bool(0.5) {
+            equal_truth.to_string()
+        } else {
+            rng.random_range(0..2000).to_string()
+        };
+        (solution, truth, answered)
+    }
+
+    /// One to three pieces of chatter; run-on questions only when `answered`.
+    fn chatter(rng: &mut impl rand::Rng, answered: bool) -> String {
+        let allowed: Vec<&str> = CHATTER
+            .iter()
+            .filter(|(_, run_on)| answered || !run_on)
+            .map(|(text, _)| *text)
+            .collect();
+        let pieces = rng.random_range(1..4);
+        (0..pieces)
+            .map(|_| allowed[rng.random_range(0..allowed.len())])
+            .collect::<Vec<_>>()
+            .join(if rng.random_bool(0.5) { "\n" } else { "\n\n" })
+    }
+
+    /// The grade a last-number guesser would give: what the property must be able to catch.
+    fn last_number_guess(solution: &str, truth: &str) -> bool {
+        number_spans(solution)
+            .last()
+            .is_some_and(|&(s, e)| answers_match(&solution[s..e], truth))
+    }
+
+    #[test]
+    fn chatter_after_the_final_answer_line_never_changes_the_grade() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED_0018);
+        let (mut checked, mut guesser_fooled) = (0usize, 0usize);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20_000 {
+            let (solution, truth, answered) = generated_solution(&mut rng);
+            let before = grade(&solution, &truth);
+            seen.insert(before.outcome);
+            let with_chatter = format!("{solution}\n{}", chatter(&mut rng, answered));
+            let after = grade(&with_chatter, &truth);
+            assert_eq!(
+                before, after,
+                "chatter changed the grade\n--- solution ---\n{solution}\n--- with chatter ---\n{with_chatter}\n--- truth {truth}"
+            );
+            checked += 1;
+            if last_number_guess(&solution, &truth) != last_number_guess(&with_chatter, &truth) {
+                guesser_fooled += 1;
+            }
+        }
+        println!("{checked} solutions; chatter changed a last-number guess on {guesser_fooled}");
+        // The cases are hard enough that a last-number grader fails this property often, and
+        // every outcome occurs.
+        assert!(
+            guesser_fooled > checked / 10,
+            "{guesser_fooled} of {checked}"
+        );
+        assert_eq!(seen.len(), 3, "{seen:?}");
+    }
 
     #[test]
     fn normalise_currency_commas_decimals() {
@@ -967,37 +1909,6 @@ mod tests {
         assert!(!answers_match("18", "eighteen"));
         assert!(answers_match("Yes.", "yes"));
     }
-
-    #[test]
-    fn grade_answer_with_unit_word() {
-        let g = grade("Answer: 18 dollars", "18");
-        assert_eq!(g.extracted_answer.as_deref(), Some("18 dollars"));
-        assert!(g.is_correct);
-        assert_eq!(normalise_answer("18 dollars"), num(18, 1));
-    }
-
-    #[test]
-    fn grade_boxed_and_fallback() {
-        assert!(grade("\\boxed{42}", "42").is_correct);
-        assert!(!grade("\\boxed{42}", "24").is_correct);
-        let g = grade("so she has 5 apples left.", "5");
-        assert_eq!(g.extracted_answer.as_deref(), Some("5"));
-        assert!(g.is_correct);
-        assert!(grade("She earns $1,200.00 a month.\n#### $1,200.", "1200").is_correct);
-    }
-
-    #[test]
-    fn grade_without_number_is_incorrect() {
-        let g = grade("I cannot solve this.", "18");
-        assert_eq!(
-            g,
-            Grade {
-                extracted_answer: None,
-                is_correct: false
-            }
-        );
-    }
-
     // --- real GSM8K data ----------------------------------------------------
 
     const GSM8K_TEST_LINES: usize = 1319;
@@ -1047,36 +1958,52 @@ mod tests {
             GSM8K_TEST_LINES,
             "unexpected GSM8K test size"
         );
-        let mut fallback_hits = 0usize;
-        let mut misses = Vec::new();
         for (n, (_question, answer)) in records.iter().enumerate() {
             let truth = gsm8k_final_answer(answer)
                 .unwrap_or_else(|| panic!("line {}: no #### answer", n + 1));
             let g = grade(answer, &truth);
-            assert!(g.is_correct, "line {}: {g:?} vs truth {truth:?}", n + 1);
+            assert_eq!(
+                g.outcome,
+                GradeOutcome::Correct,
+                "line {}: {g:?} vs truth {truth:?}",
+                n + 1
+            );
+        }
+    }
 
+    #[test]
+    fn gsm8k_reasoning_without_its_answer_line_is_ungradable() {
+        // The reasoning ends on the answer's number in nearly every solution; a grader that
+        // guessed from the last number would call these correct. None states a final answer.
+        let records = load_gsm8k(&gsm8k_test_path());
+        let mut guessable = 0usize;
+        for (n, (_question, answer)) in records.iter().enumerate() {
+            let truth = gsm8k_final_answer(answer)
+                .unwrap_or_else(|| panic!("line {}: no #### answer", n + 1));
             let marker = answer.rfind(GSM8K_MARKER).unwrap_or(answer.len());
             let reasoning = &answer[..marker];
-            let extracted = extract_final_answer(reasoning);
-            if extracted
-                .as_deref()
-                .is_some_and(|e| answers_match(e, &truth))
+            let g = grade(reasoning, &truth);
+            assert_eq!(
+                g,
+                Grade {
+                    extracted_answer: None,
+                    outcome: GradeOutcome::Ungradable
+                },
+                "line {}",
+                n + 1
+            );
+            if number_spans(reasoning)
+                .last()
+                .is_some_and(|&(s, e)| answers_match(&reasoning[s..e], &truth))
             {
-                fallback_hits += 1;
-            } else {
-                misses.push((n + 1, extracted, truth));
+                guessable += 1;
             }
         }
-        let rate = fallback_hits as f64 / records.len() as f64;
         println!(
-            "last-number fallback on GSM8K test reasoning: {fallback_hits}/{} = {:.2}%",
-            records.len(),
-            rate * 100.0
+            "GSM8K test reasoning ending on the answer's number: {guessable}/{}",
+            records.len()
         );
-        for (line, got, truth) in misses.iter().take(10) {
-            println!("  miss line {line}: extracted {got:?}, truth {truth:?}");
-        }
-        assert!(rate >= 0.90, "fallback rate {rate:.4} below 90%");
+        assert!(guessable * 10 > records.len() * 9, "{guessable}");
     }
 
     #[test]
@@ -1097,8 +2024,9 @@ mod tests {
             let marker = answer.rfind(GSM8K_MARKER).unwrap_or(answer.len());
             let wrong = format!("{}#### {}", &answer[..marker], value + 1);
             let g = grade(&wrong, &truth);
-            assert!(
-                !g.is_correct,
+            assert_eq!(
+                g.outcome,
+                GradeOutcome::Incorrect,
                 "line {}: off-by-one graded correct: {g:?}",
                 n + 1
             );
@@ -1127,14 +2055,14 @@ mod tests {
             assert_eq!(gsm8k_final_answer(&answer).as_deref(), Some(truth));
             let g = grade(&answer, truth);
             assert_eq!(g.extracted_answer.as_deref(), Some(truth));
-            assert!(g.is_correct);
+            assert!(g.is_correct());
             // Truth written without thousands commas still matches.
-            assert!(grade(&answer, bare).is_correct);
-            // The reasoning alone still ends on the right number.
+            assert!(grade(&answer, bare).is_correct());
+            // The reasoning alone states no final answer.
             let marker = answer.rfind(GSM8K_MARKER).unwrap_or(answer.len());
             let reasoning_grade = grade(&answer[..marker], truth);
-            assert!(reasoning_grade.is_correct, "{reasoning_grade:?}");
-            assert!(!grade(&answer, "0").is_correct);
+            assert_eq!(reasoning_grade.outcome, GradeOutcome::Ungradable);
+            assert_eq!(grade(&answer, "0").outcome, GradeOutcome::Incorrect);
         }
     }
 }

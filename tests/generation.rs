@@ -162,7 +162,7 @@ async fn generation_fills_a_study_in_both_roles(backend: Backend) {
     );
     for (text, truth, is_correct) in &rows {
         assert_eq!(
-            grading::grade(text, truth).is_correct,
+            grading::grade(text, truth).is_correct(),
             *is_correct,
             "{text}"
         );
@@ -204,16 +204,32 @@ async fn committing_a_chunk_twice_writes_it_once(backend: Backend) {
     .await
     .unwrap();
     let problem = store.problems_for_generation(set, Some(1)).await.unwrap()[0].clone();
+    // A sample cut off before its answer (it ends on the truth's number): ungradable, stored,
+    // but never a study item.
+    let cut_off = format!("She adds them up: 1 + {} = ", problem.ground_truth);
+    let cut_off_grade = grading::grade(&cut_off, &problem.ground_truth);
+    assert_eq!(
+        cut_off_grade.outcome,
+        legibility::grading::GradeOutcome::Ungradable
+    );
     let chunk = GeneratedChunk {
         key: chunk_key(problem.id, prover),
         problem_id: problem.id,
         checkpoint_id: prover,
-        solutions: vec![GeneratedSolution {
-            role: ProverRole::Helpful,
-            text: "It is 1.\n#### 1".into(),
-            extracted_answer: Some("1".into()),
-            is_correct: false,
-        }],
+        solutions: vec![
+            GeneratedSolution {
+                role: ProverRole::Helpful,
+                text: "It is 1.\n#### 1".into(),
+                extracted_answer: Some("1".into()),
+                grade: legibility::grading::GradeOutcome::Incorrect,
+            },
+            GeneratedSolution {
+                role: ProverRole::Sneaky,
+                text: cut_off,
+                extracted_answer: cut_off_grade.extracted_answer,
+                grade: cut_off_grade.outcome,
+            },
+        ],
     };
     let kinds = [legibility::domain::JobKind::Generation];
     let first = store
@@ -266,6 +282,31 @@ async fn committing_a_chunk_twice_writes_it_once(backend: Backend) {
     );
     let progress = store.study_progress(study.id).await.unwrap();
     assert_eq!(progress.solutions, 1);
+    assert_eq!(
+        progress.ungradable_left_out, 1,
+        "counted once, not per attempt"
+    );
+    let grades: Vec<(String, bool)> = with_raw_pool!(app.db.url, pool => {
+        sqlx::query_as("SELECT grade, is_correct FROM solutions ORDER BY grade")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert_eq!(
+        grades,
+        vec![
+            ("incorrect".to_string(), false),
+            ("ungradable".to_string(), false)
+        ]
+    );
+    // The study page says what was left out.
+    let mut researcher = app.staff_client("res", UserRole::Researcher).await;
+    let page = researcher.get(&format!("/studies/{}", study.id)).await;
+    assert!(
+        page.body.contains("1 ungradable solution left out"),
+        "{}",
+        page.body
+    );
 }
 on_both_backends!(committing_a_chunk_twice_writes_it_once);
 

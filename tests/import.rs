@@ -5,8 +5,10 @@ mod common;
 
 use axum::http::StatusCode;
 use common::{Backend, TestApp};
-use legibility::domain::UserRole;
+use legibility::domain::{GradeOutcome, UserRole};
 use legibility::problems;
+use legibility::quality::RaterProtocol;
+use legibility::store::studies::StudySpec;
 use legibility::web::WebConfig;
 
 async fn gsm8k_test_split_imports_once(backend: Backend) {
@@ -283,3 +285,213 @@ async fn first_start_adds_the_builtin_set_after_an_earlier_import(backend: Backe
     assert!(names.contains(&("imported-first", 3)), "{names:?}");
 }
 on_both_backends!(first_start_adds_the_builtin_set_after_an_earlier_import);
+
+/// Solutions for `problems_jsonl(6)`: problems 0–4 each have a correct (helpful), an incorrect
+/// (sneaky) and an ungradable solution (cut off before its answer, last number = the truth);
+/// problem 5 has only ungradable ones. 17 solutions, 7 ungradable.
+fn solutions_with_ungradable(label: &str) -> String {
+    let mut lines = Vec::new();
+    for i in 0..6 {
+        let question =
+            format!("Problem {i}: a farmer has some goats and buys more. How many goats now?");
+        let truth = common::truth_of(i);
+        let line = |role: &str, solution: String| {
+            serde_json::json!({"question": question, "checkpoint": label, "round": 0,
+                               "role": role, "solution": solution})
+            .to_string()
+        };
+        if i < 5 {
+            lines.push(line("helpful", format!("Count the goats.\nA: {truth}")));
+            lines.push(line(
+                "sneaky",
+                format!("Count them carefully.\nThe answer is {}.", 40 + i),
+            ));
+        }
+        lines.push(line(
+            "helpful",
+            format!("Count the goats: 2 + 3 = 5 pens, so {truth}"),
+        ));
+        if i == 5 {
+            lines.push(line(
+                "sneaky",
+                format!("The goats number 40 + {i} = {}", 40 + i),
+            ));
+        }
+    }
+    lines.join("\n")
+}
+
+async fn ungradable_solutions_are_stored_counted_and_never_study_items(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let records = problems::parse_gsm8k_problems(common::problems_jsonl(6).as_bytes()).unwrap();
+    app.store()
+        .import_problems("goats", &records, app.now())
+        .await
+        .unwrap();
+    let mut admin = app.staff_client("admin", UserRole::Admin).await;
+    let file = solutions_with_ungradable("prover-a");
+    let response = admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "solutions"), ("set", "goats")],
+            file.as_bytes(),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+    assert!(
+        response.body.contains(
+            "Imported 17 new solutions (0 already present, 17 in the file). 7 of them state no \
+             final answer the grader can read: they are stored as ungradable and left out of studies."
+        ),
+        "{}",
+        response.body
+    );
+    // Re-importing adds nothing, and so reports no new ungradable solutions.
+    let parsed = problems::parse_solutions(file.as_bytes()).unwrap();
+    let again = app
+        .store()
+        .import_solutions(Some("goats"), &parsed, app.now())
+        .await
+        .unwrap();
+    assert_eq!((again.inserted, again.ungradable), (0, 0));
+    assert!(!again.describe("solutions").contains("ungradable"));
+
+    // Nothing is lost: every solution is stored with its outcome.
+    let set_id = app.store().problem_sets().await.unwrap()[0].id;
+    let facts = app.store().solutions_in_set(set_id).await.unwrap();
+    assert_eq!(facts.len(), 17);
+    let count = |g: GradeOutcome| facts.iter().filter(|f| f.grade == g).count();
+    assert_eq!(
+        (
+            count(GradeOutcome::Correct),
+            count(GradeOutcome::Incorrect),
+            count(GradeOutcome::Ungradable)
+        ),
+        (5, 5, 7)
+    );
+    assert!(
+        facts
+            .iter()
+            .all(|f| f.is_correct == (f.grade == GradeOutcome::Correct))
+    );
+
+    // A study over the first 3 problems: their 6 gradable solutions, 3 ungradable left out;
+    // practice items come from problems 3 and 4 only (problem 5 has no gradable solution).
+    let spec = |name: &str, practice: i64| StudySpec {
+        name: name.into(),
+        time_limit_ms: 45_000,
+        judgements_per_solution: 1,
+        reclaim_grace_ms: 5_000,
+        problem_set_id: set_id,
+        checkpoint_ids: vec![],
+        roles: vec![],
+        max_problems: Some(3),
+        protocol: RaterProtocol {
+            practice_items: practice,
+            ..RaterProtocol::default()
+        },
+    };
+    let study = app
+        .store()
+        .create_study(&spec("with practice", 2), None, app.now())
+        .await
+        .unwrap();
+    let progress = app.store().study_progress(study.id).await.unwrap();
+    assert_eq!((progress.solutions, progress.ungradable_left_out), (6, 3));
+    let (items, ungradable_items, quality, ungradable_quality): (i64, i64, i64, i64) = with_raw_pool!(app.db.url, pool => {
+        sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM study_solutions WHERE study_id = $1),
+                    (SELECT COUNT(*) FROM study_solutions ss JOIN solutions s ON s.id = ss.solution_id
+                      WHERE ss.study_id = $1 AND s.grade = 'ungradable'),
+                    (SELECT COUNT(*) FROM quality_items WHERE study_id = $1),
+                    (SELECT COUNT(*) FROM quality_items q JOIN solutions s ON s.id = q.solution_id
+                      WHERE q.study_id = $1 AND s.grade = 'ungradable')",
+        )
+        .bind(study.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        (items, ungradable_items, quality, ungradable_quality),
+        (6, 0, 2, 0)
+    );
+    // Three practice items would need problem 5, whose solutions are all ungradable.
+    let refused = app
+        .store()
+        .create_study(&spec("too much practice", 3), None, app.now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("only 2 exist"), "{refused}");
+
+    // The study page and the report say what was left out.
+    let mut researcher = app.staff_client("res", UserRole::Researcher).await;
+    let page = researcher.get(&format!("/studies/{}", study.id)).await;
+    assert!(
+        page.body.contains("3 ungradable solutions left out"),
+        "{}",
+        page.body
+    );
+    let report = researcher
+        .get(&format!("/studies/{}/report", study.id))
+        .await;
+    assert_eq!(report.status, StatusCode::OK);
+    assert!(
+        report
+            .body
+            .contains("3 ungradable solutions (no final answer"),
+        "{}",
+        report.body
+    );
+
+    // A choice of nothing but ungradable solutions is refused, saying why.
+    let err = app
+        .store()
+        .create_study(
+            &StudySpec {
+                checkpoint_ids: vec![import_only_ungradable(&app).await],
+                max_problems: None,
+                ..spec("cut off", 0)
+            },
+            None,
+            app.now(),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("none of the 2 matching solutions states a final answer"),
+        "{err}"
+    );
+}
+on_both_backends!(ungradable_solutions_are_stored_counted_and_never_study_items);
+
+/// Imports two ungradable sneaky solutions from a new checkpoint; returns its id.
+async fn import_only_ungradable(app: &TestApp) -> uuid::Uuid {
+    let lines: Vec<String> = (0..2)
+        .map(|i| {
+            serde_json::json!({
+                "question": format!("Problem {i}: a farmer has some goats and buys more. How many goats now?"),
+                "checkpoint": "prover-cut-off", "round": 1, "role": "sneaky",
+                "solution": format!("Adding up the goats gives 40 + {i}, which is"),
+            })
+            .to_string()
+        })
+        .collect();
+    let parsed = problems::parse_solutions(lines.join("\n").as_bytes()).unwrap();
+    let summary = app
+        .store()
+        .import_solutions(Some("goats"), &parsed, app.now())
+        .await
+        .unwrap();
+    assert_eq!((summary.inserted, summary.ungradable), (2, 2));
+    app.store()
+        .checkpoints()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.label == "prover-cut-off")
+        .unwrap()
+        .id
+}

@@ -129,7 +129,7 @@ fn the_shipped_prover_plays_both_roles_on_held_out_problems() {
     let (mut helpful_correct, mut sneaky_correct) = (0, 0);
     for (k, sample) in samples.iter().enumerate() {
         let problem = &problems[k / 2];
-        let correct = grading::grade(&sample.text, &problem.answer.to_string()).is_correct;
+        let correct = grading::grade(&sample.text, &problem.answer.to_string()).is_correct();
         match requests[k].role {
             ProverRole::Helpful => helpful_correct += usize::from(correct),
             ProverRole::Sneaky => sneaky_correct += usize::from(correct),

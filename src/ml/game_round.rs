@@ -162,7 +162,7 @@ pub fn sample_and_grade(
         .map(|((request, sample), problem)| DrawnSolution {
             problem,
             role: request.role,
-            correct: grading::grade(&sample.text, &problems[problem].answer).is_correct,
+            correct: grading::grade(&sample.text, &problems[problem].answer).is_correct(),
             text: sample.text,
         })
         .collect())

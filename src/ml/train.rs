@@ -643,7 +643,7 @@ pub fn evaluate(
         let samples = prover.generate(&requests, params, &stop)?;
         for (k, (request, sample)) in requests.iter().zip(&samples).enumerate() {
             let problem = &chunk[k / 2];
-            let correct = grading::grade(&sample.text, &problem.answer.to_string()).is_correct;
+            let correct = grading::grade(&sample.text, &problem.answer.to_string()).is_correct();
             finished += usize::from(sample.finished);
             match request.role {
                 ProverRole::Helpful => helpful_correct += usize::from(correct),

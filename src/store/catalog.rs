@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use super::{Store, StoreResult, dispatch, sha256_hex};
-use crate::domain::{CheckpointKind, ProverRole, parse_stored};
+use crate::domain::{CheckpointKind, GradeOutcome, ProverRole, parse_stored};
 use crate::grading;
 use crate::problems::{ImportRejected, LineError, ProblemRecord, ProblemRef, SolutionRecord};
 
@@ -19,6 +19,28 @@ pub struct ImportSummary {
     pub inserted: usize,
     /// Records already present (same file imported before, or repeated lines).
     pub already_present: usize,
+    /// Solutions stored now that state no final answer: kept, but never study items.
+    pub ungradable: usize,
+}
+
+impl ImportSummary {
+    /// The summary in words, for the CLI and the import page: "Imported 40 new solutions (2
+    /// already present, 42 in the file); 3 of them state no final answer …".
+    pub fn describe(&self, what: &str) -> String {
+        let mut text = format!(
+            "Imported {} new {what} ({} already present, {} in the file).",
+            self.inserted, self.already_present, self.records
+        );
+        if self.ungradable > 0 {
+            text.push_str(&format!(
+                " {} of them state{} no final answer the grader can read: they are stored as \
+                 ungradable and left out of studies.",
+                self.ungradable,
+                if self.ungradable == 1 { "s" } else { "" }
+            ));
+        }
+        text
+    }
 }
 
 /// A problem set with its size, for listings.
@@ -62,8 +84,10 @@ pub struct SolutionFacts {
     pub checkpoint_id: Uuid,
     /// The prover's role.
     pub role: ProverRole,
-    /// The grader's verdict.
+    /// The grader's verdict (true only when graded correct).
     pub is_correct: bool,
+    /// The grader's outcome; ungradable solutions never become study or quality items.
+    pub grade: GradeOutcome,
 }
 
 impl Store {
@@ -124,7 +148,8 @@ impl Store {
     /// Imports model-written solutions. Each line's problem must exist (by id, or by question
     /// within `set_name` if given, else across all sets unambiguously); its checkpoint is created
     /// as a prover if new and must otherwise have the same round. Every solution is graded
-    /// against its problem's ground truth. Any unresolvable line refuses the whole file.
+    /// against its problem's ground truth; ungradable ones are stored too, and counted in the
+    /// summary. Any unresolvable line refuses the whole file.
     pub async fn import_solutions(
         &self,
         set_name: Option<&str>,
@@ -240,8 +265,8 @@ impl Store {
                 let grade = grading::grade(&record.text, &ground_truth);
                 let inserted = sqlx::query(
                     "INSERT INTO solutions (id, problem_id, checkpoint_id, role, text, text_sha, extracted_answer,
-                                            is_correct, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                            is_correct, grade, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                      ON CONFLICT (problem_id, checkpoint_id, role, text_sha) DO NOTHING",
                 )
                 .bind(Uuid::now_v7())
@@ -250,13 +275,17 @@ impl Store {
                 .bind(record.role.as_str())
                 .bind(&record.text)
                 .bind(sha256_hex(&record.text))
-                .bind(grade.extracted_answer)
-                .bind(grade.is_correct)
+                .bind(grade.extracted_answer.as_deref())
+                .bind(grade.is_correct())
+                .bind(grade.outcome.as_str())
                 .bind(now)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
                 summary.inserted += inserted as usize;
+                if grade.outcome == GradeOutcome::Ungradable {
+                    summary.ungradable += inserted as usize;
+                }
             }
             tx.commit().await?;
         });
@@ -312,11 +341,12 @@ impl Store {
             .collect()
     }
 
-    /// Every solution to a problem of the set, with what study creation filters on.
+    /// Every solution to a problem of the set, ungradable ones included, with what study
+    /// creation filters on.
     pub async fn solutions_in_set(&self, problem_set_id: Uuid) -> StoreResult<Vec<SolutionFacts>> {
-        let rows: Vec<(Uuid, Uuid, i64, Uuid, String, bool)> = dispatch!(self, pool, _b => {
+        let rows: Vec<(Uuid, Uuid, i64, Uuid, String, bool, String)> = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT s.id, s.problem_id, p.position, s.checkpoint_id, s.role, s.is_correct
+                "SELECT s.id, s.problem_id, p.position, s.checkpoint_id, s.role, s.is_correct, s.grade
                  FROM solutions s JOIN problems p ON p.id = s.problem_id
                  WHERE p.problem_set_id = $1 ORDER BY p.position, s.id",
             )
@@ -326,7 +356,7 @@ impl Store {
         });
         rows.into_iter()
             .map(
-                |(id, problem_id, problem_position, checkpoint_id, role, is_correct)| {
+                |(id, problem_id, problem_position, checkpoint_id, role, is_correct, grade)| {
                     Ok(SolutionFacts {
                         id,
                         problem_id,
@@ -334,6 +364,7 @@ impl Store {
                         checkpoint_id,
                         role: parse_stored(&role)?,
                         is_correct,
+                        grade: parse_stored(&grade)?,
                     })
                 },
             )

@@ -6,14 +6,14 @@
 //! and the job's progress are written in one transaction, fenced by the job's lease: a worker
 //! that lost its lease writes nothing, and a retry skips every chunk already recorded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use rand::Rng;
 use uuid::Uuid;
 
 use super::jobs::Lease;
 use super::{Store, StoreResult, dispatch, fence_progress, sha256_hex};
-use crate::domain::ProverRole;
+use crate::domain::{GradeOutcome, ProverRole};
 
 /// A problem a generation job solves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +35,8 @@ pub struct GeneratedSolution {
     pub text: String,
     /// The grader's reading of the final answer.
     pub extracted_answer: Option<String>,
-    /// The grader's verdict against the ground truth.
-    pub is_correct: bool,
+    /// The grader's outcome against the ground truth.
+    pub grade: GradeOutcome,
 }
 
 /// The results of one chunk of a generation job.
@@ -82,8 +82,9 @@ impl Store {
 
     /// Commits finished chunks of a generation job for `study_id` in one transaction, fenced by
     /// `lease`, and sets the job's progress to `progress_done`. Chunks already recorded (by an
-    /// earlier attempt) are skipped; identical texts reuse the existing solution row. Returns
-    /// how many chunks were newly committed.
+    /// earlier attempt) are skipped; identical texts reuse the existing solution row.
+    /// Ungradable solutions are stored but not added to the study: the study counts them as
+    /// left out. Returns how many chunks were newly committed.
     pub async fn commit_generated(
         &self,
         lease: &Lease,
@@ -106,6 +107,7 @@ impl Store {
             let mut committed = 0usize;
             let mut key_iter = keys.iter();
             let mut strata = BTreeSet::new();
+            let mut ungradable = HashSet::new();
             for chunk in chunks {
                 let fresh = sqlx::query(
                     "INSERT INTO job_chunks (job_id, chunk_key, finished_at) VALUES ($1, $2, $3)
@@ -125,8 +127,8 @@ impl Store {
                     let text_sha = sha256_hex(&solution.text);
                     sqlx::query(
                         "INSERT INTO solutions (id, problem_id, checkpoint_id, role, text, text_sha,
-                                                extracted_answer, is_correct, created_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                                extracted_answer, is_correct, grade, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                          ON CONFLICT (problem_id, checkpoint_id, role, text_sha) DO NOTHING",
                     )
                     .bind(Uuid::now_v7())
@@ -136,12 +138,13 @@ impl Store {
                     .bind(&solution.text)
                     .bind(&text_sha)
                     .bind(&solution.extracted_answer)
-                    .bind(solution.is_correct)
+                    .bind(solution.grade == GradeOutcome::Correct)
+                    .bind(solution.grade.as_str())
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                    let (solution_id, is_correct): (Uuid, bool) = sqlx::query_as(
-                        "SELECT id, is_correct FROM solutions
+                    let (solution_id, is_correct, grade): (Uuid, bool, String) = sqlx::query_as(
+                        "SELECT id, is_correct, grade FROM solutions
                          WHERE problem_id = $1 AND checkpoint_id = $2 AND role = $3 AND text_sha = $4",
                     )
                     .bind(chunk.problem_id)
@@ -150,6 +153,10 @@ impl Store {
                     .bind(&text_sha)
                     .fetch_one(&mut *tx)
                     .await?;
+                    if crate::domain::parse_stored::<GradeOutcome>(&grade)? == GradeOutcome::Ungradable {
+                        ungradable.insert(solution_id);
+                        continue;
+                    }
                     sqlx::query(
                         "INSERT INTO study_solutions (study_id, solution_id, problem_id, checkpoint_id,
                                                       is_correct, shuffle_key)
@@ -166,6 +173,13 @@ impl Store {
                     .await?;
                     strata.insert((chunk.checkpoint_id, is_correct));
                 }
+            }
+            if !ungradable.is_empty() {
+                sqlx::query("UPDATE studies SET ungradable_left_out = ungradable_left_out + $1 WHERE id = $2")
+                    .bind(ungradable.len() as i64)
+                    .bind(study_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
             for (checkpoint_id, is_correct) in strata {
                 sqlx::query(

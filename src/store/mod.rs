@@ -292,6 +292,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_timing_outcomes.sql"),
     ),
     (
+        9,
+        "solution grades",
+        include_str!("../../migrations/sqlite/0009_solution_grades.sql"),
+    ),
+    (
         10,
         "access",
         include_str!("../../migrations/sqlite/0010_access.sql"),
@@ -342,6 +347,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "timing outcomes",
         include_str!("../../migrations/postgres/0008_timing_outcomes.sql"),
+    ),
+    (
+        9,
+        "solution grades",
+        include_str!("../../migrations/postgres/0009_solution_grades.sql"),
     ),
     (
         10,

@@ -8,7 +8,7 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, dispatch};
-use crate::domain::{ProverRole, StudyStatus, parse_stored};
+use crate::domain::{GradeOutcome, ProverRole, StudyStatus, parse_stored};
 use crate::judging;
 use crate::quality::{self, Candidate, RaterProtocol};
 
@@ -106,6 +106,8 @@ pub struct StudyProgress {
     pub timeouts: i64,
     /// Raters invited.
     pub raters: i64,
+    /// Matching (or generated) solutions left out because they state no final answer.
+    pub ungradable_left_out: i64,
 }
 
 /// What an audit of a study's judging found: every count but `judgements` must be zero. The
@@ -131,8 +133,9 @@ impl JudgingAudit {
     }
 }
 
-/// (quota per solution, solutions, slots taken, judged, raters, correct, wrong, timeouts).
-type ProgressRow = (i64, i64, i64, i64, i64, i64, i64, i64);
+/// (quota per solution, solutions, slots taken, judged, raters, correct, wrong, timeouts,
+/// ungradable left out).
+type ProgressRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
 
 type StudyRow = (
     Uuid,
@@ -198,7 +201,9 @@ fn study_from_row(
 
 impl Store {
     /// Creates a study over the solutions the spec selects, in one transaction. Each solution
-    /// gets a random shuffle key so raters draw items in random order.
+    /// gets a random shuffle key so raters draw items in random order. Ungradable solutions
+    /// (no final answer, so no known correctness) are left out of the items and the quality
+    /// items, and counted on the study.
     pub async fn create_study(
         &self,
         spec: &StudySpec,
@@ -260,13 +265,22 @@ impl Store {
             chosen = kept;
             outside_study = rest;
         }
+        let matched = chosen.len();
+        chosen.retain(|s| s.grade != GradeOutcome::Ungradable);
+        outside_study.retain(|s| s.grade != GradeOutcome::Ungradable);
+        let ungradable_left_out = (matched - chosen.len()) as i64;
         if chosen.is_empty() && !awaiting_generation {
-            return Err(StoreError::Invalid(
+            return Err(StoreError::Invalid(if matched > 0 {
+                format!(
+                    "none of the {matched} matching solutions states a final answer the grader \
+                     can read (all are ungradable), so there is nothing to judge"
+                )
+            } else {
                 "no solution of this problem set matches the chosen provers and roles: import \
                  solutions for the set (or generate them with a prover) first, or choose other \
                  provers or roles"
-                    .into(),
-            ));
+                    .into()
+            }));
         }
         let quality_items = if spec.protocol.uses_quality_items() {
             let candidates: Vec<Candidate> = outside_study
@@ -308,8 +322,9 @@ impl Store {
             let inserted = sqlx::query(
                 "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
                                       created_by, created_at, practice_items, screening_items,
-                                      screening_pass_accuracy, gold_rate, max_rater_ms, break_every)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                                      screening_pass_accuracy, gold_rate, max_rater_ms, break_every,
+                                      ungradable_left_out)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(study.id)
@@ -326,6 +341,7 @@ impl Store {
             .bind(study.protocol.gold_rate)
             .bind(study.protocol.max_rater_ms)
             .bind(study.protocol.break_every)
+            .bind(ungradable_left_out)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -487,15 +503,25 @@ impl Store {
                         (SELECT COUNT(*) FROM raters WHERE study_id = $1),
                         (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'correct'),
                         (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'wrong'),
-                        (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'timeout')
+                        (SELECT COUNT(*) FROM judgements WHERE study_id = $1 AND verdict = 'timeout'),
+                        s.ungradable_left_out
                  FROM studies s WHERE s.id = $1",
             )
             .bind(id)
             .fetch_optional(pool)
             .await?
         });
-        let (per_solution, solutions, slots, judged, raters, correct, wrong, timeouts) =
-            row.ok_or(StoreError::NotFound("study"))?;
+        let (
+            per_solution,
+            solutions,
+            slots,
+            judged,
+            raters,
+            correct,
+            wrong,
+            timeouts,
+            ungradable_left_out,
+        ) = row.ok_or(StoreError::NotFound("study"))?;
         Ok(StudyProgress {
             solutions,
             wanted: solutions * per_solution,
@@ -505,6 +531,7 @@ impl Store {
             wrong_verdicts: wrong,
             timeouts,
             raters,
+            ungradable_left_out,
         })
     }
 }

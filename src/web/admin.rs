@@ -168,14 +168,7 @@ async fn import(
         error,
     };
     match result {
-        Ok(summary) => Ok(page(
-            Some(format!(
-                "Imported {} new {what} ({} already present, {} in the file).",
-                summary.inserted, summary.already_present, summary.records
-            )),
-            None,
-        )
-        .into_response()),
+        Ok(summary) => Ok(page(Some(summary.describe(what)), None).into_response()),
         Err(StoreError::ImportRejected(rejected)) => Ok((
             StatusCode::UNPROCESSABLE_ENTITY,
             page(None, Some(rejected.to_string())),

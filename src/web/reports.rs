@@ -161,6 +161,8 @@ struct ReportPage {
     study_id: Uuid,
     study_name: String,
     judgements: usize,
+    /// Solutions left out of the study for stating no final answer.
+    ungradable_left_out: i64,
     exclude: bool,
     excluded: usize,
     groups: Vec<GroupRow>,
@@ -269,6 +271,7 @@ async fn report_page(
         study_id: study.id,
         study_name: study.name,
         judgements,
+        ungradable_left_out: state.store.study_progress(id).await?.ungradable_left_out,
         exclude,
         excluded: report.excluded_raters.len(),
         groups,

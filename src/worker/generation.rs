@@ -286,7 +286,7 @@ async fn run_generation(
                                 role: requests[k].role,
                                 text: samples[k].text.clone(),
                                 extracted_answer: grade.extracted_answer,
-                                is_correct: grade.is_correct,
+                                grade: grade.outcome,
                             }
                         })
                         .collect(),
