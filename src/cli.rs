@@ -997,8 +997,13 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-/// Parses an import file as it is read from disk (see [`problems::ImportReader`]).
-fn read_import<T>(reader: problems::ImportReader<T>, file: &Path) -> anyhow::Result<Vec<T>> {
+/// Parses an import file as it is read from disk (see [`problems::ImportReader`]): its good
+/// records and its bad lines, for the store to refuse together with the lines only the
+/// database can judge.
+fn read_import<T>(
+    reader: problems::ImportReader<T>,
+    file: &Path,
+) -> anyhow::Result<problems::ParsedImport<T>> {
     let opened =
         std::fs::File::open(file).with_context(|| format!("reading {}", file.display()))?;
     let parsed = reader
@@ -1010,7 +1015,7 @@ fn read_import<T>(reader: problems::ImportReader<T>, file: &Path) -> anyhow::Res
 async fn import(store: &Store, clock: &Clock, command: ImportCommand) -> anyhow::Result<()> {
     let (file, summary, what) = match command {
         ImportCommand::Problems { file, set } => {
-            let records = read_import(problems::ImportReader::problems(), &file)?;
+            let records = read_import(problems::ImportReader::problems(), &file)?.into_records()?;
             (
                 file,
                 store
@@ -1031,11 +1036,11 @@ async fn import(store: &Store, clock: &Clock, command: ImportCommand) -> anyhow:
             )
         }
         ImportCommand::Solutions { file, set } => {
-            let records = read_import(problems::ImportReader::solutions(), &file)?;
+            let parsed = read_import(problems::ImportReader::solutions(), &file)?;
             (
                 file,
                 store
-                    .import_solutions(set.as_deref(), &records, clock.now_ms())
+                    .import_parsed_solutions(set.as_deref(), &parsed, clock.now_ms())
                     .await?,
                 "solutions",
             )

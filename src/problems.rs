@@ -203,16 +203,17 @@ impl<T> ImportReader<T> {
         }
     }
 
-    /// Reads `source` to its end in pieces (a file on disk, never loaded whole) and finishes.
-    /// The outer error is a read failure, the inner one the file's refusal.
+    /// Reads `source` to its end in pieces (a file on disk, never loaded whole) and finishes
+    /// like [`ImportReader::finish_parsed`]. The outer error is a read failure, the inner one a
+    /// problem with the file as a whole.
     pub fn read_all(
         mut self,
         mut source: impl std::io::Read,
-    ) -> std::io::Result<Result<Vec<T>, ImportRejected>> {
+    ) -> std::io::Result<Result<ParsedImport<T>, ImportRejected>> {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             match source.read(&mut buffer) {
-                Ok(0) => return Ok(self.finish()),
+                Ok(0) => return Ok(self.finish_parsed()),
                 Ok(n) => self.push(&buffer[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -221,7 +222,15 @@ impl<T> ImportReader<T> {
     }
 
     /// Parses the last line and returns every record, or the refusal naming every bad line.
-    pub fn finish(mut self) -> Result<Vec<T>, ImportRejected> {
+    pub fn finish(self) -> Result<Vec<T>, ImportRejected> {
+        self.finish_parsed()?.into_records()
+    }
+
+    /// Parses the last line and returns the good records with the bad lines found so far, so
+    /// that the store can add what only the database can tell (an unknown problem, …) and the
+    /// refusal names every bad line at once. A problem with the file as a whole (not UTF-8, no
+    /// lines) is an error at once.
+    pub fn finish_parsed(mut self) -> Result<ParsedImport<T>, ImportRejected> {
         if self.refused.is_none() && !self.partial.is_empty() {
             self.end_line();
         }
@@ -231,6 +240,25 @@ impl<T> ImportReader<T> {
         if self.records.is_empty() && self.errors.is_empty() {
             return Err(ImportRejected::whole_file("the file has no lines"));
         }
+        Ok(ParsedImport {
+            records: self.records,
+            errors: self.errors,
+        })
+    }
+}
+
+/// A file parsed line by line: its good records and its bad lines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedImport<T> {
+    /// Records of the lines that parsed.
+    pub records: Vec<T>,
+    /// Lines that did not, in file order.
+    pub errors: Vec<LineError>,
+}
+
+impl<T> ParsedImport<T> {
+    /// The records, or the refusal naming every bad line when there is one.
+    pub fn into_records(self) -> Result<Vec<T>, ImportRejected> {
         if self.errors.is_empty() {
             Ok(self.records)
         } else {
@@ -239,7 +267,9 @@ impl<T> ImportReader<T> {
             })
         }
     }
+}
 
+impl<T> ImportReader<T> {
     fn end_line(&mut self) {
         let bytes = std::mem::take(&mut self.partial);
         self.lines += 1;

@@ -495,3 +495,74 @@ async fn import_only_ungradable(app: &TestApp) -> uuid::Uuid {
         .unwrap()
         .id
 }
+
+/// A solutions file with syntax errors and lines only the database can refuse (an unknown
+/// problem, a checkpoint of another round) is refused once, naming every bad line in file
+/// order, on the upload page and from the command line alike; nothing is written.
+async fn one_refusal_names_syntax_and_database_errors_together(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(2, 1, 1, 45_000).await;
+    let label = &fixture.checkpoint_labels[0];
+    let question = |i: usize| {
+        format!("Problem {i}: a farmer has some goats and buys more. How many goats now?")
+    };
+    let line = |question: &str, round: i64| {
+        serde_json::json!({"question": question, "solution": "So 3.\n#### 3", "checkpoint": label,
+                           "round": round, "role": "helpful"})
+        .to_string()
+    };
+    let file = [
+        line(&question(0), 0),                                    // 1: good
+        "{not json".to_string(),                                  // 2: syntax
+        line("A question nobody imported?", 0),                   // 3: unknown problem
+        line(&question(1), 3), // 4: wrong round for the checkpoint
+        "{\"question\": \"q\", \"solution\": \"s\"}".to_string(), // 5: missing fields
+    ]
+    .join("\n");
+    let before = with_raw_pool!(app.db.url, pool => sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM solutions").fetch_one(&pool).await.unwrap());
+
+    let mut admin = app.staff_client("admin", UserRole::Admin).await;
+    let response = admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "solutions"), ("set", &fixture.problem_set)],
+            file.as_bytes(),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let text = response.body.replace("&#34;", "\"");
+    let positions: Vec<usize> = ["line 2:", "line 3:", "line 4:", "line 5:"]
+        .iter()
+        .map(|needle| {
+            text.find(needle)
+                .unwrap_or_else(|| panic!("{needle} not named: {text}"))
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
+    assert!(!text.contains("line 1:"), "{text}");
+    assert!(text.contains("4 bad lines"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("solutions.jsonl");
+    std::fs::write(&path, &file).unwrap();
+    let cli = <legibility::cli::Cli as clap::Parser>::try_parse_from([
+        "legibility",
+        "--database-url",
+        &app.db.url,
+        "import",
+        "solutions",
+        path.to_str().unwrap(),
+        "--set",
+        &fixture.problem_set,
+    ])
+    .unwrap();
+    let refused = legibility::cli::run(cli).await.unwrap_err().to_string();
+    for needle in ["line 2:", "line 3:", "line 4:", "line 5:"] {
+        assert!(refused.contains(needle), "{needle} not named: {refused}");
+    }
+    let after = with_raw_pool!(app.db.url, pool => sqlx::query_scalar::<_, i64>(
+        "SELECT COUNT(*) FROM solutions").fetch_one(&pool).await.unwrap());
+    assert_eq!(before, after, "a refused import wrote solutions");
+}
+on_both_backends!(one_refusal_names_syntax_and_database_errors_together);

@@ -8,7 +8,9 @@ use uuid::Uuid;
 use super::{Store, StoreResult, dispatch, sha256_hex};
 use crate::domain::{CheckpointKind, GradeOutcome, ProverRole, parse_stored};
 use crate::grading;
-use crate::problems::{ImportRejected, LineError, ProblemRecord, ProblemRef, SolutionRecord};
+use crate::problems::{
+    ImportRejected, LineError, ParsedImport, ProblemRecord, ProblemRef, SolutionRecord,
+};
 
 /// What an import did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -156,6 +158,30 @@ impl Store {
         records: &[SolutionRecord],
         now: i64,
     ) -> StoreResult<ImportSummary> {
+        self.import_solutions_with(set_name, records, &[], now)
+            .await
+    }
+
+    /// [`Store::import_solutions`] of a file parsed line by line: its bad lines are refused
+    /// together with those only the database can judge (an unknown problem, a checkpoint of
+    /// another round, …), so one refusal names every bad line of the file.
+    pub async fn import_parsed_solutions(
+        &self,
+        set_name: Option<&str>,
+        parsed: &ParsedImport<SolutionRecord>,
+        now: i64,
+    ) -> StoreResult<ImportSummary> {
+        self.import_solutions_with(set_name, &parsed.records, &parsed.errors, now)
+            .await
+    }
+
+    async fn import_solutions_with(
+        &self,
+        set_name: Option<&str>,
+        records: &[SolutionRecord],
+        parse_errors: &[LineError],
+        now: i64,
+    ) -> StoreResult<ImportSummary> {
         let mut summary = ImportSummary {
             records: records.len(),
             ..ImportSummary::default()
@@ -170,7 +196,11 @@ impl Store {
                         .await?;
                     match row {
                         Some((id,)) => Some(id),
-                        None => return Err(ImportRejected::whole_file(format!("no problem set named {name:?}")).into()),
+                        None => {
+                            let mut refused = ImportRejected::whole_file(format!("no problem set named {name:?}"));
+                            refused.errors.extend_from_slice(parse_errors);
+                            return Err(refused.into());
+                        }
                     }
                 }
                 None => None,
@@ -257,8 +287,10 @@ impl Store {
                 }
                 resolved.push((record, problem_id, ground_truth, checkpoint_id));
             }
-            if !errors.is_empty() {
+            if !errors.is_empty() || !parse_errors.is_empty() {
                 tx.rollback().await?;
+                errors.extend_from_slice(parse_errors);
+                errors.sort_by_key(|e| e.line);
                 return Err(ImportRejected { errors }.into());
             }
             for (record, problem_id, ground_truth, checkpoint_id) in resolved {

@@ -64,7 +64,8 @@ async fn import_page(Admin(user): Admin) -> ImportPage {
 /// The import form's file, parsed as it streamed in (see [`problems::ImportReader`]).
 enum ImportFile {
     Problems(Result<Vec<problems::ProblemRecord>, problems::ImportRejected>),
-    Solutions(Result<Vec<problems::SolutionRecord>, problems::ImportRejected>),
+    /// Bad lines are kept for the store, which adds those only the database can find.
+    Solutions(Result<problems::ParsedImport<problems::SolutionRecord>, problems::ImportRejected>),
 }
 
 /// A reader for the form's `kind`, chosen before the file arrives.
@@ -119,7 +120,7 @@ async fn read_import_form(
                 }
                 file = Some(match reader {
                     ImportReading::Problems(r) => ImportFile::Problems(r.finish()),
-                    ImportReading::Solutions(r) => ImportFile::Solutions(r.finish()),
+                    ImportReading::Solutions(r) => ImportFile::Solutions(r.finish_parsed()),
                 });
             }
             _ => {}
@@ -151,10 +152,14 @@ async fn import(
         ImportFile::Solutions(parsed) => (
             "solutions",
             match parsed {
-                Ok(records) => {
+                Ok(parsed) => {
                     state
                         .store
-                        .import_solutions((!set.is_empty()).then_some(set.as_str()), &records, now)
+                        .import_parsed_solutions(
+                            (!set.is_empty()).then_some(set.as_str()),
+                            &parsed,
+                            now,
+                        )
                         .await
                 }
                 Err(rejected) => Err(rejected.into()),
