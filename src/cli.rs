@@ -36,6 +36,10 @@ pub struct Cli {
     /// Database: `sqlite://FILE` (default) or `postgres://USER@HOST/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
+    /// Log lines on stderr: `auto` (colour on a terminal, plain text otherwise), `plain` or
+    /// `json` (one object per line, for log collectors).
+    #[arg(long, env = LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -345,24 +349,64 @@ pub enum RaterCommand {
     },
 }
 
-/// Environment variable choosing the log format: `text` (default) or `json`.
+/// Environment variable choosing the log format (same values as `--log-format`).
 pub const LOG_FORMAT_ENV: &str = "LEGIBILITY_LOG_FORMAT";
 
-/// Whether logs are JSON lines (see [`init_tracing`]).
-fn json_logs() -> bool {
-    std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"))
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Coloured text on a terminal, plain text otherwise (a file, a pipe, journald).
+    #[default]
+    Auto,
+    /// Text without colour codes.
+    #[value(alias = "text")]
+    Plain,
+    /// One JSON object per line (timestamp, level, target, fields, span), for log collectors.
+    Json,
 }
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default `info`). With
-/// `LEGIBILITY_LOG_FORMAT=json` each event is one JSON object per line (timestamp, level,
-/// target, fields, span), for log collectors.
+impl LogFormat {
+    /// Whether lines carry ANSI colour codes: only `auto` on a terminal, and never when
+    /// `NO_COLOR` is set (<https://no-color.org>), so log files stay greppable text.
+    pub fn colours(self, stderr_is_terminal: bool, no_color: bool) -> bool {
+        self == LogFormat::Auto && stderr_is_terminal && !no_color
+    }
+}
+
+/// The format chosen at start-up, for the few places that print differently for collectors.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Whether logs are JSON lines (see [`init_tracing_as`]).
+fn json_logs() -> bool {
+    LOG_FORMAT.get() == Some(&LogFormat::Json)
+}
+
+/// [`init_tracing_as`] with the format from `LEGIBILITY_LOG_FORMAT` (`auto` when unset or
+/// unknown), for the benchmark binaries, which have no `--log-format`.
 pub fn init_tracing() {
+    use clap::ValueEnum;
+    let format = std::env::var(LOG_FORMAT_ENV)
+        .ok()
+        .and_then(|f| LogFormat::from_str(&f, true).ok())
+        .unwrap_or_default();
+    init_tracing_as(format);
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` sets the filter (default `info,sqlx=warn`).
+pub fn init_tracing_as(format: LogFormat) {
+    use std::io::IsTerminal;
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let colours = format.colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json_logs() {
+        .with_writer(std::io::stderr)
+        .with_ansi(colours);
+    let _ = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()
@@ -704,7 +748,7 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .with_context(|| format!("binding {}", args.bind))?;
-    tracing::info!(address = %args.bind, backend = ?state.store.backend(), "serving");
+    tracing::info!(address = %args.bind, backend = %state.store.backend(), "serving");
     // One shutdown signal stops both the server (after requests in flight) and the worker
     // (which hands its running job back to the queue).
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -867,7 +911,7 @@ async fn run_worker(store: Store, clock: Clock, args: WorkerArgs) -> anyhow::Res
         args.worker_id,
         args.generation_batch,
     );
-    tracing::info!(worker = %worker.config().id, ?backend, "worker running");
+    tracing::info!(worker = %worker.config().id, %backend, "worker running");
     tokio::spawn(crate::worker::verifier::auto_training(
         store.clone(),
         clock.clone(),
@@ -1295,4 +1339,31 @@ async fn checkpoint(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colours_only_for_auto_on_a_terminal_without_no_color() {
+        assert!(LogFormat::Auto.colours(true, false));
+        assert!(!LogFormat::Auto.colours(false, false), "a file or pipe");
+        assert!(!LogFormat::Auto.colours(true, true), "NO_COLOR");
+        assert!(!LogFormat::Plain.colours(true, false));
+        assert!(!LogFormat::Json.colours(true, false));
+    }
+
+    #[test]
+    fn log_format_is_a_global_option_with_text_as_an_alias_of_plain() {
+        let cli = Cli::try_parse_from(["legibility", "study", "list", "--log-format", "json"])
+            .expect("parses");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = Cli::try_parse_from(["legibility", "--log-format", "text", "study", "list"])
+            .expect("parses");
+        assert_eq!(cli.log_format, LogFormat::Plain);
+        assert!(
+            Cli::try_parse_from(["legibility", "--log-format", "xml", "study", "list"]).is_err()
+        );
+    }
 }
