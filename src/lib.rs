@@ -12,6 +12,7 @@
 //! - [`auth`]: password hashing and tokens.
 //! - [`reports`]: the researchers' report figures; [`export`]: the tidy per-attempt table
 //!   downloads (CSV, JSON Lines, Parquet) and their quality flags.
+//! - [`sample_size`]: the smallest sample each statistic is shown for on staff pages.
 //! - [`store`]: persistence on SQLite or PostgreSQL.
 //! - [`web`]: HTTP handlers per audience (rater, researcher, admin, JSON API).
 //! - [`worker`]: the background worker runtime (job leases, heartbeats, retries).
@@ -33,6 +34,7 @@ pub mod ml;
 pub mod problems;
 pub mod quality;
 pub mod reports;
+pub mod sample_size;
 pub mod store;
 pub mod web;
 pub mod worker;

@@ -13,14 +13,15 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::session::{SESSION_COOKIE, Staff, secret_cookie};
+use super::times::Timestamp;
 use super::{AppState, WebError};
 use crate::auth;
-use crate::clock::format_ms;
 use crate::domain::{ProverRole, StudyStatus};
 use crate::judging;
 use crate::metrics::{ScoreSummary, score_summary};
 use crate::ml::sampling::SamplingParams;
 use crate::quality::RaterProtocol;
+use crate::sample_size::Statistic;
 use crate::store::catalog::{CheckpointInfo, ProblemSetInfo};
 use crate::store::jobs::JobView;
 use crate::store::models::CheckpointDetails;
@@ -361,10 +362,11 @@ struct RaterRow {
     email: Option<String>,
     judgements: i64,
     timeouts: i64,
-    started: String,
-    last_activity: String,
+    /// When the rater opened their link first; `None`: not yet.
+    started: Option<Timestamp>,
+    last_activity: Option<Timestamp>,
     /// When the link was revoked; `None` while it works.
-    revoked: Option<String>,
+    revoked: Option<Timestamp>,
     /// Screening result: "—", "3 of 30 answered", "passed (27/30)", "not admitted (12/30)".
     screening: String,
     /// Gold items right / answered, with the accuracy.
@@ -382,11 +384,20 @@ fn screening_text(quality: &RaterQuality, items: i64) -> String {
     }
 }
 
-/// The gold column: quality-control accuracy on silent gold items.
+/// The gold column: quality-control accuracy on silent gold items; the share only from
+/// [`Statistic::RaterAccuracy`]'s minimum on, the counts always.
 fn gold_text(quality: &RaterQuality) -> String {
     let t = quality.gold;
+    let answered = u64::try_from(t.answered).unwrap_or(0);
     if t.answered == 0 {
         "—".into()
+    } else if !Statistic::RaterAccuracy.shown_for(answered) {
+        format!(
+            "({}/{}), n too small for a share (needs {})",
+            t.right,
+            t.answered,
+            Statistic::RaterAccuracy.minimum()
+        )
     } else {
         format!(
             "{:.0}% ({}/{})",
@@ -437,9 +448,9 @@ impl RaterRow {
             email: r.email,
             judgements: r.judgements,
             timeouts: r.timeouts,
-            started: r.started_at.map_or_else(|| "not yet".into(), format_ms),
-            last_activity: r.last_activity_at.map_or_else(|| "—".into(), format_ms),
-            revoked: r.revoked_at.map(format_ms),
+            started: r.started_at.map(Timestamp),
+            last_activity: r.last_activity_at.map(Timestamp),
+            revoked: r.revoked_at.map(Timestamp),
         }
     }
 }
