@@ -1,4 +1,4 @@
-//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`.
+//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`, …
 //! Each subcommand is a thin wrapper over the store and the same rules the web pages use.
 
 use std::io::Read;
@@ -260,6 +260,39 @@ pub enum StudyCommand {
     Create(Box<StudyCreateArgs>),
     /// List studies with their progress.
     List,
+    /// Change a study's settings: name, workload cap and breaks at any time; time limit and
+    /// judgements per solution only while it has served no item and holds no judgement. Also
+    /// opens or closes it.
+    Edit(StudyEditArgs),
+}
+
+/// `study edit` options; what is not given stays as it is.
+#[derive(Debug, Args)]
+pub struct StudyEditArgs {
+    /// Study name or id.
+    #[arg(long)]
+    pub study: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds per solution (only before any item is served).
+    #[arg(long)]
+    pub time_limit_secs: Option<f64>,
+    /// Judgements per solution (only before any item is served).
+    #[arg(long)]
+    pub judgements: Option<i64>,
+    /// Cap on each rater's time on items, in hours.
+    #[arg(long)]
+    pub max_hours: Option<f64>,
+    /// Suggest a break every N items (0 = never).
+    #[arg(long)]
+    pub break_every: Option<i64>,
+    /// Close the study: no new items are served.
+    #[arg(long, conflicts_with = "open")]
+    pub close: bool,
+    /// Open (or reopen) the study.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `study create` options.
@@ -663,6 +696,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => add_user(&store, &clock, &username, role, reset).await,
         Command::Study(StudyCommand::Create(args)) => create_study(&store, &clock, *args).await,
         Command::Study(StudyCommand::List) => list_studies(&store).await,
+        Command::Study(StudyCommand::Edit(args)) => edit_study(&store, args).await,
         Command::Rater(RaterCommand::Invite {
             study,
             base_url,
@@ -1101,6 +1135,49 @@ async fn create_study(store: &Store, clock: &Clock, args: StudyCreateArgs) -> an
         "created study {} ({}) with {} solutions",
         study.name, study.id, progress.solutions
     );
+    Ok(())
+}
+
+/// Runs `study edit`: the same rule as the web form ([`crate::study_edit::plan_edit`]).
+async fn edit_study(store: &Store, args: StudyEditArgs) -> anyhow::Result<()> {
+    let id = find_study(store, &args.study).await?;
+    let mut wanted = store.study_setup(id).await?.spec;
+    if let Some(name) = args.name {
+        wanted.name = name;
+    }
+    if let Some(secs) = args.time_limit_secs {
+        if !(0.5..=3600.0).contains(&secs) {
+            bail!("--time-limit-secs must be between 0.5 and 3600");
+        }
+        wanted.time_limit_ms = (secs * 1000.0).round() as i64;
+    }
+    if let Some(n) = args.judgements {
+        wanted.judgements_per_solution = n;
+    }
+    if let Some(hours) = args.max_hours {
+        wanted.protocol.max_rater_ms = (hours * 3_600_000.0).round() as i64;
+    }
+    if let Some(n) = args.break_every {
+        wanted.protocol.break_every = n;
+    }
+    let plan = store.update_study(id, &wanted).await?;
+    let status = match (args.close, args.open) {
+        (true, _) => Some(crate::domain::StudyStatus::Closed),
+        (_, true) => Some(crate::domain::StudyStatus::Open),
+        _ => None,
+    };
+    if let Some(status) = status {
+        store.set_study_status(id, status).await?;
+    }
+    let mut changes: Vec<String> = plan.changed.iter().map(|c| c.to_string()).collect();
+    if let Some(status) = status {
+        changes.push(format!("status ({status})"));
+    }
+    if changes.is_empty() {
+        println!("study {id}: nothing to change");
+    } else {
+        println!("study {id}: changed {}", changes.join(", "));
+    }
     Ok(())
 }
 

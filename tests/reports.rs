@@ -208,7 +208,13 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
         "every rater's accuracy is marked"
     );
     let groups_table = page.body.split("id=\"groups\"").nth(1).unwrap();
-    assert!(groups_table.split("</table>").next().unwrap().contains("(n=12)"));
+    assert!(
+        groups_table
+            .split("</table>")
+            .next()
+            .unwrap()
+            .contains("(n=12)")
+    );
     assert!(!page.body.contains("Fleiss' κ n too small"));
     // Accuracy: one point per role (one round); time: two per role (when right, all
     // answered); raters: one per rater with answers.

@@ -17,8 +17,8 @@ use axum::routing::get;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::times::Timestamp;
 use super::session::Admin;
+use super::times::Timestamp;
 use super::{AppState, WebConfig, WebError};
 use crate::domain::CheckpointKind;
 use crate::ml::upload::{self, AddCheckpointError, CheckpointFiles, CheckpointLimits};

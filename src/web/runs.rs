@@ -13,9 +13,9 @@ use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::times::Timestamp;
 use super::plots::{prover_curves, round_curves_svg, verifier_curves};
 use super::session::{Admin, Staff};
+use super::times::Timestamp;
 use super::verifiers::{Choice, choice, chosen_id, whole};
 use super::{AppState, WebError};
 use crate::cli::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};

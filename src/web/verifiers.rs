@@ -17,8 +17,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::times::Timestamp;
 use super::session::Admin;
+use super::times::Timestamp;
 use super::{AppState, WebError};
 use crate::domain::{CheckpointKind, JobKind, JobState, LabelSource, VerifierLoss};
 use crate::ml::train_verifier::FitOptions;
