@@ -55,7 +55,7 @@ pub enum Command {
     /// Manage staff accounts.
     #[command(subcommand)]
     User(UserCommand),
-    /// Create and list studies.
+    /// Create, list and edit studies.
     #[command(subcommand)]
     Study(StudyCommand),
     /// Invite raters to a study.

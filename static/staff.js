@@ -6,7 +6,7 @@
 
   function pad(n) { return (n < 10 ? "0" : "") + n; }
 
-  // "2026-12-06 19:20 CET": the same shape as the server's UTC text, in local time.
+  // "2026-12-06 19:20 GMT+1": the same shape as the server's UTC text, in local time.
   function localText(date) {
     var zone = "";
     try {

@@ -907,3 +907,81 @@ async fn set_status(
     state.store.set_study_status(id, form.status).await?;
     Ok(Redirect::to(&format!("/studies/{id}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_numbers_read_as_people_typed_them() {
+        assert_eq!(input_number(45.0), "45");
+        assert_eq!(input_number(100.0 * 0.07), "7");
+        assert_eq!(input_number(4.5), "4.5");
+        assert_eq!(input_number(7_200_000.0 / 3_600_000.0), "2");
+    }
+
+    #[test]
+    fn a_draft_shows_a_studys_settings_and_its_generation_request() {
+        let spec = StudySpec {
+            name: "pilot".into(),
+            time_limit_ms: 30_500,
+            judgements_per_solution: 2,
+            reclaim_grace_ms: 5_000,
+            problem_set_id: Uuid::from_u128(1),
+            checkpoint_ids: vec![Uuid::from_u128(2)],
+            roles: vec![ProverRole::Sneaky],
+            max_problems: Some(12),
+            protocol: RaterProtocol {
+                screening_items: 4,
+                screening_pass_accuracy: 0.75,
+                max_rater_ms: 5_400_000,
+                break_every: 10,
+                ..RaterProtocol::default()
+            },
+        };
+        let draft = StudyDraft::of(&spec, None);
+        assert_eq!(
+            (
+                draft.time_limit_s.as_str(),
+                draft.max_problems.as_str(),
+                draft.screening_pass_percent.as_str(),
+                draft.max_hours.as_str(),
+                draft.reclaim_grace_s.as_str(),
+                draft.generate,
+            ),
+            ("30.5", "12", "75", "1.5", "5", false)
+        );
+        assert!(draft.has_role("sneaky") && !draft.has_role("helpful"));
+        assert!(draft.has_checkpoint(&Uuid::from_u128(2)));
+        assert!(draft.is_set(&Uuid::from_u128(1)));
+        let generation = GenerationParams {
+            study_id: Uuid::nil(),
+            problem_set_id: Uuid::from_u128(1),
+            max_problems: Some(12),
+            checkpoint_ids: vec![Uuid::from_u128(2)],
+            roles: vec![ProverRole::Sneaky],
+            samples_per_role: 3,
+            sampling: SamplingParams {
+                temperature: 0.9,
+                ..SamplingParams::default()
+            },
+            seed: 11,
+        };
+        let draft = StudyDraft::of(&spec, Some(&generation));
+        assert!(draft.generate);
+        assert_eq!(
+            (
+                draft.samples_per_role,
+                draft.temperature.as_str(),
+                draft.seed.as_str()
+            ),
+            (3, "0.9", "11")
+        );
+        // A new study's defaults are the paper's.
+        let fresh = StudyDraft::default();
+        assert_eq!(
+            (fresh.time_limit_s.as_str(), fresh.judgements_per_solution),
+            ("45", 3)
+        );
+    }
+}
