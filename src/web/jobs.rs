@@ -173,7 +173,7 @@ mod tests {
         assert_eq!((done.progress_max, done.cancellable), (40, false));
         assert_eq!(
             serde_json::to_value(&done).unwrap()["created"],
-            "1970-01-01T00:00:00Z"
+            "1970-01-01T00:00:00.000Z"
         );
     }
 }

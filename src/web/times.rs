@@ -7,8 +7,6 @@
 
 use std::fmt;
 
-use crate::clock::format_ms;
-
 /// A moment (Unix milliseconds) as staff pages show it. Renders as a `<time>` element in
 /// templates (its Display output is HTML made only of digits and fixed text, so it is marked
 /// safe) and serialises as its RFC 3339 text in JSON.
@@ -16,16 +14,35 @@ use crate::clock::format_ms;
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
-    /// RFC 3339 UTC, for the `datetime` attribute and JSON.
+    fn utc(self) -> Option<time::OffsetDateTime> {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000_000).ok()
+    }
+
+    /// RFC 3339 UTC with exactly three decimals (`2026-12-06T18:20:05.250Z`): the one shape
+    /// every browser's `Date` is required to parse, for the `datetime` attribute and JSON.
     pub fn iso(self) -> String {
-        format_ms(self.0)
+        self.utc().map_or_else(
+            || self.0.to_string(),
+            |t| {
+                format!(
+                    "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                    t.year(),
+                    u8::from(t.month()),
+                    t.day(),
+                    t.hour(),
+                    t.minute(),
+                    t.second(),
+                    t.millisecond()
+                )
+            },
+        )
     }
 
     /// Readable UTC to the minute: `2026-12-06 18:20 UTC`.
     pub fn utc_text(self) -> String {
-        let nanos = i128::from(self.0) * 1_000_000;
-        time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .map(|t| {
+        self.utc().map_or_else(
+            || self.0.to_string(),
+            |t| {
                 format!(
                     "{:04}-{:02}-{:02} {:02}:{:02} UTC",
                     t.year(),
@@ -34,8 +51,8 @@ impl Timestamp {
                     t.hour(),
                     t.minute()
                 )
-            })
-            .unwrap_or_else(|_| self.iso())
+            },
+        )
     }
 }
 
@@ -50,7 +67,7 @@ impl fmt::Display for Timestamp {
     }
 }
 
-/// Display writes only digits, `-`, `:`, `.`, `T`, `Z`, spaces and the fixed tags.
+/// Display writes only digits, `-`, `:`, `.`, `T`, `Z`, `UTC`, spaces and the fixed tags.
 impl askama::filters::HtmlSafe for Timestamp {}
 
 impl serde::Serialize for Timestamp {
@@ -69,14 +86,14 @@ mod tests {
         // 2026-12-06 18:20:05.250 UTC
         let t = Timestamp(1_796_581_205_250);
         assert_eq!(t.utc_text(), "2026-12-06 18:20 UTC");
-        assert_eq!(t.iso(), "2026-12-06T18:20:05.25Z");
+        assert_eq!(t.iso(), "2026-12-06T18:20:05.250Z");
         assert_eq!(
             t.to_string(),
-            r#"<time datetime="2026-12-06T18:20:05.25Z">2026-12-06 18:20 UTC</time>"#
+            r#"<time datetime="2026-12-06T18:20:05.250Z">2026-12-06 18:20 UTC</time>"#
         );
         assert_eq!(
             serde_json::to_value(t).unwrap(),
-            serde_json::json!("2026-12-06T18:20:05.25Z")
+            serde_json::json!("2026-12-06T18:20:05.250Z")
         );
     }
 
@@ -98,8 +115,8 @@ mod tests {
         };
         assert_eq!(
             page.render().unwrap(),
-            "<p><time datetime=\"1970-01-01T00:00:00Z\">1970-01-01 00:00 UTC</time> \
-             <time datetime=\"1970-01-01T00:01:00Z\">1970-01-01 00:01 UTC</time></p>"
+            "<p><time datetime=\"1970-01-01T00:00:00.000Z\">1970-01-01 00:00 UTC</time> \
+             <time datetime=\"1970-01-01T00:01:00.000Z\">1970-01-01 00:01 UTC</time></p>"
         );
     }
 }
