@@ -587,15 +587,17 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
                 )
             })
             .await??;
+            // A figure for people: three decimals, or "—" when there is none.
+            let figure = |x: Option<f64>| x.map_or_else(|| "—".to_string(), |v| format!("{v:.3}"));
             for round in &report.rounds {
                 println!(
-                    "round {}: helpful correct {:?}, sneaky success {:?}, verifier accuracy {:?}, AUROC {:?}, best-of-2 {:?} ({} steps, {:.0}s)",
+                    "round {}: helpful correct {}, sneaky success {}, verifier accuracy {}, AUROC {}, best-of-2 {} ({} steps, {:.0}s)",
                     round.round,
-                    round.metrics.prover_accuracy,
-                    round.metrics.sneaky_success,
-                    round.metrics.verifier_accuracy,
-                    round.metrics.verifier_auroc,
-                    round.metrics.best_of_n_accuracy,
+                    figure(round.metrics.prover_accuracy),
+                    figure(round.metrics.sneaky_success),
+                    figure(round.metrics.verifier_accuracy),
+                    figure(round.metrics.verifier_auroc),
+                    figure(round.metrics.best_of_n_accuracy),
                     round.steps,
                     round.seconds
                 );
