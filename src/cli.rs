@@ -1,4 +1,4 @@
-//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`, `grade`.
+//! The `legibility` command line: `serve`, `worker`, `import`, `user`, `study`, `rater`, `grade`, …
 //! Each subcommand is a thin wrapper over the store and the same rules the web pages use.
 
 use std::io::Read;
@@ -36,6 +36,10 @@ pub struct Cli {
     /// Database: `sqlite://FILE` (default) or `postgres://USER@HOST/DB`.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
+    /// Log lines on stderr: `auto` (colour on a terminal, plain text otherwise), `plain` or
+    /// `json` (one object per line, for log collectors).
+    #[arg(long, env = LOG_FORMAT_ENV, value_enum, default_value_t = LogFormat::Auto, global = true)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -51,7 +55,7 @@ pub enum Command {
     /// Manage staff accounts.
     #[command(subcommand)]
     User(UserCommand),
-    /// Create and list studies.
+    /// Create, list and edit studies.
     #[command(subcommand)]
     Study(StudyCommand),
     /// Invite raters to a study.
@@ -292,6 +296,39 @@ pub enum StudyCommand {
     Create(Box<StudyCreateArgs>),
     /// List studies with their progress.
     List,
+    /// Change a study's settings: name, workload cap and breaks at any time; time limit and
+    /// judgements per solution only while it has served no item and holds no judgement. Also
+    /// opens or closes it.
+    Edit(StudyEditArgs),
+}
+
+/// `study edit` options; what is not given stays as it is.
+#[derive(Debug, Args)]
+pub struct StudyEditArgs {
+    /// Study name or id.
+    #[arg(long)]
+    pub study: String,
+    /// New name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds per solution (only before any item is served).
+    #[arg(long)]
+    pub time_limit_secs: Option<f64>,
+    /// Judgements per solution (only before any item is served).
+    #[arg(long)]
+    pub judgements: Option<i64>,
+    /// Cap on each rater's time on items, in hours.
+    #[arg(long)]
+    pub max_hours: Option<f64>,
+    /// Suggest a break every N items (0 = never).
+    #[arg(long)]
+    pub break_every: Option<i64>,
+    /// Close the study: no new items are served.
+    #[arg(long, conflicts_with = "open")]
+    pub close: bool,
+    /// Open (or reopen) the study.
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// `study create` options.
@@ -378,24 +415,64 @@ pub enum RaterCommand {
     },
 }
 
-/// Environment variable choosing the log format: `text` (default) or `json`.
+/// Environment variable choosing the log format (same values as `--log-format`).
 pub const LOG_FORMAT_ENV: &str = "LEGIBILITY_LOG_FORMAT";
 
-/// Whether logs are JSON lines (see [`init_tracing`]).
-fn json_logs() -> bool {
-    std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"))
+/// How log lines look on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Coloured text on a terminal, plain text otherwise (a file, a pipe, journald).
+    #[default]
+    Auto,
+    /// Text without colour codes.
+    #[value(alias = "text")]
+    Plain,
+    /// One JSON object per line (timestamp, level, target, fields, span), for log collectors.
+    Json,
 }
 
-/// Logs to stderr; `RUST_LOG` sets the filter (default `info`). With
-/// `LEGIBILITY_LOG_FORMAT=json` each event is one JSON object per line (timestamp, level,
-/// target, fields, span), for log collectors.
+impl LogFormat {
+    /// Whether lines carry ANSI colour codes: only `auto` on a terminal, and never when
+    /// `NO_COLOR` is set (<https://no-color.org>), so log files stay greppable text.
+    pub fn colours(self, stderr_is_terminal: bool, no_color: bool) -> bool {
+        self == LogFormat::Auto && stderr_is_terminal && !no_color
+    }
+}
+
+/// The format chosen at start-up, for the few places that print differently for collectors.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
+/// Whether logs are JSON lines (see [`init_tracing_as`]).
+fn json_logs() -> bool {
+    LOG_FORMAT.get() == Some(&LogFormat::Json)
+}
+
+/// [`init_tracing_as`] with the format from `LEGIBILITY_LOG_FORMAT` (`auto` when unset or
+/// unknown), for the benchmark binaries, which have no `--log-format`.
 pub fn init_tracing() {
+    use clap::ValueEnum;
+    let format = std::env::var(LOG_FORMAT_ENV)
+        .ok()
+        .and_then(|f| LogFormat::from_str(&f, true).ok())
+        .unwrap_or_default();
+    init_tracing_as(format);
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` sets the filter (default `info,sqlx=warn`).
+pub fn init_tracing_as(format: LogFormat) {
+    use std::io::IsTerminal;
+    let _ = LOG_FORMAT.set(format);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let colours = format.colours(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json_logs() {
+        .with_writer(std::io::stderr)
+        .with_ansi(colours);
+    let _ = if format == LogFormat::Json {
         builder.json().try_init()
     } else {
         builder.try_init()
@@ -543,15 +620,17 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
                 )
             })
             .await??;
+            // A figure for people: three decimals, or "—" when there is none.
+            let figure = |x: Option<f64>| x.map_or_else(|| "—".to_string(), |v| format!("{v:.3}"));
             for round in &report.rounds {
                 println!(
-                    "round {}: helpful correct {:?}, sneaky success {:?}, verifier accuracy {:?}, AUROC {:?}, best-of-2 {:?} ({} steps, {:.0}s)",
+                    "round {}: helpful correct {}, sneaky success {}, verifier accuracy {}, AUROC {}, best-of-2 {} ({} steps, {:.0}s)",
                     round.round,
-                    round.metrics.prover_accuracy,
-                    round.metrics.sneaky_success,
-                    round.metrics.verifier_accuracy,
-                    round.metrics.verifier_auroc,
-                    round.metrics.best_of_n_accuracy,
+                    figure(round.metrics.prover_accuracy),
+                    figure(round.metrics.sneaky_success),
+                    figure(round.metrics.verifier_accuracy),
+                    figure(round.metrics.verifier_auroc),
+                    figure(round.metrics.best_of_n_accuracy),
                     round.steps,
                     round.seconds
                 );
@@ -673,6 +752,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => add_user(&store, &clock, &username, role, reset).await,
         Command::Study(StudyCommand::Create(args)) => create_study(&store, &clock, *args).await,
         Command::Study(StudyCommand::List) => list_studies(&store).await,
+        Command::Study(StudyCommand::Edit(args)) => edit_study(&store, args).await,
         Command::Rater(RaterCommand::Invite {
             study,
             base_url,
@@ -801,7 +881,7 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         .store
         .set_server_setting(PUBLIC_URL_SETTING, &url, state.clock.now_ms())
         .await?;
-    tracing::info!(address = %args.bind, %url, backend = ?state.store.backend(), "serving");
+    tracing::info!(address = %args.bind, %url, backend = %state.store.backend(), "serving");
     // One shutdown signal stops both the server (after requests in flight) and the worker
     // (which hands its running job back to the queue).
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -966,7 +1046,7 @@ async fn run_worker(store: Store, clock: Clock, args: WorkerArgs) -> anyhow::Res
         args.worker_id,
         args.generation_batch,
     );
-    tracing::info!(worker = %worker.config().id, ?backend, "worker running");
+    tracing::info!(worker = %worker.config().id, %backend, "worker running");
     tokio::spawn(crate::worker::verifier::auto_training(
         store.clone(),
         clock.clone(),
@@ -1168,6 +1248,49 @@ fn ungradable_note(left_out: i64) -> String {
         1 => "; 1 ungradable solution (no final answer) left out".into(),
         n => format!("; {n} ungradable solutions (no final answer) left out"),
     }
+}
+
+/// Runs `study edit`: the same rule as the web form ([`crate::study_edit::plan_edit`]).
+async fn edit_study(store: &Store, args: StudyEditArgs) -> anyhow::Result<()> {
+    let id = find_study(store, &args.study).await?;
+    let mut wanted = store.study_setup(id).await?.spec;
+    if let Some(name) = args.name {
+        wanted.name = name;
+    }
+    if let Some(secs) = args.time_limit_secs {
+        if !(0.5..=3600.0).contains(&secs) {
+            bail!("--time-limit-secs must be between 0.5 and 3600");
+        }
+        wanted.time_limit_ms = (secs * 1000.0).round() as i64;
+    }
+    if let Some(n) = args.judgements {
+        wanted.judgements_per_solution = n;
+    }
+    if let Some(hours) = args.max_hours {
+        wanted.protocol.max_rater_ms = (hours * 3_600_000.0).round() as i64;
+    }
+    if let Some(n) = args.break_every {
+        wanted.protocol.break_every = n;
+    }
+    let plan = store.update_study(id, &wanted).await?;
+    let status = match (args.close, args.open) {
+        (true, _) => Some(crate::domain::StudyStatus::Closed),
+        (_, true) => Some(crate::domain::StudyStatus::Open),
+        _ => None,
+    };
+    if let Some(status) = status {
+        store.set_study_status(id, status).await?;
+    }
+    let mut changes: Vec<String> = plan.changed.iter().map(|c| c.to_string()).collect();
+    if let Some(status) = status {
+        changes.push(format!("status ({status})"));
+    }
+    if changes.is_empty() {
+        println!("study {id}: nothing to change");
+    } else {
+        println!("study {id}: changed {}", changes.join(", "));
+    }
+    Ok(())
 }
 
 async fn list_studies(store: &Store) -> anyhow::Result<()> {
@@ -1452,5 +1575,27 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let read = anyhow::Error::from(io).context("reading x.jsonl");
         assert_eq!(error_report(&read), "reading x.jsonl: no such file");
+    }
+
+    #[test]
+    fn colours_only_for_auto_on_a_terminal_without_no_color() {
+        assert!(LogFormat::Auto.colours(true, false));
+        assert!(!LogFormat::Auto.colours(false, false), "a file or pipe");
+        assert!(!LogFormat::Auto.colours(true, true), "NO_COLOR");
+        assert!(!LogFormat::Plain.colours(true, false));
+        assert!(!LogFormat::Json.colours(true, false));
+    }
+
+    #[test]
+    fn log_format_is_a_global_option_with_text_as_an_alias_of_plain() {
+        let cli = Cli::try_parse_from(["legibility", "study", "list", "--log-format", "json"])
+            .expect("parses");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli = Cli::try_parse_from(["legibility", "--log-format", "text", "study", "list"])
+            .expect("parses");
+        assert_eq!(cli.log_format, LogFormat::Plain);
+        assert!(
+            Cli::try_parse_from(["legibility", "--log-format", "xml", "study", "list"]).is_err()
+        );
     }
 }

@@ -12,6 +12,8 @@
 //! - [`auth`]: password hashing and tokens.
 //! - [`reports`]: the researchers' report figures; [`export`]: the tidy per-attempt table
 //!   downloads (CSV, JSON Lines, Parquet) and their quality flags.
+//! - [`sample_size`]: the smallest sample each statistic is shown for on staff pages.
+//! - [`study_edit`]: which study settings may change once data is collected; copy names.
 //! - [`store`]: persistence on SQLite or PostgreSQL.
 //! - [`web`]: HTTP handlers per audience (rater, researcher, admin, JSON API).
 //! - [`worker`]: the background worker runtime (job leases, heartbeats, retries).
@@ -33,6 +35,8 @@ pub mod ml;
 pub mod problems;
 pub mod quality;
 pub mod reports;
+pub mod sample_size;
 pub mod store;
+pub mod study_edit;
 pub mod web;
 pub mod worker;

@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     runtime.block_on(async {
-        legibility::cli::init_tracing();
+        legibility::cli::init_tracing_as(cli.log_format);
         match legibility::cli::run(cli).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

@@ -18,6 +18,20 @@
     if (el && el.textContent !== text) el.textContent = text;
   }
 
+  // "started <time>" in the viewer's local time (staff.js), or nothing while `iso` is null.
+  function setTime(row, field, label, iso) {
+    var el = row.querySelector('[data-field="' + field + '"]');
+    if (!el) return;
+    var shown = el.querySelector("time");
+    if (!iso) {
+      if (el.textContent !== "") el.textContent = "";
+      return;
+    }
+    if (shown && shown.getAttribute("datetime") === iso) return;
+    el.textContent = label;
+    el.appendChild(window.staffPages ? window.staffPages.timeElement(iso) : document.createTextNode(iso));
+  }
+
   function update(row, job) {
     setText(row, "state", job.state);
     var bar = row.querySelector('[data-field="bar"]');
@@ -28,8 +42,8 @@
     setText(row, "count", job.progress_done + " / " + job.progress_total);
     setText(row, "attempts", job.attempts + " / " + job.max_attempts);
     setText(row, "worker", job.worker);
-    setText(row, "started", job.started ? "started " + job.started : "");
-    setText(row, "finished", job.finished ? "finished " + job.finished : "");
+    setTime(row, "started", "started ", job.started);
+    setTime(row, "finished", "finished ", job.finished);
     setText(row, "error", job.error);
     if (!job.cancellable) {
       var actions = row.querySelector('[data-field="actions"]');

@@ -48,6 +48,8 @@ const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/studies/new", Staff),
     ("GET", "/studies/{id}", Staff),
     ("POST", "/studies/{id}/status", Staff),
+    ("GET", "/studies/{id}/edit", Staff),
+    ("POST", "/studies/{id}/edit", Staff),
     ("POST", "/studies/{id}/score", Staff),
     ("GET", "/studies/{id}/report", Staff),
     ("GET", "/studies/{id}/report.json", Staff),

@@ -766,3 +766,206 @@ async fn staff_account_page_in_chromium(backend: Backend) {
     browser.close().await.unwrap();
 }
 on_both_backends!(staff_account_page_in_chromium);
+
+/// Logs a staff account into the browser through the login form.
+async fn staff_login(browser: &Client, base: &str, app: &TestApp, username: &str) {
+    let password = "a long enough password";
+    let hash = legibility::auth::hash_password(password).unwrap();
+    app.store()
+        .create_user(
+            username,
+            &hash,
+            legibility::domain::UserRole::Admin,
+            app.now(),
+        )
+        .await
+        .unwrap();
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    let field = |name: &'static str| browser.find(Locator::Css(name));
+    field("input[name=username]")
+        .await
+        .unwrap()
+        .send_keys(username)
+        .await
+        .unwrap();
+    field("input[name=password]")
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    field("form.stack button[type=submit]")
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_title(browser, "Studies · Legibility Lab", Duration::from_secs(10)).await;
+}
+
+/// A number the page's script computes.
+async fn js_number(browser: &Client, script: &str) -> i64 {
+    browser
+        .execute(script, vec![])
+        .await
+        .unwrap()
+        .as_i64()
+        .unwrap_or_else(|| panic!("{script} gave no number"))
+}
+
+/// Staff pages with data (a study with raters, judgements, verifier scores, a job) fit a
+/// 390 px phone and a 1280 px laptop: the page never scrolls sideways; wide tables scroll
+/// inside their box, which then takes the keyboard focus; axe-core finds no serious
+/// violation on the phone. Times are turned into local time,
+/// and Revoke asks first (dismissing keeps the link). With `LEGIBILITY_TEST_SCREENSHOTS=DIR`
+/// full-page PNGs of the study and report pages at both widths are written there.
+async fn staff_pages_fit_a_phone_and_a_laptop(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(12, 2, 2, 45_000).await;
+    let study = fixture.study_id;
+    let tokens = app.invite(study, 4).await;
+    app.judge_all(&tokens[..2], common::truthful).await;
+    app.judge_all(&tokens[2..3], |_| "correct").await;
+    app.store_verifier_scores(study, |i, _| (i % 5) as f64 - 2.0)
+        .await;
+    app.store()
+        .enqueue_verifier_scoring(study, None, None, app.now())
+        .await
+        .unwrap();
+    let base = serve(&app).await;
+    let (_driver, browser) = start_browser().await;
+    staff_login(&browser, &base, &app, "ada").await;
+    let screenshots = std::env::var_os("LEGIBILITY_TEST_SCREENSHOTS").map(std::path::PathBuf::from);
+    let axe = axe_source();
+
+    let pages = [
+        ("study", format!("/studies/{study}")),
+        ("report", format!("/studies/{study}/report")),
+        ("studies", "/studies".to_string()),
+        ("jobs", "/admin/jobs".to_string()),
+        ("verifiers", "/admin/verifiers".to_string()),
+        ("checkpoints", "/admin/checkpoints".to_string()),
+        ("runs", "/admin/runs".to_string()),
+        ("edit", format!("/studies/{study}/edit")),
+        ("duplicate", format!("/studies/new?from={study}")),
+    ];
+    for (width, height) in [(390u32, 844u32), (1280, 800)] {
+        browser.set_window_size(width, height).await.unwrap();
+        let inner = js_number(&browser, "return window.innerWidth;").await;
+        assert!(
+            (inner - i64::from(width)).abs() <= 20,
+            "the viewport is {inner} px wide, not about {width}"
+        );
+        for (name, path) in &pages {
+            browser.goto(&format!("{base}{path}")).await.unwrap();
+            let title = browser.title().await.unwrap();
+            assert!(title.ends_with("Legibility Lab"), "{name}: {title}");
+            let page = js_number(&browser, "return document.documentElement.scrollWidth;").await;
+            let inner = js_number(&browser, "return window.innerWidth;").await;
+            assert!(
+                page <= inner,
+                "{name} at {width} px is {page} px wide: the page scrolls sideways"
+            );
+            // Any box that scrolls sideways can take the focus (staff.js marks it).
+            let unfocusable = js_number(
+                &browser,
+                "return Array.from(document.querySelectorAll('.table-scroll'))
+                    .filter(b => b.scrollWidth > b.clientWidth + 1 && b.tabIndex !== 0).length;",
+            )
+            .await;
+            assert_eq!(unfocusable, 0, "{name} at {width} px");
+            if width == 390 {
+                assert_accessible(&browser, &axe, &format!("{name} at 390 px")).await;
+            }
+            if let (Some(dir), "study" | "report") = (&screenshots, *name) {
+                // One PNG per screenful, top to bottom: NAME-WIDTH-1.png, -2, …
+                std::fs::create_dir_all(dir).unwrap();
+                let full =
+                    js_number(&browser, "return document.documentElement.scrollHeight;").await;
+                let screen = js_number(&browser, "return window.innerHeight;").await;
+                for (i, top) in (0..full).step_by(screen.max(1) as usize).enumerate() {
+                    browser
+                        .execute(&format!("window.scrollTo(0, {top});"), vec![])
+                        .await
+                        .unwrap();
+                    let png = browser.screenshot().await.unwrap();
+                    let file = dir.join(format!("{name}-{width}-{}.png", i + 1));
+                    std::fs::write(file, png).unwrap();
+                }
+            }
+        }
+        // On the phone the report's wide tables do scroll inside their boxes.
+        if width == 390 {
+            browser
+                .goto(&format!("{base}/studies/{study}/report"))
+                .await
+                .unwrap();
+            let scrolling = js_number(
+                &browser,
+                "return Array.from(document.querySelectorAll('.table-scroll'))
+                    .filter(b => b.scrollWidth > b.clientWidth + 1).length;",
+            )
+            .await;
+            assert!(
+                scrolling >= 2,
+                "only {scrolling} table boxes scroll at 390 px"
+            );
+        }
+    }
+
+    // Times: local time from the <time> element, the server's UTC text kept as the tooltip.
+    browser.goto(&format!("{base}/admin/jobs")).await.unwrap();
+    let time = browser.find(Locator::Css("time[datetime]")).await.unwrap();
+    assert!(
+        time.attr("data-local").await.unwrap().is_some(),
+        "not localised"
+    );
+    let tooltip = time.attr("title").await.unwrap().unwrap_or_default();
+    assert!(tooltip.ends_with(" UTC"), "{tooltip}");
+
+    // Revoke asks first; dismissing leaves the link working, accepting revokes it.
+    browser
+        .goto(&format!("{base}/studies/{study}"))
+        .await
+        .unwrap();
+    let revoke = "tr[data-rater] form[action$='/revoke'] button";
+    browser
+        .find(Locator::Css(revoke))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let question = browser.get_alert_text().await.unwrap();
+    assert!(question.starts_with("Revoke rater "), "{question}");
+    browser.dismiss_alert().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revoked = |app: &TestApp| {
+        let store = app.store().clone();
+        async move {
+            store
+                .rater_progress(study)
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| r.revoked_at.is_some())
+                .count()
+        }
+    };
+    assert_eq!(revoked(&app).await, 0, "dismissing revoked the link");
+    browser
+        .find(Locator::Css(revoke))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.accept_alert().await.unwrap();
+    let started = Instant::now();
+    while revoked(&app).await == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never revoked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.close().await.unwrap();
+}
+on_both_backends!(staff_pages_fit_a_phone_and_a_laptop);

@@ -186,11 +186,36 @@ async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backe
         "Exclude chance-level raters",
         "attempts.csv",
         "Fleiss",
-        "id=\"by-difficulty\"",
         "id=\"verifier\"",
+        "id=\"minimum-n\"",
     ] {
         assert!(page.body.contains(needed), "{needed} missing");
     }
+    // Minimum n: six problems are too few for difficulty quartiles, and each rater's six
+    // answers too few for their own accuracy; the two role groups (12 answers each) and the
+    // agreement over 12 solutions are shown.
+    assert!(page.body.contains("id=\"difficulty-too-small\""));
+    assert!(!page.body.contains("id=\"by-difficulty\""));
+    let raters_table = page.body.split("id=\"raters\"").nth(1).unwrap();
+    assert_eq!(
+        raters_table
+            .split("</table>")
+            .next()
+            .unwrap()
+            .matches("n too small (6; needs 10)")
+            .count(),
+        4,
+        "every rater's accuracy is marked"
+    );
+    let groups_table = page.body.split("id=\"groups\"").nth(1).unwrap();
+    assert!(
+        groups_table
+            .split("</table>")
+            .next()
+            .unwrap()
+            .contains("(n=12)")
+    );
+    assert!(!page.body.contains("Fleiss' κ n too small"));
     // Accuracy: one point per role (one round); time: two per role (when right, all
     // answered); raters: one per rater with answers.
     assert_eq!(page.body.matches("<circle").count(), 2 + 4 + 4);

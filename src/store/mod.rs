@@ -109,6 +109,13 @@ impl Backend {
     }
 }
 
+/// `sqlite` or `postgres`, as logs and people name the backend.
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.pick("sqlite", "postgres"))
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Db {
     /// SQLite allows one writer at a time. Writes go through a single dedicated connection so

@@ -7,10 +7,12 @@ use rand::Rng;
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, dispatch};
+use super::catalog::SolutionFacts;
+use super::{Backend, Store, StoreError, StoreResult, dispatch};
 use crate::domain::{GradeOutcome, ProverRole, StudyStatus, parse_stored};
 use crate::judging;
-use crate::quality::{self, Candidate, RaterProtocol};
+use crate::quality::{self, Candidate, QualityItem, RaterProtocol};
+use crate::study_edit::{self, Collected, EditPlan};
 
 /// What a researcher asks for when creating a study.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,6 +201,97 @@ fn study_from_row(
     })
 }
 
+/// What a study judges and which quality items it uses, chosen before anything is written.
+struct PlannedItems {
+    chosen: Vec<SolutionFacts>,
+    quality_items: Vec<QualityItem>,
+    /// One shuffle key per chosen solution.
+    keys: Vec<i64>,
+    /// Matching solutions left out because the grader cannot tell their correctness.
+    ungradable_left_out: i64,
+}
+
+/// A study as set up (see [`Store::study_setup`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudySetup {
+    /// The study.
+    pub study: Study,
+    /// Its settings: what New study needs to make the same study again. For a generated
+    /// study the selection is what its generation job was asked for.
+    pub spec: StudySpec,
+    /// The parameters of the generation job that writes its solutions, if one does.
+    pub generation_params: Option<serde_json::Value>,
+    /// What it has collected.
+    pub collected: Collected,
+}
+
+/// The selection fields of a generation job's parameters (the rest is the worker's).
+#[derive(serde::Deserialize)]
+struct GenerationSelection {
+    problem_set_id: Uuid,
+    max_problems: Option<usize>,
+    checkpoint_ids: Vec<Uuid>,
+    roles: Vec<ProverRole>,
+}
+
+/// (study items served, judgements, quality items served) of study `$1`.
+const COLLECTED_SQL: &str = "SELECT (SELECT COUNT(*) FROM assignments WHERE study_id = $1),
+                                    (SELECT COUNT(*) FROM judgements WHERE study_id = $1),
+                                    (SELECT COUNT(*) FROM quality_attempts WHERE study_id = $1)";
+
+fn collected_from((items_served, judgements, quality_items_served): (i64, i64, i64)) -> Collected {
+    Collected {
+        items_served,
+        judgements,
+        quality_items_served,
+    }
+}
+
+/// Inside a `dispatch!` body holding the write transaction `$tx`: writes a study's planned
+/// solutions (with their shuffle keys), quality items and strata.
+macro_rules! insert_items {
+    ($tx:ident, $study_id:expr, $planned:expr) => {{
+        let planned: PlannedItems = $planned;
+        for (solution, key) in planned.chosen.iter().zip(&planned.keys) {
+            sqlx::query(
+                "INSERT INTO study_solutions (study_id, solution_id, problem_id, checkpoint_id, is_correct, shuffle_key)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind($study_id)
+            .bind(solution.id)
+            .bind(solution.problem_id)
+            .bind(solution.checkpoint_id)
+            .bind(solution.is_correct)
+            .bind(*key)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for item in &planned.quality_items {
+            sqlx::query(
+                "INSERT INTO quality_items (study_id, purpose, position, solution_id, is_correct)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind($study_id)
+            .bind(item.purpose.as_str())
+            .bind(item.position)
+            .bind(item.solution_id)
+            .bind(item.is_correct)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        let strata: BTreeSet<(Uuid, bool)> =
+            planned.chosen.iter().map(|s| (s.checkpoint_id, s.is_correct)).collect();
+        for (checkpoint_id, is_correct) in strata {
+            sqlx::query("INSERT INTO study_strata (study_id, checkpoint_id, is_correct) VALUES ($1, $2, $3)")
+                .bind($study_id)
+                .bind(checkpoint_id)
+                .bind(is_correct)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
 impl Store {
     /// Creates a study over the solutions the spec selects, in one transaction. Each solution
     /// gets a random shuffle key so raters draw items in random order. Ungradable solutions
@@ -233,6 +326,61 @@ impl Store {
     ) -> StoreResult<Study> {
         spec.check().map_err(StoreError::Invalid)?;
         let name = spec.name.trim();
+        let planned = self.plan_items(spec, awaiting_generation).await?;
+        let study = Study {
+            id: Uuid::now_v7(),
+            name: name.to_string(),
+            time_limit_ms: spec.time_limit_ms,
+            judgements_per_solution: spec.judgements_per_solution,
+            reclaim_grace_ms: spec.reclaim_grace_ms,
+            status: StudyStatus::Open,
+            created_at: now,
+            protocol: spec.protocol.clone(),
+        };
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            let inserted = sqlx::query(
+                "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
+                                      created_by, created_at, practice_items, screening_items,
+                                      screening_pass_accuracy, gold_rate, max_rater_ms, break_every,
+                                      ungradable_left_out)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(study.id)
+            .bind(&study.name)
+            .bind(study.time_limit_ms)
+            .bind(study.judgements_per_solution)
+            .bind(study.reclaim_grace_ms)
+            .bind(study.status.as_str())
+            .bind(created_by)
+            .bind(now)
+            .bind(study.protocol.practice_items)
+            .bind(study.protocol.screening_items)
+            .bind(study.protocol.screening_pass_accuracy)
+            .bind(study.protocol.gold_rate)
+            .bind(study.protocol.max_rater_ms)
+            .bind(study.protocol.break_every)
+            .bind(planned.ungradable_left_out)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                return Err(StoreError::Conflict(format!("a study named {:?} already exists", study.name)));
+            }
+            insert_items!(tx, study.id, planned);
+            tx.commit().await?;
+        });
+        Ok(study)
+    }
+
+    /// Chooses what a study over `spec` judges (with a random shuffle key per solution, so
+    /// raters draw items in random order) and its quality items; reads only.
+    async fn plan_items(
+        &self,
+        spec: &StudySpec,
+        awaiting_generation: bool,
+    ) -> StoreResult<PlannedItems> {
         if awaiting_generation && spec.protocol.uses_quality_items() {
             return Err(StoreError::Invalid(
                 "practice, screening and gold items are chosen from imported solutions: import \
@@ -300,16 +448,6 @@ impl Store {
         } else {
             Vec::new()
         };
-        let study = Study {
-            id: Uuid::now_v7(),
-            name: name.to_string(),
-            time_limit_ms: spec.time_limit_ms,
-            judgements_per_solution: spec.judgements_per_solution,
-            reclaim_grace_ms: spec.reclaim_grace_ms,
-            status: StudyStatus::Open,
-            created_at: now,
-            protocol: spec.protocol.clone(),
-        };
         let keys: Vec<i64> = {
             let mut rng = rand::rng();
             chosen
@@ -317,76 +455,173 @@ impl Store {
                 .map(|_| rng.random_range(0..i64::MAX))
                 .collect()
         };
-        dispatch!(self, pool, _b => {
-            let mut tx = self.begin_write(pool).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
-                                      created_by, created_at, practice_items, screening_items,
-                                      screening_pass_accuracy, gold_rate, max_rater_ms, break_every,
-                                      ungradable_left_out)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                 ON CONFLICT (name) DO NOTHING",
+        Ok(PlannedItems {
+            chosen,
+            quality_items,
+            keys,
+            ungradable_left_out,
+        })
+    }
+
+    /// How study `id` is set up, read back from what it holds: its settings with the
+    /// selection its solutions were chosen by (problem set, provers, roles, number of
+    /// problems), the generation job writing them if any, and what it has collected. New study
+    /// is pre-filled from it by Duplicate; Edit starts from it.
+    pub async fn study_setup(&self, id: Uuid) -> StoreResult<StudySetup> {
+        let study = self.study(id).await?;
+        type Facts = Vec<(Uuid, Uuid, String)>;
+        let (facts, problems, collected, generation): (
+            Facts,
+            i64,
+            (i64, i64, i64),
+            Option<(String,)>,
+        ) = dispatch!(self, pool, _b => {
+            let facts: Facts = sqlx::query_as(
+                "SELECT DISTINCT p.problem_set_id, ss.checkpoint_id, so.role
+                 FROM study_solutions ss
+                 JOIN solutions so ON so.id = ss.solution_id
+                 JOIN problems p ON p.id = ss.problem_id
+                 WHERE ss.study_id = $1",
             )
-            .bind(study.id)
-            .bind(&study.name)
-            .bind(study.time_limit_ms)
-            .bind(study.judgements_per_solution)
-            .bind(study.reclaim_grace_ms)
-            .bind(study.status.as_str())
-            .bind(created_by)
-            .bind(now)
-            .bind(study.protocol.practice_items)
-            .bind(study.protocol.screening_items)
-            .bind(study.protocol.screening_pass_accuracy)
-            .bind(study.protocol.gold_rate)
-            .bind(study.protocol.max_rater_ms)
-            .bind(study.protocol.break_every)
-            .bind(ungradable_left_out)
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            let (problems,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(DISTINCT problem_id) FROM study_solutions WHERE study_id = $1",
+            )
+            .bind(id)
+            .fetch_one(pool)
+            .await?;
+            let collected: (i64, i64, i64) = sqlx::query_as(COLLECTED_SQL).bind(id).fetch_one(pool).await?;
+            let generation: Option<(String,)> = sqlx::query_as(
+                "SELECT params FROM jobs WHERE study_id = $1 AND kind = 'generation'
+                 ORDER BY created_at, id LIMIT 1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            (facts, problems, collected, generation)
+        });
+        let generation_params = generation
+            .map(|(text,)| {
+                serde_json::from_str::<serde_json::Value>(&text)
+                    .map_err(|e| StoreError::Invalid(format!("stored generation parameters: {e}")))
+            })
+            .transpose()?;
+        let mut checkpoint_ids: Vec<Uuid> = facts.iter().map(|(_, c, _)| *c).collect();
+        checkpoint_ids.sort();
+        checkpoint_ids.dedup();
+        let mut roles: Vec<ProverRole> = facts
+            .iter()
+            .map(|(_, _, r)| parse_stored(r))
+            .collect::<Result<_, _>>()?;
+        roles.sort();
+        roles.dedup();
+        let mut spec = StudySpec {
+            name: study.name.clone(),
+            time_limit_ms: study.time_limit_ms,
+            judgements_per_solution: study.judgements_per_solution,
+            reclaim_grace_ms: study.reclaim_grace_ms,
+            problem_set_id: facts.first().map_or(Uuid::nil(), |(set, _, _)| *set),
+            checkpoint_ids,
+            roles,
+            max_problems: usize::try_from(problems).ok().filter(|n| *n > 0),
+            protocol: study.protocol.clone(),
+        };
+        if let Some(params) = &generation_params {
+            // A generated study's selection is what its job was asked for, whatever it has
+            // written so far.
+            let asked: GenerationSelection = serde_json::from_value(params.clone())
+                .map_err(|e| StoreError::Invalid(format!("stored generation parameters: {e}")))?;
+            spec.problem_set_id = asked.problem_set_id;
+            spec.checkpoint_ids = asked.checkpoint_ids;
+            spec.roles = asked.roles;
+            spec.max_problems = asked.max_problems;
+        }
+        Ok(StudySetup {
+            study,
+            spec,
+            generation_params,
+            collected: collected_from(collected),
+        })
+    }
+
+    /// Changes study `id` to the `wanted` settings (the selection included) as far as
+    /// [`study_edit::plan_edit`] allows: in one write transaction that first checks again
+    /// that nothing has been collected when a frozen-once-collected setting changes (on
+    /// PostgreSQL the study's solution rows are locked, so a rater's claim cannot slip in
+    /// between; claims skip locked rows), then updates the study and, when the selection or
+    /// the number of quality items changes, chooses its solutions and quality items again.
+    /// Returns what changed. The generation fields of `wanted` are taken from `setup` when the
+    /// study is generated: its selection cannot change.
+    pub async fn update_study(&self, id: Uuid, wanted: &StudySpec) -> StoreResult<EditPlan> {
+        let setup = self.study_setup(id).await?;
+        let generated = setup.generation_params.is_some();
+        let plan = study_edit::plan_edit(&setup.spec, wanted, &setup.collected, generated)
+            .map_err(StoreError::Conflict)?;
+        if plan.changed.is_empty() {
+            return Ok(plan);
+        }
+        let planned = if plan.reselect {
+            Some(self.plan_items(wanted, false).await?)
+        } else {
+            None
+        };
+        let name = wanted.name.trim().to_string();
+        dispatch!(self, pool, backend => {
+            let mut tx = self.begin_write(pool).await?;
+            if plan.design_changed {
+                if backend == Backend::Postgres {
+                    sqlx::query("SELECT 1 FROM study_solutions WHERE study_id = $1 FOR UPDATE")
+                        .bind(id)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                }
+                let now: (i64, i64, i64) = sqlx::query_as(COLLECTED_SQL).bind(id).fetch_one(&mut *tx).await?;
+                if let Some(reason) = study_edit::design_frozen(&collected_from(now)) {
+                    return Err(StoreError::Conflict(format!("the settings can no longer change: {reason}")));
+                }
+            }
+            let updated = sqlx::query(
+                "UPDATE studies SET name = $2, time_limit_ms = $3, judgements_per_solution = $4,
+                        practice_items = $5, screening_items = $6, screening_pass_accuracy = $7,
+                        gold_rate = $8, max_rater_ms = $9, break_every = $10,
+                        ungradable_left_out = COALESCE($11, ungradable_left_out)
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&name)
+            .bind(wanted.time_limit_ms)
+            .bind(wanted.judgements_per_solution)
+            .bind(wanted.protocol.practice_items)
+            .bind(wanted.protocol.screening_items)
+            .bind(wanted.protocol.screening_pass_accuracy)
+            .bind(wanted.protocol.gold_rate)
+            .bind(wanted.protocol.max_rater_ms)
+            .bind(wanted.protocol.break_every)
+            .bind(planned.as_ref().map(|p| p.ungradable_left_out))
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                return Err(StoreError::Conflict(format!("a study named {:?} already exists", study.name)));
+            .await;
+            match updated {
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    return Err(StoreError::Conflict(format!("a study named {name:?} already exists")));
+                }
+                other => {
+                    other?;
+                }
             }
-            for (solution, key) in chosen.iter().zip(&keys) {
-                sqlx::query(
-                    "INSERT INTO study_solutions (study_id, solution_id, problem_id, checkpoint_id, is_correct, shuffle_key)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(study.id)
-                .bind(solution.id)
-                .bind(solution.problem_id)
-                .bind(solution.checkpoint_id)
-                .bind(solution.is_correct)
-                .bind(*key)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for item in &quality_items {
-                sqlx::query(
-                    "INSERT INTO quality_items (study_id, purpose, position, solution_id, is_correct)
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(study.id)
-                .bind(item.purpose.as_str())
-                .bind(item.position)
-                .bind(item.solution_id)
-                .bind(item.is_correct)
-                .execute(&mut *tx)
-                .await?;
-            }
-            let strata: BTreeSet<(Uuid, bool)> = chosen.iter().map(|s| (s.checkpoint_id, s.is_correct)).collect();
-            for (checkpoint_id, is_correct) in strata {
-                sqlx::query("INSERT INTO study_strata (study_id, checkpoint_id, is_correct) VALUES ($1, $2, $3)")
-                    .bind(study.id)
-                    .bind(checkpoint_id)
-                    .bind(is_correct)
-                    .execute(&mut *tx)
-                    .await?;
+            if let Some(planned) = planned {
+                for table in ["study_strata", "quality_items", "study_solutions"] {
+                    sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE study_id = $1")))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                insert_items!(tx, id, planned);
             }
             tx.commit().await?;
         });
-        Ok(study)
+        Ok(plan)
     }
 
     /// One study's settings.

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::session::Admin;
+use super::times::Timestamp;
 use super::{AppState, WebConfig, WebError};
-use crate::clock::format_ms;
 use crate::domain::CheckpointKind;
 use crate::ml::upload::{self, AddCheckpointError, CheckpointFiles, CheckpointLimits};
 use crate::store::StoreError;
@@ -54,7 +54,7 @@ struct CheckpointRow {
     round: i64,
     files: Option<String>,
     solutions: i64,
-    created: String,
+    created: Timestamp,
 }
 
 #[derive(Template, WebTemplate)]
@@ -85,7 +85,7 @@ impl CheckpointsPage {
                 round: c.round,
                 files: c.model_dir,
                 solutions: c.solutions,
-                created: format_ms(c.created_at),
+                created: Timestamp(c.created_at),
             })
             .collect();
         Ok(CheckpointsPage {

@@ -14,8 +14,8 @@ use axum::{Json, Router};
 use uuid::Uuid;
 
 use super::session::Admin;
+use super::times::Timestamp;
 use super::{ApiError, AppState, WebError};
-use crate::clock::format_ms;
 use crate::domain::JobState;
 use crate::store::jobs::JobView;
 
@@ -59,12 +59,12 @@ pub struct JobRow {
     pub worker: String,
     /// The error of a failed job or of a failed attempt ("" when none).
     pub error: String,
-    /// Enqueued (RFC 3339).
-    pub created: String,
-    /// First claimed ("" when not yet).
-    pub started: String,
-    /// Ended ("" when not yet).
-    pub finished: String,
+    /// Enqueued (RFC 3339 in JSON).
+    pub created: Timestamp,
+    /// First claimed (`null` when not yet).
+    pub started: Option<Timestamp>,
+    /// Ended (`null` when not yet).
+    pub finished: Option<Timestamp>,
     /// Whether it can still be cancelled (queued or running).
     pub cancellable: bool,
 }
@@ -84,9 +84,9 @@ impl From<JobView> for JobRow {
             max_attempts: job.max_attempts,
             worker: job.lease_owner.unwrap_or_default(),
             error: job.error.unwrap_or_default(),
-            created: format_ms(job.created_at),
-            started: job.started_at.map(format_ms).unwrap_or_default(),
-            finished: job.finished_at.map(format_ms).unwrap_or_default(),
+            created: Timestamp(job.created_at),
+            started: job.started_at.map(Timestamp),
+            finished: job.finished_at.map(Timestamp),
             cancellable: matches!(job.state, JobState::Queued | JobState::Running),
         }
     }
@@ -170,9 +170,12 @@ mod tests {
     fn rows_have_a_valid_bar_and_offer_cancel_only_while_live() {
         let queued = JobRow::from(view(JobState::Queued, 0, 0));
         assert_eq!((queued.progress_max, queued.cancellable), (1, true));
-        assert_eq!(queued.started, "");
+        assert_eq!(queued.started, None);
         let done = JobRow::from(view(JobState::Succeeded, 40, 40));
         assert_eq!((done.progress_max, done.cancellable), (40, false));
-        assert_eq!(done.created, "1970-01-01T00:00:00Z");
+        assert_eq!(
+            serde_json::to_value(&done).unwrap()["created"],
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 }

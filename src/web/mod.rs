@@ -31,6 +31,7 @@ pub mod researcher;
 pub mod runs;
 pub mod session;
 pub mod telemetry;
+pub mod times;
 pub mod verifiers;
 
 pub use error::{ApiError, WebError};
@@ -138,6 +139,10 @@ async fn static_file(Path(file): Path<String>) -> Response {
         "rater.js" => (
             "text/javascript; charset=utf-8",
             include_bytes!("../../static/rater.js"),
+        ),
+        "staff.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../static/staff.js"),
         ),
         "jobs.js" => (
             "text/javascript; charset=utf-8",

@@ -28,6 +28,7 @@ use crate::reports::{
     Attempt, DifficultyQuartile, Rate, StudyReport, VerifierVsHumans, accuracy_by_difficulty,
     study_report, verifier_vs_humans,
 };
+use crate::sample_size::Statistic;
 use crate::store::Store;
 use crate::store::quality::RaterQuality;
 
@@ -123,6 +124,53 @@ fn seconds(ms: Option<f64>) -> String {
     show(ms.map(|m| m / 1000.0), 1)
 }
 
+/// A rate as [`show_rate`] writes it, or "n too small" below the statistic's minimum trials.
+fn gated_rate(statistic: Statistic, rate: Option<Rate>) -> String {
+    match rate {
+        Some(r) => statistic.gate(r.trials, show_rate(Some(r))),
+        None => show_rate(None),
+    }
+}
+
+/// Seconds as [`seconds`] writes them, or "n too small" below the statistic's minimum.
+fn gated_seconds(statistic: Statistic, n: u64, ms: Option<f64>) -> String {
+    match ms {
+        Some(_) => statistic.gate(n, seconds(ms)),
+        None => seconds(None),
+    }
+}
+
+/// A three-decimal figure over `n`, or "n too small" below the statistic's minimum.
+fn gated_figure(statistic: Statistic, n: u64, value: Option<f64>) -> String {
+    match value {
+        Some(v) => statistic.gate(n, format!("{v:.3}")),
+        None => show(None, 3),
+    }
+}
+
+/// The page's statement of the minimum-n rule, from the constants themselves.
+fn minimums_note() -> String {
+    format!(
+        "Figures from small samples are not shown (marked \"n too small\"): accuracies and \
+         their intervals need {} answered judgements, a rater's accuracy {} answered items, a \
+         median time {} answered judgements, d′ {} on correct and {} on incorrect solutions, \
+         agreement (κ, α) {} solutions with two or more answers, difficulty quartiles {} \
+         problems.",
+        Statistic::Accuracy.minimum(),
+        Statistic::RaterAccuracy.minimum(),
+        Statistic::Median.minimum(),
+        Statistic::DPrime.minimum(),
+        Statistic::DPrime.minimum(),
+        Statistic::Agreement.minimum(),
+        Statistic::DifficultyQuartiles.minimum(),
+    )
+}
+
+/// Trials of a rate (0 without one).
+fn trials(rate: Option<Rate>) -> u64 {
+    rate.map_or(0, |r| r.trials)
+}
+
 /// One row of the groups table, formatted.
 struct GroupRow {
     checkpoint: String,
@@ -176,7 +224,13 @@ struct ReportPage {
     accuracy_plot: String,
     time_plot: String,
     rater_plot: String,
+    /// Empty below the quartiles' minimum sample (the page then says why).
     difficulty: Vec<(u8, String, u64, String)>,
+    /// Problems with a solve rate: the quartiles' sample.
+    difficulty_problems: u64,
+    difficulty_minimum: u64,
+    /// The minimum-n rule in words, for the page's note.
+    minimums: String,
     verifier: Option<Vec<(String, String)>>,
 }
 
@@ -197,6 +251,7 @@ async fn report_page(
         rater_quality,
     } = load_report(&state, id, exclude).await?;
     let names: BTreeMap<Uuid, String> = state.store.rater_names(id).await?.into_iter().collect();
+    let difficulty_problems: u64 = difficulty.iter().map(|q| q.problems).sum();
     let groups = report
         .groups
         .iter()
@@ -205,13 +260,22 @@ async fn report_page(
             round: g.round,
             role: g.role.to_string(),
             judgements: g.judgements,
-            accuracy: show_rate(g.accuracy),
-            on_correct: show_rate(g.accuracy_on_correct),
-            on_incorrect: show_rate(g.accuracy_on_incorrect),
-            d_prime: show(g.d_prime, 2),
-            timeout_rate: show(g.timeout_rate, 3),
+            accuracy: gated_rate(Statistic::Accuracy, g.accuracy),
+            on_correct: gated_rate(Statistic::Accuracy, g.accuracy_on_correct),
+            on_incorrect: gated_rate(Statistic::Accuracy, g.accuracy_on_incorrect),
+            d_prime: match g.d_prime {
+                Some(d) => Statistic::DPrime.gate(
+                    trials(g.accuracy_on_correct).min(trials(g.accuracy_on_incorrect)),
+                    format!("{d:.2}"),
+                ),
+                None => show(None, 2),
+            },
+            timeout_rate: match g.timeout_rate {
+                Some(rate) => Statistic::Accuracy.gate(g.judgements, format!("{rate:.3}")),
+                None => show(None, 3),
+            },
             mean_s: seconds(g.mean_ms),
-            median_s: seconds(g.median_ms),
+            median_s: gated_seconds(Statistic::Median, trials(g.accuracy), g.median_ms),
             right_s: seconds(g.mean_ms_when_right),
         })
         .collect();
@@ -221,13 +285,14 @@ async fn report_page(
         .map(|r| RaterRow {
             name: names.get(&r.rater_id).cloned().unwrap_or_default(),
             judgements: r.judgements,
-            accuracy: show_rate(r.accuracy),
-            median_s: seconds(r.median_ms),
+            accuracy: gated_rate(Statistic::RaterAccuracy, r.accuracy),
+            median_s: gated_seconds(Statistic::Median, trials(r.accuracy), r.median_ms),
             timeouts: r.timeouts,
             p_value: format!("{:.4}", r.p_value),
             chance_level: r.chance_level,
             excluded: report.excluded_raters.contains(&r.rater_id),
-            gold: show_rate(
+            gold: gated_rate(
+                Statistic::RaterAccuracy,
                 rater_quality
                     .get(&r.rater_id)
                     .and_then(|q| Rate::of(q.gold.right as u64, q.gold.answered as u64)),
@@ -240,7 +305,7 @@ async fn report_page(
         .map(|b| {
             (
                 format!("{}–{} s", b.from_ms / 1000, b.to_ms / 1000),
-                show_rate(b.accuracy),
+                gated_rate(Statistic::Accuracy, b.accuracy),
             )
         })
         .collect();
@@ -251,7 +316,7 @@ async fn report_page(
             (
                 f.role.to_string(),
                 f.wrong_verdicts,
-                show_rate(f.flag_rate),
+                gated_rate(Statistic::Accuracy, f.flag_rate),
                 format!("{} of {}", f.flagged_on_incorrect, f.wrong_on_incorrect),
                 match f.agreement_with_modal_step {
                     Some(share) => format!(
@@ -277,8 +342,16 @@ async fn report_page(
         groups,
         raters,
         agreement_solutions: report.agreement.solutions,
-        fleiss_kappa: show(report.agreement.fleiss_kappa, 3),
-        krippendorff_alpha: show(report.agreement.krippendorff_alpha, 3),
+        fleiss_kappa: gated_figure(
+            Statistic::Agreement,
+            report.agreement.solutions,
+            report.agreement.fleiss_kappa,
+        ),
+        krippendorff_alpha: gated_figure(
+            Statistic::Agreement,
+            report.agreement.solutions,
+            report.agreement.krippendorff_alpha,
+        ),
         buckets,
         accuracy_plot: plots::accuracy_by_round_svg(&report),
         time_plot: plots::time_by_round_svg(&report),
@@ -287,17 +360,24 @@ async fn report_page(
             &report.excluded_raters.iter().copied().collect(),
             &names,
         ),
-        difficulty: difficulty
-            .iter()
-            .map(|q| {
-                (
-                    q.quartile,
-                    format!("{:.2}–{:.2}", q.solve_rate_from, q.solve_rate_to),
-                    q.problems,
-                    show_rate(q.accuracy),
-                )
-            })
-            .collect(),
+        difficulty_problems,
+        difficulty: if Statistic::DifficultyQuartiles.shown_for(difficulty_problems) {
+            difficulty
+                .iter()
+                .map(|q| {
+                    (
+                        q.quartile,
+                        format!("{:.2}–{:.2}", q.solve_rate_from, q.solve_rate_to),
+                        q.problems,
+                        gated_rate(Statistic::Accuracy, q.accuracy),
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        difficulty_minimum: Statistic::DifficultyQuartiles.minimum(),
+        minimums: minimums_note(),
         verifier: verifier.map(|v| {
             vec![
                 ("version".to_string(), v.version.to_string()),
@@ -334,6 +414,10 @@ async fn report_json(
         "judgements": loaded.judgements,
         "report": loaded.report,
         "accuracy_by_difficulty": loaded.difficulty,
+        "minimum_n": Statistic::ALL
+            .iter()
+            .map(|s| (s.key().to_string(), serde_json::json!(s.minimum())))
+            .collect::<serde_json::Map<_, _>>(),
         "verifier": loaded.verifier,
         "rater_quality": loaded
             .rater_quality

@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::plots::{prover_curves, round_curves_svg, verifier_curves};
 use super::session::{Admin, ReportReader, Staff};
+use super::times::Timestamp;
 use super::verifiers::{Choice, choice, chosen_id, whole};
 use super::{AppState, WebError};
 use crate::cli::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};
-use crate::clock::format_ms;
 use crate::domain::{CheckpointKind, JobKind, JobState, ProverRole};
 use crate::game::{RewardKind, RoundMetrics};
 use crate::ml::game_round::{RoundReport, StepRecord};
@@ -51,7 +51,7 @@ struct RunRow {
     state: JobState,
     progress: String,
     rounds: String,
-    created: String,
+    created: Timestamp,
 }
 
 /// The start form as sent: text, so a bad value is named in the message and the form is
@@ -127,7 +127,7 @@ impl RunsPage {
                 state: job.state,
                 progress: progress_text(&job),
                 rounds: format!("{finished} of {wanted}"),
-                created: format_ms(job.created_at),
+                created: Timestamp(job.created_at),
             });
         }
         let checkpoints = store.checkpoint_details().await?;

@@ -20,8 +20,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::session::Admin;
+use super::times::Timestamp;
 use super::{AppState, WebError};
-use crate::clock::format_ms;
 use crate::domain::{CheckpointKind, JobKind, JobState, LabelSource, VerifierLoss};
 use crate::ml::train_verifier::FitOptions;
 use crate::store::verifiers::VerifierVersion;
@@ -66,7 +66,7 @@ struct VersionRow {
     version: i64,
     label: String,
     current: bool,
-    created: String,
+    created: Timestamp,
     label_source: LabelSource,
     loss: VerifierLoss,
     base: String,
@@ -133,7 +133,7 @@ struct VerifiersPage {
     since_last_training: i64,
     default_every: u64,
     /// A training job now queued or running: (state, created).
-    training_job: Option<(JobState, String)>,
+    training_job: Option<(JobState, Timestamp)>,
     label_sources: &'static [LabelSource],
     losses: &'static [VerifierLoss],
     studies: Vec<Choice>,
@@ -181,7 +181,7 @@ impl VerifiersPage {
                 j.kind == JobKind::VerifierTraining
                     && matches!(j.state, JobState::Queued | JobState::Running)
             })
-            .map(|j| (j.state, format_ms(j.created_at)));
+            .map(|j| (j.state, Timestamp(j.created_at)));
         let newest = versions.first().map(|v| v.version);
         Ok(VerifiersPage {
             username,
@@ -327,7 +327,7 @@ fn version_row(v: VerifierVersion, newest: Option<i64>) -> VersionRow {
         current: Some(v.version) == newest,
         version: v.version,
         label: v.label,
-        created: format_ms(v.created_at),
+        created: Timestamp(v.created_at),
         label_source: v.label_source,
         loss: v.loss,
         base: v.base_label.unwrap_or_else(|| MISSING.into()),

@@ -260,7 +260,8 @@ impl Worker {
             return;
         }
         let poll = Duration::from_millis(self.config.poll_ms.max(1));
-        tracing::info!(worker = %self.config.id, ?kinds, "worker started");
+        let names = kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>();
+        tracing::info!(worker = %self.config.id, kinds = %names.join(", "), "worker started");
         loop {
             // Stop claiming once shutdown was asked for (checked without waiting).
             let stopping = tokio::select! {
