@@ -10,8 +10,10 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
+use crate::checkpoints::defaults;
 use crate::clock::Clock;
 use crate::domain::{ProverRole, UserRole};
+use crate::setup::{BUILTIN_COUNT, BUILTIN_SEED, BUILTIN_SET};
 use crate::store::Store;
 use crate::store::studies::StudySpec;
 use crate::web::{self, AppState, WebConfig};
@@ -20,14 +22,6 @@ use crate::{auth, generator, judging, problems};
 
 /// Default database: a SQLite file under `data/`, created and migrated on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/legibility.db";
-
-/// The built-in problem set a fresh database starts with: the project's own generated
-/// grade-school problems, so a fresh clone has problems without any download.
-pub const BUILTIN_SET: &str = "builtin-grade-school";
-/// Size of the built-in set.
-pub const BUILTIN_COUNT: usize = 500;
-/// Seed of the built-in set (fixed, so every installation has the same problems).
-pub const BUILTIN_SEED: u64 = 2024;
 
 /// Legibility Lab: timed human legibility studies of prover–verifier games.
 #[derive(Debug, Parser)]
@@ -197,7 +191,7 @@ pub struct ServeArgs {
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Largest accepted checkpoint upload (all files together), in MiB.
-    #[arg(long, default_value_t = crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES / (1024 * 1024))]
+    #[arg(long, default_value_t = crate::checkpoints::DEFAULT_MAX_CHECKPOINT_BYTES / (1024 * 1024))]
     pub max_checkpoint_mib: u64,
     /// Do not run a worker inside the server (jobs then wait for a `legibility worker`).
     #[arg(long)]
@@ -231,7 +225,7 @@ pub enum CheckpointCommand {
         #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
         models_dir: PathBuf,
         /// Largest accepted checkpoint, in bytes.
-        #[arg(long, default_value_t = crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES)]
+        #[arg(long, default_value_t = crate::checkpoints::DEFAULT_MAX_CHECKPOINT_BYTES)]
         max_bytes: u64,
         /// The checkpoint: a folder of files or a .tar archive.
         path: PathBuf,
@@ -607,8 +601,8 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
             };
             let options = params.game_options(
                 out,
-                models_dir.join(DEFAULT_PROVER_DIR),
-                models_dir.join(DEFAULT_VERIFIER_DIR),
+                models_dir.join(defaults::DEFAULT_PROVER_DIR),
+                models_dir.join(defaults::DEFAULT_VERIFIER_DIR),
             );
             let report = tokio::task::spawn_blocking(move || {
                 let mut journal = crate::ml::game_round::FolderJournal::open(&options)?;
@@ -778,68 +772,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     result
 }
 
-/// First-start work on an empty database: a staff account, the built-in problem set, and the
-/// shipped models' registration; each step is skipped once done. Several servers starting
-/// together on one database race for it: the loser's insert clashes with the winner's (a
-/// unique name), so after a failure the steps run once more and find the work done.
-pub async fn first_start_setup(
-    store: &Store,
-    clock: &Clock,
-    models_dir: &Path,
-) -> anyhow::Result<()> {
-    if let Err(clash) = first_start_steps(store, clock, models_dir).await {
-        tracing::info!(error = %clash, "first-start setup clashed with another instance; checking again");
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        first_start_steps(store, clock, models_dir).await?;
-    }
-    Ok(())
-}
-
-async fn first_start_steps(store: &Store, clock: &Clock, models_dir: &Path) -> anyhow::Result<()> {
-    if store.count_users().await? == 0 {
-        let password = auth::new_token()[..24].to_string();
-        let hash = auth::hash_password(&password)?;
-        store
-            .create_user("admin", &hash, UserRole::Admin, clock.now_ms())
-            .await?;
-        if json_logs() {
-            // Log collectors expect every stderr line to be a JSON event.
-            tracing::warn!(
-                username = "admin",
-                %password,
-                "first start: created a staff account (change its password with: legibility user add admin --reset)"
-            );
-        } else {
-            eprintln!(
-                "First start: created staff account 'admin' with password {password}\n\
-                 (change it with: legibility user add admin --reset)"
-            );
-        }
-    }
-    // By name, not "no sets yet": a database that `import` created before the first `serve`
-    // still gets the built-in set (importing it is idempotent).
-    if !store
-        .problem_sets()
-        .await?
-        .iter()
-        .any(|set| set.name == BUILTIN_SET)
-    {
-        let jsonl = generator::to_gsm8k_jsonl(&generator::generate(BUILTIN_SEED, BUILTIN_COUNT));
-        let records = problems::parse_gsm8k_problems(jsonl.as_bytes())?;
-        let summary = store
-            .import_problems(BUILTIN_SET, &records, clock.now_ms())
-            .await?;
-        tracing::info!(
-            set = BUILTIN_SET,
-            problems = summary.inserted,
-            "first start: imported the built-in problem set"
-        );
-    }
-    register_default_prover(store, clock, models_dir).await?;
-    register_default_verifier(store, clock, models_dir).await?;
-    Ok(())
-}
-
 /// The server setting holding the base of invite links (see [`served_url`]).
 pub const PUBLIC_URL_SETTING: &str = "public_url";
 
@@ -857,8 +789,23 @@ pub fn served_url(public_url: Option<&str>, bound: std::net::SocketAddr) -> Stri
 }
 
 async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()> {
-    first_start_setup(&store, &clock, &args.models_dir).await?;
-    sweep_checkpoint_temp_dirs(&args.models_dir);
+    let first = crate::setup::first_start_setup(&store, &clock, &args.models_dir).await?;
+    if let Some(password) = first.admin_password {
+        if json_logs() {
+            // Log collectors expect every stderr line to be a JSON event.
+            tracing::warn!(
+                username = "admin",
+                %password,
+                "first start: created a staff account (change its password with: legibility user add admin --reset)"
+            );
+        } else {
+            eprintln!(
+                "First start: created staff account 'admin' with password {password}\n\
+                 (change it with: legibility user add admin --reset)"
+            );
+        }
+    }
+    crate::checkpoints::storage::sweep_at_start(&args.models_dir);
     let config = WebConfig {
         secure_cookies: args.secure_cookies,
         public_url: args.public_url,
@@ -926,87 +873,6 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
 /// How often a process with a worker checks whether verifier training is due.
 const AUTO_TRAINING_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Folder of the shipped default verifier, relative to the models directory.
-pub const DEFAULT_VERIFIER_DIR: &str = "verifier-tiny";
-/// Label the shipped default verifier is registered under (as verifier version 1).
-pub const DEFAULT_VERIFIER_LABEL: &str = "default-verifier-tiny";
-
-/// Registers the shipped default verifier as a verifier version the first time a server
-/// starts with it present, so studies can be scored and training has a starting point without
-/// any upload. Its metrics are its `training.json` (held-out generated problems).
-async fn register_default_verifier(
-    store: &Store,
-    clock: &Clock,
-    models_dir: &Path,
-) -> anyhow::Result<()> {
-    let dir = models_dir.join(DEFAULT_VERIFIER_DIR);
-    if !dir.join("config.json").is_file() {
-        return Ok(());
-    }
-    let details = store.checkpoint_details().await?;
-    if details.iter().any(|c| c.label == DEFAULT_VERIFIER_LABEL) {
-        return Ok(());
-    }
-    let metrics = std::fs::read(dir.join(crate::ml::verifier::TRAINING_FILE))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_else(|| serde_json::json!({}));
-    let new = crate::store::verifiers::NewVerifierVersion {
-        label: Some(DEFAULT_VERIFIER_LABEL.into()),
-        model_dir: DEFAULT_VERIFIER_DIR.into(),
-        checkpoint_metadata: serde_json::json!({"source": "shipped", "trained_by": "legibility train verifier --preset tiny"}),
-        base_checkpoint_id: None,
-        job_id: None,
-        label_source: crate::domain::LabelSource::GroundTruth,
-        loss: crate::domain::VerifierLoss::BradleyTerry,
-        judgements_seen: 0,
-        metrics,
-        score_studies: Vec::new(),
-    };
-    let (id, version) = store
-        .register_verifier_version(None, &new, clock.now_ms())
-        .await?;
-    tracing::info!(%id, version, label = DEFAULT_VERIFIER_LABEL, "registered the shipped default verifier");
-    Ok(())
-}
-
-/// Folder of the shipped default prover, relative to the models directory.
-pub const DEFAULT_PROVER_DIR: &str = "prover-tiny";
-/// Label the shipped default prover is registered under.
-pub const DEFAULT_PROVER_LABEL: &str = "default-prover-tiny";
-
-/// Registers the shipped default prover as a round-0 checkpoint the first time a server starts
-/// with it present, so a fresh clone can generate solutions without any upload or download.
-async fn register_default_prover(
-    store: &Store,
-    clock: &Clock,
-    models_dir: &Path,
-) -> anyhow::Result<()> {
-    if !models_dir
-        .join(DEFAULT_PROVER_DIR)
-        .join("config.json")
-        .is_file()
-    {
-        return Ok(());
-    }
-    let details = store.checkpoint_details().await?;
-    if details.iter().any(|c| c.label == DEFAULT_PROVER_LABEL) {
-        return Ok(());
-    }
-    let id = store
-        .register_model_checkpoint(
-            crate::domain::CheckpointKind::Prover,
-            DEFAULT_PROVER_LABEL,
-            0,
-            DEFAULT_PROVER_DIR,
-            serde_json::json!({"source": "shipped", "trained_by": "legibility train prover --preset tiny"}),
-            clock.now_ms(),
-        )
-        .await?;
-    tracing::info!(%id, label = DEFAULT_PROVER_LABEL, "registered the shipped default prover");
-    Ok(())
-}
-
 /// A worker with every job handler this build provides (see [`crate::worker::handlers`]).
 pub fn build_worker(
     store: Store,
@@ -1036,7 +902,7 @@ async fn stop_requested(mut stopped: tokio::sync::watch::Receiver<bool>) {
 
 /// `legibility worker`: runs jobs until Ctrl-C / SIGTERM, then hands the running job back.
 async fn run_worker(store: Store, clock: Clock, args: WorkerArgs) -> anyhow::Result<()> {
-    sweep_checkpoint_temp_dirs(&args.models_dir);
+    crate::checkpoints::storage::sweep_at_start(&args.models_dir);
     let backend = store.backend();
     let worker = build_worker(
         store.clone(),
@@ -1461,30 +1327,12 @@ async fn invite(
     Ok(())
 }
 
-/// Removes temp folders a crash during a checkpoint upload left behind (start-up of `serve`
-/// and of the worker). Young ones are kept: another instance may be writing them.
-pub fn sweep_checkpoint_temp_dirs(models_dir: &Path) {
-    match crate::ml::upload::sweep_temp_dirs(models_dir, crate::ml::upload::TEMP_DIR_GRACE) {
-        Ok(0) => {}
-        Ok(removed) => tracing::info!(
-            removed,
-            models_dir = %models_dir.display(),
-            "removed temp folders of interrupted checkpoint uploads and verifier training runs"
-        ),
-        Err(e) => tracing::warn!(
-            error = %e,
-            models_dir = %models_dir.display(),
-            "could not sweep temp folders of interrupted checkpoint uploads"
-        ),
-    }
-}
-
 async fn checkpoint(
     store: &Store,
     clock: &Clock,
     command: CheckpointCommand,
 ) -> anyhow::Result<()> {
-    use crate::ml::upload::{CheckpointFiles, CheckpointLimits};
+    use crate::checkpoints::{CheckpointFiles, CheckpointLimits};
     match command {
         CheckpointCommand::Add {
             label,
@@ -1505,7 +1353,7 @@ async fn checkpoint(
                 // An archive holds its files plus headers (512 bytes each); an archive far
                 // beyond the limit cannot hold a checkpoint within it, so it is not even read.
                 if meta.len() > max_bytes.saturating_add(1024 * 1024) {
-                    bail!(crate::ml::upload::CheckpointRejected::TooLarge {
+                    bail!(crate::checkpoints::CheckpointRejected::TooLarge {
                         total: meta.len(),
                         limit: max_bytes
                     });
@@ -1517,7 +1365,7 @@ async fn checkpoint(
                 })
             })
             .await??;
-            let id = crate::ml::upload::add_checkpoint(
+            let id = crate::checkpoints::add_checkpoint(
                 store,
                 &models_dir,
                 files,

@@ -14,12 +14,18 @@
 //!   downloads (CSV, JSON Lines, Parquet) and their quality flags.
 //! - [`sample_size`]: the smallest sample each statistic is shown for on staff pages.
 //! - [`study_edit`]: which study settings may change once data is collected; copy names.
+//! - [`ml`]: candle models only: architectures, tokenizer, sampling, generation, training.
+//! - [`checkpoints`]: model checkpoints as files: upload validation, the models folder's
+//!   layout and atomic storage, registration, the shipped defaults.
 //! - [`store`]: persistence on SQLite or PostgreSQL.
 //! - [`web`]: HTTP handlers per audience (rater, researcher, admin, JSON API).
 //! - [`worker`]: the background worker runtime (job leases, heartbeats, retries).
+//! - [`setup`]: a server's first start on a database (admin account, built-in problems,
+//!   shipped models).
 //! - [`cli`]: the `legibility` command and its subcommands.
 
 pub mod auth;
+pub mod checkpoints;
 pub mod cli;
 pub mod clock;
 pub mod domain;
@@ -36,6 +42,7 @@ pub mod problems;
 pub mod quality;
 pub mod reports;
 pub mod sample_size;
+pub mod setup;
 pub mod store;
 pub mod study_edit;
 pub mod web;

@@ -240,10 +240,10 @@ async fn generated_problems_import_reproducibly(backend: Backend) {
     let sets = app.store().problem_sets().await.unwrap();
     assert_eq!(
         (sets[0].name.as_str(), sets[0].problems),
-        (legibility::cli::BUILTIN_SET, 40)
+        (legibility::setup::BUILTIN_SET, 40)
     );
     // The same seed gives the same problems: the stored ground truths match the generator's.
-    let expected = legibility::generator::generate(legibility::cli::BUILTIN_SEED, 40);
+    let expected = legibility::generator::generate(legibility::setup::BUILTIN_SEED, 40);
     let truths: Vec<String> = with_raw_pool!(app.db.url, pool => sqlx::query_as::<_, (String,)>(
         "SELECT ground_truth FROM problems ORDER BY position").fetch_all(&pool).await.unwrap())
     .into_iter()
@@ -270,15 +270,15 @@ async fn first_start_adds_the_builtin_set_after_an_earlier_import(backend: Backe
         .await
         .unwrap();
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    legibility::cli::first_start_setup(app.store(), &app.state.clock, &models)
+    legibility::setup::first_start_setup(app.store(), &app.state.clock, &models)
         .await
         .unwrap();
     let sets = app.store().problem_sets().await.unwrap();
     let names: Vec<(&str, i64)> = sets.iter().map(|s| (s.name.as_str(), s.problems)).collect();
     assert!(
         names.contains(&(
-            legibility::cli::BUILTIN_SET,
-            legibility::cli::BUILTIN_COUNT as i64
+            legibility::setup::BUILTIN_SET,
+            legibility::setup::BUILTIN_COUNT as i64
         )),
         "{names:?}"
     );

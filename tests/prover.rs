@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::Device;
+use legibility::checkpoints::{CheckpointFiles, CheckpointLimits, validate};
 use legibility::domain::{CheckpointKind, ProverRole};
 use legibility::generator;
 use legibility::grading;
@@ -15,7 +16,6 @@ use legibility::ml::sampling::SamplingParams;
 use legibility::ml::train::{
     FineTuneOptions, HELD_OUT_SEED, Preset, TrainOptions, fine_tune_prover, train_prover,
 };
-use legibility::ml::upload::{CheckpointFiles, CheckpointLimits, validate};
 
 fn shipped_prover() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/prover-tiny")

@@ -41,7 +41,7 @@ async fn setup(store: &Store) -> (Uuid, Uuid, Uuid) {
     let prover = store
         .register_model_checkpoint(
             CheckpointKind::Prover,
-            legibility::cli::DEFAULT_PROVER_LABEL,
+            legibility::checkpoints::defaults::DEFAULT_PROVER_LABEL,
             0,
             "prover-tiny",
             serde_json::json!({}),
@@ -52,7 +52,7 @@ async fn setup(store: &Store) -> (Uuid, Uuid, Uuid) {
     let verifier = store
         .register_model_checkpoint(
             CheckpointKind::Verifier,
-            legibility::cli::DEFAULT_VERIFIER_LABEL,
+            legibility::checkpoints::defaults::DEFAULT_VERIFIER_LABEL,
             0,
             "verifier-tiny",
             serde_json::json!({}),

@@ -863,24 +863,5 @@ mod tests {
         for (got, want) in similarities.iter().zip([0.6660f32, 0.1046, 0.1411]) {
             assert!((got - want).abs() < 1e-3, "{similarities:?}");
         }
-
-        // Its top-level files (sub-folders such as 1_Pooling/ and hidden files left out) pass
-        // verifier upload validation as they are.
-        let mut files = crate::ml::upload::CheckpointFiles::new();
-        for entry in std::fs::read_dir(dir).expect("list") {
-            let entry = entry.expect("entry");
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type().expect("type").is_file() && !name.starts_with('.') {
-                files.push(name, std::fs::read(entry.path()).expect("read"));
-            }
-        }
-        let checkpoint = crate::ml::upload::validate(
-            files,
-            crate::domain::CheckpointKind::Verifier,
-            &crate::ml::upload::CheckpointLimits::default(),
-        )
-        .expect("a real all-MiniLM-L6-v2 is a valid verifier upload");
-        assert!(!checkpoint.score_head());
-        assert_eq!(checkpoint.parameters(), 22_713_216);
     }
 }

@@ -10,10 +10,10 @@ pub mod llama;
 pub mod prompt;
 pub mod prover;
 pub mod sampling;
+pub mod split;
 pub mod tokenizer;
 pub mod train;
 pub mod train_verifier;
-pub mod upload;
 pub mod verifier;
 
 /// Why a model could not be loaded, trained or run.

@@ -4,7 +4,7 @@
 //!   generated problems, where each problem's helpful (correct) and sneaky (incorrect)
 //!   solution form one Bradley–Terry pair.
 //! * [`fit_verifier`]: a new verifier version from the labels a study produced (human majority,
-//!   ground truth or both; see [`crate::labels`]): train/validation split by problem, the
+//!   ground truth or both; see `labels`): train/validation split by problem, the
 //!   paper's Bradley–Terry + λ·E[V²] loss or cross-entropy, AdamW, early stopping on the
 //!   validation loss, and validation metrics against ground truth and human majority, per prover
 //!   round and role.
@@ -21,12 +21,12 @@ use uuid::Uuid;
 use super::ModelError;
 use super::config::LlamaConfig;
 use super::sampling::SampleRng;
+use super::split::{Split, split_problems};
 use super::tokenizer::{self, EOS};
 use super::train::{held_out_problems, initialise};
 use super::verifier::{Verifier, bradley_terry_loss, cross_entropy_loss, verifier_text};
 use crate::domain::{ProverRole, VerifierLoss};
 use crate::generator;
-use crate::labels::{Split, split_problems};
 use crate::metrics;
 
 /// Held-out quality of a verifier trained on generated pairs.

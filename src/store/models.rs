@@ -1,6 +1,6 @@
 //! Checkpoints backed by model files: registering an uploaded checkpoint, finding its folder,
 //! and the listing the admin checkpoint page shows. The files themselves live under the models
-//! directory (see `ml::upload`); the row records the folder relative to it (`model_dir`, NULL
+//! directory (see `checkpoints`); the row records the folder relative to it (`model_dir`, NULL
 //! for checkpoints that only label imported solutions).
 
 use uuid::Uuid;

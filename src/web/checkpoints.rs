@@ -1,6 +1,6 @@
 //! Admin page for model checkpoints: the list (with where each one's files are) and the
 //! checkpoint upload (provers: Llama; verifiers: a Llama body or a BERT-family encoder, with a
-//! score head; see [`crate::ml::upload`]). An upload is validated completely, for the kind
+//! score head; see [`crate::checkpoints`]). An upload is validated completely, for the kind
 //! chosen, before anything is stored; a refusal
 //! re-renders the page with the message naming the problem (422 invalid content, 413 over the
 //! size limit, 409 duplicate label) and leaves nothing behind.
@@ -22,8 +22,8 @@ use uuid::Uuid;
 use super::session::Admin;
 use super::times::Timestamp;
 use super::{AppState, WebConfig, WebError};
+use crate::checkpoints::{self as upload, AddCheckpointError, CheckpointFiles, CheckpointLimits};
 use crate::domain::CheckpointKind;
-use crate::ml::upload::{self, AddCheckpointError, CheckpointFiles, CheckpointLimits};
 use crate::store::StoreError;
 
 /// Room for the multipart framing and tar headers on top of the checkpoint's own size, so a

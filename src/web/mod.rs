@@ -63,7 +63,7 @@ impl Default for WebConfig {
             public_url: None,
             max_upload_bytes: 64 * 1024 * 1024,
             models_dir: std::path::PathBuf::from("models"),
-            max_checkpoint_bytes: crate::ml::upload::DEFAULT_MAX_CHECKPOINT_BYTES,
+            max_checkpoint_bytes: crate::checkpoints::DEFAULT_MAX_CHECKPOINT_BYTES,
             metrics_token: None,
             trusted_proxies: Vec::new(),
         }

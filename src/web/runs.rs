@@ -20,7 +20,7 @@ use super::session::{Admin, ReportReader, Staff};
 use super::times::Timestamp;
 use super::verifiers::{Choice, choice, chosen_id, whole};
 use super::{AppState, WebError};
-use crate::cli::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};
+use crate::checkpoints::defaults::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};
 use crate::domain::{CheckpointKind, JobKind, JobState, ProverRole};
 use crate::game::{RewardKind, RoundMetrics};
 use crate::ml::game_round::{RoundReport, StepRecord};

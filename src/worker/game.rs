@@ -7,6 +7,7 @@
 //! its round in the transaction that records the round, so it can be chosen for studies at
 //! once and is never registered twice.
 
+use crate::checkpoints::RUNS_DIR;
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -28,9 +29,6 @@ use crate::store::games::RoundProver;
 use crate::store::jobs::{ClaimedJob, NewJob};
 use crate::store::models::check_checkpoint_label;
 use crate::store::{Store, StoreError};
-
-/// Folder under the models directory that holds training runs, one folder per job.
-pub const RUNS_DIR: &str = "runs";
 
 /// Attempts a training run gets: each resumes after the last finished step, so a few crashes
 /// cost little.

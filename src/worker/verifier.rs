@@ -7,6 +7,7 @@
 //! the previous version stays current, and the next attempt removes what the dead one left.
 //! Scoring commits scores per batch, so a retry scores only what is missing.
 
+use crate::checkpoints::VERIFIERS_DIR;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -26,9 +27,6 @@ use crate::ml::verifier::{Verifier, verifier_text};
 use crate::store::Store;
 use crate::store::jobs::ClaimedJob;
 use crate::store::verifiers::NewVerifierVersion;
-
-/// Folder under the models directory that holds trained verifier versions.
-pub const VERIFIERS_DIR: &str = "verifiers";
 
 /// Raters need at least this many verdicts before the chance-level test may exclude them.
 pub const MIN_JUDGED_FOR_EXCLUSION: u64 = 10;

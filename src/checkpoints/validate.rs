@@ -1,0 +1,549 @@
+//! Validation of a checkpoint's files for its kind: names and the set of files, `config.json`,
+//! the tokenizer, and every tensor's presence, shape and dtype against what the config implies.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use safetensors::{Dtype, SafeTensors};
+
+use super::files::{
+    CONFIG_FILE, CheckpointFiles, JSON_ARRAY_FILES, TOKENIZER_FILE, WEIGHTS_EXTENSION,
+    check_file_name, optional_files,
+};
+use super::{CheckpointLimits, CheckpointRejected};
+use crate::domain::CheckpointKind;
+use crate::ml::bert::{self, BertConfig};
+use crate::ml::config::ModelConfig;
+use crate::ml::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
+use crate::ml::verifier::SCORE_HEAD;
+
+/// Weight dtypes the candle prover loads.
+const ACCEPTED_DTYPES: &[Dtype] = &[Dtype::F32, Dtype::F16, Dtype::BF16];
+/// How many names a message lists before "and N more".
+const LISTED_NAMES: usize = 5;
+/// A checkpoint that passed [`validate`]: its files (sorted by name) and what was learnt.
+#[derive(Debug, Clone)]
+pub struct ValidatedCheckpoint {
+    pub(super) files: Vec<(String, Vec<u8>)>,
+    pub(super) kind: CheckpointKind,
+    pub(super) config: ModelConfig,
+    pub(super) prompt_template: Option<PromptTemplate>,
+    pub(super) score_head: bool,
+    pub(super) tensor_prefix: String,
+    pub(super) parameters: u64,
+    pub(super) dtypes: Vec<String>,
+}
+
+impl ValidatedCheckpoint {
+    /// The files as (name, bytes), sorted by name.
+    pub fn files(&self) -> &[(String, Vec<u8>)] {
+        &self.files
+    }
+
+    /// The kind it was validated as (the rules differ: see the module documentation).
+    pub fn kind(&self) -> CheckpointKind {
+        self.kind
+    }
+
+    /// The parsed `config.json`: Llama for every prover, Llama or BERT for a verifier.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The checkpoint's own prompt template, if it has one (provers only).
+    pub fn prompt_template(&self) -> Option<&PromptTemplate> {
+        self.prompt_template.as_ref()
+    }
+
+    /// Whether the weights hold a trained score head (`score.weight` and `score.bias`): always
+    /// for a Llama verifier, optional for a BERT verifier, never for a prover.
+    pub fn score_head(&self) -> bool {
+        self.score_head
+    }
+
+    /// The prefix of the encoder's tensor names: `"bert."` for a `BertFor*` export, otherwise
+    /// `""` (always `""` for Llama checkpoints). A loader passes it to the `VarBuilder`.
+    pub fn tensor_prefix(&self) -> &str {
+        &self.tensor_prefix
+    }
+
+    /// Number of weights over all tensors (buffers such as `position_ids` not counted).
+    pub fn parameters(&self) -> u64 {
+        self.parameters
+    }
+
+    /// Total size of the files, in bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.files.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+
+    /// What the checkpoints row records about the upload: its files with sizes and SHA-256,
+    /// the architecture (with its `model_type`, also at the top level), parameter count and
+    /// weight dtypes; for verifiers whether a score head is present, for BERT the tensor prefix.
+    pub fn metadata(&self) -> serde_json::Value {
+        use sha2::{Digest, Sha256};
+        let files: Vec<serde_json::Value> = self
+            .files
+            .iter()
+            .map(|(name, bytes)| {
+                let digest = Sha256::digest(bytes);
+                let sha: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({ "name": name, "bytes": bytes.len(), "sha256": sha })
+            })
+            .collect();
+        let mut metadata = serde_json::json!({
+            "source": "upload",
+            "model_type": self.config.model_type(),
+            "files": files,
+            "parameters": self.parameters,
+            "dtypes": self.dtypes,
+            "prompt_template": self.prompt_template.is_some(),
+            "architecture": self.config.architecture(),
+        });
+        if self.kind == CheckpointKind::Verifier {
+            metadata["score_head"] = self.score_head.into();
+        }
+        if matches!(self.config, ModelConfig::Bert(_)) {
+            metadata["tensor_prefix"] = self.tensor_prefix.clone().into();
+        }
+        metadata
+    }
+}
+
+/// Lists up to [`LISTED_NAMES`] names, then "and N more".
+fn list_names<S: AsRef<str>>(names: &[S]) -> String {
+    let mut text = names
+        .iter()
+        .take(LISTED_NAMES)
+        .map(|n| n.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > LISTED_NAMES {
+        text.push_str(&format!(" and {} more", names.len() - LISTED_NAMES));
+    }
+    text
+}
+
+/// Checks a checkpoint of `kind` completely; nothing is stored here. See the module
+/// documentation for the rules. The size limit is checked before any file is parsed, file
+/// names and the set of files before any content is.
+pub fn validate(
+    files: CheckpointFiles,
+    kind: CheckpointKind,
+    limits: &CheckpointLimits,
+) -> Result<ValidatedCheckpoint, CheckpointRejected> {
+    let total = files.total_bytes();
+    if total > limits.max_bytes {
+        return Err(CheckpointRejected::TooLarge {
+            total,
+            limit: limits.max_bytes,
+        });
+    }
+    let mut files = files.into_files();
+    if files.is_empty() {
+        return Err(CheckpointRejected::Missing(CONFIG_FILE.into()));
+    }
+    let mut seen = HashSet::new();
+    for (name, _) in &files {
+        check_file_name(name)?;
+        if !seen.insert(name.as_str()) {
+            return Err(CheckpointRejected::Duplicate(name.clone()));
+        }
+    }
+    // A BERT encoder offered as a prover is refused for what it is before its side files
+    // (vocab.txt, …) are refused one by one: the fix is to choose "verifier", not to drop them.
+    if kind == CheckpointKind::Prover
+        && let Some((_, bytes)) = files.iter().find(|(n, _)| n == CONFIG_FILE)
+        && let Ok(ModelConfig::Bert(_)) = ModelConfig::from_json(bytes)
+    {
+        return Err(bert_prover());
+    }
+    let weights_file =
+        |name: &str| name.len() > WEIGHTS_EXTENSION.len() && name.ends_with(WEIGHTS_EXTENSION);
+    let optional = optional_files(kind);
+    for (name, _) in &files {
+        if kind == CheckpointKind::Verifier && name == PROMPT_TEMPLATE_FILE {
+            return Err(CheckpointRejected::InvalidFile(format!(
+                "{PROMPT_TEMPLATE_FILE} belongs to prover checkpoints only: a verifier scores solutions in the project's own input format, so a template would have no effect; remove it"
+            )));
+        }
+        let known = name == CONFIG_FILE
+            || name == TOKENIZER_FILE
+            || weights_file(name)
+            || optional.contains(&name.as_str());
+        if !known {
+            return Err(CheckpointRejected::Unexpected {
+                name: name.clone(),
+                kind,
+            });
+        }
+    }
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    let by_name: HashMap<&str, &[u8]> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    for required in [CONFIG_FILE, TOKENIZER_FILE] {
+        if !by_name.contains_key(required) {
+            return Err(CheckpointRejected::Missing(required.into()));
+        }
+    }
+    if !files.iter().any(|(n, _)| weights_file(n)) {
+        return Err(CheckpointRejected::Missing(
+            "a *.safetensors weights file".into(),
+        ));
+    }
+
+    let config =
+        ModelConfig::from_json(by_name[CONFIG_FILE]).map_err(CheckpointRejected::InvalidFile)?;
+    if kind == CheckpointKind::Prover && matches!(config, ModelConfig::Bert(_)) {
+        return Err(bert_prover());
+    }
+    config.check().map_err(CheckpointRejected::InvalidFile)?;
+    if let ModelConfig::Llama(llama) = &config {
+        for (field, id) in [
+            ("bos_token_id", llama.bos_token_id),
+            ("eos_token_id", llama.eos_token_id),
+        ] {
+            if let Some(id) = id
+                && id as usize >= llama.vocab_size
+            {
+                return Err(CheckpointRejected::InvalidFile(format!(
+                    "{CONFIG_FILE}: {field} {id} is outside the vocabulary (vocab_size {})",
+                    llama.vocab_size
+                )));
+            }
+        }
+    }
+
+    check_tokenizer(by_name[TOKENIZER_FILE], config.vocab_size())?;
+
+    let prompt_template = match by_name.get(PROMPT_TEMPLATE_FILE) {
+        Some(bytes) => {
+            Some(PromptTemplate::from_json(bytes).map_err(CheckpointRejected::InvalidFile)?)
+        }
+        None => None,
+    };
+    for name in &optional {
+        let Some(bytes) = by_name.get(name) else {
+            continue;
+        };
+        if JSON_ARRAY_FILES.contains(name) {
+            serde_json::from_slice::<Vec<serde_json::Value>>(bytes).map_err(|e| {
+                CheckpointRejected::InvalidFile(format!("{name} is not a JSON array: {e}"))
+            })?;
+        } else if name.ends_with(".json") && *name != PROMPT_TEMPLATE_FILE {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).map_err(
+                |e| CheckpointRejected::InvalidFile(format!("{name} is not a JSON object: {e}")),
+            )?;
+        } else if (name.ends_with(".md") || name.ends_with(".txt"))
+            && std::str::from_utf8(bytes).is_err()
+        {
+            return Err(CheckpointRejected::InvalidFile(format!(
+                "{name} is not UTF-8 text"
+            )));
+        }
+    }
+
+    let found = read_tensors(&files, weights_file)?;
+    let plan = TensorPlan::new(kind, &config, &found);
+    let (parameters, dtypes) = check_tensors(&found, &plan)?;
+    let score_head = !plan.score_head.is_empty()
+        && plan
+            .score_head
+            .iter()
+            .all(|(name, _)| found.contains_key(name));
+    Ok(ValidatedCheckpoint {
+        files,
+        kind,
+        config,
+        prompt_template,
+        score_head,
+        tensor_prefix: plan.prefix.to_string(),
+        parameters,
+        dtypes,
+    })
+}
+
+/// The refusal of a BERT-family config offered as a prover.
+fn bert_prover() -> CheckpointRejected {
+    CheckpointRejected::Unsupported(format!(
+        "{CONFIG_FILE}: model_type is \"bert\", but prover checkpoints must be Llama (model_type \"llama\"): a BERT-family encoder cannot generate solutions; upload it as a verifier"
+    ))
+}
+
+/// The tokenizer must load and fit the model's embedding: its vocabulary (added tokens
+/// included) no larger than `vocab_size` and every token id below it.
+fn check_tokenizer(bytes: &[u8], vocab_size: usize) -> Result<(), CheckpointRejected> {
+    let tokenizer = crate::ml::tokenizer::from_json_bytes(bytes).map_err(|e| {
+        CheckpointRejected::InvalidFile(format!("{TOKENIZER_FILE} cannot be loaded: {e}"))
+    })?;
+    let size = tokenizer.get_vocab_size(true);
+    if size > vocab_size {
+        return Err(CheckpointRejected::InvalidFile(format!(
+            "{TOKENIZER_FILE} has {size} tokens (added tokens included) but {CONFIG_FILE} has vocab_size {vocab_size}"
+        )));
+    }
+    if let Some((token, id)) = tokenizer
+        .get_vocab(true)
+        .into_iter()
+        .max_by_key(|(_, id)| *id)
+        && id as usize >= vocab_size
+    {
+        return Err(CheckpointRejected::InvalidFile(format!(
+            "{TOKENIZER_FILE}: token {token:?} has id {id}, outside {CONFIG_FILE}'s vocab_size {vocab_size}"
+        )));
+    }
+    Ok(())
+}
+
+/// Where a tensor was found: (file, shape, dtype), by tensor name.
+type FoundTensors<'a> = BTreeMap<String, (&'a str, Vec<usize>, Dtype)>;
+
+/// Every tensor of every weight file, refusing a tensor that appears twice (in one file or in
+/// two shards) and a file that is not valid safetensors.
+fn read_tensors<'a>(
+    files: &'a [(String, Vec<u8>)],
+    weights_file: impl Fn(&str) -> bool,
+) -> Result<FoundTensors<'a>, CheckpointRejected> {
+    let mut found = FoundTensors::new();
+    for (file, bytes) in files.iter().filter(|(n, _)| weights_file(n)) {
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
+            CheckpointRejected::InvalidFile(format!(
+                "{file} is not a valid safetensors file (truncated or corrupt): {e}"
+            ))
+        })?;
+        let mut names = tensors.tensors();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, view) in names {
+            if let Some((other, _, _)) = found.get(&name) {
+                return Err(CheckpointRejected::Tensors(if *other == file.as_str() {
+                    format!("tensor {name} appears twice in {file}")
+                } else {
+                    format!("tensor {name} appears in both {other} and {file}")
+                }));
+            }
+            found.insert(name, (file.as_str(), view.shape().to_vec(), view.dtype()));
+        }
+    }
+    Ok(found)
+}
+
+/// What the weights of one checkpoint must hold, derived from its kind and config.
+struct TensorPlan {
+    /// How to name the model in messages ("Llama prover", "BERT verifier", …).
+    model: &'static str,
+    /// Tensors that must be present with these shapes.
+    required: Vec<(String, Vec<usize>)>,
+    /// Tensors accepted with these shapes when present.
+    optional: Vec<(String, Vec<usize>)>,
+    /// The score head's tensors: present both or neither (required ones are also in `required`).
+    score_head: Vec<(String, Vec<usize>)>,
+    /// Integer buffers accepted with these shapes when present; not weights, not counted.
+    buffers: Vec<(String, Vec<usize>)>,
+    /// Prefix of the encoder's tensor names (`"bert."` or `""`).
+    prefix: &'static str,
+    /// Encoder layers the config implies, and tensors each needs: for the early size check.
+    layers: usize,
+    per_layer: usize,
+}
+
+impl TensorPlan {
+    fn new(kind: CheckpointKind, config: &ModelConfig, found: &FoundTensors<'_>) -> Self {
+        let score_head = vec![
+            (
+                format!("{SCORE_HEAD}.weight"),
+                vec![1, config.hidden_size()],
+            ),
+            (format!("{SCORE_HEAD}.bias"), vec![1]),
+        ];
+        match (config, kind) {
+            (ModelConfig::Llama(c), CheckpointKind::Prover) => TensorPlan {
+                model: "Llama prover",
+                required: c.expected_tensors(),
+                optional: Vec::new(),
+                score_head: Vec::new(),
+                buffers: Vec::new(),
+                prefix: "",
+                layers: c.num_hidden_layers,
+                per_layer: 9,
+            },
+            (ModelConfig::Llama(c), CheckpointKind::Verifier) => {
+                let lm_head = "lm_head.weight";
+                let mut required: Vec<_> = c
+                    .expected_tensors()
+                    .into_iter()
+                    .filter(|(n, _)| n != lm_head)
+                    .collect();
+                required.extend(score_head.iter().cloned());
+                TensorPlan {
+                    model: "Llama verifier",
+                    required,
+                    optional: vec![(lm_head.to_string(), vec![c.vocab_size, c.hidden_size])],
+                    score_head,
+                    buffers: Vec::new(),
+                    prefix: "",
+                    layers: c.num_hidden_layers,
+                    per_layer: 9,
+                }
+            }
+            (ModelConfig::Bert(c), _) => {
+                let prefix = bert::tensor_prefix(found.keys().map(String::as_str));
+                let mut optional = c.pooler_tensors(prefix);
+                optional.extend(score_head.iter().cloned());
+                TensorPlan {
+                    model: "BERT verifier",
+                    required: c.expected_tensors(prefix),
+                    optional,
+                    score_head,
+                    buffers: vec![(
+                        format!("{prefix}{}", bert::POSITION_IDS),
+                        vec![1, c.max_position_embeddings],
+                    )],
+                    prefix,
+                    layers: c.num_hidden_layers,
+                    per_layer: BertConfig::TENSORS_PER_LAYER,
+                }
+            }
+        }
+    }
+}
+
+/// Every required tensor present, nothing unexpected, the shapes the config implies, an
+/// accepted dtype; the score head complete or absent. Returns the parameter count and dtypes.
+fn check_tensors(
+    found: &FoundTensors<'_>,
+    plan: &TensorPlan,
+) -> Result<(u64, Vec<String>), CheckpointRejected> {
+    // A config implying far more layers than the files hold is refused before its (possibly
+    // enormous) list of expected names is used.
+    let layers_fit = plan
+        .layers
+        .checked_mul(plan.per_layer)
+        .is_some_and(|n| n <= found.len());
+    if !layers_fit {
+        return Err(CheckpointRejected::Tensors(format!(
+            "{CONFIG_FILE} has num_hidden_layers {}, which needs at least {} tensors, but the safetensors files hold only {}",
+            plan.layers,
+            plan.layers.saturating_mul(plan.per_layer),
+            found.len()
+        )));
+    }
+    let shapes: HashMap<&str, &Vec<usize>> = plan
+        .required
+        .iter()
+        .chain(&plan.optional)
+        .map(|(n, s)| (n.as_str(), s))
+        .collect();
+    let buffers: HashMap<&str, &Vec<usize>> =
+        plan.buffers.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    let missing: Vec<&str> = plan
+        .required
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !found.contains_key(*n))
+        .collect();
+    if !missing.is_empty() {
+        let head_missing = missing
+            .iter()
+            .any(|m| plan.score_head.iter().any(|(n, _)| n == m));
+        let hint = if head_missing {
+            format!(
+                " (a {} needs the score head {})",
+                plan.model,
+                describe(&plan.score_head)
+            )
+        } else {
+            String::new()
+        };
+        return Err(CheckpointRejected::Tensors(format!(
+            "{} tensor(s) that a {} with this {CONFIG_FILE} needs are missing: {}{hint}",
+            missing.len(),
+            plan.model,
+            list_names(&missing)
+        )));
+    }
+    let unexpected: Vec<&str> = found
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !shapes.contains_key(n) && !buffers.contains_key(n))
+        .collect();
+    if !unexpected.is_empty() {
+        return Err(CheckpointRejected::Tensors(format!(
+            "{} unexpected tensor(s) for a {} with this {CONFIG_FILE}: {}",
+            unexpected.len(),
+            plan.model,
+            list_names(&unexpected)
+        )));
+    }
+    let present: Vec<&str> = plan
+        .score_head
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| found.contains_key(*n))
+        .collect();
+    if !present.is_empty() && present.len() < plan.score_head.len() {
+        let absent: Vec<&str> = plan
+            .score_head
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .filter(|n| !found.contains_key(*n))
+            .collect();
+        return Err(CheckpointRejected::Tensors(format!(
+            "{} is present but {} is missing: a score head needs both ({}) or neither",
+            list_names(&present),
+            list_names(&absent),
+            describe(&plan.score_head)
+        )));
+    }
+    let mut parameters = 0u64;
+    let mut dtypes = Vec::new();
+    // In the plan's order (the embedding first), so the first mismatch reported is the one a
+    // wrong config.json shows first.
+    let in_order = plan
+        .required
+        .iter()
+        .chain(&plan.optional)
+        .chain(&plan.buffers)
+        .filter_map(|(name, _)| found.get_key_value(name));
+    for (name, (file, actual, dtype)) in in_order {
+        if let Some(shape) = buffers.get(name.as_str()) {
+            if actual != *shape {
+                return Err(CheckpointRejected::Tensors(format!(
+                    "{name} has shape {actual:?} but {CONFIG_FILE} implies {shape:?} (in {file})"
+                )));
+            }
+            if !matches!(dtype, Dtype::I64 | Dtype::I32) {
+                return Err(CheckpointRejected::Tensors(format!(
+                    "{name} has dtype {dtype:?} (in {file}); this buffer must be I64 or I32"
+                )));
+            }
+            continue;
+        }
+        let shape = shapes[name.as_str()];
+        if actual != shape {
+            return Err(CheckpointRejected::Tensors(format!(
+                "{name} has shape {actual:?} but {CONFIG_FILE} implies {shape:?} (in {file})"
+            )));
+        }
+        if !ACCEPTED_DTYPES.contains(dtype) {
+            return Err(CheckpointRejected::Tensors(format!(
+                "{name} has dtype {dtype:?} (in {file}); only F32, F16 and BF16 are accepted"
+            )));
+        }
+        let dtype = format!("{dtype:?}");
+        if !dtypes.contains(&dtype) {
+            dtypes.push(dtype);
+        }
+        parameters = parameters.saturating_add(shape.iter().product::<usize>() as u64);
+    }
+    Ok((parameters, dtypes))
+}
+
+/// `score.weight [1, 8] and score.bias [1]`: tensors with their shapes, for messages.
+fn describe(tensors: &[(String, Vec<usize>)]) -> String {
+    tensors
+        .iter()
+        .map(|(n, s)| format!("{n} {s:?}"))
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
