@@ -5,10 +5,17 @@
 pub mod bert;
 pub mod calculator;
 pub mod config;
+pub mod decoder;
 pub mod game_round;
+pub mod gemma2;
 pub mod llama;
+pub mod mistral;
+pub mod phi3;
 pub mod prompt;
 pub mod prover;
+pub mod qwen2;
+pub mod qwen3;
+pub mod rope;
 pub mod sampling;
 pub mod split;
 pub mod tokenizer;
