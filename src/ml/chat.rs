@@ -503,7 +503,7 @@ mod tests {
 
     /// The transformers fixtures that carry a chat template: transformers 5 folders
     /// (`chat_template.jinja`) and their transformers 4 twins (inline in tokenizer_config.json).
-    pub(crate) const INSTRUCT_CASES: &[&str] = &[
+    const INSTRUCT_CASES: &[&str] = &[
         "llama3-instruct",
         "qwen2",
         "qwen3",
@@ -512,7 +512,7 @@ mod tests {
         "gemma2",
     ];
 
-    pub(crate) fn fixture(case: &str) -> PathBuf {
+    fn fixture(case: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/transformers")
             .join(case)

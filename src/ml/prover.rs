@@ -12,7 +12,7 @@ use super::ModelError;
 use super::calculator;
 use super::config::LlamaConfig;
 use super::llama::{Llama, decode_mask};
-use super::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
+use super::prompt::RolePrompts;
 use super::sampling::{SampleRng, SamplingParams, sample_token};
 use super::tokenizer::{self, BOS, EOS, PAD};
 use crate::domain::ProverRole;
@@ -48,18 +48,18 @@ pub struct Sample {
 pub struct Prover {
     model: Llama,
     tokenizer: Tokenizer,
-    template: PromptTemplate,
+    prompts: RolePrompts,
     bos: Option<u32>,
     eos: Option<u32>,
     pad: u32,
 }
 
-/// A prover checkpoint folder's configuration, tokenizer and role prompts (the default prompts
-/// when it has no `prompt_template.json`), checked: what loading it for sampling and loading it
-/// for fine-tuning both start from.
+/// A prover checkpoint folder's configuration, tokenizer and role prompts (its chat template
+/// and `prompt_template.json`, or the defaults: see [`RolePrompts`]), checked: what loading it
+/// for sampling and loading it for fine-tuning both start from.
 pub(crate) fn read_checkpoint_files(
     dir: &Path,
-) -> Result<(LlamaConfig, Tokenizer, PromptTemplate), ModelError> {
+) -> Result<(LlamaConfig, Tokenizer, RolePrompts), ModelError> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
@@ -69,34 +69,29 @@ pub(crate) fn read_checkpoint_files(
     config.check().map_err(ModelError::Invalid)?;
     let tokenizer = super::tokenizer::from_json_bytes(&read("tokenizer.json")?)
         .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
-    let template = match read(PROMPT_TEMPLATE_FILE) {
-        Ok(bytes) => PromptTemplate::from_json(&bytes).map_err(ModelError::Invalid)?,
-        Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            PromptTemplate::default()
-        }
-        Err(e) => return Err(e),
-    };
-    Ok((config, tokenizer, template))
+    let prompts = RolePrompts::load_dir(dir)?;
+    Ok((config, tokenizer, prompts))
 }
 
 impl Prover {
     /// Loads a checkpoint folder in the Hugging Face layout (`config.json`, `tokenizer.json`,
-    /// `*.safetensors`, optional `prompt_template.json`) onto `device`, in F32.
+    /// `*.safetensors`, optional `prompt_template.json`, chat template in `chat_template.jinja` or
+    /// `tokenizer_config.json`) onto `device`, in F32.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let (config, tokenizer, template) = read_checkpoint_files(dir)?;
+        let (config, tokenizer, prompts) = read_checkpoint_files(dir)?;
         let weights = super::weight_files(dir)?;
         // SAFETY: the files are checkpoint files this process does not modify while they are
         // mapped; uploads are written to a temporary folder and renamed into place.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
         let model = Llama::new(&config, vb)?;
-        Self::from_parts(model, tokenizer, template)
+        Self::from_parts(model, tokenizer, prompts)
     }
 
     /// Wraps an in-memory model (for example one just trained).
     pub fn from_parts(
         model: Llama,
         tokenizer: Tokenizer,
-        template: PromptTemplate,
+        prompts: impl Into<RolePrompts>,
     ) -> Result<Self, ModelError> {
         let bos = tokenizer::special_id(&tokenizer, BOS).or(model.config().bos_token_id);
         let eos = tokenizer::special_id(&tokenizer, EOS).or(model.config().eos_token_id);
@@ -104,7 +99,7 @@ impl Prover {
         Ok(Self {
             model,
             tokenizer,
-            template,
+            prompts: prompts.into(),
             bos,
             eos,
             pad,
@@ -112,8 +107,8 @@ impl Prover {
     }
 
     /// The checkpoint's role prompts.
-    pub fn template(&self) -> &PromptTemplate {
-        &self.template
+    pub fn prompts(&self) -> &RolePrompts {
+        &self.prompts
     }
 
     /// The model configuration.
@@ -121,14 +116,11 @@ impl Prover {
         self.model.config()
     }
 
-    /// Token ids of the prompt for `question` in `role`, BOS first.
+    /// Token ids of the prompt for `question` in `role`: BOS then the plain prompt for a base
+    /// model; for an instruct model its chat template's text, with no BOS of ours added (the
+    /// template writes its own, so it is never doubled).
     pub fn prompt_ids(&self, role: ProverRole, question: &str) -> Result<Vec<u32>, ModelError> {
-        let mut ids: Vec<u32> = self.bos.into_iter().collect();
-        ids.extend(tokenizer::encode(
-            &self.tokenizer,
-            &self.template.render(role, question),
-        )?);
-        Ok(ids)
+        self.prompts.ids(&self.tokenizer, self.bos, role, question)
     }
 
     /// Generates one solution per request, all in one batch: left-padded prompts, one forward

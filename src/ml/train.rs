@@ -249,7 +249,14 @@ pub fn fine_tune_prover(
     out: &Path,
 ) -> Result<FineTuneReport, ModelError> {
     let device = Device::Cpu;
-    let (config, tokenizer, template) = super::prover::read_checkpoint_files(base)?;
+    let (config, tokenizer, prompts) = super::prover::read_checkpoint_files(base)?;
+    // Training prompts must be the ones generation uses; only plain prompts are built here.
+    let super::prompt::RolePrompts::Plain(template) = prompts else {
+        return Err(ModelError::Invalid(format!(
+            "{} has a chat template: fine-tuning instruct provers is not supported yet",
+            base.display()
+        )));
+    };
     let examples = encode_examples(&tokenizer, &template, pairs, config.max_position_embeddings)?;
     if examples.is_empty() {
         return Err(ModelError::Invalid(
