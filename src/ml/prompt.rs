@@ -490,6 +490,63 @@ impl RolePrompts {
     }
 }
 
+/// The BOS id a base model's prompt starts with: the tokenizer's `<s>`, else `config.json`'s
+/// `bos_token_id`. (Chat prompts never get it: see [`RolePrompts::ids`].)
+pub fn plain_bos(tokenizer: &Tokenizer, config_bos: Option<u32>) -> Option<u32> {
+    super::tokenizer::special_id(tokenizer, super::tokenizer::BOS).or(config_bos)
+}
+
+/// A question to show prompts with when none is given (GSM8K's first training problem).
+pub const SAMPLE_GSM8K_QUESTION: &str = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?";
+
+/// The prompts of the checkpoint folder `dir` as the prover builds them, for people to read:
+/// how they are built, then for each of `roles` the exact prompt text between marker lines and,
+/// with `ids`, its token ids. Needs only the tokenizer and prompt files (and `config.json`'s
+/// `bos_token_id`), not the weights, so it works for any architecture.
+pub fn show(
+    dir: &std::path::Path,
+    roles: &[ProverRole],
+    question: &str,
+    ids: bool,
+) -> Result<String, ModelError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
+    };
+    let prompts = RolePrompts::load_dir(dir)?;
+    let tokenizer = super::tokenizer::from_json_bytes(&read("tokenizer.json")?)
+        .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
+    let config: serde_json::Value = serde_json::from_slice(&read("config.json")?)
+        .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
+    let config_bos = config
+        .get("bos_token_id")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|id| u32::try_from(id).ok());
+    let bos = plain_bos(&tokenizer, config_bos);
+    let mut out = format!(
+        "checkpoint: {}\nprompting: {}\n",
+        dir.display(),
+        prompts.describe()
+    );
+    for &role in roles {
+        let text = prompts.text(role, question)?;
+        let token_ids = prompts.ids(&tokenizer, bos, role, question)?;
+        let bos_note = match (&prompts, bos) {
+            (RolePrompts::Plain(_), Some(bos)) => format!(", BOS id {bos} first, then this text"),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "--- {role} prompt: {} tokens{bos_note} ---\n{text}\n--- end of {role} prompt ---\n",
+            token_ids.len()
+        ));
+        if ids {
+            let list: Vec<String> = token_ids.iter().map(u32::to_string).collect();
+            out.push_str(&format!("ids: {}\n", list.join(" ")));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use super::config::LlamaConfig;
 use super::llama::{Llama, decode_mask};
 use super::prompt::RolePrompts;
 use super::sampling::{SampleRng, SamplingParams, sample_token};
-use super::tokenizer::{self, BOS, EOS, PAD};
+use super::tokenizer::{self, EOS, PAD};
 use crate::domain::ProverRole;
 
 /// The weights file this project writes; loading accepts any `*.safetensors` set.
@@ -93,7 +93,7 @@ impl Prover {
         tokenizer: Tokenizer,
         prompts: impl Into<RolePrompts>,
     ) -> Result<Self, ModelError> {
-        let bos = tokenizer::special_id(&tokenizer, BOS).or(model.config().bos_token_id);
+        let bos = super::prompt::plain_bos(&tokenizer, model.config().bos_token_id);
         let eos = tokenizer::special_id(&tokenizer, EOS).or(model.config().eos_token_id);
         let pad = tokenizer::special_id(&tokenizer, PAD).or(eos).unwrap_or(0);
         Ok(Self {
