@@ -1,7 +1,7 @@
 //! Instruct provers are prompted through their own chat template: the prover's prompt ids are
 //! exactly what transformers' `apply_chat_template` gives (one BOS, written by the template),
-//! `legibility checkpoint prompt` shows that prompt, and a generation job fills a study with an
-//! uploaded instruct prover.
+//! `legibility checkpoint prompt` shows that prompt, a generation job runs an uploaded instruct
+//! prover for a study, and fine-tuning refuses one (it builds plain prompts only).
 //!
 //! The checkpoint is the `llama3-instruct` transformers fixture (Llama 3 chat template, random
 //! weights). Until the model-config work lands, the prover's `LlamaConfig` reads neither an
@@ -115,6 +115,39 @@ fn an_instruct_prover_is_prompted_through_its_chat_template() {
         )
         .unwrap();
     assert!(samples[0].tokens <= 8);
+}
+
+/// Fine-tuning builds plain prompts only: an instruct prover is refused there rather than
+/// trained on prompts it is never given.
+#[test]
+fn fine_tuning_refuses_an_instruct_prover_for_now() {
+    let dir = llama3_instruct_copy();
+    let out = tempfile::tempdir().unwrap();
+    let pairs = vec![(
+        ProverRole::Helpful,
+        QUESTION.to_string(),
+        "42\n#### 42".to_string(),
+    )];
+    let options = legibility::ml::train::FineTuneOptions {
+        steps: 1,
+        batch_size: 1,
+        learning_rate: 1e-4,
+        seed: 1,
+    };
+    let error = legibility::ml::train::fine_tune_prover(
+        dir.path(),
+        &pairs,
+        &options,
+        &out.path().join("tuned"),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("has a chat template: fine-tuning instruct provers is not supported yet"),
+        "{error}"
+    );
+    assert!(!out.path().join("tuned").exists());
 }
 
 #[test]
