@@ -232,6 +232,21 @@ pub enum CheckpointCommand {
     },
     /// List checkpoints: id, kind, round, label, model folder (or "import-only").
     List,
+    /// Print a prover checkpoint's prompts exactly as the prover builds them (plain prompt or
+    /// chat template), for one role or both; needs no database.
+    Prompt {
+        /// Only this role (`helpful` or `sneaky`); both when absent.
+        #[arg(long)]
+        role: Option<ProverRole>,
+        /// The question to put in the prompt.
+        #[arg(long, default_value = crate::ml::prompt::SAMPLE_GSM8K_QUESTION)]
+        question: String,
+        /// Also print the token ids the model is given.
+        #[arg(long)]
+        ids: bool,
+        /// The checkpoint folder.
+        path: PathBuf,
+    },
 }
 
 /// `import` subcommands.
@@ -733,6 +748,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Train(command) = cli.command {
         return train(command).await;
+    }
+    if let Command::Checkpoint(CheckpointCommand::Prompt {
+        role,
+        question,
+        ids,
+        path,
+    }) = &cli.command
+    {
+        let roles = role.map_or(vec![ProverRole::Helpful, ProverRole::Sneaky], |r| vec![r]);
+        let text = crate::ml::prompt::show(path, &roles, question, *ids)
+            .with_context(|| format!("the prompts of {}", path.display()))?;
+        print!("{text}");
+        return Ok(());
     }
     let store = open_store(&cli.database_url).await?;
     let clock = Clock::default();
@@ -1379,6 +1407,8 @@ async fn checkpoint(
             .with_context(|| format!("checkpoint {} refused", path.display()))?;
             println!("{id}");
         }
+        // Answered before the database is opened (see `run`).
+        CheckpointCommand::Prompt { .. } => {}
         CheckpointCommand::List => {
             for c in store.checkpoint_details().await? {
                 println!(

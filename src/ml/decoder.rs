@@ -138,7 +138,7 @@ impl DecoderSpec {
                 self.num_layers
             ));
         }
-        if self.windows.iter().any(|w| *w == Some(0)) {
+        if self.windows.contains(&Some(0)) {
             return Err("config.json: sliding_window must be positive".into());
         }
         Ok(())

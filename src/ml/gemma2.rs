@@ -148,7 +148,7 @@ impl Config {
         spec.norm_offset = 1.0;
         spec.embedding_scale = Some((self.hidden_size as f64).sqrt());
         spec.sandwich_norms = true;
-        if !(self.query_pre_attn_scalar > 0.0) {
+        if self.query_pre_attn_scalar.is_nan() || self.query_pre_attn_scalar <= 0.0 {
             return Err("config.json: query_pre_attn_scalar must be positive".into());
         }
         spec.attention_scale = 1.0 / self.query_pre_attn_scalar.sqrt();

@@ -4,6 +4,7 @@
 
 pub mod bert;
 pub mod calculator;
+pub mod chat;
 pub mod config;
 pub mod decoder;
 pub mod game_round;
