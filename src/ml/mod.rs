@@ -9,6 +9,7 @@ pub mod config;
 pub mod decoder;
 pub mod game_round;
 pub mod gemma2;
+pub mod inspect;
 pub mod llama;
 pub mod mistral;
 pub mod phi3;
