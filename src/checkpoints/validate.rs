@@ -153,9 +153,10 @@ pub fn validate(
     // (vocab.txt, …) are refused one by one: the fix is to choose "verifier", not to drop them.
     if kind == CheckpointKind::Prover
         && let Some((_, bytes)) = files.iter().find(|(n, _)| n == CONFIG_FILE)
-        && let Ok(ModelConfig::Bert(_)) = ModelConfig::from_json(bytes)
+        && let Ok(config) = ModelConfig::from_json(bytes)
+        && is_encoder(&config)
     {
-        return Err(bert_prover());
+        return Err(bert_prover(config.model_type()));
     }
     let weights_file =
         |name: &str| name.len() > WEIGHTS_EXTENSION.len() && name.ends_with(WEIGHTS_EXTENSION);
@@ -195,8 +196,8 @@ pub fn validate(
 
     let config =
         ModelConfig::from_json(by_name[CONFIG_FILE]).map_err(CheckpointRejected::InvalidFile)?;
-    if kind == CheckpointKind::Prover && matches!(config, ModelConfig::Bert(_)) {
-        return Err(bert_prover());
+    if kind == CheckpointKind::Prover && is_encoder(&config) {
+        return Err(bert_prover(config.model_type()));
     }
     config.check().map_err(CheckpointRejected::InvalidFile)?;
     if let ModelConfig::Llama(llama) = &config {
@@ -264,10 +265,19 @@ pub fn validate(
     })
 }
 
-/// The refusal of a BERT-family config offered as a prover.
-fn bert_prover() -> CheckpointRejected {
+/// Whether `config` is an encoder (a BERT backbone or an encoder reward model): a verifier,
+/// never a prover.
+fn is_encoder(config: &ModelConfig) -> bool {
+    matches!(
+        config,
+        ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_)
+    )
+}
+
+/// The refusal of an encoder config (BERT, RoBERTa, DeBERTa) offered as a prover.
+fn bert_prover(model_type: &str) -> CheckpointRejected {
     CheckpointRejected::Unsupported(format!(
-        "{CONFIG_FILE}: model_type is \"bert\", but prover checkpoints must be Llama (model_type \"llama\"): a BERT-family encoder cannot generate solutions; upload it as a verifier"
+        "{CONFIG_FILE}: model_type is {model_type:?}, but prover checkpoints must be Llama (model_type \"llama\"): an encoder cannot generate solutions; upload it as a verifier"
     ))
 }
 
@@ -330,7 +340,8 @@ fn read_tensors<'a>(
 
 /// What the weights of one checkpoint must hold, derived from its kind and config.
 struct TensorPlan {
-    /// How to name the model in messages ("Llama prover", "BERT verifier", …).
+    /// How to name the model in messages ("Llama prover", "BERT verifier",
+    /// "RobertaForSequenceClassification", …).
     model: &'static str,
     /// Tensors that must be present with these shapes.
     required: Vec<(String, Vec<usize>)>,
@@ -402,6 +413,20 @@ impl TensorPlan {
                     prefix,
                     layers: c.num_hidden_layers,
                     per_layer: BertConfig::TENSORS_PER_LAYER,
+                }
+            }
+            (ModelConfig::EncoderClassifier(c), _) => {
+                let tensors = c.tensors();
+                let (layers, per_layer) = c.layers();
+                TensorPlan {
+                    model: c.class_name(),
+                    required: tensors.required,
+                    optional: tensors.optional,
+                    score_head: tensors.head,
+                    buffers: tensors.buffers,
+                    prefix: "",
+                    layers,
+                    per_layer,
                 }
             }
         }

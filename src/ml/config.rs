@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bert::BertConfig;
+use super::encoder_classifier::EncoderClassifierConfig;
 
 /// The fields of a Hugging Face `LlamaConfig` this project reads. Unknown fields are ignored so
 /// real exported configs load; missing optional ones take the Llama defaults.
@@ -161,6 +162,9 @@ pub enum ModelConfig {
     Llama(LlamaConfig),
     /// A BERT-family encoder (`model_type` `"bert"`).
     Bert(BertConfig),
+    /// An encoder reward model (verifiers only): `BertForSequenceClassification`,
+    /// `RobertaForSequenceClassification` or `DebertaV2ForSequenceClassification`, one label.
+    EncoderClassifier(EncoderClassifierConfig),
 }
 
 impl ModelConfig {
@@ -179,6 +183,9 @@ impl ModelConfig {
                 ));
             }
         };
+        if let Some(parsed) = EncoderClassifierConfig::parse(model_type.as_deref(), &value) {
+            return parsed.map(ModelConfig::EncoderClassifier);
+        }
         match model_type.as_deref() {
             Some("bert") => serde_json::from_value(value)
                 .map(ModelConfig::Bert)
@@ -187,7 +194,7 @@ impl ModelConfig {
                 .map(ModelConfig::Llama)
                 .map_err(|e| format!("config.json is not a valid Llama config: {e}")),
             Some(other) => Err(format!(
-                "config.json: model_type is {other:?}; only \"llama\" (provers and verifiers) and \"bert\" (verifiers) are supported"
+                "config.json: model_type is {other:?}; only \"llama\" (provers and verifiers) and \"bert\", \"roberta\", \"deberta-v2\" (verifiers) are supported"
             )),
         }
     }
@@ -197,6 +204,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Llama(c) => &c.model_type,
             ModelConfig::Bert(c) => &c.model_type,
+            ModelConfig::EncoderClassifier(c) => c.model_type(),
         }
     }
 
@@ -205,6 +213,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Llama(c) => c.hidden_size,
             ModelConfig::Bert(c) => c.hidden_size,
+            ModelConfig::EncoderClassifier(c) => c.hidden_size(),
         }
     }
 
@@ -213,6 +222,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Llama(c) => c.vocab_size,
             ModelConfig::Bert(c) => c.vocab_size,
+            ModelConfig::EncoderClassifier(c) => c.vocab_size(),
         }
     }
 
@@ -222,6 +232,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Llama(c) => c.check(),
             ModelConfig::Bert(c) => c.check(),
+            ModelConfig::EncoderClassifier(c) => c.check(),
         }
     }
 
@@ -229,7 +240,7 @@ impl ModelConfig {
     pub fn as_llama(&self) -> Option<&LlamaConfig> {
         match self {
             ModelConfig::Llama(c) => Some(c),
-            ModelConfig::Bert(_) => None,
+            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => None,
         }
     }
 
@@ -237,7 +248,7 @@ impl ModelConfig {
     pub fn as_bert(&self) -> Option<&BertConfig> {
         match self {
             ModelConfig::Bert(c) => Some(c),
-            ModelConfig::Llama(_) => None,
+            ModelConfig::Llama(_) | ModelConfig::EncoderClassifier(_) => None,
         }
     }
 
@@ -266,6 +277,7 @@ impl ModelConfig {
                 "type_vocab_size": c.type_vocab_size,
                 "hidden_act": c.hidden_act,
             }),
+            ModelConfig::EncoderClassifier(c) => c.architecture(),
         }
     }
 }
