@@ -446,6 +446,19 @@ fn uploads_accept_exactly_a_classifiers_tensors() {
     files[0].1 = config.to_string().into_bytes();
     let err = validated(files, CheckpointKind::Verifier).unwrap_err();
     assert!(err.contains("num_labels is 2"), "{err}");
+    // The slow-tokenizer files transformers 4.x saves beside them are accepted (unused).
+    let mut files = checkpoint_files("roberta-cls");
+    files.push(("vocab.json".into(), br#"{"<s>": 0}"#.to_vec()));
+    files.push(("merges.txt".into(), b"#version: 0.2\n".to_vec()));
+    validated(files.clone(), CheckpointKind::Verifier).unwrap();
+    files.pop();
+    files.push(("merges.txt".into(), vec![0xff, 0xfe]));
+    let err = validated(files, CheckpointKind::Verifier).unwrap_err();
+    assert!(err.contains("merges.txt is not UTF-8 text"), "{err}");
+    let mut files = checkpoint_files("deberta-v2-cls");
+    files.push(("spm.model".into(), vec![0x0a, 0x80, 0xff, 0x00]));
+    files.push(("added_tokens.json".into(), br#"{"[MASK]": 4}"#.to_vec()));
+    validated(files, CheckpointKind::Verifier).unwrap();
 }
 
 /// Labelled solutions whose right answer the text gives away ("step by step" vs "carefully").

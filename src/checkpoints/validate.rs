@@ -44,7 +44,8 @@ impl ValidatedCheckpoint {
         self.kind
     }
 
-    /// The parsed `config.json`: Llama for every prover, Llama or BERT for a verifier.
+    /// The parsed `config.json`: Llama for every prover; Llama, BERT or an encoder reward
+    /// model for a verifier.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -54,8 +55,9 @@ impl ValidatedCheckpoint {
         self.prompt_template.as_ref()
     }
 
-    /// Whether the weights hold a trained score head (`score.weight` and `score.bias`): always
-    /// for a Llama verifier, optional for a BERT verifier, never for a prover.
+    /// Whether the weights hold a trained score head (`score.weight` and `score.bias`; an
+    /// encoder reward model's own last layer): always for a Llama verifier and a reward model,
+    /// optional for a BERT verifier, never for a prover.
     pub fn score_head(&self) -> bool {
         self.score_head
     }
