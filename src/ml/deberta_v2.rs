@@ -616,11 +616,15 @@ impl DebertaV2ForSequenceClassification {
     /// The flat gather indexes of one sequence length (see [`Relative`]).
     fn indexes(&self, t: usize, device: &Device) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let rows = 2 * self.config.attention_span();
+        // The row depends on i − j only: one bucket per distance, not per pair.
+        let by_distance: Vec<usize> = (0..2 * t.max(1) - 1)
+            .map(|k| table_row(&self.config, k, t.max(1) - 1))
+            .collect();
         let mut c2p = Vec::with_capacity(t * t);
         let mut p2c = Vec::with_capacity(t * t);
         for i in 0..t {
             for j in 0..t {
-                let row = table_row(&self.config, i, j);
+                let row = by_distance[i + t - 1 - j];
                 c2p.push((i * rows + row) as u32);
                 p2c.push((j * rows + row) as u32);
             }

@@ -282,7 +282,9 @@ impl Verifier {
                     unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
                 let model = EncoderClassifier::new(&config, vb)?;
                 let varmap = VarMap::new();
-                let (name, shape) = config.tensors().head.swap_remove(0);
+                let (name, shape) = config.tensors().head.into_iter().next().ok_or_else(|| {
+                    ModelError::Invalid("the reward model names no head tensors".into())
+                })?;
                 let prefix = name.trim_end_matches(".weight");
                 let inputs = shape.get(1).copied().unwrap_or(config.hidden_size());
                 let head = candle_nn::linear(
