@@ -832,12 +832,11 @@ async fn verifier_uploads_are_stored_and_registered(backend: Backend) {
     let mut half_head = llama_verifier_files();
     let config: legibility::ml::config::LlamaConfig =
         serde_json::from_slice(&config_json(8)).unwrap();
-    let mut shapes: Vec<(String, Vec<usize>)> = config
+    let shapes: Vec<(String, Vec<usize>)> = config
         .expected_tensors()
         .into_iter()
         .filter(|(name, _)| name != "lm_head.weight")
         .collect();
-    shapes.push(("score.weight".into(), vec![1, 8]));
     half_head[2].1 = tensors_of(&shapes);
     let mut with_template = llama_verifier_files();
     with_template.push(("prompt_template.json".into(), prompt_template_json()));
@@ -846,9 +845,9 @@ async fn verifier_uploads_are_stored_and_registered(backend: Backend) {
             "prover",
             "bert-prover",
             bert_files(),
-            "prover checkpoints must be Llama",
+            "prover checkpoints must be",
         ),
-        ("verifier", "no-bias", half_head, "missing: score.bias"),
+        ("verifier", "no-head", half_head, "missing: score.weight"),
         (
             "verifier",
             "templated",

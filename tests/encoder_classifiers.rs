@@ -365,7 +365,7 @@ fn uploads_accept_exactly_a_classifiers_tensors() {
         assert_eq!(metadata["architecture"]["num_labels"], 1, "{metadata}");
         let err = validated(checkpoint_files(case), CheckpointKind::Prover).unwrap_err();
         assert!(
-            err.contains("prover checkpoints must be Llama"),
+            err.contains("prover checkpoints must be decoder language models"),
             "{case}: {err}"
         );
     }

@@ -52,13 +52,14 @@ fn main() -> anyhow::Result<()> {
         unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string()) };
     }
     let mut prover = Prover::load(&args.model, &Device::Cpu)?;
-    let config = prover.config().clone();
+    let spec = prover.model_mut().spec().clone();
     println!(
-        "model {}: hidden {} x {} layers, vocab {}, {} threads",
+        "model {} ({}): hidden {} x {} layers, vocab {}, {} threads",
         args.model.display(),
-        config.hidden_size,
-        config.num_hidden_layers,
-        config.vocab_size,
+        spec.model_type,
+        spec.hidden_size,
+        spec.num_layers,
+        spec.vocab_size,
         candle_core::utils::get_num_threads()
     );
     let problems = generator::generate(4242, 64);

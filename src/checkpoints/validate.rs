@@ -202,19 +202,22 @@ pub fn validate(
         return Err(bert_prover(config.model_type()));
     }
     config.check().map_err(CheckpointRejected::InvalidFile)?;
-    if let ModelConfig::Llama(llama) = &config {
-        for (field, id) in [
-            ("bos_token_id", llama.bos_token_id),
-            ("eos_token_id", llama.eos_token_id),
-        ] {
-            if let Some(id) = id
-                && id as usize >= llama.vocab_size
-            {
-                return Err(CheckpointRejected::InvalidFile(format!(
-                    "{CONFIG_FILE}: {field} {id} is outside the vocabulary (vocab_size {})",
-                    llama.vocab_size
-                )));
-            }
+    let ids = config
+        .bos_token_id()
+        .map(|id| ("bos_token_id", id))
+        .into_iter()
+        .chain(
+            config
+                .eos_token_ids()
+                .into_iter()
+                .map(|id| ("eos_token_id", id)),
+        );
+    for (field, id) in ids {
+        if id as usize >= config.vocab_size() {
+            return Err(CheckpointRejected::InvalidFile(format!(
+                "{CONFIG_FILE}: {field} {id} is outside the vocabulary (vocab_size {})",
+                config.vocab_size()
+            )));
         }
     }
 
@@ -248,7 +251,7 @@ pub fn validate(
     }
 
     let found = read_tensors(&files, weights_file)?;
-    let plan = TensorPlan::new(kind, &config, &found);
+    let plan = TensorPlan::new(kind, &config, &found)?;
     let (parameters, dtypes) = check_tensors(&found, &plan)?;
     let score_head = !plan.score_head.is_empty()
         && plan
@@ -279,7 +282,7 @@ fn is_encoder(config: &ModelConfig) -> bool {
 /// The refusal of an encoder config (BERT, RoBERTa, DeBERTa) offered as a prover.
 fn bert_prover(model_type: &str) -> CheckpointRejected {
     CheckpointRejected::Unsupported(format!(
-        "{CONFIG_FILE}: model_type is {model_type:?}, but prover checkpoints must be Llama (model_type \"llama\"): an encoder cannot generate solutions; upload it as a verifier"
+        "{CONFIG_FILE}: model_type is {model_type:?}, but prover checkpoints must be decoder language models (llama, mistral, qwen2, qwen3, phi3, gemma2): an encoder cannot generate solutions; upload it as a verifier"
     ))
 }
 
@@ -342,9 +345,9 @@ fn read_tensors<'a>(
 
 /// What the weights of one checkpoint must hold, derived from its kind and config.
 struct TensorPlan {
-    /// How to name the model in messages ("Llama prover", "BERT verifier",
+    /// How to name the model in messages ("llama prover", "BERT verifier",
     /// "RobertaForSequenceClassification", …).
-    model: &'static str,
+    model: String,
     /// Tensors that must be present with these shapes.
     required: Vec<(String, Vec<usize>)>,
     /// Tensors accepted with these shapes when present.
@@ -361,7 +364,11 @@ struct TensorPlan {
 }
 
 impl TensorPlan {
-    fn new(kind: CheckpointKind, config: &ModelConfig, found: &FoundTensors<'_>) -> Self {
+    fn new(
+        kind: CheckpointKind,
+        config: &ModelConfig,
+        found: &FoundTensors<'_>,
+    ) -> Result<Self, CheckpointRejected> {
         let score_head = vec![
             (
                 format!("{SCORE_HEAD}.weight"),
@@ -369,42 +376,50 @@ impl TensorPlan {
             ),
             (format!("{SCORE_HEAD}.bias"), vec![1]),
         ];
-        match (config, kind) {
-            (ModelConfig::Llama(c), CheckpointKind::Prover) => TensorPlan {
-                model: "Llama prover",
-                required: c.expected_tensors(),
-                optional: Vec::new(),
-                score_head: Vec::new(),
-                buffers: Vec::new(),
-                prefix: "",
-                layers: c.num_hidden_layers,
-                per_layer: 9,
-            },
-            (ModelConfig::Llama(c), CheckpointKind::Verifier) => {
-                let lm_head = "lm_head.weight";
-                let mut required: Vec<_> = c
-                    .expected_tensors()
-                    .into_iter()
-                    .filter(|(n, _)| n != lm_head)
-                    .collect();
-                required.extend(score_head.iter().cloned());
-                TensorPlan {
-                    model: "Llama verifier",
-                    required,
-                    optional: vec![(lm_head.to_string(), vec![c.vocab_size, c.hidden_size])],
-                    score_head,
+        if let Some(Ok(spec)) = config.decoder_spec() {
+            let body = spec.expected_tensors(false);
+            let per_layer = (body.len() - 2) / spec.num_layers.max(1);
+            let lm_head = (
+                "lm_head.weight".to_string(),
+                vec![spec.vocab_size, spec.hidden_size],
+            );
+            return Ok(match kind {
+                CheckpointKind::Prover => TensorPlan {
+                    model: format!("{} prover", config.display_name()),
+                    required: spec.expected_tensors(true),
+                    optional: Vec::new(),
+                    score_head: Vec::new(),
                     buffers: Vec::new(),
                     prefix: "",
-                    layers: c.num_hidden_layers,
-                    per_layer: 9,
+                    layers: spec.num_layers,
+                    per_layer,
+                },
+                // A verifier reads the body's last hidden state: the output projection is
+                // accepted, never needed. Reward models saved by transformers have a score
+                // head without bias; the project's own verifiers write one.
+                CheckpointKind::Verifier => {
+                    let mut required = body;
+                    required.push(score_head[0].clone());
+                    TensorPlan {
+                        model: format!("{} verifier", config.display_name()),
+                        required,
+                        optional: vec![lm_head, score_head[1].clone()],
+                        score_head: vec![score_head[0].clone()],
+                        buffers: Vec::new(),
+                        prefix: "",
+                        layers: spec.num_layers,
+                        per_layer,
+                    }
                 }
-            }
+            });
+        }
+        match (config, kind) {
             (ModelConfig::Bert(c), _) => {
                 let prefix = bert::tensor_prefix(found.keys().map(String::as_str));
                 let mut optional = c.pooler_tensors(prefix);
                 optional.extend(score_head.iter().cloned());
-                TensorPlan {
-                    model: "BERT verifier",
+                Ok(TensorPlan {
+                    model: "BERT verifier".into(),
                     required: c.expected_tensors(prefix),
                     optional,
                     score_head,
@@ -415,13 +430,13 @@ impl TensorPlan {
                     prefix,
                     layers: c.num_hidden_layers,
                     per_layer: BertConfig::TENSORS_PER_LAYER,
-                }
+                })
             }
             (ModelConfig::EncoderClassifier(c), _) => {
                 let tensors = c.tensors();
                 let (layers, per_layer) = c.layers();
-                TensorPlan {
-                    model: c.class_name(),
+                Ok(TensorPlan {
+                    model: c.class_name().into(),
                     required: tensors.required,
                     optional: tensors.optional,
                     score_head: tensors.head,
@@ -429,8 +444,12 @@ impl TensorPlan {
                     prefix: "",
                     layers,
                     per_layer,
-                }
+                })
             }
+            (other, _) => Err(CheckpointRejected::Unsupported(format!(
+                "{CONFIG_FILE}: model_type {:?} has no weight layout here",
+                other.model_type()
+            ))),
         }
     }
 }

@@ -1,135 +1,123 @@
-//! The Hugging Face `config.json` of a Llama-architecture checkpoint, and the tensors it implies;
-//! [`ModelConfig`] also covers the BERT-family verifier backbone ([`super::bert::BertConfig`]).
-//!
-//! One place states what a checkpoint must contain, so loading, training and upload
-//! validation all agree on names and shapes.
+//! A checkpoint's `config.json`, whichever architecture it describes ([`ModelConfig`]), and
+//! what every decoder config shares: token id lists, the resolved dimensions ([`Dims`]) and
+//! the refusal of quantised checkpoints. Each architecture reads its own fields in its own
+//! file (`llama`, `mistral`, `qwen2`, `qwen3`, `phi3`, `gemma2`, `bert`); one place states
+//! what a checkpoint must contain, so loading, training and upload validation agree on names
+//! and shapes.
 
 use serde::{Deserialize, Serialize};
 
 use super::bert::BertConfig;
+use super::decoder::{Activation, DecoderSpec};
 use super::encoder_classifier::EncoderClassifierConfig;
+use super::rope::{Rope, RopeFields};
+use super::{gemma2, mistral, phi3, qwen2, qwen3};
 
-/// The fields of a Hugging Face `LlamaConfig` this project reads. Unknown fields are ignored so
-/// real exported configs load; missing optional ones take the Llama defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LlamaConfig {
-    /// Always a list containing `"LlamaForCausalLM"` for checkpoints this project writes.
-    #[serde(default)]
-    pub architectures: Vec<String>,
-    /// `"llama"`; other model types are refused.
-    #[serde(default = "default_model_type")]
-    pub model_type: String,
-    /// Width of the residual stream.
-    pub hidden_size: usize,
-    /// Width of the SwiGLU MLP.
-    pub intermediate_size: usize,
-    /// Number of decoder blocks.
-    pub num_hidden_layers: usize,
-    /// Query heads; `hidden_size` must be a multiple of it.
-    pub num_attention_heads: usize,
-    /// Key/value heads (grouped-query attention); defaults to `num_attention_heads`.
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    /// Tokenizer vocabulary size.
+pub use super::llama::Config as LlamaConfig;
+
+/// A token id field that configs write as one id or a list (Llama-3 instruct's
+/// `eos_token_id: [128001, 128008, 128009]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    /// One id.
+    One(u32),
+    /// Several ids, any of which counts.
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    /// The ids, in the order written.
+    pub fn ids(&self) -> Vec<u32> {
+        match self {
+            TokenIds::One(id) => vec![*id],
+            TokenIds::Many(ids) => ids.clone(),
+        }
+    }
+}
+
+/// The ids of an optional id field (none when absent).
+pub fn token_ids(field: &Option<TokenIds>) -> Vec<u32> {
+    field.as_ref().map(TokenIds::ids).unwrap_or_default()
+}
+
+/// A quantised checkpoint (GPTQ, AWQ, bitsandbytes, …) stores packed integers, not the tensors
+/// this code multiplies: refused by name with what to do instead.
+pub fn refuse_quantized(quantization: &Option<serde_json::Value>) -> Result<(), String> {
+    match quantization {
+        None | Some(serde_json::Value::Null) => Ok(()),
+        Some(q) => {
+            let method = q
+                .get("quant_method")
+                .and_then(|m| m.as_str())
+                .unwrap_or("unnamed");
+            Err(format!(
+                "config.json: quantization_config ({method}) is set: quantised checkpoints are not supported; upload the unquantised (fp32, fp16 or bf16) checkpoint instead"
+            ))
+        }
+    }
+}
+
+/// What every decoder config states in the same terms, resolved with its architecture's
+/// defaults: the start of its [`DecoderSpec`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Dims {
+    pub model_type: &'static str,
     pub vocab_size: usize,
-    /// RMSNorm epsilon.
-    #[serde(default = "default_rms_norm_eps")]
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    /// Explicit `head_dim`, else hidden / heads.
+    pub head_dim: Option<usize>,
     pub rms_norm_eps: f64,
-    /// RoPE base.
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f32,
-    /// Longest sequence (prompt + generation) the model supports.
-    #[serde(default = "default_max_positions")]
-    pub max_position_embeddings: usize,
-    /// Whether the output projection reuses the token embedding (then `lm_head.weight` is absent).
-    #[serde(default)]
+    pub max_positions: usize,
     pub tie_word_embeddings: bool,
-    /// Beginning-of-sequence token id, when the tokenizer has one.
-    #[serde(default)]
-    pub bos_token_id: Option<u32>,
-    /// End-of-sequence token id, when the tokenizer has one.
-    #[serde(default)]
-    pub eos_token_id: Option<u32>,
 }
 
-fn default_model_type() -> String {
-    "llama".to_string()
-}
-fn default_rms_norm_eps() -> f64 {
-    1e-5
-}
-fn default_rope_theta() -> f32 {
-    10_000.0
-}
-fn default_max_positions() -> usize {
-    2048
-}
-
-impl LlamaConfig {
-    /// Key/value heads, resolving the Llama default.
-    pub fn kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
-    }
-
-    /// Width of one attention head.
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads.max(1)
-    }
-
-    /// Why this config cannot describe a usable model, if it cannot.
-    pub fn check(&self) -> Result<(), String> {
-        if self.model_type != "llama" {
+impl Dims {
+    /// The plain Llama-style spec of these dimensions with `rope`: every optional feature
+    /// off, SiLU, scores scaled by 1/√head_dim, full attention in every layer; the
+    /// architecture then switches on what it has.
+    pub fn spec(&self, rope: &RopeFields) -> Result<DecoderSpec, String> {
+        if self.heads == 0 {
+            return Err("config.json: num_attention_heads must be positive".into());
+        }
+        let head_dim = self.head_dim.unwrap_or(self.hidden_size / self.heads);
+        if self.head_dim.is_none() && !self.hidden_size.is_multiple_of(self.heads) {
             return Err(format!(
-                "config.json: model_type is {:?}; only \"llama\" is supported",
-                self.model_type
+                "config.json: hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.heads
             ));
         }
-        require_positive(&[
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.kv_heads()),
-            ("vocab_size", self.vocab_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-        ])?;
-        require_heads_fit(self.hidden_size, self.num_attention_heads)?;
-        if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
-            return Err(format!(
-                "config.json: num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                self.num_attention_heads,
-                self.kv_heads()
-            ));
-        }
-        if !self.head_dim().is_multiple_of(2) {
-            return Err("config.json: the head width must be even for rotary embeddings".into());
-        }
-        Ok(())
-    }
-
-    /// Every tensor a checkpoint with this config holds, with its shape, in the Hugging Face
-    /// naming (`model.layers.{i}.self_attn.q_proj.weight`, …).
-    pub fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let (h, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let kv = self.kv_heads() * self.head_dim();
-        let mut out = vec![("model.embed_tokens.weight".to_string(), vec![v, h])];
-        for i in 0..self.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-            out.push((format!("{p}.self_attn.q_proj.weight"), vec![h, h]));
-            out.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
-            out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
-            out.push((format!("{p}.self_attn.o_proj.weight"), vec![h, h]));
-            out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-            out.push((format!("{p}.mlp.gate_proj.weight"), vec![f, h]));
-            out.push((format!("{p}.mlp.up_proj.weight"), vec![f, h]));
-            out.push((format!("{p}.mlp.down_proj.weight"), vec![h, f]));
-        }
-        out.push(("model.norm.weight".to_string(), vec![h]));
-        if !self.tie_word_embeddings {
-            out.push(("lm_head.weight".to_string(), vec![v, h]));
-        }
-        out
+        Ok(DecoderSpec {
+            model_type: self.model_type.to_string(),
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_layers,
+            heads: self.heads,
+            kv_heads: self.kv_heads,
+            head_dim,
+            rms_norm_eps: self.rms_norm_eps,
+            max_positions: self.max_positions,
+            rope: Rope::from_fields(rope, self.max_positions, 10_000.0, head_dim)?,
+            tie_word_embeddings: self.tie_word_embeddings,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+            fused_projections: false,
+            norm_offset: 0.0,
+            embedding_scale: None,
+            sandwich_norms: false,
+            activation: Activation::Silu,
+            attention_scale: 1.0 / (head_dim.max(1) as f64).sqrt(),
+            attention_softcap: None,
+            final_softcap: None,
+            windows: vec![None; self.num_layers],
+        })
     }
 }
 
@@ -153,13 +141,24 @@ pub(crate) fn require_heads_fit(hidden_size: usize, heads: usize) -> Result<(), 
     }
 }
 
-/// A checkpoint's `config.json`, whichever architecture it describes: provers are always Llama,
-/// verifiers are a Llama body or a BERT-family encoder, each with a score head. Upload
-/// validation and the stored metadata work on this so both verifier backbones share one path.
+/// A checkpoint's `config.json`, whichever architecture it describes: a decoder (Llama,
+/// Mistral, Qwen2, Qwen3, Phi-3, Gemma 2: provers, and verifiers with a score head) or a
+/// BERT-family encoder (verifiers). Upload validation and the stored metadata work on this so
+/// every architecture shares one path.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelConfig {
-    /// A Llama-architecture decoder (`model_type` `"llama"`, or absent).
+    /// Llama 1/2/3.x (`model_type` `"llama"`, or absent: the project's own models).
     Llama(LlamaConfig),
+    /// Mistral.
+    Mistral(mistral::Config),
+    /// Qwen2 / Qwen2.5.
+    Qwen2(qwen2::Config),
+    /// Qwen3.
+    Qwen3(qwen3::Config),
+    /// Phi-3.
+    Phi3(phi3::Config),
+    /// Gemma 2.
+    Gemma2(gemma2::Config),
     /// A BERT-family encoder (`model_type` `"bert"`).
     Bert(BertConfig),
     /// An encoder reward model (verifiers only): `BertForSequenceClassification`,
@@ -167,13 +166,20 @@ pub enum ModelConfig {
     EncoderClassifier(EncoderClassifierConfig),
 }
 
+/// The `model_type`s a checkpoint may have, for messages.
+pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3, phi3, gemma2 (provers and verifiers), bert, roberta, deberta-v2 (verifiers)";
+
 impl ModelConfig {
-    /// Parses `config.json`, choosing the architecture by its `model_type` (`"bert"` → BERT,
-    /// `"llama"` or absent → Llama; anything else is refused naming it). The config is parsed,
-    /// not checked: call [`ModelConfig::check`]. Messages start with `config.json`.
+    /// Parses `config.json`, choosing the architecture by its `model_type` (absent: Llama, as
+    /// the project's oldest checkpoints wrote it; anything unsupported is refused naming it;
+    /// a quantised checkpoint is refused before anything else). The config is parsed, not
+    /// checked: call [`ModelConfig::check`]. Messages start with `config.json`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         let value: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| format!("config.json is not valid JSON: {e}"))?;
+        if let Some(q) = value.get("quantization_config") {
+            refuse_quantized(&Some(q.clone()))?;
+        }
         let model_type = match value.get("model_type") {
             None => None,
             Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -183,35 +189,95 @@ impl ModelConfig {
                 ));
             }
         };
+        fn parse<T: serde::de::DeserializeOwned>(
+            value: serde_json::Value,
+            name: &str,
+        ) -> Result<T, String> {
+            serde_json::from_value(value)
+                .map_err(|e| format!("config.json is not a valid {name} config: {e}"))
+        }
         if let Some(parsed) = EncoderClassifierConfig::parse(model_type.as_deref(), &value) {
             return parsed.map(ModelConfig::EncoderClassifier);
         }
         match model_type.as_deref() {
-            Some("bert") => serde_json::from_value(value)
-                .map(ModelConfig::Bert)
-                .map_err(|e| format!("config.json is not a valid BERT config: {e}")),
-            None | Some("llama") => serde_json::from_value(value)
-                .map(ModelConfig::Llama)
-                .map_err(|e| format!("config.json is not a valid Llama config: {e}")),
+            Some("bert") => parse(value, "BERT").map(ModelConfig::Bert),
+            None | Some("llama") => parse(value, "Llama").map(ModelConfig::Llama),
+            Some("mistral") => parse(value, "Mistral").map(ModelConfig::Mistral),
+            Some("qwen2") => parse(value, "Qwen2").map(ModelConfig::Qwen2),
+            Some("qwen3") => parse(value, "Qwen3").map(ModelConfig::Qwen3),
+            Some("phi3") => parse(value, "Phi-3").map(ModelConfig::Phi3),
+            Some("gemma2") => parse(value, "Gemma 2").map(ModelConfig::Gemma2),
             Some(other) => Err(format!(
-                "config.json: model_type is {other:?}; only \"llama\" (provers and verifiers) and \"bert\", \"roberta\", \"deberta-v2\" (verifiers) are supported"
+                "config.json: model_type is {other:?}, which is not supported; supported: {SUPPORTED_MODEL_TYPES}"
             )),
         }
     }
 
-    /// The architecture's `model_type` (`"llama"` or `"bert"`).
+    /// The architecture's `model_type`.
     pub fn model_type(&self) -> &str {
         match self {
             ModelConfig::Llama(c) => &c.model_type,
+            ModelConfig::Mistral(_) => "mistral",
+            ModelConfig::Qwen2(_) => "qwen2",
+            ModelConfig::Qwen3(_) => "qwen3",
+            ModelConfig::Phi3(_) => "phi3",
+            ModelConfig::Gemma2(_) => "gemma2",
             ModelConfig::Bert(c) => &c.model_type,
             ModelConfig::EncoderClassifier(c) => c.model_type(),
         }
+    }
+
+    /// The architecture's name as people write it, for messages ("Qwen2", "Phi-3", …).
+    pub fn display_name(&self) -> &'static str {
+        match self {
+            ModelConfig::Llama(_) => "Llama",
+            ModelConfig::Mistral(_) => "Mistral",
+            ModelConfig::Qwen2(_) => "Qwen2",
+            ModelConfig::Qwen3(_) => "Qwen3",
+            ModelConfig::Phi3(_) => "Phi-3",
+            ModelConfig::Gemma2(_) => "Gemma 2",
+            ModelConfig::Bert(_) => "BERT",
+            ModelConfig::EncoderClassifier(c) => c.display_name(),
+        }
+    }
+
+    /// The `architectures` list (e.g. `["Qwen2ForSequenceClassification"]`).
+    pub fn architectures(&self) -> &[String] {
+        match self {
+            ModelConfig::Llama(c) => &c.architectures,
+            ModelConfig::Mistral(c) => &c.architectures,
+            ModelConfig::Qwen2(c) => &c.architectures,
+            ModelConfig::Qwen3(c) => &c.architectures,
+            ModelConfig::Phi3(c) => &c.architectures,
+            ModelConfig::Gemma2(c) => &c.architectures,
+            ModelConfig::Bert(_) => &[],
+            ModelConfig::EncoderClassifier(c) => c.architectures(),
+        }
+    }
+
+    /// The decoder a decoder config describes (`None` for an encoder), or why it cannot be
+    /// built.
+    pub fn decoder_spec(&self) -> Option<Result<DecoderSpec, String>> {
+        Some(match self {
+            ModelConfig::Llama(c) => c.spec(),
+            ModelConfig::Mistral(c) => c.spec(),
+            ModelConfig::Qwen2(c) => c.spec(),
+            ModelConfig::Qwen3(c) => c.spec(),
+            ModelConfig::Phi3(c) => c.spec(),
+            ModelConfig::Gemma2(c) => c.spec(),
+            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => return None,
+        })
     }
 
     /// Width of the hidden states: the score head's input size.
     pub fn hidden_size(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => c.hidden_size,
+            ModelConfig::Mistral(c) => c.hidden_size,
+            ModelConfig::Qwen2(c) => c.hidden_size,
+            ModelConfig::Qwen3(c) => c.hidden_size,
+            ModelConfig::Phi3(c) => c.hidden_size,
+            ModelConfig::Gemma2(c) => c.hidden_size,
             ModelConfig::Bert(c) => c.hidden_size,
             ModelConfig::EncoderClassifier(c) => c.hidden_size(),
         }
@@ -221,8 +287,54 @@ impl ModelConfig {
     pub fn vocab_size(&self) -> usize {
         match self {
             ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::Mistral(c) => c.vocab_size,
+            ModelConfig::Qwen2(c) => c.vocab_size,
+            ModelConfig::Qwen3(c) => c.vocab_size,
+            ModelConfig::Phi3(c) => c.vocab_size,
+            ModelConfig::Gemma2(c) => c.vocab_size,
             ModelConfig::Bert(c) => c.vocab_size,
             ModelConfig::EncoderClassifier(c) => c.vocab_size(),
+        }
+    }
+
+    /// The beginning-of-sequence id the config names, if any.
+    pub fn bos_token_id(&self) -> Option<u32> {
+        match self {
+            ModelConfig::Llama(c) => c.bos_token_id,
+            ModelConfig::Mistral(c) => c.bos_token_id,
+            ModelConfig::Qwen2(c) => c.bos_token_id,
+            ModelConfig::Qwen3(c) => c.bos_token_id,
+            ModelConfig::Phi3(c) => c.bos_token_id,
+            ModelConfig::Gemma2(c) => c.bos_token_id,
+            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => None,
+        }
+    }
+
+    /// Every end-of-sequence id the config names (one, a list, or none).
+    pub fn eos_token_ids(&self) -> Vec<u32> {
+        match self {
+            ModelConfig::Llama(c) => token_ids(&c.eos_token_id),
+            ModelConfig::Mistral(c) => token_ids(&c.eos_token_id),
+            ModelConfig::Qwen2(c) => token_ids(&c.eos_token_id),
+            ModelConfig::Qwen3(c) => token_ids(&c.eos_token_id),
+            ModelConfig::Phi3(c) => token_ids(&c.eos_token_id),
+            ModelConfig::Gemma2(c) => token_ids(&c.eos_token_id),
+            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => Vec::new(),
+        }
+    }
+
+    /// The padding id the config names, if any (reward models read their score at the last
+    /// token that is not it).
+    pub fn pad_token_id(&self) -> Option<u32> {
+        match self {
+            ModelConfig::Llama(c) => c.pad_token_id,
+            ModelConfig::Mistral(c) => c.pad_token_id,
+            ModelConfig::Qwen2(c) => c.pad_token_id,
+            ModelConfig::Qwen3(c) => c.pad_token_id,
+            ModelConfig::Phi3(c) => c.pad_token_id,
+            ModelConfig::Gemma2(c) => c.pad_token_id,
+            ModelConfig::Bert(c) => Some(c.pad_token_id),
+            ModelConfig::EncoderClassifier(c) => Some(c.pad_token_id()),
         }
     }
 
@@ -233,6 +345,7 @@ impl ModelConfig {
             ModelConfig::Llama(c) => c.check(),
             ModelConfig::Bert(c) => c.check(),
             ModelConfig::EncoderClassifier(c) => c.check(),
+            other => other.decoder_spec().map_or(Ok(()), |spec| spec.map(|_| ())),
         }
     }
 
@@ -240,7 +353,7 @@ impl ModelConfig {
     pub fn as_llama(&self) -> Option<&LlamaConfig> {
         match self {
             ModelConfig::Llama(c) => Some(c),
-            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => None,
+            _ => None,
         }
     }
 
@@ -248,25 +361,17 @@ impl ModelConfig {
     pub fn as_bert(&self) -> Option<&BertConfig> {
         match self {
             ModelConfig::Bert(c) => Some(c),
-            ModelConfig::Llama(_) | ModelConfig::EncoderClassifier(_) => None,
+            _ => None,
         }
     }
 
     /// What the checkpoints row records about the architecture (`model_type` first).
     pub fn architecture(&self) -> serde_json::Value {
-        match self {
-            ModelConfig::Llama(c) => serde_json::json!({
-                "model_type": c.model_type,
-                "hidden_size": c.hidden_size,
-                "intermediate_size": c.intermediate_size,
-                "num_hidden_layers": c.num_hidden_layers,
-                "num_attention_heads": c.num_attention_heads,
-                "num_key_value_heads": c.kv_heads(),
-                "vocab_size": c.vocab_size,
-                "max_position_embeddings": c.max_position_embeddings,
-                "tie_word_embeddings": c.tie_word_embeddings,
-            }),
-            ModelConfig::Bert(c) => serde_json::json!({
+        if let ModelConfig::EncoderClassifier(c) = self {
+            return c.architecture();
+        }
+        if let ModelConfig::Bert(c) = self {
+            return serde_json::json!({
                 "model_type": c.model_type,
                 "hidden_size": c.hidden_size,
                 "intermediate_size": c.intermediate_size,
@@ -276,8 +381,26 @@ impl ModelConfig {
                 "max_position_embeddings": c.max_position_embeddings,
                 "type_vocab_size": c.type_vocab_size,
                 "hidden_act": c.hidden_act,
+            });
+        }
+        match self.decoder_spec() {
+            Some(Ok(spec)) => serde_json::json!({
+                "model_type": self.model_type(),
+                "architectures": self.architectures(),
+                "hidden_size": spec.hidden_size,
+                "intermediate_size": spec.intermediate_size,
+                "num_hidden_layers": spec.num_layers,
+                "num_attention_heads": spec.heads,
+                "num_key_value_heads": spec.kv_heads,
+                "head_dim": spec.head_dim,
+                "vocab_size": spec.vocab_size,
+                "max_position_embeddings": spec.max_positions,
+                "tie_word_embeddings": spec.tie_word_embeddings,
+                "rope_type": spec.rope.kind(),
+                "rope_theta": spec.rope.theta,
+                "sliding_window": spec.windows.iter().flatten().max(),
             }),
-            ModelConfig::EncoderClassifier(c) => c.architecture(),
+            _ => serde_json::json!({ "model_type": self.model_type() }),
         }
     }
 }

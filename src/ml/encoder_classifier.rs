@@ -162,6 +162,24 @@ impl EncoderClassifierConfig {
         }
     }
 
+    /// The architecture's name as people write it ("BERT", "RoBERTa", "DeBERTa-v2").
+    pub fn display_name(&self) -> &'static str {
+        match self {
+            Self::Bert(..) => "BERT",
+            Self::Roberta(_) => "RoBERTa",
+            Self::DebertaV2(_) => "DeBERTa-v2",
+        }
+    }
+
+    /// `architectures` as saved.
+    pub fn architectures(&self) -> &[String] {
+        match self {
+            Self::Bert(_, head) => &head.architectures,
+            Self::Roberta(c) => &c.classification.architectures,
+            Self::DebertaV2(c) => &c.classification.architectures,
+        }
+    }
+
     /// The transformers class name, for messages ("BertForSequenceClassification", …).
     pub fn class_name(&self) -> &'static str {
         match self {

@@ -10,8 +10,8 @@ use tokenizers::Tokenizer;
 
 use super::ModelError;
 use super::calculator;
-use super::config::LlamaConfig;
-use super::llama::{Llama, decode_mask};
+use super::config::{ModelConfig, TokenIds};
+use super::decoder::Decoder;
 use super::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
 use super::sampling::{SampleRng, SamplingParams, sample_token};
 use super::tokenizer::{self, BOS, EOS, PAD};
@@ -46,26 +46,34 @@ pub struct Sample {
 
 /// A loaded prover: model, tokenizer and role prompts.
 pub struct Prover {
-    model: Llama,
+    model: Decoder,
+    config: ModelConfig,
     tokenizer: Tokenizer,
     template: PromptTemplate,
+    /// Prepended to plain prompts when the tokenizer does not add it itself (the project's
+    /// own tokenizers have no post-processor; Hugging Face ones do).
     bos: Option<u32>,
-    eos: Option<u32>,
+    /// Any of these ends a sequence: the config's (one or a list), `generation_config.json`'s
+    /// and the tokenizer's end-of-sequence token.
+    eos: Vec<u32>,
     pad: u32,
 }
+
+/// The optional `generation_config.json` of a checkpoint: its end-of-sequence ids override or
+/// extend the config's (Llama-3 instruct lists `<|eot_id|>` there).
+pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
 /// A prover checkpoint folder's configuration, tokenizer and role prompts (the default prompts
 /// when it has no `prompt_template.json`), checked: what loading it for sampling and loading it
 /// for fine-tuning both start from.
 pub(crate) fn read_checkpoint_files(
     dir: &Path,
-) -> Result<(LlamaConfig, Tokenizer, PromptTemplate), ModelError> {
+) -> Result<(ModelConfig, Tokenizer, PromptTemplate), ModelError> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
     };
-    let config: LlamaConfig = serde_json::from_slice(&read("config.json")?)
-        .map_err(|e| ModelError::Invalid(format!("config.json: {e}")))?;
+    let config = ModelConfig::from_json(&read("config.json")?).map_err(ModelError::Invalid)?;
     config.check().map_err(ModelError::Invalid)?;
     let tokenizer = super::tokenizer::from_json_bytes(&read("tokenizer.json")?)
         .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
@@ -79,30 +87,80 @@ pub(crate) fn read_checkpoint_files(
     Ok((config, tokenizer, template))
 }
 
+/// The end-of-sequence ids a checkpoint's `generation_config.json` names (none when it has no
+/// such file or field).
+pub fn generation_eos_ids(dir: &Path) -> Result<Vec<u32>, ModelError> {
+    #[derive(serde::Deserialize)]
+    struct GenerationConfig {
+        #[serde(default)]
+        eos_token_id: Option<TokenIds>,
+    }
+    let path = dir.join(GENERATION_CONFIG_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let parsed: GenerationConfig = serde_json::from_slice(&bytes)
+                .map_err(|e| ModelError::Invalid(format!("{GENERATION_CONFIG_FILE}: {e}")))?;
+            Ok(super::config::token_ids(&parsed.eos_token_id))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ModelError::io(&path, e)),
+    }
+}
+
 impl Prover {
-    /// Loads a checkpoint folder in the Hugging Face layout (`config.json`, `tokenizer.json`,
-    /// `*.safetensors`, optional `prompt_template.json`) onto `device`, in F32.
+    /// Loads a checkpoint folder in the Hugging Face layout (`config.json` of any supported
+    /// decoder architecture, `tokenizer.json`, `*.safetensors`, optional
+    /// `generation_config.json` and `prompt_template.json`) onto `device`, in F32.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let (config, tokenizer, template) = read_checkpoint_files(dir)?;
+        let spec = match config.decoder_spec() {
+            Some(spec) => spec.map_err(ModelError::Invalid)?,
+            None => {
+                return Err(ModelError::Invalid(format!(
+                    "config.json: model_type {:?} is an encoder; a prover must be a decoder that generates text",
+                    config.model_type()
+                )));
+            }
+        };
         let weights = super::weight_files(dir)?;
         // SAFETY: the files are checkpoint files this process does not modify while they are
         // mapped; uploads are written to a temporary folder and renamed into place.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
-        let model = Llama::new(&config, vb)?;
-        Self::from_parts(model, tokenizer, template)
+        let model = Decoder::new(&spec, vb)?;
+        let mut prover = Self::from_parts(model, config, tokenizer, template)?;
+        for id in generation_eos_ids(dir)? {
+            if !prover.eos.contains(&id) {
+                prover.eos.push(id);
+            }
+        }
+        Ok(prover)
     }
 
-    /// Wraps an in-memory model (for example one just trained).
+    /// Wraps an in-memory model (for example one just trained) with its config.
     pub fn from_parts(
-        model: Llama,
+        model: Decoder,
+        config: ModelConfig,
         tokenizer: Tokenizer,
         template: PromptTemplate,
     ) -> Result<Self, ModelError> {
-        let bos = tokenizer::special_id(&tokenizer, BOS).or(model.config().bos_token_id);
-        let eos = tokenizer::special_id(&tokenizer, EOS).or(model.config().eos_token_id);
-        let pad = tokenizer::special_id(&tokenizer, PAD).or(eos).unwrap_or(0);
+        let bos = if tokenizer.get_post_processor().is_some() {
+            None
+        } else {
+            tokenizer::special_id(&tokenizer, BOS).or(config.bos_token_id())
+        };
+        let mut eos = config.eos_token_ids();
+        if let Some(id) = tokenizer::special_id(&tokenizer, EOS)
+            && !eos.contains(&id)
+        {
+            eos.push(id);
+        }
+        let pad = tokenizer::special_id(&tokenizer, PAD)
+            .or(config.pad_token_id())
+            .or(eos.first().copied())
+            .unwrap_or(0);
         Ok(Self {
             model,
+            config,
             tokenizer,
             template,
             bos,
@@ -111,23 +169,45 @@ impl Prover {
         })
     }
 
+    /// The end-of-sequence ids that stop a sequence.
+    pub fn eos_ids(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// The decoder (for benchmarks and the logits command).
+    pub fn model_mut(&mut self) -> &mut Decoder {
+        &mut self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
     /// The checkpoint's role prompts.
     pub fn template(&self) -> &PromptTemplate {
         &self.template
     }
 
     /// The model configuration.
-    pub fn config(&self) -> &LlamaConfig {
-        self.model.config()
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
     }
 
-    /// Token ids of the prompt for `question` in `role`, BOS first.
+    /// Token ids of the prompt for `question` in `role`: BOS first as the tokenizer adds it
+    /// (a Hugging Face tokenizer's post-processor), or as the project's own models expect it.
     pub fn prompt_ids(&self, role: ProverRole, question: &str) -> Result<Vec<u32>, ModelError> {
+        let text = self.template.render(role, question);
+        if self.tokenizer.get_post_processor().is_some() {
+            return Ok(self
+                .tokenizer
+                .encode(text, true)
+                .map_err(|e| ModelError::Tokenizer(e.to_string()))?
+                .get_ids()
+                .to_vec());
+        }
         let mut ids: Vec<u32> = self.bos.into_iter().collect();
-        ids.extend(tokenizer::encode(
-            &self.tokenizer,
-            &self.template.render(role, question),
-        )?);
+        ids.extend(tokenizer::encode(&self.tokenizer, &text)?);
         Ok(ids)
     }
 
@@ -149,7 +229,7 @@ impl Prover {
             .map(|r| self.prompt_ids(r.role, &r.question))
             .collect::<Result<Vec<_>, _>>()?;
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let limit = self.config().max_position_embeddings;
+        let limit = self.model.spec().max_positions;
         if longest >= limit {
             return Err(ModelError::Invalid(format!(
                 "a prompt of {longest} tokens does not fit the model's {limit} positions"
@@ -164,19 +244,18 @@ impl Prover {
         }
         let device = self.model.device().clone();
         let batch = requests.len();
-        self.model.reset();
-        let mask = decode_mask(&pads, 0, longest, &device)?;
+        // The KV cache holds what this batch needs: the longest prompt and the new tokens.
+        self.model.reset(longest + max_new);
         let ids = Tensor::from_vec(input, (batch, longest), &device)?;
-        let mut logits = self.model.forward_decode(&ids, Some(&mask))?;
+        let mut logits = self.model.forward_decode(&ids, &pads)?;
 
         let mut states: Vec<SequenceState> = requests
             .iter()
             .map(|r| SequenceState::new(r.seed))
             .collect();
-        // Batch row → request index, and each row's left padding; rows of finished sequences
+        // Batch row → request index; rows of finished sequences
         // are dropped from the batch (and the KV cache) once enough of them have finished.
         let mut rows: Vec<usize> = (0..batch).collect();
-        let mut pads = pads;
         for _ in 0..max_new {
             if stop.load(Ordering::Relaxed) {
                 return Err(ModelError::Stopped);
@@ -207,17 +286,10 @@ impl Prover {
                     .collect();
                 self.model.retain_rows(&keep)?;
                 next = keep.iter().map(|&i| next[i as usize]).collect();
-                pads = keep.iter().map(|&i| pads[i as usize]).collect();
                 rows = keep.iter().map(|&i| rows[i as usize]).collect();
             }
-            let past = self.model.cached_positions();
             let ids = Tensor::from_vec(next, (rows.len(), 1), &device)?;
-            let mask = if pads.iter().any(|&p| p > 0) {
-                Some(decode_mask(&pads, past, 1, &device)?)
-            } else {
-                None
-            };
-            logits = self.model.forward_decode(&ids, mask.as_ref())?;
+            logits = self.model.forward_decode(&ids, &[])?;
         }
         states
             .into_iter()
@@ -234,7 +306,7 @@ impl Prover {
 
     /// Appends `token` to a sequence and applies the stopping rules and the calculator.
     fn advance(&self, state: &mut SequenceState, token: u32) -> Result<(), ModelError> {
-        if Some(token) == self.eos {
+        if self.eos.contains(&token) {
             state.finished = true;
             return Ok(());
         }

@@ -17,10 +17,12 @@ use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use super::ModelError;
-use super::config::LlamaConfig;
-use super::llama::Llama;
+use super::config::{LlamaConfig, ModelConfig, TokenIds};
+use super::decoder::Decoder;
+use super::llama;
 use super::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
 use super::prover::{Prover, SampleRequest, WEIGHTS_FILE};
+use super::rope::RopeFields;
 use super::sampling::{SampleRng, SamplingParams};
 use super::tokenizer::{self, BOS, EOS, PAD};
 use crate::domain::ProverRole;
@@ -110,11 +112,17 @@ impl Preset {
             num_key_value_heads: Some(self.heads),
             vocab_size: tokenizer.get_vocab_size(true),
             rms_norm_eps: 1e-5,
-            rope_theta: 10_000.0,
+            rope: RopeFields::theta(10_000.0),
             max_position_embeddings: self.max_positions,
             tie_word_embeddings: false,
             bos_token_id: tokenizer::special_id(tokenizer, BOS),
-            eos_token_id: tokenizer::special_id(tokenizer, EOS),
+            eos_token_id: tokenizer::special_id(tokenizer, EOS).map(TokenIds::One),
+            head_dim: None,
+            attention_bias: false,
+            mlp_bias: false,
+            hidden_act: None,
+            pad_token_id: None,
+            quantization_config: None,
         }
     }
 }
@@ -250,6 +258,13 @@ pub fn fine_tune_prover(
 ) -> Result<FineTuneReport, ModelError> {
     let device = Device::Cpu;
     let (config, tokenizer, template) = super::prover::read_checkpoint_files(base)?;
+    // Fine-tuning (the game's expert iteration) runs the project's own Llama provers.
+    let config = config.as_llama().cloned().ok_or_else(|| {
+        ModelError::Invalid(format!(
+            "fine-tuning supports Llama provers; this checkpoint is {:?}",
+            config.model_type()
+        ))
+    })?;
     let examples = encode_examples(&tokenizer, &template, pairs, config.max_position_embeddings)?;
     if examples.is_empty() {
         return Err(ModelError::Invalid(
@@ -259,10 +274,11 @@ pub fn fine_tune_prover(
     let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
 
     let varmap = VarMap::new();
-    let mut model = Llama::new(
+    let mut model: Decoder = llama::Model::new(
         &config,
         VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )?;
+    )?
+    .into();
     load_weights(&varmap, &super::weight_files(base)?, &device)?;
     let mut optimiser = AdamW::new(
         varmap.all_vars(),
@@ -273,7 +289,7 @@ pub fn fine_tune_prover(
         },
     )?;
     let batch_size = options.batch_size.max(1);
-    let mean_loss = |model: &mut Llama| -> Result<f64, ModelError> {
+    let mean_loss = |model: &mut Decoder| -> Result<f64, ModelError> {
         let (mut total, mut weight) = (0.0, 0.0);
         for chunk in examples.chunks(batch_size) {
             let batch: Vec<&Example> = chunk.iter().collect();
@@ -413,7 +429,7 @@ pub fn train_prover(
 
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let mut model = Llama::new(&config, vb)?;
+    let mut model: Decoder = llama::Model::new(&config, vb)?.into();
     let parameters = initialise(&varmap, options.seed, config.num_hidden_layers, &device)?;
     log(&format!("{parameters} parameters"));
     let mut optimiser = AdamW::new(
@@ -461,7 +477,12 @@ pub fn train_prover(
     let train_seconds = started.elapsed().as_secs_f64();
     let final_loss = recent.iter().sum::<f64>() / recent.len().max(1) as f64;
 
-    let mut prover = Prover::from_parts(model, tokenizer.clone(), template.clone())?;
+    let mut prover = Prover::from_parts(
+        model,
+        ModelConfig::Llama(config.clone()),
+        tokenizer.clone(),
+        template.clone(),
+    )?;
     let quality = evaluate(
         &mut prover,
         &held_out,
@@ -589,7 +610,7 @@ fn length_bucketed(examples: &[Example], batch_size: usize, rng: &mut SampleRng)
 /// Mean cross-entropy of predicting each target token (solution + EOS) from everything
 /// before it; prompt and padding positions do not count.
 fn batch_loss(
-    model: &mut Llama,
+    model: &mut Decoder,
     batch: &[&Example],
     pad: u32,
     device: &Device,

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::ModelError;
-use super::config::LlamaConfig;
+use super::config::{LlamaConfig, TokenIds};
+use super::rope::RopeFields;
 use super::sampling::SampleRng;
 use super::split::{Split, split_problems};
 use super::tokenizer::{self, EOS};
@@ -141,11 +142,17 @@ pub fn train_generated_verifier(
         num_key_value_heads: None,
         vocab_size: tokenizer.get_vocab_size(true),
         rms_norm_eps: 1e-5,
-        rope_theta: 10_000.0,
+        rope: RopeFields::theta(10_000.0),
         max_position_embeddings: 512,
         tie_word_embeddings: true,
         bos_token_id: None,
-        eos_token_id: tokenizer::special_id(&tokenizer, EOS),
+        eos_token_id: tokenizer::special_id(&tokenizer, EOS).map(TokenIds::One),
+        head_dim: None,
+        attention_bias: false,
+        mlp_bias: false,
+        hidden_act: None,
+        pad_token_id: None,
+        quantization_config: None,
     };
     let mut verifier = Verifier::from_parts(config, tokenizer, &device)?;
     let encoded: Vec<(Vec<u32>, Vec<u32>)> = pairs

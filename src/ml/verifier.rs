@@ -17,51 +17,67 @@ use tokenizers::Tokenizer;
 use super::ModelError;
 use super::bert::{BertEncoder, tensor_prefix};
 use super::config::{LlamaConfig, ModelConfig};
+use super::decoder::Decoder;
+use super::decoder::DecoderSpec;
 use super::encoder_classifier::EncoderClassifier;
-use super::llama::Llama;
 use super::tokenizer::{self, EOS, PAD};
 
 /// Name prefix of the score head's tensors (`score.weight`, `score.bias`).
 pub const SCORE_HEAD: &str = "score";
 
-/// Llama body + scalar head.
+/// A decoder body (any supported architecture) + scalar head.
 pub struct VerifierModel {
-    body: Llama,
+    body: Decoder,
     head: Linear,
 }
 
 impl VerifierModel {
-    /// Builds the verifier from `vb` (a checkpoint, or a `VarMap` for training). The config
-    /// should tie word embeddings: the body's language-model head is not used.
-    pub fn new(config: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
-        let body = Llama::new(config, vb.clone())?;
-        let head = candle_nn::linear(config.hidden_size, 1, vb.pp(SCORE_HEAD))?;
+    /// Builds the verifier from `vb` (a checkpoint, or a `VarMap` for training). The body's
+    /// language-model head is never used: the spec's embeddings are tied so none is read.
+    pub fn new(spec: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+        let mut spec = spec.clone();
+        spec.tie_word_embeddings = true;
+        let body = Decoder::new(&spec, vb.clone())?;
+        let head = candle_nn::linear(spec.hidden_size, 1, vb.pp(SCORE_HEAD))?;
         Ok(Self { body, head })
     }
 
-    /// Scores `(batch,)` of right-padded token ids `(batch, seq)` whose real lengths are
-    /// `lengths`: the head applied to each sequence's last real token.
+    /// A Llama verifier (the project's own) from its config.
+    pub fn llama(config: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
+        Self::new(&config.spec().map_err(candle_core::Error::msg)?, vb)
+    }
+
+    /// Scores `(batch,)` of right-padded token ids `(batch, seq)`: the head applied to each
+    /// row's hidden state at `pooled[row]` (its last real token, or for a transformers reward
+    /// model its last token that is not the padding id).
     pub fn scores(
         &mut self,
         ids: &Tensor,
-        lengths: &[usize],
+        pooled: &[usize],
         differentiable: bool,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        if lengths.len() != b || lengths.iter().any(|&n| n == 0 || n > t) {
-            candle_core::bail!("lengths {lengths:?} do not fit a batch of {b} × {t}");
+        if pooled.len() != b || pooled.iter().any(|&n| n >= t) {
+            candle_core::bail!("positions {pooled:?} do not fit a batch of {b} × {t}");
         }
         let hidden = self.body.hidden_states(ids, differentiable)?;
         let width = hidden.dim(2)?;
-        let last: Vec<u32> = lengths
+        let last: Vec<u32> = pooled
             .iter()
             .enumerate()
-            .map(|(row, &n)| (row * t + n - 1) as u32)
+            .map(|(row, &n)| (row * t + n) as u32)
             .collect();
         let index = Tensor::new(last.as_slice(), ids.device())?;
         let picked = hidden.reshape((b * t, width))?.index_select(&index, 0)?;
         self.head.forward(&picked)?.squeeze(1)
     }
+}
+
+/// Where transformers' `*ForSequenceClassification` reads a row's score: the last position
+/// whose id is not `pad` (0 for a row of padding only), whatever the row's real length — a
+/// text that ends in the padding id itself (common when pad = EOS) is read one token earlier.
+pub fn last_non_pad(row: &[u32], pad: u32) -> usize {
+    row.iter().rposition(|&id| id != pad).unwrap_or(0)
 }
 
 /// The weights file a verifier version is written to (body and head together).
@@ -81,25 +97,25 @@ pub fn verifier_text(question: &str, solution: &str) -> String {
 
 /// The network under the score head.
 enum Body {
-    /// A Llama body with its head; every weight is trainable (small enough to fine-tune).
-    Llama(VerifierModel),
+    /// A decoder body (the project's Llama, or an uploaded reward model of any supported
+    /// architecture) with its head; every weight is a variable.
+    Decoder(Box<VerifierModel>),
     /// A frozen BERT-family encoder (mean-pooled) and a trainable head: only the head is
     /// trained on CPU. `backbone` holds the encoder's weight files, copied into each version.
     Bert {
-        encoder: BertEncoder,
+        encoder: Box<BertEncoder>,
         head: Linear,
         backbone: Vec<PathBuf>,
     },
     /// An encoder reward model (BERT, RoBERTa, DeBERTa-v2 `…ForSequenceClassification`)
     /// scoring with its own head. Everything before the head's last layer is frozen; that
     /// layer (`head`, starting from the checkpoint's weights, under the checkpoint's names) is
-    /// what training changes. Versions keep the checkpoint's `config.json` and tensor names,
-    /// so they stay loadable by transformers.
+    /// what training changes. Versions keep the checkpoint's `config.json` (`config_json`)
+    /// and tensor names, so they stay loadable by transformers.
     Classifier {
         model: Box<EncoderClassifier>,
         head: Linear,
         backbone: Vec<PathBuf>,
-        config_json: String,
     },
 }
 
@@ -159,10 +175,16 @@ pub struct Verifier {
     body: Body,
     varmap: VarMap,
     config: ModelConfig,
+    /// `config.json` as read (written again with each version of a checkpoint that is not
+    /// the project's own Llama).
+    config_json: Option<Vec<u8>>,
     tokenizer: Tokenizer,
     pad: u32,
     eos: Option<u32>,
     add_special_tokens: bool,
+    /// A transformers reward model: texts are tokenized as its tokenizer does (its own
+    /// special tokens, no EOS appended) and the score is read at the last non-padding token.
+    transformers_style: bool,
     max_positions: usize,
     device: Device,
     features: FeatureCache,
@@ -171,36 +193,62 @@ pub struct Verifier {
 impl Verifier {
     /// A Llama verifier over in-memory parts (for example one just initialised for training).
     pub fn from_parts(
-        mut config: LlamaConfig,
+        config: LlamaConfig,
         tokenizer: Tokenizer,
         device: &Device,
     ) -> std::result::Result<Self, ModelError> {
         config.check().map_err(ModelError::Invalid)?;
-        // The language-model head is never used for scoring: tie it, so a verifier uploaded
-        // without `lm_head.weight` loads and versions do not carry one.
-        config.tie_word_embeddings = true;
+        Self::from_decoder(ModelConfig::Llama(config), None, tokenizer, device)
+    }
+
+    /// A verifier whose body is the decoder `config` describes; its variables are fresh (the
+    /// caller fills them from a checkpoint or trains them). A tokenizer with its own special
+    /// tokens (a post-processor, as transformers' tokenizers have) marks a transformers reward
+    /// model; the project's own tokenizers have none.
+    fn from_decoder(
+        config: ModelConfig,
+        config_json: Option<Vec<u8>>,
+        tokenizer: Tokenizer,
+        device: &Device,
+    ) -> std::result::Result<Self, ModelError> {
+        let spec = config
+            .decoder_spec()
+            .ok_or_else(|| ModelError::Invalid("not a decoder".into()))?
+            .map_err(ModelError::Invalid)?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let model = VerifierModel::new(&config, vb)?;
-        let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
-        let eos = config
-            .eos_token_id
-            .or_else(|| tokenizer::special_id(&tokenizer, EOS));
+        let model = VerifierModel::new(&spec, vb)?;
+        let transformers_style = tokenizer.get_post_processor().is_some();
+        let pad = config
+            .pad_token_id()
+            .or_else(|| tokenizer::special_id(&tokenizer, PAD))
+            .unwrap_or(0);
+        let eos = if transformers_style {
+            None
+        } else {
+            config
+                .eos_token_ids()
+                .first()
+                .copied()
+                .or_else(|| tokenizer::special_id(&tokenizer, EOS))
+        };
         Ok(Self {
-            body: Body::Llama(model),
+            body: Body::Decoder(Box::new(model)),
             varmap,
-            max_positions: config.max_position_embeddings.max(2),
-            config: ModelConfig::Llama(config),
+            max_positions: spec.max_positions.max(2),
+            config,
+            config_json,
             tokenizer,
             pad,
             eos,
-            add_special_tokens: false,
+            add_special_tokens: transformers_style,
+            transformers_style,
             device: device.clone(),
             features: FeatureCache::default(),
         })
     }
 
-    /// Loads a verifier checkpoint folder: `config.json` (a Llama body, a BERT-family
+    /// Loads a verifier checkpoint folder: `config.json` (a decoder body, a BERT-family
     /// encoder such as all-MiniLM-L6-v2, or an encoder reward model whose `architectures` is
     /// `BertForSequenceClassification`, `RobertaForSequenceClassification` or
     /// `DebertaV2ForSequenceClassification`), `tokenizer.json`, and `*.safetensors` holding the
@@ -212,8 +260,8 @@ impl Verifier {
             let path = dir.join(name);
             std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
         };
-        let config_json = read("config.json")?;
-        let config = ModelConfig::from_json(&config_json).map_err(ModelError::Invalid)?;
+        let config_bytes = read("config.json")?;
+        let config = ModelConfig::from_json(&config_bytes).map_err(ModelError::Invalid)?;
         let tokenizer = tokenizer::from_json_bytes(&read("tokenizer.json")?)
             .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
         let weights = super::weight_files(dir)?;
@@ -221,7 +269,11 @@ impl Verifier {
         // written to a temporary folder and renamed into place.
         let stored = unsafe { MmapedSafetensors::multi(&weights)? };
         let verifier = match config {
-            ModelConfig::Llama(config) => Self::from_parts(config, tokenizer, device)?,
+            config if config.decoder_spec().is_some() => {
+                config.check().map_err(ModelError::Invalid)?;
+                let raw = (!matches!(config, ModelConfig::Llama(_))).then(|| config_bytes.clone());
+                Self::from_decoder(config, raw, tokenizer, device)?
+            }
             ModelConfig::Bert(config) => {
                 config.check().map_err(ModelError::Invalid)?;
                 let mut tokenizer = tokenizer;
@@ -249,7 +301,7 @@ impl Verifier {
                 )?;
                 Self {
                     body: Body::Bert {
-                        encoder,
+                        encoder: Box::new(encoder),
                         head,
                         backbone: weights.clone(),
                     },
@@ -257,6 +309,8 @@ impl Verifier {
                     pad: config.pad_token_id,
                     eos: None,
                     add_special_tokens: true,
+                    transformers_style: false,
+                    config_json: None,
                     max_positions: config.max_position_embeddings.max(2),
                     config: ModelConfig::Bert(config),
                     tokenizer,
@@ -297,18 +351,26 @@ impl Verifier {
                         model: Box::new(model),
                         head,
                         backbone: weights.clone(),
-                        config_json: String::from_utf8_lossy(&config_json).trim_end().to_string(),
                     },
                     varmap,
                     pad: config.pad_token_id(),
                     eos: None,
                     add_special_tokens: true,
+                    transformers_style: true,
+                    // Versions keep the reward model's own config.json.
+                    config_json: Some(config_bytes.clone()),
                     max_positions: config.max_tokens().max(2),
                     config: ModelConfig::EncoderClassifier(config),
                     tokenizer,
                     device: device.clone(),
                     features: FeatureCache::default(),
                 }
+            }
+            other => {
+                return Err(ModelError::Invalid(format!(
+                    "config.json: model_type {:?} cannot be a verifier",
+                    other.model_type()
+                )));
             }
         };
         let data = verifier
@@ -345,7 +407,7 @@ impl Verifier {
     /// What training changes, in words for `training.json`.
     pub fn trained_part(&self) -> String {
         match &self.body {
-            Body::Llama(_) => "every weight (Llama body and score head)".into(),
+            Body::Decoder(_) => "every weight (decoder body and score head)".into(),
             Body::Bert { .. } => {
                 "the score head on the frozen BERT encoder's mean-pooled features".into()
             }
@@ -417,9 +479,14 @@ impl Verifier {
     pub fn scores(&mut self, sequences: &[&Vec<u32>], differentiable: bool) -> Result<Tensor> {
         let (pad, device) = (self.pad, &self.device);
         let features = match &mut self.body {
-            Body::Llama(model) => {
+            Body::Decoder(model) => {
                 let (ids, lengths) = right_padded(sequences, pad, device)?;
-                return model.scores(&ids, &lengths, differentiable);
+                let pooled: Vec<usize> = if self.transformers_style {
+                    sequences.iter().map(|row| last_non_pad(row, pad)).collect()
+                } else {
+                    lengths.iter().map(|&n| n - 1).collect()
+                };
+                return model.scores(&ids, &pooled, differentiable);
             }
             Body::Bert { encoder, head, .. } => (
                 self.features
@@ -522,15 +589,15 @@ impl Verifier {
         training: &T,
     ) -> std::result::Result<(), ModelError> {
         super::write_folder_atomically(out, temp_prefix, |staging| {
-            let config = match (&self.config, &self.body) {
-                // A reward model keeps its own config.json, byte for byte.
-                (_, Body::Classifier { config_json, .. }) => config_json.clone(),
-                (ModelConfig::Llama(c), _) => pretty_json(c)?,
-                (ModelConfig::Bert(c), _) => pretty_json(c)?,
-                (ModelConfig::EncoderClassifier(_), _) => {
-                    return Err(ModelError::Invalid(
-                        "a reward model's config.json went missing before saving".into(),
-                    ));
+            let config = match (&self.config, &self.config_json) {
+                (_, Some(raw)) => String::from_utf8_lossy(raw).trim_end().to_string(),
+                (ModelConfig::Bert(c), None) => pretty_json(c)?,
+                (ModelConfig::Llama(c), None) => pretty_json(c)?,
+                (other, None) => {
+                    return Err(ModelError::Invalid(format!(
+                        "the {} verifier's config.json was not kept",
+                        other.display_name()
+                    )));
                 }
             };
             for (file, text) in [
@@ -545,7 +612,7 @@ impl Verifier {
                 .save(&tokenizer_path, false)
                 .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
             match &self.body {
-                Body::Llama(_) => self.varmap.save(staging.join(WEIGHTS_FILE))?,
+                Body::Decoder(_) => self.varmap.save(staging.join(WEIGHTS_FILE))?,
                 Body::Bert { backbone, .. } | Body::Classifier { backbone, .. } => {
                     // The frozen encoder's tensors as they are stored, plus the trained head
                     // (a reward model's head replaces the stored one of the same name).
@@ -758,13 +825,14 @@ mod tests {
         .expect("config");
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let mut verifier = VerifierModel::new(&config, vb).expect("model");
+        let mut verifier = VerifierModel::llama(&config, vb).expect("model");
         // Seeded initialisation (small weights: scores start near 0, the loss near ln 2).
         crate::ml::train::initialise(&varmap, 11, 1, &device).expect("init");
         // "Solutions" whose last token says whether they are right (3) or wrong (4), padded.
         let correct = Tensor::new(&[[1u32, 2, 3, 0], [1, 3, 0, 0]], &device).expect("ids");
         let incorrect = Tensor::new(&[[1u32, 2, 4, 0], [1, 4, 0, 0]], &device).expect("ids");
-        let lengths = [3, 2];
+        // Each row's score is read at its last real token.
+        let lengths = [2, 1];
         let mut optimiser = AdamW::new(
             varmap.all_vars(),
             ParamsAdamW {

@@ -1,0 +1,356 @@
+//! Exactness against transformers: every decoder architecture and config dialect in
+//! `tests/fixtures/transformers/` (written by `scripts/reference/make_fixtures.py` with
+//! transformers 5.25 on random weights) must give transformers' logits at every position of
+//! every prompt (max abs diff ≤ 1e-4 in f32), the same 32-token greedy continuation (with
+//! transformers' rope behaviour during cached decoding: dynamic NTK per step, Phi-3's LongRoPE
+//! re-prefill), and, for the decoder reward models, the same score at the last non-padding
+//! token. Batched decoding of left-padded prompts must agree with the unbatched references.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use legibility::ml::config::ModelConfig;
+use legibility::ml::decoder::{Decoder, greedy};
+
+/// The largest difference from transformers allowed anywhere, in f32.
+const TOLERANCE: f32 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers")
+}
+
+fn reference(case: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixtures().join(case).join("reference.json"))
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    serde_json::from_str(&text).expect("reference.json")
+}
+
+/// The model of a fixture folder, as the prover loads one: config in either dialect.
+fn load(case: &str) -> (ModelConfig, Decoder) {
+    let dir = fixtures().join(case);
+    let config = ModelConfig::from_json(&std::fs::read(dir.join("config.json")).unwrap())
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    let mut spec = config
+        .decoder_spec()
+        .expect("a decoder")
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+    // A reward model has no output projection: its body ends at the final norm.
+    if config
+        .architectures()
+        .iter()
+        .any(|a| a.ends_with("ForSequenceClassification"))
+    {
+        spec.tie_word_embeddings = true;
+    }
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+    }
+    .unwrap();
+    (
+        config,
+        Decoder::new(&spec, vb).unwrap_or_else(|e| panic!("{case}: {e}")),
+    )
+}
+
+fn ids(value: &serde_json::Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Every causal case: logits at every position, greedy ids and each greedy step's logits.
+fn check_causal(case: &str) -> f32 {
+    let reference = reference(case);
+    let tensors_file = fixtures()
+        .join(case)
+        .join(reference["tensors_file"].as_str().unwrap());
+    let tensors = candle_core::safetensors::load(&tensors_file, &Device::Cpu).unwrap();
+    let (_, mut model) = load(case);
+    let mut worst = 0f32;
+    for (p, prompt) in reference["prompts"].as_array().unwrap().iter().enumerate() {
+        let input = ids(&prompt["input_ids"]);
+        model.reset(input.len());
+        let all = model
+            .forward_decode_all(
+                &Tensor::new(input.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+                &[0],
+            )
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let expected = &tensors[prompt["logits"].as_str().unwrap()];
+        let diff = max_diff(&all, expected);
+        assert!(
+            diff <= TOLERANCE,
+            "{case} prompt {p}: logits differ by {diff}"
+        );
+        worst = worst.max(diff);
+
+        let (got, steps) = greedy(&mut model, &input, 32).unwrap();
+        assert_eq!(
+            got,
+            ids(&prompt["greedy_ids"]),
+            "{case} prompt {p}: greedy ids"
+        );
+        for (step, (row, top2)) in steps
+            .iter()
+            .zip(prompt["greedy_top2_logits"].as_array().unwrap())
+            .enumerate()
+        {
+            let mut sorted = row.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            for (k, want) in top2.as_array().unwrap().iter().enumerate() {
+                let diff = (sorted[k] - want.as_f64().unwrap() as f32).abs();
+                assert!(
+                    diff <= TOLERANCE,
+                    "{case} prompt {p} step {step}: top-{k} differs by {diff}"
+                );
+                worst = worst.max(diff);
+            }
+        }
+        if let Some(name) = prompt["greedy_logits"].as_str() {
+            let expected = &tensors[name];
+            let got = Tensor::new(steps, &Device::Cpu).unwrap();
+            let diff = max_diff(&got, expected);
+            assert!(
+                diff <= TOLERANCE,
+                "{case} prompt {p}: greedy step logits differ by {diff}"
+            );
+            worst = worst.max(diff);
+        }
+    }
+    worst
+}
+
+/// All prompts of a case in one left-padded batch: each row's last logits and greedy
+/// continuation equal its unbatched reference. (Not for rope types that depend on the
+/// forward's length: a batch's length is its longest row's, in transformers too.)
+fn check_batched(case: &str) {
+    let reference = reference(case);
+    let (_, mut model) = load(case);
+    let prompts: Vec<Vec<u32>> = reference["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| ids(&p["input_ids"]))
+        .collect();
+    let longest = prompts.iter().map(Vec::len).max().unwrap();
+    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let mut input = Vec::new();
+    for (prompt, &pad) in prompts.iter().zip(&pads) {
+        input.extend(std::iter::repeat_n(0u32, pad));
+        input.extend(prompt);
+    }
+    model.reset(longest + 32);
+    let batch = prompts.len();
+    let mut logits = model
+        .forward_decode(
+            &Tensor::from_vec(input, (batch, longest), &Device::Cpu).unwrap(),
+            &pads,
+        )
+        .unwrap();
+    let mut continuations = vec![Vec::new(); batch];
+    for _ in 0..32 {
+        let rows: Vec<Vec<f32>> = logits.to_vec2().unwrap();
+        let next: Vec<u32> = rows
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                        if v > best.1 { (i, v) } else { best }
+                    })
+                    .0 as u32
+            })
+            .collect();
+        for (c, &n) in continuations.iter_mut().zip(&next) {
+            c.push(n);
+        }
+        logits = model
+            .forward_decode(
+                &Tensor::from_vec(next, (batch, 1), &Device::Cpu).unwrap(),
+                &[],
+            )
+            .unwrap();
+    }
+    for (p, prompt) in reference["prompts"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(
+            continuations[p],
+            ids(&prompt["greedy_ids"]),
+            "{case} prompt {p}: the batched greedy continuation differs"
+        );
+    }
+}
+
+/// The decoder reward models: the body's final hidden state at the pooled position times
+/// `score.weight` gives transformers' score.
+fn check_classifier(case: &str) -> f32 {
+    let reference = reference(case);
+    let (_, mut model) = load(case);
+    let dir = fixtures().join(case);
+    let weights =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let score = &weights["score.weight"];
+    let mut worst = 0f32;
+    for (i, row) in reference["classifier"]["unpadded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let input = ids(&row["input_ids"]);
+        let hidden = model
+            .hidden_states(
+                &Tensor::new(input.as_slice(), &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+                false,
+            )
+            .unwrap();
+        let index = row["pooled_index"].as_u64().unwrap() as usize;
+        let pooled = hidden.i((0, index)).unwrap().unsqueeze(0).unwrap();
+        let got = pooled
+            .matmul(&score.t().unwrap())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()[0];
+        let want = row["score"][0].as_f64().unwrap() as f32;
+        let diff = (got - want).abs();
+        assert!(
+            diff <= TOLERANCE,
+            "{case} prompt {i}: score {got} vs {want}"
+        );
+        worst = worst.max(diff);
+    }
+    worst
+}
+
+macro_rules! causal {
+    ($($name:ident => $case:literal, batched: $batched:literal;)+) => {
+        $(
+            #[test]
+            fn $name() {
+                let worst = check_causal($case);
+                let twin = concat!($case, "-v4");
+                let worst_v4 = check_causal(twin);
+                if $batched {
+                    check_batched($case);
+                }
+                println!("{}: max abs diff {worst:.2e} (transformers-5 config), {worst_v4:.2e} (4.x config)", $case);
+            }
+        )+
+    };
+}
+
+causal! {
+    llama_matches_transformers => "llama", batched: true;
+    llama3_rope_scaling_matches_transformers => "llama3-rope", batched: true;
+    llama_linear_rope_matches_transformers => "llama-linear", batched: true;
+    llama_dynamic_rope_matches_transformers => "llama-dynamic", batched: false;
+    llama3_instruct_matches_transformers => "llama3-instruct", batched: true;
+    qwen2_matches_transformers => "qwen2", batched: true;
+    qwen2_yarn_matches_transformers => "qwen2-yarn", batched: true;
+    qwen3_matches_transformers => "qwen3", batched: true;
+    mistral_matches_transformers => "mistral", batched: true;
+    phi3_matches_transformers => "phi3", batched: true;
+    phi3_longrope_matches_transformers => "phi3-longrope", batched: false;
+    gemma2_matches_transformers => "gemma2", batched: true;
+}
+
+#[test]
+fn decoder_reward_models_match_transformers() {
+    for case in [
+        "llama-cls",
+        "qwen2-cls",
+        "qwen3-cls",
+        "mistral-cls",
+        "gemma2-cls",
+    ] {
+        let worst = check_classifier(case);
+        println!("{case}: max abs score diff {worst:.2e}");
+    }
+}
+
+/// The two config dialects describe the same model: a transformers-5 config without a
+/// top-level `rope_theta` must not fall back to 10000 (the old silent error).
+#[test]
+fn both_config_dialects_read_the_same_rope() {
+    for case in [
+        "llama",
+        "llama3-rope",
+        "qwen2-yarn",
+        "phi3-longrope",
+        "gemma2",
+        "mistral",
+    ] {
+        let (_, v5) = load(case);
+        let (_, v4) = load(&format!("{case}-v4"));
+        assert_eq!(v5.spec().rope, v4.spec().rope, "{case}");
+    }
+    let (_, llama) = load("llama");
+    assert_eq!(llama.spec().rope.theta, 500_000.0);
+}
+
+/// The same reward models loaded as verifiers, as an upload would be: texts tokenized as
+/// transformers' tokenizer does, scores read at the last non-padding token, in batches
+/// padded on the right (the way the verifier batches them) — transformers' scores.
+#[test]
+fn decoder_reward_models_score_as_verifiers() {
+    for case in [
+        "llama-cls",
+        "qwen2-cls",
+        "qwen3-cls",
+        "mistral-cls",
+        "gemma2-cls",
+    ] {
+        let reference = reference(case);
+        let mut verifier =
+            legibility::ml::verifier::Verifier::load(&fixtures().join(case), &Device::Cpu)
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+        let rows = reference["classifier"]["unpadded"].as_array().unwrap();
+        let mut encoded = Vec::new();
+        for row in rows {
+            let ids = verifier.encode(row["text"].as_str().unwrap()).unwrap();
+            assert_eq!(ids, self::ids(&row["input_ids"]), "{case}: tokenization");
+            encoded.push(ids);
+        }
+        // One batch of all texts (padded to the longest), and each text alone.
+        for batch in [rows.len(), 1] {
+            let scores = verifier.score_encoded(&encoded, batch).unwrap();
+            for (row, got) in rows.iter().zip(&scores) {
+                let want = row["score"][0].as_f64().unwrap() as f32;
+                assert!(
+                    (got - want).abs() <= TOLERANCE,
+                    "{case}: score {got} vs transformers' {want} (batch {batch})"
+                );
+            }
+        }
+    }
+}
