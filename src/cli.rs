@@ -232,6 +232,35 @@ pub enum CheckpointCommand {
     },
     /// List checkpoints: id, kind, round, label, model folder (or "import-only").
     List,
+    /// Check a checkpoint against transformers: for a prover, one JSON line per input position
+    /// (`position`, `token_id`, `top`: the K highest next-token logits as `[[token_id, logit],
+    /// …]`), the text tokenized as transformers' `tokenizer(text)`; for a verifier, one line
+    /// `{"token_ids": […], "score": …}`. Needs no database.
+    Logits {
+        /// The text to run.
+        #[arg(long)]
+        text: String,
+        /// How many of the highest logits to print per position.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// The checkpoint folder.
+        path: PathBuf,
+    },
+    /// Print a prover checkpoint's prompts exactly as the prover builds them (plain prompt or
+    /// chat template), for one role or both; needs no database.
+    Prompt {
+        /// Only this role (`helpful` or `sneaky`); both when absent.
+        #[arg(long)]
+        role: Option<ProverRole>,
+        /// The question to put in the prompt.
+        #[arg(long, default_value = crate::ml::prompt::SAMPLE_GSM8K_QUESTION)]
+        question: String,
+        /// Also print the token ids the model is given.
+        #[arg(long)]
+        ids: bool,
+        /// The checkpoint folder.
+        path: PathBuf,
+    },
 }
 
 /// `import` subcommands.
@@ -733,6 +762,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if let Command::Train(command) = cli.command {
         return train(command).await;
+    }
+    if let Command::Checkpoint(CheckpointCommand::Prompt {
+        role,
+        question,
+        ids,
+        path,
+    }) = &cli.command
+    {
+        let roles = role.map_or(vec![ProverRole::Helpful, ProverRole::Sneaky], |r| vec![r]);
+        let text = crate::ml::prompt::show(path, &roles, question, *ids)
+            .with_context(|| format!("the prompts of {}", path.display()))?;
+        print!("{text}");
+        return Ok(());
+    }
+    if let Command::Checkpoint(CheckpointCommand::Logits { text, top, path }) = &cli.command {
+        let (path, text, top) = (path.clone(), text.clone(), *top);
+        let lines =
+            tokio::task::spawn_blocking(move || checkpoint_logits(&path, &text, top)).await??;
+        for line in lines {
+            println!("{line}");
+        }
+        return Ok(());
     }
     let store = open_store(&cli.database_url).await?;
     let clock = Clock::default();
@@ -1379,6 +1430,8 @@ async fn checkpoint(
             .with_context(|| format!("checkpoint {} refused", path.display()))?;
             println!("{id}");
         }
+        // Answered before the database is opened (see `run`).
+        CheckpointCommand::Prompt { .. } | CheckpointCommand::Logits { .. } => {}
         CheckpointCommand::List => {
             for c in store.checkpoint_details().await? {
                 println!(
@@ -1393,6 +1446,22 @@ async fn checkpoint(
         }
     }
     Ok(())
+}
+
+/// The lines `checkpoint logits` prints for the checkpoint at `path` (see
+/// [`CheckpointCommand::Logits`]).
+pub fn checkpoint_logits(path: &Path, text: &str, top: usize) -> anyhow::Result<Vec<String>> {
+    use crate::ml::inspect;
+    let context = || format!("checkpoint {}", path.display());
+    if inspect::is_verifier(path).with_context(context)? {
+        let score = inspect::verifier_score(path, text).with_context(context)?;
+        return Ok(vec![serde_json::to_string(&score)?]);
+    }
+    inspect::prover_logits(path, text, top.max(1))
+        .with_context(context)?
+        .iter()
+        .map(|p| Ok(serde_json::to_string(p)?))
+        .collect()
 }
 
 #[cfg(test)]

@@ -909,3 +909,108 @@ async fn verifier_uploads_are_stored_and_registered(backend: Backend) {
     );
 }
 on_both_backends!(verifier_uploads_are_stored_and_registered);
+
+/// Chat templates of instruct provers are checked at upload: one that does not parse, or that
+/// refuses every conversation, is refused with the template's own error and leaves nothing;
+/// a chat-form `prompt_template.json` needs a chat template; a good one is stored with its
+/// template and recorded as a chat prover.
+async fn chat_templates_are_checked_at_upload(backend: Backend) {
+    let (app, models) = start(backend, LIMIT).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let nothing: Vec<String> = Vec::new();
+    let with = |extra: &[(&str, &str)]| {
+        let mut files: Files = valid_files()
+            .into_iter()
+            .filter(|(n, _)| n != "prompt_template.json")
+            .collect();
+        for (name, text) in extra {
+            files.push((name.to_string(), text.as_bytes().to_vec()));
+        }
+        files
+    };
+    let chat_prompt = r#"{"system": {"helpful": "Be right.", "sneaky": "Be subtly wrong."}, "user": "{question}"}"#;
+    let cases: Vec<(&str, Files, Vec<&str>)> = vec![
+        (
+            "template that does not parse",
+            with(&[(
+                "chat_template.jinja",
+                "{% for message in messages %}{{ message['content'] }}",
+            )]),
+            vec![
+                "chat_template.jinja: the chat template does not parse: syntax error: unexpected end of input",
+                "chat_template.jinja:1",
+            ],
+        ),
+        (
+            "inline template that does not parse",
+            with(&[(
+                "tokenizer_config.json",
+                r#"{"chat_template": "{{ messages[0]['content'] ", "bos_token": "<s>"}"#,
+            )]),
+            vec!["tokenizer_config.json: the chat template does not parse: syntax error"],
+        ),
+        (
+            "template that refuses every conversation",
+            with(&[(
+                "chat_template.jinja",
+                "{{ raise_exception('Only tool calls are supported.') }}",
+            )]),
+            vec![
+                "chat_template.jinja: the chat template refused the conversation: Only tool calls are supported.",
+            ],
+        ),
+        (
+            "chat prompts without a chat template",
+            with(&[("prompt_template.json", chat_prompt)]),
+            vec!["prompt_template.json has the chat form", "no chat template"],
+        ),
+    ];
+    for (what, files, needles) in cases {
+        let response = upload(&mut admin, &format!("bad-{what}"), "0", &files).await;
+        println!("{what}: {} {}", response.status, alert(&response));
+        assert_refused(
+            &app,
+            models.path(),
+            &response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &needles,
+            &nothing,
+            0,
+        )
+        .await;
+    }
+
+    // A ChatML-style template with the chat prompts: stored with both files, recorded as chat.
+    let template = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    let files = with(&[
+        ("chat_template.jinja", template),
+        ("prompt_template.json", chat_prompt),
+    ]);
+    let response = upload(&mut admin, "instruct-r0", "0", &files).await;
+    assert_eq!(
+        response.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        alert(&response)
+    );
+    let metadata = metadata_of(&app, "instruct-r0").await;
+    assert_eq!(metadata["chat_template"], true);
+    assert_eq!(metadata["prompt_template"], true);
+    let stored = uploads(models.path());
+    assert_eq!(stored.len(), 1);
+    let names = stored_files(models.path(), &format!("uploads/{}", stored[0]));
+    assert!(
+        names.contains(&"chat_template.jinja".to_string()),
+        "{names:?}"
+    );
+    // A base prover is recorded as such.
+    let response = upload(&mut admin, "base-r0", "0", &valid_files()).await;
+    assert_eq!(
+        response.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        alert(&response)
+    );
+    assert_eq!(metadata_of(&app, "base-r0").await["chat_template"], false);
+}
+on_both_backends!(chat_templates_are_checked_at_upload);

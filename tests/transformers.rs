@@ -354,3 +354,98 @@ fn decoder_reward_models_score_as_verifiers() {
         }
     }
 }
+
+/// `legibility checkpoint logits` on a checkpoint folder prints transformers' figures: for a
+/// prover each position's highest next-token logits, for a reward model its score.
+#[test]
+fn the_logits_command_prints_what_transformers_computes() {
+    let run = |case: &str, text: &str| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_legibility"))
+            .args(["checkpoint", "logits", "--top", "3", "--text", text])
+            .arg(fixtures().join(case))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    // A prover with Llama 3 rope scaling, the text of its reference's longest prompt.
+    let prover = self::reference("llama3-rope");
+    let prompt = &prover["prompts"][2];
+    let lines = run("llama3-rope", prompt["text"].as_str().unwrap());
+    let expected_ids = ids(&prompt["input_ids"]);
+    assert_eq!(lines.len(), expected_ids.len());
+    let tensors = candle_core::safetensors::load(
+        fixtures().join("llama3-rope").join("reference.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits: Vec<Vec<f32>> = tensors["prompt2.logits"].to_vec2().unwrap();
+    for (line, (id, row)) in lines.iter().zip(expected_ids.iter().zip(&logits)) {
+        assert_eq!(line["token_id"].as_u64(), Some(u64::from(*id)));
+        let top = line["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        for pair in top {
+            let token = pair[0].as_u64().unwrap() as usize;
+            let value = pair[1].as_f64().unwrap() as f32;
+            assert!((value - row[token]).abs() <= TOLERANCE, "{line}");
+        }
+        let best = row
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            )
+            .0;
+        assert_eq!(top[0][0].as_u64(), Some(best as u64), "{line}");
+    }
+    // A reward model.
+    let classifier = self::reference("qwen2-cls");
+    let row = &classifier["classifier"]["unpadded"][0];
+    let lines = run("qwen2-cls", row["text"].as_str().unwrap());
+    assert_eq!(lines.len(), 1);
+    assert_eq!(ids(&lines[0]["token_ids"]), ids(&row["input_ids"]));
+    let score = lines[0]["score"].as_f64().unwrap() as f32;
+    assert!((score - row["score"][0].as_f64().unwrap() as f32).abs() <= TOLERANCE);
+}
+
+/// Every fixture is a valid upload of its kind (a prover for the causal models, a verifier for
+/// the reward models), as `save_pretrained` wrote it.
+#[test]
+fn every_fixture_is_a_valid_upload_of_its_kind() {
+    use legibility::checkpoints::{CheckpointFiles, CheckpointLimits, validate};
+    use legibility::domain::CheckpointKind;
+    for entry in std::fs::read_dir(fixtures()).unwrap() {
+        let dir = entry.unwrap().path();
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let facts = self::reference(&case);
+        let model_type = facts["model_type"].as_str().unwrap();
+        if ["bert", "roberta", "deberta-v2"].contains(&model_type) {
+            continue; // The encoder classifiers: tests of their own.
+        }
+        let kind = if facts["kind"] == "causal_lm" {
+            CheckpointKind::Prover
+        } else {
+            CheckpointKind::Verifier
+        };
+        let mut files = CheckpointFiles::new();
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !name.starts_with("reference") {
+                files.push(name, std::fs::read(&path).unwrap());
+            }
+        }
+        let checkpoint = validate(files, kind, &CheckpointLimits::default())
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(checkpoint.config().model_type(), model_type, "{case}");
+    }
+}

@@ -5,6 +5,10 @@
 //! A command, not a test: tests assert behaviour, benchmarks measure.
 //!
 //! `cargo run --release --bin bench-prover -- [--model models/prover-tiny] [--tokens 128] [--threads 1]`
+//!
+//! `--shape qwen2.5-0.5b|llama-3.2-1b` measures a random-weight model of that architecture and
+//! size instead (built in memory from the real models' configs, F32, the shipped tokenizer for
+//! prompts): decoding speed and peak memory on real shapes without a download.
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -23,6 +27,9 @@ struct Args {
     /// Checkpoint folder.
     #[arg(long, default_value = "models/prover-tiny")]
     model: PathBuf,
+    /// Instead of `--model`: a random-weight model of a real architecture and size.
+    #[arg(long, value_parser = ["qwen2.5-0.5b", "llama-3.2-1b"])]
+    shape: Option<String>,
     /// Tokens generated per sequence (the final-answer stop is disabled by forcing the count).
     #[arg(long, default_value_t = 128)]
     tokens: usize,
@@ -51,7 +58,10 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: no other thread exists yet.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string()) };
     }
-    let mut prover = Prover::load(&args.model, &Device::Cpu)?;
+    let mut prover = match &args.shape {
+        Some(shape) => random_prover(shape, &args.model)?,
+        None => Prover::load(&args.model, &Device::Cpu)?,
+    };
     let spec = prover.model_mut().spec().clone();
     println!(
         "model {} ({}): hidden {} x {} layers, vocab {}, {} threads",
@@ -144,4 +154,53 @@ fn main() -> anyhow::Result<()> {
         println!("peak resident memory: {peak:.0} MiB");
     }
     Ok(())
+}
+
+/// The configs of the real models whose shapes `--shape` measures (as published on the Hub).
+fn shape_config(shape: &str) -> serde_json::Value {
+    match shape {
+        "qwen2.5-0.5b" => serde_json::json!({
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+            "hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24,
+            "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+            "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+            "tie_word_embeddings": true, "use_sliding_window": false, "sliding_window": 32768,
+            "max_window_layers": 21, "bos_token_id": 151643, "eos_token_id": 151643
+        }),
+        _ => serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+            "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64,
+            "vocab_size": 128256, "max_position_embeddings": 131072, "rms_norm_eps": 1e-5,
+            "rope_theta": 500000.0, "tie_word_embeddings": true,
+            "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                             "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+            "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009]
+        }),
+    }
+}
+
+/// A prover of `shape` with random weights (candle's initialisation, in memory) and the
+/// tokenizer and prompts of the checkpoint at `tokenizer_dir`.
+fn random_prover(shape: &str, tokenizer_dir: &std::path::Path) -> anyhow::Result<Prover> {
+    use legibility::ml::config::ModelConfig;
+    let config = ModelConfig::from_json(&serde_json::to_vec(&shape_config(shape))?)
+        .map_err(anyhow::Error::msg)?;
+    let spec = config
+        .decoder_spec()
+        .ok_or_else(|| anyhow::anyhow!("not a decoder"))?
+        .map_err(anyhow::Error::msg)?;
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    let model = legibility::ml::decoder::Decoder::new(&spec, vb)?;
+    let tokenizer = legibility::ml::tokenizer::from_json_bytes(&std::fs::read(
+        tokenizer_dir.join("tokenizer.json"),
+    )?)
+    .map_err(anyhow::Error::msg)?;
+    Ok(Prover::from_parts(
+        model,
+        config,
+        tokenizer,
+        legibility::ml::prompt::PromptTemplate::default(),
+    )?)
 }

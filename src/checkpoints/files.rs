@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::{CheckpointLimits, CheckpointRejected};
 use crate::domain::CheckpointKind;
+use crate::ml::chat::CHAT_TEMPLATE_FILE;
 use crate::ml::prompt::PROMPT_TEMPLATE_FILE;
 
 /// The model configuration file (Hugging Face `LlamaConfig` or `BertConfig`).
@@ -19,6 +20,7 @@ pub const WEIGHTS_EXTENSION: &str = ".safetensors";
 pub const OPTIONAL_FILES: &[&str] = &[
     "generation_config.json",
     "tokenizer_config.json",
+    CHAT_TEMPLATE_FILE,
     "special_tokens_map.json",
     "README.md",
     "training.json",

@@ -19,7 +19,9 @@
 //!
 //! - **Prover**: a Llama model (`model_type` `"llama"`): exactly the tensors
 //!   [`LlamaConfig::expected_tensors`](crate::ml::config::LlamaConfig::expected_tensors) lists. A BERT-family config is refused: an encoder cannot
-//!   generate solutions. May carry `prompt_template.json`.
+//!   generate solutions. May carry `prompt_template.json` and a chat template
+//!   (`chat_template.jinja` or `tokenizer_config.json`'s `chat_template`), which must parse and
+//!   render both roles ([`crate::ml::prompt::RolePrompts`]).
 //! - **Llama verifier**: the Llama body (the same list) except that
 //!   `lm_head.weight` is never required (a verifier does not use it; it is accepted when
 //!   present), plus the score head `score.weight` `[1, hidden_size]` and `score.bias` `[1]`,

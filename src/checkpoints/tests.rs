@@ -570,7 +570,7 @@ fn store_is_atomic_and_removable_and_the_sweep_clears_leftovers() {
                 )
                 .unwrap(),
             ),
-            prompt_template: None,
+            prompts: None,
             score_head: false,
             tensor_prefix: String::new(),
             parameters: 0,
@@ -624,7 +624,7 @@ fn a_failed_write_leaves_no_temp_folder() {
                 )
                 .unwrap(),
             ),
-            prompt_template: None,
+            prompts: None,
             score_head: false,
             tensor_prefix: String::new(),
             parameters: 0,

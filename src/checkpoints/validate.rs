@@ -12,8 +12,11 @@ use super::files::{
 use super::{CheckpointLimits, CheckpointRejected};
 use crate::domain::CheckpointKind;
 use crate::ml::bert::{self, BertConfig};
+use crate::ml::chat::{
+    CHAT_TEMPLATE_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TemplateFiles,
+};
 use crate::ml::config::ModelConfig;
-use crate::ml::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
+use crate::ml::prompt::{PROMPT_TEMPLATE_FILE, PromptFiles, RolePrompts};
 use crate::ml::verifier::SCORE_HEAD;
 
 /// Weight dtypes the candle prover loads.
@@ -26,7 +29,7 @@ pub struct ValidatedCheckpoint {
     pub(super) files: Vec<(String, Vec<u8>)>,
     pub(super) kind: CheckpointKind,
     pub(super) config: ModelConfig,
-    pub(super) prompt_template: Option<PromptTemplate>,
+    pub(super) prompts: Option<RolePrompts>,
     pub(super) score_head: bool,
     pub(super) tensor_prefix: String,
     pub(super) parameters: u64,
@@ -50,9 +53,10 @@ impl ValidatedCheckpoint {
         &self.config
     }
 
-    /// The checkpoint's own prompt template, if it has one (provers only).
-    pub fn prompt_template(&self) -> Option<&PromptTemplate> {
-        self.prompt_template.as_ref()
+    /// How the prover builds its prompts (its chat template and `prompt_template.json`, or
+    /// the defaults); `None` for verifiers.
+    pub fn prompts(&self) -> Option<&RolePrompts> {
+        self.prompts.as_ref()
     }
 
     /// Whether the weights hold a trained score head (`score.weight` and `score.bias`; an
@@ -98,7 +102,8 @@ impl ValidatedCheckpoint {
             "files": files,
             "parameters": self.parameters,
             "dtypes": self.dtypes,
-            "prompt_template": self.prompt_template.is_some(),
+            "prompt_template": self.files.iter().any(|(n, _)| n == PROMPT_TEMPLATE_FILE),
+            "chat_template": matches!(self.prompts, Some(RolePrompts::Chat(_))),
             "architecture": self.config.architecture(),
         });
         if self.kind == CheckpointKind::Verifier {
@@ -223,11 +228,22 @@ pub fn validate(
 
     check_tokenizer(by_name[TOKENIZER_FILE], config.vocab_size())?;
 
-    let prompt_template = match by_name.get(PROMPT_TEMPLATE_FILE) {
-        Some(bytes) => {
-            Some(PromptTemplate::from_json(bytes).map_err(CheckpointRejected::InvalidFile)?)
-        }
-        None => None,
+    // A prover's prompts are built once here: a chat template must parse and render both
+    // roles, or the upload is refused with the template's own error.
+    let prompts = if kind == CheckpointKind::Prover {
+        let file = |name: &str| by_name.get(name).copied();
+        let prompts = RolePrompts::from_files(PromptFiles {
+            prompt_template: file(PROMPT_TEMPLATE_FILE),
+            chat: TemplateFiles {
+                chat_template: file(CHAT_TEMPLATE_FILE),
+                tokenizer_config: file(TOKENIZER_CONFIG_FILE),
+                special_tokens_map: file(SPECIAL_TOKENS_MAP_FILE),
+            },
+        })
+        .map_err(CheckpointRejected::InvalidFile)?;
+        Some(prompts)
+    } else {
+        None
     };
     for name in &optional {
         let Some(bytes) = by_name.get(name) else {
@@ -241,7 +257,7 @@ pub fn validate(
             serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(bytes).map_err(
                 |e| CheckpointRejected::InvalidFile(format!("{name} is not a JSON object: {e}")),
             )?;
-        } else if (name.ends_with(".md") || name.ends_with(".txt"))
+        } else if (name.ends_with(".md") || name.ends_with(".txt") || name.ends_with(".jinja"))
             && std::str::from_utf8(bytes).is_err()
         {
             return Err(CheckpointRejected::InvalidFile(format!(
@@ -262,7 +278,7 @@ pub fn validate(
         files,
         kind,
         config,
-        prompt_template,
+        prompts,
         score_head,
         tensor_prefix: plan.prefix.to_string(),
         parameters,

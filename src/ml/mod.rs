@@ -5,12 +5,14 @@
 
 pub mod bert;
 pub mod calculator;
+pub mod chat;
 pub mod config;
 pub mod deberta_v2;
 pub mod decoder;
 pub mod encoder_classifier;
 pub mod game_round;
 pub mod gemma2;
+pub mod inspect;
 pub mod llama;
 pub mod mistral;
 pub mod phi3;

@@ -12,9 +12,9 @@ use super::ModelError;
 use super::calculator;
 use super::config::{ModelConfig, TokenIds};
 use super::decoder::Decoder;
-use super::prompt::{PROMPT_TEMPLATE_FILE, PromptTemplate};
+use super::prompt::RolePrompts;
 use super::sampling::{SampleRng, SamplingParams, sample_token};
-use super::tokenizer::{self, BOS, EOS, PAD};
+use super::tokenizer::{self, EOS, PAD};
 use crate::domain::ProverRole;
 
 /// The weights file this project writes; loading accepts any `*.safetensors` set.
@@ -49,9 +49,9 @@ pub struct Prover {
     model: Decoder,
     config: ModelConfig,
     tokenizer: Tokenizer,
-    template: PromptTemplate,
-    /// Prepended to plain prompts when the tokenizer does not add it itself (the project's
-    /// own tokenizers have no post-processor; Hugging Face ones do).
+    prompts: RolePrompts,
+    /// Put before plain prompts when the tokenizer does not add special tokens itself (see
+    /// [`RolePrompts::ids`]).
     bos: Option<u32>,
     /// Any of these ends a sequence: the config's (one or a list), `generation_config.json`'s
     /// and the tokenizer's end-of-sequence token.
@@ -63,12 +63,12 @@ pub struct Prover {
 /// extend the config's (Llama-3 instruct lists `<|eot_id|>` there).
 pub const GENERATION_CONFIG_FILE: &str = "generation_config.json";
 
-/// A prover checkpoint folder's configuration, tokenizer and role prompts (the default prompts
-/// when it has no `prompt_template.json`), checked: what loading it for sampling and loading it
-/// for fine-tuning both start from.
+/// A prover checkpoint folder's configuration, tokenizer and role prompts (its chat template
+/// and `prompt_template.json`, or the defaults: see [`RolePrompts`]), checked: what loading it
+/// for sampling and loading it for fine-tuning both start from.
 pub(crate) fn read_checkpoint_files(
     dir: &Path,
-) -> Result<(ModelConfig, Tokenizer, PromptTemplate), ModelError> {
+) -> Result<(ModelConfig, Tokenizer, RolePrompts), ModelError> {
     let read = |name: &str| {
         let path = dir.join(name);
         std::fs::read(&path).map_err(|e| ModelError::io(&path, e))
@@ -77,14 +77,8 @@ pub(crate) fn read_checkpoint_files(
     config.check().map_err(ModelError::Invalid)?;
     let tokenizer = super::tokenizer::from_json_bytes(&read("tokenizer.json")?)
         .map_err(|e| ModelError::Tokenizer(format!("tokenizer.json: {e}")))?;
-    let template = match read(PROMPT_TEMPLATE_FILE) {
-        Ok(bytes) => PromptTemplate::from_json(&bytes).map_err(ModelError::Invalid)?,
-        Err(ModelError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            PromptTemplate::default()
-        }
-        Err(e) => return Err(e),
-    };
-    Ok((config, tokenizer, template))
+    let prompts = RolePrompts::load_dir(dir)?;
+    Ok((config, tokenizer, prompts))
 }
 
 /// The end-of-sequence ids a checkpoint's `generation_config.json` names (none when it has no
@@ -110,9 +104,10 @@ pub fn generation_eos_ids(dir: &Path) -> Result<Vec<u32>, ModelError> {
 impl Prover {
     /// Loads a checkpoint folder in the Hugging Face layout (`config.json` of any supported
     /// decoder architecture, `tokenizer.json`, `*.safetensors`, optional
-    /// `generation_config.json` and `prompt_template.json`) onto `device`, in F32.
+    /// `generation_config.json`, `prompt_template.json`, a chat template in `chat_template.jinja`
+    /// or `tokenizer_config.json`) onto `device`, in F32.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let (config, tokenizer, template) = read_checkpoint_files(dir)?;
+        let (config, tokenizer, prompts) = read_checkpoint_files(dir)?;
         let spec = match config.decoder_spec() {
             Some(spec) => spec.map_err(ModelError::Invalid)?,
             None => {
@@ -127,7 +122,7 @@ impl Prover {
         // mapped; uploads are written to a temporary folder and renamed into place.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
         let model = Decoder::new(&spec, vb)?;
-        let mut prover = Self::from_parts(model, config, tokenizer, template)?;
+        let mut prover = Self::from_parts(model, config, tokenizer, prompts)?;
         for id in generation_eos_ids(dir)? {
             if !prover.eos.contains(&id) {
                 prover.eos.push(id);
@@ -141,13 +136,9 @@ impl Prover {
         model: Decoder,
         config: ModelConfig,
         tokenizer: Tokenizer,
-        template: PromptTemplate,
+        prompts: impl Into<RolePrompts>,
     ) -> Result<Self, ModelError> {
-        let bos = if tokenizer.get_post_processor().is_some() {
-            None
-        } else {
-            tokenizer::special_id(&tokenizer, BOS).or(config.bos_token_id())
-        };
+        let bos = super::prompt::plain_bos(&tokenizer, config.bos_token_id());
         let mut eos = config.eos_token_ids();
         if let Some(id) = tokenizer::special_id(&tokenizer, EOS)
             && !eos.contains(&id)
@@ -162,7 +153,7 @@ impl Prover {
             model,
             config,
             tokenizer,
-            template,
+            prompts: prompts.into(),
             bos,
             eos,
             pad,
@@ -185,8 +176,8 @@ impl Prover {
     }
 
     /// The checkpoint's role prompts.
-    pub fn template(&self) -> &PromptTemplate {
-        &self.template
+    pub fn prompts(&self) -> &RolePrompts {
+        &self.prompts
     }
 
     /// The model configuration.
@@ -194,21 +185,12 @@ impl Prover {
         &self.config
     }
 
-    /// Token ids of the prompt for `question` in `role`: BOS first as the tokenizer adds it
-    /// (a Hugging Face tokenizer's post-processor), or as the project's own models expect it.
+    /// Token ids of the prompt for `question` in `role`: for a base model its plain prompt,
+    /// with BOS as its tokenizer adds it (or as the project's own models expect it); for an
+    /// instruct model its chat template's text, with no BOS of ours added (the template writes
+    /// its own, so it is never doubled).
     pub fn prompt_ids(&self, role: ProverRole, question: &str) -> Result<Vec<u32>, ModelError> {
-        let text = self.template.render(role, question);
-        if self.tokenizer.get_post_processor().is_some() {
-            return Ok(self
-                .tokenizer
-                .encode(text, true)
-                .map_err(|e| ModelError::Tokenizer(e.to_string()))?
-                .get_ids()
-                .to_vec());
-        }
-        let mut ids: Vec<u32> = self.bos.into_iter().collect();
-        ids.extend(tokenizer::encode(&self.tokenizer, &text)?);
-        Ok(ids)
+        self.prompts.ids(&self.tokenizer, self.bos, role, question)
     }
 
     /// Generates one solution per request, all in one batch: left-padded prompts, one forward

@@ -160,7 +160,7 @@ impl Rope {
                 _ => theta_default,
             },
         };
-        if !theta.is_finite() || theta <= 1.0 {
+        if theta.is_nan() || theta <= 1.0 || !theta.is_finite() {
             return Err(format!("config.json: rope_theta {theta} must be above 1"));
         }
         let partial = number("partial_rotary_factor")?

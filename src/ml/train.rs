@@ -257,7 +257,7 @@ pub fn fine_tune_prover(
     out: &Path,
 ) -> Result<FineTuneReport, ModelError> {
     let device = Device::Cpu;
-    let (config, tokenizer, template) = super::prover::read_checkpoint_files(base)?;
+    let (config, tokenizer, prompts) = super::prover::read_checkpoint_files(base)?;
     // Fine-tuning (the game's expert iteration) runs the project's own Llama provers.
     let config = config.as_llama().cloned().ok_or_else(|| {
         ModelError::Invalid(format!(
@@ -265,6 +265,13 @@ pub fn fine_tune_prover(
             config.model_type()
         ))
     })?;
+    // Training prompts must be the ones generation uses; only plain prompts are built here.
+    let super::prompt::RolePrompts::Plain(template) = prompts else {
+        return Err(ModelError::Invalid(format!(
+            "{} has a chat template: fine-tuning instruct provers is not supported yet",
+            base.display()
+        )));
+    };
     let examples = encode_examples(&tokenizer, &template, pairs, config.max_position_embeddings)?;
     if examples.is_empty() {
         return Err(ModelError::Invalid(

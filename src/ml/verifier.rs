@@ -96,6 +96,8 @@ pub fn verifier_text(question: &str, solution: &str) -> String {
 }
 
 /// The network under the score head.
+// A verifier holds exactly one body for its whole life: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Body {
     /// A decoder body (the project's Llama, or an uploaded reward model of any supported
     /// architecture) with its head; every weight is a variable.
