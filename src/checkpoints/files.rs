@@ -28,13 +28,19 @@ pub const OPTIONAL_FILES: &[&str] = &[
 /// Files only a prover checkpoint may carry: its own prompt template.
 pub const PROVER_FILES: &[&str] = &[PROMPT_TEMPLATE_FILE];
 /// Files only a verifier checkpoint may carry: what sentence-transformers ships beside a
-/// BERT-family encoder. Checked for form (text, JSON), otherwise unused.
+/// BERT-family encoder, and the slow-tokenizer files transformers 4.x saves beside a RoBERTa
+/// (`vocab.json`, `merges.txt`) or DeBERTa (`spm.model`, `added_tokens.json`) reward model.
+/// Checked for form (text, JSON), otherwise unused: `tokenizer.json` is what is read.
 pub const VERIFIER_FILES: &[&str] = &[
     "vocab.txt",
     "modules.json",
     "sentence_bert_config.json",
     "config_sentence_transformers.json",
     "data_config.json",
+    "vocab.json",
+    "merges.txt",
+    "spm.model",
+    "added_tokens.json",
 ];
 /// Optional files that hold a JSON array rather than an object.
 pub(super) const JSON_ARRAY_FILES: &[&str] = &["modules.json", "data_config.json"];

@@ -33,6 +33,11 @@
 //!   neither: a sentence encoder straight from sentence-transformers has none yet). Old exports
 //!   that name layer-norm parameters `gamma`/`beta` are refused (their `weight`/`bias` are
 //!   missing).
+//! - **Encoder reward model** (verifiers only): `BertForSequenceClassification`,
+//!   `RobertaForSequenceClassification` or `DebertaV2ForSequenceClassification` with one label
+//!   ([`crate::ml::encoder_classifier`]): exactly the tensors transformers saves for it
+//!   ([`EncoderClassifierConfig::tensors`](crate::ml::encoder_classifier::EncoderClassifierConfig::tensors)),
+//!   its head required; `num_labels` ≠ 1 and unimplemented config fields are refused by name.
 //!
 //! Verifiers may also carry the files sentence-transformers ships beside the weights
 //! (`vocab.txt`, `modules.json`, `sentence_bert_config.json`,

@@ -47,7 +47,8 @@ impl ValidatedCheckpoint {
         self.kind
     }
 
-    /// The parsed `config.json`: Llama for every prover, Llama or BERT for a verifier.
+    /// The parsed `config.json`: Llama for every prover; Llama, BERT or an encoder reward
+    /// model for a verifier.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -58,8 +59,9 @@ impl ValidatedCheckpoint {
         self.prompts.as_ref()
     }
 
-    /// Whether the weights hold a trained score head (`score.weight` and `score.bias`): always
-    /// for a Llama verifier, optional for a BERT verifier, never for a prover.
+    /// Whether the weights hold a trained score head (`score.weight` and `score.bias`; an
+    /// encoder reward model's own last layer): always for a Llama verifier and a reward model,
+    /// optional for a BERT verifier, never for a prover.
     pub fn score_head(&self) -> bool {
         self.score_head
     }
@@ -158,9 +160,10 @@ pub fn validate(
     // (vocab.txt, …) are refused one by one: the fix is to choose "verifier", not to drop them.
     if kind == CheckpointKind::Prover
         && let Some((_, bytes)) = files.iter().find(|(n, _)| n == CONFIG_FILE)
-        && let Ok(ModelConfig::Bert(_)) = ModelConfig::from_json(bytes)
+        && let Ok(config) = ModelConfig::from_json(bytes)
+        && is_encoder(&config)
     {
-        return Err(bert_prover());
+        return Err(bert_prover(config.model_type()));
     }
     let weights_file =
         |name: &str| name.len() > WEIGHTS_EXTENSION.len() && name.ends_with(WEIGHTS_EXTENSION);
@@ -200,8 +203,8 @@ pub fn validate(
 
     let config =
         ModelConfig::from_json(by_name[CONFIG_FILE]).map_err(CheckpointRejected::InvalidFile)?;
-    if kind == CheckpointKind::Prover && matches!(config, ModelConfig::Bert(_)) {
-        return Err(bert_prover());
+    if kind == CheckpointKind::Prover && is_encoder(&config) {
+        return Err(bert_prover(config.model_type()));
     }
     config.check().map_err(CheckpointRejected::InvalidFile)?;
     let ids = config
@@ -283,10 +286,19 @@ pub fn validate(
     })
 }
 
-/// The refusal of a BERT-family config offered as a prover.
-fn bert_prover() -> CheckpointRejected {
+/// Whether `config` is an encoder (a BERT backbone or an encoder reward model): a verifier,
+/// never a prover.
+fn is_encoder(config: &ModelConfig) -> bool {
+    matches!(
+        config,
+        ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_)
+    )
+}
+
+/// The refusal of an encoder config (BERT, RoBERTa, DeBERTa) offered as a prover.
+fn bert_prover(model_type: &str) -> CheckpointRejected {
     CheckpointRejected::Unsupported(format!(
-        "{CONFIG_FILE}: model_type is \"bert\", but prover checkpoints must be decoder language models (llama, mistral, qwen2, qwen3, phi3, gemma2): a BERT-family encoder cannot generate solutions; upload it as a verifier"
+        "{CONFIG_FILE}: model_type is {model_type:?}, but prover checkpoints must be decoder language models (llama, mistral, qwen2, qwen3, phi3, gemma2): an encoder cannot generate solutions; upload it as a verifier"
     ))
 }
 
@@ -349,7 +361,8 @@ fn read_tensors<'a>(
 
 /// What the weights of one checkpoint must hold, derived from its kind and config.
 struct TensorPlan {
-    /// How to name the model in messages ("llama prover", "BERT verifier", …).
+    /// How to name the model in messages ("llama prover", "BERT verifier",
+    /// "RobertaForSequenceClassification", …).
     model: String,
     /// Tensors that must be present with these shapes.
     required: Vec<(String, Vec<usize>)>,
@@ -433,6 +446,20 @@ impl TensorPlan {
                     prefix,
                     layers: c.num_hidden_layers,
                     per_layer: BertConfig::TENSORS_PER_LAYER,
+                })
+            }
+            (ModelConfig::EncoderClassifier(c), _) => {
+                let tensors = c.tensors();
+                let (layers, per_layer) = c.layers();
+                Ok(TensorPlan {
+                    model: c.class_name().into(),
+                    required: tensors.required,
+                    optional: tensors.optional,
+                    score_head: tensors.head,
+                    buffers: tensors.buffers,
+                    prefix: "",
+                    layers,
+                    per_layer,
                 })
             }
             (other, _) => Err(CheckpointRejected::Unsupported(format!(

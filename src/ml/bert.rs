@@ -57,6 +57,14 @@ pub struct BertConfig {
     /// Padding token id; padded positions are masked, so its value never changes a result.
     #[serde(default)]
     pub pad_token_id: u32,
+    /// How positions are embedded; only `"absolute"` (learned absolute positions) is
+    /// implemented, so the relative variants are refused rather than silently misread.
+    #[serde(default = "default_position_embedding_type")]
+    pub position_embedding_type: String,
+    /// A BERT configured as a decoder attends causally; only the bidirectional encoder is
+    /// implemented, so `true` is refused.
+    #[serde(default)]
+    pub is_decoder: bool,
 }
 
 fn default_max_positions() -> usize {
@@ -71,10 +79,13 @@ fn default_layer_norm_eps() -> f64 {
 fn default_hidden_act() -> String {
     "gelu".to_string()
 }
+fn default_position_embedding_type() -> String {
+    "absolute".to_string()
+}
 
 /// The feed-forward activation, resolved from `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Activation {
+pub(crate) enum Activation {
     /// `gelu`: the exact erf form, as `transformers` computes it.
     GeluErf,
     /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation.
@@ -84,7 +95,7 @@ enum Activation {
 }
 
 impl Activation {
-    fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         match name {
             "gelu" => Some(Self::GeluErf),
             "gelu_new" | "gelu_pytorch_tanh" => Some(Self::GeluTanh),
@@ -93,7 +104,7 @@ impl Activation {
         }
     }
 
-    fn forward(self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(self, x: &Tensor) -> Result<Tensor> {
         match self {
             Self::GeluErf => x.gelu_erf(),
             Self::GeluTanh => x.gelu(),
@@ -117,6 +128,12 @@ impl BertConfig {
                 self.model_type
             ));
         }
+        self.check_encoder()
+    }
+
+    /// [`BertConfig::check`] without the `model_type`: the checks RoBERTa, whose encoder is
+    /// BERT's, shares.
+    pub(crate) fn check_encoder(&self) -> std::result::Result<(), String> {
         require_positive(&[
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),
@@ -145,6 +162,18 @@ impl BertConfig {
                 "config.json: pad_token_id {} is outside the vocabulary (vocab_size {})",
                 self.pad_token_id, self.vocab_size
             ));
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(format!(
+                "config.json: position_embedding_type {:?} is not supported (only \"absolute\")",
+                self.position_embedding_type
+            ));
+        }
+        if self.is_decoder {
+            return Err(
+                "config.json: is_decoder is true; only the bidirectional encoder is supported"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -221,20 +250,20 @@ pub fn tensor_prefix<'a>(names: impl IntoIterator<Item = &'a str>) -> &'static s
 /// Layer norm with weight and bias: candle's fused kernel for inference, plain tensor operations
 /// when a gradient must flow (the fused kernel has no backward pass).
 #[derive(Debug, Clone)]
-struct LayerNorm {
+pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
 }
 
 impl LayerNorm {
-    fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+    pub(crate) fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0))?;
         let bias = vb.get_with_hints(size, "bias", candle_nn::Init::Const(0.0))?;
         Ok(Self { weight, bias, eps })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if !(x.track_op() || self.weight.track_op() || self.bias.track_op()) {
             return candle_nn::ops::layer_norm(
                 &x.contiguous()?,
@@ -258,7 +287,7 @@ impl LayerNorm {
 
 /// Applies `layer` to `(batch, seq, in)` as one 2-D matrix product (candle's 3-D path
 /// broadcasts the weight into a slower batched product).
-fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+pub(crate) fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
     let (b, t, h) = x.dims3()?;
     let y = layer.forward(&x.reshape((b * t, h))?)?;
     let out = y.dim(1)?;
@@ -266,12 +295,27 @@ fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
 }
 
 /// Softmax over the last dimension: fused for inference, differentiable otherwise.
-fn softmax(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax(x: &Tensor) -> Result<Tensor> {
     if x.track_op() {
         candle_nn::ops::softmax(x, D::Minus1)
     } else {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)
     }
+}
+
+/// The additive attention mask of right-padded rows with real lengths `lengths`,
+/// `(batch, 1, 1, seq)`: 0 for real keys, -inf for padding (each row has a real key, so no
+/// softmax row is all -inf).
+pub(crate) fn key_mask(
+    lengths: &[usize],
+    t: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let mask: Vec<f32> = lengths
+        .iter()
+        .flat_map(|&n| (0..t).map(move |j| if j < n { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(mask, (lengths.len(), 1, 1, t), device)
 }
 
 /// One encoder layer: bidirectional self-attention and a feed-forward block, each followed by
@@ -337,15 +381,64 @@ impl Layer {
     }
 }
 
+/// Where position ids come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PositionIds {
+    /// BERT: 0, 1, 2, … for every row.
+    Absolute,
+    /// RoBERTa: `cumsum(id != pad) * (id != pad) + pad` over the ids themselves, so real tokens
+    /// count from `pad + 1` and every pad token gets position `pad` (as transformers'
+    /// `create_position_ids_from_input_ids` computes it, whatever the attention mask says).
+    FromIds {
+        /// The padding token id.
+        pad: u32,
+    },
+}
+
+impl PositionIds {
+    /// Position ids `(batch, seq)` for the u32 `ids`, and the largest of them.
+    fn of(self, ids: &Tensor) -> Result<(Tensor, usize)> {
+        let (b, t) = ids.dims2()?;
+        match self {
+            Self::Absolute => {
+                let row: Vec<u32> = (0..t as u32).collect();
+                let positions = Tensor::new(row.as_slice(), ids.device())?
+                    .unsqueeze(0)?
+                    .broadcast_as((b, t))?
+                    .contiguous()?;
+                Ok((positions, t.saturating_sub(1)))
+            }
+            Self::FromIds { pad } => {
+                let mut flat = Vec::with_capacity(b * t);
+                let mut largest = pad as usize;
+                for row in ids.to_vec2::<u32>()? {
+                    let mut count = 0u32;
+                    for id in row {
+                        if id == pad {
+                            flat.push(pad);
+                        } else {
+                            count += 1;
+                            flat.push(pad + count);
+                            largest = largest.max((pad + count) as usize);
+                        }
+                    }
+                }
+                Ok((Tensor::from_vec(flat, (b, t), ids.device())?, largest))
+            }
+        }
+    }
+}
+
 /// A BERT-family encoder (embeddings + post-norm transformer layers) that mean-pools its
 /// hidden states over the real tokens, as sentence-transformers models are used.
 #[derive(Debug, Clone)]
 pub struct BertEncoder {
     word_embeddings: Embedding,
-    position_embeddings: Tensor,
+    position_embeddings: Embedding,
     token_type: Tensor,
     embeddings_norm: LayerNorm,
     layers: Vec<Layer>,
+    positions: PositionIds,
     config: BertConfig,
 }
 
@@ -355,6 +448,16 @@ impl BertEncoder {
     /// for training. The config is checked first. The optional pooler is never read.
     pub fn new(config: &BertConfig, vb: VarBuilder) -> Result<Self> {
         config.check().map_err(candle_core::Error::msg)?;
+        Self::build(config, PositionIds::Absolute, vb)
+    }
+
+    /// The encoder without the `model_type` check, with positions from `positions`: BERT's
+    /// layers under RoBERTa's embeddings. The caller has checked the config.
+    pub(crate) fn build(
+        config: &BertConfig,
+        positions: PositionIds,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let activation = Activation::from_name(&config.hidden_act)
             .ok_or_else(|| candle_core::Error::msg("unsupported hidden_act"))?;
         let h = config.hidden_size;
@@ -365,9 +468,7 @@ impl BertEncoder {
             config.max_position_embeddings,
             h,
             embeddings.pp("position_embeddings"),
-        )?
-        .embeddings()
-        .clone();
+        )?;
         let token_types = candle_nn::embedding(
             config.type_vocab_size,
             h,
@@ -385,6 +486,7 @@ impl BertEncoder {
             token_type,
             embeddings_norm,
             layers,
+            positions,
             config: config.clone(),
         })
     }
@@ -402,23 +504,20 @@ impl BertEncoder {
         if lengths.len() != b || lengths.iter().any(|&n| n == 0 || n > t) {
             candle_core::bail!("lengths {lengths:?} do not fit a batch of {b} × {t}");
         }
-        if t > self.config.max_position_embeddings {
+        let (positions, largest) = self.positions.of(ids)?;
+        if largest >= self.config.max_position_embeddings {
             candle_core::bail!(
-                "a sequence of {t} tokens is longer than the encoder's max_position_embeddings {}",
+                "a sequence of {t} tokens is longer than the encoder's max_position_embeddings {} allow",
                 self.config.max_position_embeddings
             );
         }
         let x = self
             .word_embeddings
             .forward(ids)?
-            .broadcast_add(&self.position_embeddings.narrow(0, 0, t)?)?
+            .add(&self.position_embeddings.forward(&positions)?)?
             .broadcast_add(&self.token_type)?;
         let mut x = self.embeddings_norm.forward(&x)?;
-        let mask: Vec<f32> = lengths
-            .iter()
-            .flat_map(|&n| (0..t).map(move |j| if j < n { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
-        let mask = Tensor::from_vec(mask, (b, 1, 1, t), ids.device())?.to_dtype(x.dtype())?;
+        let mask = key_mask(lengths, t, ids.device())?.to_dtype(x.dtype())?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask)?;
         }
@@ -445,6 +544,65 @@ impl BertEncoder {
         let counts: Vec<f32> = lengths.iter().map(|&n| n as f32).collect();
         let counts = Tensor::from_vec(counts, (b, 1), ids.device())?.to_dtype(hidden.dtype())?;
         hidden.broadcast_mul(&keep)?.sum(1)?.broadcast_div(&counts)
+    }
+}
+
+/// transformers' `BertForSequenceClassification` with one label, as a reward model: the
+/// encoder under `bert.`, the `[CLS]` pooler (`bert.pooler.dense` + tanh) and `classifier`
+/// `[1, hidden]` + bias on top. Token types are all 0, as a single text gets them.
+#[derive(Debug, Clone)]
+pub struct BertForSequenceClassification {
+    encoder: BertEncoder,
+    pooler: Linear,
+    classifier: Linear,
+}
+
+impl BertForSequenceClassification {
+    /// Builds the classifier from `vb` at the checkpoint's root. The config is checked.
+    pub fn new(config: &BertConfig, vb: VarBuilder) -> Result<Self> {
+        let h = config.hidden_size;
+        let encoder = BertEncoder::new(config, vb.pp("bert"))?;
+        let pooler = candle_nn::linear(h, h, vb.pp("bert").pp("pooler").pp("dense"))?;
+        let classifier = candle_nn::linear(h, 1, vb.pp("classifier"))?;
+        Ok(Self {
+            encoder,
+            pooler,
+            classifier,
+        })
+    }
+
+    /// Every tensor such a checkpoint holds (the pooler is required here: the classifier reads
+    /// it), and the `position_ids` buffer older exports carry.
+    pub fn tensors(config: &BertConfig) -> super::encoder_classifier::ClassifierTensors {
+        let h = config.hidden_size;
+        let head = vec![
+            ("classifier.weight".to_string(), vec![1, h]),
+            ("classifier.bias".to_string(), vec![1]),
+        ];
+        let mut required = config.expected_tensors(BERT_PREFIX);
+        required.extend(config.pooler_tensors(BERT_PREFIX));
+        required.extend(head.iter().cloned());
+        super::encoder_classifier::ClassifierTensors {
+            required,
+            optional: Vec::new(),
+            buffers: vec![(
+                format!("{BERT_PREFIX}{POSITION_IDS}"),
+                vec![1, config.max_position_embeddings],
+            )],
+            head,
+        }
+    }
+
+    /// `tanh(pooler(h[CLS]))`, `(batch, hidden)`: what `classifier` reads.
+    pub fn features(&self, ids: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let hidden = self.encoder.hidden_states(ids, lengths)?;
+        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        self.pooler.forward(&first)?.tanh()
+    }
+
+    /// The `classifier` layer.
+    pub fn head(&self) -> &Linear {
+        &self.classifier
     }
 }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bert::BertConfig;
 use super::decoder::{Activation, DecoderSpec};
+use super::encoder_classifier::EncoderClassifierConfig;
 use super::rope::{Rope, RopeFields};
 use super::{gemma2, mistral, phi3, qwen2, qwen3};
 
@@ -160,11 +161,13 @@ pub enum ModelConfig {
     Gemma2(gemma2::Config),
     /// A BERT-family encoder (`model_type` `"bert"`).
     Bert(BertConfig),
+    /// An encoder reward model (verifiers only): `BertForSequenceClassification`,
+    /// `RobertaForSequenceClassification` or `DebertaV2ForSequenceClassification`, one label.
+    EncoderClassifier(EncoderClassifierConfig),
 }
 
 /// The `model_type`s a checkpoint may have, for messages.
-pub const SUPPORTED_MODEL_TYPES: &str =
-    "llama, mistral, qwen2, qwen3, phi3, gemma2 (provers and verifiers), bert (verifiers)";
+pub const SUPPORTED_MODEL_TYPES: &str = "llama, mistral, qwen2, qwen3, phi3, gemma2 (provers and verifiers), bert, roberta, deberta-v2 (verifiers)";
 
 impl ModelConfig {
     /// Parses `config.json`, choosing the architecture by its `model_type` (absent: Llama, as
@@ -193,6 +196,9 @@ impl ModelConfig {
             serde_json::from_value(value)
                 .map_err(|e| format!("config.json is not a valid {name} config: {e}"))
         }
+        if let Some(parsed) = EncoderClassifierConfig::parse(model_type.as_deref(), &value) {
+            return parsed.map(ModelConfig::EncoderClassifier);
+        }
         match model_type.as_deref() {
             Some("bert") => parse(value, "BERT").map(ModelConfig::Bert),
             None | Some("llama") => parse(value, "Llama").map(ModelConfig::Llama),
@@ -217,6 +223,7 @@ impl ModelConfig {
             ModelConfig::Phi3(_) => "phi3",
             ModelConfig::Gemma2(_) => "gemma2",
             ModelConfig::Bert(c) => &c.model_type,
+            ModelConfig::EncoderClassifier(c) => c.model_type(),
         }
     }
 
@@ -230,6 +237,7 @@ impl ModelConfig {
             ModelConfig::Phi3(_) => "Phi-3",
             ModelConfig::Gemma2(_) => "Gemma 2",
             ModelConfig::Bert(_) => "BERT",
+            ModelConfig::EncoderClassifier(c) => c.display_name(),
         }
     }
 
@@ -243,6 +251,7 @@ impl ModelConfig {
             ModelConfig::Phi3(c) => &c.architectures,
             ModelConfig::Gemma2(c) => &c.architectures,
             ModelConfig::Bert(_) => &[],
+            ModelConfig::EncoderClassifier(c) => c.architectures(),
         }
     }
 
@@ -256,7 +265,7 @@ impl ModelConfig {
             ModelConfig::Qwen3(c) => c.spec(),
             ModelConfig::Phi3(c) => c.spec(),
             ModelConfig::Gemma2(c) => c.spec(),
-            ModelConfig::Bert(_) => return None,
+            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => return None,
         })
     }
 
@@ -270,6 +279,7 @@ impl ModelConfig {
             ModelConfig::Phi3(c) => c.hidden_size,
             ModelConfig::Gemma2(c) => c.hidden_size,
             ModelConfig::Bert(c) => c.hidden_size,
+            ModelConfig::EncoderClassifier(c) => c.hidden_size(),
         }
     }
 
@@ -283,6 +293,7 @@ impl ModelConfig {
             ModelConfig::Phi3(c) => c.vocab_size,
             ModelConfig::Gemma2(c) => c.vocab_size,
             ModelConfig::Bert(c) => c.vocab_size,
+            ModelConfig::EncoderClassifier(c) => c.vocab_size(),
         }
     }
 
@@ -295,7 +306,7 @@ impl ModelConfig {
             ModelConfig::Qwen3(c) => c.bos_token_id,
             ModelConfig::Phi3(c) => c.bos_token_id,
             ModelConfig::Gemma2(c) => c.bos_token_id,
-            ModelConfig::Bert(_) => None,
+            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => None,
         }
     }
 
@@ -308,7 +319,7 @@ impl ModelConfig {
             ModelConfig::Qwen3(c) => token_ids(&c.eos_token_id),
             ModelConfig::Phi3(c) => token_ids(&c.eos_token_id),
             ModelConfig::Gemma2(c) => token_ids(&c.eos_token_id),
-            ModelConfig::Bert(_) => Vec::new(),
+            ModelConfig::Bert(_) | ModelConfig::EncoderClassifier(_) => Vec::new(),
         }
     }
 
@@ -323,6 +334,7 @@ impl ModelConfig {
             ModelConfig::Phi3(c) => c.pad_token_id,
             ModelConfig::Gemma2(c) => c.pad_token_id,
             ModelConfig::Bert(c) => Some(c.pad_token_id),
+            ModelConfig::EncoderClassifier(c) => Some(c.pad_token_id()),
         }
     }
 
@@ -332,6 +344,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Llama(c) => c.check(),
             ModelConfig::Bert(c) => c.check(),
+            ModelConfig::EncoderClassifier(c) => c.check(),
             other => other.decoder_spec().map_or(Ok(()), |spec| spec.map(|_| ())),
         }
     }
@@ -354,6 +367,9 @@ impl ModelConfig {
 
     /// What the checkpoints row records about the architecture (`model_type` first).
     pub fn architecture(&self) -> serde_json::Value {
+        if let ModelConfig::EncoderClassifier(c) = self {
+            return c.architecture();
+        }
         if let ModelConfig::Bert(c) = self {
             return serde_json::json!({
                 "model_type": c.model_type,

@@ -1,12 +1,15 @@
 //! Machine learning on candle: the Llama prover, its tokenizer, sampling with the GSM8K
 //! calculator, training, the verifier (a Llama body or a BERT-family encoder with a score
-//! head), and checkpoint files.
+//! head, or an encoder reward model: BERT, RoBERTa, DeBERTa-v2 classifiers), and checkpoint
+//! files.
 
 pub mod bert;
 pub mod calculator;
 pub mod chat;
 pub mod config;
+pub mod deberta_v2;
 pub mod decoder;
+pub mod encoder_classifier;
 pub mod game_round;
 pub mod gemma2;
 pub mod inspect;
@@ -17,6 +20,7 @@ pub mod prompt;
 pub mod prover;
 pub mod qwen2;
 pub mod qwen3;
+pub mod roberta;
 pub mod rope;
 pub mod sampling;
 pub mod split;

@@ -437,6 +437,8 @@ pub struct EpochLog {
 pub struct FitReport {
     /// The options it ran with.
     pub options: FitOptions,
+    /// What was trained (the whole model, or a head on frozen features).
+    pub trained: String,
     /// Labelled solutions in the training split.
     pub train_solutions: usize,
     /// Training examples per epoch: pairs (Bradley–Terry) or solutions (cross-entropy).
@@ -470,6 +472,22 @@ pub struct FitReport {
 /// `progress(done, total)` is called after every step; `stop` is polled between steps and
 /// turns into [`ModelError::Stopped`].
 pub fn fit_verifier(
+    verifier: &mut Verifier,
+    data: &[LabelledSolution],
+    options: &FitOptions,
+    progress: &mut dyn FnMut(usize, usize),
+    stop: &AtomicBool,
+) -> Result<FitReport, ModelError> {
+    // A frozen body's features depend only on the tokens: computed once per solution, not
+    // once per epoch and validation pass.
+    verifier.cache_features(true);
+    let report = fit(verifier, data, options, progress, stop);
+    verifier.cache_features(false);
+    report
+}
+
+/// [`fit_verifier`] with the feature cache on.
+fn fit(
     verifier: &mut Verifier,
     data: &[LabelledSolution],
     options: &FitOptions,
@@ -603,6 +621,7 @@ pub fn fit_verifier(
     let train_seconds = started.elapsed().as_secs_f64();
     Ok(FitReport {
         options: options.clone(),
+        trained: verifier.trained_part(),
         train_solutions: train.iter().filter(|s| s.label.is_some()).count(),
         train_examples: train_set.len(),
         validation_solutions: validation.len(),

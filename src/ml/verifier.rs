@@ -19,6 +19,7 @@ use super::bert::{BertEncoder, tensor_prefix};
 use super::config::{LlamaConfig, ModelConfig};
 use super::decoder::Decoder;
 use super::decoder::DecoderSpec;
+use super::encoder_classifier::EncoderClassifier;
 use super::tokenizer::{self, EOS, PAD};
 
 /// Name prefix of the score head's tensors (`score.weight`, `score.bias`).
@@ -100,14 +101,74 @@ pub fn verifier_text(question: &str, solution: &str) -> String {
 enum Body {
     /// A decoder body (the project's Llama, or an uploaded reward model of any supported
     /// architecture) with its head; every weight is a variable.
-    Decoder(VerifierModel),
+    Decoder(Box<VerifierModel>),
     /// A frozen BERT-family encoder (mean-pooled) and a trainable head: only the head is
     /// trained on CPU. `backbone` holds the encoder's weight files, copied into each version.
     Bert {
-        encoder: BertEncoder,
+        encoder: Box<BertEncoder>,
         head: Linear,
         backbone: Vec<PathBuf>,
     },
+    /// An encoder reward model (BERT, RoBERTa, DeBERTa-v2 `…ForSequenceClassification`)
+    /// scoring with its own head. Everything before the head's last layer is frozen; that
+    /// layer (`head`, starting from the checkpoint's weights, under the checkpoint's names) is
+    /// what training changes. Versions keep the checkpoint's `config.json` (`config_json`)
+    /// and tensor names, so they stay loadable by transformers.
+    Classifier {
+        model: Box<EncoderClassifier>,
+        head: Linear,
+        backbone: Vec<PathBuf>,
+    },
+}
+
+/// Frozen features by token ids, so training computes each solution's encoder pass once
+/// instead of once per epoch (and validation reuses them). Off outside training: scoring a
+/// study sees each solution once, and nothing should grow without bound.
+#[derive(Default)]
+struct FeatureCache {
+    on: bool,
+    rows: HashMap<Vec<u32>, Tensor>,
+}
+
+impl FeatureCache {
+    /// Features `(batch, width)` of `sequences`, computing (right-padded, in one batch) only
+    /// those not seen yet when the cache is on.
+    fn get(
+        &mut self,
+        sequences: &[&Vec<u32>],
+        pad: u32,
+        device: &Device,
+        compute: impl Fn(&Tensor, &[usize]) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        if !self.on {
+            let (ids, lengths) = right_padded(sequences, pad, device)?;
+            return compute(&ids, &lengths);
+        }
+        let mut missing: Vec<&Vec<u32>> = sequences
+            .iter()
+            .copied()
+            .filter(|s| !self.rows.contains_key(*s))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        if !missing.is_empty() {
+            let (ids, lengths) = right_padded(&missing, pad, device)?;
+            let features = compute(&ids, &lengths)?;
+            for (i, sequence) in missing.into_iter().enumerate() {
+                self.rows.insert(sequence.clone(), features.get(i)?);
+            }
+        }
+        let rows = sequences
+            .iter()
+            .map(|s| {
+                self.rows
+                    .get(*s)
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::msg("a cached feature row went missing"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&rows, 0)
+    }
 }
 
 /// A verifier checkpoint loaded for scoring or further training: model, tokenizer and the
@@ -128,6 +189,7 @@ pub struct Verifier {
     transformers_style: bool,
     max_positions: usize,
     device: Device,
+    features: FeatureCache,
 }
 
 impl Verifier {
@@ -173,7 +235,7 @@ impl Verifier {
                 .or_else(|| tokenizer::special_id(&tokenizer, EOS))
         };
         Ok(Self {
-            body: Body::Decoder(model),
+            body: Body::Decoder(Box::new(model)),
             varmap,
             max_positions: spec.max_positions.max(2),
             config,
@@ -184,13 +246,17 @@ impl Verifier {
             add_special_tokens: transformers_style,
             transformers_style,
             device: device.clone(),
+            features: FeatureCache::default(),
         })
     }
 
-    /// Loads a verifier checkpoint folder: `config.json` (a Llama body, or a BERT-family
-    /// encoder such as all-MiniLM-L6-v2), `tokenizer.json`, and `*.safetensors` holding the
+    /// Loads a verifier checkpoint folder: `config.json` (a decoder body, a BERT-family
+    /// encoder such as all-MiniLM-L6-v2, or an encoder reward model whose `architectures` is
+    /// `BertForSequenceClassification`, `RobertaForSequenceClassification` or
+    /// `DebertaV2ForSequenceClassification`), `tokenizer.json`, and `*.safetensors` holding the
     /// body and, once trained, the `score` head. Without a head (an uploaded encoder) the head
-    /// starts at zero: every score 0 until it is trained.
+    /// starts at zero: every score 0 until it is trained. A reward model scores with its own
+    /// head.
     pub fn load(dir: &Path, device: &Device) -> std::result::Result<Self, ModelError> {
         let read = |name: &str| {
             let path = dir.join(name);
@@ -237,7 +303,7 @@ impl Verifier {
                 )?;
                 Self {
                     body: Body::Bert {
-                        encoder,
+                        encoder: Box::new(encoder),
                         head,
                         backbone: weights.clone(),
                     },
@@ -251,6 +317,55 @@ impl Verifier {
                     config: ModelConfig::Bert(config),
                     tokenizer,
                     device: device.clone(),
+                    features: FeatureCache::default(),
+                }
+            }
+            ModelConfig::EncoderClassifier(config) => {
+                config.check().map_err(ModelError::Invalid)?;
+                let mut tokenizer = tokenizer;
+                tokenizer.with_padding(None);
+                // Long texts are cut inside the tokenizer, before its post-processor adds
+                // `[CLS] … [SEP]` / `<s> … </s>`, as transformers' truncation does: the head
+                // reads the first token and the model was trained with the closing one.
+                tokenizer
+                    .with_truncation(Some(tokenizers::TruncationParams {
+                        max_length: config.max_tokens(),
+                        ..tokenizers::TruncationParams::default()
+                    }))
+                    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+                // SAFETY: as above.
+                let vb =
+                    unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
+                let model = EncoderClassifier::new(&config, vb)?;
+                let varmap = VarMap::new();
+                let (name, shape) = config.tensors().head.into_iter().next().ok_or_else(|| {
+                    ModelError::Invalid("the reward model names no head tensors".into())
+                })?;
+                let prefix = name.trim_end_matches(".weight");
+                let inputs = shape.get(1).copied().unwrap_or(config.hidden_size());
+                let head = candle_nn::linear(
+                    inputs,
+                    1,
+                    VarBuilder::from_varmap(&varmap, DType::F32, device).pp(prefix),
+                )?;
+                Self {
+                    body: Body::Classifier {
+                        model: Box::new(model),
+                        head,
+                        backbone: weights.clone(),
+                    },
+                    varmap,
+                    pad: config.pad_token_id(),
+                    eos: None,
+                    add_special_tokens: true,
+                    transformers_style: true,
+                    // Versions keep the reward model's own config.json.
+                    config_json: Some(config_bytes.clone()),
+                    max_positions: config.max_tokens().max(2),
+                    config: ModelConfig::EncoderClassifier(config),
+                    tokenizer,
+                    device: device.clone(),
+                    features: FeatureCache::default(),
                 }
             }
             other => {
@@ -286,9 +401,43 @@ impl Verifier {
         Ok(verifier)
     }
 
-    /// The body's architecture: `"llama"` or `"bert"`.
+    /// The body's architecture: `"llama"`, `"bert"`, `"roberta"` or `"deberta-v2"`.
     pub fn architecture(&self) -> &str {
         self.config.model_type()
+    }
+
+    /// What training changes, in words for `training.json`.
+    pub fn trained_part(&self) -> String {
+        match &self.body {
+            Body::Decoder(_) => "every weight (decoder body and score head)".into(),
+            Body::Bert { .. } => {
+                "the score head on the frozen BERT encoder's mean-pooled features".into()
+            }
+            Body::Classifier { .. } => {
+                let names: Vec<String> = self.varmap.data().lock().map_or_else(
+                    |_| Vec::new(),
+                    |data| {
+                        let mut names: Vec<String> = data.keys().cloned().collect();
+                        names.sort();
+                        names
+                    },
+                );
+                format!(
+                    "the reward model's last layer ({}) on its frozen features; everything before it is the uploaded {}",
+                    names.join(", "),
+                    self.config.model_type()
+                )
+            }
+        }
+    }
+
+    /// Turns the frozen-feature cache on (training: each solution's encoder pass is computed
+    /// once) or off (and empties it). No effect on a Llama body, which is trained whole.
+    pub fn cache_features(&mut self, on: bool) {
+        self.features.on = on;
+        if !on {
+            self.features.rows.clear();
+        }
     }
 
     /// The tokenizer.
@@ -330,23 +479,29 @@ impl Verifier {
 
     /// Scores of already encoded sequences, `(batch,)`; `differentiable` for training.
     pub fn scores(&mut self, sequences: &[&Vec<u32>], differentiable: bool) -> Result<Tensor> {
-        let (ids, lengths) = right_padded(sequences, self.pad, &self.device)?;
-        match &mut self.body {
+        let (pad, device) = (self.pad, &self.device);
+        let features = match &mut self.body {
             Body::Decoder(model) => {
+                let (ids, lengths) = right_padded(sequences, pad, device)?;
                 let pooled: Vec<usize> = if self.transformers_style {
-                    sequences
-                        .iter()
-                        .map(|row| last_non_pad(row, self.pad))
-                        .collect()
+                    sequences.iter().map(|row| last_non_pad(row, pad)).collect()
                 } else {
                     lengths.iter().map(|&n| n - 1).collect()
                 };
-                model.scores(&ids, &pooled, differentiable)
+                return model.scores(&ids, &pooled, differentiable);
             }
-            Body::Bert { encoder, head, .. } => {
-                head.forward(&encoder.pooled(&ids, &lengths)?)?.squeeze(1)
-            }
-        }
+            Body::Bert { encoder, head, .. } => (
+                self.features
+                    .get(sequences, pad, device, |ids, n| encoder.pooled(ids, n))?,
+                head,
+            ),
+            Body::Classifier { model, head, .. } => (
+                self.features
+                    .get(sequences, pad, device, |ids, n| model.features(ids, n))?,
+                head,
+            ),
+        };
+        features.1.forward(&features.0)?.squeeze(1)
     }
 
     /// Scores texts in batches of `batch` (similar lengths batched together, to pad little);
@@ -460,8 +615,9 @@ impl Verifier {
                 .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
             match &self.body {
                 Body::Decoder(_) => self.varmap.save(staging.join(WEIGHTS_FILE))?,
-                Body::Bert { backbone, .. } => {
-                    // The frozen encoder's tensors as they are stored, plus the trained head.
+                Body::Bert { backbone, .. } | Body::Classifier { backbone, .. } => {
+                    // The frozen encoder's tensors as they are stored, plus the trained head
+                    // (a reward model's head replaces the stored one of the same name).
                     // SAFETY: as in `load`.
                     let stored = unsafe { MmapedSafetensors::multi(backbone)? };
                     let mut tensors: HashMap<String, Tensor> = HashMap::new();
