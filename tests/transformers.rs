@@ -428,9 +428,6 @@ fn every_fixture_is_a_valid_upload_of_its_kind() {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let facts = self::reference(&case);
         let model_type = facts["model_type"].as_str().unwrap();
-        if ["bert", "roberta", "deberta-v2"].contains(&model_type) {
-            continue; // The encoder classifiers: tests of their own.
-        }
         let kind = if facts["kind"] == "causal_lm" {
             CheckpointKind::Prover
         } else {
