@@ -826,18 +826,19 @@ async fn verifier_uploads_are_stored_and_registered(backend: Backend) {
         "bert."
     );
 
-    // A BERT encoder is no prover; a verifier's score head must be complete; a verifier has no
-    // prompt template. Nothing is written for any of them.
+    // A BERT encoder is no prover; a verifier's score head must have the shape the config
+    // implies; a verifier has no prompt template. Nothing is written for any of them.
     let before = uploads(models.path());
-    let mut half_head = llama_verifier_files();
+    let mut wrong_head = llama_verifier_files();
     let config: legibility::ml::config::LlamaConfig =
         serde_json::from_slice(&config_json(8)).unwrap();
-    let shapes: Vec<(String, Vec<usize>)> = config
+    let mut shapes: Vec<(String, Vec<usize>)> = config
         .expected_tensors()
         .into_iter()
         .filter(|(name, _)| name != "lm_head.weight")
         .collect();
-    half_head[2].1 = tensors_of(&shapes);
+    shapes.push(("score.weight".into(), vec![1, 9]));
+    wrong_head[2].1 = tensors_of(&shapes);
     let mut with_template = llama_verifier_files();
     with_template.push(("prompt_template.json".into(), prompt_template_json()));
     let cases: [(&str, &str, Files, &str); 3] = [
@@ -847,7 +848,12 @@ async fn verifier_uploads_are_stored_and_registered(backend: Backend) {
             bert_files(),
             "prover checkpoints must be",
         ),
-        ("verifier", "no-head", half_head, "missing: score.weight"),
+        (
+            "verifier",
+            "wrong-head",
+            wrong_head,
+            "score.weight has shape [1, 9]",
+        ),
         (
             "verifier",
             "templated",

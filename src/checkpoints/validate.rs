@@ -413,20 +413,18 @@ impl TensorPlan {
                 // A verifier reads the body's last hidden state: the output projection is
                 // accepted, never needed. Reward models saved by transformers have a score
                 // head without bias; the project's own verifiers write one.
-                CheckpointKind::Verifier => {
-                    let mut required = body;
-                    required.push(score_head[0].clone());
-                    TensorPlan {
-                        model: format!("{} verifier", config.display_name()),
-                        required,
-                        optional: vec![lm_head, score_head[1].clone()],
-                        score_head: vec![score_head[0].clone()],
-                        buffers: Vec::new(),
-                        prefix: "",
-                        layers: spec.num_layers,
-                        per_layer,
-                    }
-                }
+                // Without a score head (a language model uploaded to train a verifier on),
+                // the head starts at zero: every score 0 until it is trained.
+                CheckpointKind::Verifier => TensorPlan {
+                    model: format!("{} verifier", config.display_name()),
+                    required: body,
+                    optional: vec![lm_head, score_head[0].clone(), score_head[1].clone()],
+                    score_head: vec![score_head[0].clone()],
+                    buffers: Vec::new(),
+                    prefix: "",
+                    layers: spec.num_layers,
+                    per_layer,
+                },
             });
         }
         match (config, kind) {

@@ -759,6 +759,49 @@ impl Decoder {
         }
     }
 
+    /// Decoder blocks in all.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The hidden states `(batch, seq, hidden)` entering block `layer` of right-padded ids, no
+    /// cache, fused kernels: what a verifier whose blocks below `layer` are frozen computes
+    /// once per text and caches.
+    pub fn hidden_before(&mut self, ids: &Tensor, layer: usize) -> Result<Tensor> {
+        let b = ids.dim(0)?;
+        let x = self.embed(ids)?;
+        let layers = 0..layer.min(self.layers.len());
+        self.blocks(x, layers, 0, &vec![0; b], Pass::Score)
+    }
+
+    /// From hidden states entering block `layer` through the remaining blocks to the final
+    /// norm (causal, no cache); `differentiable` selects the training path.
+    pub fn hidden_from(
+        &mut self,
+        x: &Tensor,
+        layer: usize,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let pass = if differentiable {
+            Pass::Train
+        } else {
+            Pass::Score
+        };
+        let b = x.dim(0)?;
+        let layers = layer.min(self.layers.len())..self.layers.len();
+        let x = self.blocks(x.clone(), layers, 0, &vec![0; b], pass)?;
+        self.norm.forward(&x, differentiable)
+    }
+
+    /// Token embeddings, scaled where the architecture does.
+    fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let x = self.embed_tokens.forward(ids)?;
+        match self.spec.embedding_scale {
+            Some(scale) => x * scale,
+            None => Ok(x),
+        }
+    }
+
     fn run_blocks(
         &mut self,
         ids: &Tensor,
@@ -766,16 +809,26 @@ impl Decoder {
         pads: &[usize],
         pass: Pass,
     ) -> Result<Tensor> {
+        let x = self.embed(ids)?;
+        let x = self.blocks(x, 0..self.layers.len(), start, pads, pass)?;
+        self.norm.forward(&x, pass == Pass::Train)
+    }
+
+    /// Runs the blocks in `layers` on hidden states `x` of positions `start..`.
+    fn blocks(
+        &mut self,
+        mut x: Tensor,
+        layers: std::ops::Range<usize>,
+        start: usize,
+        pads: &[usize],
+        pass: Pass,
+    ) -> Result<Tensor> {
         let differentiable = pass == Pass::Train;
-        let t = ids.dim(1)?;
-        let mut x = self.embed_tokens.forward(ids)?;
-        if let Some(scale) = self.spec.embedding_scale {
-            x = (x * scale)?;
-        }
+        let t = x.dim(1)?;
         let (cos, sin) = self.rotary.tables(start, t, &self.device)?;
         // One mask per distinct window; a single-token step without padding needs none.
         let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
-        for layer in &mut self.layers {
+        for layer in &mut self.layers[layers] {
             let mask = match masks.iter().find(|(w, _)| *w == layer.window) {
                 Some((_, mask)) => mask.clone(),
                 None => {
@@ -806,7 +859,7 @@ impl Decoder {
                 }
             }
         }
-        self.norm.forward(&x, differentiable)
+        Ok(x)
     }
 }
 

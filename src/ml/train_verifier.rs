@@ -291,6 +291,11 @@ pub struct FitOptions {
     pub seed: u64,
     /// Share of problems held out for validation.
     pub validation_share: f64,
+    /// For a decoder verifier: train only the top this many blocks and the score head (0: the
+    /// head alone), the blocks below frozen and their output computed once per text. Absent:
+    /// every weight of the project's own verifiers, the head alone of an uploaded
+    /// transformers model.
+    pub train_blocks: Option<usize>,
 }
 
 impl Default for FitOptions {
@@ -305,6 +310,7 @@ impl Default for FitOptions {
             max_steps: 2_000,
             seed: 1,
             validation_share: 0.2,
+            train_blocks: None,
         }
     }
 }
@@ -478,11 +484,18 @@ pub fn fit_verifier(
     progress: &mut dyn FnMut(usize, usize),
     stop: &AtomicBool,
 ) -> Result<FitReport, ModelError> {
+    // An uploaded language model is trained on top of its frozen body unless asked otherwise.
+    let blocks = options
+        .train_blocks
+        .or(verifier.is_transformers_checkpoint().then_some(0))
+        .filter(|_| verifier.layers_trainable());
+    verifier.train_top_blocks(blocks)?;
     // A frozen body's features depend only on the tokens: computed once per solution, not
     // once per epoch and validation pass.
     verifier.cache_features(true);
     let report = fit(verifier, data, options, progress, stop);
     verifier.cache_features(false);
+    verifier.train_top_blocks(None)?;
     report
 }
 

@@ -61,15 +61,51 @@ impl VerifierModel {
             candle_core::bail!("positions {pooled:?} do not fit a batch of {b} × {t}");
         }
         let hidden = self.body.hidden_states(ids, differentiable)?;
-        let width = hidden.dim(2)?;
+        self.score_hidden(&hidden, pooled)
+    }
+
+    /// The head applied to final hidden states `(batch, seq, hidden)` at `pooled[row]`.
+    fn score_hidden(&self, hidden: &Tensor, pooled: &[usize]) -> Result<Tensor> {
+        let (b, t, width) = hidden.dims3()?;
         let last: Vec<u32> = pooled
             .iter()
             .enumerate()
             .map(|(row, &n)| (row * t + n) as u32)
             .collect();
-        let index = Tensor::new(last.as_slice(), ids.device())?;
+        let index = Tensor::new(last.as_slice(), hidden.device())?;
         let picked = hidden.reshape((b * t, width))?.index_select(&index, 0)?;
         self.head.forward(&picked)?.squeeze(1)
+    }
+
+    /// Scores where only the blocks from `layer` on (and the head) are computed here: the
+    /// hidden states entering that block are `entering[row]` `(len_row, hidden)`, computed
+    /// once (frozen) and padded on the right to one batch here.
+    fn scores_from(
+        &mut self,
+        entering: &[Tensor],
+        layer: usize,
+        pooled: &[usize],
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let longest = entering
+            .iter()
+            .map(|x| x.dim(0))
+            .collect::<Result<Vec<_>>>()?;
+        let longest = longest.into_iter().max().unwrap_or(1);
+        let rows = entering
+            .iter()
+            .map(|x| {
+                let n = x.dim(0)?;
+                if n == longest {
+                    Ok(x.clone())
+                } else {
+                    x.pad_with_zeros(0, 0, longest - n)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let x = Tensor::stack(&rows, 0)?;
+        let hidden = self.body.hidden_from(&x, layer, differentiable)?;
+        self.score_hidden(&hidden, pooled)
     }
 }
 
@@ -131,6 +167,47 @@ struct FeatureCache {
 }
 
 impl FeatureCache {
+    /// Per sequence its frozen rows `(len, width)` (a decoder's hidden states entering its
+    /// first trained block), computing only those not seen yet (right-padded, in one batch)
+    /// when the cache is on.
+    fn sequences(
+        &mut self,
+        sequences: &[&Vec<u32>],
+        pad: u32,
+        device: &Device,
+        compute: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Vec<Tensor>> {
+        let mut missing: Vec<&Vec<u32>> = sequences
+            .iter()
+            .copied()
+            .filter(|s| !self.rows.contains_key(*s))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        let mut computed = HashMap::new();
+        if !missing.is_empty() {
+            let (ids, lengths) = right_padded(&missing, pad, device)?;
+            let hidden = compute(&ids)?;
+            for (i, sequence) in missing.into_iter().enumerate() {
+                computed.insert(sequence.clone(), hidden.get(i)?.narrow(0, 0, lengths[i])?);
+            }
+        }
+        let rows = sequences
+            .iter()
+            .map(|s| {
+                computed
+                    .get(*s)
+                    .or_else(|| self.rows.get(*s))
+                    .cloned()
+                    .ok_or_else(|| candle_core::Error::msg("a cached feature row went missing"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if self.on {
+            self.rows.extend(computed);
+        }
+        Ok(rows)
+    }
+
     /// Features `(batch, width)` of `sequences`, computing (right-padded, in one batch) only
     /// those not seen yet when the cache is on.
     fn get(
@@ -190,6 +267,9 @@ pub struct Verifier {
     max_positions: usize,
     device: Device,
     features: FeatureCache,
+    /// A decoder body trained only from this block on (with the score head; the blocks below
+    /// are frozen and their output cached while training); `None`: every weight.
+    trained_from_layer: Option<usize>,
 }
 
 impl Verifier {
@@ -247,6 +327,7 @@ impl Verifier {
             transformers_style,
             device: device.clone(),
             features: FeatureCache::default(),
+            trained_from_layer: None,
         })
     }
 
@@ -318,6 +399,7 @@ impl Verifier {
                     tokenizer,
                     device: device.clone(),
                     features: FeatureCache::default(),
+                    trained_from_layer: None,
                 }
             }
             ModelConfig::EncoderClassifier(config) => {
@@ -366,6 +448,7 @@ impl Verifier {
                     tokenizer,
                     device: device.clone(),
                     features: FeatureCache::default(),
+                    trained_from_layer: None,
                 }
             }
             other => {
@@ -409,7 +492,18 @@ impl Verifier {
     /// What training changes, in words for `training.json`.
     pub fn trained_part(&self) -> String {
         match &self.body {
-            Body::Decoder(_) => "every weight (decoder body and score head)".into(),
+            Body::Decoder(model) => match self.trained_from_layer {
+                None => "every weight (decoder body and score head)".into(),
+                Some(from) if from >= model.body.num_layers() => format!(
+                    "the score head on the frozen {}'s final hidden state",
+                    self.config.display_name()
+                ),
+                Some(from) => format!(
+                    "blocks {from}–{} of {}, the final norm and the score head; the blocks below are frozen",
+                    model.body.num_layers() - 1,
+                    self.config.display_name()
+                ),
+            },
             Body::Bert { .. } => {
                 "the score head on the frozen BERT encoder's mean-pooled features".into()
             }
@@ -445,9 +539,77 @@ impl Verifier {
         &self.tokenizer
     }
 
-    /// Every trainable variable (for the optimiser).
+    /// Every trainable variable (for the optimiser): all of them, or, for a decoder trained
+    /// from a block on, that block and those above it, the final norm and the score head.
     pub fn variables(&self) -> Vec<Var> {
-        self.varmap.all_vars()
+        let Some(from) = self.trained_from_layer else {
+            return self.varmap.all_vars();
+        };
+        let trained = |name: &str| {
+            name.starts_with(SCORE_HEAD)
+                || (from < self.layers() && name.starts_with("model.norm."))
+                || name
+                    .strip_prefix("model.layers.")
+                    .and_then(|rest| rest.split('.').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i >= from)
+        };
+        self.varmap.data().lock().map_or_else(
+            |_| Vec::new(),
+            |data| {
+                let mut named: Vec<(&String, &Var)> =
+                    data.iter().filter(|(name, _)| trained(name)).collect();
+                named.sort_by(|a, b| a.0.cmp(b.0));
+                named.into_iter().map(|(_, var)| var.clone()).collect()
+            },
+        )
+    }
+
+    /// Decoder blocks of a decoder body (0 for an encoder).
+    fn layers(&self) -> usize {
+        match &self.body {
+            Body::Decoder(model) => model.body.num_layers(),
+            _ => 0,
+        }
+    }
+
+    /// Trains only the top `blocks` decoder blocks and the score head of a decoder verifier
+    /// (0: the head alone): an uploaded language model is too large to fine-tune whole on a
+    /// CPU, so the blocks below are frozen and their output is computed once per text while
+    /// training. `None` trains every weight (the project's own small verifiers). Refused for
+    /// an encoder, whose trained part is fixed.
+    pub fn train_top_blocks(
+        &mut self,
+        blocks: Option<usize>,
+    ) -> std::result::Result<(), ModelError> {
+        let layers = self.layers();
+        if blocks.is_some() && !matches!(self.body, Body::Decoder(_)) {
+            return Err(ModelError::Invalid(format!(
+                "training only the top blocks applies to decoder verifiers; this one is {}",
+                self.config.display_name()
+            )));
+        }
+        if let Some(k) = blocks
+            && k > layers
+        {
+            return Err(ModelError::Invalid(format!(
+                "the verifier has {layers} blocks; {k} cannot be trained"
+            )));
+        }
+        self.trained_from_layer = blocks.map(|k| layers - k);
+        self.features.rows.clear();
+        Ok(())
+    }
+
+    /// Whether the body is a decoder, whose blocks [`Verifier::train_top_blocks`] can freeze.
+    pub fn layers_trainable(&self) -> bool {
+        matches!(self.body, Body::Decoder(_))
+    }
+
+    /// Whether this is a transformers checkpoint (its own tokenizer's special tokens, scores
+    /// at the last non-padding token) rather than one of the project's own verifiers.
+    pub fn is_transformers_checkpoint(&self) -> bool {
+        self.transformers_style
     }
 
     /// The variable map itself (seeded initialisation, snapshots).
@@ -482,13 +644,21 @@ impl Verifier {
         let (pad, device) = (self.pad, &self.device);
         let features = match &mut self.body {
             Body::Decoder(model) => {
-                let (ids, lengths) = right_padded(sequences, pad, device)?;
                 let pooled: Vec<usize> = if self.transformers_style {
                     sequences.iter().map(|row| last_non_pad(row, pad)).collect()
                 } else {
-                    lengths.iter().map(|&n| n - 1).collect()
+                    sequences.iter().map(|row| row.len().max(1) - 1).collect()
                 };
-                return model.scores(&ids, &pooled, differentiable);
+                let Some(layer) = self.trained_from_layer else {
+                    let (ids, _) = right_padded(sequences, pad, device)?;
+                    return model.scores(&ids, &pooled, differentiable);
+                };
+                // Frozen below `layer`: its output comes from the cache while training.
+                let entering = self.features.sequences(sequences, pad, device, |ids| {
+                    // Detached: no gradient may flow back into the frozen blocks.
+                    model.body.hidden_before(ids, layer).map(|h| h.detach())
+                })?;
+                return model.scores_from(&entering, layer, &pooled, differentiable);
             }
             Body::Bert { encoder, head, .. } => (
                 self.features
