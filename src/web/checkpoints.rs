@@ -24,7 +24,13 @@ use super::times::Timestamp;
 use super::{AppState, WebConfig, WebError};
 use std::io::{self, Read};
 
-use axum::body::Bytes;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_LENGTH;
+use futures_core::Stream;
 use tokio::sync::mpsc;
 
 use crate::checkpoints::{
@@ -118,6 +124,9 @@ impl CheckpointsPage {
 }
 
 fn format_mib(bytes: u64) -> String {
+    if bytes < 1024 * 1024 {
+        return format!("{bytes} bytes");
+    }
     let mib = bytes as f64 / (1024.0 * 1024.0);
     if mib.fract() == 0.0 {
         format!("{mib:.0} MiB")
@@ -235,9 +244,9 @@ enum Part {
     End,
 }
 
-/// How many pieces may wait between the request and the writer: the memory an upload holds is
-/// this many chunks, whatever its size.
-const PARTS_IN_FLIGHT: usize = 8;
+/// How many pieces may wait between the request and the writer: with [`Paced`], the memory an
+/// upload holds is a few chunks, whatever its size.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// The current file's bytes as a `Read`, fed from the request through the channel.
 struct PartReader<'a> {
@@ -268,6 +277,35 @@ impl Read for PartReader<'_> {
                 }
             }
         }
+    }
+}
+
+/// The request body, made to hand over one chunk per poll: the multipart parser reads
+/// everything the connection has ready each time it is polled (even for a field it already
+/// holds), so without this it could buffer far more than a chunk from a fast client. Between
+/// chunks the body yields to the runtime (and is woken again at once).
+struct Paced<S> {
+    inner: S,
+    handed_over: bool,
+}
+
+impl<S> Stream for Paced<S>
+where
+    S: Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+{
+    type Item = Result<Bytes, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.handed_over {
+            self.handed_over = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.handed_over = true;
+        }
+        polled
     }
 }
 
@@ -392,8 +430,16 @@ async fn receive_upload(
         }
         None => None,
     };
-    // The request's own error comes first: the writer only saw the upload stop.
-    read?;
+    // The request's own error comes first (the writer only saw the upload stop), unless the
+    // writer had already found the checkpoint over its limit: that is the clearer message.
+    if let Err(error) = read {
+        return match written {
+            Some(Ok(Err(AddCheckpointError::Rejected(rejected)))) if rejected.is_too_large() => {
+                Err(FormError::Files(rejected.into()))
+            }
+            _ => Err(error),
+        };
+    }
     match written {
         None => Ok(None),
         Some(Ok(Ok(files))) => Ok(Some(files)),
@@ -447,12 +493,31 @@ fn refuse_added(page: CheckpointsPage, error: AddCheckpointError) -> Result<Resp
 async fn upload_checkpoint(
     State(state): State<AppState>,
     Admin(user): Admin,
-    multipart: Multipart,
+    request: Request,
 ) -> Result<Response, WebError> {
     let limit = state.config.max_checkpoint_bytes;
     let mut page = CheckpointsPage::new(&state, user.username).await?;
     let mut form = UploadForm::default();
-    let received = receive_upload(&state, multipart, &mut form).await;
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let received = if declared.is_some_and(|n| n > upload_limit(limit)) {
+        // Refused from its declared length, before a byte is read.
+        Err(FormError::TooLarge)
+    } else {
+        let paced = Paced {
+            inner: body.into_data_stream(),
+            handed_over: false,
+        };
+        let request = Request::from_parts(parts, Body::from_stream(paced));
+        let multipart = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| WebError::BadRequest(e.body_text()))?;
+        receive_upload(&state, multipart, &mut form).await
+    };
     page.label = form.label.clone();
     page.round = form.round.clone();
     page.kind = form.kind.trim().to_string();
@@ -473,8 +538,8 @@ async fn upload_checkpoint(
                 page,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "The upload is larger than {}, twice the limit of {} for a checkpoint (room for files that are ignored); nothing was stored. Leave out sub-folders such as original/ and PyTorch .bin files.",
-                    format_mib(upload_limit(limit).saturating_sub(FORM_OVERHEAD_BYTES)),
+                    "The upload is larger than {}: twice the limit of {} for a checkpoint's files (room for files that are ignored) and the form; nothing was stored. Leave out sub-folders such as original/ and PyTorch .bin files.",
+                    format_mib(upload_limit(limit)),
                     format_mib(limit)
                 ),
             );
