@@ -110,7 +110,7 @@ fn large_checkpoint() -> (Vec<u8>, Vec<u8>, u64) {
         offset += bytes;
     }
     let mut json = serde_json::Value::Object(header).to_string().into_bytes();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut head = (json.len() as u64).to_le_bytes().to_vec();

@@ -535,11 +535,6 @@ impl Staging {
         self.dir.as_deref().unwrap_or(Path::new(""))
     }
 
-    /// How many files (kept or ignored) arrived so far.
-    pub fn received(&self) -> usize {
-        self.received
-    }
-
     /// Receives one uploaded file as it arrives. `name` is the name the client sent: a plain
     /// name, or a relative path when a folder was uploaded. An archive (`*.tar`) must come
     /// alone: use [`Staging::add_tar`] for it.
@@ -658,10 +653,7 @@ impl Staging {
             }
             _ => return Err(io::Error::other("a nested file cannot be kept").into()),
         };
-        check_file_name(&name).map_err(|_| CheckpointRejected::BadName {
-            name: shown.to_string(),
-            reason: "the file name is too long".into(),
-        })?;
+        check_file_name(&name)?;
         let kept = self.write(shown, &name, &target, data)?;
         check_complete(shown, kept.bytes, expected)?;
         match components.as_slice() {

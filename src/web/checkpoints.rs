@@ -437,6 +437,10 @@ async fn receive_upload(
             Some(Ok(Err(AddCheckpointError::Rejected(rejected)))) if rejected.is_too_large() => {
                 Err(FormError::Files(rejected.into()))
             }
+            Some(Ok(Ok(files))) => {
+                upload::discard(files).await;
+                Err(error)
+            }
             _ => Err(error),
         };
     }
