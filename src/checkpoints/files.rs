@@ -74,6 +74,9 @@ pub fn optional_files(kind: CheckpointKind) -> Vec<&'static str> {
     files.extend_from_slice(OPTIONAL_FILES);
     files
 }
+/// Most files (kept or ignored) one upload or archive may hold: a checkpoint folder holds a few
+/// dozen, and every name is remembered while the upload arrives.
+pub const MAX_FILES: usize = 10_000;
 /// Longest accepted file name, in bytes (the common filesystem limit).
 const MAX_NAME_BYTES: usize = 255;
 /// Read buffer for copying a file to disk.
@@ -616,6 +619,12 @@ impl Staging {
         expected: Option<u64>,
     ) -> Result<(), AddCheckpointError> {
         self.received += 1;
+        if self.received > MAX_FILES {
+            return Err(CheckpointRejected::Unsupported(format!(
+                "more than {MAX_FILES} files arrived; a checkpoint folder holds a few dozen (upload the checkpoint's folder, not a folder of many)"
+            ))
+            .into());
+        }
         if !self.seen.insert(components.join("/")) {
             return Err(CheckpointRejected::Duplicate(shown.to_string()).into());
         }

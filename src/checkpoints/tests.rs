@@ -114,6 +114,15 @@ fn plain_file_names_only() {
         assert!(err.contains(why), "{bad:?}: {err}");
     }
     assert!(check_file_name(&"x".repeat(300)).is_err());
+    let mut staging = Staging::new(&models_dir(), CheckpointLimits::default()).unwrap();
+    for i in 0..files::MAX_FILES {
+        staging.add(&format!("sub/{i}.png"), &b""[..]).unwrap();
+    }
+    let err = staging
+        .add("one-more.png", &b""[..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("more than 10000 files arrived"), "{err}");
 }
 
 #[test]
@@ -140,6 +149,15 @@ fn dangerous_names_are_refused_and_duplicates_too() {
         "{err}"
     );
     assert!(check_file_name(&"x".repeat(300)).is_err());
+    let mut staging = Staging::new(&models_dir(), CheckpointLimits::default()).unwrap();
+    for i in 0..files::MAX_FILES {
+        staging.add(&format!("sub/{i}.png"), &b""[..]).unwrap();
+    }
+    let err = staging
+        .add("one-more.png", &b""[..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("more than 10000 files arrived"), "{err}");
     let long = format!("{}.safetensors", "x".repeat(300));
     let err = staged(&[(&long, b"")]).unwrap_err().to_string();
     assert!(err.contains("too long"), "{err}");
