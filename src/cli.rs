@@ -190,7 +190,9 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
-    /// Largest accepted checkpoint upload (all files together), in MiB.
+    /// Largest accepted checkpoint upload (the files kept, all together), in MiB; the default
+    /// (4096) fits a 1.5B-parameter model in BF16. The page reads at most twice this per
+    /// request (files it ignores are read past, not stored).
     #[arg(long, default_value_t = crate::checkpoints::DEFAULT_MAX_CHECKPOINT_BYTES / (1024 * 1024))]
     pub max_checkpoint_mib: u64,
     /// Do not run a worker inside the server (jobs then wait for a `legibility worker`).
@@ -208,8 +210,10 @@ pub struct ServeArgs {
 #[derive(Debug, Subcommand)]
 pub enum CheckpointCommand {
     /// Validate a prover or verifier checkpoint (a folder or an uncompressed .tar), store it
-    /// under the models directory and register it; prints the new checkpoint's id. Provers are
-    /// Llama; verifiers are a Llama body with a score head or a BERT-family encoder.
+    /// under the models directory (or, with --in-place, leave the folder where it is) and
+    /// register it; prints the new checkpoint's id, and on stderr the files it ignored (a Hub
+    /// folder's side files). Provers are Llama; verifiers are a Llama body with a score head or
+    /// a BERT-family encoder.
     Add {
         /// Unique label.
         #[arg(long)]
@@ -224,10 +228,14 @@ pub enum CheckpointCommand {
         /// Folder of model files (the server's --models-dir).
         #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
         models_dir: PathBuf,
-        /// Largest accepted checkpoint, in bytes.
+        /// Largest accepted checkpoint (the files kept), in bytes.
         #[arg(long, default_value_t = crate::checkpoints::DEFAULT_MAX_CHECKPOINT_BYTES)]
         max_bytes: u64,
-        /// The checkpoint: a folder of files or a .tar archive.
+        /// Register the folder where it is (absolute path), copying nothing: it must stay
+        /// there, unchanged, for as long as the checkpoint is used. No size limit applies.
+        #[arg(long)]
+        in_place: bool,
+        /// The checkpoint: a folder of files or a .tar archive (a folder with --in-place).
         path: PathBuf,
     },
     /// List checkpoints: id, kind, round, label, model folder (or "import-only").
@@ -1383,7 +1391,7 @@ async fn checkpoint(
     clock: &Clock,
     command: CheckpointCommand,
 ) -> anyhow::Result<()> {
-    use crate::checkpoints::{CheckpointFiles, CheckpointLimits};
+    use crate::checkpoints::CheckpointLimits;
     match command {
         CheckpointCommand::Add {
             label,
@@ -1391,44 +1399,49 @@ async fn checkpoint(
             kind,
             models_dir,
             max_bytes,
+            in_place,
             path,
         } => {
-            let limits = CheckpointLimits { max_bytes };
-            let source = path.clone();
-            let files = tokio::task::spawn_blocking(move || -> anyhow::Result<CheckpointFiles> {
-                let meta = std::fs::metadata(&source)
-                    .with_context(|| format!("reading {}", source.display()))?;
-                if meta.is_dir() {
-                    return Ok(CheckpointFiles::from_dir(&source, &limits)?);
-                }
-                // An archive holds its files plus headers (512 bytes each); an archive far
-                // beyond the limit cannot hold a checkpoint within it, so it is not even read.
-                if meta.len() > max_bytes.saturating_add(1024 * 1024) {
-                    bail!(crate::checkpoints::CheckpointRejected::TooLarge {
-                        total: meta.len(),
-                        limit: max_bytes
-                    });
-                }
-                let bytes = std::fs::read(&source)
-                    .with_context(|| format!("reading {}", source.display()))?;
-                CheckpointFiles::from_tar(&bytes).with_context(|| {
-                    format!("{} is not a usable checkpoint archive", source.display())
-                })
-            })
-            .await??;
-            let id = crate::checkpoints::add_checkpoint(
-                store,
-                &models_dir,
-                files,
-                limits,
-                kind,
-                &label,
-                round,
-                clock.now_ms(),
-            )
-            .await
-            .with_context(|| format!("checkpoint {} refused", path.display()))?;
-            println!("{id}");
+            let refused = || format!("checkpoint {} refused", path.display());
+            let added = if in_place {
+                crate::checkpoints::register_in_place(
+                    store,
+                    &path,
+                    kind,
+                    &label,
+                    round,
+                    clock.now_ms(),
+                )
+                .await
+                .with_context(refused)?
+            } else {
+                let limits = CheckpointLimits { max_bytes };
+                let files = read_checkpoint(path.clone(), models_dir.clone(), limits)
+                    .await
+                    .with_context(refused)?;
+                crate::checkpoints::add_checkpoint(
+                    store,
+                    &models_dir,
+                    files,
+                    limits,
+                    kind,
+                    &label,
+                    round,
+                    clock.now_ms(),
+                )
+                .await
+                .with_context(refused)?
+            };
+            println!("{}", added.id);
+            if in_place {
+                eprintln!(
+                    "registered in place: {} (the folder must stay there, unchanged)",
+                    added.model_dir
+                );
+            }
+            for ignored in &added.ignored {
+                eprintln!("ignored, not stored: {ignored}");
+            }
         }
         // Answered before the database is opened (see `run`).
         CheckpointCommand::Prompt { .. } | CheckpointCommand::Logits { .. } => {}
@@ -1462,6 +1475,33 @@ pub fn checkpoint_logits(path: &Path, text: &str, top: usize) -> anyhow::Result<
         .iter()
         .map(|p| Ok(serde_json::to_string(p)?))
         .collect()
+}
+
+/// The files of a checkpoint given on the command line: a folder is read where it is, an
+/// archive is unpacked as it is read into a temporary folder under the models directory
+/// (never whole in memory).
+async fn read_checkpoint(
+    path: PathBuf,
+    models_dir: PathBuf,
+    limits: crate::checkpoints::CheckpointLimits,
+) -> anyhow::Result<crate::checkpoints::CheckpointFiles> {
+    use crate::checkpoints::{CheckpointFiles, Staging};
+    tokio::task::spawn_blocking(move || -> anyhow::Result<CheckpointFiles> {
+        let meta =
+            std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if meta.is_dir() {
+            return Ok(CheckpointFiles::from_dir(&path, &limits)?);
+        }
+        let archive =
+            std::fs::File::open(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut staging = Staging::new(&models_dir, limits)
+            .with_context(|| format!("creating a temporary folder in {}", models_dir.display()))?;
+        staging
+            .add_tar(std::io::BufReader::new(archive))
+            .with_context(|| format!("{} is not a usable checkpoint archive", path.display()))?;
+        Ok(staging.finish()?)
+    })
+    .await?
 }
 
 #[cfg(test)]

@@ -220,7 +220,8 @@ async fn a_generation_job_runs_an_uploaded_instruct_prover(backend: Backend) {
                 now,
             )
             .await
-            .unwrap(),
+            .unwrap()
+            .id,
         );
     }
     let jsonl = generator::to_gsm8k_jsonl(&generator::generate(31337, 3));

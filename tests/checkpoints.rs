@@ -402,6 +402,18 @@ async fn assert_refused(
     );
 }
 
+/// The names of `files` a checkpoint keeps (Hub side files such as README.md are ignored),
+/// sorted.
+fn kept_names(files: &[(String, Vec<u8>)]) -> Vec<String> {
+    let mut names: Vec<String> = files
+        .iter()
+        .map(|(n, _)| n.clone())
+        .filter(|n| n != "README.md")
+        .collect();
+    names.sort();
+    names
+}
+
 fn stored_files(models: &Path, rel: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(models.join(rel))
         .unwrap()
@@ -459,9 +471,12 @@ async fn valid_uploads_are_stored_and_registered(backend: Backend) {
         app.store().checkpoint_model_dir(row.id).await.unwrap(),
         Some(rel.clone())
     );
-    let mut expected: Vec<String> = valid_files().into_iter().map(|(n, _)| n).collect();
-    expected.sort();
+    let expected = kept_names(&valid_files());
     assert_eq!(stored_files(models.path(), &rel), expected);
+    assert!(
+        body.contains("README.md (not used here)"),
+        "the page lists what was ignored: {body}"
+    );
     assert_eq!(
         std::fs::read(models.path().join(&rel).join("model.safetensors")).unwrap(),
         weights()
@@ -475,6 +490,10 @@ async fn valid_uploads_are_stored_and_registered(backend: Backend) {
     let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap();
     assert_eq!(metadata["source"], "upload");
     assert_eq!(metadata["files"].as_array().unwrap().len(), expected.len());
+    assert_eq!(
+        metadata["ignored"],
+        serde_json::json!([{"name": "README.md", "reason": "not used here"}])
+    );
     assert_eq!(metadata["architecture"]["hidden_size"], 8);
     assert_eq!(metadata["prompt_template"], true);
 
@@ -530,8 +549,20 @@ async fn invalid_checkpoints_are_refused_and_leave_nothing(backend: Backend) {
     let mut garbage_header = 24u64.to_le_bytes().to_vec();
     garbage_header.extend_from_slice(b"this is not a JSON head");
     garbage_header.extend_from_slice(&weights[32..]);
-    let mut with_extra = valid_files();
-    with_extra.push(("notes.txt".into(), b"hello".to_vec()));
+    let pytorch_only: Files = valid_files()
+        .into_iter()
+        .map(|(n, b)| {
+            if n == "model.safetensors" {
+                ("pytorch_model.bin".into(), b)
+            } else {
+                (n, b)
+            }
+        })
+        .collect();
+    let gguf_only: Files = vec![
+        ("tiny-prover.Q8_0.gguf".into(), b"GGUF".to_vec()),
+        ("README.md".into(), b"# GGUF quants".to_vec()),
+    ];
     let without_tokenizer: Vec<(String, Vec<u8>)> = valid_files()
         .into_iter()
         .filter(|(n, _)| n != "tokenizer.json")
@@ -558,9 +589,16 @@ async fn invalid_checkpoints_are_refused_and_leave_nothing(backend: Backend) {
             vec!["model.embed_tokens.weight has shape [16, 8] but config.json implies [16, 16]"],
         ),
         (
-            "unknown extra file",
-            with_extra,
-            vec!["notes.txt is not a file a checkpoint may contain"],
+            "PyTorch weights only",
+            pytorch_only,
+            vec![
+                "this checkpoint has PyTorch .bin weights only (pytorch_model.bin); convert it with `save_pretrained(..., safe_serialization=True)` (or the transformers `convert` script) and upload the safetensors",
+            ],
+        ),
+        (
+            "GGUF weights only",
+            gguf_only,
+            vec!["this checkpoint has GGUF weights only (tiny-prover.Q8_0.gguf)"],
         ),
         (
             "missing tokenizer",
@@ -606,9 +644,9 @@ async fn invalid_checkpoints_are_refused_and_leave_nothing(backend: Backend) {
             vec!["\"ckpt/model2.safetensors\" is a symbolic link"],
         ),
         (
-            "file name with a folder",
-            vec![("ckpt/config.json".into(), config_json(8))],
-            vec!["\"ckpt/config.json\"", "plain file name"],
+            "file name leaving its folder",
+            vec![("../config.json".into(), config_json(8))],
+            vec!["\"../config.json\"", "\"..\" component"],
         ),
         ("no files", vec![], vec!["no files were uploaded"]),
     ];
@@ -668,7 +706,9 @@ async fn uploads_over_the_limit_are_refused(backend: Backend) {
         0,
     )
     .await;
-    // A body far beyond the limit is cut off while it is read.
+    // A body far beyond the limit is refused as it is read (here at once: it arrives in one
+    // piece; see `an_upload_over_the_limit_is_refused_while_it_streams` for a body that
+    // streams).
     let huge = vec![("model.safetensors".to_string(), vec![0u8; 1536 * 1024])];
     let response = upload(&mut admin, "way-too-big", "0", &huge).await;
     assert_refused(
@@ -676,7 +716,22 @@ async fn uploads_over_the_limit_are_refused(backend: Backend) {
         models.path(),
         &response,
         StatusCode::PAYLOAD_TOO_LARGE,
-        &["larger than the limit"],
+        &["The upload is larger than 1.00 MiB: twice the limit of 2000 bytes"],
+        &[],
+        0,
+    )
+    .await;
+    // Ignored files are read past, but the request as a whole is capped.
+    let mut with_bin = valid_files();
+    with_bin.retain(|(n, _)| n != "model.safetensors");
+    with_bin.push(("pytorch_model.bin".to_string(), vec![0u8; 1536 * 1024]));
+    let response = upload(&mut admin, "body-too-big", "0", &with_bin).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["The upload is larger than", "twice the limit"],
         &[],
         0,
     )
@@ -744,17 +799,18 @@ async fn the_cli_adds_folders_and_archives(backend: Backend) {
     for row in &rows {
         assert_eq!(row.round, 3);
         let rel = row.model_dir.as_deref().unwrap();
-        assert_eq!(stored_files(models.path(), rel).len(), valid_files().len());
+        assert_eq!(stored_files(models.path(), rel), kept_names(&valid_files()));
     }
 
     // A refused folder (a symbolic link inside) and a duplicate label write nothing.
     let before = uploads(models.path());
     #[cfg(unix)]
     {
-        std::os::unix::fs::symlink("/etc/hostname", folder.join("README.md.link")).unwrap();
+        let link = folder.join("generation_config.json");
+        std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
         let err = run("cli-link", &folder).await.unwrap_err();
         assert!(format!("{err:#}").contains("symbolic link"), "{err:#}");
-        std::fs::remove_file(folder.join("README.md.link")).unwrap();
+        std::fs::remove_file(link).unwrap();
     }
     let err = run("cli-folder", &folder).await.unwrap_err();
     assert!(format!("{err:#}").contains("already exists"), "{err:#}");
@@ -813,9 +869,7 @@ async fn verifier_uploads_are_stored_and_registered(backend: Backend) {
         let row = rows.iter().find(|c| c.label == label).unwrap();
         assert_eq!((row.kind, row.round), (CheckpointKind::Verifier, 1));
         let rel = row.model_dir.clone().expect("model_dir is set");
-        let mut expected: Vec<String> = files.into_iter().map(|(n, _)| n).collect();
-        expected.sort();
-        assert_eq!(stored_files(models.path(), &rel), expected);
+        assert_eq!(stored_files(models.path(), &rel), kept_names(&files));
         let metadata = metadata_of(&app, label).await;
         assert_eq!(metadata["model_type"], model_type);
         assert_eq!(metadata["architecture"]["model_type"], model_type);
@@ -1020,3 +1074,705 @@ async fn chat_templates_are_checked_at_upload(backend: Backend) {
     assert_eq!(metadata_of(&app, "base-r0").await["chat_template"], false);
 }
 on_both_backends!(chat_templates_are_checked_at_upload);
+
+// ---------------------------------------------------------------------------------------------
+// Checkpoint folders as researchers have them: Hub side files, shards, PyTorch-only, in place,
+// streaming.
+
+/// A fixture checkpoint as `save_pretrained` wrote it (`tests/fixtures/transformers/<case>`),
+/// without the test references that sit beside it.
+fn fixture(case: &str) -> Files {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/transformers")
+        .join(case);
+    let mut files: Files = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| !name.starts_with("reference."))
+        .map(|name| {
+            let bytes = std::fs::read(dir.join(&name)).unwrap();
+            (name, bytes)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// What a Hub download holds beside the checkpoint, Meta's `original/` folder included.
+fn hub_side_files() -> Files {
+    [
+        (
+            ".gitattributes",
+            &b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"[..],
+        ),
+        ("README.md", b"---\nlicense: llama3.2\n---\n# Model card\n"),
+        ("LICENSE", b"LLAMA 3.2 COMMUNITY LICENSE AGREEMENT\n"),
+        ("USE_POLICY.md", b"# Acceptable use\n"),
+        ("merges.txt", b"#version: 0.2\na b\n"),
+        ("vocab.json", b"{\"a\": 0}"),
+        ("tokenizer.model", b"sentencepiece"),
+        ("original/consolidated.00.pth", b"PK pickle"),
+        ("original/params.json", b"{\"dim\": 32}"),
+        ("original/tokenizer.model", b"tiktoken"),
+    ]
+    .into_iter()
+    .map(|(n, b)| (n.to_string(), b.to_vec()))
+    .collect()
+}
+
+/// The side files as the page, the CLI and the metadata list them, sorted.
+fn hub_ignored() -> Vec<String> {
+    let mut names: Vec<String> = [
+        ".gitattributes (hidden)",
+        "README.md (not used here)",
+        "LICENSE (not used here)",
+        "USE_POLICY.md (not used here)",
+        "merges.txt (not used here)",
+        "vocab.json (not used here)",
+        "tokenizer.model (sentencepiece model; tokenizer.json is used)",
+        "original/ (a sub-folder)",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    names.sort();
+    names
+}
+
+/// The ignored list of a checkpoint's metadata as "name (reason)", sorted.
+async fn ignored_of(app: &TestApp, label: &str) -> Vec<String> {
+    let metadata = metadata_of(app, label).await;
+    let mut names: Vec<String> = metadata["ignored"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            format!(
+                "{} ({})",
+                i["name"].as_str().unwrap(),
+                i["reason"].as_str().unwrap()
+            )
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Writes `files` (names may hold folders) under `dir`.
+fn write_folder(dir: &Path, files: &[(String, Vec<u8>)]) {
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// `legibility checkpoint add` with these arguments before the path.
+async fn cli_add(app: &TestApp, models: &Path, args: &[&str], path: &Path) -> anyhow::Result<()> {
+    let mut argv = vec![
+        "legibility",
+        "--database-url",
+        &app.db.url,
+        "checkpoint",
+        "add",
+        "--models-dir",
+        models.to_str().unwrap(),
+    ];
+    argv.extend_from_slice(args);
+    argv.push(path.to_str().unwrap());
+    legibility::cli::run(legibility::cli::Cli::parse_from(argv)).await
+}
+
+/// The cases every upload path is tried with on both backends; every other fixture is tried
+/// on SQLite by `every_fixture_is_accepted_as_a_hub_folder`.
+const HUB_CASES: &[(&str, &str)] = &[("llama", "prover"), ("llama-v4", "prover")];
+
+/// One fixture as a Hub-style folder (its files plus [`hub_side_files`]) through the page as
+/// loose files, as a folder upload and as a tar, and through the CLI as a folder and as a
+/// tar: each accepted, exactly the checkpoint's files stored, the side files listed as
+/// ignored.
+async fn hub_folder_is_accepted_everywhere(
+    app: &TestApp,
+    models: &Path,
+    admin: &mut Client<'_>,
+    case: &str,
+    kind: &str,
+) {
+    let checkpoint = fixture(case);
+    // What the checkpoint keeps of its own files (the rest, such as a chat template while it
+    // is not read, is listed as ignored with the Hub side files).
+    let classify = legibility::checkpoints::files::classify;
+    let mut expected: Vec<String> = checkpoint.iter().map(|(n, _)| n.clone()).collect();
+    expected.retain(|n| classify(n).is_none());
+    expected.sort();
+    let mut expected_ignored = hub_ignored();
+    for (name, _) in &checkpoint {
+        if let Some(reason) = classify(name) {
+            expected_ignored.push(format!("{name} ({})", reason.describe()));
+        }
+    }
+    expected_ignored.sort();
+    let mut hub = checkpoint.clone();
+    hub.extend(hub_side_files());
+    let folder_upload: Files = hub
+        .iter()
+        .map(|(n, b)| (format!("{case}-hub/{n}"), b.clone()))
+        .collect();
+    let page_cases: [(&str, Files); 3] = [
+        ("loose", hub.clone()),
+        ("folder", folder_upload),
+        (
+            "tar",
+            vec![(format!("{case}.tar"), tar_with_folder(case, &hub))],
+        ),
+    ];
+    for (how, files) in page_cases {
+        let label = format!("{case}-page-{how}");
+        let response = upload_kind(admin, &label, "0", kind, &files).await;
+        assert_eq!(
+            response.status,
+            StatusCode::SEE_OTHER,
+            "{case} {how}: {}",
+            alert(&response)
+        );
+        let page = text(&admin.get(response.location().unwrap()).await);
+        for ignored in &expected_ignored {
+            assert!(
+                page.contains(ignored.as_str()),
+                "{case} {how}: {ignored} not listed: {page}"
+            );
+        }
+        let rows = app.store().checkpoint_details().await.unwrap();
+        let row = rows.iter().find(|c| c.label == label).unwrap();
+        let rel = row.model_dir.clone().unwrap();
+        assert_eq!(stored_files(models, &rel), expected, "{case} {how}");
+        assert_eq!(
+            ignored_of(app, &label).await,
+            expected_ignored,
+            "{case} {how}"
+        );
+    }
+
+    let source = tempfile::tempdir().unwrap();
+    let folder = source.path().join(format!("{case}-hub"));
+    write_folder(&folder, &hub);
+    let archive = source.path().join(format!("{case}.tar"));
+    std::fs::write(&archive, tar_with_folder(case, &hub)).unwrap();
+    for (how, path) in [("folder", &folder), ("tar", &archive)] {
+        let label = format!("{case}-cli-{how}");
+        cli_add(
+            app,
+            models,
+            &["--kind", kind, "--label", &label, "--round", "0"],
+            path,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{case} {how}: {e:#}"));
+        let rows = app.store().checkpoint_details().await.unwrap();
+        let rel = rows
+            .iter()
+            .find(|c| c.label == label)
+            .and_then(|c| c.model_dir.clone())
+            .unwrap();
+        assert_eq!(stored_files(models, &rel), expected, "{case} {how}");
+        assert_eq!(
+            ignored_of(app, &label).await,
+            expected_ignored,
+            "{case} {how}"
+        );
+    }
+    assert!(
+        !uploads(models).iter().any(|n| n.starts_with(".tmp-")),
+        "no temp folder is left"
+    );
+}
+
+async fn hub_style_folders_are_accepted_with_their_side_files_ignored(backend: Backend) {
+    let (app, models) = start(backend, 4 * LIMIT).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    for (case, kind) in HUB_CASES {
+        hub_folder_is_accepted_everywhere(&app, models.path(), &mut admin, case, kind).await;
+    }
+}
+on_both_backends!(hub_style_folders_are_accepted_with_their_side_files_ignored);
+
+/// Every fixture architecture (prover and decoder reward model) as a Hub folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_fixture_is_accepted_as_a_hub_folder() {
+    let (app, models) = start(Backend::Sqlite, 8 * LIMIT).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers");
+    let mut cases: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        // BERT-family fixtures have their own tokenizer files (vocab.txt is kept for them).
+        .filter(|c| !["bert-cls", "roberta-cls", "deberta-v2-cls"].contains(&c.as_str()))
+        .collect();
+    cases.sort();
+    for case in cases {
+        let kind = if case.ends_with("-cls") {
+            "verifier"
+        } else {
+            "prover"
+        };
+        hub_folder_is_accepted_everywhere(&app, models.path(), &mut admin, &case, kind).await;
+    }
+}
+
+/// The fixture's `model.safetensors` split into two shards with their index (as
+/// `save_pretrained(max_shard_size=…)` writes them), in place of the single file.
+fn sharded(files: &Files) -> Files {
+    let weights = &files
+        .iter()
+        .find(|(n, _)| n == "model.safetensors")
+        .unwrap()
+        .1;
+    let tensors = safetensors::SafeTensors::deserialize(weights).unwrap();
+    let mut names: Vec<String> = tensors.names().into_iter().map(String::from).collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut out: Files = files
+        .iter()
+        .filter(|(n, _)| n != "model.safetensors")
+        .cloned()
+        .collect();
+    let mut weight_map = serde_json::Map::new();
+    for (part, shard) in [
+        (first, "model-00001-of-00002.safetensors"),
+        (second, "model-00002-of-00002.safetensors"),
+    ] {
+        let views: Vec<(String, TensorView<'_>)> = part
+            .iter()
+            .map(|name| {
+                let view = tensors.tensor(name).unwrap();
+                weight_map.insert(name.clone(), shard.into());
+                (
+                    name.clone(),
+                    TensorView::new(view.dtype(), view.shape().to_vec(), view.data()).unwrap(),
+                )
+            })
+            .collect();
+        out.push((shard.into(), safetensors::serialize(views, None).unwrap()));
+    }
+    let index = serde_json::json!({
+        "metadata": {"total_size": weights.len()},
+        "weight_map": weight_map,
+    });
+    out.push((
+        "model.safetensors.index.json".into(),
+        index.to_string().into_bytes(),
+    ));
+    out
+}
+
+/// Greedy-ish text of a prover loaded from `dir` (fixed seed), to compare two loads.
+fn generate_from(dir: &Path) -> String {
+    use legibility::ml::prover::{Prover, SampleRequest};
+    let mut prover = Prover::load(dir, &candle_core::Device::Cpu).unwrap();
+    let params = legibility::ml::sampling::SamplingParams {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let samples = prover
+        .generate(
+            &[SampleRequest {
+                question: "Tom has 3 apples and buys 4 more. How many apples?".into(),
+                role: legibility::domain::ProverRole::Helpful,
+                seed: 7,
+            }],
+            &params,
+            &std::sync::atomic::AtomicBool::new(false),
+        )
+        .unwrap();
+    samples[0].text.clone()
+}
+
+async fn sharded_checkpoints_follow_their_index(backend: Backend) {
+    let (app, models) = start(backend, 4 * LIMIT).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let whole = fixture("llama");
+    let mut files = sharded(&whole);
+    // A Hub Mistral folder keeps Mistral's own consolidated file beside the shards.
+    files.push((
+        "consolidated.safetensors".into(),
+        tensors_of(&[("layers.0.attention.wq.weight".into(), vec![4, 4])]),
+    ));
+    let response = upload(&mut admin, "sharded", "0", &files).await;
+    assert_eq!(
+        response.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        alert(&response)
+    );
+    let page = text(&admin.get(response.location().unwrap()).await);
+    assert!(
+        page.contains("consolidated.safetensors (not listed in model.safetensors.index.json)"),
+        "{page}"
+    );
+    let rows = app.store().checkpoint_details().await.unwrap();
+    let rel = rows[0].model_dir.clone().unwrap();
+    let stored = models.path().join(&rel);
+    assert_eq!(
+        stored_files(models.path(), &rel),
+        [
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
+    );
+    assert_eq!(metadata_of(&app, "sharded").await["sharded"], true);
+    // Loading reads exactly the mapped shards, and gives the model the single file gives.
+    let weights = legibility::ml::weight_files(&stored).unwrap();
+    assert_eq!(
+        weights,
+        [
+            stored.join("model-00001-of-00002.safetensors"),
+            stored.join("model-00002-of-00002.safetensors")
+        ]
+    );
+    let single = tempfile::tempdir().unwrap();
+    write_folder(single.path(), &whole);
+    let (a, b) = (stored.clone(), single.path().to_path_buf());
+    let (from_shards, from_single) =
+        tokio::task::spawn_blocking(move || (generate_from(&a), generate_from(&b)))
+            .await
+            .unwrap();
+    assert_eq!(from_shards, from_single);
+    assert!(!from_shards.is_empty());
+
+    // A shard missing, or an index that names a tensor its shard does not hold: refused,
+    // nothing left behind.
+    let before = uploads(models.path());
+    let missing: Files = sharded(&whole)
+        .into_iter()
+        .filter(|(n, _)| n != "model-00002-of-00002.safetensors")
+        .collect();
+    let mut wrong_map = sharded(&whole);
+    let index = wrong_map
+        .iter_mut()
+        .find(|(n, _)| n == "model.safetensors.index.json")
+        .unwrap();
+    let mut parsed: serde_json::Value = serde_json::from_slice(&index.1).unwrap();
+    parsed["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors".into();
+    index.1 = parsed.to_string().into_bytes();
+    for (label, files, needle) in [
+        (
+            "missing-shard",
+            missing,
+            "model-00002-of-00002.safetensors is missing: model.safetensors.index.json maps",
+        ),
+        (
+            "wrong-map",
+            wrong_map,
+            "model.safetensors.index.json maps model.norm.weight to model-00001-of-00002.safetensors, but it is in model-00002-of-00002.safetensors",
+        ),
+    ] {
+        let response = upload(&mut admin, label, "0", &files).await;
+        assert_refused(
+            &app,
+            models.path(),
+            &response,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &[needle],
+            &before,
+            1,
+        )
+        .await;
+    }
+}
+on_both_backends!(sharded_checkpoints_follow_their_index);
+
+/// A folder registered in place is validated like an upload, copied nowhere, registered with
+/// its absolute path, and a generation job (whose worker's models folder is elsewhere) loads
+/// it from there, through its shard index.
+async fn in_place_checkpoints_are_registered_without_copying_and_generate(backend: Backend) {
+    use legibility::domain::JobState;
+    use legibility::worker::generation::{GenerationRequest, create_generated_study};
+    use legibility::worker::{Worker, WorkerConfig, handlers};
+
+    let (app, models) = start(backend, LIMIT).await;
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/prover-tiny");
+    let prover: Files = std::fs::read_dir(&shipped)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|n| {
+            let bytes = std::fs::read(shipped.join(&n)).unwrap();
+            (n, bytes)
+        })
+        .collect();
+    let mut files = sharded(&prover);
+    files.extend(hub_side_files());
+    let source = tempfile::tempdir().unwrap();
+    let folder = source.path().join("prover-in-place");
+    write_folder(&folder, &files);
+
+    // Over the upload limit (8 MB against 1 MiB): in place, nothing is stored, so no limit.
+    cli_add(
+        &app,
+        models.path(),
+        &["--in-place", "--label", "in-place", "--round", "1"],
+        &folder,
+    )
+    .await
+    .unwrap();
+    assert!(uploads(models.path()).is_empty(), "nothing was copied");
+    let rows = app.store().checkpoint_details().await.unwrap();
+    let row = rows.iter().find(|c| c.label == "in-place").unwrap();
+    let registered = row.model_dir.clone().unwrap();
+    assert_eq!(
+        Path::new(&registered),
+        std::fs::canonicalize(&folder).unwrap(),
+        "the absolute path"
+    );
+    let metadata = metadata_of(&app, "in-place").await;
+    assert_eq!(metadata["source"], "in-place");
+    assert_eq!(metadata["sharded"], true);
+    assert_eq!(ignored_of(&app, "in-place").await, hub_ignored());
+    assert!(
+        folder.join("LICENSE").exists(),
+        "the folder is left as it is"
+    );
+    let shard = metadata["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "model-00001-of-00002.safetensors")
+        .unwrap()
+        .clone();
+    assert_eq!(shard["sha256"].as_str().unwrap().len(), 64);
+
+    // A generation job loads it from there: the worker's models folder does not hold it.
+    let now = app.now();
+    let jsonl = legibility::generator::to_gsm8k_jsonl(&legibility::generator::generate(7, 2));
+    let records = legibility::problems::parse_gsm8k_problems(jsonl.as_bytes()).unwrap();
+    app.store()
+        .import_problems("in-place-test", &records, now)
+        .await
+        .unwrap();
+    let set = app.store().problem_sets().await.unwrap()[0].id;
+    let spec = legibility::store::studies::StudySpec {
+        name: "in-place".into(),
+        time_limit_ms: 45_000,
+        judgements_per_solution: 1,
+        reclaim_grace_ms: 15_000,
+        problem_set_id: set,
+        checkpoint_ids: vec![],
+        roles: vec![],
+        max_problems: Some(2),
+        protocol: legibility::quality::RaterProtocol::default(),
+    };
+    let request = GenerationRequest {
+        checkpoint_ids: vec![row.id],
+        roles: vec![],
+        samples_per_role: 1,
+        sampling: Default::default(),
+        seed: Some(5),
+    };
+    let (study, job) = create_generated_study(app.store(), &spec, request, None, now)
+        .await
+        .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut worker = Worker::new(
+        app.store().clone(),
+        Clock::default(),
+        WorkerConfig {
+            id: "in-place-worker".into(),
+            lease_ms: 60_000,
+            poll_ms: 50,
+        },
+    );
+    for (kind, handler) in handlers(elsewhere.path(), 8) {
+        worker.register(kind, handler);
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let view = common::wait_for_end(app.store(), job, std::time::Duration::from_secs(600)).await;
+    let _ = stop.send(());
+    running.await.unwrap();
+    assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+    assert!(
+        app.store()
+            .study_progress(study.id)
+            .await
+            .unwrap()
+            .solutions
+            >= 2
+    );
+
+    // Refused: an archive, a temporary folder of the models directory, a folder that is not a
+    // checkpoint; nothing registered.
+    let rows_before = checkpoint_count(&app).await;
+    let archive = source.path().join("prover.tar");
+    std::fs::write(&archive, tar_with_folder("p", &prover)).unwrap();
+    let temp = models.path().join("uploads/.tmp-crashed");
+    write_folder(&temp, &prover);
+    let empty = source.path().join("empty");
+    write_folder(&empty, &hub_side_files());
+    for (path, needle) in [
+        (&archive, "is not a folder; --in-place registers"),
+        (&temp, "is a temporary folder of an upload or training run"),
+        (&empty, "config.json is missing"),
+    ] {
+        let err = cli_add(
+            &app,
+            models.path(),
+            &["--in-place", "--label", "refused", "--round", "0"],
+            path,
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains(needle), "{err:#}");
+    }
+    assert_eq!(checkpoint_count(&app).await, rows_before);
+}
+on_both_backends!(in_place_checkpoints_are_registered_without_copying_and_generate);
+
+/// A multipart body produced while it is sent: each piece is fixed bytes or a run of zeros;
+/// `sent` counts the bytes handed to the server.
+struct StreamedBody {
+    pieces: std::collections::VecDeque<Piece>,
+    sent: Arc<std::sync::atomic::AtomicU64>,
+}
+
+enum Piece {
+    Bytes(Vec<u8>),
+    Zeros(u64),
+}
+
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+impl futures_core::Stream for StreamedBody {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let chunk = match self.pieces.pop_front() {
+            None => return std::task::Poll::Ready(None),
+            Some(Piece::Bytes(bytes)) => axum::body::Bytes::from(bytes),
+            Some(Piece::Zeros(n)) => {
+                let now = n.min(ZEROS.len() as u64);
+                if n > now {
+                    self.pieces.push_front(Piece::Zeros(n - now));
+                }
+                axum::body::Bytes::from_static(&ZEROS[..now as usize])
+            }
+        };
+        self.sent
+            .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        std::task::Poll::Ready(Some(Ok(chunk)))
+    }
+}
+
+const BOUNDARY: &str = "----legibility-streamed-boundary";
+
+/// The pieces of an upload form whose files are (name, head bytes, zeros after the head).
+fn streamed_form(label: &str, files: &[(&str, Vec<u8>, u64)]) -> std::collections::VecDeque<Piece> {
+    let mut pieces = std::collections::VecDeque::new();
+    let mut head = String::new();
+    for (name, value) in [("label", label), ("round", "0"), ("kind", "prover")] {
+        head.push_str(&format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    pieces.push_back(Piece::Bytes(head.into_bytes()));
+    for (name, bytes, zeros) in files {
+        pieces.push_back(Piece::Bytes(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .into_bytes(),
+        ));
+        pieces.push_back(Piece::Bytes(bytes.clone()));
+        pieces.push_back(Piece::Zeros(*zeros));
+        pieces.push_back(Piece::Bytes(b"\r\n".to_vec()));
+    }
+    pieces.push_back(Piece::Bytes(format!("--{BOUNDARY}--\r\n").into_bytes()));
+    pieces
+}
+
+/// Posts a streamed upload form; returns the response and how many bytes were sent.
+async fn post_streamed(
+    client: &mut Client<'_>,
+    pieces: std::collections::VecDeque<Piece>,
+) -> (TestResponse, u64) {
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let body = StreamedBody {
+        pieces,
+        sent: sent.clone(),
+    };
+    let response = client
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/admin/checkpoints")
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={BOUNDARY}"),
+                )
+                .body(Body::from_stream(body))
+                .unwrap(),
+        )
+        .await;
+    (response, sent.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+async fn an_upload_over_the_limit_is_refused_while_it_streams(backend: Backend) {
+    let (app, models) = start(backend, LIMIT).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let total = 256 * LIMIT;
+    let pieces = streamed_form(
+        "endless",
+        &[
+            ("config.json", config_json(8), 0),
+            ("model.safetensors", Vec::new(), total),
+        ],
+    );
+    let (response, sent) = post_streamed(&mut admin, pieces).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["over the limit of 1048576 bytes"],
+        &[],
+        0,
+    )
+    .await;
+    assert!(
+        sent < 16 * LIMIT,
+        "refused while streaming: {sent} of {total} bytes were read"
+    );
+    // The same upload as a tar archive.
+    let mut header = tar::Header::new_gnu();
+    header.set_path("ckpt/model.safetensors").unwrap();
+    header.set_size(total);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let pieces = streamed_form(
+        "endless-tar",
+        &[("endless.tar", header.as_bytes().to_vec(), total)],
+    );
+    let (response, sent) = post_streamed(&mut admin, pieces).await;
+    assert_refused(
+        &app,
+        models.path(),
+        &response,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["over the limit of 1048576 bytes"],
+        &[],
+        0,
+    )
+    .await;
+    assert!(sent < 16 * LIMIT, "{sent} of {total} bytes were read");
+}
+on_both_backends!(an_upload_over_the_limit_is_refused_while_it_streams);

@@ -19,7 +19,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::{Backend, TestApp, wait_for_end};
 use legibility::checkpoints::{
-    CheckpointFiles, CheckpointLimits, CheckpointRejected, add_checkpoint, validate,
+    CheckpointFiles, CheckpointLimits, Staging, add_checkpoint, validate,
 };
 use legibility::clock::Clock;
 use legibility::domain::{
@@ -347,14 +347,19 @@ fn weights_with(case: &str, change: TensorChanges<'_>) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
+/// Receives files as an upload does, in a temporary folder removed when they are dropped.
+fn staged(files: Vec<(String, Vec<u8>)>) -> CheckpointFiles {
+    let mut staging = Staging::new(&std::env::temp_dir(), CheckpointLimits::default()).unwrap();
+    for (name, bytes) in &files {
+        staging.add(name, bytes.as_slice()).unwrap();
+    }
+    staging.finish().unwrap()
+}
+
 fn validated(files: Vec<(String, Vec<u8>)>, kind: CheckpointKind) -> Result<Value, String> {
-    validate(
-        CheckpointFiles::from_files(files),
-        kind,
-        &CheckpointLimits::default(),
-    )
-    .map(|c| c.metadata())
-    .map_err(|e: CheckpointRejected| e.to_string())
+    validate(staged(files), kind, &CheckpointLimits::default())
+        .map(|c| c.metadata())
+        .map_err(|e| e.to_string())
 }
 
 #[test]
@@ -446,19 +451,22 @@ fn uploads_accept_exactly_a_classifiers_tensors() {
     files[0].1 = config.to_string().into_bytes();
     let err = validated(files, CheckpointKind::Verifier).unwrap_err();
     assert!(err.contains("num_labels is 2"), "{err}");
-    // The slow-tokenizer files transformers 4.x saves beside them are accepted (unused).
+    // The slow-tokenizer files transformers saves beside them are accepted and listed as
+    // ignored (tokenizer.json is what is read).
     let mut files = checkpoint_files("roberta-cls");
     files.push(("vocab.json".into(), br#"{"<s>": 0}"#.to_vec()));
-    files.push(("merges.txt".into(), b"#version: 0.2\n".to_vec()));
-    validated(files.clone(), CheckpointKind::Verifier).unwrap();
-    files.pop();
     files.push(("merges.txt".into(), vec![0xff, 0xfe]));
-    let err = validated(files, CheckpointKind::Verifier).unwrap_err();
-    assert!(err.contains("merges.txt is not UTF-8 text"), "{err}");
+    let metadata = validated(files, CheckpointKind::Verifier).unwrap();
+    let ignored = metadata["ignored"].to_string();
+    assert!(
+        ignored.contains("merges.txt") && ignored.contains("vocab.json"),
+        "{ignored}"
+    );
     let mut files = checkpoint_files("deberta-v2-cls");
     files.push(("spm.model".into(), vec![0x0a, 0x80, 0xff, 0x00]));
     files.push(("added_tokens.json".into(), br#"{"[MASK]": 4}"#.to_vec()));
-    validated(files, CheckpointKind::Verifier).unwrap();
+    let metadata = validated(files, CheckpointKind::Verifier).unwrap();
+    assert!(metadata["ignored"].to_string().contains("spm.model"));
 }
 
 /// Labelled solutions whose right answer the text gives away ("step by step" vs "carefully").
@@ -625,7 +633,7 @@ async fn an_uploaded_roberta_reward_model_scores_a_study_and_trains(backend: Bac
     let uploaded = add_checkpoint(
         &store,
         models.path(),
-        CheckpointFiles::from_files(checkpoint_files("roberta-cls")),
+        staged(checkpoint_files("roberta-cls")),
         CheckpointLimits::default(),
         CheckpointKind::Verifier,
         "roberta-rm",
@@ -633,7 +641,8 @@ async fn an_uploaded_roberta_reward_model_scores_a_study_and_trains(backend: Bac
         app.now(),
     )
     .await
-    .unwrap();
+    .unwrap()
+    .id;
     let upload_dir = store.checkpoint_model_dir(uploaded).await.unwrap().unwrap();
 
     // Registered as a version as it is: its scores are the reward model's own.

@@ -421,7 +421,7 @@ fn the_logits_command_prints_what_transformers_computes() {
 /// the reward models), as `save_pretrained` wrote it.
 #[test]
 fn every_fixture_is_a_valid_upload_of_its_kind() {
-    use legibility::checkpoints::{CheckpointFiles, CheckpointLimits, validate};
+    use legibility::checkpoints::{CheckpointLimits, Staging, validate};
     use legibility::domain::CheckpointKind;
     for entry in std::fs::read_dir(fixtures()).unwrap() {
         let dir = entry.unwrap().path();
@@ -433,14 +433,17 @@ fn every_fixture_is_a_valid_upload_of_its_kind() {
         } else {
             CheckpointKind::Verifier
         };
-        let mut files = CheckpointFiles::new();
+        let mut staging = Staging::new(&std::env::temp_dir(), CheckpointLimits::default()).unwrap();
         for file in std::fs::read_dir(&dir).unwrap() {
             let path = file.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().to_string();
             if !name.starts_with("reference") {
-                files.push(name, std::fs::read(&path).unwrap());
+                staging
+                    .add(&name, std::fs::File::open(&path).unwrap())
+                    .unwrap();
             }
         }
+        let files = staging.finish().unwrap();
         let checkpoint = validate(files, kind, &CheckpointLimits::default())
             .unwrap_or_else(|e| panic!("{case}: {e}"));
         assert_eq!(checkpoint.config().model_type(), model_type, "{case}");

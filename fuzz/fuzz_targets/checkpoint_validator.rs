@@ -1,15 +1,19 @@
-//! Checkpoint validator: never panics on any tar archive or set of files, and every refusal
-//! says something.
+//! Checkpoint validator: never panics on any tar archive or set of files received as an upload
+//! is, every refusal says something, and nothing is left in the models folder afterwards.
 //!
 //! Input: byte 0 bit 0 picks the kind (prover/verifier), bit 1 reads the rest as a tar
 //! archive; otherwise the rest is a list of files, each a name byte (an index into NAMES),
 //! a little-endian u16 length and that many bytes.
 #![no_main]
 
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use legibility::checkpoints::{AddCheckpointError, CheckpointLimits, Staging, validate};
 use legibility::domain::CheckpointKind;
-use legibility::ml::upload::{CheckpointFiles, CheckpointLimits, validate};
 use libfuzzer_sys::fuzz_target;
 
+/// Names the input picks from (indices are stable: seeds and regressions use them).
 const NAMES: &[&str] = &[
     "config.json",
     "tokenizer.json",
@@ -24,19 +28,45 @@ const NAMES: &[&str] = &[
     "a/model.safetensors",
     ".safetensors",
     "",
+    "model.safetensors.index.json",
+    ".gitattributes",
+    "pytorch_model.bin",
+    "original/params.json",
+    "ckpt/config.json",
+    "ckpt/tokenizer.json",
+    "/etc/passwd",
+    "a\\b",
 ];
 
-fn files(mut rest: &[u8]) -> CheckpointFiles {
-    let mut files = CheckpointFiles::new();
+/// The models folder the uploads are received into: one per fuzzing process.
+fn models_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("legibility-fuzz-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a models folder for the fuzzer");
+        dir
+    })
+}
+
+/// Receives the input's files as the upload page does.
+fn receive(staging: &mut Staging, mut rest: &[u8]) -> Result<(), AddCheckpointError> {
     while rest.len() >= 3 {
         let name = NAMES[rest[0] as usize % NAMES.len()];
         let len = u16::from_le_bytes([rest[1], rest[2]]) as usize;
         rest = &rest[3..];
         let len = len.min(rest.len());
-        files.push(name, rest[..len].to_vec());
+        staging.add(name, &rest[..len])?;
         rest = &rest[len..];
     }
-    files
+    Ok(())
+}
+
+/// Nothing of a finished input is left in the models folder.
+fn nothing_left() {
+    let uploads = models_dir().join("uploads");
+    if let Ok(entries) = std::fs::read_dir(&uploads) {
+        assert_eq!(entries.count(), 0, "a temporary folder was left behind");
+    }
 }
 
 fuzz_target!(
@@ -55,21 +85,25 @@ fuzz_target!(
     } else {
         CheckpointKind::Verifier
     };
-    let files = if head & 2 != 0 {
-        match CheckpointFiles::from_tar(rest) {
-            Ok(files) => files,
-            Err(refused) => {
-                assert!(!refused.to_string().is_empty());
-                return;
-            }
-        }
-    } else {
-        files(rest)
-    };
     let limits = CheckpointLimits {
         max_bytes: 1024 * 1024,
+    };
+    let mut staging = Staging::new(models_dir(), limits).expect("a temporary folder");
+    let received = if head & 2 != 0 {
+        staging.add_tar(rest)
+    } else {
+        receive(&mut staging, rest)
+    };
+    let files = match received.and_then(|()| staging.finish()) {
+        Ok(files) => files,
+        Err(refused) => {
+            assert!(!refused.to_string().is_empty());
+            nothing_left();
+            return;
+        }
     };
     if let Err(refused) = validate(files, kind, &limits) {
         assert!(!refused.to_string().is_empty(), "an empty refusal");
     }
+    nothing_left();
 });

@@ -7,13 +7,32 @@
 //! checked before a single byte is stored, then atomic storage under the models directory and
 //! registration.
 //!
-//! A checkpoint arrives as loose files (the admin page's multi-file input), as one tar archive
-//! (page or CLI) or as a folder on disk (CLI). All three become [`CheckpointFiles`]: plain file
-//! names with their bytes. [`validate`] then checks the whole thing for the kind of checkpoint
-//! (size, names, required and allowed files, `config.json`, the tokenizer, every tensor's
-//! presence, shape and dtype against what the config implies) and either refuses it with a
-//! message naming the file and tensor at fault ([`CheckpointRejected`]) or hands back a
-//! [`ValidatedCheckpoint`].
+//! A checkpoint arrives as loose files (the admin page's multi-file or folder input), as one tar
+//! archive (page or CLI) or as a folder on disk (CLI). Uploads and archives are written file by
+//! file, as they arrive, into `models/uploads/.tmp-<uuid>/` ([`Staging`]; the size limit is
+//! enforced while writing, nothing is held whole in memory); a folder on disk is read where it
+//! is. Either way the result is [`CheckpointFiles`]: the kept files on disk, and what was
+//! ignored. [`validate`] then checks the whole thing for the kind of checkpoint (the set of
+//! files, `config.json`, the tokenizer, the shard index, every tensor's presence, shape and
+//! dtype against what the config implies; safetensors headers only, the weights are never
+//! read) and either refuses it with a message naming the file and tensor at fault
+//! ([`CheckpointRejected`]) or hands back a [`ValidatedCheckpoint`].
+//!
+//! What is kept, ignored, refused:
+//!
+//! - **Kept**: `config.json`, `tokenizer.json`, the `*.safetensors` weights (one file, or shards
+//!   with `model.safetensors.index.json`), and the optional files of the kind
+//!   ([`optional_files`]).
+//! - **Ignored** (not stored, listed on the page, by the CLI and in the metadata): a Hub
+//!   folder's side files (`.gitattributes`, `README.md`, `LICENSE`, `USE_POLICY.md`,
+//!   `merges.txt`, `vocab.json`, `tokenizer.model`, `added_tokens.json`, images, …), hidden
+//!   files, sub-folders (`original/`, `1_Pooling/`), PyTorch or GGUF weights beside the
+//!   safetensors, files only the other kind uses, and shards the index does not list (a Hub
+//!   Mistral folder's `consolidated.safetensors`).
+//! - **Refused**: links, devices, `..` and absolute paths (naming the member); a checkpoint
+//!   whose only weights are PyTorch `.bin`/`.pt`/`.pth` or GGUF files (the message says how to
+//!   convert); an index naming a missing shard or a tensor its shard does not hold; a
+//!   verifier's `prompt_template.json`.
 //!
 //! What each kind must contain (`config.json`'s `model_type` picks the architecture):
 //!
@@ -27,7 +46,7 @@
 //!   present), plus the score head `score.weight` `[1, hidden_size]` and `score.bias` `[1]`,
 //!   both required.
 //! - **BERT verifier** (`model_type` `"bert"`): the encoder's tensors
-//!   ([`BertConfig::expected_tensors`]), all with or all without the `bert.` prefix; the pooler
+//!   ([`BertConfig::expected_tensors`](crate::ml::bert::BertConfig::expected_tensors)), all with or all without the `bert.` prefix; the pooler
 //!   (`pooler.dense.*`) and the `embeddings.position_ids` buffer are accepted and unused; the
 //!   score head `score.weight` `[1, hidden_size]` + `score.bias` `[1]` is optional (both or
 //!   neither: a sentence encoder straight from sentence-transformers has none yet). Old exports
@@ -42,18 +61,21 @@
 //! Verifiers may also carry the files sentence-transformers ships beside the weights
 //! (`vocab.txt`, `modules.json`, `sentence_bert_config.json`,
 //! `config_sentence_transformers.json`, `data_config.json`), which are checked for form and
-//! otherwise unused. Its sub-folders (`1_Pooling/`, …) and hidden files are not accepted: the
-//! encoder's pooling is fixed (mean over real tokens, [`crate::ml::bert::BertEncoder::pooled`]).
+//! otherwise unused. Its sub-folders (`1_Pooling/`, …) are ignored: the encoder's pooling is
+//! fixed (mean over real tokens, [`crate::ml::bert::BertEncoder::pooled`]).
 //! A verifier's `prompt_template.json` is **refused**, not ignored: a verifier scores solutions
 //! in the project's own input format, and a template that silently had no effect would mislead
 //! whoever uploaded it.
 //!
-//! [`store_checkpoint`] writes a validated checkpoint into `models/uploads/.tmp-<uuid>/`, syncs
-//! every file, renames the folder to `models/uploads/<uuid>` (atomic on one filesystem) and syncs
-//! the parent, so a crash leaves either the whole folder or a temp folder that
-//! [`sweep_temp_dirs`] removes at the next start. [`add_checkpoint`] is the one path the web page
+//! [`store_checkpoint`] syncs every file of an upload's temporary folder (or copies a folder
+//! read from disk into a new one), renames it to `models/uploads/<uuid>` (atomic on one
+//! filesystem) and syncs the parent, so a crash leaves either the whole folder or a temp folder
+//! that [`sweep_temp_dirs`] removes at the next start. [`register_in_place`] registers a folder
+//! already on the server where it is, storing nothing. [`add_checkpoint`] is the one path the
+//! web page and the CLI share for uploads.
+
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
@@ -66,7 +88,8 @@ pub mod storage;
 pub mod validate;
 
 pub use files::{
-    CONFIG_FILE, CheckpointFiles, OPTIONAL_FILES, PROVER_FILES, TOKENIZER_FILE, VERIFIER_FILES,
+    CONFIG_FILE, CheckpointFiles, INDEX_FILE, IgnoreReason, IgnoredFile, KeptFile,
+    MAX_SIDE_FILE_BYTES, OPTIONAL_FILES, PROVER_FILES, Staging, TOKENIZER_FILE, VERIFIER_FILES,
     WEIGHTS_EXTENSION, check_file_name, optional_files,
 };
 pub use storage::{
@@ -75,13 +98,14 @@ pub use storage::{
 };
 pub use validate::{ValidatedCheckpoint, validate};
 
-/// Default limit on a checkpoint's total size: 512 MiB.
-pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 512 * 1024 * 1024;
+/// Default limit on a checkpoint's total size: 4 GiB, so a 1.5B-parameter model in BF16
+/// (about 3.1 GB) fits.
+pub const DEFAULT_MAX_CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 /// Limits a checkpoint upload must respect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CheckpointLimits {
-    /// Largest total size of all files, in bytes.
+    /// Largest total size of the kept files, in bytes.
     pub max_bytes: u64,
 }
 
@@ -97,11 +121,21 @@ impl Default for CheckpointLimits {
 /// stored for a refused checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointRejected {
-    /// Over the size limit (checked before anything is parsed).
-    #[error("the checkpoint's files total {total} bytes, over the limit of {limit} bytes")]
+    /// Over the size limit (checked while the files arrive, before anything is parsed).
+    #[error(
+        "the checkpoint's files come to {total} bytes or more, over the limit of {limit} bytes"
+    )]
     TooLarge {
-        /// Total size of the files (or of the files seen so far).
+        /// Total size of the kept files (or of those received so far).
         total: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A file other than the weights over [`MAX_SIDE_FILE_BYTES`] (they are read whole).
+    #[error("{name} is larger than {limit} bytes, the limit for files other than the weights")]
+    FileTooLarge {
+        /// The file's name.
+        name: String,
         /// The limit.
         limit: u64,
     },
@@ -124,24 +158,16 @@ pub enum CheckpointRejected {
         "{0} is missing; a checkpoint needs config.json, tokenizer.json and at least one *.safetensors file"
     )]
     Missing(String),
-    /// A file that has no place in a checkpoint of this kind.
-    #[error("{name} is not a file a checkpoint may contain (a {kind} checkpoint allows: config.json, tokenizer.json, *.safetensors, {optional})", optional = optional_files(*kind).join(", "))]
-    Unexpected {
-        /// The file's name.
-        name: String,
-        /// The kind of checkpoint being uploaded.
-        kind: CheckpointKind,
-    },
     /// A file whose contents are invalid; the message starts with the file name.
     #[error("{0}")]
     InvalidFile(String),
     /// The tensors do not match what `config.json` implies; the message names them.
     #[error("{0}")]
     Tensors(String),
-    /// The checkpoint is not of a kind that can be uploaded.
+    /// The checkpoint is not of a kind that can be uploaded (PyTorch-only, GGUF, a BERT prover).
     #[error("{0}")]
     Unsupported(String),
-    /// A folder given on the command line could not be read.
+    /// A file or folder could not be read (on disk, or an upload cut off).
     #[error("{0}")]
     Unreadable(String),
 }
@@ -149,7 +175,10 @@ pub enum CheckpointRejected {
 impl CheckpointRejected {
     /// Whether the refusal is about size (HTTP 413) rather than content (HTTP 422).
     pub fn is_too_large(&self) -> bool {
-        matches!(self, CheckpointRejected::TooLarge { .. })
+        matches!(
+            self,
+            CheckpointRejected::TooLarge { .. } | CheckpointRejected::FileTooLarge { .. }
+        )
     }
 }
 
@@ -168,9 +197,22 @@ pub enum AddCheckpointError {
     Io(#[from] io::Error),
 }
 
+/// A checkpoint that was added: its id, its folder as registered (relative to the models
+/// directory, or absolute for one registered in place) and what was ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedCheckpoint {
+    /// The new checkpoint's id.
+    pub id: Uuid,
+    /// `model_dir` as registered.
+    pub model_dir: String,
+    /// Files that arrived but were not kept.
+    pub ignored: Vec<IgnoredFile>,
+}
+
 /// Validates (as `kind`), stores and registers an uploaded prover or verifier checkpoint: the
-/// one path the admin page and the CLI share. Validation and writing run on the blocking thread pool. If registration fails the
-/// stored folder is removed, so a refusal of any kind leaves nothing behind.
+/// one path the admin page and the CLI share. Validation and writing run on the blocking
+/// thread pool. A refusal of any kind leaves nothing behind: the files' temporary folder is
+/// removed when they are dropped, and if registration fails the stored folder is removed.
 #[allow(clippy::too_many_arguments)]
 pub async fn add_checkpoint(
     store: &Store,
@@ -181,24 +223,33 @@ pub async fn add_checkpoint(
     label: &str,
     round: i64,
     now: i64,
-) -> Result<Uuid, AddCheckpointError> {
-    let label = crate::store::models::check_checkpoint_label(label, round)?;
-    let checkpoint = tokio::task::spawn_blocking(move || validate(files, kind, &limits))
-        .await
-        .map_err(io::Error::other)??;
-    let metadata = checkpoint.metadata();
+) -> Result<AddedCheckpoint, AddCheckpointError> {
+    let checked = crate::store::models::check_checkpoint_label(label, round);
+    let label = match checked {
+        Ok(label) => label,
+        Err(e) => {
+            discard(files).await;
+            return Err(e.into());
+        }
+    };
     let dir = models_dir.to_path_buf();
-    let (rel, checkpoint) = tokio::task::spawn_blocking(move || {
-        store_checkpoint(&dir, &checkpoint).map(|rel| (rel, checkpoint))
+    let stored = tokio::task::spawn_blocking(move || -> Result<_, AddCheckpointError> {
+        let mut checkpoint = validate(files, kind, &limits)?;
+        let rel = store_checkpoint(&dir, &mut checkpoint)?;
+        Ok((rel, checkpoint.metadata(), checkpoint.ignored().to_vec()))
     })
     .await
-    .map_err(io::Error::other)??;
-    drop(checkpoint);
+    .map_err(io::Error::other)?;
+    let (rel, metadata, ignored) = stored?;
     match store
         .register_model_checkpoint(kind, &label, round, &rel, metadata, now)
         .await
     {
-        Ok(id) => Ok(id),
+        Ok(id) => Ok(AddedCheckpoint {
+            id,
+            model_dir: rel,
+            ignored,
+        }),
         Err(e) => {
             let dir = models_dir.to_path_buf();
             let removal = tokio::task::spawn_blocking(move || remove_stored(&dir, &rel)).await;
@@ -208,6 +259,89 @@ pub async fn add_checkpoint(
             Err(e.into())
         }
     }
+}
+
+/// Drops received files (removing their temporary folder) on the blocking thread pool.
+pub async fn discard(files: CheckpointFiles) {
+    let _ = tokio::task::spawn_blocking(move || drop(files)).await;
+}
+
+/// Registers a checkpoint folder already on the server where it is (`legibility checkpoint add
+/// --in-place`): validated exactly as an upload (without the size limit: nothing is stored),
+/// nothing copied, registered with its absolute path (symbolic links resolved), so generation
+/// and scoring jobs load it from there. The folder must stay there and unchanged; the
+/// metadata records each kept file's size and SHA-256 to tell later whether it changed. A
+/// folder inside the models directory's temporary folders (`.tmp-…`, removed at the next start)
+/// is refused.
+pub async fn register_in_place(
+    store: &Store,
+    path: &Path,
+    kind: CheckpointKind,
+    label: &str,
+    round: i64,
+    now: i64,
+) -> Result<AddedCheckpoint, AddCheckpointError> {
+    let label = crate::store::models::check_checkpoint_label(label, round)?;
+    let path = path.to_path_buf();
+    let validated = tokio::task::spawn_blocking(move || -> Result<_, CheckpointRejected> {
+        let folder = in_place_folder(&path)?;
+        let unlimited = CheckpointLimits {
+            max_bytes: u64::MAX,
+        };
+        let files = CheckpointFiles::from_dir(&folder, &unlimited)?;
+        let checkpoint = validate(files, kind, &unlimited)?;
+        let dir = checkpoint
+            .dir()
+            .to_str()
+            .map(str::to_string)
+            .ok_or_else(|| {
+                CheckpointRejected::Unreadable(format!(
+                    "{}: the path is not valid UTF-8, so it cannot be registered",
+                    checkpoint.dir().display()
+                ))
+            })?;
+        let mut metadata = checkpoint.metadata();
+        metadata["source"] = "in-place".into();
+        metadata["path"] = dir.clone().into();
+        Ok((dir, metadata, checkpoint.ignored().to_vec()))
+    })
+    .await
+    .map_err(io::Error::other)?;
+    let (dir, metadata, ignored) = validated?;
+    let id = store
+        .register_model_checkpoint(kind, &label, round, &dir, metadata, now)
+        .await?;
+    Ok(AddedCheckpoint {
+        id,
+        model_dir: dir,
+        ignored,
+    })
+}
+
+/// The absolute, link-free path of a folder to register in place; refuses what is not a
+/// folder and the temporary folders uploads and training runs write (swept at start-up).
+fn in_place_folder(path: &Path) -> Result<PathBuf, CheckpointRejected> {
+    let folder = std::fs::canonicalize(path).map_err(|e| {
+        CheckpointRejected::Unreadable(format!("{} cannot be read: {e}", path.display()))
+    })?;
+    if !folder.is_dir() {
+        return Err(CheckpointRejected::Unreadable(format!(
+            "{} is not a folder; --in-place registers a checkpoint folder where it is (an archive must be added without --in-place)",
+            path.display()
+        )));
+    }
+    let temporary = folder.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|c| c.starts_with(TEMP_PREFIX))
+    });
+    if temporary {
+        return Err(CheckpointRejected::Unreadable(format!(
+            "{} is a temporary folder of an upload or training run (removed at the next start); register a finished checkpoint folder",
+            folder.display()
+        )));
+    }
+    Ok(folder)
 }
 
 #[cfg(test)]

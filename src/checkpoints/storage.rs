@@ -3,13 +3,14 @@
 //! `.tmp-…` folder, synced and renamed, with a start-up sweep of what a crash left behind.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::files::check_file_name;
+use super::files::{CheckpointFiles, KeptFile, check_file_name};
 use super::validate::ValidatedCheckpoint;
 
 /// Folder under the models directory that holds uploaded checkpoints.
@@ -26,26 +27,49 @@ pub const VERIFIERS_DIR: &str = "verifiers";
 pub const RUNS_DIR: &str = "runs";
 
 /// Writes a validated checkpoint to `models_dir/uploads/<uuid>` atomically and returns that
-/// folder relative to `models_dir` (`uploads/<uuid>`, with `/` on every platform). Files go to
-/// `uploads/.tmp-<uuid>` first and are synced; the folder is then renamed and the parent
-/// synced. On any error the temp folder (or the renamed folder) is removed.
-pub fn store_checkpoint(models_dir: &Path, checkpoint: &ValidatedCheckpoint) -> io::Result<String> {
+/// folder relative to `models_dir` (`uploads/<uuid>`, with `/` on every platform). An upload
+/// already received into `uploads/.tmp-<uuid>` (see [`super::Staging`]) is synced and renamed
+/// in place; files read from a folder elsewhere are copied to `uploads/.tmp-<uuid>` first
+/// (checked against the SHA-256 validation recorded, so a file changed meanwhile is not
+/// stored), synced, and renamed. The parent is synced after the rename. On any error the temp
+/// folder (or the renamed folder) is removed.
+pub fn store_checkpoint(
+    models_dir: &Path,
+    checkpoint: &mut ValidatedCheckpoint,
+) -> io::Result<String> {
     let uploads = models_dir.join(UPLOADS_DIR);
     fs::create_dir_all(&uploads)?;
     let id = Uuid::now_v7();
-    let temp = uploads.join(format!("{TEMP_PREFIX}{id}"));
     let target = uploads.join(id.to_string());
+    let files = &mut checkpoint.files;
+    let in_uploads = files.is_staged()
+        && match files.dir().parent() {
+            Some(parent) => fs::canonicalize(parent)? == fs::canonicalize(&uploads)?,
+            None => false,
+        };
+    let temp = if in_uploads {
+        files.dir().to_path_buf()
+    } else {
+        uploads.join(format!("{TEMP_PREFIX}{id}"))
+    };
     let mut renamed = false;
     let result = (|| {
-        fs::create_dir(&temp)?;
-        for (name, bytes) in checkpoint.files() {
-            let mut file = File::create_new(temp.join(name))?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
+        if in_uploads {
+            for file in files.files() {
+                File::open(files.path(&file.name))?.sync_all()?;
+            }
+        } else {
+            fs::create_dir(&temp)?;
+            for file in files.files() {
+                copy_checked(files, file, &temp.join(&file.name))?;
+            }
         }
         sync_dir(&temp)?;
         fs::rename(&temp, &target)?;
         renamed = true;
+        if in_uploads {
+            files.mark_stored();
+        }
         sync_dir(&uploads)
     })();
     match result {
@@ -55,6 +79,41 @@ pub fn store_checkpoint(models_dir: &Path, checkpoint: &ValidatedCheckpoint) -> 
             Err(e)
         }
     }
+}
+
+/// Copies one kept file, hashing it on the way: a file that no longer matches what was
+/// validated is not stored.
+fn copy_checked(files: &CheckpointFiles, file: &KeptFile, to: &Path) -> io::Result<()> {
+    let mut source = files
+        .open(&file.name)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut out = File::create_new(to)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1024 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = match source.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buffer[..n]);
+        out.write_all(&buffer[..n])?;
+        bytes += n as u64;
+    }
+    let sha: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if bytes != file.bytes || file.sha256.as_deref().is_some_and(|known| known != sha) {
+        return Err(io::Error::other(format!(
+            "{} changed while the checkpoint was being stored",
+            file.name
+        )));
+    }
+    out.sync_all()
 }
 
 /// Makes a folder's entries durable (a no-op where folders cannot be opened, e.g. Windows).

@@ -3,6 +3,7 @@
 use super::*;
 
 use std::fs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use safetensors::Dtype;
@@ -51,7 +52,42 @@ fn special(path: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
 }
 
 fn names(files: &CheckpointFiles) -> Vec<&str> {
-    files.files().iter().map(|(n, _)| n.as_str()).collect()
+    files.files().iter().map(|f| f.name.as_str()).collect()
+}
+
+fn ignored(files: &CheckpointFiles) -> Vec<String> {
+    files.ignored().iter().map(|i| i.to_string()).collect()
+}
+
+/// A models folder shared by the unit tests: each staging folder in it is removed when its
+/// files are dropped, so only the empty `uploads/` stays.
+fn models_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("legibility-checkpoint-unit-tests");
+    fs::create_dir_all(&dir).expect("models dir");
+    dir
+}
+
+/// Receives files as an upload does (names may hold folders), with the default limits.
+fn staged(files: &[(&str, &[u8])]) -> Result<CheckpointFiles, AddCheckpointError> {
+    staged_with(files, CheckpointLimits::default())
+}
+
+fn staged_with(
+    files: &[(&str, &[u8])],
+    limits: CheckpointLimits,
+) -> Result<CheckpointFiles, AddCheckpointError> {
+    let mut staging = Staging::new(&models_dir(), limits)?;
+    for (name, bytes) in files {
+        staging.add(name, *bytes)?;
+    }
+    staging.finish()
+}
+
+/// Receives one tar archive as an upload or the CLI does.
+fn from_tar(bytes: &[u8]) -> Result<CheckpointFiles, AddCheckpointError> {
+    let mut staging = Staging::new(&models_dir(), CheckpointLimits::default())?;
+    staging.add_tar(bytes)?;
+    staging.finish()
 }
 
 #[test]
@@ -78,56 +114,236 @@ fn plain_file_names_only() {
         assert!(err.contains(why), "{bad:?}: {err}");
     }
     assert!(check_file_name(&"x".repeat(300)).is_err());
+    let mut staging = Staging::new(&models_dir(), CheckpointLimits::default()).unwrap();
+    for i in 0..files::MAX_FILES {
+        staging.add(&format!("sub/{i}.png"), &b""[..]).unwrap();
+    }
+    let err = staging
+        .add("one-more.png", &b""[..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("more than 10000 files arrived"), "{err}");
 }
 
 #[test]
-fn validate_refuses_bad_names_duplicates_and_unknown_files_before_parsing() {
-    let limits = CheckpointLimits::default();
-    let files = |list: &[(&str, &[u8])]| {
-        CheckpointFiles::from_files(
-            list.iter()
-                .map(|(n, b)| (n.to_string(), b.to_vec()))
-                .collect(),
-        )
+fn dangerous_names_are_refused_and_duplicates_too() {
+    for (bad, why) in [
+        ("../config.json", "\"..\" component"),
+        ("ckpt/../../evil", "\"..\" component"),
+        ("/etc/passwd", "absolute"),
+        ("ckpt\\config.json", "backslash"),
+        ("a\0b", "NUL"),
+        ("a\nb", "control"),
+        ("", "no file name"),
+        ("./", "no file name"),
+    ] {
+        let err = staged(&[(bad, b"{}")]).unwrap_err().to_string();
+        assert!(err.contains(why), "{bad:?}: {err}");
+    }
+    let err = staged(&[("config.json", b"{}"), ("config.json", b"{}")]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AddCheckpointError::Rejected(CheckpointRejected::Duplicate(ref n)) if n == "config.json"
+        ),
+        "{err}"
+    );
+    assert!(check_file_name(&"x".repeat(300)).is_err());
+    let mut staging = Staging::new(&models_dir(), CheckpointLimits::default()).unwrap();
+    for i in 0..files::MAX_FILES {
+        staging.add(&format!("sub/{i}.png"), &b""[..]).unwrap();
+    }
+    let err = staging
+        .add("one-more.png", &b""[..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("more than 10000 files arrived"), "{err}");
+    let long = format!("{}.safetensors", "x".repeat(300));
+    let err = staged(&[(&long, b"")]).unwrap_err().to_string();
+    assert!(err.contains("too long"), "{err}");
+}
+
+#[test]
+fn what_is_not_needed_is_ignored_and_listed() {
+    let files = staged(&[
+        ("config.json", b"{}"),
+        (".gitattributes", b"*.safetensors filter=lfs"),
+        ("README.md", b"# card"),
+        ("LICENSE", b"license"),
+        ("merges.txt", b"a b"),
+        ("vocab.json", b"{}"),
+        ("tokenizer.model", b"sp"),
+        ("pytorch_model.bin", b"pickle"),
+        ("model.Q4_K_M.gguf", b"gguf"),
+        ("training_args.bin", b"pickle"),
+        ("original/consolidated.00.pth", b"pickle"),
+        ("original/params.json", b"{}"),
+        ("1_Pooling/config.json", b"{}"),
+    ])
+    .expect("received");
+    assert_eq!(names(&files), ["config.json"]);
+    assert_eq!(
+        ignored(&files),
+        [
+            ".gitattributes (hidden)",
+            "README.md (not used here)",
+            "LICENSE (not used here)",
+            "merges.txt (not used here)",
+            "vocab.json (not used here)",
+            "tokenizer.model (sentencepiece model; tokenizer.json is used)",
+            "pytorch_model.bin (PyTorch weights; only safetensors are read)",
+            "model.Q4_K_M.gguf (GGUF weights; not supported here)",
+            "training_args.bin (not used here)",
+            "original/ (a sub-folder)",
+            "1_Pooling/ (a sub-folder)",
+        ]
+    );
+    // Only the kept file was written.
+    let written: Vec<String> = fs::read_dir(files.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written, ["config.json"]);
+    let dir = files.dir().to_path_buf();
+    drop(files);
+    assert!(
+        !dir.exists(),
+        "dropping received files removes their folder"
+    );
+}
+
+#[test]
+fn a_folder_upload_is_one_top_level_folder() {
+    // A browser's folder upload (or an archive) names files inside the chosen folder.
+    let files = staged(&[
+        ("Llama-tiny/.gitattributes", b"x"),
+        ("Llama-tiny/config.json", b"{}"),
+        ("Llama-tiny/original/params.json", b"{}"),
+        ("Llama-tiny/tokenizer.json", b"{}"),
+        (".DS_Store", b"x"),
+        (".cache/huggingface/download/config.json.metadata", b"x"),
+    ])
+    .expect("received");
+    assert_eq!(names(&files), ["config.json", "tokenizer.json"]);
+    assert_eq!(
+        ignored(&files),
+        [
+            ".gitattributes (hidden)",
+            "original/ (a sub-folder)",
+            ".DS_Store (hidden)",
+            ".cache/ (hidden)"
+        ]
+    );
+    // Files at the top level make the checkpoint; a folder beside them is a sub-folder.
+    let files = staged(&[("config.json", b"{}"), ("ckpt/tokenizer.json", b"{}")]).unwrap();
+    assert_eq!(names(&files), ["config.json"]);
+    assert_eq!(ignored(&files), ["ckpt/ (a sub-folder)"]);
+    // Two folders that both hold checkpoint files: which one is it?
+    let err = staged(&[("a/config.json", b"{}"), ("b/tokenizer.json", b"{}")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("second top-level folder"), "{err}");
+}
+
+#[test]
+fn the_limit_is_enforced_while_the_files_arrive() {
+    let limits = CheckpointLimits {
+        max_bytes: 1024 * 1024,
     };
-    let err = validate(files(&[("sub/config.json", b"{}")]), PROVER, &limits).unwrap_err();
-    assert!(matches!(err, CheckpointRejected::BadName { .. }), "{err}");
-    assert!(err.to_string().contains("sub/config.json"), "{err}");
-    let err = validate(
-        files(&[("config.json", b"{}"), ("config.json", b"{}")]),
-        PROVER,
-        &limits,
-    )
-    .unwrap_err();
-    assert_eq!(err, CheckpointRejected::Duplicate("config.json".into()));
-    let err = validate(
-        files(&[("config.json", b"{}"), ("weights.bin", b"")]),
-        PROVER,
-        &limits,
+    let mut staging = Staging::new(&models_dir(), limits).unwrap();
+    let dir = staging.dir().to_path_buf();
+    staging.add("config.json", &b"{}"[..]).unwrap();
+    // An endless file: refused once the limit is passed, not read to its end.
+    let err = staging
+        .add("model.safetensors", std::io::repeat(0))
+        .unwrap_err();
+    match err {
+        AddCheckpointError::Rejected(rejected) => {
+            assert!(rejected.is_too_large(), "{rejected}");
+            assert!(
+                rejected
+                    .to_string()
+                    .contains("over the limit of 1048576 bytes"),
+                "{rejected}"
+            );
+        }
+        other => panic!("{other}"),
+    }
+    drop(staging);
+    assert!(!dir.exists(), "a refused upload leaves no temp folder");
+
+    // Ignored files do not count; files other than the weights have their own cap.
+    let mut staging = Staging::new(&models_dir(), limits).unwrap();
+    staging
+        .add(
+            "pytorch_model.bin",
+            std::io::Read::take(std::io::repeat(0), 3 * 1024 * 1024),
+        )
+        .expect("ignored bytes are read past");
+    staging
+        .add("config.json", &b"{}"[..])
+        .expect("kept bytes count");
+    drop(staging);
+
+    let err = staged_with(
+        &[("config.json", &[0u8; 100])],
+        CheckpointLimits { max_bytes: 99 },
     )
     .unwrap_err();
     assert!(
-        err.to_string().starts_with("weights.bin is not a file"),
+        matches!(
+            err,
+            AddCheckpointError::Rejected(CheckpointRejected::TooLarge {
+                total: 100,
+                limit: 99
+            })
+        ),
         "{err}"
     );
-    let err = validate(files(&[("config.json", b"{}")]), PROVER, &limits).unwrap_err();
-    assert_eq!(err, CheckpointRejected::Missing(TOKENIZER_FILE.into()));
-    let err = validate(files(&[(".safetensors", b"")]), PROVER, &limits).unwrap_err();
-    assert!(matches!(err, CheckpointRejected::BadName { .. }), "{err}");
-    let err = validate(
-        files(&[("config.json", &[0u8; 100])]),
+}
+
+#[test]
+fn pytorch_or_gguf_only_checkpoints_are_refused_saying_what_to_do() {
+    let err = refused(
+        staged(&[
+            ("config.json", b"{}"),
+            ("tokenizer.json", b"{}"),
+            ("pytorch_model-00001-of-00002.bin", b"x"),
+            ("pytorch_model-00002-of-00002.bin", b"x"),
+            ("pytorch_model.bin.index.json", b"{}"),
+        ])
+        .unwrap(),
         PROVER,
-        &CheckpointLimits { max_bytes: 99 },
-    )
-    .unwrap_err();
+    );
+    assert!(
+        err.starts_with("this checkpoint has PyTorch .bin weights only (pytorch_model-00001-of-00002.bin, pytorch_model-00002-of-00002.bin)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("save_pretrained(..., safe_serialization=True)"),
+        "{err}"
+    );
+    let err = refused(
+        staged(&[("llama-q4.gguf", b"x"), ("README.md", b"x")]).unwrap(),
+        PROVER,
+    );
+    assert!(
+        err.starts_with("this checkpoint has GGUF weights only (llama-q4.gguf)"),
+        "{err}"
+    );
+    let err = refused(
+        staged(&[("config.json", b"{}"), ("tokenizer.model", b"sp")]).unwrap(),
+        PROVER,
+    );
+    assert!(
+        err.starts_with("tokenizer.json is missing (tokenizer.model"),
+        "{err}"
+    );
+    let err = refused(staged(&[("config.json", b"{}")]).unwrap(), PROVER);
     assert_eq!(
         err,
-        CheckpointRejected::TooLarge {
-            total: 100,
-            limit: 99
-        }
+        CheckpointRejected::Missing(TOKENIZER_FILE.into()).to_string()
     );
-    assert!(err.is_too_large());
 }
 
 const VERIFIER: CheckpointKind = CheckpointKind::Verifier;
@@ -217,14 +433,16 @@ fn checkpoint(
     tensors: &[(String, Vec<usize>)],
     extra: &[(&str, &[u8])],
 ) -> CheckpointFiles {
-    let mut files = CheckpointFiles::new();
-    files.push(CONFIG_FILE, config.to_string().into_bytes());
-    files.push(TOKENIZER_FILE, tokenizer_json(14));
-    files.push("model.safetensors", safetensors_of(tensors));
-    for (name, bytes) in extra {
-        files.push(*name, bytes.to_vec());
-    }
-    files
+    let config = config.to_string().into_bytes();
+    let tokenizer = tokenizer_json(14);
+    let weights = safetensors_of(tensors);
+    let mut files: Vec<(&str, &[u8])> = vec![
+        (CONFIG_FILE, &config),
+        (TOKENIZER_FILE, &tokenizer),
+        ("model.safetensors", &weights),
+    ];
+    files.extend_from_slice(extra);
+    staged(&files).expect("received")
 }
 
 fn without(tensors: Vec<(String, Vec<usize>)>, name: &str) -> Vec<(String, Vec<usize>)> {
@@ -344,16 +562,27 @@ fn a_llama_verifier_needs_its_score_head_and_not_lm_head() {
     assert!(err.contains("score.bias, score.weight"), "{err}");
     let err = refused(checkpoint(&llama_config(), &tensors, &[]), PROVER);
     assert!(err.contains("missing: lm_head.weight"), "{err}");
-    let err = refused(
-        checkpoint(&llama_config(), &tensors, &[("vocab.txt", b"w0\n")]),
-        PROVER,
-    );
-    assert!(
-        err.starts_with(
-            "vocab.txt is not a file a checkpoint may contain (a prover checkpoint allows"
+    // A verifier's side file in a prover is not refused: ignored, like a Hub side file.
+    let config: LlamaConfig = serde_json::from_value(llama_config()).expect("config");
+    let ok = validate(
+        checkpoint(
+            &llama_config(),
+            &config.expected_tensors(),
+            &[("vocab.txt", b"w0\n")],
         ),
-        "{err}"
+        PROVER,
+        &limits,
+    )
+    .expect("a prover with vocab.txt");
+    assert_eq!(
+        ok.ignored()
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>(),
+        ["vocab.txt (not used by this kind of checkpoint)"]
     );
+    assert!(!ok.dir().join("vocab.txt").exists(), "not kept on disk");
+    assert!(!ok.files().iter().any(|f| f.name == "vocab.txt"));
 }
 
 #[test]
@@ -470,11 +699,15 @@ fn bert_checkpoints_that_do_not_fit_are_refused() {
 
 #[test]
 fn tar_files_at_the_root_or_in_one_folder() {
-    let root =
-        CheckpointFiles::from_tar(&tar_of(&[("config.json", b"{}"), ("./README.md", b"hi")]))
-            .unwrap();
-    assert_eq!(names(&root), ["config.json", "README.md"]);
-    assert_eq!(root.files()[1].1, b"hi");
+    let root = from_tar(&tar_of(&[
+        ("config.json", b"{}"),
+        ("./training.json", b"{}"),
+        ("./README.md", b"hi"),
+    ]))
+    .unwrap();
+    assert_eq!(names(&root), ["config.json", "training.json"]);
+    assert_eq!(ignored(&root), ["README.md (not used here)"]);
+    assert_eq!(fs::read(root.path("training.json")).unwrap(), b"{}");
 
     let mut builder = tar::Builder::new(Vec::new());
     let mut dir = tar::Header::new_gnu();
@@ -486,42 +719,59 @@ fn tar_files_at_the_root_or_in_one_folder() {
     builder.append(&dir, &[][..]).unwrap();
     let mut bytes = builder.into_inner().unwrap();
     bytes.truncate(512); // drop the end-of-archive blocks to append more members
-    let rest = tar_of(&[("ckpt/config.json", b"{}"), ("ckpt/tokenizer.json", b"[]")]);
+    let rest = tar_of(&[
+        ("ckpt/config.json", b"{}"),
+        ("ckpt/tokenizer.json", b"[]"),
+        ("ckpt/original/consolidated.00.pth", b"x"),
+        ("ckpt/a/b/c/model.safetensors", b"x"),
+    ]);
     bytes.extend_from_slice(&rest);
-    let folder = CheckpointFiles::from_tar(&bytes).unwrap();
+    let folder = from_tar(&bytes).unwrap();
     assert_eq!(names(&folder), ["config.json", "tokenizer.json"]);
+    assert_eq!(
+        ignored(&folder),
+        ["original/ (a sub-folder)", "a/ (a sub-folder)"]
+    );
 }
 
 #[test]
 fn tar_layout_rules() {
     type Members<'a> = &'a [(&'a str, &'a [u8])];
     let cases: &[(Members, &str)] = &[
-        (&[("a/b/config.json", b"")], "nested too deeply"),
         (
             &[("a/config.json", b""), ("b/tokenizer.json", b"")],
             "second top-level folder",
-        ),
-        (
-            &[("config.json", b""), ("a/tokenizer.json", b"")],
-            "both at the top level and inside a folder",
         ),
         (&[("../evil", b"")], "\"..\""),
         (&[("ckpt/../../evil", b"")], "\"..\""),
         (&[("/etc/passwd", b"")], "absolute"),
         (&[("ckpt\\config.json", b"")], "backslash"),
+        (
+            &[("config.json", b""), ("./config.json", b"")],
+            "more than once",
+        ),
     ];
     for (members, why) in cases {
-        let err = CheckpointFiles::from_tar(&tar_of(members))
-            .unwrap_err()
-            .to_string();
+        let err = from_tar(&tar_of(members)).unwrap_err().to_string();
         assert!(err.contains(why), "{members:?}: {err}");
-        let named = format!("{:?}", members.last().unwrap().0);
+        let named = members.last().unwrap().0.replace('\\', "\\\\");
         assert!(err.contains(&named), "{members:?}: {err}");
     }
-    let err = CheckpointFiles::from_tar(&tar_of(&[]))
+    let err = from_tar(&tar_of(&[])).unwrap_err().to_string();
+    assert!(err.contains("holds no files"), "{err}");
+    let err = from_tar(&tar_of(&[("config.json", b"")])).map(|_| ());
+    assert!(err.is_ok(), "one file is an archive");
+    // An archive comes alone.
+    let mut staging = Staging::new(&models_dir(), CheckpointLimits::default()).unwrap();
+    staging.add("config.json", &b"{}"[..]).unwrap();
+    let err = staging
+        .add_tar(&tar_of(&[("tokenizer.json", b"{}")])[..])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("holds no files"), "{err}");
+    assert!(
+        err.contains("one .tar archive or the checkpoint's files"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -537,54 +787,97 @@ fn tar_refuses_anything_but_regular_files() {
         (tar::EntryType::Block, None, "device"),
         (tar::EntryType::Fifo, None, "FIFO"),
     ] {
-        let err = CheckpointFiles::from_tar(&special("model.safetensors", kind, link))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(what) && err.contains("\"model.safetensors\""),
-            "{err}"
-        );
+        // Even where the file would have been ignored.
+        for name in ["model.safetensors", "original/params.json"] {
+            let err = from_tar(&special(name, kind, link))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(what) && err.contains(&format!("{name:?}")),
+                "{err}"
+            );
+        }
     }
 }
 
 #[test]
 fn tar_refuses_garbage_and_truncation() {
     let full = tar_of(&[("config.json", &[b'x'; 2000])]);
-    let err = CheckpointFiles::from_tar(&full[..1000])
-        .unwrap_err()
-        .to_string();
+    let err = from_tar(&full[..1000]).unwrap_err().to_string();
     assert!(err.contains("tar archive"), "{err}");
-    let err = CheckpointFiles::from_tar(&[7u8; 1024])
-        .unwrap_err()
-        .to_string();
+    let err = from_tar(&[7u8; 1024]).unwrap_err().to_string();
     assert!(err.contains("tar archive"), "{err}");
+}
+
+fn tiny_llama() -> ModelConfig {
+    ModelConfig::Llama(
+        serde_json::from_str(
+            r#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#,
+        )
+        .unwrap(),
+    )
+}
+
+/// Files as validation would hand them over, without checking them.
+fn unchecked(files: CheckpointFiles) -> ValidatedCheckpoint {
+    ValidatedCheckpoint {
+        files,
+        kind: PROVER,
+        config: tiny_llama(),
+        prompts: None,
+        score_head: false,
+        tensor_prefix: String::new(),
+        parameters: 0,
+        dtypes: vec![],
+    }
 }
 
 #[test]
 fn store_is_atomic_and_removable_and_the_sweep_clears_leftovers() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = ValidatedCheckpoint {
-            files: vec![("a.json".into(), b"{}".to_vec()), ("b.md".into(), b"hi".to_vec())],
-            kind: PROVER,
-            config: ModelConfig::Llama(
-                serde_json::from_str(
-                    r#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#,
-                )
-                .unwrap(),
-            ),
-            prompts: None,
-            score_head: false,
-            tensor_prefix: String::new(),
-            parameters: 0,
-            dtypes: vec![],
-        };
-    let rel = store_checkpoint(dir.path(), &checkpoint).unwrap();
+    let mut staging = Staging::new(dir.path(), CheckpointLimits::default()).unwrap();
+    staging.add("training.json", &b"{}"[..]).unwrap();
+    staging.add("LICENSE", &b"x"[..]).unwrap();
+    let staged = staging.finish().unwrap();
+    let temp = staged.dir().to_path_buf();
+    assert!(
+        temp.starts_with(dir.path().join(UPLOADS_DIR))
+            && temp
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(TEMP_PREFIX),
+        "{}",
+        temp.display()
+    );
+    let mut checkpoint = unchecked(staged);
+    let rel = store_checkpoint(dir.path(), &mut checkpoint).unwrap();
+    drop(checkpoint);
     assert!(rel.starts_with("uploads/"), "{rel}");
-    assert_eq!(fs::read(dir.path().join(&rel).join("b.md")).unwrap(), b"hi");
+    assert!(!temp.exists(), "the temp folder was renamed");
+    assert_eq!(
+        fs::read(dir.path().join(&rel).join("training.json")).unwrap(),
+        b"{}"
+    );
+    assert!(!dir.path().join(&rel).join("LICENSE").exists());
     let listed: Vec<_> = fs::read_dir(dir.path().join(UPLOADS_DIR))
         .unwrap()
         .collect();
     assert_eq!(listed.len(), 1, "no temp folder is left");
+
+    // A folder read in place is copied, not moved.
+    let source = tempfile::tempdir().unwrap();
+    fs::write(source.path().join("training.json"), b"{\"a\":1}").unwrap();
+    let mut files = CheckpointFiles::from_dir(source.path(), &CheckpointLimits::default()).unwrap();
+    files.compute_digests().unwrap();
+    let mut checkpoint = unchecked(files);
+    let copied = store_checkpoint(dir.path(), &mut checkpoint).unwrap();
+    assert_eq!(
+        fs::read(dir.path().join(&copied).join("training.json")).unwrap(),
+        b"{\"a\":1}"
+    );
+    assert!(source.path().join("training.json").exists());
+    remove_stored(dir.path(), &copied).unwrap();
 
     assert!(remove_stored(dir.path(), "../etc").is_err());
     assert!(remove_stored(dir.path(), "uploads/../x").is_err());
@@ -614,25 +907,25 @@ fn store_is_atomic_and_removable_and_the_sweep_clears_leftovers() {
 }
 
 #[test]
-fn a_failed_write_leaves_no_temp_folder() {
+fn a_failed_copy_leaves_no_temp_folder() {
     let dir = tempfile::tempdir().unwrap();
-    let checkpoint = ValidatedCheckpoint {
-            // Invalid on purpose: a name with a separator makes the write fail midway.
-            files: vec![("a.json".into(), b"{}".to_vec()), ("missing/b.md".into(), b"hi".to_vec())],
-            kind: PROVER,
-            config: ModelConfig::Llama(
-                serde_json::from_str(
-                    r#"{"hidden_size":8,"intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":2,"vocab_size":16}"#,
-                )
-                .unwrap(),
-            ),
-            prompts: None,
-            score_head: false,
-            tensor_prefix: String::new(),
-            parameters: 0,
-            dtypes: vec![],
-        };
-    assert!(store_checkpoint(dir.path(), &checkpoint).is_err());
+    let source = tempfile::tempdir().unwrap();
+    fs::write(source.path().join("config.json"), b"{}").unwrap();
+    fs::write(source.path().join("training.json"), b"{}").unwrap();
+    let mut files = CheckpointFiles::from_dir(source.path(), &CheckpointLimits::default()).unwrap();
+    files.compute_digests().unwrap();
+    // Changed after validation: the copy does not match, and nothing is stored.
+    fs::write(source.path().join("training.json"), b"{\"changed\":1}").unwrap();
+    let mut checkpoint = unchecked(files);
+    let err = store_checkpoint(dir.path(), &mut checkpoint).unwrap_err();
+    assert!(err.to_string().contains("training.json changed"), "{err}");
+    assert_eq!(
+        fs::read_dir(dir.path().join(UPLOADS_DIR)).unwrap().count(),
+        0
+    );
+    // Removed meanwhile: the same.
+    fs::remove_file(source.path().join("config.json")).unwrap();
+    assert!(store_checkpoint(dir.path(), &mut checkpoint).is_err());
     assert_eq!(
         fs::read_dir(dir.path().join(UPLOADS_DIR)).unwrap().count(),
         0
@@ -646,21 +939,45 @@ fn folders_on_disk_follow_the_same_rules() {
     fs::create_dir_all(&ckpt).unwrap();
     fs::write(ckpt.join("config.json"), b"{}").unwrap();
     fs::write(ckpt.join("README.md"), b"hi").unwrap();
+    fs::write(dir.path().join("outer/.DS_Store"), b"x").unwrap();
     let limits = CheckpointLimits::default();
-    // One folder inside is descended into; the files come back sorted.
+    // One folder inside is descended into (hidden files beside it do not count).
     let files = CheckpointFiles::from_dir(&dir.path().join("outer"), &limits).unwrap();
-    assert_eq!(names(&files), ["README.md", "config.json"]);
-    let err = CheckpointFiles::from_dir(&ckpt, &CheckpointLimits { max_bytes: 3 }).unwrap_err();
-    assert!(err.is_too_large(), "{err}");
-    fs::create_dir(ckpt.join("sub")).unwrap();
-    let err = CheckpointFiles::from_dir(&ckpt, &limits)
-        .unwrap_err()
-        .to_string();
+    assert_eq!(names(&files), ["config.json"]);
+    assert_eq!(ignored(&files), ["README.md (not used here)"]);
+    assert_eq!(files.dir(), ckpt);
+    assert!(!files.is_staged());
+    drop(files);
     assert!(
-        err.contains("sub") && err.contains("nested too deeply"),
+        ckpt.join("config.json").exists(),
+        "a folder read in place is never removed"
+    );
+    let err = CheckpointFiles::from_dir(&ckpt, &CheckpointLimits { max_bytes: 1 }).unwrap_err();
+    assert!(err.is_too_large(), "{err}");
+    // Sub-folders and hidden entries are ignored without being opened.
+    fs::create_dir_all(ckpt.join("original")).unwrap();
+    fs::create_dir_all(ckpt.join(".cache/huggingface")).unwrap();
+    fs::write(ckpt.join(".gitattributes"), b"x").unwrap();
+    let files = CheckpointFiles::from_dir(&ckpt, &limits).unwrap();
+    assert_eq!(
+        ignored(&files),
+        [
+            ".cache/ (hidden)",
+            ".gitattributes (hidden)",
+            "README.md (not used here)",
+            "original/ (a sub-folder)"
+        ]
+    );
+    // A file read whole has a size cap (a sparse file: nothing is written).
+    let big = fs::File::create(ckpt.join("tokenizer.json")).unwrap();
+    big.set_len(MAX_SIDE_FILE_BYTES + 1).unwrap();
+    let err = CheckpointFiles::from_dir(&ckpt, &limits).unwrap_err();
+    assert!(err.is_too_large(), "{err}");
+    assert!(
+        err.to_string().starts_with("tokenizer.json is larger than"),
         "{err}"
     );
-    fs::remove_dir(ckpt.join("sub")).unwrap();
+    fs::remove_file(ckpt.join("tokenizer.json")).unwrap();
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink("/etc/passwd", ckpt.join("tokenizer.json")).unwrap();
@@ -671,6 +988,11 @@ fn folders_on_disk_follow_the_same_rules() {
             err.contains("tokenizer.json") && err.contains("symbolic link"),
             "{err}"
         );
+        // A link under a name that is ignored anyway is never followed, and not refused.
+        fs::remove_file(ckpt.join("tokenizer.json")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ckpt.join("LICENSE")).unwrap();
+        let files = CheckpointFiles::from_dir(&ckpt, &limits).unwrap();
+        assert!(ignored(&files).contains(&"LICENSE (not used here)".to_string()));
     }
 }
 
@@ -680,14 +1002,8 @@ fn a_real_sentence_encoder_is_a_valid_verifier_upload() {
     // Its top-level files (sub-folders such as 1_Pooling/ and hidden files left out) pass
     // verifier upload validation as they are.
     let dir = std::env::var("LEGIBILITY_TEST_BERT_DIR").expect("LEGIBILITY_TEST_BERT_DIR");
-    let mut files = CheckpointFiles::new();
-    for entry in std::fs::read_dir(&dir).expect("list") {
-        let entry = entry.expect("entry");
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if entry.file_type().expect("type").is_file() && !name.starts_with('.') {
-            files.push(name, std::fs::read(entry.path()).expect("read"));
-        }
-    }
+    let files = CheckpointFiles::from_dir(std::path::Path::new(&dir), &CheckpointLimits::default())
+        .expect("readable");
     let checkpoint = validate(
         files,
         CheckpointKind::Verifier,
@@ -696,4 +1012,173 @@ fn a_real_sentence_encoder_is_a_valid_verifier_upload() {
     .expect("a real all-MiniLM-L6-v2 is a valid verifier upload");
     assert!(!checkpoint.score_head());
     assert_eq!(checkpoint.parameters(), 22_713_216);
+}
+
+/// A tiny Llama prover split into two shards with `model.safetensors.index.json`, plus
+/// `extra` files; `map` may rewrite the index's weight map.
+fn sharded(
+    extra: &[(&str, &[u8])],
+    map: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> CheckpointFiles {
+    let config: LlamaConfig = serde_json::from_value(llama_config()).expect("config");
+    let tensors = config.expected_tensors();
+    let (first, second) = tensors.split_at(tensors.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (part, shard) in [
+        (first, "model-00001-of-00002.safetensors"),
+        (second, "model-00002-of-00002.safetensors"),
+    ] {
+        for (name, _) in part {
+            weight_map.insert(name.clone(), shard.into());
+        }
+    }
+    map(&mut weight_map);
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map})
+        .to_string()
+        .into_bytes();
+    let config = llama_config().to_string().into_bytes();
+    let tokenizer = tokenizer_json(14);
+    let (one, two) = (safetensors_of(first), safetensors_of(second));
+    let mut files: Vec<(&str, &[u8])> = vec![
+        (CONFIG_FILE, &config),
+        (TOKENIZER_FILE, &tokenizer),
+        ("model-00001-of-00002.safetensors", &one),
+        ("model-00002-of-00002.safetensors", &two),
+        (INDEX_FILE, &index),
+    ];
+    files.extend_from_slice(extra);
+    staged(&files).expect("received")
+}
+
+#[test]
+fn sharded_weights_follow_their_index() {
+    let limits = CheckpointLimits::default();
+    // Mistral's own consolidated file beside the shards is not read, nor kept.
+    let consolidated = safetensors_of(&[("layers.0.attention.wq.weight".into(), vec![8, 8])]);
+    let ok = validate(
+        sharded(&[("consolidated.safetensors", &consolidated)], |_| {}),
+        PROVER,
+        &limits,
+    )
+    .expect("a sharded prover");
+    let kept: Vec<&str> = ok.files().iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        kept,
+        [
+            "config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "tokenizer.json"
+        ]
+    );
+    assert_eq!(
+        ok.ignored()
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>(),
+        ["consolidated.safetensors (not listed in model.safetensors.index.json)"]
+    );
+    assert!(!ok.dir().join("consolidated.safetensors").exists());
+    assert_eq!(ok.metadata()["sharded"], true);
+    let files = crate::ml::weight_files(ok.dir()).expect("weight files");
+    assert_eq!(files.len(), 2);
+
+    // A shard the index names must be there.
+    let config: LlamaConfig = serde_json::from_value(llama_config()).expect("config");
+    let mut without_second = sharded(&[], |_| {});
+    without_second
+        .ignore("model-00002-of-00002.safetensors", IgnoreReason::NotUsed)
+        .unwrap();
+    let err = refused(without_second, PROVER);
+    assert!(
+        err.starts_with(
+            "model-00002-of-00002.safetensors is missing: model.safetensors.index.json maps"
+        ),
+        "{err}"
+    );
+    // Every tensor the index lists is in the shard it names.
+    let err = refused(
+        sharded(&[], |map| {
+            map.insert(
+                "model.norm.weight".into(),
+                "model-00001-of-00002.safetensors".into(),
+            );
+        }),
+        PROVER,
+    );
+    assert!(
+        err.contains("maps model.norm.weight to model-00001-of-00002.safetensors, but it is in model-00002-of-00002.safetensors"),
+        "{err}"
+    );
+    let err = refused(
+        sharded(&[], |map| {
+            map.insert(
+                "model.layers.7.mlp.up_proj.weight".into(),
+                "model-00002-of-00002.safetensors".into(),
+            );
+        }),
+        PROVER,
+    );
+    assert!(
+        err.contains("maps model.layers.7.mlp.up_proj.weight to model-00002-of-00002.safetensors, but model-00002-of-00002.safetensors does not hold it"),
+        "{err}"
+    );
+    // And every tensor in the shards is listed.
+    let err = refused(
+        sharded(&[], |map| {
+            map.remove("lm_head.weight");
+        }),
+        PROVER,
+    );
+    assert!(
+        err.contains("1 tensor(s) in the shards are not listed in model.safetensors.index.json: lm_head.weight (in model-0000"),
+        "{err}"
+    );
+    let err = refused(
+        sharded(&[], |map| {
+            map.insert("x".into(), "../evil.safetensors".into());
+        }),
+        PROVER,
+    );
+    assert!(err.contains("\"../evil.safetensors\""), "{err}");
+    assert_eq!(config.num_hidden_layers, 1);
+}
+
+#[test]
+fn safetensors_headers_are_read_without_the_weights() {
+    // A file whose data is cut short is refused from its header and length alone.
+    let weights = safetensors_of(&[("a".into(), vec![4, 4])]);
+    for (bytes, why) in [
+        (
+            weights[..weights.len() - 4].to_vec(),
+            "tensor data but the file holds",
+        ),
+        (weights[..6].to_vec(), "holds only 6 bytes"),
+        (
+            [&u64::MAX.to_le_bytes()[..], b"{}"].concat(),
+            "its header claims",
+        ),
+        (
+            [&2u64.to_le_bytes()[..], b"[]"].concat(),
+            "not a valid safetensors",
+        ),
+    ] {
+        let files = staged(&[("model.safetensors", &bytes)]).unwrap();
+        let err = read_header_of(&files).unwrap_err().to_string();
+        assert!(
+            err.starts_with("model.safetensors is not a valid safetensors file")
+                && err.contains(why),
+            "{err}"
+        );
+    }
+    let files = staged(&[("model.safetensors", &weights)]).unwrap();
+    let header = read_header_of(&files).unwrap();
+    assert_eq!(header.tensors()["a"].shape, [4, 4]);
+}
+
+fn read_header_of(
+    files: &CheckpointFiles,
+) -> Result<safetensors::tensor::Metadata, CheckpointRejected> {
+    validate::read_header(files, "model.safetensors")
 }

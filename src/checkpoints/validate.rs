@@ -1,13 +1,17 @@
-//! Validation of a checkpoint's files for its kind: names and the set of files, `config.json`,
-//! the tokenizer, and every tensor's presence, shape and dtype against what the config implies.
+//! Validation of a checkpoint's files for its kind: the set of files (what is kept, ignored or
+//! refused), `config.json`, the tokenizer, the shard index, and every tensor's presence, shape
+//! and dtype against what the config implies. Everything is read from disk: the small files
+//! whole, the safetensors files' headers only (the weights themselves are never read here).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
+use safetensors::tensor::Metadata;
 
 use super::files::{
-    CONFIG_FILE, CheckpointFiles, JSON_ARRAY_FILES, TOKENIZER_FILE, WEIGHTS_EXTENSION,
-    check_file_name, optional_files,
+    CONFIG_FILE, CheckpointFiles, INDEX_FILE, IgnoreReason, IgnoredFile, JSON_ARRAY_FILES,
+    KeptFile, TOKENIZER_FILE, is_weights_file, optional_files,
 };
 use super::{CheckpointLimits, CheckpointRejected};
 use crate::domain::CheckpointKind;
@@ -18,15 +22,19 @@ use crate::ml::chat::{
 use crate::ml::config::ModelConfig;
 use crate::ml::prompt::{PROMPT_TEMPLATE_FILE, PromptFiles, RolePrompts};
 use crate::ml::verifier::SCORE_HEAD;
+use crate::ml::weights::WeightIndex;
 
 /// Weight dtypes the candle prover loads.
 const ACCEPTED_DTYPES: &[Dtype] = &[Dtype::F32, Dtype::F16, Dtype::BF16];
 /// How many names a message lists before "and N more".
 const LISTED_NAMES: usize = 5;
-/// A checkpoint that passed [`validate`]: its files (sorted by name) and what was learnt.
-#[derive(Debug, Clone)]
+/// Largest safetensors header the format allows (the `safetensors` crate's limit).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+/// A checkpoint that passed [`validate`]: its files (sorted by name, still where they were
+/// received or read) and what was learnt.
+#[derive(Debug)]
 pub struct ValidatedCheckpoint {
-    pub(super) files: Vec<(String, Vec<u8>)>,
+    pub(super) files: CheckpointFiles,
     pub(super) kind: CheckpointKind,
     pub(super) config: ModelConfig,
     pub(super) prompts: Option<RolePrompts>,
@@ -37,9 +45,20 @@ pub struct ValidatedCheckpoint {
 }
 
 impl ValidatedCheckpoint {
-    /// The files as (name, bytes), sorted by name.
-    pub fn files(&self) -> &[(String, Vec<u8>)] {
-        &self.files
+    /// The kept files with their sizes and SHA-256, sorted by name.
+    pub fn files(&self) -> &[KeptFile] {
+        self.files.files()
+    }
+
+    /// What arrived but was not kept (Hub side files, sub-folders, unlisted shards, …).
+    pub fn ignored(&self) -> &[IgnoredFile] {
+        self.files.ignored()
+    }
+
+    /// The folder the kept files are in (a temporary folder for an upload; the folder itself
+    /// for one read in place).
+    pub fn dir(&self) -> &std::path::Path {
+        self.files.dir()
     }
 
     /// The kind it was validated as (the rules differ: see the module documentation).
@@ -77,32 +96,35 @@ impl ValidatedCheckpoint {
         self.parameters
     }
 
-    /// Total size of the files, in bytes.
+    /// Total size of the kept files, in bytes.
     pub fn total_bytes(&self) -> u64 {
-        self.files.iter().map(|(_, b)| b.len() as u64).sum()
+        self.files.total_bytes()
     }
 
     /// What the checkpoints row records about the upload: its files with sizes and SHA-256,
-    /// the architecture (with its `model_type`, also at the top level), parameter count and
-    /// weight dtypes; for verifiers whether a score head is present, for BERT the tensor prefix.
+    /// what was ignored (and why), the architecture (with its `model_type`, also at the top
+    /// level), parameter count and weight dtypes; for verifiers whether a score head is
+    /// present, for BERT the tensor prefix.
     pub fn metadata(&self) -> serde_json::Value {
-        use sha2::{Digest, Sha256};
         let files: Vec<serde_json::Value> = self
-            .files
+            .files()
             .iter()
-            .map(|(name, bytes)| {
-                let digest = Sha256::digest(bytes);
-                let sha: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                serde_json::json!({ "name": name, "bytes": bytes.len(), "sha256": sha })
-            })
+            .map(|f| serde_json::json!({ "name": f.name, "bytes": f.bytes, "sha256": f.sha256 }))
+            .collect();
+        let ignored: Vec<serde_json::Value> = self
+            .ignored()
+            .iter()
+            .map(|i| serde_json::json!({ "name": i.name, "reason": i.reason.describe() }))
             .collect();
         let mut metadata = serde_json::json!({
             "source": "upload",
             "model_type": self.config.model_type(),
             "files": files,
+            "ignored": ignored,
+            "sharded": self.files.contains(INDEX_FILE),
             "parameters": self.parameters,
             "dtypes": self.dtypes,
-            "prompt_template": self.files.iter().any(|(n, _)| n == PROMPT_TEMPLATE_FILE),
+            "prompt_template": self.files.contains(PROMPT_TEMPLATE_FILE),
             "chat_template": matches!(self.prompts, Some(RolePrompts::Chat(_))),
             "architecture": self.config.architecture(),
         });
@@ -130,11 +152,14 @@ fn list_names<S: AsRef<str>>(names: &[S]) -> String {
     text
 }
 
-/// Checks a checkpoint of `kind` completely; nothing is stored here. See the module
-/// documentation for the rules. The size limit is checked before any file is parsed, file
-/// names and the set of files before any content is.
+/// Checks a checkpoint of `kind` completely; nothing is stored here (files this kind does not
+/// use are dropped from a temporary folder, never from a folder read in place). See the module
+/// documentation for the rules. The set of files is settled before any content is parsed: a
+/// verifier's prompt template is refused, files only the other kind uses and shards the index
+/// does not list are ignored, PyTorch-only and GGUF-only checkpoints are refused saying what to
+/// do.
 pub fn validate(
-    files: CheckpointFiles,
+    mut files: CheckpointFiles,
     kind: CheckpointKind,
     limits: &CheckpointLimits,
 ) -> Result<ValidatedCheckpoint, CheckpointRejected> {
@@ -145,61 +170,115 @@ pub fn validate(
             limit: limits.max_bytes,
         });
     }
-    let mut files = files.into_files();
-    if files.is_empty() {
-        return Err(CheckpointRejected::Missing(CONFIG_FILE.into()));
+    if kind == CheckpointKind::Verifier && files.contains(PROMPT_TEMPLATE_FILE) {
+        return Err(CheckpointRejected::InvalidFile(format!(
+            "{PROMPT_TEMPLATE_FILE} belongs to prover checkpoints only: a verifier scores solutions in the project's own input format, so a template would have no effect; remove it"
+        )));
     }
-    let mut seen = HashSet::new();
-    for (name, _) in &files {
-        check_file_name(name)?;
-        if !seen.insert(name.as_str()) {
-            return Err(CheckpointRejected::Duplicate(name.clone()));
-        }
-    }
-    // A BERT encoder offered as a prover is refused for what it is before its side files
-    // (vocab.txt, …) are refused one by one: the fix is to choose "verifier", not to drop them.
+    // A BERT encoder offered as a prover is refused for what it is, before anything else:
+    // the fix is to choose "verifier".
     if kind == CheckpointKind::Prover
-        && let Some((_, bytes)) = files.iter().find(|(n, _)| n == CONFIG_FILE)
-        && let Ok(config) = ModelConfig::from_json(bytes)
+        && files.contains(CONFIG_FILE)
+        && let Ok(config) = ModelConfig::from_json(&files.read_small(CONFIG_FILE)?)
         && is_encoder(&config)
     {
         return Err(bert_prover(config.model_type()));
     }
-    let weights_file =
-        |name: &str| name.len() > WEIGHTS_EXTENSION.len() && name.ends_with(WEIGHTS_EXTENSION);
     let optional = optional_files(kind);
-    for (name, _) in &files {
-        if kind == CheckpointKind::Verifier && name == PROMPT_TEMPLATE_FILE {
-            return Err(CheckpointRejected::InvalidFile(format!(
-                "{PROMPT_TEMPLATE_FILE} belongs to prover checkpoints only: a verifier scores solutions in the project's own input format, so a template would have no effect; remove it"
+    let other_kind: Vec<String> = files
+        .files()
+        .iter()
+        .map(|f| f.name.clone())
+        .filter(|n| {
+            !(n == CONFIG_FILE
+                || n == TOKENIZER_FILE
+                || n == INDEX_FILE
+                || is_weights_file(n)
+                || optional.contains(&n.as_str()))
+        })
+        .collect();
+    for name in other_kind {
+        files.ignore(&name, IgnoreReason::OtherKind)?;
+    }
+    let index = if files.contains(INDEX_FILE) {
+        let index = WeightIndex::from_json(&files.read_small(INDEX_FILE)?)
+            .map_err(CheckpointRejected::InvalidFile)?;
+        for shard in index.files() {
+            if !files.contains(shard) {
+                let tensors = index.weight_map().values().filter(|f| *f == shard).count();
+                return Err(CheckpointRejected::Missing(format!(
+                    "{shard} is missing: {INDEX_FILE} maps {tensors} tensor(s) to it"
+                )));
+            }
+        }
+        let unlisted: Vec<String> = files
+            .files()
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|n| is_weights_file(n) && !index.files().contains(&n.as_str()))
+            .collect();
+        for name in unlisted {
+            files.ignore(&name, IgnoreReason::NotInIndex)?;
+        }
+        Some(index)
+    } else {
+        None
+    };
+    if !files.files().iter().any(|f| is_weights_file(&f.name)) {
+        let ignored_as = |reason: IgnoreReason| -> Vec<&str> {
+            files
+                .ignored()
+                .iter()
+                .filter(|i| i.reason == reason)
+                .map(|i| i.name.as_str())
+                .collect()
+        };
+        let pytorch = ignored_as(IgnoreReason::PyTorchWeights);
+        if !pytorch.is_empty() {
+            return Err(CheckpointRejected::Unsupported(format!(
+                "this checkpoint has PyTorch .bin weights only ({}); convert it with `save_pretrained(..., safe_serialization=True)` (or the transformers `convert` script) and upload the safetensors",
+                list_names(&pytorch)
             )));
         }
-        let known = name == CONFIG_FILE
-            || name == TOKENIZER_FILE
-            || weights_file(name)
-            || optional.contains(&name.as_str());
-        if !known {
-            return Err(CheckpointRejected::Unexpected {
-                name: name.clone(),
-                kind,
-            });
+        let gguf = ignored_as(IgnoreReason::Gguf);
+        if !gguf.is_empty() {
+            return Err(CheckpointRejected::Unsupported(format!(
+                "this checkpoint has GGUF weights only ({}); GGUF (llama.cpp) is not supported here: upload the original Hugging Face checkpoint (config.json, tokenizer.json, *.safetensors)",
+                list_names(&gguf)
+            )));
         }
     }
-    files.sort_by(|a, b| a.0.cmp(&b.0));
-    let by_name: HashMap<&str, &[u8]> = files
-        .iter()
-        .map(|(n, b)| (n.as_str(), b.as_slice()))
-        .collect();
-    for required in [CONFIG_FILE, TOKENIZER_FILE] {
-        if !by_name.contains_key(required) {
-            return Err(CheckpointRejected::Missing(required.into()));
-        }
+    if !files.contains(CONFIG_FILE) {
+        return Err(CheckpointRejected::Missing(CONFIG_FILE.into()));
     }
-    if !files.iter().any(|(n, _)| weights_file(n)) {
+    if !files.contains(TOKENIZER_FILE) {
+        if files
+            .ignored()
+            .iter()
+            .any(|i| i.reason == IgnoreReason::SentencePiece)
+        {
+            return Err(CheckpointRejected::InvalidFile(format!(
+                "{TOKENIZER_FILE} is missing (tokenizer.model, a sentencepiece model, is not read here); save the fast tokenizer with `AutoTokenizer.from_pretrained(...).save_pretrained(...)`, which writes tokenizer.json"
+            )));
+        }
+        return Err(CheckpointRejected::Missing(TOKENIZER_FILE.into()));
+    }
+    if !files.files().iter().any(|f| is_weights_file(&f.name)) {
         return Err(CheckpointRejected::Missing(
             "a *.safetensors weights file".into(),
         ));
     }
+
+    let mut small = Vec::new();
+    for kept in files.files() {
+        if !is_weights_file(&kept.name) {
+            small.push((kept.name.clone(), files.read_small(&kept.name)?));
+        }
+    }
+    let by_name: HashMap<&str, &[u8]> = small
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
 
     let config =
         ModelConfig::from_json(by_name[CONFIG_FILE]).map_err(CheckpointRejected::InvalidFile)?;
@@ -266,7 +345,10 @@ pub fn validate(
         }
     }
 
-    let found = read_tensors(&files, weights_file)?;
+    let found = read_tensors(&files)?;
+    if let Some(index) = &index {
+        check_index(index, &found)?;
+    }
     let plan = TensorPlan::new(kind, &config, &found)?;
     let (parameters, dtypes) = check_tensors(&found, &plan)?;
     let score_head = !plan.score_head.is_empty()
@@ -274,13 +356,16 @@ pub fn validate(
             .score_head
             .iter()
             .all(|(name, _)| found.contains_key(name));
+    let tensor_prefix = plan.prefix.to_string();
+    drop(found);
+    files.compute_digests()?;
     Ok(ValidatedCheckpoint {
         files,
         kind,
         config,
         prompts,
         score_head,
-        tensor_prefix: plan.prefix.to_string(),
+        tensor_prefix,
         parameters,
         dtypes,
     })
@@ -330,33 +415,103 @@ fn check_tokenizer(bytes: &[u8], vocab_size: usize) -> Result<(), CheckpointReje
 /// Where a tensor was found: (file, shape, dtype), by tensor name.
 type FoundTensors<'a> = BTreeMap<String, (&'a str, Vec<usize>, Dtype)>;
 
-/// Every tensor of every weight file, refusing a tensor that appears twice (in one file or in
-/// two shards) and a file that is not valid safetensors.
-fn read_tensors<'a>(
-    files: &'a [(String, Vec<u8>)],
-    weights_file: impl Fn(&str) -> bool,
-) -> Result<FoundTensors<'a>, CheckpointRejected> {
+/// Every tensor of every weight file (from the headers alone), refusing a tensor that appears
+/// twice (in one file or in two shards) and a file that is not valid safetensors.
+fn read_tensors(files: &CheckpointFiles) -> Result<FoundTensors<'_>, CheckpointRejected> {
     let mut found = FoundTensors::new();
-    for (file, bytes) in files.iter().filter(|(n, _)| weights_file(n)) {
-        let tensors = SafeTensors::deserialize(bytes).map_err(|e| {
-            CheckpointRejected::InvalidFile(format!(
-                "{file} is not a valid safetensors file (truncated or corrupt): {e}"
-            ))
-        })?;
-        let mut names = tensors.tensors();
+    for kept in files.files().iter().filter(|f| is_weights_file(&f.name)) {
+        let file = kept.name.as_str();
+        let header = read_header(files, file)?;
+        let mut names: Vec<_> = header.tensors().into_iter().collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, view) in names {
+        for (name, info) in names {
             if let Some((other, _, _)) = found.get(&name) {
-                return Err(CheckpointRejected::Tensors(if *other == file.as_str() {
+                return Err(CheckpointRejected::Tensors(if *other == file {
                     format!("tensor {name} appears twice in {file}")
                 } else {
                     format!("tensor {name} appears in both {other} and {file}")
                 }));
             }
-            found.insert(name, (file.as_str(), view.shape().to_vec(), view.dtype()));
+            found.insert(name, (file, info.shape.clone(), info.dtype));
         }
     }
     Ok(found)
+}
+
+/// The header of a safetensors file, read without its tensor data and checked as the
+/// `safetensors` crate checks a whole file: the offsets tile the data exactly, and the data
+/// ends where the file ends (so a truncated upload is caught).
+pub(super) fn read_header(
+    files: &CheckpointFiles,
+    name: &str,
+) -> Result<Metadata, CheckpointRejected> {
+    let invalid = |why: String| {
+        CheckpointRejected::InvalidFile(format!(
+            "{name} is not a valid safetensors file (truncated or corrupt): {why}"
+        ))
+    };
+    let mut file = files.open(name)?;
+    let len = file
+        .metadata()
+        .map_err(|e| CheckpointRejected::Unreadable(format!("{name} cannot be read: {e}")))?
+        .len();
+    let mut prefix = [0u8; 8];
+    file.read_exact(&mut prefix)
+        .map_err(|_| invalid(format!("it holds only {len} bytes")))?;
+    let n = u64::from_le_bytes(prefix);
+    if n > MAX_SAFETENSORS_HEADER {
+        return Err(invalid(format!("its header claims {n} bytes")));
+    }
+    if 8 + n > len {
+        return Err(invalid(format!(
+            "its header claims {n} bytes but the file holds {len}"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact(&mut header)
+        .map_err(|e| invalid(e.to_string()))?;
+    let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| invalid(e.to_string()))?;
+    let data = len - 8 - n;
+    if metadata.data_len() as u64 != data {
+        return Err(invalid(format!(
+            "its header describes {} bytes of tensor data but the file holds {data}",
+            metadata.data_len()
+        )));
+    }
+    Ok(metadata)
+}
+
+/// The index and the shards agree exactly: every tensor the index lists is in the shard it
+/// names, and every tensor in the shards is listed.
+fn check_index(index: &WeightIndex, found: &FoundTensors<'_>) -> Result<(), CheckpointRejected> {
+    for (tensor, shard) in index.weight_map() {
+        match found.get(tensor) {
+            Some((file, _, _)) if file == shard => {}
+            Some((file, _, _)) => {
+                return Err(CheckpointRejected::Tensors(format!(
+                    "{INDEX_FILE} maps {tensor} to {shard}, but it is in {file}"
+                )));
+            }
+            None => {
+                return Err(CheckpointRejected::Tensors(format!(
+                    "{INDEX_FILE} maps {tensor} to {shard}, but {shard} does not hold it"
+                )));
+            }
+        }
+    }
+    let unlisted: Vec<String> = found
+        .iter()
+        .filter(|(name, _)| !index.weight_map().contains_key(*name))
+        .map(|(name, (file, _, _))| format!("{name} (in {file})"))
+        .collect();
+    if !unlisted.is_empty() {
+        return Err(CheckpointRejected::Tensors(format!(
+            "{} tensor(s) in the shards are not listed in {INDEX_FILE}: {}",
+            unlisted.len(),
+            list_names(&unlisted)
+        )));
+    }
+    Ok(())
 }
 
 /// What the weights of one checkpoint must hold, derived from its kind and config.

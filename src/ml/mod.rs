@@ -28,6 +28,7 @@ pub mod tokenizer;
 pub mod train;
 pub mod train_verifier;
 pub mod verifier;
+pub mod weights;
 
 /// Why a model could not be loaded, trained or run.
 #[derive(Debug, thiserror::Error)]
@@ -64,23 +65,12 @@ impl ModelError {
     }
 }
 
-/// The `*.safetensors` files of a checkpoint folder, sorted.
+/// The weight files of a checkpoint folder, sorted: the shards `model.safetensors.index.json`
+/// names when there is one, otherwise every `*.safetensors` (see [`weights::weight_files`]).
 pub fn weight_files(
     dir: &std::path::Path,
 ) -> std::result::Result<Vec<std::path::PathBuf>, ModelError> {
-    let mut weights: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ModelError::io(dir, e))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
-    weights.sort();
-    if weights.is_empty() {
-        return Err(ModelError::Invalid(format!(
-            "{}: no *.safetensors weights",
-            dir.display()
-        )));
-    }
-    Ok(weights)
+    weights::weight_files(dir)
 }
 
 /// Writes a checkpoint folder `out` atomically: `write` fills a sibling temp folder

@@ -1,7 +1,9 @@
 //! Checkpoints backed by model files: registering an uploaded checkpoint, finding its folder,
 //! and the listing the admin checkpoint page shows. The files themselves live under the models
 //! directory (see `checkpoints`); the row records the folder relative to it (`model_dir`, NULL
-//! for checkpoints that only label imported solutions).
+//! for checkpoints that only label imported solutions), or an absolute path for a folder
+//! registered in place (`legibility checkpoint add --in-place`), which the loaders' `join`
+//! leaves as it is.
 
 use uuid::Uuid;
 
@@ -22,8 +24,8 @@ pub struct CheckpointDetails {
     pub label: String,
     /// Training round (0 = initial).
     pub round: i64,
-    /// Folder of its model files relative to the models directory; `None` for import-only
-    /// checkpoints.
+    /// Folder of its model files relative to the models directory (absolute when registered
+    /// in place); `None` for import-only checkpoints.
     pub model_dir: Option<String>,
     /// Solutions written by it.
     pub solutions: i64,
@@ -100,6 +102,19 @@ impl Store {
         });
         row.map(|(dir,)| dir)
             .ok_or(StoreError::NotFound("checkpoint"))
+    }
+
+    /// The metadata recorded with a checkpoint (files, what was ignored, architecture, …);
+    /// [`StoreError::NotFound`] for an unknown id.
+    pub async fn checkpoint_metadata(&self, id: Uuid) -> StoreResult<serde_json::Value> {
+        let row: Option<(String,)> = dispatch!(self, pool, _b => {
+            sqlx::query_as("SELECT metadata FROM checkpoints WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        let (text,) = row.ok_or(StoreError::NotFound("checkpoint"))?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 
     /// All checkpoints with their model folders, newest first.
