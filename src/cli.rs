@@ -121,6 +121,15 @@ pub enum VerifierCommand {
         /// Epochs at most (early stopping may end sooner).
         #[arg(long, default_value_t = 8)]
         max_epochs: usize,
+        /// For a decoder verifier: train the score head and only the top K blocks (with the
+        /// final norm), the blocks below frozen; 0 trains the head alone. By default the
+        /// project's own verifiers train every weight and an uploaded transformers model its
+        /// head alone.
+        #[arg(long, value_name = "K")]
+        train_blocks: Option<usize>,
+        /// AdamW learning rate (a head on a frozen body usually wants more than the default).
+        #[arg(long, default_value_t = crate::ml::train_verifier::DEFAULT_LEARNING_RATE)]
+        learning_rate: f64,
     },
     /// Queue a job scoring every solution of a study with the current verifier version.
     Score {
@@ -1241,6 +1250,8 @@ async fn verifier(store: &Store, clock: &Clock, command: VerifierCommand) -> any
             base,
             seed,
             max_epochs,
+            train_blocks,
+            learning_rate,
         } => {
             let study_id = match study {
                 Some(study) => Some(find_study(store, &study).await?),
@@ -1268,6 +1279,8 @@ async fn verifier(store: &Store, clock: &Clock, command: VerifierCommand) -> any
                     loss,
                     seed,
                     max_epochs,
+                    train_blocks,
+                    learning_rate,
                     ..FitOptions::default()
                 },
                 judgements_seen: 0,

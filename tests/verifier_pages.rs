@@ -176,6 +176,8 @@ async fn training_form_queues_one_job(backend: Backend) {
         ("base", base.as_str()),
         ("seed", "7"),
         ("max_epochs", "3"),
+        ("learning_rate", "0.002"),
+        ("train_blocks", "1"),
     ];
 
     // Bad fields are refused with their name and queue nothing.
@@ -184,6 +186,9 @@ async fn training_form_queues_one_job(backend: Backend) {
         ("loss", "hinge", "loss"),
         ("max_epochs", "0", "max epochs"),
         ("seed", "-1", "seed"),
+        ("learning_rate", "0", "learning rate"),
+        ("learning_rate", "fast", "learning rate"),
+        ("train_blocks", "-2", "blocks to train"),
         ("scope", "not-a-study", "scope"),
         ("base", &Uuid::now_v7().to_string(), "base checkpoint"),
     ] {
@@ -261,6 +266,8 @@ async fn training_form_queues_one_job(backend: Backend) {
     assert_eq!(params.base_checkpoint_id, Some(checkpoint));
     assert_eq!(params.fit.loss, VerifierLoss::CrossEntropy);
     assert_eq!((params.fit.seed, params.fit.max_epochs), (7, 3));
+    assert_eq!(params.fit.learning_rate, 0.002);
+    assert_eq!(params.fit.train_blocks, Some(1));
     assert_eq!(params.trigger, "admin");
 
     // Still one while it runs.

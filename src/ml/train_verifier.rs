@@ -298,12 +298,15 @@ pub struct FitOptions {
     pub train_blocks: Option<usize>,
 }
 
+/// AdamW's learning rate unless one is asked for.
+pub const DEFAULT_LEARNING_RATE: f64 = 3e-4;
+
 impl Default for FitOptions {
     fn default() -> Self {
         Self {
             loss: VerifierLoss::BradleyTerry,
             lambda: 0.01,
-            learning_rate: 3e-4,
+            learning_rate: DEFAULT_LEARNING_RATE,
             batch: 8,
             max_epochs: 8,
             patience: 2,
@@ -484,11 +487,11 @@ pub fn fit_verifier(
     progress: &mut dyn FnMut(usize, usize),
     stop: &AtomicBool,
 ) -> Result<FitReport, ModelError> {
-    // An uploaded language model is trained on top of its frozen body unless asked otherwise.
+    // An uploaded language model is trained on top of its frozen body unless asked otherwise;
+    // a number of blocks asked of an encoder is refused by `train_top_blocks`.
     let blocks = options
         .train_blocks
-        .or(verifier.is_transformers_checkpoint().then_some(0))
-        .filter(|_| verifier.layers_trainable());
+        .or((verifier.is_transformers_checkpoint() && verifier.layers_trainable()).then_some(0));
     verifier.train_top_blocks(blocks)?;
     // A frozen body's features depend only on the tokens: computed once per solution, not
     // once per epoch and validation pass.

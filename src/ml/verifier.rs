@@ -34,17 +34,24 @@ pub struct VerifierModel {
 impl VerifierModel {
     /// Builds the verifier from `vb` (a checkpoint, or a `VarMap` for training). The body's
     /// language-model head is never used: the spec's embeddings are tied so none is read.
-    pub fn new(spec: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+    /// `head_bias`: the project's own verifiers have `score.bias`; transformers'
+    /// `*ForSequenceClassification` decoders have none, and a version trained from one must
+    /// not grow one (transformers would drop it on load and score differently).
+    pub fn new(spec: &DecoderSpec, head_bias: bool, vb: VarBuilder) -> Result<Self> {
         let mut spec = spec.clone();
         spec.tie_word_embeddings = true;
         let body = Decoder::new(&spec, vb.clone())?;
-        let head = candle_nn::linear(spec.hidden_size, 1, vb.pp(SCORE_HEAD))?;
+        let head = if head_bias {
+            candle_nn::linear(spec.hidden_size, 1, vb.pp(SCORE_HEAD))?
+        } else {
+            candle_nn::linear_no_bias(spec.hidden_size, 1, vb.pp(SCORE_HEAD))?
+        };
         Ok(Self { body, head })
     }
 
     /// A Llama verifier (the project's own) from its config.
     pub fn llama(config: &LlamaConfig, vb: VarBuilder) -> Result<Self> {
-        Self::new(&config.spec().map_err(candle_core::Error::msg)?, vb)
+        Self::new(&config.spec().map_err(candle_core::Error::msg)?, true, vb)
     }
 
     /// Scores `(batch,)` of right-padded token ids `(batch, seq)`: the head applied to each
@@ -299,8 +306,8 @@ impl Verifier {
             .map_err(ModelError::Invalid)?;
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-        let model = VerifierModel::new(&spec, vb)?;
         let transformers_style = tokenizer.get_post_processor().is_some();
+        let model = VerifierModel::new(&spec, !transformers_style, vb)?;
         let pad = config
             .pad_token_id()
             .or_else(|| tokenizer::special_id(&tokenizer, PAD))
@@ -354,8 +361,8 @@ impl Verifier {
         let verifier = match config {
             config if config.decoder_spec().is_some() => {
                 config.check().map_err(ModelError::Invalid)?;
-                let raw = (!matches!(config, ModelConfig::Llama(_))).then(|| config_bytes.clone());
-                Self::from_decoder(config, raw, tokenizer, device)?
+                // Versions keep the checkpoint's own config.json, every field as written.
+                Self::from_decoder(config, Some(config_bytes.clone()), tokenizer, device)?
             }
             ModelConfig::Bert(config) => {
                 config.check().map_err(ModelError::Invalid)?;
@@ -762,6 +769,11 @@ impl Verifier {
     ) -> std::result::Result<(), ModelError> {
         super::write_folder_atomically(out, temp_prefix, |staging| {
             let config = match (&self.config, &self.config_json) {
+                (config, Some(raw))
+                    if self.transformers_style && config.decoder_spec().is_some() =>
+                {
+                    reward_model_config(raw)?
+                }
                 (_, Some(raw)) => String::from_utf8_lossy(raw).trim_end().to_string(),
                 (ModelConfig::Bert(c), None) => pretty_json(c)?,
                 (ModelConfig::Llama(c), None) => pretty_json(c)?,
@@ -812,6 +824,43 @@ impl Verifier {
             Ok(())
         })
     }
+}
+
+/// The `config.json` of a version trained from a transformers decoder: the checkpoint's own,
+/// except that a language model's (`LlamaForCausalLM`) becomes the reward model it now is
+/// (`LlamaForSequenceClassification` with one label), so transformers'
+/// `AutoModelForSequenceClassification` loads the saved `score` head instead of making a
+/// two-label one. A reward model's config is kept as written.
+pub fn reward_model_config(raw: &[u8]) -> std::result::Result<String, ModelError> {
+    let invalid = |e: serde_json::Error| ModelError::Invalid(format!("config.json: {e}"));
+    let mut config: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(raw).map_err(invalid)?;
+    let architectures: Vec<String> = config
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    if architectures
+        .iter()
+        .any(|a| a.ends_with("ForSequenceClassification"))
+    {
+        return Ok(String::from_utf8_lossy(raw).trim_end().to_string());
+    }
+    if let Some(stem) = architectures
+        .iter()
+        .find_map(|a| a.strip_suffix("ForCausalLM"))
+    {
+        let class = format!("{stem}ForSequenceClassification");
+        config.insert("architectures".into(), serde_json::json!([class]));
+    }
+    config.insert("id2label".into(), serde_json::json!({"0": "LABEL_0"}));
+    config.insert("label2id".into(), serde_json::json!({"LABEL_0": 0}));
+    config.remove("num_labels");
+    serde_json::to_string_pretty(&config).map_err(invalid)
 }
 
 /// Pretty JSON for the small files of a checkpoint.

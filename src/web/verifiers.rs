@@ -35,6 +35,8 @@ const DEFAULT_VERIFIER_EVERY: u64 = 200;
 
 /// Most epochs the form accepts: a guard against typos that would tie up a worker for days.
 const MAX_EPOCHS: usize = 1_000;
+/// Most blocks the form accepts; the verifier refuses more than it has when the job runs.
+const MAX_BLOCKS: usize = 1_000;
 
 /// Routes of the verifier page and its training form; admins only.
 pub fn routes() -> Router<AppState> {
@@ -107,6 +109,9 @@ struct TrainForm {
     base: String,
     seed: String,
     max_epochs: String,
+    /// Empty: the default for the base (see [`FitOptions::train_blocks`]).
+    train_blocks: String,
+    learning_rate: String,
 }
 
 impl Default for TrainForm {
@@ -119,6 +124,8 @@ impl Default for TrainForm {
             base: "current".into(),
             seed: fit.seed.to_string(),
             max_epochs: fit.max_epochs.to_string(),
+            train_blocks: String::new(),
+            learning_rate: fit.learning_rate.to_string(),
         }
     }
 }
@@ -408,6 +415,20 @@ pub(super) fn chosen_id(
     }
 }
 
+/// A positive, finite number from a form field.
+fn positive(text: &str, field: &str) -> Result<f64, WebError> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0 && n.is_finite())
+        .ok_or_else(|| {
+            WebError::BadRequest(format!(
+                "{field}: {:?} is not a positive number",
+                text.trim()
+            ))
+        })
+}
+
 /// Reads the training form into job parameters, checked against what the page offers.
 fn training_params(form: &TrainForm, page: &VerifiersPage) -> Result<TrainingParams, WebError> {
     let params = TrainingParams {
@@ -418,6 +439,11 @@ fn training_params(form: &TrainForm, page: &VerifiersPage) -> Result<TrainingPar
             loss: choice(&form.loss, "loss")?,
             seed: whole(&form.seed, 0..=u64::MAX, "seed")?,
             max_epochs: whole(&form.max_epochs, 1..=MAX_EPOCHS, "max epochs")?,
+            learning_rate: positive(&form.learning_rate, "learning rate")?,
+            train_blocks: match form.train_blocks.trim() {
+                "" => None,
+                text => Some(whole(text, 0..=MAX_BLOCKS, "blocks to train")?),
+            },
             ..FitOptions::default()
         },
         judgements_seen: 0,
