@@ -4,7 +4,7 @@
 //! at several batch sizes (the generation job's case), and the process's peak resident memory.
 //! A command, not a test: tests assert behaviour, benchmarks measure.
 //!
-//! `cargo run --release --bin bench-prover -- [--model models/prover-tiny] [--tokens 128] [--threads 1]`
+//! `cargo run --release --bin bench-prover -- [--model models/prover-tiny] [--tokens 128] [--threads 1] [--sequences 16] [--no-job]`
 //!
 //! `--shape qwen2.5-0.5b|llama-3.2-1b` measures a random-weight model of that architecture and
 //! size instead (built in memory from the real models' configs, F32, the shipped tokenizer for
@@ -43,11 +43,28 @@ struct Args {
     /// Batch size of the generation-job workload measured last.
     #[arg(long, default_value_t = 32)]
     job_batch: usize,
+    /// Sequences decoded per batch size at least (rounded up to whole batches).
+    #[arg(long, default_value_t = 16)]
+    sequences: usize,
+    /// Skip the generation-job workload (a random-weight `--shape` model never writes a final
+    /// answer, so every solution would run to the token limit).
+    #[arg(long)]
+    no_job: bool,
 }
 
+/// The process's peak resident memory so far (`VmHWM`), in MiB.
 fn peak_rss_mib() -> Option<f64> {
+    status_mib("VmHWM:")
+}
+
+/// The process's resident memory now (`VmRSS`), in MiB.
+fn rss_mib() -> Option<f64> {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
@@ -62,6 +79,9 @@ fn main() -> anyhow::Result<()> {
         Some(shape) => random_prover(shape, &args.model)?,
         None => Prover::load(&args.model, &Device::Cpu)?,
     };
+    if let (Some(peak), Some(now)) = (peak_rss_mib(), rss_mib()) {
+        println!("peak resident memory after loading: {peak:.0} MiB (resident now {now:.0} MiB)");
+    }
     let spec = prover.model_mut().spec().clone();
     println!(
         "model {} ({}): hidden {} x {} layers, vocab {}, {} threads",
@@ -92,7 +112,7 @@ fn main() -> anyhow::Result<()> {
     )?;
     for &batch in &args.batches {
         // At least 16 sequences per size, decoded `batch` at a time, so short runs average out.
-        let sequences = batch.max(16).div_ceil(batch) * batch;
+        let sequences = batch.max(args.sequences).div_ceil(batch) * batch;
         let requests: Vec<SampleRequest> = (0..sequences)
             .map(|i| SampleRequest {
                 question: problems[i % problems.len()].question.clone(),
@@ -112,11 +132,48 @@ fn main() -> anyhow::Result<()> {
             steps += samples.iter().map(|s| s.tokens).max().unwrap_or(0);
         }
         let seconds = started.elapsed().as_secs_f64();
+        // The same batches for one new token: the prompts' prefill, so the steps after it can
+        // be timed on their own (on a big model the prefill is a large share of a short run).
+        let first_token = SamplingParams {
+            max_new_tokens: 1,
+            ..params
+        };
+        let started = Instant::now();
+        for chunk in requests.chunks(batch) {
+            prover.generate(chunk, &first_token, &stop)?;
+        }
+        let prefill = started.elapsed().as_secs_f64();
+        let batches = requests.len() / batch;
+        let later_steps = steps.saturating_sub(batches).max(1);
         println!(
-            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.0} tokens/s ({:.2} ms per decoding step)",
+            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.1} tokens/s; prefill + first token {:.0} ms, then {:.1} ms per decoding step",
             tokens as f64 / seconds,
-            seconds * 1000.0 / steps.max(1) as f64
+            prefill * 1000.0 / batches as f64,
+            (seconds - prefill).max(0.0) * 1000.0 / later_steps as f64
         );
+        // The KV cache the prover allocates for the first batch (longest prompt + new tokens),
+        // against one sized to the model's whole context.
+        let longest = requests[..batch]
+            .iter()
+            .map(|r| prover.prompt_ids(r.role, &r.question).map(|p| p.len()))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .max()
+            .unwrap_or(0);
+        let per_position = (2 * spec.num_layers * spec.kv_heads * spec.head_dim * 4 * batch) as f64;
+        println!(
+            "           KV cache {:.1} MiB for {} positions (sized to max_position_embeddings {}: {:.1} GiB)",
+            per_position * (longest + args.tokens) as f64 / (1024.0 * 1024.0),
+            longest + args.tokens,
+            spec.max_positions,
+            per_position * spec.max_positions as f64 / (1024.0 * 1024.0 * 1024.0)
+        );
+    }
+    if args.no_job {
+        if let Some(peak) = peak_rss_mib() {
+            println!("peak resident memory: {peak:.0} MiB");
+        }
+        return Ok(());
     }
     // The generation job's workload: sampling at the default settings, each sequence stopping
     // at its final-answer line, both roles, in batches of `--job-batch`.
@@ -190,8 +247,21 @@ fn random_prover(shape: &str, tokenizer_dir: &std::path::Path) -> anyhow::Result
         .decoder_spec()
         .ok_or_else(|| anyhow::anyhow!("not a decoder"))?
         .map_err(anyhow::Error::msg)?;
-    let varmap = candle_nn::VarMap::new();
-    let vb = candle_nn::VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &Device::Cpu);
+    // Plain tensors, not a VarMap's variables: candle keeps the inputs of every operation on a
+    // variable alive for backpropagation, which made a batch's prefill hold all its layers'
+    // activations (~200 MiB per sequence at this size) and overstated peak memory.
+    let mut tensors = std::collections::HashMap::new();
+    for (name, shape) in spec.expected_tensors(true) {
+        let tensor = if name.contains("norm") {
+            candle_core::Tensor::ones(shape, candle_core::DType::F32, &Device::Cpu)?
+        } else if name.ends_with(".bias") {
+            candle_core::Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu)?
+        } else {
+            candle_core::Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?
+        };
+        tensors.insert(name, tensor);
+    }
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
     let model = legibility::ml::decoder::Decoder::new(&spec, vb)?;
     let tokenizer = legibility::ml::tokenizer::from_json_bytes(&std::fs::read(
         tokenizer_dir.join("tokenizer.json"),
