@@ -6,6 +6,7 @@
 //! - [`problems`]: parsing and validating import files (GSM8K problems, solutions).
 //! - [`invites`]: the admin's list of raters to invite (CSV of names and emails), its checks,
 //!   and the CSV of links handed back.
+//! - [`panel`]: participants from a recruitment panel entering through one link per study.
 //! - [`generator`]: the project's own procedural grade-school word problems (built-in set).
 //! - [`judging`]: deadline and assignment-balancing rules.
 //! - [`quality`]: the rater protocol: practice, screening, silent gold items, workload and breaks.
@@ -38,6 +39,7 @@ pub mod judging;
 pub mod labels;
 pub mod metrics;
 pub mod ml;
+pub mod panel;
 pub mod problems;
 pub mod quality;
 pub mod reports;

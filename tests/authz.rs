@@ -33,6 +33,7 @@ const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/healthz", Public),
     ("GET", "/lang/{code}", Public),
     ("GET", "/r/{token}", Public),
+    ("GET", "/s/{link}", Public),
     ("GET", "/login", Public),
     ("POST", "/login", Public),
     ("GET", "/rate", Rater),
@@ -60,6 +61,8 @@ const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/admin/import", Admin),
     ("GET", "/studies/{id}/invites", Admin),
     ("POST", "/studies/{id}/invites", Admin),
+    ("GET", "/studies/{id}/panel", Admin),
+    ("POST", "/studies/{id}/panel", Admin),
     ("POST", "/studies/{id}/raters/{rater_id}/revoke", Admin),
     ("GET", "/admin/jobs", Admin),
     ("GET", "/admin/jobs.json", Admin),
@@ -138,6 +141,7 @@ async fn every_route_refuses_whoever_its_rule_excludes(backend: Backend) {
             // The second rater: revoking them leaves the first one's link working.
             .replace("{rater_id}", &raters[1].rater.id.to_string())
             .replace("{token}", &tokens[0])
+            .replace("{link}", "no-such-link")
             .replace("{code}", "en")
             .replace("{file}", "style.css");
         for (who, base, allowed) in &callers {

@@ -24,6 +24,7 @@ pub mod generation;
 pub mod jobs;
 pub mod judging;
 pub mod models;
+pub mod panels;
 pub mod quality;
 pub mod raters;
 pub mod reports;
@@ -313,6 +314,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "server settings",
         include_str!("../../migrations/sqlite/0012_server_settings.sql"),
     ),
+    (
+        13,
+        "panel entry",
+        include_str!("../../migrations/sqlite/0013_panel_entry.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -369,6 +375,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         12,
         "server settings",
         include_str!("../../migrations/postgres/0012_server_settings.sql"),
+    ),
+    (
+        13,
+        "panel entry",
+        include_str!("../../migrations/postgres/0013_panel_entry.sql"),
     ),
 ];
 

@@ -24,6 +24,7 @@ pub mod error;
 pub mod extract;
 pub mod i18n;
 pub mod jobs;
+pub mod panel;
 pub mod plots;
 pub mod rater;
 pub mod reports;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/{file}", get(static_file))
         .merge(api::routes())
         .merge(rater::routes())
+        .merge(panel::routes())
         .merge(i18n::routes())
         .merge(researcher::routes())
         .merge(account::routes())

@@ -1,0 +1,327 @@
+//! Panel entry: participants recruited on a panel (Prolific, CloudResearch Connect, …) arrive
+//! through one entry link per study, `/s/{link}?PROLIFIC_PID=…&STUDY_ID=…&SESSION_ID=…`,
+//! instead of a personal invite. The panel's participant ID identifies the rater: their token
+//! is derived from the study's panel secret and the ID, so the same ID resumes in any browser
+//! without the server keeping a token it could leak. Plain rules, no I/O.
+
+use std::collections::HashMap;
+
+/// Prolific's names for the parameters it appends to a study URL.
+pub const DEFAULT_ID_PARAM: &str = "PROLIFIC_PID";
+/// Prolific's study ID parameter.
+pub const DEFAULT_STUDY_PARAM: &str = "STUDY_ID";
+/// Prolific's session ID parameter.
+pub const DEFAULT_SESSION_PARAM: &str = "SESSION_ID";
+
+/// Longest participant (or panel study/session) ID accepted. Prolific's are 24 hex digits,
+/// CloudResearch's shorter; 64 leaves room for any panel without storing free text.
+pub const MAX_ID_LEN: usize = 64;
+/// Longest URL parameter name accepted.
+pub const MAX_PARAM_LEN: usize = 40;
+
+/// The URL parameters a study's panel fills in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanelParams {
+    /// The participant ID (required on every entry).
+    pub id_param: String,
+    /// The panel's study ID, recorded when present.
+    pub study_param: Option<String>,
+    /// The panel's session ID, recorded when present.
+    pub session_param: Option<String>,
+}
+
+impl Default for PanelParams {
+    fn default() -> Self {
+        Self {
+            id_param: DEFAULT_ID_PARAM.into(),
+            study_param: Some(DEFAULT_STUDY_PARAM.into()),
+            session_param: Some(DEFAULT_SESSION_PARAM.into()),
+        }
+    }
+}
+
+impl PanelParams {
+    /// Checks parameter names as a researcher typed them (blank optional names mean "none"):
+    /// letters, digits and `_`, at most [`MAX_PARAM_LEN`], all three different. The message
+    /// names the field.
+    pub fn parse(id: &str, study: &str, session: &str) -> Result<Self, String> {
+        let id = id.trim();
+        if id.is_empty() {
+            return Err(
+                "participant ID parameter: give the name the panel uses, such as PROLIFIC_PID"
+                    .into(),
+            );
+        }
+        check_param_name("participant ID parameter", id)?;
+        let optional = |field: &str, value: &str| -> Result<Option<String>, String> {
+            let value = value.trim();
+            if value.is_empty() {
+                return Ok(None);
+            }
+            check_param_name(field, value)?;
+            Ok(Some(value.to_string()))
+        };
+        let study = optional("study ID parameter", study)?;
+        let session = optional("session ID parameter", session)?;
+        let names: Vec<&str> = [Some(id), study.as_deref(), session.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, a) in names.iter().enumerate() {
+            if names[i + 1..].contains(a) {
+                return Err(format!(
+                    "the parameter name {a} is given twice: each must differ"
+                ));
+            }
+        }
+        Ok(Self {
+            id_param: id.to_string(),
+            study_param: study,
+            session_param: session,
+        })
+    }
+
+    /// The entry URL to paste into the panel's study settings, with Prolific's placeholders
+    /// (`{{%PROLIFIC_PID%}}`) for the parameters; other panels use their own placeholder syntax
+    /// in the same places.
+    pub fn entry_url(&self, base: &str, link: &str) -> String {
+        let mut url = format!("{}/s/{link}", base.trim_end_matches('/'));
+        let params = [
+            Some(&self.id_param),
+            self.study_param.as_ref(),
+            self.session_param.as_ref(),
+        ];
+        for (i, name) in params.into_iter().flatten().enumerate() {
+            let sep = if i == 0 { '?' } else { '&' };
+            url.push_str(&format!("{sep}{name}={{{{%{name}%}}}}"));
+        }
+        url
+    }
+}
+
+fn check_param_name(field: &str, name: &str) -> Result<(), String> {
+    if name.len() > MAX_PARAM_LEN {
+        return Err(format!("{field}: at most {MAX_PARAM_LEN} characters"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "{field}: only letters, digits and _ (\"{name}\" has other characters)"
+        ));
+    }
+    Ok(())
+}
+
+/// What one entry through the panel link carries, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PanelEntry {
+    /// The panel's participant ID.
+    pub participant_id: String,
+    /// The panel's study ID, when the panel sent one.
+    pub panel_study_id: Option<String>,
+    /// The panel's session ID, when the panel sent one.
+    pub panel_session_id: Option<String>,
+}
+
+/// Why an entry's query string is refused, in the participant's words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryRefused {
+    /// The participant ID parameter is missing or empty.
+    #[error(
+        "This link is missing your participant ID ({0}). Please open the study from the panel's page, which adds it."
+    )]
+    MissingId(String),
+    /// An ID is too long or has characters no panel uses.
+    #[error(
+        "The {0} in this link is not valid: it must be 1 to {MAX_ID_LEN} letters, digits, _ or -. Please open the study from the panel's page."
+    )]
+    Malformed(String),
+}
+
+/// Reads the panel's parameters from an entry's query string. IDs are letters, digits, `_`
+/// and `-` only (every panel's IDs are), so nothing else a URL can carry is ever stored; an
+/// optional parameter that is absent or blank is recorded as none, but a malformed one is
+/// refused (a panel never sends one).
+pub fn read_entry(
+    params: &PanelParams,
+    query: &HashMap<String, String>,
+) -> Result<PanelEntry, EntryRefused> {
+    let participant_id = match query.get(&params.id_param).map(|v| v.trim()) {
+        None | Some("") => return Err(EntryRefused::MissingId(params.id_param.clone())),
+        Some(id) => valid_id(id).ok_or_else(|| EntryRefused::Malformed(params.id_param.clone()))?,
+    };
+    let optional = |name: &Option<String>| -> Result<Option<String>, EntryRefused> {
+        let Some(name) = name else { return Ok(None) };
+        match query.get(name).map(|v| v.trim()) {
+            None | Some("") => Ok(None),
+            Some(value) => valid_id(value)
+                .map(Some)
+                .ok_or_else(|| EntryRefused::Malformed(name.clone())),
+        }
+    };
+    Ok(PanelEntry {
+        participant_id,
+        panel_study_id: optional(&params.study_param)?,
+        panel_session_id: optional(&params.session_param)?,
+    })
+}
+
+fn valid_id(value: &str) -> Option<String> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_ID_LEN
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    ok.then(|| value.to_string())
+}
+
+/// The rater token of a participant: SHA-256 of the study's panel secret and the ID. Only its
+/// hash is stored (like an invite token's), so the database alone cannot enter as anyone; the
+/// secret never leaves the server.
+pub fn participant_token(secret: &str, participant_id: &str) -> String {
+    crate::store::sha256_hex(&format!("{secret}\n{participant_id}"))
+}
+
+/// The name a panel participant is shown under on staff pages (raters' names are unique per
+/// study among working links, and invited names are typed by people, so the prefix keeps the
+/// two apart).
+pub fn rater_name(participant_id: &str) -> String {
+    format!("panel {participant_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn prolific_entries_are_read() {
+        let entry = read_entry(
+            &PanelParams::default(),
+            &query(&[
+                ("PROLIFIC_PID", "5f1a2b3c4d5e6f7a8b9c0d1e"),
+                ("STUDY_ID", "65aa"),
+                ("SESSION_ID", "abc-DEF_9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(entry.participant_id, "5f1a2b3c4d5e6f7a8b9c0d1e");
+        assert_eq!(entry.panel_study_id.as_deref(), Some("65aa"));
+        assert_eq!(entry.panel_session_id.as_deref(), Some("abc-DEF_9"));
+    }
+
+    #[test]
+    fn optional_ids_may_be_absent_but_not_malformed() {
+        let params = PanelParams::default();
+        let entry = read_entry(&params, &query(&[("PROLIFIC_PID", "p1")])).unwrap();
+        assert_eq!(entry.panel_study_id, None);
+        assert_eq!(entry.panel_session_id, None);
+        assert_eq!(
+            read_entry(
+                &params,
+                &query(&[("PROLIFIC_PID", "p1"), ("SESSION_ID", "a b")])
+            ),
+            Err(EntryRefused::Malformed("SESSION_ID".into()))
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_participant_ids_are_refused() {
+        let params = PanelParams::default();
+        for q in [
+            query(&[]),
+            query(&[("PROLIFIC_PID", "  ")]),
+            query(&[("pid", "x")]),
+        ] {
+            assert_eq!(
+                read_entry(&params, &q),
+                Err(EntryRefused::MissingId("PROLIFIC_PID".into()))
+            );
+        }
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        for bad in [
+            "<script>",
+            "a/b",
+            "ü",
+            "a b",
+            "{{%PROLIFIC_PID%}}",
+            long.as_str(),
+        ] {
+            assert_eq!(
+                read_entry(&params, &query(&[("PROLIFIC_PID", bad)])),
+                Err(EntryRefused::Malformed("PROLIFIC_PID".into())),
+                "{bad}"
+            );
+        }
+        let longest = "a".repeat(MAX_ID_LEN);
+        assert!(read_entry(&params, &query(&[("PROLIFIC_PID", &longest)])).is_ok());
+        // The message says what to do, in the participant's words.
+        let text = EntryRefused::MissingId("PROLIFIC_PID".into()).to_string();
+        assert!(text.contains("participant ID (PROLIFIC_PID)"), "{text}");
+    }
+
+    #[test]
+    fn other_panels_name_their_own_parameters() {
+        let params = PanelParams::parse("participantId", "", " assignmentId ").unwrap();
+        assert_eq!(params.study_param, None);
+        assert_eq!(params.session_param.as_deref(), Some("assignmentId"));
+        let entry = read_entry(
+            &params,
+            &query(&[("participantId", "CR-123"), ("assignmentId", "77")]),
+        )
+        .unwrap();
+        assert_eq!(entry.participant_id, "CR-123");
+        assert_eq!(entry.panel_session_id.as_deref(), Some("77"));
+    }
+
+    #[test]
+    fn parameter_names_are_checked() {
+        assert!(
+            PanelParams::parse("", "", "")
+                .unwrap_err()
+                .contains("participant ID parameter")
+        );
+        assert!(
+            PanelParams::parse("PID", "a-b", "")
+                .unwrap_err()
+                .contains("study ID parameter")
+        );
+        assert!(
+            PanelParams::parse("PID", "", &"x".repeat(41))
+                .unwrap_err()
+                .contains("at most 40")
+        );
+        assert!(
+            PanelParams::parse("PID", "PID", "")
+                .unwrap_err()
+                .contains("given twice")
+        );
+    }
+
+    #[test]
+    fn the_entry_url_has_prolific_placeholders() {
+        assert_eq!(
+            PanelParams::default().entry_url("https://rate.example.org/", "k3y"),
+            "https://rate.example.org/s/k3y?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}}"
+        );
+        let only_id = PanelParams::parse("pid", "", "").unwrap();
+        assert_eq!(
+            only_id.entry_url("http://127.0.0.1:8080", "k"),
+            "http://127.0.0.1:8080/s/k?pid={{%pid%}}"
+        );
+    }
+
+    #[test]
+    fn tokens_depend_on_secret_and_id() {
+        let a = participant_token("s1", "p1");
+        assert_eq!(a, participant_token("s1", "p1"));
+        assert_ne!(a, participant_token("s1", "p2"));
+        assert_ne!(a, participant_token("s2", "p1"));
+        assert_eq!(a.len(), 64);
+    }
+}

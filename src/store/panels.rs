@@ -1,0 +1,234 @@
+//! Panel entry links (see [`crate::panel`]): a study's link and parameter names, and
+//! participants entering through it, each one rater per study however often they enter.
+
+use uuid::Uuid;
+
+use super::raters::Rater;
+use super::{Store, StoreError, StoreResult, dispatch};
+use crate::auth;
+use crate::domain::StudyStatus;
+use crate::panel::{self, PanelEntry, PanelParams};
+
+/// A study's panel entry link as staff pages show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StudyPanel {
+    /// The secret part of `/s/{link}`.
+    pub link: String,
+    /// The URL parameters the panel fills in.
+    pub params: PanelParams,
+    /// Participants who entered so far.
+    pub participants: i64,
+}
+
+/// What entering through a panel link came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PanelEntryOutcome {
+    /// A rater, new or resuming, and the token their browser keeps.
+    Entered {
+        /// The participant's rater.
+        rater: Rater,
+        /// Their rater token (derived, never stored).
+        token: String,
+    },
+    /// The study is closed and this participant had not entered before.
+    Closed,
+    /// Staff ended this participant's place (their link was revoked).
+    Revoked,
+}
+
+/// (study id, secret, status) of a panel link.
+type LinkRow = (Uuid, String, String);
+
+/// (study id, participant id) of the rater holding a token.
+type HolderRow = (Uuid, Option<String>);
+
+impl Store {
+    /// Opens a study's panel link with these parameter names, or changes the names of the
+    /// link it has (the link and the participants' tokens stay the same).
+    pub async fn open_panel(
+        &self,
+        study_id: Uuid,
+        params: &PanelParams,
+        now: i64,
+    ) -> StoreResult<StudyPanel> {
+        // 96 random bits: the link is shared with every participant, so it only has to be
+        // unguessable, not secret like the derivation key.
+        let link = auth::new_token()[..24].to_string();
+        let secret = auth::new_token();
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            let study: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM studies WHERE id = $1")
+                .bind(study_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if study.is_none() {
+                return Err(StoreError::NotFound("study"));
+            }
+            sqlx::query(
+                "INSERT INTO study_panels
+                   (study_id, link, secret, id_param, study_param, session_param, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                 ON CONFLICT (study_id) DO UPDATE SET
+                   id_param = excluded.id_param, study_param = excluded.study_param,
+                   session_param = excluded.session_param, updated_at = excluded.updated_at",
+            )
+            .bind(study_id)
+            .bind(&link)
+            .bind(&secret)
+            .bind(&params.id_param)
+            .bind(&params.study_param)
+            .bind(&params.session_param)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        self.study_panel(study_id)
+            .await?
+            .ok_or(StoreError::NotFound("study"))
+    }
+
+    /// A study's panel link, if it has one.
+    pub async fn study_panel(&self, study_id: Uuid) -> StoreResult<Option<StudyPanel>> {
+        type Row = (String, String, Option<String>, Option<String>, i64);
+        let row: Option<Row> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT p.link, p.id_param, p.study_param, p.session_param,
+                        (SELECT COUNT(*) FROM raters r
+                          WHERE r.study_id = p.study_id AND r.participant_id IS NOT NULL)
+                 FROM study_panels p WHERE p.study_id = $1",
+            )
+            .bind(study_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map(
+            |(link, id_param, study_param, session_param, participants)| StudyPanel {
+                link,
+                params: PanelParams {
+                    id_param,
+                    study_param,
+                    session_param,
+                },
+                participants,
+            },
+        ))
+    }
+
+    /// The study and parameter names of the panel link `link`; `NotFound` for an unknown link.
+    pub async fn panel_params(&self, link: &str) -> StoreResult<(Uuid, PanelParams)> {
+        type Row = (Uuid, String, Option<String>, Option<String>);
+        let row: Option<Row> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT study_id, id_param, study_param, session_param FROM study_panels
+                 WHERE link = $1",
+            )
+            .bind(link)
+            .fetch_optional(pool)
+            .await?
+        });
+        let (study_id, id_param, study_param, session_param) =
+            row.ok_or(StoreError::NotFound("study link"))?;
+        Ok((
+            study_id,
+            PanelParams {
+                id_param,
+                study_param,
+                session_param,
+            },
+        ))
+    }
+
+    /// The study and panel participant ID of the rater holding `token` (a working link), to
+    /// tell whether a browser already takes part as someone else.
+    pub async fn token_holder(&self, token: &str) -> StoreResult<Option<(Uuid, Option<String>)>> {
+        let row: Option<HolderRow> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT study_id, participant_id FROM raters
+                 WHERE token_sha = $1 AND revoked_at IS NULL",
+            )
+            .bind(auth::token_hash(token))
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// A participant entering through the panel link: their rater, created on the first entry
+    /// (one per participant ID and study, also when many entries race) and found again on
+    /// every later one, from any browser; the panel's study and session IDs of the latest
+    /// entry are kept. A closed study takes no new participants.
+    pub async fn enter_panel(
+        &self,
+        link: &str,
+        entry: &PanelEntry,
+        now: i64,
+    ) -> StoreResult<PanelEntryOutcome> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            let row: Option<LinkRow> = sqlx::query_as(
+                "SELECT p.study_id, p.secret, s.status FROM study_panels p
+                 JOIN studies s ON s.id = p.study_id WHERE p.link = $1",
+            )
+            .bind(link)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (study_id, secret, status) = row.ok_or(StoreError::NotFound("study link"))?;
+            let token = panel::participant_token(&secret, &entry.participant_id);
+            let sha = auth::token_hash(&token);
+            let find = "SELECT id, name, revoked_at FROM raters WHERE token_sha = $1";
+            let mut found: Option<(Uuid, String, Option<i64>)> = sqlx::query_as(find)
+                .bind(&sha)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.is_none() {
+                if status != StudyStatus::Open.as_str() {
+                    return Ok(PanelEntryOutcome::Closed);
+                }
+                // A concurrent first entry of the same participant may insert first: then
+                // this insert does nothing (PostgreSQL waits for that transaction) and the
+                // second look finds its row.
+                sqlx::query(
+                    "INSERT INTO raters (id, study_id, name, token_sha, created_at, started_at,
+                                         participant_id, panel_study_id, panel_session_id)
+                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(Uuid::now_v7())
+                .bind(study_id)
+                .bind(panel::rater_name(&entry.participant_id))
+                .bind(&sha)
+                .bind(now)
+                .bind(&entry.participant_id)
+                .bind(&entry.panel_study_id)
+                .bind(&entry.panel_session_id)
+                .execute(&mut *tx)
+                .await?;
+                found = sqlx::query_as(find).bind(&sha).fetch_optional(&mut *tx).await?;
+            }
+            let (id, name, revoked_at) =
+                found.ok_or_else(|| StoreError::Conflict("the participant could not be recorded; please try again".into()))?;
+            if revoked_at.is_some() {
+                return Ok(PanelEntryOutcome::Revoked);
+            }
+            sqlx::query(
+                "UPDATE raters SET
+                   panel_study_id = COALESCE($2, panel_study_id),
+                   panel_session_id = COALESCE($3, panel_session_id),
+                   started_at = COALESCE(started_at, $4)
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&entry.panel_study_id)
+            .bind(&entry.panel_session_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(PanelEntryOutcome::Entered {
+                rater: Rater { id, study_id, name },
+                token,
+            })
+        })
+    }
+}

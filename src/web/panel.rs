@@ -1,0 +1,168 @@
+//! Panel entry (see [`crate::panel`]): participants arrive at `/s/{link}` with the panel's
+//! IDs in the query string and go on as raters; admins open a study's link and choose the
+//! parameter names on `/studies/{id}/panel`.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::admin::link_base;
+use super::extract::{Form, Path, Query};
+use super::session::{Admin, RATER_COOKIE, RATER_COOKIE_DAYS, secret_cookie};
+use super::{AppState, WebError};
+use crate::panel::{self, PanelParams};
+use crate::store::panels::{PanelEntryOutcome, StudyPanel};
+
+/// Routes of panel entry and its admin page.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/s/{link}", get(enter))
+        .route("/studies/{id}/panel", get(panel_page).post(save_panel))
+}
+
+/// A participant opening the study's panel link: the same participant ID always becomes the
+/// same rater (any browser); a browser already taking part in this study as someone else is
+/// told so rather than silently switched.
+async fn enter(
+    State(state): State<AppState>,
+    Path(link): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    jar: CookieJar,
+) -> Result<Response, WebError> {
+    let (study_id, params) = state.store.panel_params(&link).await?;
+    let entry =
+        panel::read_entry(&params, &query).map_err(|e| WebError::BadRequest(e.to_string()))?;
+    if let Some(cookie) = jar.get(RATER_COOKIE)
+        && let Some((held_study, held_id)) = state.store.token_holder(cookie.value()).await?
+        && held_study == study_id
+        && held_id.as_deref() != Some(entry.participant_id.as_str())
+    {
+        return Err(WebError::Conflict(match held_id {
+            Some(other) => format!(
+                "This browser is already taking part in this study as participant {other}. To take part as {}, use another browser or a private window; to go on as {other}, close this page and open the study again from the panel.",
+                entry.participant_id
+            ),
+            None => "This browser is already taking part in this study through a personal invite link. Use another browser or a private window to take part through the panel.".into(),
+        }));
+    }
+    match state
+        .store
+        .enter_panel(&link, &entry, state.clock.now_ms())
+        .await?
+    {
+        PanelEntryOutcome::Entered { token, .. } => {
+            let jar = jar.add(secret_cookie(
+                RATER_COOKIE,
+                token,
+                state.config.secure_cookies,
+                time::Duration::days(RATER_COOKIE_DAYS),
+            ));
+            Ok((jar, Redirect::to("/rate")).into_response())
+        }
+        PanelEntryOutcome::Closed => Err(WebError::Gone(
+            "This study is closed and is not taking new participants. Please return it on the panel's page.".into(),
+        )),
+        PanelEntryOutcome::Revoked => Err(WebError::Gone(
+            "Your place in this study has ended. If you think this is a mistake, please message the researcher through the panel.".into(),
+        )),
+    }
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "panel.html")]
+struct PanelPage {
+    username: String,
+    is_admin: bool,
+    study_id: Uuid,
+    study_name: String,
+    /// The link and its entry URL, once opened.
+    panel: Option<(StudyPanel, String)>,
+    /// The form's values.
+    id_param: String,
+    study_param: String,
+    session_param: String,
+    error: Option<String>,
+}
+
+async fn panel_page(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<PanelPage, WebError> {
+    let study = state.store.study(id).await?;
+    let panel = state.store.study_panel(id).await?;
+    let params = panel.as_ref().map(|p| p.params.clone()).unwrap_or_default();
+    let base = link_base(&state.config, &headers);
+    Ok(PanelPage {
+        username: user.username,
+        is_admin: true,
+        study_id: id,
+        study_name: study.name,
+        panel: panel.map(|p| {
+            let url = p.params.entry_url(&base, &p.link);
+            (p, url)
+        }),
+        id_param: params.id_param,
+        study_param: params.study_param.unwrap_or_default(),
+        session_param: params.session_param.unwrap_or_default(),
+        error: None,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct PanelForm {
+    id_param: String,
+    #[serde(default)]
+    study_param: String,
+    #[serde(default)]
+    session_param: String,
+}
+
+/// Opens the link (or renames its parameters); bad names re-render the form with the reason.
+async fn save_panel(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Form(form): Form<PanelForm>,
+) -> Result<Response, WebError> {
+    let study = state.store.study(id).await?;
+    match PanelParams::parse(&form.id_param, &form.study_param, &form.session_param) {
+        Ok(params) => {
+            state
+                .store
+                .open_panel(id, &params, state.clock.now_ms())
+                .await?;
+            Ok(Redirect::to(&format!("/studies/{id}/panel")).into_response())
+        }
+        Err(message) => {
+            let panel = state.store.study_panel(id).await?;
+            let base = link_base(&state.config, &headers);
+            let page = PanelPage {
+                username: user.username,
+                is_admin: true,
+                study_id: id,
+                study_name: study.name,
+                panel: panel.map(|p| {
+                    let url = p.params.entry_url(&base, &p.link);
+                    (p, url)
+                }),
+                id_param: form.id_param,
+                study_param: form.study_param,
+                session_param: form.session_param,
+                error: Some(message),
+            };
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
+}

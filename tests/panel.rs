@@ -1,0 +1,258 @@
+//! Panel entry (issue 20, part 1): participants enter a study through its one panel link with
+//! their panel IDs, resume as the same rater in any browser, and every bad entry gets a clear
+//! page and writes nothing; many participants entering at once become exactly one rater each.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::{Backend, Client, TestApp};
+use legibility::domain::{StudyStatus, UserRole};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// Opens the study's panel link with the default (Prolific) names through the admin page and
+/// returns the link's secret part.
+async fn open_panel(app: &TestApp, admin: &mut Client<'_>, study: Uuid) -> String {
+    let opened = admin
+        .post_form(
+            &format!("/studies/{study}/panel"),
+            &[
+                ("id_param", "PROLIFIC_PID"),
+                ("study_param", "STUDY_ID"),
+                ("session_param", "SESSION_ID"),
+            ],
+        )
+        .await;
+    assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
+    app.store()
+        .study_panel(study)
+        .await
+        .unwrap()
+        .expect("the panel link is open")
+        .link
+}
+
+async fn participants(app: &TestApp, study: Uuid) -> i64 {
+    app.store()
+        .study_panel(study)
+        .await
+        .unwrap()
+        .map_or(0, |p| p.participants)
+}
+
+async fn current_item(client: &mut Client<'_>) -> serde_json::Value {
+    let item = client.get("/api/rater/item").await;
+    assert_eq!(item.status, StatusCode::OK, "{}", item.body);
+    item.json()
+}
+
+async fn participants_enter_resume_and_bad_entries_are_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(6, 1, 1, 45_000).await;
+    let study = fixture.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+
+    // The admin page: bad names are refused with the field named, nothing opened.
+    let refused = admin
+        .post_form(
+            &format!("/studies/{study}/panel"),
+            &[
+                ("id_param", "PROLIFIC PID"),
+                ("study_param", ""),
+                ("session_param", ""),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused
+            .body
+            .contains("participant ID parameter: only letters"),
+        "{}",
+        refused.body
+    );
+    assert!(app.store().study_panel(study).await.unwrap().is_none());
+    let link = open_panel(&app, &mut admin, study).await;
+    let page = admin.get(&format!("/studies/{study}/panel")).await;
+    let url = format!(
+        "http://lab.test/s/{link}?PROLIFIC_PID={{{{%PROLIFIC_PID%}}}}&#38;STUDY_ID={{{{%STUDY_ID%}}}}&#38;SESSION_ID={{{{%SESSION_ID%}}}}"
+    );
+    assert!(page.body.contains(&url), "{url} not in {}", page.body);
+    assert!(
+        admin
+            .get(&format!("/studies/{study}"))
+            .await
+            .body
+            .contains("/panel\" id=\"panel-link\"")
+    );
+
+    // A participant enters and gets an item.
+    let entry = |id: &str, session: &str| {
+        format!("/s/{link}?PROLIFIC_PID={id}&STUDY_ID=65f0aa&SESSION_ID={session}")
+    };
+    let mut first_browser = app.client();
+    let entered = first_browser
+        .get(&entry("5f1a2b3c4d5e6f7a8b9c0d1e", "s1"))
+        .await;
+    assert_eq!(entered.status, StatusCode::SEE_OTHER, "{}", entered.body);
+    assert_eq!(entered.location(), Some("/rate"));
+    let item = current_item(&mut first_browser).await;
+    assert_eq!(item["status"], "item");
+
+    // The same ID in another browser is the same rater, on the same running item.
+    let mut second_browser = app.client();
+    let again = second_browser
+        .get(&entry("5f1a2b3c4d5e6f7a8b9c0d1e", "s2"))
+        .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER, "{}", again.body);
+    let resumed = current_item(&mut second_browser).await;
+    assert_eq!(resumed["assignment_id"], item["assignment_id"]);
+    assert_eq!(participants(&app, study).await, 1);
+    let answered = second_browser
+        .post_json(
+            "/api/rater/judgements",
+            &serde_json::json!({"assignment_id": item["assignment_id"], "verdict": "correct"}),
+        )
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+
+    // A second ID in a browser that holds a session: a clear page, nobody new.
+    let other = first_browser.get(&entry("other-participant", "s3")).await;
+    assert_eq!(other.status, StatusCode::CONFLICT);
+    assert!(
+        other
+            .body
+            .contains("already taking part in this study as participant 5f1a2b3c4d5e6f7a8b9c0d1e"),
+        "{}",
+        other.body
+    );
+    assert_eq!(participants(&app, study).await, 1);
+
+    // Personal invite links keep working, and such a browser is not switched either.
+    let tokens = app.invite(study, 1).await;
+    let mut invited = app.rater_client(&tokens[0]).await;
+    assert_eq!(current_item(&mut invited).await["status"], "item");
+    let switched = invited.get(&entry("p-invited", "s4")).await;
+    assert_eq!(switched.status, StatusCode::CONFLICT);
+    assert!(
+        switched.body.contains("personal invite link"),
+        "{}",
+        switched.body
+    );
+
+    // Missing, malformed and unknown: the reason, and nothing written.
+    let mut fresh = app.client();
+    let missing = fresh.get(&format!("/s/{link}?STUDY_ID=65f0aa")).await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert!(
+        missing
+            .body
+            .contains("missing your participant ID (PROLIFIC_PID)"),
+        "{}",
+        missing.body
+    );
+    for bad in ["%3Cscript%3E", "a%20b", &"x".repeat(65)] {
+        let malformed = fresh.get(&format!("/s/{link}?PROLIFIC_PID={bad}")).await;
+        assert_eq!(malformed.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            malformed
+                .body
+                .contains("PROLIFIC_PID in this link is not valid"),
+            "{}",
+            malformed.body
+        );
+    }
+    let unknown = fresh.get("/s/not-a-link?PROLIFIC_PID=p1").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        fresh.cookies.is_empty(),
+        "a refused entry set {:?}",
+        fresh.cookies
+    );
+    assert_eq!(participants(&app, study).await, 1);
+
+    // A participant who entered before the study closed goes on; a new one is turned away.
+    let mut early = app.client();
+    assert_eq!(
+        early.get(&entry("early", "s5")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    app.store()
+        .set_study_status(study, StudyStatus::Closed)
+        .await
+        .unwrap();
+    let mut early_elsewhere = app.client();
+    assert_eq!(
+        early_elsewhere.get(&entry("early", "s6")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let late = app.client().get(&entry("late", "s7")).await;
+    assert_eq!(late.status, StatusCode::GONE);
+    assert!(
+        late.body
+            .contains("closed and is not taking new participants"),
+        "{}",
+        late.body
+    );
+    assert_eq!(participants(&app, study).await, 2);
+
+    // Staff revoke a participant: entering again says their place has ended.
+    let raters = app.store().rater_progress(study).await.unwrap();
+    let panel_rater = raters
+        .iter()
+        .find(|r| r.rater.name == "panel early")
+        .expect("panel participants are listed with the raters");
+    app.store()
+        .revoke_rater(study, panel_rater.rater.id, app.now())
+        .await
+        .unwrap();
+    let ended = app.client().get(&entry("early", "s8")).await;
+    assert_eq!(ended.status, StatusCode::GONE);
+    assert!(
+        ended.body.contains("place in this study has ended"),
+        "{}",
+        ended.body
+    );
+}
+on_both_backends!(participants_enter_resume_and_bad_entries_are_refused);
+
+/// 200 participants open the link at the same moment (20 of them twice, as a double click
+/// would): every request is answered without a server error, and each ID is one rater.
+async fn two_hundred_participants_enter_at_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(4, 1, 1, 45_000).await;
+    let study = fixture.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let link = open_panel(&app, &mut admin, study).await;
+    // The twenty doubled entries are sent right after each other, so they race.
+    let ids: Vec<String> = (0..200)
+        .flat_map(|i| vec![format!("pid{i:03}"); if i % 10 == 0 { 2 } else { 1 }])
+        .collect();
+    assert_eq!(ids.len(), 220);
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let router = app.router.clone();
+            let request = Request::builder()
+                .method(Method::GET)
+                .uri(format!("/s/{link}?PROLIFIC_PID={id}&SESSION_ID=s-{id}"))
+                .header(header::HOST, "lab.test")
+                .body(Body::empty())
+                .unwrap();
+            tokio::spawn(async move { router.oneshot(request).await.unwrap().status() })
+        })
+        .collect();
+    let mut statuses = std::collections::BTreeMap::new();
+    for task in tasks {
+        *statuses.entry(task.await.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(303, 220)].into(), "statuses of 220 entries");
+    assert_eq!(participants(&app, study).await, 200);
+    let raters = app.store().rater_progress(study).await.unwrap();
+    let mut names: Vec<&str> = raters.iter().map(|r| r.rater.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!((raters.len(), names.len()), (200, 200));
+}
+on_both_backends!(two_hundred_participants_enter_at_once);
