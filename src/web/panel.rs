@@ -93,30 +93,52 @@ struct PanelPage {
     error: Option<String>,
 }
 
+impl PanelPage {
+    /// The page for `study` with the form showing `form` (the saved names, or what was typed),
+    /// the link's entry URL built on this server's public address.
+    async fn new(
+        state: &AppState,
+        username: String,
+        study_id: Uuid,
+        headers: &HeaderMap,
+        form: Option<PanelForm>,
+        error: Option<String>,
+    ) -> Result<PanelPage, WebError> {
+        let study = state.store.study(study_id).await?;
+        let panel = state.store.study_panel(study_id).await?;
+        let form = form.unwrap_or_else(|| {
+            let params = panel.as_ref().map(|p| p.params.clone()).unwrap_or_default();
+            PanelForm {
+                id_param: params.id_param,
+                study_param: params.study_param.unwrap_or_default(),
+                session_param: params.session_param.unwrap_or_default(),
+            }
+        });
+        let base = link_base(&state.config, headers);
+        Ok(PanelPage {
+            username,
+            is_admin: true,
+            study_id,
+            study_name: study.name,
+            panel: panel.map(|p| {
+                let url = p.params.entry_url(&base, &p.link);
+                (p, url)
+            }),
+            id_param: form.id_param,
+            study_param: form.study_param,
+            session_param: form.session_param,
+            error,
+        })
+    }
+}
+
 async fn panel_page(
     State(state): State<AppState>,
     Admin(user): Admin,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<PanelPage, WebError> {
-    let study = state.store.study(id).await?;
-    let panel = state.store.study_panel(id).await?;
-    let params = panel.as_ref().map(|p| p.params.clone()).unwrap_or_default();
-    let base = link_base(&state.config, &headers);
-    Ok(PanelPage {
-        username: user.username,
-        is_admin: true,
-        study_id: id,
-        study_name: study.name,
-        panel: panel.map(|p| {
-            let url = p.params.entry_url(&base, &p.link);
-            (p, url)
-        }),
-        id_param: params.id_param,
-        study_param: params.study_param.unwrap_or_default(),
-        session_param: params.session_param.unwrap_or_default(),
-        error: None,
-    })
+    PanelPage::new(&state, user.username, id, &headers, None, None).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,7 +158,6 @@ async fn save_panel(
     headers: HeaderMap,
     Form(form): Form<PanelForm>,
 ) -> Result<Response, WebError> {
-    let study = state.store.study(id).await?;
     match PanelParams::parse(&form.id_param, &form.study_param, &form.session_param) {
         Ok(params) => {
             state
@@ -146,22 +167,15 @@ async fn save_panel(
             Ok(Redirect::to(&format!("/studies/{id}/panel")).into_response())
         }
         Err(message) => {
-            let panel = state.store.study_panel(id).await?;
-            let base = link_base(&state.config, &headers);
-            let page = PanelPage {
-                username: user.username,
-                is_admin: true,
-                study_id: id,
-                study_name: study.name,
-                panel: panel.map(|p| {
-                    let url = p.params.entry_url(&base, &p.link);
-                    (p, url)
-                }),
-                id_param: form.id_param,
-                study_param: form.study_param,
-                session_param: form.session_param,
-                error: Some(message),
-            };
+            let page = PanelPage::new(
+                &state,
+                user.username,
+                id,
+                &headers,
+                Some(form),
+                Some(message),
+            )
+            .await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
     }
