@@ -188,6 +188,115 @@ pub fn rater_name(participant_id: &str) -> String {
     format!("panel {participant_id}")
 }
 
+/// The ends of a study a participant can reach, each with its own completion code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionOutcome {
+    /// Nothing is left for them to judge.
+    Completed,
+    /// They did not reach the qualification items' pass mark.
+    ScreenedOut,
+    /// They reached the study's cap on time spent on items.
+    OutOfTime,
+}
+
+impl CompletionOutcome {
+    /// Every outcome, in the order the admin page lists them.
+    pub const ALL: [CompletionOutcome; 3] = [
+        CompletionOutcome::Completed,
+        CompletionOutcome::ScreenedOut,
+        CompletionOutcome::OutOfTime,
+    ];
+
+    /// The stored name (and the form fields' prefix).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompletionOutcome::Completed => "completed",
+            CompletionOutcome::ScreenedOut => "screened_out",
+            CompletionOutcome::OutOfTime => "out_of_time",
+        }
+    }
+
+    /// The stored name read back.
+    pub fn parse(name: &str) -> Option<CompletionOutcome> {
+        Self::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+
+    /// How the admin page names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            CompletionOutcome::Completed => "Completed (nothing left to judge)",
+            CompletionOutcome::ScreenedOut => "Screened out (below the qualification pass mark)",
+            CompletionOutcome::OutOfTime => "Out of time (reached the cap on time on items)",
+        }
+    }
+}
+
+/// Longest completion code accepted (Prolific's are 8 characters).
+pub const MAX_CODE_LEN: usize = 32;
+/// Longest redirect URL accepted.
+pub const MAX_URL_LEN: usize = 500;
+
+/// What a participant reaching an outcome is given: the code, and where to take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The completion code the panel expects.
+    pub code: String,
+    /// The panel's completion URL; `{code}` in it stands for the code.
+    pub redirect_url: Option<String>,
+}
+
+impl Completion {
+    /// Reads one outcome's fields as an admin typed them: both blank means no code for that
+    /// outcome; a URL needs a code; a code is 1 to 32 letters, digits, `_` or `-`; a URL is
+    /// http(s), without spaces. The message names the outcome.
+    pub fn parse(
+        outcome: CompletionOutcome,
+        code: &str,
+        redirect_url: &str,
+    ) -> Result<Option<Completion>, String> {
+        let (code, url) = (code.trim(), redirect_url.trim());
+        let what = outcome.label();
+        if code.is_empty() {
+            return if url.is_empty() {
+                Ok(None)
+            } else {
+                Err(format!("{what}: a redirect URL needs a completion code"))
+            };
+        }
+        if code.len() > MAX_CODE_LEN
+            || !code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "{what}: the code must be 1 to {MAX_CODE_LEN} letters, digits, _ or - (\"{code}\" is not)"
+            ));
+        }
+        let redirect_url = if url.is_empty() {
+            None
+        } else {
+            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+            if !scheme_ok || url.len() > MAX_URL_LEN || url.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "{what}: the redirect URL must start with https:// (or http://), have no spaces and at most {MAX_URL_LEN} characters"
+                ));
+            }
+            Some(url.to_string())
+        };
+        Ok(Some(Completion {
+            code: code.to_string(),
+            redirect_url,
+        }))
+    }
+
+    /// The address to send the participant to, with the code in place of `{code}`.
+    pub fn redirect(&self) -> Option<String> {
+        self.redirect_url
+            .as_ref()
+            .map(|url| url.replace("{code}", &self.code))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +432,39 @@ mod tests {
         assert_ne!(a, participant_token("s1", "p2"));
         assert_ne!(a, participant_token("s2", "p1"));
         assert_eq!(a.len(), 64);
+    }
+
+    #[test]
+    fn completion_codes_are_checked_per_outcome() {
+        let done = CompletionOutcome::Completed;
+        assert_eq!(Completion::parse(done, " ", ""), Ok(None));
+        let with_url = Completion::parse(
+            done,
+            "C1A2B3",
+            "https://app.prolific.com/submissions/complete?cc={code}",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            with_url.redirect().as_deref(),
+            Some("https://app.prolific.com/submissions/complete?cc=C1A2B3")
+        );
+        let plain = Completion::parse(done, "C1A2B3", "").unwrap().unwrap();
+        assert_eq!(plain.redirect(), None);
+        let url_alone = Completion::parse(done, "", "https://x.org").unwrap_err();
+        assert!(url_alone.starts_with("Completed"), "{url_alone}");
+        assert!(
+            Completion::parse(done, "a b", "")
+                .unwrap_err()
+                .contains("the code must be")
+        );
+        assert!(Completion::parse(done, &"x".repeat(33), "").is_err());
+        for bad in ["javascript:alert(1)", "ftp://x.org", "https://x.org/a b"] {
+            let refused = Completion::parse(CompletionOutcome::OutOfTime, "T1", bad).unwrap_err();
+            assert!(refused.starts_with("Out of time"), "{refused}");
+        }
+        for outcome in CompletionOutcome::ALL {
+            assert_eq!(CompletionOutcome::parse(outcome.as_str()), Some(outcome));
+        }
     }
 }

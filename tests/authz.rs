@@ -63,6 +63,7 @@ const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/studies/{id}/invites", Admin),
     ("GET", "/studies/{id}/panel", Admin),
     ("POST", "/studies/{id}/panel", Admin),
+    ("POST", "/studies/{id}/panel/completions", Admin),
     ("POST", "/studies/{id}/raters/{rater_id}/revoke", Admin),
     ("GET", "/admin/jobs", Admin),
     ("GET", "/admin/jobs.json", Admin),

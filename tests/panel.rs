@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use common::{Backend, Client, TestApp};
 use legibility::domain::{StudyStatus, UserRole};
+use legibility::quality::RaterProtocol;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -256,3 +257,157 @@ async fn two_hundred_participants_enter_at_once(backend: Backend) {
     assert_eq!((raters.len(), names.len()), (200, 200));
 }
 on_both_backends!(two_hundred_participants_enter_at_once);
+
+async fn next_status(client: &mut Client<'_>) -> serde_json::Value {
+    current_item(client).await
+}
+
+async fn answer(client: &mut Client<'_>, item: &serde_json::Value, verdict: &str) {
+    let answered = client
+        .post_json(
+            "/api/rater/judgements",
+            &serde_json::json!({"assignment_id": item["assignment_id"], "verdict": verdict}),
+        )
+        .await;
+    assert_eq!(answered.status, StatusCode::OK, "{}", answered.body);
+}
+
+/// Completion codes (issue 20, part 4): each end of the study shows its own code and the link
+/// back to the panel, and no page shows a code before its end is reached.
+async fn completion_codes_are_shown_at_their_ends_only(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let protocol = RaterProtocol {
+        screening_items: 2,
+        screening_pass_accuracy: 1.0,
+        max_rater_ms: 30_000,
+        ..RaterProtocol::default()
+    };
+    let fixture = app.fixture_with_protocol(20, 6, protocol).await;
+    let study = fixture.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let link = open_panel(&app, &mut admin, study).await;
+    let form = format!("/studies/{study}/panel/completions");
+    let prolific = "https://app.prolific.com/submissions/complete?cc={code}";
+
+    // One bad outcome refuses the whole form, naming it; nothing is saved.
+    let refused = admin
+        .post_form(
+            &form,
+            &[
+                ("completed_code", "C0MPLETE"),
+                ("screened_out_code", "bad code"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused
+            .body
+            .contains("Screened out (below the qualification pass mark): the code must be"),
+        "{}",
+        refused.body
+    );
+    assert!(app.store().completions(study).await.unwrap().is_empty());
+    let saved = admin
+        .post_form(
+            &form,
+            &[
+                ("completed_code", "C0MPLETE"),
+                ("completed_url", prolific),
+                ("screened_out_code", "SCREEN0UT"),
+                ("screened_out_url", prolific),
+                ("out_of_time_code", "T1MEUP"),
+                ("out_of_time_url", ""),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(app.store().completions(study).await.unwrap().len(), 3);
+    let codes = ["C0MPLETE", "SCREEN0UT", "T1MEUP"];
+    let shows_no_code = |body: &str| codes.iter().all(|code| !body.contains(code));
+
+    // Screened out: both qualification items answered wrongly.
+    let mut failing = app.client();
+    let entered = failing.get(&format!("/s/{link}?PROLIFIC_PID=fails")).await;
+    assert_eq!(entered.status, StatusCode::SEE_OTHER);
+    assert!(shows_no_code(&failing.get("/rate").await.body));
+    for _ in 0..2 {
+        let item = next_status(&mut failing).await;
+        assert_eq!(item["stage"], "screening", "{item}");
+        assert!(shows_no_code(&failing.get("/rate/item").await.body));
+        let text = item["solution"].as_str().unwrap_or_default();
+        let wrongly = if common::truthful(text) == "wrong" {
+            "correct"
+        } else {
+            "wrong"
+        };
+        answer(&mut failing, &item, wrongly).await;
+    }
+    let end = failing.get("/rate/item").await.body;
+    assert!(end.contains("id=\"completion-code\">SCREEN0UT<"), "{end}");
+    assert!(
+        end.contains("href=\"https://app.prolific.com/submissions/complete?cc=SCREEN0UT\""),
+        "{end}"
+    );
+    assert!(
+        !end.contains("C0MPLETE") && !end.contains("T1MEUP"),
+        "{end}"
+    );
+
+    // Out of time: qualified, then two 20 s items against a 30 s cap. This code has no URL.
+    let mut passing = app.client();
+    passing.get(&format!("/s/{link}?PROLIFIC_PID=passes")).await;
+    let mut session_items = 0;
+    loop {
+        let item = next_status(&mut passing).await;
+        if item["status"] != "item" {
+            break;
+        }
+        assert!(shows_no_code(&passing.get("/rate/item").await.body));
+        if item["stage"] != "screening" {
+            session_items += 1;
+            app.state.clock.advance_ms(20_000);
+        }
+        let text = item["solution"].as_str().unwrap_or_default();
+        answer(&mut passing, &item, common::truthful(text)).await;
+    }
+    assert_eq!(session_items, 2);
+    let end = passing.get("/rate/item").await.body;
+    assert!(end.contains("id=\"completion-code\">T1MEUP<"), "{end}");
+    assert!(!end.contains("return-to-panel"), "{end}");
+    assert!(
+        !end.contains("C0MPLETE") && !end.contains("SCREEN0UT"),
+        "{end}"
+    );
+
+    // Completed, in a study without screening or cap: nothing left to judge.
+    let plain = app.fixture(2, 1, 1, 45_000).await.study_id;
+    let plain_link = open_panel(&app, &mut admin, plain).await;
+    let saved = admin
+        .post_form(
+            &format!("/studies/{plain}/panel/completions"),
+            &[("completed_code", "D0NE22"), ("completed_url", prolific)],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let mut finisher = app.client();
+    finisher
+        .get(&format!("/s/{plain_link}?PROLIFIC_PID=finishes"))
+        .await;
+    let mut judged = 0;
+    loop {
+        let item = next_status(&mut finisher).await;
+        if item["status"] != "item" {
+            assert_eq!(item["status"], "finished", "{item}");
+            break;
+        }
+        assert!(!finisher.get("/rate/item").await.body.contains("D0NE22"));
+        answer(&mut finisher, &item, "correct").await;
+        judged += 1;
+    }
+    assert_eq!(judged, 2);
+    let end = finisher.get("/rate/item").await.body;
+    assert!(end.contains("id=\"completion-code\">D0NE22<"), "{end}");
+    assert!(end.contains("cc=D0NE22\""), "{end}");
+}
+on_both_backends!(completion_codes_are_shown_at_their_ends_only);

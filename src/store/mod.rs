@@ -319,6 +319,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "panel entry",
         include_str!("../../migrations/sqlite/0013_panel_entry.sql"),
     ),
+    (
+        14,
+        "panel completions",
+        include_str!("../../migrations/sqlite/0014_panel_completions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -380,6 +385,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         13,
         "panel entry",
         include_str!("../../migrations/postgres/0013_panel_entry.sql"),
+    ),
+    (
+        14,
+        "panel completions",
+        include_str!("../../migrations/postgres/0014_panel_completions.sql"),
     ),
 ];
 

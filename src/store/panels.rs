@@ -7,7 +7,7 @@ use super::raters::Rater;
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::auth;
 use crate::domain::StudyStatus;
-use crate::panel::{self, PanelEntry, PanelParams};
+use crate::panel::{self, Completion, CompletionOutcome, PanelEntry, PanelParams};
 
 /// A study's panel entry link as staff pages show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,5 +230,77 @@ impl Store {
                 token,
             })
         })
+    }
+
+    /// Replaces a study's completion codes with `codes` (an outcome left out has none), all in
+    /// one transaction.
+    pub async fn set_completions(
+        &self,
+        study_id: Uuid,
+        codes: &[(CompletionOutcome, Completion)],
+    ) -> StoreResult<()> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            let study: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM studies WHERE id = $1")
+                .bind(study_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if study.is_none() {
+                return Err(StoreError::NotFound("study"));
+            }
+            sqlx::query("DELETE FROM panel_completions WHERE study_id = $1")
+                .bind(study_id)
+                .execute(&mut *tx)
+                .await?;
+            for (outcome, completion) in codes {
+                sqlx::query(
+                    "INSERT INTO panel_completions (study_id, outcome, code, redirect_url)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(study_id)
+                .bind(outcome.as_str())
+                .bind(&completion.code)
+                .bind(&completion.redirect_url)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// A study's completion codes by outcome.
+    pub async fn completions(
+        &self,
+        study_id: Uuid,
+    ) -> StoreResult<Vec<(CompletionOutcome, Completion)>> {
+        let rows: Vec<(String, String, Option<String>)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT outcome, code, redirect_url FROM panel_completions WHERE study_id = $1",
+            )
+            .bind(study_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .filter_map(|(outcome, code, redirect_url)| {
+                CompletionOutcome::parse(&outcome).map(|o| (o, Completion { code, redirect_url }))
+            })
+            .collect())
+    }
+
+    /// The code a participant of `study_id` is given on reaching `outcome`, if the study has one.
+    pub async fn completion(
+        &self,
+        study_id: Uuid,
+        outcome: CompletionOutcome,
+    ) -> StoreResult<Option<Completion>> {
+        Ok(self
+            .completions(study_id)
+            .await?
+            .into_iter()
+            .find(|(o, _)| *o == outcome)
+            .map(|(_, c)| c))
     }
 }

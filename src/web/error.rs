@@ -108,6 +108,8 @@ struct RaterErrorPage {
     title: &'static str,
     message: String,
     link: Option<(&'static str, &'static str)>,
+    /// Never a completion code here (the template shows one at a study's end).
+    completion: Option<(String, Option<String>)>,
 }
 
 #[derive(Template)]
@@ -138,6 +140,7 @@ impl IntoResponse for WebError {
                     EN.link_needed_message, ZH_HANS.link_needed_title, ZH_HANS.link_needed_message
                 ),
                 link: None,
+                completion: None,
             };
             if let Ok(html) = page.render() {
                 return (status, Html(html)).into_response();

@@ -180,6 +180,10 @@ pub struct Texts {
     /// Message page: workload cap reached.
     pub workload_title: &'static str,
     workload_message: &'static str,
+    /// End pages of a study with panel completion codes: the code's label.
+    pub completion_code_label: &'static str,
+    /// The link back to the panel with the code.
+    pub return_to_panel: &'static str,
     /// Message page: a suggested break.
     pub break_title: &'static str,
     break_message: &'static str,
@@ -320,6 +324,8 @@ pub static EN: Texts = Texts {
     not_admitted_message: "You did not reach the accuracy this study needs on the qualification items, so it has no items for you. Thank you for your time.",
     workload_title: "You have reached the time limit",
     workload_message: "You have spent this study's maximum time on items. Thank you: you judged {n} items.",
+    completion_code_label: "Your completion code:",
+    return_to_panel: "Return to the panel with your code",
     break_title: "Time for a break",
     break_message: "You have judged {n} items. Rest for a few minutes: the next item's countdown starts only when you continue.",
     step_title: "Which step is the first wrong one?",
@@ -381,6 +387,8 @@ pub static ZH_HANS: Texts = Texts {
     not_admitted_message: "你在资格测试题上的正确率没有达到本研究的要求，因此没有题目分配给你。感谢你付出的时间。",
     workload_title: "你已达到时间上限",
     workload_message: "你在本研究中答题的时间已达到上限。谢谢：你共评判了 {n} 道题。",
+    completion_code_label: "你的完成代码：",
+    return_to_panel: "带着完成代码返回招募平台",
     break_title: "休息一下",
     break_message: "你已评判了 {n} 道题。请休息几分钟：只有在你继续之后，下一题的倒计时才会开始。",
     step_title: "哪一步是第一个错误的步骤？",

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -19,7 +19,7 @@ use super::admin::link_base;
 use super::extract::{Form, Path, Query};
 use super::session::{Admin, RATER_COOKIE, RATER_COOKIE_DAYS, secret_cookie};
 use super::{AppState, WebError};
-use crate::panel::{self, PanelParams};
+use crate::panel::{self, Completion, CompletionOutcome, PanelParams};
 use crate::store::panels::{PanelEntryOutcome, StudyPanel};
 
 /// Routes of panel entry and its admin page.
@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/s/{link}", get(enter))
         .route("/studies/{id}/panel", get(panel_page).post(save_panel))
+        .route("/studies/{id}/panel/completions", post(save_completions))
 }
 
 /// A participant opening the study's panel link: the same participant ID always becomes the
@@ -91,6 +92,36 @@ struct PanelPage {
     study_param: String,
     session_param: String,
     error: Option<String>,
+    /// One row per outcome of the completion-code form.
+    completions: Vec<CompletionRow>,
+    completions_error: Option<String>,
+}
+
+/// An outcome's fields on the completion-code form.
+struct CompletionRow {
+    name: &'static str,
+    label: &'static str,
+    code: String,
+    redirect_url: String,
+}
+
+impl CompletionRow {
+    fn rows(saved: &[(CompletionOutcome, Completion)]) -> Vec<CompletionRow> {
+        CompletionOutcome::ALL
+            .into_iter()
+            .map(|outcome| {
+                let found = saved.iter().find(|(o, _)| *o == outcome).map(|(_, c)| c);
+                CompletionRow {
+                    name: outcome.as_str(),
+                    label: outcome.label(),
+                    code: found.map(|c| c.code.clone()).unwrap_or_default(),
+                    redirect_url: found
+                        .and_then(|c| c.redirect_url.clone())
+                        .unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
 }
 
 impl PanelPage {
@@ -115,6 +146,7 @@ impl PanelPage {
             }
         });
         let base = link_base(&state.config, headers);
+        let completions = CompletionRow::rows(&state.store.completions(study_id).await?);
         Ok(PanelPage {
             username,
             is_admin: true,
@@ -128,6 +160,8 @@ impl PanelPage {
             study_param: form.study_param,
             session_param: form.session_param,
             error,
+            completions,
+            completions_error: None,
         })
     }
 }
@@ -179,4 +213,41 @@ async fn save_panel(
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
     }
+}
+
+/// The completion-code form: `{outcome}_code` and `{outcome}_url` per outcome. Checked whole:
+/// one bad outcome refuses the form (422, the fields as typed) and nothing changes.
+async fn save_completions(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, WebError> {
+    let field = |name: String| form.get(&name).map(String::as_str).unwrap_or("");
+    let mut codes = Vec::new();
+    let mut problems = Vec::new();
+    for outcome in CompletionOutcome::ALL {
+        let name = outcome.as_str();
+        match Completion::parse(
+            outcome,
+            field(format!("{name}_code")),
+            field(format!("{name}_url")),
+        ) {
+            Ok(Some(completion)) => codes.push((outcome, completion)),
+            Ok(None) => {}
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if problems.is_empty() {
+        state.store.set_completions(id, &codes).await?;
+        return Ok(Redirect::to(&format!("/studies/{id}/panel")).into_response());
+    }
+    let mut page = PanelPage::new(&state, user.username, id, &headers, None, None).await?;
+    for row in &mut page.completions {
+        row.code = field(format!("{}_code", row.name)).to_string();
+        row.redirect_url = field(format!("{}_url", row.name)).to_string();
+    }
+    page.completions_error = Some(problems.join("\n"));
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
 }

@@ -18,6 +18,7 @@ use super::session::{RATER_COOKIE, RATER_COOKIE_DAYS, RaterPage, secret_cookie};
 use super::{AppState, WebError};
 use crate::domain::Verdict;
 use crate::judging::{self, RequestedVerdict};
+use crate::panel::CompletionOutcome;
 use crate::store::judging::{ServeOutcome, Stage, SubmitOutcome};
 use crate::store::quality::PracticeFeedback;
 
@@ -65,6 +66,8 @@ struct MessagePage {
     title: &'static str,
     message: String,
     link: Option<(&'static str, &'static str)>,
+    /// At an end of the study with a panel completion code: the code and where to take it.
+    completion: Option<(String, Option<String>)>,
 }
 
 /// A message page on the item route (the language switch returns to the item).
@@ -80,8 +83,34 @@ fn message(
         title,
         message,
         link,
+        completion: None,
     }
     .into_response()
+}
+
+/// A message page at one of the study's ends, with the study's completion code for it (and
+/// the link back to the panel) when it has one; no other page ever shows a code.
+async fn ending(
+    state: &AppState,
+    study_id: Uuid,
+    outcome: CompletionOutcome,
+    t: &'static Texts,
+    title: &'static str,
+    message: String,
+) -> Result<Response, WebError> {
+    let completion = state.store.completion(study_id, outcome).await?;
+    Ok(MessagePage {
+        t,
+        back: "/rate/item",
+        title,
+        message,
+        link: None,
+        completion: completion.map(|c| {
+            let redirect = c.redirect();
+            (c.code, redirect)
+        }),
+    }
+    .into_response())
 }
 
 #[derive(Template, WebTemplate)]
@@ -208,14 +237,35 @@ async fn item(
             .into_response()
         }
         ServeOutcome::Finished { items_done } => {
-            message(t, t.all_done_title, t.all_done(items_done), None)
+            let text = t.all_done(items_done);
+            ending(
+                &state,
+                rater.study_id,
+                CompletionOutcome::Completed,
+                t,
+                t.all_done_title,
+                text,
+            )
+            .await?
         }
         ServeOutcome::StudyClosed => message(t, t.closed_title, t.closed_message.into(), None),
         ServeOutcome::NotAdmitted => {
-            message(t, t.not_admitted_title, t.not_admitted_message.into(), None)
+            let text = t.not_admitted_message.into();
+            let outcome = CompletionOutcome::ScreenedOut;
+            ending(
+                &state,
+                rater.study_id,
+                outcome,
+                t,
+                t.not_admitted_title,
+                text,
+            )
+            .await?
         }
         ServeOutcome::WorkloadReached { items_done } => {
-            message(t, t.workload_title, t.workload_message(items_done), None)
+            let text = t.workload_message(items_done);
+            let outcome = CompletionOutcome::OutOfTime;
+            ending(&state, rater.study_id, outcome, t, t.workload_title, text).await?
         }
         ServeOutcome::Break { items_done } => message(
             t,
