@@ -7,6 +7,7 @@
 //! - [`invites`]: the admin's list of raters to invite (CSV of names and emails), its checks,
 //!   and the CSV of links handed back.
 //! - [`panel`]: participants from a recruitment panel entering through one link per study.
+//! - [`bonus`]: panel participants' bonuses (the rule, earnings, the bulk-bonus CSV).
 //! - [`generator`]: the project's own procedural grade-school word problems (built-in set).
 //! - [`judging`]: deadline and assignment-balancing rules.
 //! - [`quality`]: the rater protocol: practice, screening, silent gold items, workload and breaks.
@@ -26,6 +27,7 @@
 //! - [`cli`]: the `legibility` command and its subcommands.
 
 pub mod auth;
+pub mod bonus;
 pub mod checkpoints;
 pub mod cli;
 pub mod clock;

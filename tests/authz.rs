@@ -64,6 +64,8 @@ const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/studies/{id}/panel", Admin),
     ("POST", "/studies/{id}/panel", Admin),
     ("POST", "/studies/{id}/panel/completions", Admin),
+    ("POST", "/studies/{id}/panel/bonus", Admin),
+    ("POST", "/studies/{id}/panel/bonuses.csv", Admin),
     ("POST", "/studies/{id}/raters/{rater_id}/revoke", Admin),
     ("GET", "/admin/jobs", Admin),
     ("GET", "/admin/jobs.json", Admin),

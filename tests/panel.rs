@@ -411,3 +411,119 @@ async fn completion_codes_are_shown_at_their_ends_only(backend: Backend) {
     assert!(end.contains("cc=D0NE22\""), "{end}");
 }
 on_both_backends!(completion_codes_are_shown_at_their_ends_only);
+
+/// Judges every item left for `client`, truthfully or always "correct", and returns
+/// (answered, right) counted from the items as served, for the bonus computed by hand.
+async fn judge_everything(client: &mut Client<'_>, truthfully: bool) -> (i64, i64) {
+    let (mut answered, mut right) = (0, 0);
+    loop {
+        let item = next_status(client).await;
+        if item["status"] != "item" {
+            return (answered, right);
+        }
+        let text = item["solution"].as_str().unwrap_or_default();
+        let verdict = if truthfully {
+            common::truthful(text)
+        } else {
+            "correct"
+        };
+        answer(client, &item, verdict).await;
+        answered += 1;
+        right += i64::from(verdict == common::truthful(text));
+    }
+}
+
+/// Bonuses (issue 20, part 6): the rule is checked, the export is the panel's bulk-bonus CSV
+/// with amounts computed by hand here, and a second export lists nothing already exported.
+async fn bonuses_are_exported_once(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let study = app.fixture(4, 1, 2, 45_000).await.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let link = open_panel(&app, &mut admin, study).await;
+    let rule_form = format!("/studies/{study}/panel/bonus");
+    let refused = admin
+        .post_form(&rule_form, &[("fixed", "1"), ("per_judgement", "0.055")])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused
+            .body
+            .contains("bonus per judgement: &#34;0.055&#34; is not an amount"),
+        "{}",
+        refused.body
+    );
+    let saved = admin
+        .post_form(
+            &rule_form,
+            &[
+                ("fixed", "1.00"),
+                ("per_judgement", "0.05"),
+                ("per_correct", "0.10"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+
+    let mut careful = app.client();
+    careful
+        .get(&format!("/s/{link}?PROLIFIC_PID=careful"))
+        .await;
+    let (a_answered, a_right) = judge_everything(&mut careful, true).await;
+    let mut hasty = app.client();
+    hasty.get(&format!("/s/{link}?PROLIFIC_PID=hasty")).await;
+    let (b_answered, b_right) = judge_everything(&mut hasty, false).await;
+    assert_eq!((a_answered, a_right, b_answered), (4, 4, 4));
+    assert!(
+        b_right < 4,
+        "the always-correct participant got {b_right} of 4 right"
+    );
+    // An invited rater earns nothing here, and a participant who answered nothing neither.
+    let tokens = app.invite(study, 1).await;
+    let mut invited = app.rater_client(&tokens[0]).await;
+    judge_everything(&mut invited, true).await;
+    app.client()
+        .get(&format!("/s/{link}?PROLIFIC_PID=idle"))
+        .await;
+
+    let cents = |answered: i64, right: i64| 100 + 5 * answered + 10 * right;
+    let amount = |c: i64| format!("{}.{:02}", c / 100, c % 100);
+    let export = format!("/studies/{study}/panel/bonuses.csv");
+    let first = admin.post_form(&export, &[]).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert!(
+        first.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    assert_eq!(
+        first.body,
+        format!(
+            "participant_id,amount\ncareful,{}\nhasty,{}\n",
+            amount(cents(a_answered, a_right)),
+            amount(cents(b_answered, b_right))
+        )
+    );
+    assert_eq!(cents(4, 4), 160, "1.00 + 4 × 0.05 + 4 × 0.10");
+    let second = admin.post_form(&export, &[]).await;
+    assert_eq!(second.body, "participant_id,amount\n");
+
+    // A participant judging after the export is listed alone in the next one.
+    let mut later = app.client();
+    later.get(&format!("/s/{link}?PROLIFIC_PID=later")).await;
+    let (c_answered, c_right) = judge_everything(&mut later, true).await;
+    assert!(c_answered > 0);
+    let third = admin.post_form(&export, &[]).await;
+    assert_eq!(
+        third.body,
+        format!(
+            "participant_id,amount\nlater,{}\n",
+            amount(cents(c_answered, c_right))
+        )
+    );
+    assert_eq!(
+        admin.post_form(&export, &[]).await.body,
+        "participant_id,amount\n"
+    );
+}
+on_both_backends!(bonuses_are_exported_once);

@@ -324,6 +324,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "panel completions",
         include_str!("../../migrations/sqlite/0014_panel_completions.sql"),
     ),
+    (
+        15,
+        "panel bonuses",
+        include_str!("../../migrations/sqlite/0015_panel_bonuses.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -390,6 +395,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         14,
         "panel completions",
         include_str!("../../migrations/postgres/0014_panel_completions.sql"),
+    ),
+    (
+        15,
+        "panel bonuses",
+        include_str!("../../migrations/postgres/0015_panel_bonuses.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::raters::Rater;
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::auth;
+use crate::bonus::BonusRule;
 use crate::domain::StudyStatus;
 use crate::panel::{self, Completion, CompletionOutcome, PanelEntry, PanelParams};
 
@@ -303,4 +304,142 @@ impl Store {
             .find(|(o, _)| *o == outcome)
             .map(|(_, c)| c))
     }
+
+    /// Sets a study's bonus rule.
+    pub async fn set_bonus_rule(
+        &self,
+        study_id: Uuid,
+        rule: BonusRule,
+        now: i64,
+    ) -> StoreResult<()> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            let study: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM studies WHERE id = $1")
+                .bind(study_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if study.is_none() {
+                return Err(StoreError::NotFound("study"));
+            }
+            sqlx::query(
+                "INSERT INTO study_bonus_rules
+                   (study_id, fixed_cents, per_judgement_cents, per_correct_cents, updated_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (study_id) DO UPDATE SET
+                   fixed_cents = excluded.fixed_cents,
+                   per_judgement_cents = excluded.per_judgement_cents,
+                   per_correct_cents = excluded.per_correct_cents,
+                   updated_at = excluded.updated_at",
+            )
+            .bind(study_id)
+            .bind(rule.fixed_cents)
+            .bind(rule.per_judgement_cents)
+            .bind(rule.per_correct_cents)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// A study's bonus rule (all zero when none was set).
+    pub async fn bonus_rule(&self, study_id: Uuid) -> StoreResult<BonusRule> {
+        let row: Option<(i64, i64, i64)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT fixed_cents, per_judgement_cents, per_correct_cents
+                 FROM study_bonus_rules WHERE study_id = $1",
+            )
+            .bind(study_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(rule_of(row))
+    }
+
+    /// What each panel participant of the study has earned under its rule beyond what earlier
+    /// exports listed, recorded as one new batch in the same transaction (two exports at once
+    /// take turns), so nothing is ever listed twice. Sorted by participant ID; participants
+    /// owed nothing new are left out.
+    pub async fn export_bonuses(
+        &self,
+        study_id: Uuid,
+        now: i64,
+    ) -> StoreResult<Vec<(String, i64)>> {
+        dispatch!(self, pool, backend => {
+            let mut tx = self.begin_write(pool).await?;
+            let study: Option<(Uuid,)> = sqlx::query_as(backend.pick(
+                "SELECT id FROM studies WHERE id = $1",
+                "SELECT id FROM studies WHERE id = $1 FOR UPDATE",
+            ))
+            .bind(study_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if study.is_none() {
+                return Err(StoreError::NotFound("study"));
+            }
+            let rule: Option<(i64, i64, i64)> = sqlx::query_as(
+                "SELECT fixed_cents, per_judgement_cents, per_correct_cents
+                 FROM study_bonus_rules WHERE study_id = $1",
+            )
+            .bind(study_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let rule = rule_of(rule);
+            // Per participant: answered verdicts, right ones, and what earlier batches listed.
+            let rows: Vec<(Uuid, String, i64, i64, i64)> = sqlx::query_as(
+                "SELECT r.id, r.participant_id,
+                        CAST(COALESCE(SUM(CASE WHEN j.verdict <> 'timeout' THEN 1 ELSE 0 END), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(CASE WHEN (j.verdict = 'correct' AND s.is_correct)
+                                                 OR (j.verdict = 'wrong' AND NOT s.is_correct)
+                                               THEN 1 ELSE 0 END), 0) AS BIGINT),
+                        CAST((SELECT COALESCE(SUM(p.amount_cents), 0) FROM bonus_payments p
+                               WHERE p.rater_id = r.id) AS BIGINT)
+                 FROM raters r
+                 LEFT JOIN judgements j ON j.rater_id = r.id
+                 LEFT JOIN solutions s ON s.id = j.solution_id
+                 WHERE r.study_id = $1 AND r.participant_id IS NOT NULL
+                 GROUP BY r.id, r.participant_id
+                 ORDER BY r.participant_id",
+            )
+            .bind(study_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let batch = Uuid::now_v7();
+            let mut listed = Vec::new();
+            for (rater_id, participant_id, answered, correct, paid) in rows {
+                let due = rule.earned_cents(answered, correct) - paid;
+                if due <= 0 {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO bonus_payments (id, study_id, batch_id, rater_id, amount_cents, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(Uuid::now_v7())
+                .bind(study_id)
+                .bind(batch)
+                .bind(rater_id)
+                .bind(due)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                listed.push((participant_id, due));
+            }
+            tx.commit().await?;
+            Ok(listed)
+        })
+    }
+}
+
+/// A bonus rule row (fixed, per judgement, per correct), or no bonus without one.
+fn rule_of(row: Option<(i64, i64, i64)>) -> BonusRule {
+    row.map(
+        |(fixed_cents, per_judgement_cents, per_correct_cents)| BonusRule {
+            fixed_cents,
+            per_judgement_cents,
+            per_correct_cents,
+        },
+    )
+    .unwrap_or_default()
 }

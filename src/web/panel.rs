@@ -8,6 +8,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::State;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -19,6 +20,7 @@ use super::admin::link_base;
 use super::extract::{Form, Path, Query};
 use super::session::{Admin, RATER_COOKIE, RATER_COOKIE_DAYS, secret_cookie};
 use super::{AppState, WebError};
+use crate::bonus::{self, BonusRule};
 use crate::panel::{self, Completion, CompletionOutcome, PanelParams};
 use crate::store::panels::{PanelEntryOutcome, StudyPanel};
 
@@ -28,6 +30,8 @@ pub fn routes() -> Router<AppState> {
         .route("/s/{link}", get(enter))
         .route("/studies/{id}/panel", get(panel_page).post(save_panel))
         .route("/studies/{id}/panel/completions", post(save_completions))
+        .route("/studies/{id}/panel/bonus", post(save_bonus_rule))
+        .route("/studies/{id}/panel/bonuses.csv", post(export_bonuses))
 }
 
 /// A participant opening the study's panel link: the same participant ID always becomes the
@@ -95,6 +99,9 @@ struct PanelPage {
     /// One row per outcome of the completion-code form.
     completions: Vec<CompletionRow>,
     completions_error: Option<String>,
+    /// The bonus rule's three amounts as the form shows them.
+    bonus: [String; 3],
+    bonus_error: Option<String>,
 }
 
 /// An outcome's fields on the completion-code form.
@@ -147,6 +154,13 @@ impl PanelPage {
         });
         let base = link_base(&state.config, headers);
         let completions = CompletionRow::rows(&state.store.completions(study_id).await?);
+        let rule = state.store.bonus_rule(study_id).await?;
+        let bonus = [
+            rule.fixed_cents,
+            rule.per_judgement_cents,
+            rule.per_correct_cents,
+        ]
+        .map(bonus::format_cents);
         Ok(PanelPage {
             username,
             is_admin: true,
@@ -162,6 +176,8 @@ impl PanelPage {
             error,
             completions,
             completions_error: None,
+            bonus,
+            bonus_error: None,
         })
     }
 }
@@ -250,4 +266,59 @@ async fn save_completions(
     }
     page.completions_error = Some(problems.join("\n"));
     Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct BonusForm {
+    #[serde(default)]
+    fixed: String,
+    #[serde(default)]
+    per_judgement: String,
+    #[serde(default)]
+    per_correct: String,
+}
+
+/// Sets the study's bonus rule; a bad amount re-renders the form with it named (422).
+async fn save_bonus_rule(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Form(form): Form<BonusForm>,
+) -> Result<Response, WebError> {
+    match BonusRule::parse(&form.fixed, &form.per_judgement, &form.per_correct) {
+        Ok(rule) => {
+            state
+                .store
+                .set_bonus_rule(id, rule, state.clock.now_ms())
+                .await?;
+            Ok(Redirect::to(&format!("/studies/{id}/panel#bonuses")).into_response())
+        }
+        Err(message) => {
+            let mut page = PanelPage::new(&state, user.username, id, &headers, None, None).await?;
+            page.bonus = [form.fixed, form.per_judgement, form.per_correct];
+            page.bonus_error = Some(message);
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+    }
+}
+
+/// Downloads the panel's bulk-bonus CSV of what is owed beyond earlier exports, and records
+/// it as paid: a POST, because it changes what the next export lists.
+async fn export_bonuses(
+    State(state): State<AppState>,
+    Admin(_user): Admin,
+    Path(id): Path<Uuid>,
+) -> Result<Response, WebError> {
+    let now = state.clock.now_ms();
+    let rows = state.store.export_bonuses(id, now).await?;
+    let disposition = format!("attachment; filename=\"bonuses-{id}-{now}.csv\"");
+    Ok((
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        bonus::bonus_csv(&rows),
+    )
+        .into_response())
 }
