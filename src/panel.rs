@@ -188,6 +188,104 @@ pub fn rater_name(participant_id: &str) -> String {
     format!("panel {participant_id}")
 }
 
+/// Most places a panel link may have (a study's participants at a time).
+pub const MAX_PLACES: i64 = 100_000;
+
+/// Reads the places field: blank means no limit, else a whole number from 1.
+pub fn parse_places(text: &str) -> Result<Option<i64>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<i64>() {
+        Ok(n) if (1..=MAX_PLACES).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "places: \"{text}\" is not a whole number from 1 to {MAX_PLACES} (leave it empty for no limit)"
+        )),
+    }
+}
+
+/// How the panel reports a participant who gave up their place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnedAs {
+    /// The participant returned the study.
+    Returned,
+    /// The panel's time limit ran out.
+    TimedOut,
+}
+
+impl ReturnedAs {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReturnedAs::Returned => "returned",
+            ReturnedAs::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// A panel's submissions export, read: every participant ID in it, and those it reports as
+/// returned or timed out.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Submissions {
+    /// Every participant ID listed, in file order.
+    pub participants: Vec<String>,
+    /// The ones that gave their place up.
+    pub returned: Vec<(String, ReturnedAs)>,
+}
+
+/// Reads a submissions CSV as Prolific exports it (a `Participant id` column and a `Status`
+/// column whose `RETURNED` and `TIMED-OUT` rows gave their place up; other columns and
+/// statuses are ignored; `participant_id` and `PROLIFIC_PID` are accepted as the ID's header).
+/// Checked whole: a missing column, a broken line or a malformed ID refuses the file, naming
+/// the line.
+pub fn read_submissions(csv_bytes: &[u8]) -> Result<Submissions, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .from_reader(csv_bytes);
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("the file is not a CSV file with a header line ({e})"))?
+        .clone();
+    let column = |names: &[&str]| {
+        headers.iter().position(|h| {
+            let h = h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase();
+            names.contains(&h.as_str())
+        })
+    };
+    let (Some(id_at), Some(status_at)) = (
+        column(&["participant id", "participant_id", "prolific_pid"]),
+        column(&["status"]),
+    ) else {
+        return Err(
+            "the file needs a \"Participant id\" column and a \"Status\" column, as the panel's submissions export has"
+                .into(),
+        );
+    };
+    let mut out = Submissions::default();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| format!("line {line}: {e}"))?;
+        let id = record.get(id_at).unwrap_or("").trim();
+        let id = valid_id(id).ok_or_else(|| {
+            format!("line {line}: \"{id}\" is not a participant ID (1 to {MAX_ID_LEN} letters, digits, _ or -)")
+        })?;
+        let status = record
+            .get(status_at)
+            .unwrap_or("")
+            .trim()
+            .to_ascii_uppercase()
+            .replace(['_', ' '], "-");
+        match status.as_str() {
+            "RETURNED" => out.returned.push((id.clone(), ReturnedAs::Returned)),
+            "TIMED-OUT" => out.returned.push((id.clone(), ReturnedAs::TimedOut)),
+            _ => {}
+        }
+        out.participants.push(id);
+    }
+    Ok(out)
+}
+
 /// The ends of a study a participant can reach, each with its own completion code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletionOutcome {
@@ -466,5 +564,51 @@ mod tests {
         for outcome in CompletionOutcome::ALL {
             assert_eq!(CompletionOutcome::parse(outcome.as_str()), Some(outcome));
         }
+    }
+
+    #[test]
+    fn places_are_a_whole_number_or_none() {
+        assert_eq!(parse_places(" "), Ok(None));
+        assert_eq!(parse_places("75"), Ok(Some(75)));
+        for bad in ["0", "-3", "1.5", "many", "100001"] {
+            assert!(
+                parse_places(bad).unwrap_err().starts_with("places: "),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn prolific_submissions_exports_are_read() {
+        let csv = "\u{feff}Submission id,Participant id,Status,Started at\n\
+                   s1,5f1a,APPROVED,2026-01-01\n\
+                   s2,p-2,RETURNED,2026-01-01\n\
+                   s3,p_3,TIMED-OUT,2026-01-01\n\
+                   s4,p4,AWAITING REVIEW,2026-01-01\n";
+        let read = read_submissions(csv.as_bytes()).unwrap();
+        assert_eq!(read.participants, ["5f1a", "p-2", "p_3", "p4"]);
+        assert_eq!(
+            read.returned,
+            [
+                ("p-2".to_string(), ReturnedAs::Returned),
+                ("p_3".to_string(), ReturnedAs::TimedOut)
+            ]
+        );
+        let scripted = read_submissions(b"participant_id,status\nx1,timed_out\n").unwrap();
+        assert_eq!(
+            scripted.returned,
+            [("x1".to_string(), ReturnedAs::TimedOut)]
+        );
+    }
+
+    #[test]
+    fn broken_submissions_files_are_refused_whole() {
+        let no_status = read_submissions(b"Participant id,State\np1,RETURNED\n").unwrap_err();
+        assert!(no_status.contains("\"Status\" column"), "{no_status}");
+        let bad_id =
+            read_submissions(b"Participant id,Status\np1,RETURNED\nbad id,RETURNED\n").unwrap_err();
+        assert!(bad_id.starts_with("line 3: \"bad id\""), "{bad_id}");
+        let ragged = read_submissions(b"Participant id,Status\np1,RETURNED,extra\n").unwrap_err();
+        assert!(ragged.starts_with("line 2: "), "{ragged}");
     }
 }

@@ -527,3 +527,140 @@ async fn bonuses_are_exported_once(backend: Backend) {
     );
 }
 on_both_backends!(bonuses_are_exported_once);
+
+/// Places and returns (issue 20, part 5): a full study turns new participants away; the
+/// panel's submissions export frees the places of those it reports as returned or timed out
+/// (their unanswered item back in the pool, their finished judgements kept); a file with an
+/// ID that is not a participant changes nothing.
+async fn returned_participants_free_their_places(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let study = app.fixture(6, 1, 1, 45_000).await.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let panel_form = format!("/studies/{study}/panel");
+    let refused = admin
+        .post_form(
+            &panel_form,
+            &[("id_param", "PROLIFIC_PID"), ("places", "zero")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused
+            .body
+            .contains("places: &#34;zero&#34; is not a whole number"),
+        "{}",
+        refused.body
+    );
+    let opened = admin
+        .post_form(
+            &panel_form,
+            &[("id_param", "PROLIFIC_PID"), ("places", "2")],
+        )
+        .await;
+    assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
+    let link = app.store().study_panel(study).await.unwrap().unwrap().link;
+    let enter = |id: &str| format!("/s/{link}?PROLIFIC_PID={id}");
+
+    let mut leaver = app.client();
+    assert_eq!(
+        leaver.get(&enter("leaver")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let first = current_item(&mut leaver).await;
+    answer(&mut leaver, &first, "correct").await;
+    let running = current_item(&mut leaver).await;
+    assert_eq!(running["status"], "item");
+    let mut stayer = app.client();
+    assert_eq!(
+        stayer.get(&enter("stayer")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let full = app.client().get(&enter("third")).await;
+    assert_eq!(full.status, StatusCode::GONE);
+    assert!(full.body.contains("This study is full"), "{}", full.body);
+    // The same participant entering again is not a new one: a full study lets them back.
+    assert_eq!(
+        app.client().get(&enter("stayer")).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    let returns = format!("/studies/{study}/panel/returns");
+    let export = |rows: &str| format!("Submission id,Participant id,Status\n{rows}");
+    let stranger = admin
+        .post_multipart(
+            &returns,
+            &[],
+            export("s1,leaver,RETURNED\ns2,stranger,RETURNED\n").as_bytes(),
+        )
+        .await;
+    assert_eq!(stranger.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        stranger.body.contains("nothing was changed: 1 ID in the file is not a participant of this study (is it this study&#39;s export?): stranger"),
+        "{}",
+        stranger.body
+    );
+    assert_eq!(
+        app.store()
+            .study_panel(study)
+            .await
+            .unwrap()
+            .unwrap()
+            .returned,
+        0
+    );
+    assert_eq!(
+        app.store().study_progress(study).await.unwrap().in_progress,
+        1
+    );
+    let no_status = admin
+        .post_multipart(&returns, &[], b"Participant id\nleaver\n")
+        .await;
+    assert_eq!(no_status.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        no_status.body.contains("&#34;Status&#34; column"),
+        "{}",
+        no_status.body
+    );
+
+    let file = export("s1,leaver,RETURNED\ns2,stayer,AWAITING REVIEW\n");
+    let applied = admin.post_multipart(&returns, &[], file.as_bytes()).await;
+    assert_eq!(applied.status, StatusCode::OK, "{}", applied.body);
+    assert!(
+        applied
+            .body
+            .contains("1 participant in the file returned or timed out; 1 newly marked"),
+        "{}",
+        applied.body
+    );
+    let progress = app.store().study_progress(study).await.unwrap();
+    assert_eq!(
+        (progress.in_progress, progress.judged),
+        (0, 1),
+        "item freed, judgement kept"
+    );
+    let again = admin.post_multipart(&returns, &[], file.as_bytes()).await;
+    assert!(again.body.contains("0 newly marked"), "{}", again.body);
+    assert_eq!(
+        app.store()
+            .study_panel(study)
+            .await
+            .unwrap()
+            .unwrap()
+            .returned,
+        1
+    );
+
+    // The place is free for someone new; the returned participant's link has ended.
+    assert_eq!(
+        app.client().get(&enter("third")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    let back = leaver.get(&enter("leaver")).await;
+    assert_eq!(back.status, StatusCode::GONE);
+    assert!(
+        back.body.contains("place in this study has ended"),
+        "{}",
+        back.body
+    );
+}
+on_both_backends!(returned_participants_free_their_places);

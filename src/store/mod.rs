@@ -329,6 +329,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "panel bonuses",
         include_str!("../../migrations/sqlite/0015_panel_bonuses.sql"),
     ),
+    (
+        16,
+        "panel places",
+        include_str!("../../migrations/sqlite/0016_panel_places.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -400,6 +405,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         15,
         "panel bonuses",
         include_str!("../../migrations/postgres/0015_panel_bonuses.sql"),
+    ),
+    (
+        16,
+        "panel places",
+        include_str!("../../migrations/postgres/0016_panel_places.sql"),
     ),
 ];
 

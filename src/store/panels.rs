@@ -4,11 +4,12 @@
 use uuid::Uuid;
 
 use super::raters::Rater;
+use super::raters::abandon_active_items;
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::auth;
 use crate::bonus::BonusRule;
 use crate::domain::StudyStatus;
-use crate::panel::{self, Completion, CompletionOutcome, PanelEntry, PanelParams};
+use crate::panel::{self, Completion, CompletionOutcome, PanelEntry, PanelParams, Submissions};
 
 /// A study's panel entry link as staff pages show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,10 @@ pub struct StudyPanel {
     pub params: PanelParams,
     /// Participants who entered so far.
     pub participants: i64,
+    /// At most this many participants hold a place at a time; `None`: no limit.
+    pub places: Option<i64>,
+    /// Participants the panel reported as returned or timed out (their places are free).
+    pub returned: i64,
 }
 
 /// What entering through a panel link came to.
@@ -33,12 +38,15 @@ pub enum PanelEntryOutcome {
     },
     /// The study is closed and this participant had not entered before.
     Closed,
-    /// Staff ended this participant's place (their link was revoked).
+    /// Staff ended this participant's place (their link was revoked, or the panel reported
+    /// them as returned).
     Revoked,
+    /// Every place is taken and this participant had not entered before.
+    Full,
 }
 
-/// (study id, secret, status) of a panel link.
-type LinkRow = (Uuid, String, String);
+/// (study id, secret, status, places) of a panel link.
+type LinkRow = (Uuid, String, String, Option<i64>);
 
 /// (study id, participant id) of the rater holding a token.
 type HolderRow = (Uuid, Option<String>);
@@ -50,6 +58,7 @@ impl Store {
         &self,
         study_id: Uuid,
         params: &PanelParams,
+        places: Option<i64>,
         now: i64,
     ) -> StoreResult<StudyPanel> {
         // 96 random bits: the link is shared with every participant, so it only has to be
@@ -67,11 +76,13 @@ impl Store {
             }
             sqlx::query(
                 "INSERT INTO study_panels
-                   (study_id, link, secret, id_param, study_param, session_param, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                   (study_id, link, secret, id_param, study_param, session_param, places,
+                    created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
                  ON CONFLICT (study_id) DO UPDATE SET
                    id_param = excluded.id_param, study_param = excluded.study_param,
-                   session_param = excluded.session_param, updated_at = excluded.updated_at",
+                   session_param = excluded.session_param, places = excluded.places,
+                   updated_at = excluded.updated_at",
             )
             .bind(study_id)
             .bind(&link)
@@ -79,6 +90,7 @@ impl Store {
             .bind(&params.id_param)
             .bind(&params.study_param)
             .bind(&params.session_param)
+            .bind(places)
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -91,12 +103,23 @@ impl Store {
 
     /// A study's panel link, if it has one.
     pub async fn study_panel(&self, study_id: Uuid) -> StoreResult<Option<StudyPanel>> {
-        type Row = (String, String, Option<String>, Option<String>, i64);
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<i64>,
+            i64,
+        );
         let row: Option<Row> = dispatch!(self, pool, _b => {
             sqlx::query_as(
                 "SELECT p.link, p.id_param, p.study_param, p.session_param,
                         (SELECT COUNT(*) FROM raters r
-                          WHERE r.study_id = p.study_id AND r.participant_id IS NOT NULL)
+                          WHERE r.study_id = p.study_id AND r.participant_id IS NOT NULL),
+                        p.places,
+                        (SELECT COUNT(*) FROM raters r
+                          WHERE r.study_id = p.study_id AND r.returned_at IS NOT NULL)
                  FROM study_panels p WHERE p.study_id = $1",
             )
             .bind(study_id)
@@ -104,14 +127,18 @@ impl Store {
             .await?
         });
         Ok(row.map(
-            |(link, id_param, study_param, session_param, participants)| StudyPanel {
-                link,
-                params: PanelParams {
-                    id_param,
-                    study_param,
-                    session_param,
-                },
-                participants,
+            |(link, id_param, study_param, session_param, participants, places, returned)| {
+                StudyPanel {
+                    link,
+                    params: PanelParams {
+                        id_param,
+                        study_param,
+                        session_param,
+                    },
+                    participants,
+                    places,
+                    returned,
+                }
             },
         ))
     }
@@ -165,16 +192,21 @@ impl Store {
         entry: &PanelEntry,
         now: i64,
     ) -> StoreResult<PanelEntryOutcome> {
-        dispatch!(self, pool, _b => {
+        dispatch!(self, pool, backend => {
             let mut tx = self.begin_write(pool).await?;
-            let row: Option<LinkRow> = sqlx::query_as(
-                "SELECT p.study_id, p.secret, s.status FROM study_panels p
+            // Locking the link's row makes a study's first entries take turns on PostgreSQL,
+            // so two cannot both take the last place (SQLite's single writer already does).
+            let row: Option<LinkRow> = sqlx::query_as(backend.pick(
+                "SELECT p.study_id, p.secret, s.status, p.places FROM study_panels p
                  JOIN studies s ON s.id = p.study_id WHERE p.link = $1",
-            )
+                "SELECT p.study_id, p.secret, s.status, p.places FROM study_panels p
+                 JOIN studies s ON s.id = p.study_id WHERE p.link = $1 FOR UPDATE OF p",
+            ))
             .bind(link)
             .fetch_optional(&mut *tx)
             .await?;
-            let (study_id, secret, status) = row.ok_or(StoreError::NotFound("study link"))?;
+            let (study_id, secret, status, places) =
+                row.ok_or(StoreError::NotFound("study link"))?;
             let token = panel::participant_token(&secret, &entry.participant_id);
             let sha = auth::token_hash(&token);
             let find = "SELECT id, name, revoked_at FROM raters WHERE token_sha = $1";
@@ -185,6 +217,18 @@ impl Store {
             if found.is_none() {
                 if status != StudyStatus::Open.as_str() {
                     return Ok(PanelEntryOutcome::Closed);
+                }
+                if let Some(places) = places {
+                    let (holding,): (i64,) = sqlx::query_as(
+                        "SELECT COUNT(*) FROM raters
+                         WHERE study_id = $1 AND participant_id IS NOT NULL AND revoked_at IS NULL",
+                    )
+                    .bind(study_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    if holding >= places {
+                        return Ok(PanelEntryOutcome::Full);
+                    }
                 }
                 // A concurrent first entry of the same participant may insert first: then
                 // this insert does nothing (PostgreSQL waits for that transaction) and the
@@ -428,6 +472,69 @@ impl Store {
             }
             tx.commit().await?;
             Ok(listed)
+        })
+    }
+
+    /// Applies a panel's submissions export: each participant it reports as returned or timed
+    /// out is marked, their link revoked (their place is free again) and their unanswered
+    /// item returned to the pool; their finished judgements stay. All or nothing: an ID that
+    /// is not a participant of this study refuses the file, naming every such ID. Returns how
+    /// many participants were newly marked (a second upload of the same file marks none).
+    pub async fn apply_returns(
+        &self,
+        study_id: Uuid,
+        submissions: &Submissions,
+        now: i64,
+    ) -> StoreResult<usize> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            let known: Vec<(Uuid, String)> = sqlx::query_as(
+                "SELECT id, participant_id FROM raters
+                 WHERE study_id = $1 AND participant_id IS NOT NULL",
+            )
+            .bind(study_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let rater_of = |id: &str| known.iter().find(|(_, p)| p == id).map(|(r, _)| *r);
+            let mut unknown: Vec<&str> = submissions
+                .participants
+                .iter()
+                .map(String::as_str)
+                .filter(|id| rater_of(id).is_none())
+                .collect();
+            unknown.dedup();
+            if !unknown.is_empty() {
+                return Err(StoreError::Invalid(format!(
+                    "nothing was changed: {} (is it this study's export?): {}",
+                    if unknown.len() == 1 {
+                        "1 ID in the file is not a participant of this study".to_string()
+                    } else {
+                        format!("{} IDs in the file are not participants of this study", unknown.len())
+                    },
+                    unknown.join(", ")
+                )));
+            }
+            let mut marked = 0;
+            for (participant, how) in &submissions.returned {
+                let Some(rater_id) = rater_of(participant) else { continue };
+                let changed = sqlx::query(
+                    "UPDATE raters SET returned_at = $1, returned_as = $2,
+                                       revoked_at = COALESCE(revoked_at, $1)
+                     WHERE id = $3 AND returned_at IS NULL",
+                )
+                .bind(now)
+                .bind(how.as_str())
+                .bind(rater_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed > 0 {
+                    marked += 1;
+                    abandon_active_items!(tx, rater_id, study_id);
+                }
+            }
+            tx.commit().await?;
+            Ok(marked)
         })
     }
 }

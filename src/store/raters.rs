@@ -71,6 +71,35 @@ const ACTIVE_NAMES: &str = "SELECT name FROM raters WHERE study_id = $1 AND revo
 /// PostgreSQL's 65,535 parameters per statement).
 const INSERT_CHUNK: usize = 1_000;
 
+/// Inside a `dispatch!` body holding the write transaction `$tx`: abandons the rater's active
+/// item, if any, and returns its slot to the pool, as if its time had run out. The conditional
+/// update re-checks `active` under the row lock, so an answer or a sweep committing at the
+/// same moment cannot free the slot a second time.
+macro_rules! abandon_active_items {
+    ($tx:ident, $rater_id:expr, $study_id:expr) => {{
+        let freed: Vec<(Uuid,)> = sqlx::query_as(
+            "UPDATE assignments SET state = 'abandoned'
+             WHERE rater_id = $1 AND study_id = $2 AND state = 'active'
+             RETURNING solution_id",
+        )
+        .bind($rater_id)
+        .bind($study_id)
+        .fetch_all(&mut *$tx)
+        .await?;
+        for (solution_id,) in freed {
+            sqlx::query(
+                "UPDATE study_solutions SET slots_taken = slots_taken - 1
+                 WHERE study_id = $1 AND solution_id = $2",
+            )
+            .bind($study_id)
+            .bind(solution_id)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+pub(crate) use abandon_active_items;
+
 impl Store {
     /// Invites raters with the given names (no emails) to a study and returns their secret
     /// tokens; the same rules as [`Store::invite_invitees`].
@@ -211,27 +240,7 @@ impl Store {
             if found == 0 {
                 return Err(StoreError::NotFound("rater"));
             }
-            // The conditional update re-checks `active` under the row lock, so an answer or a
-            // sweep committing at the same moment cannot free the slot a second time.
-            let freed: Vec<(Uuid,)> = sqlx::query_as(
-                "UPDATE assignments SET state = 'abandoned'
-                 WHERE rater_id = $1 AND study_id = $2 AND state = 'active'
-                 RETURNING solution_id",
-            )
-            .bind(rater_id)
-            .bind(study_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            for (solution_id,) in freed {
-                sqlx::query(
-                    "UPDATE study_solutions SET slots_taken = slots_taken - 1
-                     WHERE study_id = $1 AND solution_id = $2",
-                )
-                .bind(study_id)
-                .bind(solution_id)
-                .execute(&mut *tx)
-                .await?;
-            }
+            abandon_active_items!(tx, rater_id, study_id);
             tx.commit().await?;
         });
         Ok(())

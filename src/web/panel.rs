@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{Multipart, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -22,6 +23,7 @@ use super::session::{Admin, RATER_COOKIE, RATER_COOKIE_DAYS, secret_cookie};
 use super::{AppState, WebError};
 use crate::bonus::{self, BonusRule};
 use crate::panel::{self, Completion, CompletionOutcome, PanelParams};
+use crate::store::StoreError;
 use crate::store::panels::{PanelEntryOutcome, StudyPanel};
 
 /// Routes of panel entry and its admin page.
@@ -31,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{id}/panel", get(panel_page).post(save_panel))
         .route("/studies/{id}/panel/completions", post(save_completions))
         .route("/studies/{id}/panel/bonus", post(save_bonus_rule))
+        .route("/studies/{id}/panel/returns", post(upload_returns))
         .route("/studies/{id}/panel/bonuses.csv", post(export_bonuses))
 }
 
@@ -76,6 +79,9 @@ async fn enter(
         PanelEntryOutcome::Closed => Err(WebError::Gone(
             "This study is closed and is not taking new participants. Please return it on the panel's page.".into(),
         )),
+        PanelEntryOutcome::Full => Err(WebError::Gone(
+            "This study is full: all its places are taken. Please return it on the panel's page.".into(),
+        )),
         PanelEntryOutcome::Revoked => Err(WebError::Gone(
             "Your place in this study has ended. If you think this is a mistake, please message the researcher through the panel.".into(),
         )),
@@ -95,7 +101,11 @@ struct PanelPage {
     id_param: String,
     study_param: String,
     session_param: String,
+    places: String,
     error: Option<String>,
+    /// What the last upload of the panel's submissions export did, or why it was refused.
+    returns_outcome: Option<String>,
+    returns_error: Option<String>,
     /// One row per outcome of the completion-code form.
     completions: Vec<CompletionRow>,
     completions_error: Option<String>,
@@ -150,6 +160,11 @@ impl PanelPage {
                 id_param: params.id_param,
                 study_param: params.study_param.unwrap_or_default(),
                 session_param: params.session_param.unwrap_or_default(),
+                places: panel
+                    .as_ref()
+                    .and_then(|p| p.places)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
             }
         });
         let base = link_base(&state.config, headers);
@@ -173,11 +188,14 @@ impl PanelPage {
             id_param: form.id_param,
             study_param: form.study_param,
             session_param: form.session_param,
+            places: form.places,
             error,
             completions,
             completions_error: None,
             bonus,
             bonus_error: None,
+            returns_outcome: None,
+            returns_error: None,
         })
     }
 }
@@ -198,6 +216,9 @@ struct PanelForm {
     study_param: String,
     #[serde(default)]
     session_param: String,
+    /// Blank: no limit.
+    #[serde(default)]
+    places: String,
 }
 
 /// Opens the link (or renames its parameters); bad names re-render the form with the reason.
@@ -208,11 +229,13 @@ async fn save_panel(
     headers: HeaderMap,
     Form(form): Form<PanelForm>,
 ) -> Result<Response, WebError> {
-    match PanelParams::parse(&form.id_param, &form.study_param, &form.session_param) {
-        Ok(params) => {
+    let checked = PanelParams::parse(&form.id_param, &form.study_param, &form.session_param)
+        .and_then(|params| Ok((params, panel::parse_places(&form.places)?)));
+    match checked {
+        Ok((params, places)) => {
             state
                 .store
-                .open_panel(id, &params, state.clock.now_ms())
+                .open_panel(id, &params, places, state.clock.now_ms())
                 .await?;
             Ok(Redirect::to(&format!("/studies/{id}/panel")).into_response())
         }
@@ -321,4 +344,54 @@ async fn export_bonuses(
         bonus::bonus_csv(&rows),
     )
         .into_response())
+}
+
+/// The panel's submissions export (CSV, field `file`): participants it reports as returned or
+/// timed out give their places back. A refused file changes nothing and says why (422).
+async fn upload_returns(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    mut multipart: Multipart,
+) -> Result<Response, WebError> {
+    let unreadable = |e: MultipartError| {
+        WebError::BadRequest(format!("the upload could not be read: {}", e.body_text()))
+    };
+    let mut file = None;
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
+        if field.name() == Some("file") {
+            file = Some(field.bytes().await.map_err(unreadable)?);
+        }
+    }
+    let applied = match file.filter(|bytes| !bytes.is_empty()) {
+        None => Err("choose the panel's submissions export (a CSV file) first".to_string()),
+        Some(bytes) => match panel::read_submissions(&bytes) {
+            Err(problem) => Err(problem),
+            Ok(submissions) => match state
+                .store
+                .apply_returns(id, &submissions, state.clock.now_ms())
+                .await
+            {
+                Ok(marked) => Ok((marked, submissions.returned.len())),
+                Err(StoreError::Invalid(problem)) => Err(problem),
+                Err(e) => return Err(e.into()),
+            },
+        },
+    };
+    let mut page = PanelPage::new(&state, user.username, id, &headers, None, None).await?;
+    let status = match applied {
+        Ok((marked, listed)) => {
+            page.returns_outcome = Some(format!(
+                "{listed} participant{} in the file returned or timed out; {marked} newly marked and their places freed.",
+                if listed == 1 { "" } else { "s" }
+            ));
+            StatusCode::OK
+        }
+        Err(problem) => {
+            page.returns_error = Some(problem);
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    };
+    Ok((status, page).into_response())
 }
