@@ -66,6 +66,7 @@ const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/studies/{id}/panel/completions", Admin),
     ("POST", "/studies/{id}/panel/bonus", Admin),
     ("POST", "/studies/{id}/panel/returns", Admin),
+    ("POST", "/studies/{id}/panel/delete", Admin),
     ("POST", "/studies/{id}/panel/bonuses.csv", Admin),
     ("POST", "/studies/{id}/raters/{rater_id}/revoke", Admin),
     ("GET", "/admin/jobs", Admin),

@@ -664,3 +664,82 @@ async fn returned_participants_free_their_places(backend: Backend) {
     );
 }
 on_both_backends!(returned_participants_free_their_places);
+
+/// Data rights (issue 20, part 7): deleting a participant's data removes their judgements from
+/// every report and download, frees their solutions for other raters, ends their place, and
+/// is logged without their ID.
+async fn a_participants_data_is_deleted_on_request(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let study = app.fixture(4, 1, 1, 45_000).await.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let link = open_panel(&app, &mut admin, study).await;
+    let enter = |id: &str| format!("/s/{link}?PROLIFIC_PID={id}");
+    let mut leaving = app.client();
+    leaving.get(&enter("forget-me")).await;
+    assert_eq!(judge_everything(&mut leaving, true).await.0, 4);
+    let mut staying = app.client();
+    staying.get(&enter("keep-me")).await;
+    assert_eq!(judge_everything(&mut staying, false).await.0, 4);
+    let progress = app.store().study_progress(study).await.unwrap();
+    assert_eq!((progress.judged, progress.wanted), (8, 8));
+    let attempts = serde_json::to_string(&app.attempts(study).await).unwrap();
+    assert_eq!(attempts.matches("panel forget-me").count(), 4);
+
+    let delete = format!("/studies/{study}/panel/delete");
+    let unknown = admin
+        .post_form(&delete, &[("participant_id", "nobody")])
+        .await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        unknown
+            .body
+            .contains("nobody is not a participant of this study"),
+        "{}",
+        unknown.body
+    );
+    assert_eq!(app.store().study_progress(study).await.unwrap().judged, 8);
+
+    let deleted = admin
+        .post_form(&delete, &[("participant_id", "forget-me")])
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert!(
+        deleted
+            .body
+            .contains("Deleted forget-me&#39;s data: 4 judgements and 0 qualification"),
+        "{}",
+        deleted.body
+    );
+    let log = app.store().data_deletions(study).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].judgements, log[0].deleted_by.as_str()), (4, "ada"));
+    let page = admin.get(&format!("/studies/{study}/panel")).await.body;
+    assert!(
+        !page.contains("forget-me"),
+        "the log keeps no participant ID"
+    );
+
+    // Reports and downloads no longer have them; their solutions are open again.
+    let progress = app.store().study_progress(study).await.unwrap();
+    assert_eq!(progress.judged, 4);
+    let attempts = serde_json::to_string(&app.attempts(study).await).unwrap();
+    assert!(!attempts.contains("forget-me"));
+    let report = admin
+        .get(&format!("/studies/{study}/report.json"))
+        .await
+        .json();
+    assert_eq!(report["judgements"], 4);
+    let mut newcomer = app.client();
+    newcomer.get(&enter("newcomer")).await;
+    assert_eq!(judge_everything(&mut newcomer, true).await.0, 4);
+    assert_eq!(app.store().study_progress(study).await.unwrap().judged, 8);
+
+    // Their place has ended, and there is nothing left to delete.
+    let back = app.client().get(&enter("forget-me")).await;
+    assert_eq!(back.status, StatusCode::GONE);
+    let twice = admin
+        .post_form(&delete, &[("participant_id", "forget-me")])
+        .await;
+    assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+on_both_backends!(a_participants_data_is_deleted_on_request);

@@ -334,6 +334,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "panel places",
         include_str!("../../migrations/sqlite/0016_panel_places.sql"),
     ),
+    (
+        17,
+        "data deletions",
+        include_str!("../../migrations/sqlite/0017_data_deletions.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -410,6 +415,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         16,
         "panel places",
         include_str!("../../migrations/postgres/0016_panel_places.sql"),
+    ),
+    (
+        17,
+        "data deletions",
+        include_str!("../../migrations/postgres/0017_data_deletions.sql"),
     ),
 ];
 

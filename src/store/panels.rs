@@ -26,6 +26,19 @@ pub struct StudyPanel {
     pub returned: i64,
 }
 
+/// One participant's data deleted on request, as the log keeps it (without their ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDeletion {
+    /// Judgements deleted.
+    pub judgements: i64,
+    /// Qualification, practice and gold answers deleted.
+    pub quality_answers: i64,
+    /// The staff member who deleted them.
+    pub deleted_by: String,
+    /// When (Unix ms).
+    pub deleted_at: i64,
+}
+
 /// What entering through a panel link came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PanelEntryOutcome {
@@ -536,6 +549,120 @@ impl Store {
             tx.commit().await?;
             Ok(marked)
         })
+    }
+
+    /// Deletes one participant's data on their request: their judgements and qualification
+    /// answers, and their panel IDs. Their judged solutions' slots return to the pool, so the
+    /// study still reaches K judgements per solution, and every report, download and verifier
+    /// training run afterwards is computed without them. The rater row stays, anonymised and
+    /// revoked (their place has ended, and the deletion is accounted for), with exported
+    /// bonuses, which are payment records. Logged in `data_deletions` with who asked for it.
+    pub async fn delete_participant_data(
+        &self,
+        study_id: Uuid,
+        participant_id: &str,
+        deleted_by: &str,
+        now: i64,
+    ) -> StoreResult<DataDeletion> {
+        dispatch!(self, pool, _b => {
+            let mut tx = self.begin_write(pool).await?;
+            let rater: Option<(Uuid,)> = sqlx::query_as(
+                "SELECT id FROM raters WHERE study_id = $1 AND participant_id = $2",
+            )
+            .bind(study_id)
+            .bind(participant_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (rater_id,) = rater.ok_or(StoreError::NotFound("participant"))?;
+            abandon_active_items!(tx, rater_id, study_id);
+            let judged: Vec<(Uuid,)> = sqlx::query_as(
+                "SELECT solution_id FROM assignments WHERE rater_id = $1 AND state = 'judged'",
+            )
+            .bind(rater_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (solution_id,) in &judged {
+                sqlx::query(
+                    "UPDATE study_solutions SET slots_taken = slots_taken - 1
+                     WHERE study_id = $1 AND solution_id = $2",
+                )
+                .bind(study_id)
+                .bind(solution_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let judgements = sqlx::query("DELETE FROM judgements WHERE rater_id = $1")
+                .bind(rater_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as i64;
+            sqlx::query("DELETE FROM assignments WHERE rater_id = $1")
+                .bind(rater_id)
+                .execute(&mut *tx)
+                .await?;
+            let quality_answers = sqlx::query("DELETE FROM quality_attempts WHERE rater_id = $1")
+                .bind(rater_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected() as i64;
+            sqlx::query(
+                "UPDATE raters SET name = $2, email = NULL, participant_id = NULL,
+                        panel_study_id = NULL, panel_session_id = NULL,
+                        screening_correct = NULL, screening_passed = NULL,
+                        revoked_at = COALESCE(revoked_at, $3)
+                 WHERE id = $1",
+            )
+            .bind(rater_id)
+            .bind(format!("deleted participant {}", &rater_id.simple().to_string()[..8]))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO data_deletions
+                   (id, study_id, rater_id, judgements, quality_answers, deleted_by, deleted_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(Uuid::now_v7())
+            .bind(study_id)
+            .bind(rater_id)
+            .bind(judgements)
+            .bind(quality_answers)
+            .bind(deleted_by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(DataDeletion {
+                judgements,
+                quality_answers,
+                deleted_by: deleted_by.to_string(),
+                deleted_at: now,
+            })
+        })
+    }
+
+    /// A study's data deletions, oldest first.
+    pub async fn data_deletions(&self, study_id: Uuid) -> StoreResult<Vec<DataDeletion>> {
+        let rows: Vec<(i64, i64, String, i64)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT judgements, quality_answers, deleted_by, deleted_at FROM data_deletions
+                 WHERE study_id = $1 ORDER BY deleted_at, id",
+            )
+            .bind(study_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(judgements, quality_answers, deleted_by, deleted_at)| DataDeletion {
+                    judgements,
+                    quality_answers,
+                    deleted_by,
+                    deleted_at,
+                },
+            )
+            .collect())
     }
 }
 

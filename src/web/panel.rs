@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::admin::link_base;
 use super::extract::{Form, Path, Query};
 use super::session::{Admin, RATER_COOKIE, RATER_COOKIE_DAYS, secret_cookie};
+use super::times::Timestamp;
 use super::{AppState, WebError};
 use crate::bonus::{self, BonusRule};
 use crate::panel::{self, Completion, CompletionOutcome, PanelParams};
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{id}/panel/completions", post(save_completions))
         .route("/studies/{id}/panel/bonus", post(save_bonus_rule))
         .route("/studies/{id}/panel/returns", post(upload_returns))
+        .route("/studies/{id}/panel/delete", post(delete_participant))
         .route("/studies/{id}/panel/bonuses.csv", post(export_bonuses))
 }
 
@@ -106,6 +108,10 @@ struct PanelPage {
     /// What the last upload of the panel's submissions export did, or why it was refused.
     returns_outcome: Option<String>,
     returns_error: Option<String>,
+    /// Participants' data deleted on request: (when, by whom, judgements, quality answers).
+    deletions: Vec<(Timestamp, String, i64, i64)>,
+    deletion_outcome: Option<String>,
+    deletion_error: Option<String>,
     /// One row per outcome of the completion-code form.
     completions: Vec<CompletionRow>,
     completions_error: Option<String>,
@@ -196,6 +202,22 @@ impl PanelPage {
             bonus_error: None,
             returns_outcome: None,
             returns_error: None,
+            deletions: state
+                .store
+                .data_deletions(study_id)
+                .await?
+                .into_iter()
+                .map(|d| {
+                    (
+                        Timestamp(d.deleted_at),
+                        d.deleted_by,
+                        d.judgements,
+                        d.quality_answers,
+                    )
+                })
+                .collect(),
+            deletion_outcome: None,
+            deletion_error: None,
         })
     }
 }
@@ -390,6 +412,66 @@ async fn upload_returns(
         }
         Err(problem) => {
             page.returns_error = Some(problem);
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    };
+    Ok((status, page).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct DeletionForm {
+    #[serde(default)]
+    participant_id: String,
+}
+
+/// Deletes one participant's data on their request (see [`crate::store::Store::delete_participant_data`])
+/// and logs who did it; an ID that is not a participant of this study changes nothing.
+async fn delete_participant(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Form(form): Form<DeletionForm>,
+) -> Result<Response, WebError> {
+    let participant = form.participant_id.trim();
+    let deleted = if participant.is_empty() {
+        Err("give the participant ID whose data is to be deleted".to_string())
+    } else {
+        match state
+            .store
+            .delete_participant_data(id, participant, &user.username, state.clock.now_ms())
+            .await
+        {
+            Ok(deletion) => {
+                tracing::info!(
+                    study = %id,
+                    by = %user.username,
+                    judgements = deletion.judgements,
+                    quality_answers = deletion.quality_answers,
+                    "deleted a participant's data on request"
+                );
+                Ok(deletion)
+            }
+            Err(StoreError::NotFound(_)) => Err(format!(
+                "{participant} is not a participant of this study (or their data was already deleted); nothing was deleted"
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let mut page = PanelPage::new(&state, user.username, id, &headers, None, None).await?;
+    let status = match deleted {
+        Ok(d) => {
+            page.deletion_outcome = Some(format!(
+                "Deleted {participant}'s data: {} judgement{} and {} qualification, practice or gold answer{}. The reports no longer count them.",
+                d.judgements,
+                if d.judgements == 1 { "" } else { "s" },
+                d.quality_answers,
+                if d.quality_answers == 1 { "" } else { "s" }
+            ));
+            StatusCode::OK
+        }
+        Err(problem) => {
+            page.deletion_error = Some(problem);
             StatusCode::UNPROCESSABLE_ENTITY
         }
     };
