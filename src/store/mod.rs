@@ -191,6 +191,27 @@ macro_rules! fence_progress {
 }
 pub(crate) use fence_progress;
 
+/// Inside a `dispatch!` body holding the write transaction `$tx`: returns
+/// `NotFound("study")` from the enclosing function unless the study exists, and on PostgreSQL
+/// locks its row so that writes to one study's settings, invitations or bonus exports take
+/// turns (SQLite's single writer already does). `NO KEY`: judging's inserts, whose foreign
+/// keys share-lock the row, do not wait for it.
+macro_rules! lock_study {
+    ($tx:ident, $backend:ident, $study_id:expr) => {{
+        let study: Option<(uuid::Uuid,)> = sqlx::query_as($backend.pick(
+            "SELECT id FROM studies WHERE id = $1",
+            "SELECT id FROM studies WHERE id = $1 FOR NO KEY UPDATE",
+        ))
+        .bind($study_id)
+        .fetch_optional(&mut *$tx)
+        .await?;
+        if study.is_none() {
+            return Err($crate::store::StoreError::NotFound("study"));
+        }
+    }};
+}
+pub(crate) use lock_study;
+
 /// Inside a `dispatch!` body holding the write transaction `$tx`: inserts a checkpoint whose
 /// files are in `$model_dir` unless its label is taken; evaluates to whether it was inserted
 /// (see [`models::label_taken`] for the refusal).

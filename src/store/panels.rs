@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::raters::Rater;
 use super::raters::abandon_active_items;
-use super::{Store, StoreError, StoreResult, dispatch};
+use super::{Store, StoreError, StoreResult, dispatch, lock_study};
 use crate::auth;
 use crate::bonus::BonusRule;
 use crate::domain::StudyStatus;
@@ -78,15 +78,9 @@ impl Store {
         // unguessable, not secret like the derivation key.
         let link = auth::new_token()[..24].to_string();
         let secret = auth::new_token();
-        dispatch!(self, pool, _b => {
+        dispatch!(self, pool, backend => {
             let mut tx = self.begin_write(pool).await?;
-            let study: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM studies WHERE id = $1")
-                .bind(study_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if study.is_none() {
-                return Err(StoreError::NotFound("study"));
-            }
+            lock_study!(tx, backend, study_id);
             sqlx::query(
                 "INSERT INTO study_panels
                    (study_id, link, secret, id_param, study_param, session_param, places,
@@ -297,15 +291,9 @@ impl Store {
         study_id: Uuid,
         codes: &[(CompletionOutcome, Completion)],
     ) -> StoreResult<()> {
-        dispatch!(self, pool, _b => {
+        dispatch!(self, pool, backend => {
             let mut tx = self.begin_write(pool).await?;
-            let study: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM studies WHERE id = $1")
-                .bind(study_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if study.is_none() {
-                return Err(StoreError::NotFound("study"));
-            }
+            lock_study!(tx, backend, study_id);
             sqlx::query("DELETE FROM panel_completions WHERE study_id = $1")
                 .bind(study_id)
                 .execute(&mut *tx)
@@ -369,15 +357,9 @@ impl Store {
         rule: BonusRule,
         now: i64,
     ) -> StoreResult<()> {
-        dispatch!(self, pool, _b => {
+        dispatch!(self, pool, backend => {
             let mut tx = self.begin_write(pool).await?;
-            let study: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM studies WHERE id = $1")
-                .bind(study_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if study.is_none() {
-                return Err(StoreError::NotFound("study"));
-            }
+            lock_study!(tx, backend, study_id);
             sqlx::query(
                 "INSERT INTO study_bonus_rules
                    (study_id, fixed_cents, per_judgement_cents, per_correct_cents, updated_at)
@@ -425,16 +407,8 @@ impl Store {
     ) -> StoreResult<Vec<(String, i64)>> {
         dispatch!(self, pool, backend => {
             let mut tx = self.begin_write(pool).await?;
-            let study: Option<(Uuid,)> = sqlx::query_as(backend.pick(
-                "SELECT id FROM studies WHERE id = $1",
-                "SELECT id FROM studies WHERE id = $1 FOR UPDATE",
-            ))
-            .bind(study_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if study.is_none() {
-                return Err(StoreError::NotFound("study"));
-            }
+            // Two exports at once take turns: neither lists what the other recorded.
+            lock_study!(tx, backend, study_id);
             let rule: Option<(i64, i64, i64)> = sqlx::query_as(
                 "SELECT fixed_cents, per_judgement_cents, per_correct_cents
                  FROM study_bonus_rules WHERE study_id = $1",

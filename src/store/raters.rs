@@ -5,7 +5,7 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use super::writer::value_rows;
-use super::{Store, StoreError, StoreResult, dispatch};
+use super::{Store, StoreError, StoreResult, dispatch, lock_study};
 use crate::auth;
 use crate::invites::{self, Invitee};
 
@@ -141,19 +141,9 @@ impl Store {
             .collect();
         dispatch!(self, pool, backend => {
             let mut tx = self.begin_write(pool).await?;
-            // Locking the study row makes concurrent invitations to one study take turns, so
-            // two cannot both pass the name check (SQLite's single writer already does). `NO KEY`:
-            // judging's inserts, whose foreign keys share-lock the row, do not wait for it.
-            let study: Option<(Uuid,)> = sqlx::query_as(backend.pick(
-                "SELECT id FROM studies WHERE id = $1",
-                "SELECT id FROM studies WHERE id = $1 FOR NO KEY UPDATE",
-            ))
-            .bind(study_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if study.is_none() {
-                return Err(StoreError::NotFound("study"));
-            }
+            // Concurrent invitations to one study take turns, so two cannot both pass the
+            // name check.
+            lock_study!(tx, backend, study_id);
             let active: Vec<String> = sqlx::query_scalar(ACTIVE_NAMES)
                 .bind(study_id)
                 .fetch_all(&mut *tx)
