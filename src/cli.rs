@@ -901,6 +901,12 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
     // (which hands its running job back to the queue).
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);
+    tokio::spawn(free_idle_places_every(
+        state.store.clone(),
+        state.clock.clone(),
+        IDLE_SWEEP,
+        stop_requested(stopped.clone()),
+    ));
     let worker = (!args.no_worker).then(|| {
         let worker = build_worker(
             state.store.clone(),
@@ -936,6 +942,31 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
     }
     served?;
     Ok(())
+}
+
+/// How often the server frees the places of idle panel participants.
+const IDLE_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Frees idle panel participants' places (see [`Store::free_idle_places`]) every `interval`
+/// until shutdown; a failed sweep is logged and the next one tries again.
+async fn free_idle_places_every(
+    store: Store,
+    clock: Clock,
+    interval: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        match store.free_idle_places(clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(freed) => tracing::info!(freed, "freed the places of idle panel participants"),
+            Err(e) => tracing::warn!(error = %e, "could not free idle participants' places"),
+        }
+    }
 }
 
 /// How often a process with a worker checks whether verifier training is due.

@@ -23,7 +23,7 @@ use crate::metrics::is_chance_level;
 pub use crate::store::reports::AttemptRow;
 
 /// The tidy table's columns, in order (README documents each).
-pub const COLUMNS: [&str; 18] = [
+pub const COLUMNS: [&str; 21] = [
     "rater_id",
     "rater_name",
     "solution_id",
@@ -42,6 +42,9 @@ pub const COLUMNS: [&str; 18] = [
     "timing",
     "times_shown",
     "attempt_flags",
+    "participant_id",
+    "rater_returned",
+    "rater_background",
 ];
 
 /// Why a row deserves a second look; a row may carry several, joined by `;`. How the attempt
@@ -277,6 +280,9 @@ message attempt {
   REQUIRED BYTE_ARRAY timing (STRING);
   REQUIRED INT64 times_shown;
   REQUIRED BYTE_ARRAY attempt_flags (STRING);
+  OPTIONAL BYTE_ARRAY participant_id (STRING);
+  OPTIONAL BYTE_ARRAY rater_returned (STRING);
+  OPTIONAL BYTE_ARRAY rater_background (STRING);
 }
 ";
 
@@ -289,6 +295,7 @@ pub struct ParquetTable {
 /// One column's values for a row group.
 enum Values {
     Text(Vec<ByteArray>),
+    OptionalText(Vec<ByteArray>, Vec<i16>),
     Int(Vec<i64>),
     OptionalInt(Vec<i64>, Vec<i16>),
     Bool(Vec<bool>),
@@ -301,6 +308,16 @@ impl Values {
                 .map(|r| ByteArray::from(f(r).into_bytes()))
                 .collect(),
         )
+    }
+
+    fn optional_text(rows: &[AttemptRow], f: impl Fn(&AttemptRow) -> Option<&String>) -> Values {
+        let mut values = Vec::new();
+        let mut levels = Vec::with_capacity(rows.len());
+        for value in rows.iter().map(f) {
+            levels.push(i16::from(value.is_some()));
+            values.extend(value.map(|v| ByteArray::from(v.as_bytes().to_vec())));
+        }
+        Values::OptionalText(values, levels)
     }
 
     fn optional(rows: &[AttemptRow], f: impl Fn(&AttemptRow) -> Option<i64>) -> Values {
@@ -333,6 +350,9 @@ impl Values {
             Values::text(rows, |r| r.timing.as_str().to_string()),
             Values::Int(rows.iter().map(|r| r.times_shown).collect()),
             Values::text(rows, |r| r.attempt_flags.clone()),
+            Values::optional_text(rows, |r| r.participant_id.as_ref()),
+            Values::optional_text(rows, |r| r.rater_returned.as_ref()),
+            Values::optional_text(rows, |r| r.rater_background.as_ref()),
         ]
     }
 }
@@ -361,6 +381,9 @@ impl ParquetTable {
                 match (column.untyped(), &values) {
                     (ColumnWriter::ByteArrayColumnWriter(w), Values::Text(v)) => {
                         w.write_batch(v, None, None)?
+                    }
+                    (ColumnWriter::ByteArrayColumnWriter(w), Values::OptionalText(v, levels)) => {
+                        w.write_batch(v, Some(levels), None)?
                     }
                     (ColumnWriter::Int64ColumnWriter(w), Values::Int(v)) => {
                         w.write_batch(v, None, None)?
@@ -417,6 +440,9 @@ mod tests {
             timing: TimingOutcome::InTime,
             times_shown: 1,
             attempt_flags: String::new(),
+            participant_id: None,
+            rater_returned: None,
+            rater_background: None,
         }
     }
 
@@ -504,7 +530,7 @@ mod tests {
             lines[1]
         );
         assert!(
-            lines[2].ends_with(",timeout,1000,46000,,45000,,,in_time,1,"),
+            lines[2].ends_with(",timeout,1000,46000,,45000,,,in_time,1,,,,"),
             "{}",
             lines[2]
         );

@@ -36,6 +36,7 @@ pub mod export;
 pub mod game;
 pub mod generator;
 pub mod grading;
+pub mod intake;
 pub mod invites;
 pub mod judging;
 pub mod labels;

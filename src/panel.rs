@@ -205,6 +205,24 @@ pub fn parse_places(text: &str) -> Result<Option<i64>, String> {
     }
 }
 
+/// Longest idle limit accepted (a week).
+pub const MAX_IDLE_MINUTES: i64 = 7 * 24 * 60;
+
+/// Reads the idle-limit field: blank means never, else whole minutes from 5 (shorter would
+/// end the places of participants reading the instructions).
+pub fn parse_idle_minutes(text: &str) -> Result<Option<i64>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match text.parse::<i64>() {
+        Ok(n) if (5..=MAX_IDLE_MINUTES).contains(&n) => Ok(Some(n)),
+        _ => Err(format!(
+            "idle limit: \"{text}\" is not a whole number of minutes from 5 to {MAX_IDLE_MINUTES} (leave it empty for none)"
+        )),
+    }
+}
+
 /// How the panel reports a participant who gave up their place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReturnedAs {
@@ -215,6 +233,21 @@ pub enum ReturnedAs {
 }
 
 impl ReturnedAs {
+    /// Reads a status as panels write it (`RETURNED`, `TIMED-OUT`, `timed_out`, …); any
+    /// other status is not a return.
+    pub fn read(status: &str) -> Option<ReturnedAs> {
+        match status
+            .trim()
+            .to_ascii_uppercase()
+            .replace(['_', ' '], "-")
+            .as_str()
+        {
+            "RETURNED" => Some(ReturnedAs::Returned),
+            "TIMED-OUT" => Some(ReturnedAs::TimedOut),
+            _ => None,
+        }
+    }
+
     /// The stored name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -270,18 +303,42 @@ pub fn read_submissions(csv_bytes: &[u8]) -> Result<Submissions, String> {
         let id = valid_id(id).ok_or_else(|| {
             format!("line {line}: \"{id}\" is not a participant ID (1 to {MAX_ID_LEN} letters, digits, _ or -)")
         })?;
-        let status = record
-            .get(status_at)
-            .unwrap_or("")
-            .trim()
-            .to_ascii_uppercase()
-            .replace(['_', ' '], "-");
-        match status.as_str() {
-            "RETURNED" => out.returned.push((id.clone(), ReturnedAs::Returned)),
-            "TIMED-OUT" => out.returned.push((id.clone(), ReturnedAs::TimedOut)),
-            _ => {}
+        if let Some(how) = ReturnedAs::read(record.get(status_at).unwrap_or("")) {
+            out.returned.push((id.clone(), how));
         }
         out.participants.push(id);
+    }
+    Ok(out)
+}
+
+/// One participant reported by a script through the JSON API.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ReportedReturn {
+    /// The panel's participant ID.
+    pub participant_id: String,
+    /// `returned` or `timed_out` (Prolific's `RETURNED` and `TIMED-OUT` too).
+    pub status: String,
+}
+
+/// Reads returns reported through the JSON API: unlike the submissions export, every entry
+/// must be a return (the message names the entry at fault).
+pub fn read_reported_returns(reported: &[ReportedReturn]) -> Result<Submissions, String> {
+    let mut out = Submissions::default();
+    for (i, entry) in reported.iter().enumerate() {
+        let id = valid_id(entry.participant_id.trim()).ok_or_else(|| {
+            format!(
+                "participants[{i}]: \"{}\" is not a participant ID (1 to {MAX_ID_LEN} letters, digits, _ or -)",
+                entry.participant_id
+            )
+        })?;
+        let how = ReturnedAs::read(&entry.status).ok_or_else(|| {
+            format!(
+                "participants[{i}]: the status \"{}\" is not returned or timed_out",
+                entry.status
+            )
+        })?;
+        out.participants.push(id.clone());
+        out.returned.push((id, how));
     }
     Ok(out)
 }
@@ -295,14 +352,20 @@ pub enum CompletionOutcome {
     ScreenedOut,
     /// They reached the study's cap on time spent on items.
     OutOfTime,
+    /// They did not agree to the consent text.
+    DeclinedConsent,
+    /// They failed the silent gold items, in a study where that ends their participation.
+    FailedQuality,
 }
 
 impl CompletionOutcome {
     /// Every outcome, in the order the admin page lists them.
-    pub const ALL: [CompletionOutcome; 3] = [
+    pub const ALL: [CompletionOutcome; 5] = [
         CompletionOutcome::Completed,
         CompletionOutcome::ScreenedOut,
+        CompletionOutcome::FailedQuality,
         CompletionOutcome::OutOfTime,
+        CompletionOutcome::DeclinedConsent,
     ];
 
     /// The stored name (and the form fields' prefix).
@@ -311,6 +374,8 @@ impl CompletionOutcome {
             CompletionOutcome::Completed => "completed",
             CompletionOutcome::ScreenedOut => "screened_out",
             CompletionOutcome::OutOfTime => "out_of_time",
+            CompletionOutcome::DeclinedConsent => "declined_consent",
+            CompletionOutcome::FailedQuality => "failed_quality",
         }
     }
 
@@ -323,10 +388,102 @@ impl CompletionOutcome {
     pub fn label(self) -> &'static str {
         match self {
             CompletionOutcome::Completed => "Completed (nothing left to judge)",
-            CompletionOutcome::ScreenedOut => "Screened out (below the qualification pass mark)",
+            CompletionOutcome::ScreenedOut => {
+                "Screened out (the comprehension check failed twice, or below the qualification pass mark)"
+            }
             CompletionOutcome::OutOfTime => "Out of time (reached the cap on time on items)",
+            CompletionOutcome::DeclinedConsent => "Declined consent",
+            CompletionOutcome::FailedQuality => {
+                "Failed quality (fewer than half of at least 3 silent gold items right, where that ends the study)"
+            }
         }
     }
+}
+
+/// Where a panel participant ended up, as the approve/reject list needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParticipantRecord {
+    /// The panel's participant ID.
+    pub participant_id: String,
+    /// They declined consent.
+    pub declined_consent: bool,
+    /// They failed the comprehension check on every attempt.
+    pub failed_comprehension: bool,
+    /// They did not reach the qualification items' pass mark.
+    pub failed_screening: bool,
+    /// `returned`, `timed_out` or `idle`, when their place ended early.
+    pub returned: Option<String>,
+    /// Study items answered (timeouts left out) and of those, right.
+    pub answered: u64,
+    /// Study items answered right.
+    pub right: u64,
+    /// Silent gold items answered (timeouts included), and of those, right.
+    pub gold_answered: u64,
+    /// Gold items answered right.
+    pub gold_right: u64,
+}
+
+/// Study items a participant must have answered before the chance-level test can reject them.
+pub const MIN_ANSWERS_FOR_REJECTION: u64 = 20;
+
+/// The approve/reject list's decision for one participant: `approve`, `reject` (with the
+/// quality check it failed), or `none` (the panel's own rules apply: they returned, were
+/// screened out, declined consent, or have not answered yet), with the reason.
+pub fn review_decision(p: &ParticipantRecord) -> (&'static str, String) {
+    if p.declined_consent {
+        return ("none", "declined consent".into());
+    }
+    if p.failed_comprehension {
+        return ("none", "screened out: comprehension check".into());
+    }
+    if p.failed_screening {
+        return ("none", "screened out: qualification items".into());
+    }
+    if let Some(how) = &p.returned {
+        return ("none", format!("place ended: {how}"));
+    }
+    let gold = crate::quality::QualityTally {
+        answered: i64::try_from(p.gold_answered).unwrap_or(i64::MAX),
+        right: i64::try_from(p.gold_right).unwrap_or(i64::MAX),
+    };
+    if crate::quality::fails_gold(gold) {
+        return (
+            "reject",
+            format!(
+                "failed quality: {} of {} gold items right",
+                p.gold_right, p.gold_answered
+            ),
+        );
+    }
+    if p.answered >= MIN_ANSWERS_FOR_REJECTION
+        && crate::metrics::is_chance_level(p.right, p.answered, crate::labels::CHANCE_ALPHA)
+    {
+        return (
+            "reject",
+            format!(
+                "failed quality: {} of {} answers right, not distinguishable from guessing",
+                p.right, p.answered
+            ),
+        );
+    }
+    if p.answered == 0 {
+        return ("none", "no answered items yet".into());
+    }
+    (
+        "approve",
+        format!("{} of {} answers right", p.right, p.answered),
+    )
+}
+
+/// The approve/reject list as CSV (`participant_id,decision,reason`).
+pub fn review_csv(records: &[ParticipantRecord]) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.write_record(["participant_id", "decision", "reason"])?;
+    for record in records {
+        let (decision, reason) = review_decision(record);
+        writer.write_record([record.participant_id.as_str(), decision, reason.as_str()])?;
+    }
+    writer.into_inner().map_err(|e| e.into_error().into())
 }
 
 /// Longest completion code accepted (Prolific's are 8 characters).
@@ -579,6 +736,94 @@ mod tests {
     }
 
     #[test]
+    fn review_decisions_follow_the_quality_outcomes() {
+        let base = ParticipantRecord {
+            participant_id: "p".into(),
+            answered: 30,
+            right: 24,
+            ..Default::default()
+        };
+        assert_eq!(review_decision(&base).0, "approve");
+        assert_eq!(review_decision(&base).1, "24 of 30 answers right");
+        // Guessing over enough answers is rejected; over a few it is not judged.
+        let guessing = ParticipantRecord {
+            right: 15,
+            ..base.clone()
+        };
+        assert_eq!(review_decision(&guessing).0, "reject");
+        let few = ParticipantRecord {
+            answered: 10,
+            right: 5,
+            ..base.clone()
+        };
+        assert_eq!(review_decision(&few).0, "approve");
+        // Gold: fewer than half right over at least 3 is rejected.
+        let gold = |answered, right| ParticipantRecord {
+            gold_answered: answered,
+            gold_right: right,
+            ..base.clone()
+        };
+        assert_eq!(
+            review_decision(&gold(4, 1)),
+            ("reject", "failed quality: 1 of 4 gold items right".into())
+        );
+        assert_eq!(review_decision(&gold(4, 2)).0, "approve");
+        assert_eq!(review_decision(&gold(2, 0)).0, "approve");
+        for (record, reason) in [
+            (
+                ParticipantRecord {
+                    declined_consent: true,
+                    ..base.clone()
+                },
+                "declined consent",
+            ),
+            (
+                ParticipantRecord {
+                    failed_comprehension: true,
+                    ..base.clone()
+                },
+                "screened out: comprehension check",
+            ),
+            (
+                ParticipantRecord {
+                    returned: Some("timed_out".into()),
+                    ..gold(4, 0)
+                },
+                "place ended: timed_out",
+            ),
+            (
+                ParticipantRecord {
+                    answered: 0,
+                    right: 0,
+                    ..base.clone()
+                },
+                "no answered items yet",
+            ),
+        ] {
+            assert_eq!(review_decision(&record), ("none", reason.to_string()));
+        }
+        let csv = String::from_utf8(review_csv(&[base]).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "participant_id,decision,reason\np,approve,24 of 30 answers right\n"
+        );
+    }
+
+    #[test]
+    fn idle_limits_are_whole_minutes_or_none() {
+        assert_eq!(parse_idle_minutes(""), Ok(None));
+        assert_eq!(parse_idle_minutes(" 30 "), Ok(Some(30)));
+        for bad in ["4", "0", "-1", "2.5", "soon", "10081"] {
+            assert!(
+                parse_idle_minutes(bad)
+                    .unwrap_err()
+                    .starts_with("idle limit: "),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn prolific_submissions_exports_are_read() {
         let csv = "\u{feff}Submission id,Participant id,Status,Started at\n\
                    s1,5f1a,APPROVED,2026-01-01\n\
@@ -599,6 +844,32 @@ mod tests {
             scripted.returned,
             [("x1".to_string(), ReturnedAs::TimedOut)]
         );
+    }
+
+    #[test]
+    fn returns_reported_by_a_script_are_read_whole() {
+        let entry = |id: &str, status: &str| ReportedReturn {
+            participant_id: id.into(),
+            status: status.into(),
+        };
+        let read =
+            read_reported_returns(&[entry("p1", "returned"), entry("p2", "TIMED-OUT")]).unwrap();
+        assert_eq!(read.participants, ["p1", "p2"]);
+        assert_eq!(
+            read.returned,
+            [
+                ("p1".to_string(), ReturnedAs::Returned),
+                ("p2".to_string(), ReturnedAs::TimedOut)
+            ]
+        );
+        let approved =
+            read_reported_returns(&[entry("p1", "returned"), entry("p2", "APPROVED")]).unwrap_err();
+        assert!(
+            approved.starts_with("participants[1]: the status"),
+            "{approved}"
+        );
+        let bad_id = read_reported_returns(&[entry("a b", "returned")]).unwrap_err();
+        assert!(bad_id.starts_with("participants[0]: \"a b\""), "{bad_id}");
     }
 
     #[test]

@@ -144,6 +144,16 @@ impl QualityTally {
     }
 }
 
+/// Gold items a rater must have answered before failing them can count against them.
+pub const MIN_GOLD_FOR_FAILURE: i64 = 3;
+
+/// Whether a rater failed the silent gold items: fewer than half right over at least
+/// [`MIN_GOLD_FOR_FAILURE`] (a timeout is not right). Ends their study when the study says so,
+/// and puts them on the reject side of the approve/reject list.
+pub fn fails_gold(gold: QualityTally) -> bool {
+    gold.answered >= MIN_GOLD_FOR_FAILURE && 2 * gold.right < gold.answered
+}
+
 /// Counts (purpose, solution correct, stored verdict) rows per purpose.
 pub fn tally(
     rows: impl IntoIterator<Item = (QualityPurpose, bool, Verdict)>,
@@ -255,6 +265,16 @@ pub fn choose_quality_items<R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failing_gold_needs_three_answers_and_fewer_than_half_right() {
+        let tally = |answered, right| QualityTally { answered, right };
+        assert!(!fails_gold(tally(2, 0)));
+        assert!(fails_gold(tally(3, 1)));
+        assert!(!fails_gold(tally(4, 2)));
+        assert!(fails_gold(tally(5, 2)));
+        assert!(!fails_gold(tally(0, 0)));
+    }
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Backend, TestApp};
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::{Client, ClientBuilder, Locator};
+use legibility::domain::UserRole;
 use legibility::quality::RaterProtocol;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -969,3 +970,287 @@ async fn staff_pages_fit_a_phone_and_a_laptop(backend: Backend) {
     browser.close().await.unwrap();
 }
 on_both_backends!(staff_pages_fit_a_phone_and_a_laptop);
+
+/// What one participant of the panel study does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// Consents, answers, passes the check, judges everything left, takes the code back.
+    Complete,
+    /// Fails the comprehension check twice.
+    FailComprehension,
+    /// Judges one item, is served a second, and leaves.
+    Abandon,
+}
+
+/// Clicks the radio button of `option` in comprehension question `question`.
+async fn choose(browser: &Client, question: usize, option: usize) {
+    browser
+        .find(Locator::Css(&format!(
+            "input[name='q{question}'][value='{option}']"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// One participant in a fresh browser session from `entry` to their end; returns the study
+/// items they judged and the end page's completion code.
+async fn take_part(browser: &Client, entry: &str, plan: Plan, axe: Option<&str>) -> (u32, String) {
+    browser.delete_all_cookies().await.unwrap();
+    browser.goto(entry).await.unwrap();
+    wait_for_title(browser, "Information and consent", Duration::from_secs(10)).await;
+    assert!(
+        text_of(browser, "#consent-text h1")
+            .await
+            .contains("Taking part")
+    );
+    if let Some(axe) = axe {
+        assert_accessible(browser, axe, "consent").await;
+    }
+    click(browser, "consent-accept").await;
+    wait_for_title(browser, "About you", Duration::from_secs(10)).await;
+    if let Some(axe) = axe {
+        assert_accessible(browser, axe, "background questions").await;
+    }
+    browser
+        .find(Locator::Id("q0"))
+        .await
+        .unwrap()
+        .select_by_value("University")
+        .await
+        .unwrap();
+    click(browser, "background-submit").await;
+    wait_for_title(browser, "Instructions", Duration::from_secs(10)).await;
+    if let Some(axe) = axe {
+        assert_accessible(browser, axe, "instructions with the comprehension check").await;
+    }
+    let attempts = if plan == Plan::FailComprehension {
+        2
+    } else {
+        1
+    };
+    for attempt in 0..attempts {
+        let right = plan != Plan::FailComprehension;
+        choose(browser, 0, if right { 1 } else { 0 }).await;
+        choose(browser, 1, 0).await;
+        click(browser, "start").await;
+        if !right && attempt == 0 {
+            wait_for_source(
+                browser,
+                "id=\"comprehension-wrong\"",
+                Duration::from_secs(10),
+            )
+            .await;
+            if let Some(axe) = axe {
+                assert_accessible(browser, axe, "comprehension, second attempt").await;
+            }
+        }
+    }
+    if plan == Plan::FailComprehension {
+        wait_for_title(browser, "Thank you", Duration::from_secs(10)).await;
+        return (0, text_of(browser, "#completion-code").await);
+    }
+    let mut judged = 0;
+    loop {
+        let title = format!("Item {}", judged + 1);
+        let started = Instant::now();
+        loop {
+            let now = browser.title().await.unwrap_or_default();
+            if now == title || now == "All done" {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never reached {title:?}: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if browser.title().await.unwrap() == "All done" {
+            break;
+        }
+        if plan == Plan::Abandon && judged == 1 {
+            return (judged, String::new());
+        }
+        assert!(text_of(browser, "#progress").await.starts_with(&title));
+        press(browser, 'c').await;
+        judged += 1;
+    }
+    (judged, text_of(browser, "#completion-code").await)
+}
+
+/// Issue 20's study in Chromium: 20 participants through the panel link and 3 through invite
+/// links consent, answer the background question and the comprehension check, judge and
+/// finish with the completed code and the redirect back to the panel; one fails the check
+/// twice and gets the screen-out code; 3 abandon mid-way, the study fills its places, and the
+/// panel's submissions export frees theirs for the last three; every solution reaches K.
+async fn panel_study_in_chromium(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let study = app.fixture(3, 1, 9, 45_000).await.study_id;
+    let base = serve(&app).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let panel_form = format!("/studies/{study}/panel");
+    let opened = admin
+        .post_form(
+            &panel_form,
+            &[
+                ("id_param", "PROLIFIC_PID"),
+                ("study_param", "STUDY_ID"),
+                ("session_param", "SESSION_ID"),
+                ("places", "17"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        opened.status,
+        axum::http::StatusCode::SEE_OTHER,
+        "{}",
+        opened.body
+    );
+    let saved = admin
+        .post_form(
+            &format!("/studies/{study}/panel/intake"),
+            &[
+                ("consent", "# Taking part\n\nYou judge solutions for about **an hour**."),
+                ("background", "[choice, required] Highest maths education\n- School\n- University"),
+                (
+                    "comprehension",
+                    "How long do you have for each solution?\n- As long as I like\n* The time the countdown shows\n\nWhat do you judge?\n* Whether every step is right\n- Only the final answer",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(
+        saved.status,
+        axum::http::StatusCode::SEE_OTHER,
+        "{}",
+        saved.body
+    );
+    let back_to_panel = format!("{base}/healthz?cc={{code}}");
+    let codes = admin
+        .post_form(
+            &format!("/studies/{study}/panel/completions"),
+            &[
+                ("completed_code", "D0NE"),
+                ("completed_url", &back_to_panel),
+                ("screened_out_code", "SCREEN"),
+                ("screened_out_url", &back_to_panel),
+            ],
+        )
+        .await;
+    assert_eq!(
+        codes.status,
+        axum::http::StatusCode::SEE_OTHER,
+        "{}",
+        codes.body
+    );
+    let link = app.store().study_panel(study).await.unwrap().unwrap().link;
+    let entry =
+        |i: usize| format!("{base}/s/{link}?PROLIFIC_PID=p{i:02}&STUDY_ID=65aa&SESSION_ID=s{i:02}");
+    let axe = axe_source();
+    let (_driver, browser) = start_browser().await;
+
+    let plan_of = |i: usize| match i {
+        2 | 5 | 8 => Plan::Abandon,
+        3 => Plan::FailComprehension,
+        _ => Plan::Complete,
+    };
+    let mut judged = 0;
+    for i in 1..=17 {
+        let checked = (i <= 3).then_some(axe.as_str());
+        let (items, code) = take_part(&browser, &entry(i), plan_of(i), checked).await;
+        judged += items;
+        match plan_of(i) {
+            Plan::Complete => {
+                assert_eq!(code, "D0NE", "participant {i}");
+                if i == 1 {
+                    assert_accessible(&browser, &axe, "all done with a completion code").await;
+                    click(&browser, "return-to-panel").await;
+                    let url = browser.current_url().await.unwrap().to_string();
+                    assert_eq!(url, format!("{base}/healthz?cc=D0NE"));
+                }
+            }
+            Plan::FailComprehension => {
+                assert_eq!(code, "SCREEN");
+                assert_accessible(&browser, &axe, "screened out").await;
+                let href = browser
+                    .find(Locator::Id("return-to-panel"))
+                    .await
+                    .unwrap()
+                    .attr("href")
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    href.as_deref(),
+                    Some(format!("{base}/healthz?cc=SCREEN").as_str())
+                );
+            }
+            Plan::Abandon => assert_eq!(items, 1),
+        }
+    }
+    // Every place is taken: the 18th participant is turned away, with the reason.
+    browser.delete_all_cookies().await.unwrap();
+    browser.goto(&entry(18)).await.unwrap();
+    wait_for_source(&browser, "This study is full", Duration::from_secs(10)).await;
+    assert_eq!(
+        app.store().study_progress(study).await.unwrap().in_progress,
+        3
+    );
+
+    // The panel reports the three as returned: their places and items are free again.
+    let export = "Submission id,Participant id,Status\nx2,p02,RETURNED\nx5,p05,RETURNED\nx8,p08,RETURNED\nx1,p01,APPROVED\n";
+    let returned = admin
+        .post_multipart(
+            &format!("/studies/{study}/panel/returns"),
+            &[],
+            export.as_bytes(),
+        )
+        .await;
+    assert!(
+        returned.body.contains("3 newly marked"),
+        "{}",
+        returned.body
+    );
+    assert_eq!(
+        app.store().study_progress(study).await.unwrap().in_progress,
+        0
+    );
+    for i in 18..=20 {
+        let (items, code) = take_part(&browser, &entry(i), Plan::Complete, None).await;
+        assert_eq!(code, "D0NE", "participant {i}");
+        judged += items;
+    }
+    // Invited raters go through the same steps.
+    for token in app.invite(study, 3).await {
+        let (items, code) =
+            take_part(&browser, &format!("{base}/r/{token}"), Plan::Complete, None).await;
+        assert_eq!(code, "D0NE");
+        judged += items;
+    }
+    browser.close().await.unwrap();
+
+    let progress = app.store().study_progress(study).await.unwrap();
+    assert_eq!(
+        (progress.judged, progress.wanted, progress.in_progress),
+        (54, 54, 0),
+        "every solution reaches K: {progress:?}"
+    );
+    assert_eq!(judged, 54);
+    let panel = app.store().study_panel(study).await.unwrap().unwrap();
+    assert_eq!((panel.participants, panel.returned), (20, 3));
+    let review = admin
+        .get(&format!("/studies/{study}/panel/review.csv"))
+        .await
+        .body;
+    assert!(
+        review.contains("\np02,none,place ended: returned\n"),
+        "{review}"
+    );
+    assert!(
+        review.contains("\np03,none,screened out: comprehension check\n"),
+        "{review}"
+    );
+    assert_eq!(review.lines().count(), 21, "{review}");
+}
+on_both_backends!(panel_study_in_chromium);

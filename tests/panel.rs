@@ -303,7 +303,7 @@ async fn completion_codes_are_shown_at_their_ends_only(backend: Backend) {
     assert!(
         refused
             .body
-            .contains("Screened out (below the qualification pass mark): the code must be"),
+            .contains("Screened out (the comprehension check failed twice, or below the qualification pass mark): the code must be"),
         "{}",
         refused.body
     );
@@ -743,3 +743,481 @@ async fn a_participants_data_is_deleted_on_request(backend: Backend) {
     assert_eq!(twice.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 on_both_backends!(a_participants_data_is_deleted_on_request);
+
+const CONSENT: &str = "# Taking part\n\nYou judge solutions for about **an hour**. <b>bold</b>";
+const BACKGROUND: &str = "[choice, required] Highest maths education\n- School\n- University\n\n[number 0-80, optional] Years of teaching maths";
+const COMPREHENSION: &str = "How long do you have for each solution?\n- As long as I like\n* The time the countdown shows\n\nWhat do you judge?\n* Whether every step is right\n- Only the final answer";
+
+/// Consent, background questions and the comprehension check (issue 20, parts 2 to 4): in
+/// that order before any item, for panel and invited participants alike; the server serves
+/// no item before they are done; a decline and two failed checks end the study with their own
+/// codes; the accepted version and the answers are stored and in the downloads.
+async fn consent_and_questions_come_before_items(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let study = app.fixture(3, 1, 2, 45_000).await.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let link = open_panel(&app, &mut admin, study).await;
+    let intake = format!("/studies/{study}/panel/intake");
+    // A list that does not read is refused whole, naming the line; nothing is saved.
+    let refused = admin
+        .post_form(
+            &intake,
+            &[
+                ("consent", CONSENT),
+                ("background", BACKGROUND),
+                ("comprehension", "Q?\n- a\n- b"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains(
+            "comprehension questions: line 1: &#34;Q?&#34; needs exactly one right option"
+        ),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        app.store().study_intake(study).await.unwrap(),
+        Default::default()
+    );
+    let saved = admin
+        .post_form(
+            &intake,
+            &[
+                ("consent", CONSENT),
+                ("background", BACKGROUND),
+                ("comprehension", COMPREHENSION),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let completions = admin
+        .post_form(
+            &format!("/studies/{study}/panel/completions"),
+            &[
+                ("completed_code", "D0NE"),
+                ("screened_out_code", "SCREEN"),
+                ("declined_consent_code", "N0C0NSENT"),
+                (
+                    "declined_consent_url",
+                    "https://app.prolific.com/submissions/complete?cc={code}",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(completions.status, StatusCode::SEE_OTHER);
+    let enter = |id: &str| format!("/s/{link}?PROLIFIC_PID={id}");
+
+    // Consent first; nothing is served before it, on the pages or the API.
+    let mut ana = app.client();
+    ana.get(&enter("ana")).await;
+    let consent = ana.get("/rate").await;
+    assert!(
+        consent.body.contains("<h1>Taking part</h1>"),
+        "{}",
+        consent.body
+    );
+    assert!(consent.body.contains("<strong>an hour</strong>"));
+    assert!(
+        consent.body.contains("&lt;b&gt;bold&lt;/b&gt;"),
+        "raw HTML is shown as text"
+    );
+    let item_page = ana.get("/rate/item").await;
+    assert_eq!(item_page.location(), Some("/rate"));
+    assert_eq!(
+        current_item(&mut ana).await,
+        serde_json::json!({"status": "intake", "step": "consent"})
+    );
+    assert_eq!(
+        app.store().study_progress(study).await.unwrap().in_progress,
+        0
+    );
+    // A version that is no longer current is not accepted (the text changed meanwhile).
+    ana.post_form("/rate/consent", &[("version", "7"), ("answer", "accept")])
+        .await;
+    assert_eq!(current_item(&mut ana).await["step"], "consent");
+    ana.post_form("/rate/consent", &[("version", "1"), ("answer", "accept")])
+        .await;
+
+    // Background questions: a missing required answer and a number out of range are named
+    // beside their questions, with what was typed kept; nothing is stored.
+    assert_eq!(current_item(&mut ana).await["step"], "background");
+    let refused = ana
+        .post_form("/rate/background", &[("q0", ""), ("q1", "99")])
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.body.contains("Please answer this question."));
+    assert!(refused.body.contains("Please give a number from 0 to 80."));
+    assert!(refused.body.contains("value=\"99\""), "{}", refused.body);
+    assert_eq!(current_item(&mut ana).await["step"], "background");
+    let answered = ana
+        .post_form("/rate/background", &[("q0", "University"), ("q1", "3")])
+        .await;
+    assert_eq!(answered.location(), Some("/rate"));
+
+    // The instructions carry the comprehension check, without the right options marked.
+    let instructions = ana.get("/rate").await.body;
+    assert!(
+        instructions.contains("id=\"comprehension-form\""),
+        "{instructions}"
+    );
+    assert!(instructions.contains("Attempts left: 2."));
+    assert!(!instructions.contains('*'));
+    assert_eq!(current_item(&mut ana).await["step"], "comprehension");
+    let wrong = ana
+        .post_form("/rate/comprehension", &[("q0", "0"), ("q1", "0")])
+        .await;
+    assert_eq!(wrong.location(), Some("/rate?wrong=1"));
+    let again = ana.get("/rate?wrong=1").await.body;
+    assert!(
+        again.contains("1 of your answers were not right"),
+        "{again}"
+    );
+    assert!(again.contains("Attempts left: 1."));
+    let right = ana
+        .post_form("/rate/comprehension", &[("q0", "1"), ("q1", "0")])
+        .await;
+    assert_eq!(right.location(), Some("/rate/item"));
+    let item = current_item(&mut ana).await;
+    assert_eq!(item["status"], "item", "{item}");
+    let page = ana.get("/rate/item").await.body;
+    assert!(
+        page.contains("Item 1 of at most 3 · 4 h 0 min of your time left"),
+        "{page}"
+    );
+
+    // Failing the check twice screens out, with the screen-out code; no item ever served.
+    let mut ben = app.client();
+    ben.get(&enter("ben")).await;
+    ben.post_form("/rate/consent", &[("version", "1"), ("answer", "accept")])
+        .await;
+    ben.post_form("/rate/background", &[("q0", "School")]).await;
+    for _ in 0..2 {
+        ben.post_form("/rate/comprehension", &[("q0", "0"), ("q1", "1")])
+            .await;
+    }
+    let end = ben.get("/rate").await.body;
+    assert!(end.contains("not right on either attempt"), "{end}");
+    assert!(end.contains("id=\"completion-code\">SCREEN<"), "{end}");
+    assert_eq!(ben.get("/rate/item").await.body, end);
+    assert_eq!(current_item(&mut ben).await["status"], "not_admitted");
+    // A third attempt changes nothing.
+    ben.post_form("/rate/comprehension", &[("q0", "1"), ("q1", "0")])
+        .await;
+    assert_eq!(current_item(&mut ben).await["status"], "not_admitted");
+
+    // Declining consent ends the study with its own code and link back to the panel.
+    let mut cleo = app.client();
+    cleo.get(&enter("cleo")).await;
+    cleo.post_form("/rate/consent", &[("version", "1"), ("answer", "decline")])
+        .await;
+    let declined = cleo.get("/rate").await.body;
+    assert!(
+        declined.contains("id=\"completion-code\">N0C0NSENT<"),
+        "{declined}"
+    );
+    assert!(declined.contains("cc=N0C0NSENT\""), "{declined}");
+    assert!(!declined.contains("SCREEN") && !declined.contains("D0NE"));
+    assert_eq!(current_item(&mut cleo).await["status"], "declined_consent");
+    // An answer already given stays.
+    cleo.post_form("/rate/consent", &[("version", "1"), ("answer", "accept")])
+        .await;
+    assert_eq!(current_item(&mut cleo).await["status"], "declined_consent");
+
+    // A changed text is a new version for newcomers; those who agreed keep theirs.
+    let changed = admin
+        .post_form(
+            &intake,
+            &[
+                ("consent", "# Taking part (v2)"),
+                ("background", BACKGROUND),
+                ("comprehension", COMPREHENSION),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.store().study_intake(study).await.unwrap().consent,
+        Some((2, "# Taking part (v2)".to_string()))
+    );
+    assert_eq!(app.store().consent_text(study, 1).await.unwrap(), CONSENT);
+    assert_eq!(current_item(&mut ana).await["status"], "item");
+    // Invited raters go through the same steps.
+    let token = app.invite(study, 1).await.remove(0);
+    let mut invited = app.rater_client(&token).await;
+    assert!(invited.get("/rate").await.body.contains("Taking part (v2)"));
+    assert_eq!(current_item(&mut invited).await["step"], "consent");
+
+    // The answers are in the downloads with the participant's ID.
+    let item = current_item(&mut ana).await;
+    answer(&mut ana, &item, "correct").await;
+    let attempts = app.attempts(study).await;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["participant_id"], "ana");
+    assert_eq!(attempts[0]["rater_returned"], serde_json::Value::Null);
+    let background: serde_json::Value =
+        serde_json::from_str(attempts[0]["rater_background"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        background,
+        serde_json::json!({"Highest maths education": "University", "Years of teaching maths": 3.0})
+    );
+}
+on_both_backends!(consent_and_questions_come_before_items);
+
+/// Idle participants (issue 20, part 5): past the panel link's idle limit a participant's
+/// place is freed, their item returns to the pool and their judgements stay, marked `idle`;
+/// a script reports returns through the JSON API with an admin's token; the approve/reject
+/// list follows the quality outcomes.
+async fn idle_places_are_freed_and_scripts_report_returns(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let study = app.fixture(6, 1, 1, 45_000).await.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let panel_form = format!("/studies/{study}/panel");
+    let refused = admin
+        .post_form(
+            &panel_form,
+            &[("id_param", "PROLIFIC_PID"), ("idle_minutes", "1")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("idle limit: &#34;1&#34; is not"),
+        "{}",
+        refused.body
+    );
+    let opened = admin
+        .post_form(
+            &panel_form,
+            &[
+                ("id_param", "PROLIFIC_PID"),
+                ("places", "2"),
+                ("idle_minutes", "10"),
+            ],
+        )
+        .await;
+    assert_eq!(opened.status, StatusCode::SEE_OTHER, "{}", opened.body);
+    let link = app.store().study_panel(study).await.unwrap().unwrap().link;
+    let enter = |id: &str| format!("/s/{link}?PROLIFIC_PID={id}");
+
+    let mut idler = app.client();
+    idler.get(&enter("idler")).await;
+    let first = current_item(&mut idler).await;
+    answer(&mut idler, &first, "correct").await;
+    assert_eq!(current_item(&mut idler).await["status"], "item");
+    let mut worker = app.client();
+    worker.get(&enter("worker")).await;
+    assert_eq!(
+        app.client().get(&enter("third")).await.status,
+        StatusCode::GONE
+    );
+
+    // Nine minutes on: nobody is idle yet. Eleven: the idler is, the worker kept going.
+    app.state.clock.advance_ms(9 * 60_000);
+    assert_eq!(app.store().free_idle_places(app.now()).await.unwrap(), 0);
+    let item = current_item(&mut worker).await;
+    answer(&mut worker, &item, "correct").await;
+    app.state.clock.advance_ms(2 * 60_000);
+    assert_eq!(app.store().free_idle_places(app.now()).await.unwrap(), 1);
+    assert_eq!(app.store().free_idle_places(app.now()).await.unwrap(), 0);
+    let progress = app.store().study_progress(study).await.unwrap();
+    assert_eq!((progress.in_progress, progress.judged), (0, 2));
+    let panel = app.store().study_panel(study).await.unwrap().unwrap();
+    assert_eq!(panel.idle, 1);
+    assert_eq!(
+        app.client().get(&enter("third")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(idler.get(&enter("idler")).await.status, StatusCode::GONE);
+    let attempts = app.attempts(study).await;
+    let idle_rows: Vec<_> = attempts
+        .iter()
+        .filter(|a| a["participant_id"] == "idler")
+        .collect();
+    assert_eq!(idle_rows.len(), 1);
+    assert_eq!(idle_rows[0]["rater_returned"], "idle");
+
+    // The JSON API: an admin's token reports returns, all or nothing; others may not.
+    let token = legibility::auth::new_api_token();
+    let (ada, _) = app.store().user_with_hash("ada").await.unwrap().unwrap();
+    app.store()
+        .create_api_token(
+            ada.id,
+            "panel sync",
+            &legibility::auth::token_hash(&token),
+            None,
+            app.now(),
+        )
+        .await
+        .unwrap();
+    let report = |token: String, body: serde_json::Value| {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/studies/{study}/panel/returns"))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        app.send(request)
+    };
+    let unknown = report(
+        token.clone(),
+        serde_json::json!({"participants": [
+            {"participant_id": "worker", "status": "returned"},
+            {"participant_id": "nobody", "status": "returned"}]}),
+    )
+    .await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unknown.body
+    );
+    assert!(unknown.body.contains("nobody"), "{}", unknown.body);
+    let bad_status = report(
+        token.clone(),
+        serde_json::json!({"participants": [{"participant_id": "worker", "status": "APPROVED"}]}),
+    )
+    .await;
+    assert_eq!(bad_status.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad_status.body.contains("participants[0]: the status"),
+        "{}",
+        bad_status.body
+    );
+    assert_eq!(
+        app.store()
+            .study_panel(study)
+            .await
+            .unwrap()
+            .unwrap()
+            .returned,
+        0
+    );
+    let marked = report(
+        token.clone(),
+        serde_json::json!({"participants": [{"participant_id": "worker", "status": "TIMED-OUT"}]}),
+    )
+    .await;
+    assert_eq!(marked.status, StatusCode::OK, "{}", marked.body);
+    assert_eq!(
+        marked.json(),
+        serde_json::json!({"listed": 1, "newly_marked": 1})
+    );
+    let researcher_token = legibility::auth::new_api_token();
+    app.staff_client("rita", UserRole::Researcher).await;
+    let (rita_user, _) = app.store().user_with_hash("rita").await.unwrap().unwrap();
+    app.store()
+        .create_api_token(
+            rita_user.id,
+            "notebook",
+            &legibility::auth::token_hash(&researcher_token),
+            None,
+            app.now(),
+        )
+        .await
+        .unwrap();
+    let forbidden = report(researcher_token, serde_json::json!({"participants": []})).await;
+    assert_eq!(
+        forbidden.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        forbidden.body
+    );
+
+    // The approve/reject list: one line per panel participant, from their outcomes.
+    let review = admin
+        .get(&format!("/studies/{study}/panel/review.csv"))
+        .await;
+    assert_eq!(review.status, StatusCode::OK);
+    assert_eq!(
+        review.body,
+        "participant_id,decision,reason\n\
+         idler,none,place ended: idle\n\
+         worker,none,place ended: timed_out\n\
+         third,none,no answered items yet\n"
+    );
+}
+on_both_backends!(idle_places_are_freed_and_scripts_report_returns);
+
+/// Failed quality (issue 20, part 4): where the study says so, a participant who gets fewer
+/// than half of at least 3 silent gold items right is served no more items and reaches the
+/// failed-quality end with its code; the approve/reject list rejects them and approves a
+/// careful participant.
+async fn failing_gold_items_ends_the_study_where_chosen(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let protocol = RaterProtocol {
+        gold_items: 4,
+        gold_rate: 0.9,
+        ..RaterProtocol::default()
+    };
+    let study = app.fixture_with_protocol(20, 6, protocol).await.study_id;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let link = open_panel(&app, &mut admin, study).await;
+    let codes = |ends: bool| {
+        let mut fields = vec![("completed_code", "D0NE"), ("failed_quality_code", "BADQ")];
+        if ends {
+            fields.push(("gold_failure_ends", "1"));
+        }
+        fields
+    };
+    let form = format!("/studies/{study}/panel/completions");
+    let saved = admin.post_form(&form, &codes(true)).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert!(app.store().gold_failure_ends(study).await.unwrap());
+
+    let mut careless = app.client();
+    careless
+        .get(&format!("/s/{link}?PROLIFIC_PID=careless"))
+        .await;
+    let mut gold_wrong = 0;
+    let end = loop {
+        let item = next_status(&mut careless).await;
+        if item["status"] != "item" {
+            break item;
+        }
+        let text = item["solution"].as_str().unwrap_or_default();
+        let wrongly = if common::truthful(text) == "wrong" {
+            "correct"
+        } else {
+            "wrong"
+        };
+        if common::problem_index_of(item["question"].as_str().unwrap()) >= 6 {
+            gold_wrong += 1;
+        }
+        answer(&mut careless, &item, wrongly).await;
+    };
+    assert_eq!(end["status"], "failed_quality", "{end}");
+    assert_eq!(
+        gold_wrong, 3,
+        "the end comes right after the third wrong gold answer"
+    );
+    let page = careless.get("/rate/item").await.body;
+    assert!(page.contains("id=\"completion-code\">BADQ<"), "{page}");
+    assert!(!page.contains("D0NE"));
+
+    let mut careful = app.client();
+    careful
+        .get(&format!("/s/{link}?PROLIFIC_PID=careful"))
+        .await;
+    let (answered, right) = judge_everything(&mut careful, true).await;
+    assert!(answered >= 6 && right == answered, "{answered} {right}");
+    let review = admin
+        .get(&format!("/studies/{study}/panel/review.csv"))
+        .await
+        .body;
+    assert!(
+        review.contains("\ncareless,reject,failed quality: 0 of 3 gold items right\n"),
+        "{review}"
+    );
+    assert!(
+        review.contains("\ncareful,approve,6 of 6 answers right\n"),
+        "{review}"
+    );
+
+    // Where the study does not end on it, the same participant goes on.
+    let saved = admin.post_form(&form, &codes(false)).await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER);
+    assert_eq!(next_status(&mut careless).await["status"], "item");
+}
+on_both_backends!(failing_gold_items_ends_the_study_where_chosen);

@@ -15,6 +15,7 @@ use super::quality::{PracticeFeedback, RaterQualityState};
 use super::writer::{ClaimRequest, JudgeRequest, abandon_item};
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::domain::{QualityPurpose, StudyStatus, Verdict, parse_stored};
+use crate::intake::IntakeStep;
 use crate::judging::{self, RequestedVerdict, Stratum};
 use crate::quality;
 
@@ -90,6 +91,11 @@ pub enum ServeOutcome {
         /// Session items this rater finished.
         items_done: i64,
     },
+    /// The rater failed the silent gold items in a study where that ends their participation.
+    FailedQuality,
+    /// The participant has not finished what the study asks before items (consent,
+    /// background questions, the comprehension check), or it ended their participation.
+    Intake(IntakeStep),
 }
 
 /// What was stored for an answer.
@@ -311,6 +317,10 @@ impl Store {
         now: i64,
         after_break: bool,
     ) -> StoreResult<ServeOutcome> {
+        let step = self.intake_step(rater_id, study_id).await?;
+        if step != IntakeStep::Ready {
+            return Ok(ServeOutcome::Intake(step));
+        }
         let context = self.serving_context(rater_id, study_id).await?;
         let protocol = &context.protocol;
         let mut quality = if protocol.uses_quality_items() {
@@ -353,6 +363,24 @@ impl Store {
             }
             Some(expired) => expired_own = Some(expired),
             None => {}
+        }
+        // Failing the silent gold items ends the study for the rater, where the study says so;
+        // checked before a new item only, so an item running now is never taken away.
+        let gold = quality
+            .as_ref()
+            .and_then(|q| q.tallies.get(&QualityPurpose::Gold).copied())
+            .unwrap_or_default();
+        if quality::fails_gold(gold) && self.gold_failure_ends(study_id).await? {
+            self.settle_expired_own(
+                rater_id,
+                study_id,
+                now,
+                &context,
+                &mut expired_own,
+                &mut items_done,
+            )
+            .await?;
+            return Ok(ServeOutcome::FailedQuality);
         }
         if context.status == StudyStatus::Open
             && let Some(outcome) = self

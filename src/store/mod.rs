@@ -21,6 +21,7 @@ pub mod access;
 pub mod catalog;
 pub mod games;
 pub mod generation;
+pub mod intake;
 pub mod jobs;
 pub mod judging;
 pub mod models;
@@ -360,6 +361,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "data deletions",
         include_str!("../../migrations/sqlite/0017_data_deletions.sql"),
     ),
+    (
+        18,
+        "panel_intake",
+        include_str!("../../migrations/sqlite/0018_panel_intake.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -441,6 +447,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         17,
         "data deletions",
         include_str!("../../migrations/postgres/0017_data_deletions.sql"),
+    ),
+    (
+        18,
+        "panel_intake",
+        include_str!("../../migrations/postgres/0018_panel_intake.sql"),
     ),
 ];
 

@@ -24,6 +24,10 @@ pub struct StudyPanel {
     pub places: Option<i64>,
     /// Participants the panel reported as returned or timed out (their places are free).
     pub returned: i64,
+    /// A participant idle this many minutes gives their place up; `None`: never.
+    pub idle_minutes: Option<i64>,
+    /// Participants whose places were freed for idleness.
+    pub idle: i64,
 }
 
 /// One participant's data deleted on request, as the log keeps it (without their ID).
@@ -72,6 +76,7 @@ impl Store {
         study_id: Uuid,
         params: &PanelParams,
         places: Option<i64>,
+        idle_minutes: Option<i64>,
         now: i64,
     ) -> StoreResult<StudyPanel> {
         // 96 random bits: the link is shared with every participant, so it only has to be
@@ -84,12 +89,12 @@ impl Store {
             sqlx::query(
                 "INSERT INTO study_panels
                    (study_id, link, secret, id_param, study_param, session_param, places,
-                    created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                    created_at, updated_at, idle_minutes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
                  ON CONFLICT (study_id) DO UPDATE SET
                    id_param = excluded.id_param, study_param = excluded.study_param,
                    session_param = excluded.session_param, places = excluded.places,
-                   updated_at = excluded.updated_at",
+                   updated_at = excluded.updated_at, idle_minutes = excluded.idle_minutes",
             )
             .bind(study_id)
             .bind(&link)
@@ -99,6 +104,7 @@ impl Store {
             .bind(&params.session_param)
             .bind(places)
             .bind(now)
+            .bind(idle_minutes)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -110,6 +116,8 @@ impl Store {
 
     /// A study's panel link, if it has one.
     pub async fn study_panel(&self, study_id: Uuid) -> StoreResult<Option<StudyPanel>> {
+        /// link, id/study/session parameter names, participants, places, returned, idle
+        /// minutes, idle participants.
         type Row = (
             String,
             String,
@@ -118,15 +126,21 @@ impl Store {
             i64,
             Option<i64>,
             i64,
+            Option<i64>,
+            i64,
         );
         let row: Option<Row> = dispatch!(self, pool, _b => {
             sqlx::query_as(
                 "SELECT p.link, p.id_param, p.study_param, p.session_param,
                         (SELECT COUNT(*) FROM raters r
-                          WHERE r.study_id = p.study_id AND r.participant_id IS NOT NULL),
+                          WHERE r.study_id = p.study_id AND r.participant_id IS NOT NULL)
+                          AS participants,
                         p.places,
                         (SELECT COUNT(*) FROM raters r
-                          WHERE r.study_id = p.study_id AND r.returned_at IS NOT NULL)
+                          WHERE r.study_id = p.study_id AND r.returned_at IS NOT NULL) AS returned,
+                        p.idle_minutes,
+                        (SELECT COUNT(*) FROM raters r
+                          WHERE r.study_id = p.study_id AND r.idle_at IS NOT NULL) AS idle
                  FROM study_panels p WHERE p.study_id = $1",
             )
             .bind(study_id)
@@ -134,20 +148,191 @@ impl Store {
             .await?
         });
         Ok(row.map(
-            |(link, id_param, study_param, session_param, participants, places, returned)| {
-                StudyPanel {
-                    link,
-                    params: PanelParams {
-                        id_param,
-                        study_param,
-                        session_param,
-                    },
-                    participants,
-                    places,
-                    returned,
-                }
+            |(
+                link,
+                id_param,
+                study_param,
+                session_param,
+                participants,
+                places,
+                returned,
+                idle_minutes,
+                idle,
+            )| StudyPanel {
+                link,
+                params: PanelParams {
+                    id_param,
+                    study_param,
+                    session_param,
+                },
+                participants,
+                places,
+                returned,
+                idle_minutes,
+                idle,
             },
         ))
+    }
+
+    /// Sets whether failing the silent gold items ends a participant's study.
+    pub async fn set_gold_failure_ends(&self, study_id: Uuid, ends: bool) -> StoreResult<()> {
+        dispatch!(self, pool, backend => {
+            let mut tx = self.begin_write(pool).await?;
+            lock_study!(tx, backend, study_id);
+            sqlx::query("UPDATE studies SET gold_failure_ends = $1 WHERE id = $2")
+                .bind(ends)
+                .bind(study_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Whether failing the silent gold items ends a participant's study.
+    pub async fn gold_failure_ends(&self, study_id: Uuid) -> StoreResult<bool> {
+        let row: Option<(bool,)> = dispatch!(self, pool, _b => {
+            sqlx::query_as("SELECT gold_failure_ends FROM studies WHERE id = $1")
+                .bind(study_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(|(ends,)| ends).ok_or(StoreError::NotFound("study"))
+    }
+
+    /// Every panel participant of a study with what the approve/reject list needs (see
+    /// [`panel::review_decision`]), in the order they entered.
+    pub async fn participant_records(
+        &self,
+        study_id: Uuid,
+    ) -> StoreResult<Vec<panel::ParticipantRecord>> {
+        /// participant ID, consent declined at, comprehension failures and pass time,
+        /// screening decision, returned as, idle at, answered, right, gold answered, gold right.
+        type Row = (
+            String,
+            Option<i64>,
+            i64,
+            Option<i64>,
+            Option<bool>,
+            Option<String>,
+            Option<i64>,
+            i64,
+            i64,
+            i64,
+            i64,
+        );
+        let rows: Vec<Row> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT r.participant_id, r.consent_declined_at, r.comprehension_failures,
+                        r.comprehension_passed_at, r.screening_passed, r.returned_as, r.idle_at,
+                        (SELECT COUNT(*) FROM judgements j
+                          WHERE j.rater_id = r.id AND j.verdict <> 'timeout') AS answered,
+                        (SELECT COUNT(*) FROM judgements j JOIN solutions s ON s.id = j.solution_id
+                          WHERE j.rater_id = r.id
+                            AND ((j.verdict = 'correct' AND s.is_correct)
+                                 OR (j.verdict = 'wrong' AND NOT s.is_correct))) AS right_answers,
+                        (SELECT COUNT(*) FROM quality_attempts q
+                          WHERE q.rater_id = r.id AND q.purpose = 'gold'
+                            AND q.state = 'judged') AS gold_answered,
+                        (SELECT COUNT(*) FROM quality_attempts q
+                          WHERE q.rater_id = r.id AND q.purpose = 'gold'
+                            AND ((q.verdict = 'correct' AND q.is_correct)
+                                 OR (q.verdict = 'wrong' AND NOT q.is_correct))) AS gold_right
+                 FROM raters r
+                 WHERE r.study_id = $1 AND r.participant_id IS NOT NULL
+                 ORDER BY r.created_at, r.id",
+            )
+            .bind(study_id)
+            .fetch_all(pool)
+            .await?
+        });
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    participant_id,
+                    declined_at,
+                    failures,
+                    passed_at,
+                    screening_passed,
+                    returned_as,
+                    idle_at,
+                    answered,
+                    right,
+                    gold_answered,
+                    gold_right,
+                )| panel::ParticipantRecord {
+                    participant_id,
+                    declined_consent: declined_at.is_some(),
+                    failed_comprehension: passed_at.is_none()
+                        && failures >= crate::intake::COMPREHENSION_ATTEMPTS,
+                    failed_screening: screening_passed == Some(false),
+                    returned: returned_as.or_else(|| idle_at.map(|_| "idle".to_string())),
+                    answered: count(answered),
+                    right: count(right),
+                    gold_answered: count(gold_answered),
+                    gold_right: count(gold_right),
+                },
+            )
+            .collect())
+    }
+
+    /// Frees the places of panel participants idle longer than their study's idle limit
+    /// (nothing served, answered or entered for that long): each is marked idle, their link
+    /// revoked and their unanswered item returned to the pool, in one transaction per
+    /// participant, with their finished judgements kept. The server runs it every few
+    /// seconds; returns how many were freed.
+    pub async fn free_idle_places(&self, now: i64) -> StoreResult<usize> {
+        let idle: Vec<(Uuid, Uuid, i64)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT r.id, r.study_id, p.idle_minutes FROM raters r
+                 JOIN study_panels p ON p.study_id = r.study_id
+                 WHERE p.idle_minutes IS NOT NULL AND r.participant_id IS NOT NULL
+                   AND r.revoked_at IS NULL
+                   AND COALESCE(
+                         (SELECT MAX(a.served_at) FROM assignments a WHERE a.rater_id = r.id),
+                         r.started_at, r.created_at
+                       ) < $1 - p.idle_minutes * 60000
+                   AND NOT EXISTS (SELECT 1 FROM judgements j
+                                   WHERE j.rater_id = r.id
+                                     AND j.submitted_at >= $1 - p.idle_minutes * 60000)
+                   AND NOT EXISTS (SELECT 1 FROM assignments a
+                                   WHERE a.rater_id = r.id AND a.state = 'active' AND a.deadline >= $1)",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut freed = 0;
+        for (rater_id, study_id, minutes) in idle {
+            // Checked again under the write lock: an item served or answered since the read
+            // keeps the place.
+            dispatch!(self, pool, _b => {
+                let mut tx = self.begin_write(pool).await?;
+                let changed = sqlx::query(
+                    "UPDATE raters SET idle_at = $1, revoked_at = $1
+                     WHERE id = $2 AND revoked_at IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = $2
+                                         AND (a.served_at >= $3
+                                              OR (a.state = 'active' AND a.deadline >= $1)))
+                       AND NOT EXISTS (SELECT 1 FROM judgements j
+                                       WHERE j.rater_id = $2 AND j.submitted_at >= $3)",
+                )
+                .bind(now)
+                .bind(rater_id)
+                .bind(now - minutes * 60_000)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed > 0 {
+                    abandon_active_items!(tx, rater_id, study_id);
+                    freed += 1;
+                }
+                tx.commit().await?;
+            });
+        }
+        Ok(freed)
     }
 
     /// The study and parameter names of the panel link `link`; `NotFound` for an unknown link.
@@ -526,7 +711,7 @@ impl Store {
     }
 
     /// Deletes one participant's data on their request: their judgements and qualification
-    /// answers, and their panel IDs. Their judged solutions' slots return to the pool, so the
+    /// answers, their background answers and their panel IDs. Their judged solutions' slots return to the pool, so the
     /// study still reaches K judgements per solution, and every report, download and verifier
     /// training run afterwards is computed without them. The rater row stays, anonymised and
     /// revoked (their place has ended, and the deletion is accounted for), with exported
@@ -583,6 +768,7 @@ impl Store {
                 "UPDATE raters SET name = $2, email = NULL, participant_id = NULL,
                         panel_study_id = NULL, panel_session_id = NULL,
                         screening_correct = NULL, screening_passed = NULL,
+                        background_answers = NULL,
                         revoked_at = COALESCE(revoked_at, $3)
                  WHERE id = $1",
             )

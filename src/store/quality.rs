@@ -277,6 +277,27 @@ impl Store {
         Ok(())
     }
 
+    /// What a rater's item page shows of their progress: the most study items they can meet
+    /// (one per problem of the study), and their time on items left under the workload cap.
+    pub async fn session_progress(
+        &self,
+        rater_id: Uuid,
+        study_id: Uuid,
+    ) -> StoreResult<(i64, i64)> {
+        let (problems, max_rater_ms): (i64, i64) = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(DISTINCT problem_id) FROM study_solutions WHERE study_id = $1),
+                        max_rater_ms
+                 FROM studies WHERE id = $1",
+            )
+            .bind(study_id)
+            .fetch_one(pool)
+            .await?
+        });
+        let work_ms = self.rater_work_ms(rater_id).await?;
+        Ok((problems, (max_rater_ms - work_ms).max(0)))
+    }
+
     /// The rater's total time on items (study and quality), for the workload cap.
     pub(crate) async fn rater_work_ms(&self, rater_id: Uuid) -> StoreResult<i64> {
         let (study, quality): (i64, i64) = dispatch!(self, pool, _b => {

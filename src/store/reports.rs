@@ -53,6 +53,13 @@ pub struct AttemptRow {
     /// Quality flags, `;`-separated: empty from the store, filled in by
     /// [`crate::export::add_flags`] for the downloads.
     pub attempt_flags: String,
+    /// The panel's participant ID of a rater who entered through the panel link.
+    pub participant_id: Option<String>,
+    /// Why the rater's place ended early, when it did: `returned` or `timed_out` (as the panel
+    /// reported), or `idle` (past the panel link's idle limit). Their judgements are kept.
+    pub rater_returned: Option<String>,
+    /// The rater's background answers, a JSON object keyed by question.
+    pub rater_background: Option<String>,
 }
 
 /// Rows are read by column name, so the query and the struct cannot drift apart silently.
@@ -92,6 +99,14 @@ where
             timing: judging::timing_outcome(requested, submitted_at, deadline),
             times_shown: row.try_get("times_shown")?,
             attempt_flags: String::new(),
+            participant_id: row.try_get("participant_id")?,
+            rater_returned: match row.try_get::<Option<String>, _>("returned_as")? {
+                Some(how) => Some(how),
+                None => row
+                    .try_get::<Option<i64>, _>("idle_at")?
+                    .map(|_| "idle".to_string()),
+            },
+            rater_background: row.try_get("background_answers")?,
         })
     }
 }
@@ -114,7 +129,7 @@ const ATTEMPTS_SQL: &str =
     "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
             c.round, s.role, s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
             j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
-            a.times_shown
+            a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers
      FROM judgements j
      JOIN assignments a ON a.id = j.assignment_id
      JOIN raters r ON r.id = j.rater_id

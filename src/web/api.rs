@@ -12,6 +12,7 @@ use super::extract::input_problem;
 use super::session::RaterApi;
 use super::{ApiError, AppState, WebError};
 use crate::domain::Verdict;
+use crate::intake::IntakeStep;
 use crate::judging::{self, RequestedVerdict};
 use crate::store::judging::{ServeOutcome, Stage};
 use crate::store::quality::PracticeFeedback;
@@ -90,6 +91,18 @@ pub enum ItemResponse {
         /// Session items this rater finished.
         items_done: i64,
     },
+    /// The participant must first answer what the study asks before items, on the rater
+    /// pages (`/rate`): `consent`, `background` or `comprehension`.
+    Intake {
+        /// The step due.
+        step: &'static str,
+    },
+    /// The participant declined the study's consent: no items.
+    #[serde(rename = "declined_consent")]
+    DeclinedConsent,
+    /// The rater failed the silent gold items where that ends the study: no more items.
+    #[serde(rename = "failed_quality")]
+    FailedQuality,
 }
 
 /// `?after_break=true`: the rater goes on after a suggested break.
@@ -129,6 +142,17 @@ async fn item(
                 ItemResponse::WorkloadReached { items_done }
             }
             ServeOutcome::Break { items_done } => ItemResponse::Break { items_done },
+            ServeOutcome::FailedQuality => ItemResponse::FailedQuality,
+            ServeOutcome::Intake(step) => match step {
+                IntakeStep::DeclinedConsent => ItemResponse::DeclinedConsent,
+                // Comprehension failed twice: screened out, like a failed qualification.
+                IntakeStep::ScreenedOut => ItemResponse::NotAdmitted,
+                IntakeStep::Consent => ItemResponse::Intake { step: "consent" },
+                IntakeStep::Background => ItemResponse::Intake { step: "background" },
+                IntakeStep::Comprehension { .. } | IntakeStep::Ready => ItemResponse::Intake {
+                    step: "comprehension",
+                },
+            },
         },
     ))
 }

@@ -197,6 +197,37 @@ pub struct Texts {
     practice_rule: &'static str,
     screening_rule: &'static str,
     workload_rule: &'static str,
+    /// Consent page title.
+    pub consent_title: &'static str,
+    /// Consent page: agree button.
+    pub consent_accept: &'static str,
+    /// Consent page: decline button.
+    pub consent_decline: &'static str,
+    /// Message page: consent declined.
+    pub declined_title: &'static str,
+    /// Message page text.
+    pub declined_message: &'static str,
+    /// Background questions page title.
+    pub background_title: &'static str,
+    /// Background questions page help.
+    pub background_help: &'static str,
+    /// Marks an optional question.
+    pub optional_label: &'static str,
+    /// Choice questions: the empty option.
+    pub choose_label: &'static str,
+    /// Comprehension section heading.
+    pub comprehension_title: &'static str,
+    comprehension_help: &'static str,
+    comprehension_wrong: &'static str,
+    item_progress: &'static str,
+    hours_minutes: &'static str,
+    minutes: &'static str,
+    /// Comprehension form's submit button.
+    pub comprehension_submit: &'static str,
+    /// Message page text: comprehension failed on every attempt.
+    pub comprehension_failed_message: &'static str,
+    /// Message page text: the silent gold items failed, where that ends the study.
+    pub failed_quality_message: &'static str,
 }
 
 impl Texts {
@@ -268,6 +299,33 @@ impl Texts {
         self.step_label.replace("{n}", &number.to_string())
     }
 
+    /// "Item N of at most M · T of your time left" on study items.
+    pub fn item_progress(&self, number: i64, most: i64, time_left_ms: i64) -> String {
+        let minutes = time_left_ms / 60_000;
+        let left = if minutes >= 60 {
+            self.hours_minutes
+                .replace("{h}", &(minutes / 60).to_string())
+                .replace("{m}", &(minutes % 60).to_string())
+        } else {
+            self.minutes.replace("{m}", &minutes.to_string())
+        };
+        self.item_progress
+            .replace("{n}", &number.to_string())
+            .replace("{of}", &most.max(number).to_string())
+            .replace("{left}", &left)
+    }
+
+    /// The comprehension section's help, with the attempts left.
+    pub fn comprehension_help(&self, attempts_left: impl std::fmt::Display) -> String {
+        self.comprehension_help
+            .replace("{n}", &attempts_left.to_string())
+    }
+
+    /// After a failed attempt: how many answers were not right.
+    pub fn comprehension_wrong(&self, wrong: impl std::fmt::Display) -> String {
+        self.comprehension_wrong.replace("{k}", &wrong.to_string())
+    }
+
     /// The last page's thanks with the number of items judged.
     pub fn all_done(&self, items_done: impl std::fmt::Display) -> String {
         self.all_done.replace("{n}", &items_done.to_string())
@@ -335,6 +393,24 @@ pub static EN: Texts = Texts {
     practice_rule: "You start with {n} practice items: after each one you will see the right answer. They are not part of the study.",
     screening_rule: "Then come {n} qualification items, without feedback. The study's own items follow for raters who get at least {p}% of them right.",
     workload_rule: "You can spend at most {h} hours on items in this study; the page tells you when you reach it.",
+    consent_title: "Information and consent",
+    consent_accept: "I agree to take part",
+    consent_decline: "I do not agree",
+    declined_title: "Thank you",
+    declined_message: "You did not agree to take part, so the study ends here for you. Thank you for your time.",
+    background_title: "About you",
+    background_help: "Please answer these questions before the instructions. Questions marked optional may be left blank.",
+    optional_label: "(optional)",
+    choose_label: "Choose…",
+    comprehension_title: "Check your understanding",
+    comprehension_help: "Answer these questions about the instructions above to start. Attempts left: {n}.",
+    comprehension_wrong: "{k} of your answers were not right. Read the instructions again and answer once more.",
+    comprehension_submit: "Check my answers and start",
+    item_progress: "Item {n} of at most {of} · {left} of your time left",
+    hours_minutes: "{h} h {m} min",
+    minutes: "{m} min",
+    comprehension_failed_message: "Your answers to the questions on the instructions were not right on either attempt, so this study has no items for you. Thank you for your time.",
+    failed_quality_message: "Too few of your answers on this study's check items were right, so it has no more items for you. Thank you for your time.",
 };
 
 /// Simplified Chinese.
@@ -398,6 +474,24 @@ pub static ZH_HANS: Texts = Texts {
     practice_rule: "你将先做 {n} 道练习题：每道题回答后会显示正确答案。练习题不计入研究。",
     screening_rule: "接着是 {n} 道资格测试题，不显示答案。答对至少 {p}% 的评判者才会进入本研究的正式题目。",
     workload_rule: "你在本研究中答题的总时间最多为 {h} 小时；达到上限时页面会告诉你。",
+    consent_title: "知情同意",
+    consent_accept: "我同意参加",
+    consent_decline: "我不同意",
+    declined_title: "谢谢",
+    declined_message: "你没有同意参加，因此研究到此为止。感谢你付出的时间。",
+    background_title: "关于你",
+    background_help: "请在阅读说明之前回答这些问题。标为可选的问题可以不填。",
+    optional_label: "（可选）",
+    choose_label: "请选择…",
+    comprehension_title: "理解检查",
+    comprehension_help: "请回答以下关于上面说明的问题，然后开始。剩余尝试次数：{n}。",
+    comprehension_wrong: "你有 {k} 个回答不正确。请再读一遍说明，然后重新回答。",
+    comprehension_submit: "检查我的回答并开始",
+    item_progress: "第 {n} 题，最多 {of} 题 · 你还剩 {left}",
+    hours_minutes: "{h} 小时 {m} 分钟",
+    minutes: "{m} 分钟",
+    comprehension_failed_message: "你两次对说明相关问题的回答都不正确，因此本研究没有题目分配给你。感谢你付出的时间。",
+    failed_quality_message: "你在本研究检查题上的正确回答太少，因此不再有题目分配给你。感谢你付出的时间。",
 };
 
 /// Routes of the language switch.
@@ -462,6 +556,18 @@ mod tests {
     #[test]
     fn parameterised_texts_fill_in_their_numbers() {
         assert_eq!(EN.item(3), "Item 3");
+        assert_eq!(
+            EN.item_progress(3, 40, 232 * 60_000 + 59_000),
+            "Item 3 of at most 40 · 3 h 52 min of your time left"
+        );
+        assert_eq!(
+            EN.item_progress(7, 5, 45 * 60_000),
+            "Item 7 of at most 7 · 45 min of your time left"
+        );
+        assert_eq!(
+            ZH_HANS.item_progress(3, 40, 5 * 60_000),
+            "第 3 题，最多 40 题 · 你还剩 5 分钟"
+        );
         assert_eq!(ZH_HANS.item(3), "第 3 题");
         assert!(ZH_HANS.time_rule("45").contains("45 秒"));
         assert!(EN.all_done(7).contains("You judged 7."));

@@ -6,22 +6,24 @@ use std::collections::HashMap;
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::Router;
 use axum::extract::multipart::MultipartError;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Multipart, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use super::admin::link_base;
+use super::extract::input_problem;
 use super::extract::{Form, Path, Query};
-use super::session::{Admin, RATER_COOKIE, RATER_COOKIE_DAYS, secret_cookie};
+use super::session::{Admin, AdminScript, RATER_COOKIE, RATER_COOKIE_DAYS, secret_cookie};
 use super::times::Timestamp;
-use super::{AppState, WebError};
+use super::{ApiError, AppState, WebError};
 use crate::bonus::{self, BonusRule};
 use crate::panel::{self, Completion, CompletionOutcome, PanelParams};
 use crate::store::StoreError;
@@ -37,6 +39,9 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{id}/panel/returns", post(upload_returns))
         .route("/studies/{id}/panel/delete", post(delete_participant))
         .route("/studies/{id}/panel/bonuses.csv", post(export_bonuses))
+        .route("/studies/{id}/panel/intake", post(save_intake))
+        .route("/api/studies/{id}/panel/returns", post(report_returns))
+        .route("/studies/{id}/panel/review.csv", get(review_list))
 }
 
 /// A participant opening the study's panel link: the same participant ID always becomes the
@@ -104,6 +109,7 @@ struct PanelPage {
     study_param: String,
     session_param: String,
     places: String,
+    idle_minutes: String,
     error: Option<String>,
     /// What the last upload of the panel's submissions export did, or why it was refused.
     returns_outcome: Option<String>,
@@ -115,9 +121,18 @@ struct PanelPage {
     /// One row per outcome of the completion-code form.
     completions: Vec<CompletionRow>,
     completions_error: Option<String>,
+    /// Whether failing the silent gold items ends a participant's study.
+    gold_failure_ends: bool,
+    /// The study has silent gold items.
+    has_gold: bool,
     /// The bonus rule's three amounts as the form shows them.
     bonus: [String; 3],
     bonus_error: Option<String>,
+    /// The consent text and question lists as the form shows them.
+    intake: IntakeForm,
+    /// The consent version participants are shown now.
+    consent_version: Option<i64>,
+    intake_error: Option<String>,
 }
 
 /// An outcome's fields on the completion-code form.
@@ -171,11 +186,17 @@ impl PanelPage {
                     .and_then(|p| p.places)
                     .map(|n| n.to_string())
                     .unwrap_or_default(),
+                idle_minutes: panel
+                    .as_ref()
+                    .and_then(|p| p.idle_minutes)
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
             }
         });
         let base = link_base(&state.config, headers);
         let completions = CompletionRow::rows(&state.store.completions(study_id).await?);
         let rule = state.store.bonus_rule(study_id).await?;
+        let intake = state.store.study_intake(study_id).await?;
         let bonus = [
             rule.fixed_cents,
             rule.per_judgement_cents,
@@ -195,9 +216,12 @@ impl PanelPage {
             study_param: form.study_param,
             session_param: form.session_param,
             places: form.places,
+            idle_minutes: form.idle_minutes,
             error,
             completions,
             completions_error: None,
+            gold_failure_ends: state.store.gold_failure_ends(study_id).await?,
+            has_gold: study.protocol.gold_rate > 0.0,
             bonus,
             bonus_error: None,
             returns_outcome: None,
@@ -218,6 +242,13 @@ impl PanelPage {
                 .collect(),
             deletion_outcome: None,
             deletion_error: None,
+            consent_version: intake.consent.as_ref().map(|(v, _)| *v),
+            intake: IntakeForm {
+                consent: intake.consent.map(|(_, text)| text).unwrap_or_default(),
+                comprehension: intake.comprehension_source,
+                background: intake.background_source,
+            },
+            intake_error: None,
         })
     }
 }
@@ -241,6 +272,9 @@ struct PanelForm {
     /// Blank: no limit.
     #[serde(default)]
     places: String,
+    /// Minutes; blank: never.
+    #[serde(default)]
+    idle_minutes: String,
 }
 
 /// Opens the link (or renames its parameters); bad names re-render the form with the reason.
@@ -252,12 +286,18 @@ async fn save_panel(
     Form(form): Form<PanelForm>,
 ) -> Result<Response, WebError> {
     let checked = PanelParams::parse(&form.id_param, &form.study_param, &form.session_param)
-        .and_then(|params| Ok((params, panel::parse_places(&form.places)?)));
+        .and_then(|params| {
+            Ok((
+                params,
+                panel::parse_places(&form.places)?,
+                panel::parse_idle_minutes(&form.idle_minutes)?,
+            ))
+        });
     match checked {
-        Ok((params, places)) => {
+        Ok((params, places, idle_minutes)) => {
             state
                 .store
-                .open_panel(id, &params, places, state.clock.now_ms())
+                .open_panel(id, &params, places, idle_minutes, state.clock.now_ms())
                 .await?;
             Ok(Redirect::to(&format!("/studies/{id}/panel")).into_response())
         }
@@ -302,6 +342,10 @@ async fn save_completions(
     }
     if problems.is_empty() {
         state.store.set_completions(id, &codes).await?;
+        state
+            .store
+            .set_gold_failure_ends(id, form.contains_key("gold_failure_ends"))
+            .await?;
         return Ok(Redirect::to(&format!("/studies/{id}/panel")).into_response());
     }
     let mut page = PanelPage::new(&state, user.username, id, &headers, None, None).await?;
@@ -309,6 +353,7 @@ async fn save_completions(
         row.code = field(format!("{}_code", row.name)).to_string();
         row.redirect_url = field(format!("{}_url", row.name)).to_string();
     }
+    page.gold_failure_ends = form.contains_key("gold_failure_ends");
     page.completions_error = Some(problems.join("\n"));
     Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
 }
@@ -476,4 +521,96 @@ async fn delete_participant(
         }
     };
     Ok((status, page).into_response())
+}
+
+/// The consent text and the two question lists (see [`crate::intake`] for their format).
+#[derive(Debug, Deserialize, Default)]
+struct IntakeForm {
+    #[serde(default)]
+    consent: String,
+    #[serde(default)]
+    comprehension: String,
+    #[serde(default)]
+    background: String,
+}
+
+/// Saves what every participant is asked before items; a list that does not read is refused
+/// whole with its line named (422, the fields as typed) and nothing changes.
+async fn save_intake(
+    State(state): State<AppState>,
+    Admin(user): Admin,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+    Form(form): Form<IntakeForm>,
+) -> Result<Response, WebError> {
+    match state
+        .store
+        .set_study_intake(
+            id,
+            &form.consent,
+            &form.comprehension,
+            &form.background,
+            state.clock.now_ms(),
+        )
+        .await
+    {
+        Ok(_) => Ok(Redirect::to(&format!("/studies/{id}/panel#intake")).into_response()),
+        Err(StoreError::Invalid(problem)) => {
+            let mut page = PanelPage::new(&state, user.username, id, &headers, None, None).await?;
+            page.intake = form;
+            page.intake_error = Some(problem);
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `POST /api/studies/{id}/panel/returns`: what a script reads from the panel's API.
+#[derive(Debug, Deserialize)]
+struct ReturnsRequest {
+    participants: Vec<panel::ReportedReturn>,
+}
+
+/// Returned and timed-out participants reported by a script (an admin's API token): the same
+/// as the submissions upload, all or nothing; answers `{"listed", "newly_marked"}`.
+async fn report_returns(
+    State(state): State<AppState>,
+    AdminScript(user): AdminScript,
+    Path(id): Path<Uuid>,
+    request: Result<Json<ReturnsRequest>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(request) = request.map_err(|e| WebError::BadRequest(input_problem(&e.body_text())))?;
+    let submissions =
+        panel::read_reported_returns(&request.participants).map_err(WebError::Unprocessable)?;
+    let marked = state
+        .store
+        .apply_returns(id, &submissions, state.clock.now_ms())
+        .await?;
+    tracing::info!(study = %id, by = %user.username, marked, "returns reported through the API");
+    Ok(Json(serde_json::json!({
+        "listed": submissions.returned.len(),
+        "newly_marked": marked,
+    })))
+}
+
+/// The approve/reject list (`participant_id,decision,reason`) from each participant's quality
+/// outcomes (see [`panel::review_decision`]), to act on in the panel's submissions page.
+async fn review_list(
+    State(state): State<AppState>,
+    Admin(_user): Admin,
+    Path(id): Path<Uuid>,
+) -> Result<Response, WebError> {
+    state.store.study(id).await?;
+    let records = state.store.participant_records(id).await?;
+    let body = panel::review_csv(&records)
+        .map_err(|e| WebError::Internal(format!("could not write the review list: {e}")))?;
+    let disposition = format!("attachment; filename=\"review-{id}.csv\"");
+    Ok((
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }

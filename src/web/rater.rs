@@ -6,7 +6,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::extract::{Form, Path, Query};
 use axum_extra::extract::CookieJar;
@@ -16,11 +16,17 @@ use uuid::Uuid;
 use super::i18n::{Lang, Texts};
 use super::session::{RATER_COOKIE, RATER_COOKIE_DAYS, RaterPage, secret_cookie};
 use super::{AppState, WebError};
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+
 use crate::domain::Verdict;
+use crate::intake::{self, AnswerKind, BackgroundQuestion, IntakeStep};
 use crate::judging::{self, RequestedVerdict};
 use crate::panel::CompletionOutcome;
 use crate::store::judging::{ServeOutcome, Stage, SubmitOutcome};
 use crate::store::quality::PracticeFeedback;
+use crate::store::raters::Rater;
 
 /// Routes of the rater pages.
 pub fn routes() -> Router<AppState> {
@@ -29,6 +35,9 @@ pub fn routes() -> Router<AppState> {
         .route("/rate", get(instructions))
         .route("/rate/item", get(item).post(judge))
         .route("/rate/item/step", get(step_page).post(flag_step))
+        .route("/rate/consent", post(answer_consent))
+        .route("/rate/background", post(answer_background))
+        .route("/rate/comprehension", post(answer_comprehension))
 }
 
 #[derive(Template, WebTemplate)]
@@ -40,6 +49,49 @@ struct InstructionsPage {
     time_limit_s: String,
     /// The study's protocol in the rater's words: practice, screening, workload cap.
     protocol_rules: Vec<String>,
+    /// The comprehension check, while it is due (it replaces the start link).
+    comprehension: Option<ComprehensionCheck>,
+}
+
+/// The questions on the instructions, as the instructions page shows them (never the right
+/// options: the server grades).
+struct ComprehensionCheck {
+    questions: Vec<ComprehensionShown>,
+    attempts_left: i64,
+    /// After a failed attempt: how many answers were not right.
+    wrong: Option<usize>,
+}
+
+struct ComprehensionShown {
+    text: String,
+    options: Vec<String>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "rater_consent.html")]
+struct ConsentPage {
+    t: &'static Texts,
+    back: &'static str,
+    version: i64,
+    consent_html: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "rater_background.html")]
+struct BackgroundPage {
+    t: &'static Texts,
+    back: &'static str,
+    questions: Vec<BackgroundShown>,
+}
+
+/// One background question on its page, with what was typed and what was wrong with it.
+struct BackgroundShown {
+    text: String,
+    required: bool,
+    options: Option<Vec<String>>,
+    number: bool,
+    value: String,
+    problem: Option<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -49,6 +101,9 @@ struct ItemPage {
     back: &'static str,
     /// "Item N", or the practice / qualification item's place in its set.
     heading: String,
+    /// On study items: the item's number among the most the rater can meet, and their time
+    /// on items left under the workload cap.
+    progress: Option<String>,
     practice: bool,
     assignment_id: Uuid,
     question: String,
@@ -164,12 +219,22 @@ async fn enter(
     Ok((jar, Redirect::to("/rate")).into_response())
 }
 
-/// The instructions, unless an item is running: reopening the link mid-item goes straight back
-/// to it (its clock runs on; the instructions would only eat the time left).
+/// `?wrong=K` after a failed comprehension attempt.
+#[derive(Debug, Deserialize)]
+struct InstructionsQuery {
+    #[serde(default)]
+    wrong: Option<usize>,
+}
+
+/// What the study asks before items, in order (consent, background questions), then the
+/// instructions, with the comprehension check while it is due; unless an item is running:
+/// reopening the link mid-item goes straight back to it (its clock runs on; the instructions
+/// would only eat the time left).
 async fn instructions(
     State(state): State<AppState>,
     RaterPage(rater): RaterPage,
     lang: Lang,
+    Query(query): Query<InstructionsQuery>,
 ) -> Result<Response, WebError> {
     if state
         .store
@@ -178,9 +243,55 @@ async fn instructions(
     {
         return Ok(Redirect::to("/rate/item").into_response());
     }
+    let t = lang.texts();
+    let step = state.store.intake_step(rater.id, rater.study_id).await?;
+    let comprehension = match step {
+        IntakeStep::Consent => {
+            let intake = state.store.study_intake(rater.study_id).await?;
+            let Some((version, markdown)) = intake.consent else {
+                return Ok(Redirect::to("/rate").into_response());
+            };
+            return Ok(ConsentPage {
+                t,
+                back: "/rate",
+                version,
+                consent_html: intake::consent_html(&markdown),
+            }
+            .into_response());
+        }
+        IntakeStep::Background => {
+            let questions = state
+                .store
+                .study_intake(rater.study_id)
+                .await?
+                .background()?;
+            return Ok(background_page(t, &questions, &[], &[]).into_response());
+        }
+        IntakeStep::DeclinedConsent | IntakeStep::ScreenedOut => {
+            return intake_ending(&state, &rater, step, t).await;
+        }
+        IntakeStep::Comprehension { attempts_left } => {
+            let questions = state
+                .store
+                .study_intake(rater.study_id)
+                .await?
+                .comprehension()?;
+            Some(ComprehensionCheck {
+                questions: questions
+                    .into_iter()
+                    .map(|q| ComprehensionShown {
+                        text: q.text,
+                        options: q.options,
+                    })
+                    .collect(),
+                attempts_left,
+                wrong: query.wrong,
+            })
+        }
+        IntakeStep::Ready => None,
+    };
     let study = state.store.study(rater.study_id).await?;
     let seconds = study.time_limit_ms as f64 / 1000.0;
-    let t = lang.texts();
     let protocol = &study.protocol;
     let mut protocol_rules = Vec::new();
     if protocol.practice_items > 0 {
@@ -197,6 +308,156 @@ async fn instructions(
         back: "/rate",
         name: rater.name,
         time_limit_s: format!("{seconds}"),
+        comprehension,
+    }
+    .into_response())
+}
+
+/// The end page of a participant whose intake ended their participation, with its code.
+async fn intake_ending(
+    state: &AppState,
+    rater: &Rater,
+    step: IntakeStep,
+    t: &'static Texts,
+) -> Result<Response, WebError> {
+    let (outcome, title, text) = match step {
+        IntakeStep::DeclinedConsent => (
+            CompletionOutcome::DeclinedConsent,
+            t.declined_title,
+            t.declined_message,
+        ),
+        _ => (
+            CompletionOutcome::ScreenedOut,
+            t.not_admitted_title,
+            t.comprehension_failed_message,
+        ),
+    };
+    ending(state, rater.study_id, outcome, t, title, text.into()).await
+}
+
+fn background_page(
+    t: &'static Texts,
+    questions: &[BackgroundQuestion],
+    values: &[String],
+    problems: &[(usize, String)],
+) -> BackgroundPage {
+    BackgroundPage {
+        t,
+        back: "/rate",
+        questions: questions
+            .iter()
+            .enumerate()
+            .map(|(i, q)| BackgroundShown {
+                text: q.text.clone(),
+                required: q.required,
+                options: match &q.kind {
+                    AnswerKind::Choice(options) => Some(options.clone()),
+                    _ => None,
+                },
+                number: matches!(q.kind, AnswerKind::Number { .. }),
+                value: values.get(i).cloned().unwrap_or_default(),
+                problem: problems
+                    .iter()
+                    .find(|(at, _)| *at == i)
+                    .map(|(_, p)| p.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// The consent form: the version shown and the answer.
+#[derive(Debug, Deserialize)]
+struct ConsentForm {
+    version: i64,
+    answer: String,
+}
+
+/// Records consent or its refusal; a text changed since the page was shown is shown again.
+async fn answer_consent(
+    State(state): State<AppState>,
+    RaterPage(rater): RaterPage,
+    Form(form): Form<ConsentForm>,
+) -> Result<Response, WebError> {
+    let accept = match form.answer.as_str() {
+        "accept" => true,
+        "decline" => false,
+        _ => return Err(WebError::BadRequest("answer: accept or decline".into())),
+    };
+    state
+        .store
+        .answer_consent(rater.id, form.version, accept, state.clock.now_ms())
+        .await?;
+    Ok(Redirect::to("/rate").into_response())
+}
+
+/// Stores the background answers, or shows the page again with what was typed and, beside
+/// each question at fault, why (422; nothing stored).
+async fn answer_background(
+    State(state): State<AppState>,
+    RaterPage(rater): RaterPage,
+    lang: Lang,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, WebError> {
+    if state.store.intake_step(rater.id, rater.study_id).await? != IntakeStep::Background {
+        return Ok(Redirect::to("/rate").into_response());
+    }
+    let questions = state
+        .store
+        .study_intake(rater.study_id)
+        .await?
+        .background()?;
+    let values: Vec<String> = (0..questions.len())
+        .map(|i| form.get(&format!("q{i}")).cloned().unwrap_or_default())
+        .collect();
+    match intake::read_background(&questions, &values) {
+        Ok(answers) => {
+            state
+                .store
+                .record_background(rater.id, &answers, state.clock.now_ms())
+                .await?;
+            Ok(Redirect::to("/rate").into_response())
+        }
+        Err(problems) => Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            background_page(lang.texts(), &questions, &values, &problems),
+        )
+            .into_response()),
+    }
+}
+
+/// Grades a comprehension attempt on the server: all right starts the items; otherwise the
+/// instructions again with how many were wrong, or, after the last attempt, the screen-out.
+async fn answer_comprehension(
+    State(state): State<AppState>,
+    RaterPage(rater): RaterPage,
+    Form(form): Form<HashMap<String, String>>,
+) -> Result<Response, WebError> {
+    if !matches!(
+        state.store.intake_step(rater.id, rater.study_id).await?,
+        IntakeStep::Comprehension { .. }
+    ) {
+        return Ok(Redirect::to("/rate").into_response());
+    }
+    let questions = state
+        .store
+        .study_intake(rater.study_id)
+        .await?
+        .comprehension()?;
+    let chosen: Vec<Option<usize>> = (0..questions.len())
+        .map(|i| {
+            form.get(&format!("q{i}"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .collect();
+    let wrong = intake::wrong_answers(&questions, &chosen);
+    state
+        .store
+        .record_comprehension(rater.id, wrong == 0, state.clock.now_ms())
+        .await?;
+    Ok(if wrong == 0 {
+        Redirect::to("/rate/item")
+    } else {
+        Redirect::to(&format!("/rate?wrong={wrong}"))
     }
     .into_response())
 }
@@ -222,11 +483,22 @@ async fn item(
                 Stage::Screening { number, of } => t.screening_item(number, of),
                 Stage::Session => t.item(item.items_done + 1),
             };
+            let progress = match item.stage {
+                Stage::Session => {
+                    let (most, time_left_ms) = state
+                        .store
+                        .session_progress(rater.id, rater.study_id)
+                        .await?;
+                    Some(t.item_progress(item.items_done + 1, most, time_left_ms))
+                }
+                _ => None,
+            };
             ItemPage {
                 t,
                 back: "/rate/item",
                 practice: matches!(item.stage, Stage::Practice { .. }),
                 heading,
+                progress,
                 assignment_id: item.assignment_id,
                 question: item.question,
                 solution: item.solution,
@@ -267,6 +539,23 @@ async fn item(
             let outcome = CompletionOutcome::OutOfTime;
             ending(&state, rater.study_id, outcome, t, t.workload_title, text).await?
         }
+        ServeOutcome::FailedQuality => {
+            let text = t.failed_quality_message.into();
+            let outcome = CompletionOutcome::FailedQuality;
+            ending(
+                &state,
+                rater.study_id,
+                outcome,
+                t,
+                t.not_admitted_title,
+                text,
+            )
+            .await?
+        }
+        ServeOutcome::Intake(step @ (IntakeStep::DeclinedConsent | IntakeStep::ScreenedOut)) => {
+            intake_ending(&state, &rater, step, t).await?
+        }
+        ServeOutcome::Intake(_) => Redirect::to("/rate").into_response(),
         ServeOutcome::Break { items_done } => message(
             t,
             t.break_title,

@@ -134,6 +134,26 @@ impl FromRequestParts<AppState> for ReportReader {
     }
 }
 
+/// An admin's script changing a study's panel places: by an admin's personal API token in
+/// `Authorization: Bearer`, or an admin's session like any form. The one write that takes a
+/// token (reporting returned participants from the panel's own API); every other write takes
+/// [`Admin`] or [`Staff`].
+#[derive(Debug, Clone)]
+pub struct AdminScript(pub User);
+
+impl FromRequestParts<AppState> for AdminScript {
+    type Rejection = WebError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, WebError> {
+        let ReportReader(user) = ReportReader::from_request_parts(parts, state).await?;
+        if user.role == UserRole::Admin {
+            Ok(AdminScript(user))
+        } else {
+            Err(WebError::Forbidden)
+        }
+    }
+}
+
 /// The token of an `Authorization: Bearer …` header, if any.
 fn bearer_token(parts: &Parts) -> Option<&str> {
     parts

@@ -25,6 +25,7 @@ COLUMNS = [
     "rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "round", "role",
     "is_correct", "verdict", "served_at", "deadline", "submitted_at", "server_elapsed_ms",
     "client_elapsed_ms", "first_wrong_step", "timing", "times_shown", "attempt_flags",
+    "participant_id", "rater_returned", "rater_background",
 ]
 CLIENT_TOLERANCE_MS = 2000
 Z = NormalDist().inv_cdf(0.975)
@@ -120,7 +121,8 @@ def normalise(value):
 
 def load(folder):
     csv = pd.read_csv(folder / "attempts.csv", dtype={"rater_name": str, "attempt_flags": str}, keep_default_na=False,
-                      na_values={"submitted_at": [""], "client_elapsed_ms": [""], "first_wrong_step": [""]})
+                      na_values={"submitted_at": [""], "client_elapsed_ms": [""], "first_wrong_step": [""],
+                                 "participant_id": [""], "rater_returned": [""], "rater_background": [""]})
     jsonl = pd.read_json(folder / "attempts.jsonl", lines=True, dtype=False)
     table = pq.read_table(folder / "attempts.parquet")
     parquet = table.to_pandas()
@@ -136,7 +138,8 @@ def load(folder):
     for column in ["round", "server_elapsed_ms", "client_elapsed_ms", "first_wrong_step", "times_shown"]:
         assert types[column] == "int64", (column, types[column])
     assert types["is_correct"] == "bool", types["is_correct"]
-    for column in ["rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "role", "verdict", "timing", "attempt_flags"]:
+    for column in ["rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "role", "verdict", "timing", "attempt_flags",
+                   "participant_id", "rater_returned", "rater_background"]:
         assert types[column] in ("string", "large_string"), (column, types[column])
     assert str(parquet["served_at"].dtype).startswith("datetime64[ms"), parquet["served_at"].dtype
     assert parquet["is_correct"].dtype == bool
