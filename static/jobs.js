@@ -40,6 +40,7 @@
       bar.value = job.progress_done;
     }
     setText(row, "count", job.progress_done + " / " + job.progress_total);
+    setText(row, "pace", job.pace);
     setText(row, "attempts", job.attempts + " / " + job.max_attempts);
     setText(row, "worker", job.worker);
     setTime(row, "started", "started ", job.started);

@@ -67,11 +67,55 @@ pub struct JobRow {
     pub finished: Option<Timestamp>,
     /// Whether it can still be cancelled (queued or running).
     pub cancellable: bool,
+    /// While it runs: units per minute and the time left at that pace ("" when unknown).
+    pub pace: String,
 }
 
-impl From<JobView> for JobRow {
-    fn from(job: JobView) -> Self {
+/// A running job's pace: units per minute since it was first claimed, and about how long the
+/// rest takes at that pace; `None` before its first unit (or without a start or a total).
+/// The pace includes any time the job waited between a lost lease and its retry, so after a
+/// crash it errs on the slow side.
+pub fn pace(done: i64, total: i64, started_at: Option<i64>, now: i64) -> Option<(f64, i64)> {
+    let elapsed_ms = now - started_at?;
+    if done <= 0 || elapsed_ms <= 0 || total <= 0 {
+        return None;
+    }
+    let per_minute = done as f64 * 60_000.0 / elapsed_ms as f64;
+    let left_ms = ((total - done).max(0) as f64 / per_minute * 60_000.0).round() as i64;
+    Some((per_minute, left_ms))
+}
+
+/// "12.5 solutions/min · about 14 min left", in the job's own unit.
+fn pace_text(kind: crate::domain::JobKind, per_minute: f64, left_ms: i64) -> String {
+    let unit = match kind {
+        crate::domain::JobKind::Generation => "solutions",
+        _ => "steps",
+    };
+    let minutes = (left_ms as f64 / 60_000.0).ceil() as i64;
+    let left = match minutes {
+        0 => "almost done".to_string(),
+        m if m < 60 => format!("about {m} min left"),
+        m => format!("about {} h {} min left", m / 60, m % 60),
+    };
+    let rate = if per_minute >= 10.0 {
+        format!("{per_minute:.0}")
+    } else {
+        format!("{per_minute:.1}")
+    };
+    format!("{rate} {unit}/min · {left}")
+}
+
+impl JobRow {
+    /// The row of `job` as of `now` (the pace needs the time).
+    pub fn new(job: JobView, now: i64) -> Self {
+        let pace = match job.state {
+            JobState::Running => pace(job.progress_done, job.progress_total, job.started_at, now)
+                .map(|(rate, left)| pace_text(job.kind, rate, left))
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         JobRow {
+            pace,
             id: job.id,
             kind: job.kind.to_string(),
             study_id: job.study_id,
@@ -106,7 +150,7 @@ async fn job_rows(state: &AppState) -> Result<Vec<JobRow>, WebError> {
         .jobs(JOBS_SHOWN)
         .await?
         .into_iter()
-        .map(JobRow::from)
+        .map(|job| JobRow::new(job, state.clock.now_ms()))
         .collect())
 }
 
@@ -168,14 +212,35 @@ mod tests {
 
     #[test]
     fn rows_have_a_valid_bar_and_offer_cancel_only_while_live() {
-        let queued = JobRow::from(view(JobState::Queued, 0, 0));
+        let queued = JobRow::new(view(JobState::Queued, 0, 0), 0);
         assert_eq!((queued.progress_max, queued.cancellable), (1, true));
         assert_eq!(queued.started, None);
-        let done = JobRow::from(view(JobState::Succeeded, 40, 40));
+        let done = JobRow::new(view(JobState::Succeeded, 40, 40), 0);
         assert_eq!((done.progress_max, done.cancellable), (40, false));
         assert_eq!(
             serde_json::to_value(&done).unwrap()["created"],
             "1970-01-01T00:00:00.000Z"
+        );
+        assert_eq!(done.pace, "");
+    }
+
+    #[test]
+    fn the_pace_is_units_per_minute_since_the_start_and_the_time_left_at_it() {
+        // 30 of 120 solutions in 2 minutes: 15/min, 6 minutes left.
+        assert_eq!(pace(30, 120, Some(1_000), 121_000), Some((15.0, 360_000)));
+        assert_eq!(pace(0, 120, Some(0), 60_000), None);
+        assert_eq!(pace(5, 120, None, 60_000), None);
+        assert_eq!(pace(5, 0, Some(0), 60_000), None);
+        let mut running = view(JobState::Running, 30, 120);
+        running.started_at = Some(1_000);
+        assert_eq!(
+            JobRow::new(running.clone(), 121_000).pace,
+            "15 solutions/min · about 6 min left"
+        );
+        running.progress_done = 3;
+        assert_eq!(
+            JobRow::new(running, 121_000).pace,
+            "1.5 solutions/min · about 1 h 18 min left"
         );
     }
 }
