@@ -1,13 +1,19 @@
 //! Benchmark: raters judging concurrently over real HTTP on loopback.
 //!
 //! `cargo run --release --bin bench-judging -- [--database-url URL] [--raters 64] [--judgements 20000]`
+//! `cargo run --release --bin bench-judging -- --raters 2000 --think-ms 10000-45000 [--duration-s 120]`
 //!
 //! Builds a synthetic study on a fresh database (a temp SQLite file by default), serves the real
 //! router on 127.0.0.1, and runs N raters, each looping "GET /api/rater/item → POST
-//! /api/rater/judgements" until the wanted number of judgements is acknowledged. Prints
-//! throughput and latency percentiles of both calls, then audits the database: acknowledged ==
-//! stored, no duplicates, no solution over its quota. Every judgement is committed (WAL on
-//! SQLite, fsync'd commit on PostgreSQL) before it is acknowledged.
+//! /api/rater/judgements". Closed loop (the default): no pause between calls, until the wanted
+//! number of judgements is acknowledged: the peak throughput, with latency that is mostly
+//! queueing. With `--think-ms MIN-MAX` each rater reads the item for a random time in that range
+//! before answering, as people do, for `--duration-s`: arrivals no longer wait on the server
+//! (think time ≫ latency), so the latencies are those of a real study's load (2,000 raters
+//! thinking 10–45 s send ≈ 70 judgements/s). Prints throughput and latency percentiles of both
+//! calls, then audits the database: acknowledged == stored, no duplicates, no solution over its
+//! quota. Every judgement is committed (WAL on SQLite, fsync'd commit on PostgreSQL) before it
+//! is acknowledged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -41,6 +47,44 @@ struct Args {
     /// protocol's serving path.
     #[arg(long, default_value_t = 0.0)]
     gold_rate: f64,
+    /// Think time before each answer, `MIN-MAX` in milliseconds (uniform); without it the
+    /// raters loop with no pause (closed loop).
+    #[arg(long, value_parser = parse_think)]
+    think_ms: Option<(u64, u64)>,
+    /// With `--think-ms`: how long raters keep taking new items (the items they hold at the
+    /// end are still answered).
+    #[arg(long, default_value_t = 120)]
+    duration_s: u64,
+}
+
+fn parse_think(text: &str) -> Result<(u64, u64), String> {
+    let (min, max) = text
+        .split_once('-')
+        .ok_or_else(|| format!("\"{text}\" is not MIN-MAX, such as 10000-45000"))?;
+    let min: u64 = min.trim().parse().map_err(|e| format!("MIN: {e}"))?;
+    let max: u64 = max.trim().parse().map_err(|e| format!("MAX: {e}"))?;
+    if min > max || max >= 45_000 {
+        return Err("MIN ≤ MAX < 45000 (the study's time limit is 45 s)".into());
+    }
+    Ok((min, max))
+}
+
+/// A uniform draw in `[min, max]` from rater `rater`'s `n`-th think (splitmix64: fixed per run,
+/// no shared generator across tasks).
+fn think_time(rater: u64, n: u64, (min, max): (u64, u64)) -> Duration {
+    let mut z = (rater << 32 ^ n).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    Duration::from_millis(min + z % (max - min + 1))
+}
+
+/// The machine's 1-minute load average, for the printout (other work skews every figure).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Gold items in the pool when `--gold-rate` is above 0 (extra problems outside the study).
@@ -112,8 +156,16 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("opening {url}"))?;
     let clock = Clock::default();
     let per_solution = 5i64;
-    let problems_n =
-        ((args.judgements as usize).div_ceil(2 * per_solution as usize)).max(args.raters) + 1;
+    // In think-time mode the study must outlast the run: at most one item per rater per
+    // shortest think, plus the one each rater holds at the end.
+    let wanted = match args.think_ms {
+        Some((min, _)) => {
+            let per_rater = args.duration_s * 1000 / min.max(1) + 2;
+            (args.raters as u64 * per_rater) as i64
+        }
+        None => args.judgements,
+    };
+    let problems_n = ((wanted as usize).div_ceil(2 * per_solution as usize)).max(args.raters) + 1;
     let gold_items = if args.gold_rate > 0.0 { GOLD_ITEMS } else { 0 };
     let (problem_file, solution_file) = study_files(problems_n + gold_items);
     let set = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -178,20 +230,38 @@ async fn main() -> anyhow::Result<()> {
     };
     tokio::spawn(async move { axum::serve(listener, web::router(state)).await });
 
-    println!(
-        "bench-judging: {:?}, {} raters, {} judgements wanted ({} solutions × {per_solution}), server on {address}",
-        store.backend(),
-        args.raters,
-        args.judgements,
-        problems_n * 2
-    );
-    let remaining = Arc::new(AtomicI64::new(args.judgements));
+    match args.think_ms {
+        Some((min, max)) => println!(
+            "bench-judging: {:?}, {} raters thinking {min}–{max} ms before each answer, for {} s ({} solutions × {per_solution}), server on {address}, load average {}",
+            store.backend(),
+            args.raters,
+            args.duration_s,
+            problems_n * 2,
+            load_average()
+        ),
+        None => println!(
+            "bench-judging: {:?}, {} raters, {} judgements wanted ({} solutions × {per_solution}), server on {address}, load average {}",
+            store.backend(),
+            args.raters,
+            args.judgements,
+            problems_n * 2,
+            load_average()
+        ),
+    }
+    // Closed loop: a shared count of judgements still to take. Think-time mode: until the end.
+    let remaining = Arc::new(AtomicI64::new(if args.think_ms.is_some() {
+        i64::MAX
+    } else {
+        args.judgements
+    }));
+    let until = Instant::now() + Duration::from_secs(args.duration_s);
+    let think = args.think_ms;
     let acknowledged = Arc::new(AtomicI64::new(0));
     let client: Client<HttpConnector, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for token in tokens {
+    for (rater, token) in tokens.into_iter().enumerate() {
         let (client, remaining, acknowledged) =
             (client.clone(), remaining.clone(), acknowledged.clone());
         tasks.push(tokio::spawn(async move {
@@ -199,7 +269,15 @@ async fn main() -> anyhow::Result<()> {
             let mut submit_times = Vec::new();
             // (all non-200 answers, of which 5xx)
             let mut errors = (0u64, 0u64);
-            while remaining.fetch_sub(1, Ordering::Relaxed) > 0 {
+            let rater = rater as u64;
+            let mut loops = 0u64;
+            if let Some((_, max)) = think {
+                // Raters arrive spread over one think time, not all at once.
+                tokio::time::sleep(think_time(rater, u64::MAX, (0, max))).await;
+            }
+            while remaining.fetch_sub(1, Ordering::Relaxed) > 0
+                && (think.is_none() || Instant::now() < until)
+            {
                 let t = Instant::now();
                 let request = axum::http::Request::get(format!("http://{address}/api/rater/item"))
                     .header("authorization", format!("Bearer {token}"))
@@ -211,7 +289,14 @@ async fn main() -> anyhow::Result<()> {
                     errors.1 += u64::from(status >= 500);
                     break;
                 }
-                let body = serde_json::json!({"assignment_id": item["assignment_id"], "verdict": "correct", "client_elapsed_ms": 1000});
+                let mut client_elapsed_ms = 1000;
+                if let Some(range) = think {
+                    let pause = think_time(rater, loops, range);
+                    client_elapsed_ms = pause.as_millis() as i64;
+                    tokio::time::sleep(pause).await;
+                }
+                loops += 1;
+                let body = serde_json::json!({"assignment_id": item["assignment_id"], "verdict": "correct", "client_elapsed_ms": client_elapsed_ms});
                 let t = Instant::now();
                 let request = axum::http::Request::post(format!("http://{address}/api/rater/judgements"))
                     .header("authorization", format!("Bearer {token}"))
@@ -240,7 +325,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let acknowledged = acknowledged.load(Ordering::Relaxed);
-    println!("elapsed                {elapsed:.2} s");
+    println!(
+        "elapsed                {elapsed:.2} s (load average now {})",
+        load_average()
+    );
     println!(
         "judgements/s           {:.0} (acknowledged {acknowledged}, errors {errors}, of which 5xx {server_errors})",
         acknowledged as f64 / elapsed
