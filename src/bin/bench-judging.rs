@@ -63,8 +63,10 @@ fn parse_think(text: &str) -> Result<(u64, u64), String> {
         .ok_or_else(|| format!("\"{text}\" is not MIN-MAX, such as 10000-45000"))?;
     let min: u64 = min.trim().parse().map_err(|e| format!("MIN: {e}"))?;
     let max: u64 = max.trim().parse().map_err(|e| format!("MAX: {e}"))?;
-    if min > max || max >= 45_000 {
-        return Err("MIN ≤ MAX < 45000 (the study's time limit is 45 s)".into());
+    if min > max || max >= THINK_TIME_LIMIT_MS as u64 {
+        return Err(format!(
+            "MIN ≤ MAX < {THINK_TIME_LIMIT_MS} (the study's time limit in this mode)"
+        ));
     }
     Ok((min, max))
 }
@@ -86,6 +88,10 @@ fn load_average() -> String {
         .and_then(|l| l.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "?".into())
 }
+
+/// The study's time limit with `--think-ms`: above the longest think, so every answer is in
+/// time (a closed-loop run uses the paper's 45 s; nobody thinks there).
+const THINK_TIME_LIMIT_MS: i64 = 60_000;
 
 /// Gold items in the pool when `--gold-rate` is above 0 (extra problems outside the study).
 const GOLD_ITEMS: usize = 50;
@@ -194,7 +200,11 @@ async fn main() -> anyhow::Result<()> {
         .create_study(
             &StudySpec {
                 name: set.clone(),
-                time_limit_ms: 45_000,
+                time_limit_ms: if args.think_ms.is_some() {
+                    THINK_TIME_LIMIT_MS
+                } else {
+                    45_000
+                },
                 judgements_per_solution: per_solution,
                 reclaim_grace_ms: 15_000,
                 problem_set_id: set_id,

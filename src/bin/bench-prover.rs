@@ -30,7 +30,10 @@ struct Args {
     /// Instead of `--model`: a random-weight model of a real architecture and size.
     #[arg(long, value_parser = ["qwen2.5-0.5b", "llama-3.2-1b"])]
     shape: Option<String>,
-    /// Tokens generated per sequence (the final-answer stop is disabled by forcing the count).
+    /// Tokens to generate per sequence at most. A sequence still stops early at its end of
+    /// sequence or final-answer line (as in a generation job); tokens/s counts the tokens
+    /// actually generated, and each line says how many sequences stopped early (a
+    /// random-weight `--shape` model practically never does).
     #[arg(long, default_value_t = 128)]
     tokens: usize,
     /// Batch sizes to measure.
@@ -94,8 +97,8 @@ fn main() -> anyhow::Result<()> {
     );
     let problems = generator::generate(4242, 64);
     let stop = AtomicBool::new(false);
-    // Greedy decoding at a fixed length: sampling choices do not change the work per token,
-    // and a fixed count makes runs comparable.
+    // Greedy decoding up to a fixed length: sampling choices do not change the work per token,
+    // and the same cap makes runs comparable (early stops are counted and printed).
     let params = SamplingParams {
         temperature: 0.0,
         top_p: 1.0,
@@ -125,11 +128,12 @@ fn main() -> anyhow::Result<()> {
             })
             .collect();
         let started = Instant::now();
-        let (mut tokens, mut steps) = (0, 0);
+        let (mut tokens, mut steps, mut stopped_early) = (0, 0, 0);
         for chunk in requests.chunks(batch) {
             let samples = prover.generate(chunk, &params, &stop)?;
             tokens += samples.iter().map(|s| s.tokens).sum::<usize>();
             steps += samples.iter().map(|s| s.tokens).max().unwrap_or(0);
+            stopped_early += samples.iter().filter(|s| s.tokens < args.tokens).count();
         }
         let seconds = started.elapsed().as_secs_f64();
         // The same batches for one new token: the prompts' prefill, so the steps after it can
@@ -146,10 +150,12 @@ fn main() -> anyhow::Result<()> {
         let batches = requests.len() / batch;
         let later_steps = steps.saturating_sub(batches).max(1);
         println!(
-            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.1} tokens/s; prefill + first token {:.0} ms, then {:.1} ms per decoding step",
+            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.1} tokens/s; prefill + first token {:.0} ms, then {:.1} ms per decoding step; {stopped_early} of {} sequences stopped before {} tokens",
             tokens as f64 / seconds,
             prefill * 1000.0 / batches as f64,
-            (seconds - prefill).max(0.0) * 1000.0 / later_steps as f64
+            (seconds - prefill).max(0.0) * 1000.0 / later_steps as f64,
+            requests.len(),
+            args.tokens
         );
         // The KV cache the prover allocates for the first batch (longest prompt + new tokens),
         // against one sized to the model's whole context.
