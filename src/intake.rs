@@ -233,25 +233,45 @@ pub fn parse_background(source: &str) -> Result<Vec<BackgroundQuestion>, String>
     Ok(questions)
 }
 
+/// What is wrong with one background answer; the rater pages say it in the rater's language.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AnswerProblem {
+    /// A required question left blank.
+    Required,
+    /// A choice that is not one of the options.
+    NotAnOption,
+    /// A number outside the question's bounds.
+    OutOfRange {
+        /// Smallest accepted.
+        min: f64,
+        /// Largest accepted.
+        max: f64,
+    },
+    /// Not a number.
+    NotANumber,
+    /// Free text over [`MAX_TEXT_ANSWER_CHARS`].
+    TooLong,
+}
+
 /// A participant's background answers, keyed by question, as stored and exported (JSON:
 /// a choice or text as a string, a number as a number, an unanswered optional question as
 /// null).
 pub type BackgroundAnswers = BTreeMap<String, serde_json::Value>;
 
 /// Checks a participant's answers (`answers[i]` as typed or chosen for question `i`; blank is
-/// unanswered). On refusal, the messages name each question at fault, so the page can show
-/// them beside it and keep what was typed.
+/// unanswered). On refusal, each question at fault with its problem, so the page can show it
+/// beside the question and keep what was typed.
 pub fn read_background(
     questions: &[BackgroundQuestion],
     answers: &[String],
-) -> Result<BackgroundAnswers, Vec<(usize, String)>> {
+) -> Result<BackgroundAnswers, Vec<(usize, AnswerProblem)>> {
     let mut out = BackgroundAnswers::new();
     let mut problems = Vec::new();
     for (i, question) in questions.iter().enumerate() {
         let answer = answers.get(i).map(|a| a.trim()).unwrap_or("");
         if answer.is_empty() {
             if question.required {
-                problems.push((i, "Please answer this question.".to_string()));
+                problems.push((i, AnswerProblem::Required));
             }
             out.insert(question.text.clone(), serde_json::Value::Null);
             continue;
@@ -260,27 +280,30 @@ pub fn read_background(
             AnswerKind::Choice(options) => match options.iter().find(|o| o.as_str() == answer) {
                 Some(option) => serde_json::Value::String(option.clone()),
                 None => {
-                    problems.push((i, "Please choose one of the options.".to_string()));
+                    problems.push((i, AnswerProblem::NotAnOption));
                     continue;
                 }
             },
             AnswerKind::Number { min, max } => match answer.parse::<f64>() {
                 Ok(n) if n.is_finite() && n >= *min && n <= *max => serde_json::json!(n),
                 Ok(_) if *min > f64::MIN => {
-                    problems.push((i, format!("Please give a number from {min} to {max}.")));
+                    problems.push((
+                        i,
+                        AnswerProblem::OutOfRange {
+                            min: *min,
+                            max: *max,
+                        },
+                    ));
                     continue;
                 }
                 _ => {
-                    problems.push((i, "Please give a number, such as 3 or 2.5.".to_string()));
+                    problems.push((i, AnswerProblem::NotANumber));
                     continue;
                 }
             },
             AnswerKind::Text => {
                 if answer.chars().count() > MAX_TEXT_ANSWER_CHARS {
-                    problems.push((
-                        i,
-                        format!("Please keep it under {MAX_TEXT_ANSWER_CHARS} characters."),
-                    ));
+                    problems.push((i, AnswerProblem::TooLong));
                     continue;
                 }
                 serde_json::Value::String(answer.to_string())
@@ -486,18 +509,21 @@ mod tests {
         assert_eq!(
             refused,
             vec![
-                (0, "Please answer this question.".to_string()),
-                (1, "Please give a number from 0 to 80.".to_string()),
-                (2, "Please keep it under 1000 characters.".to_string()),
+                (0, AnswerProblem::Required),
+                (
+                    1,
+                    AnswerProblem::OutOfRange {
+                        min: 0.0,
+                        max: 80.0
+                    }
+                ),
+                (2, AnswerProblem::TooLong),
             ]
         );
         let not_an_option =
             read_background(&questions, &["College".into(), "two".into()]).unwrap_err();
-        assert_eq!(not_an_option[0].1, "Please choose one of the options.");
-        assert_eq!(
-            not_an_option[1].1,
-            "Please give a number, such as 3 or 2.5."
-        );
+        assert_eq!(not_an_option[0].1, AnswerProblem::NotAnOption);
+        assert_eq!(not_an_option[1].1, AnswerProblem::NotANumber);
     }
 
     #[test]

@@ -220,6 +220,11 @@ pub struct Texts {
     comprehension_help: &'static str,
     comprehension_wrong: &'static str,
     item_progress: &'static str,
+    answer_required: &'static str,
+    answer_not_an_option: &'static str,
+    answer_out_of_range: &'static str,
+    answer_not_a_number: &'static str,
+    answer_too_long: &'static str,
     hours_minutes: &'static str,
     minutes: &'static str,
     /// Comprehension form's submit button.
@@ -315,6 +320,23 @@ impl Texts {
             .replace("{left}", &left)
     }
 
+    /// What is wrong with a background answer, beside its question.
+    pub fn answer_problem(&self, problem: crate::intake::AnswerProblem) -> String {
+        use crate::intake::AnswerProblem;
+        match problem {
+            AnswerProblem::Required => self.answer_required.to_string(),
+            AnswerProblem::NotAnOption => self.answer_not_an_option.to_string(),
+            AnswerProblem::OutOfRange { min, max } => self
+                .answer_out_of_range
+                .replace("{min}", &min.to_string())
+                .replace("{max}", &max.to_string()),
+            AnswerProblem::NotANumber => self.answer_not_a_number.to_string(),
+            AnswerProblem::TooLong => self
+                .answer_too_long
+                .replace("{n}", &crate::intake::MAX_TEXT_ANSWER_CHARS.to_string()),
+        }
+    }
+
     /// The comprehension section's help, with the attempts left.
     pub fn comprehension_help(&self, attempts_left: impl std::fmt::Display) -> String {
         self.comprehension_help
@@ -407,6 +429,11 @@ pub static EN: Texts = Texts {
     comprehension_wrong: "{k} of your answers were not right. Read the instructions again and answer once more.",
     comprehension_submit: "Check my answers and start",
     item_progress: "Item {n} of at most {of} · {left} of your time left",
+    answer_required: "Please answer this question.",
+    answer_not_an_option: "Please choose one of the options.",
+    answer_out_of_range: "Please give a number from {min} to {max}.",
+    answer_not_a_number: "Please give a number, such as 3 or 2.5.",
+    answer_too_long: "Please keep it under {n} characters.",
     hours_minutes: "{h} h {m} min",
     minutes: "{m} min",
     comprehension_failed_message: "Your answers to the questions on the instructions were not right on either attempt, so this study has no items for you. Thank you for your time.",
@@ -488,6 +515,11 @@ pub static ZH_HANS: Texts = Texts {
     comprehension_wrong: "你有 {k} 个回答不正确。请再读一遍说明，然后重新回答。",
     comprehension_submit: "检查我的回答并开始",
     item_progress: "第 {n} 题，最多 {of} 题 · 你还剩 {left}",
+    answer_required: "请回答这个问题。",
+    answer_not_an_option: "请从选项中选择一个。",
+    answer_out_of_range: "请填写 {min} 到 {max} 之间的数字。",
+    answer_not_a_number: "请填写一个数字，例如 3 或 2.5。",
+    answer_too_long: "请不要超过 {n} 个字符。",
     hours_minutes: "{h} 小时 {m} 分钟",
     minutes: "{m} 分钟",
     comprehension_failed_message: "你两次对说明相关问题的回答都不正确，因此本研究没有题目分配给你。感谢你付出的时间。",
@@ -564,6 +596,15 @@ mod tests {
             EN.item_progress(7, 5, 45 * 60_000),
             "Item 7 of at most 7 · 45 min of your time left"
         );
+        let range = crate::intake::AnswerProblem::OutOfRange {
+            min: 0.0,
+            max: 80.0,
+        };
+        assert_eq!(
+            EN.answer_problem(range),
+            "Please give a number from 0 to 80."
+        );
+        assert_eq!(ZH_HANS.answer_problem(range), "请填写 0 到 80 之间的数字。");
         assert_eq!(
             ZH_HANS.item_progress(3, 40, 5 * 60_000),
             "第 3 题，最多 40 题 · 你还剩 5 分钟"

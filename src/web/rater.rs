@@ -339,7 +339,7 @@ fn background_page(
     t: &'static Texts,
     questions: &[BackgroundQuestion],
     values: &[String],
-    problems: &[(usize, String)],
+    problems: &[(usize, intake::AnswerProblem)],
 ) -> BackgroundPage {
     BackgroundPage {
         t,
@@ -359,7 +359,7 @@ fn background_page(
                 problem: problems
                     .iter()
                     .find(|(at, _)| *at == i)
-                    .map(|(_, p)| p.clone()),
+                    .map(|(_, p)| t.answer_problem(*p)),
             })
             .collect(),
     }
