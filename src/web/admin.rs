@@ -8,7 +8,7 @@ use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE, HOST};
+use axum::http::header::{ACCEPT, CONTENT_TYPE, HOST};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 
@@ -444,17 +444,9 @@ fn invite_link(base: &str, invitation: Invitation) -> InviteLink {
     }
 }
 
-/// The links CSV as a file download (kept out of caches like every dynamic response).
+/// The links CSV as a file download.
 fn csv_attachment(study_id: Uuid, csv: String) -> Response {
-    let file = format!("attachment; filename=\"study-{study_id}-invite-links.csv\"");
-    (
-        [
-            (CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (CONTENT_DISPOSITION, file),
-        ],
-        csv,
-    )
-        .into_response()
+    super::csv_attachment(&format!("study-{study_id}-invite-links.csv"), csv)
 }
 
 /// Revokes a rater's link (their active item returns to the pool; their judgements stay) and

@@ -131,6 +131,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A CSV file download named `file_name` (kept out of caches like every dynamic response).
+pub(crate) fn csv_attachment(file_name: &str, csv: impl Into<axum::body::Body>) -> Response {
+    (
+        [
+            (CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{file_name}\""),
+            ),
+        ],
+        csv.into(),
+    )
+        .into_response()
+}
+
 /// Files under `static/`, embedded in the binary so it runs from any directory.
 async fn static_file(Path(file): Path<String>) -> Response {
     let (content_type, body): (&str, &'static [u8]) = match file.as_str() {

@@ -9,7 +9,6 @@ use askama_web::WebTemplate;
 use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Multipart, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -402,15 +401,10 @@ async fn export_bonuses(
 ) -> Result<Response, WebError> {
     let now = state.clock.now_ms();
     let rows = state.store.export_bonuses(id, now).await?;
-    let disposition = format!("attachment; filename=\"bonuses-{id}-{now}.csv\"");
-    Ok((
-        [
-            (CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (CONTENT_DISPOSITION, disposition),
-        ],
+    Ok(super::csv_attachment(
+        &format!("bonuses-{id}-{now}.csv"),
         bonus::bonus_csv(&rows),
-    )
-        .into_response())
+    ))
 }
 
 /// The panel's submissions export (CSV, field `file`): participants it reports as returned or
@@ -604,13 +598,5 @@ async fn review_list(
     let records = state.store.participant_records(id).await?;
     let body = panel::review_csv(&records)
         .map_err(|e| WebError::Internal(format!("could not write the review list: {e}")))?;
-    let disposition = format!("attachment; filename=\"review-{id}.csv\"");
-    Ok((
-        [
-            (CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
-            (CONTENT_DISPOSITION, disposition),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(super::csv_attachment(&format!("review-{id}.csv"), body))
 }
