@@ -417,10 +417,8 @@ pub struct ParticipantRecord {
     pub answered: u64,
     /// Study items answered right.
     pub right: u64,
-    /// Silent gold items answered (timeouts included), and of those, right.
-    pub gold_answered: u64,
-    /// Gold items answered right.
-    pub gold_right: u64,
+    /// Silent gold items answered (timeouts included) and of those, right.
+    pub gold: crate::quality::QualityTally,
 }
 
 /// Study items a participant must have answered before the chance-level test can reject them.
@@ -442,16 +440,12 @@ pub fn review_decision(p: &ParticipantRecord) -> (&'static str, String) {
     if let Some(how) = &p.returned {
         return ("none", format!("place ended: {how}"));
     }
-    let gold = crate::quality::QualityTally {
-        answered: i64::try_from(p.gold_answered).unwrap_or(i64::MAX),
-        right: i64::try_from(p.gold_right).unwrap_or(i64::MAX),
-    };
-    if crate::quality::fails_gold(gold) {
+    if crate::quality::fails_gold(p.gold) {
         return (
             "reject",
             format!(
                 "failed quality: {} of {} gold items right",
-                p.gold_right, p.gold_answered
+                p.gold.right, p.gold.answered
             ),
         );
     }
@@ -759,8 +753,7 @@ mod tests {
         assert_eq!(review_decision(&few).0, "approve");
         // Gold: fewer than half right over at least 3 is rejected.
         let gold = |answered, right| ParticipantRecord {
-            gold_answered: answered,
-            gold_right: right,
+            gold: crate::quality::QualityTally { answered, right },
             ..base.clone()
         };
         assert_eq!(

@@ -201,78 +201,68 @@ impl Store {
     }
 
     /// Every panel participant of a study with what the approve/reject list needs (see
-    /// [`panel::review_decision`]), in the order they entered.
+    /// [`panel::review_decision`]), in the order they entered: their intake and place from
+    /// their row, their study answers from [`Store::rater_tallies`] and their gold answers and
+    /// screening decision from [`Store::study_rater_quality`], the tallies the report uses.
     pub async fn participant_records(
         &self,
         study_id: Uuid,
     ) -> StoreResult<Vec<panel::ParticipantRecord>> {
-        /// participant ID, consent declined at, comprehension failures and pass time,
-        /// screening decision, returned as, idle at, answered, right, gold answered, gold right.
+        /// rater, participant ID, consent declined at, comprehension failures and pass time,
+        /// returned as, idle at.
         type Row = (
+            Uuid,
             String,
             Option<i64>,
             i64,
             Option<i64>,
-            Option<bool>,
             Option<String>,
             Option<i64>,
-            i64,
-            i64,
-            i64,
-            i64,
         );
         let rows: Vec<Row> = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT r.participant_id, r.consent_declined_at, r.comprehension_failures,
-                        r.comprehension_passed_at, r.screening_passed, r.returned_as, r.idle_at,
-                        (SELECT COUNT(*) FROM judgements j
-                          WHERE j.rater_id = r.id AND j.verdict <> 'timeout') AS answered,
-                        (SELECT COUNT(*) FROM judgements j JOIN solutions s ON s.id = j.solution_id
-                          WHERE j.rater_id = r.id
-                            AND ((j.verdict = 'correct' AND s.is_correct)
-                                 OR (j.verdict = 'wrong' AND NOT s.is_correct))) AS right_answers,
-                        (SELECT COUNT(*) FROM quality_attempts q
-                          WHERE q.rater_id = r.id AND q.purpose = 'gold'
-                            AND q.state = 'judged') AS gold_answered,
-                        (SELECT COUNT(*) FROM quality_attempts q
-                          WHERE q.rater_id = r.id AND q.purpose = 'gold'
-                            AND ((q.verdict = 'correct' AND q.is_correct)
-                                 OR (q.verdict = 'wrong' AND NOT q.is_correct))) AS gold_right
-                 FROM raters r
-                 WHERE r.study_id = $1 AND r.participant_id IS NOT NULL
-                 ORDER BY r.created_at, r.id",
+                "SELECT id, participant_id, consent_declined_at, comprehension_failures,
+                        comprehension_passed_at, returned_as, idle_at
+                 FROM raters
+                 WHERE study_id = $1 AND participant_id IS NOT NULL
+                 ORDER BY created_at, id",
             )
             .bind(study_id)
             .fetch_all(pool)
             .await?
         });
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let tallies: std::collections::HashMap<Uuid, crate::export::RaterTally> = self
+            .rater_tallies(study_id)
+            .await?
+            .into_iter()
+            .map(|t| (t.rater_id, t))
+            .collect();
+        let quality = self.study_rater_quality(study_id).await?;
         Ok(rows
             .into_iter()
             .map(
                 |(
+                    rater_id,
                     participant_id,
                     declined_at,
                     failures,
                     passed_at,
-                    screening_passed,
                     returned_as,
                     idle_at,
-                    answered,
-                    right,
-                    gold_answered,
-                    gold_right,
-                )| panel::ParticipantRecord {
-                    participant_id,
-                    declined_consent: declined_at.is_some(),
-                    failed_comprehension: passed_at.is_none()
-                        && failures >= crate::intake::COMPREHENSION_ATTEMPTS,
-                    failed_screening: screening_passed == Some(false),
-                    returned: returned_as.or_else(|| idle_at.map(|_| "idle".to_string())),
-                    answered: count(answered),
-                    right: count(right),
-                    gold_answered: count(gold_answered),
-                    gold_right: count(gold_right),
+                )| {
+                    let tally = tallies.get(&rater_id);
+                    let rater_quality = quality.get(&rater_id).cloned().unwrap_or_default();
+                    panel::ParticipantRecord {
+                        participant_id,
+                        declined_consent: declined_at.is_some(),
+                        failed_comprehension: passed_at.is_none()
+                            && failures >= crate::intake::COMPREHENSION_ATTEMPTS,
+                        failed_screening: rater_quality.screening_passed == Some(false),
+                        returned: returned_as.or_else(|| idle_at.map(|_| "idle".to_string())),
+                        answered: tally.map_or(0, |t| t.answered),
+                        right: tally.map_or(0, |t| t.right),
+                        gold: rater_quality.gold,
+                    }
                 },
             )
             .collect())
