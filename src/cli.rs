@@ -158,7 +158,8 @@ pub struct WorkerArgs {
     /// benchmarks); run more workers to use more cores.
     #[arg(long, env = "LEGIBILITY_MODEL_THREADS", default_value_t = 1)]
     pub model_threads: usize,
-    /// Sequences a generation job decodes in one batch.
+    /// Sequences a generation job decodes at once (decoding slots; a finished sequence's slot
+    /// takes the next request at once).
     #[arg(long, default_value_t = crate::worker::generation::DEFAULT_BATCH_SIZE,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub generation_batch: usize,

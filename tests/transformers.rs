@@ -4,14 +4,15 @@
 //! every prompt (max abs diff ≤ 1e-4 in f32), the same 32-token greedy continuation (with
 //! transformers' rope behaviour during cached decoding: dynamic NTK per step, Phi-3's LongRoPE
 //! re-prefill), and, for the decoder reward models, the same score at the last non-padding
-//! token. Batched decoding of left-padded prompts must agree with the unbatched references.
+//! token. Batched decoding of left-padded prompts must agree with the unbatched references, and
+//! so must continuous batching in decoding slots (the hand-written kernels) step by step.
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use legibility::ml::config::ModelConfig;
-use legibility::ml::decoder::{Decoder, greedy};
+use legibility::ml::decoder::{Decoder, argmax, greedy};
 
 /// The largest difference from transformers allowed anywhere, in f32.
 const TOLERANCE: f32 = 1e-4;
@@ -206,6 +207,110 @@ fn check_batched(case: &str) {
     }
 }
 
+/// One prompt decoded greedily through the plain candle path, one sequence at a time (no
+/// slots, no hand-written kernels): each step's logits.
+fn candle_greedy(model: &mut Decoder, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
+    model.reset(prompt.len() + steps);
+    let input = Tensor::new(prompt, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let mut logits = model.forward_decode(&input, &[0]).unwrap();
+    let mut all = Vec::new();
+    for _ in 0..steps {
+        let row: Vec<f32> = logits.squeeze(0).unwrap().to_vec1().unwrap();
+        let next = argmax(&row);
+        all.push(row);
+        logits = model
+            .forward_decode(&Tensor::new(&[[next]], &Device::Cpu).unwrap(), &[])
+            .unwrap();
+    }
+    all
+}
+
+/// Continuous batching: the case's prompts (each twice, with different lengths to decode)
+/// share two slots, a finished sequence's slot taking the next prompt at once, so sequences
+/// start and end at different steps beside others at other positions. Every step's logits of
+/// every sequence equal one-at-a-time decoding through the plain candle path within 1e-4,
+/// and the greedy ids equal transformers'. Returns the largest difference.
+fn check_continuous(case: &str) -> f32 {
+    const SLOTS: usize = 2;
+    let reference = reference(case);
+    let (_, mut model) = load(case);
+    let prompts: Vec<(Vec<u32>, Vec<u32>)> = reference["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (ids(&p["input_ids"]), ids(&p["greedy_ids"])))
+        .collect();
+    // (prompt, steps): the same prompts twice, cut at different lengths.
+    let jobs: Vec<(usize, usize)> = (0..2 * prompts.len())
+        .map(|j| (j % prompts.len(), 32 - (j * 7) % 20))
+        .collect();
+    let expected: Vec<Vec<Vec<f32>>> = jobs
+        .iter()
+        .map(|&(p, steps)| candle_greedy(&mut model, &prompts[p].0, steps))
+        .collect();
+    let mut slots = model.slots(SLOTS, 8).unwrap();
+    // Per slot: (job, steps done, logits of the next step).
+    let mut running: Vec<Option<(usize, usize, Vec<f32>)>> = vec![None; SLOTS];
+    let mut next_job = 0;
+    let mut worst = 0f32;
+    let mut finished = 0;
+    while finished < jobs.len() {
+        for (slot, state) in running.iter_mut().enumerate() {
+            if state.is_none() && next_job < jobs.len() {
+                slots.free(slot);
+                let logits = model
+                    .start(&mut slots, slot, &prompts[jobs[next_job].0].0)
+                    .unwrap();
+                *state = Some((next_job, 0, logits));
+                next_job += 1;
+            }
+        }
+        let mut feed = Vec::new();
+        for (slot, state) in running.iter_mut().enumerate() {
+            let Some((job, done, logits)) = state else {
+                continue;
+            };
+            let want = &expected[*job][*done];
+            let diff = logits
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                diff <= TOLERANCE,
+                "{case} job {job} step {done}: slot logits differ from one-at-a-time by {diff}"
+            );
+            worst = worst.max(diff);
+            let token = argmax(logits);
+            assert_eq!(
+                token, prompts[jobs[*job].0].1[*done],
+                "{case} job {job} step {done}: greedy id"
+            );
+            *done += 1;
+            if *done == jobs[*job].1 {
+                *state = None;
+                finished += 1;
+            } else {
+                feed.push((slot, token));
+            }
+        }
+        if feed.is_empty() {
+            continue;
+        }
+        let logits = model.step(&mut slots, &feed).unwrap();
+        let vocab = logits.len() / feed.len();
+        for (row, &(slot, _)) in logits.chunks_exact(vocab).zip(&feed) {
+            if let Some((_, _, next)) = &mut running[slot] {
+                *next = row.to_vec();
+            }
+        }
+    }
+    worst
+}
+
 /// The decoder reward models: the body's final hidden state at the pooled position times
 /// `score.weight` gives transformers' score.
 fn check_classifier(case: &str) -> f32 {
@@ -263,7 +368,8 @@ macro_rules! causal {
                 if $batched {
                     check_batched($case);
                 }
-                println!("{}: max abs diff {worst:.2e} (transformers-5 config), {worst_v4:.2e} (4.x config)", $case);
+                let continuous = check_continuous($case);
+                println!("{}: max abs diff {worst:.2e} (transformers-5 config), {worst_v4:.2e} (4.x config); continuous batching vs one at a time {continuous:.2e}", $case);
             }
         )+
     };

@@ -149,11 +149,12 @@ fn main() -> anyhow::Result<()> {
         let prefill = started.elapsed().as_secs_f64();
         let batches = requests.len() / batch;
         let later_steps = steps.saturating_sub(batches).max(1);
+        let step_ms = (seconds - prefill).max(0.0) * 1000.0 / later_steps as f64;
         println!(
-            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.1} tokens/s; prefill + first token {:.0} ms, then {:.1} ms per decoding step; {stopped_early} of {} sequences stopped before {} tokens",
+            "batch {batch:>3}: {tokens:>6} tokens in {seconds:>6.2}s = {:>8.1} tokens/s; prefill + first token {:.0} ms, then {step_ms:.1} ms per decoding step, {:.1} tokens/s decoding (the tokens after the first over the time after the prefill); {stopped_early} of {} sequences stopped before {} tokens",
             tokens as f64 / seconds,
             prefill * 1000.0 / batches as f64,
-            (seconds - prefill).max(0.0) * 1000.0 / later_steps as f64,
+            tokens.saturating_sub(requests.len()) as f64 / (seconds - prefill).max(1e-9),
             requests.len(),
             args.tokens
         );

@@ -17,6 +17,9 @@ use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::rope::Rope;
 
+mod slots;
+pub use slots::Slots;
+
 /// The activation of the gated MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -352,6 +355,8 @@ struct Attention {
     scale: f64,
     softcap: Option<f64>,
     cache: KvCache,
+    /// Keys and values `(batch, kv_heads, seq, head_dim)` of the last `Pass::Prefill`.
+    prefilled: Option<(Tensor, Tensor)>,
 }
 
 impl Attention {
@@ -390,6 +395,7 @@ impl Attention {
             scale: spec.attention_scale,
             softcap: spec.attention_softcap,
             cache: KvCache::new(2, 512),
+            prefilled: None,
         })
     }
 
@@ -430,10 +436,13 @@ impl Attention {
         }
         let q = rotate(&q, cos, sin, differentiable)?.contiguous()?;
         let k = rotate(&k, cos, sin, differentiable)?.contiguous()?;
-        let (k, v) = if pass == Pass::Decode {
-            self.cache.append(&k, &v)?
-        } else {
-            (k, v)
+        let (k, v) = match pass {
+            Pass::Decode => self.cache.append(&k, &v)?,
+            Pass::Prefill => {
+                self.prefilled = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            Pass::Train | Pass::Score => (k, v),
         };
         let k = repeat_kv(k, self.heads / self.kv_heads)?;
         let v = repeat_kv(v, self.heads / self.kv_heads)?;
@@ -528,6 +537,9 @@ enum Pass {
     Decode,
     /// Whole sequences with the fused kernels and no cache (scoring).
     Score,
+    /// A prompt entering a decoding slot: as `Score`, and each layer keeps its keys and values
+    /// for the slot's cache.
+    Prefill,
 }
 
 /// A causal language model of any supported architecture. Decoding state (the KV cache and
@@ -900,30 +912,46 @@ pub fn attention_mask(
 }
 
 /// Greedy decoding of one unpadded prompt for `steps` tokens, no stop: what the reference
-/// tests compare with transformers' `generate(do_sample=False)`. Returns the new ids and each
-/// step's logits.
+/// tests compare with transformers' `generate(do_sample=False)`. Decodes through a slot (the
+/// hand-written kernels) where the model runs on them, as the prover does. Returns the new ids
+/// and each step's logits.
 pub fn greedy(
     model: &mut Decoder,
     prompt: &[u32],
     steps: usize,
 ) -> Result<(Vec<u32>, Vec<Vec<f32>>)> {
+    let (mut out, mut all) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
+    if model.runs_on_slots() {
+        let mut slots = model.slots(1, prompt.len() + steps)?;
+        let mut row = model.start(&mut slots, 0, prompt)?;
+        for _ in 0..steps {
+            let next = argmax(&row);
+            all.push(row);
+            out.push(next);
+            row = model.step(&mut slots, &[(0, next)])?;
+        }
+        return Ok((out, all));
+    }
     model.reset(prompt.len() + steps);
     let device = model.device().clone();
     let ids = Tensor::new(prompt, &device)?.unsqueeze(0)?;
     let mut logits = model.forward_decode(&ids, &[0])?;
-    let (mut out, mut all) = (Vec::with_capacity(steps), Vec::with_capacity(steps));
     for _ in 0..steps {
         let row: Vec<f32> = logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?;
-        let next = row
-            .iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
-                if v > best.1 { (i, v) } else { best }
-            })
-            .0 as u32;
+        let next = argmax(&row);
         all.push(row);
         out.push(next);
         logits = model.forward_decode(&Tensor::new(&[[next]], &device)?, &[])?;
     }
     Ok((out, all))
+}
+
+/// The id of the largest logit (the first of equal ones).
+pub fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 { (i, v) } else { best }
+        })
+        .0 as u32
 }

@@ -17,6 +17,9 @@ use super::sampling::{SampleRng, SamplingParams, sample_token};
 use super::tokenizer::{self, EOS, PAD};
 use crate::domain::ProverRole;
 
+/// Sequences [`Prover::generate`] decodes at a time at most.
+pub const DEFAULT_SLOTS: usize = 64;
+
 /// The weights file this project writes; loading accepts any `*.safetensors` set.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
@@ -193,30 +196,159 @@ impl Prover {
         self.prompts.ids(&self.tokenizer, self.bos, role, question)
     }
 
-    /// Generates one solution per request, all in one batch: left-padded prompts, one forward
-    /// pass per step for the whole batch. `stop` is polled every step so a job that lost its
-    /// lease stops computing.
+    /// Generates one solution per request, decoded together (see [`Prover::generate_each`]
+    /// with up to [`DEFAULT_SLOTS`] sequences at a time), in the order of the requests.
     pub fn generate(
         &mut self,
         requests: &[SampleRequest],
         params: &SamplingParams,
         stop: &AtomicBool,
     ) -> Result<Vec<Sample>, ModelError> {
+        let mut samples: Vec<Option<Sample>> = vec![None; requests.len()];
+        let slots = requests.len().clamp(1, DEFAULT_SLOTS);
+        self.generate_each(requests, params, slots, stop, |index, sample| {
+            samples[index] = Some(sample);
+            Ok(())
+        })?;
+        samples
+            .into_iter()
+            .map(|s| s.ok_or_else(|| ModelError::Invalid("a request got no solution".into())))
+            .collect()
+    }
+
+    /// Generates one solution per request with continuous batching: up to `slots` sequences
+    /// advance together, one forward step for all of them, and a finished sequence's slot takes
+    /// the next request at once, so the batch stays full until the requests run out. Each
+    /// sequence decodes at its own positions with its own random draw, so a solution does not
+    /// depend on the others in its batch. `done(index, sample)` is called as each request
+    /// finishes (index into `requests`); `stop` is polled every step so a job that lost its
+    /// lease stops computing.
+    pub fn generate_each(
+        &mut self,
+        requests: &[SampleRequest],
+        params: &SamplingParams,
+        slots: usize,
+        stop: &AtomicBool,
+        mut done: impl FnMut(usize, Sample) -> Result<(), ModelError>,
+    ) -> Result<(), ModelError> {
         params.check().map_err(ModelError::Invalid)?;
         if requests.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
+        let prompts = requests
+            .iter()
+            .map(|r| self.prompt_ids(r.role, &r.question))
+            .collect::<Result<Vec<_>, _>>()?;
+        let limit = self.model.spec().max_positions;
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if longest >= limit {
+            return Err(ModelError::Invalid(format!(
+                "a prompt of {longest} tokens does not fit the model's {limit} positions"
+            )));
+        }
+        if !self.model.runs_on_slots() {
+            for (chunk, first) in requests
+                .chunks(slots.max(1))
+                .zip((0..).step_by(slots.max(1)))
+            {
+                for (i, sample) in self
+                    .generate_padded(chunk, params, stop)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    done(first + i, sample)?;
+                }
+            }
+            return Ok(());
+        }
+        let count = slots.clamp(1, requests.len());
+        let capacity = (longest + params.max_new_tokens).min(limit);
+        let mut cache = self.model.slots(count, capacity)?;
+        let mut active: Vec<Option<Running>> = vec![None; count];
+        let mut next = 0;
+        loop {
+            for (slot, entry) in active.iter_mut().enumerate() {
+                if entry.is_none() && next < requests.len() {
+                    cache.free(slot);
+                    let logits = self.model.start(&mut cache, slot, &prompts[next])?;
+                    let cap = params.max_new_tokens.min(limit - prompts[next].len());
+                    let state = SequenceState::new(requests[next].seed);
+                    if cap == 0 {
+                        done(next, self.sample(state)?)?;
+                    } else {
+                        *entry = Some(Running {
+                            request: next,
+                            state,
+                            cap,
+                            logits,
+                        });
+                    }
+                    next += 1;
+                }
+            }
+            if active.iter().all(Option::is_none) && next == requests.len() {
+                return Ok(());
+            }
+            if stop.load(Ordering::Relaxed) {
+                return Err(ModelError::Stopped);
+            }
+            let mut feed = Vec::with_capacity(count);
+            for (slot, entry) in active.iter_mut().enumerate() {
+                let Some(running) = entry else {
+                    continue;
+                };
+                let state = &mut running.state;
+                let token = match state.forced.pop() {
+                    Some(token) => token,
+                    None => sample_token(&running.logits, params, &mut state.rng),
+                };
+                self.advance(state, token)?;
+                // Every token but an end of sequence is kept, so `ids` counts the draws.
+                if state.finished || state.ids.len() >= running.cap {
+                    if let Some(running) = entry.take() {
+                        done(running.request, self.sample(running.state)?)?;
+                    }
+                } else {
+                    feed.push((slot, token));
+                }
+            }
+            if feed.is_empty() {
+                continue;
+            }
+            let logits = self.model.step(&mut cache, &feed)?;
+            let vocab = self.model.spec().vocab_size;
+            for (row, &(slot, _)) in logits.chunks_exact(vocab).zip(&feed) {
+                if let Some(running) = &mut active[slot] {
+                    running.logits.copy_from_slice(row);
+                }
+            }
+        }
+    }
+
+    /// The finished sample of a sequence's state.
+    fn sample(&self, state: SequenceState) -> Result<Sample, ModelError> {
+        let text = tokenizer::decode(&self.tokenizer, &state.ids)?;
+        Ok(Sample {
+            text: final_text(&text),
+            tokens: state.ids.len(),
+            finished: state.finished,
+        })
+    }
+
+    /// The left-padded batch of the plain candle path, for a model the decoding slots cannot
+    /// run (not f32 on the CPU): one forward pass per step for the whole batch.
+    fn generate_padded(
+        &mut self,
+        requests: &[SampleRequest],
+        params: &SamplingParams,
+        stop: &AtomicBool,
+    ) -> Result<Vec<Sample>, ModelError> {
         let prompts = requests
             .iter()
             .map(|r| self.prompt_ids(r.role, &r.question))
             .collect::<Result<Vec<_>, _>>()?;
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let limit = self.model.spec().max_positions;
-        if longest >= limit {
-            return Err(ModelError::Invalid(format!(
-                "a prompt of {longest} tokens does not fit the model's {limit} positions"
-            )));
-        }
         let max_new = params.max_new_tokens.min(limit - longest);
         let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
         let mut input = Vec::with_capacity(prompts.len() * longest);
@@ -273,17 +405,7 @@ impl Prover {
             let ids = Tensor::from_vec(next, (rows.len(), 1), &device)?;
             logits = self.model.forward_decode(&ids, &[])?;
         }
-        states
-            .into_iter()
-            .map(|state| {
-                let text = tokenizer::decode(&self.tokenizer, &state.ids)?;
-                Ok(Sample {
-                    text: final_text(&text),
-                    tokens: state.ids.len(),
-                    finished: state.finished,
-                })
-            })
-            .collect()
+        states.into_iter().map(|state| self.sample(state)).collect()
     }
 
     /// Appends `token` to a sequence and applies the stopping rules and the calculator.
@@ -312,7 +434,20 @@ impl Prover {
     }
 }
 
+/// A request being decoded in a slot.
+#[derive(Clone)]
+struct Running {
+    /// Index into the requests.
+    request: usize,
+    state: SequenceState,
+    /// New tokens it may draw at most.
+    cap: usize,
+    /// The logits its next token is drawn from.
+    logits: Vec<f32>,
+}
+
 /// Decoding state of one sequence in a batch.
+#[derive(Clone)]
 struct SequenceState {
     ids: Vec<u32>,
     /// Calculator tokens still to emit, last first.

@@ -1,8 +1,9 @@
 //! The generation job: a study's problems × prover checkpoints × roles × samples → graded
 //! solutions in the study, ready for assignment.
 //!
-//! Work is cut into chunks (one problem × one checkpoint); several chunks are decoded as one
-//! batch and committed together, fenced by the job's lease (see `store::generation`). Each
+//! Work is cut into chunks (one problem × one checkpoint). A checkpoint's pending chunks are
+//! decoded as one stream with continuous batching (`Prover::generate_each`), and finished
+//! chunks are committed a few at a time, fenced by the job's lease (see `store::generation`). Each
 //! sample's seed derives from the job's seed and the sample's identity, so a retry after a
 //! crash regenerates exactly what was lost and skips what was committed.
 
@@ -19,15 +20,16 @@ use super::{JobContext, JobError, JobFuture, JobHandler};
 use crate::domain::JobKind;
 use crate::domain::ProverRole;
 use crate::grading;
-use crate::ml::prover::{Prover, SampleRequest};
+use crate::ml::prover::{Prover, Sample, SampleRequest};
 use crate::ml::sampling::SamplingParams;
 use crate::store::generation::{GeneratedChunk, GeneratedSolution, GenerationProblem};
 use crate::store::jobs::{ClaimedJob, NewJob};
 use crate::store::studies::{Study, StudySpec};
 use crate::store::{Store, StoreError};
 
-/// Sequences decoded together: large enough that one forward pass does real work per weight
-/// read, small enough that ragged lengths waste little.
+/// Sequences decoded together (decoding slots): large enough that one step does real work
+/// per weight read; a finished sequence's slot is refilled at once, so ragged lengths waste
+/// nothing.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
 /// Most samples one generation request may ask for per problem, checkpoint and role.
@@ -248,63 +250,113 @@ async fn run_generation(
             .await
             .map_err(|e| JobError::Fatal(format!("loading the prover crashed: {e}")))?
             .map_err(|e| JobError::Fatal(format!("loading prover {model_dir}: {e}")))?;
-        for group in pending.chunks(problems_per_batch) {
-            ctx.check()?;
-            let requests: Vec<SampleRequest> = group
-                .iter()
-                .flat_map(|problem| {
-                    params.roles.iter().flat_map(move |&role| {
-                        (0..params.samples_per_role).map(move |k| SampleRequest {
-                            question: problem.question.clone(),
-                            role,
-                            seed: sample_seed(params.seed, problem.id, checkpoint_id, role, k),
-                        })
+        // Every pending problem of this checkpoint is decoded in one stream of slots
+        // (continuous batching: a finished sequence's slot takes the next request at once);
+        // solutions come back as they finish and are committed a group of problems at a time.
+        let requests: Vec<SampleRequest> = pending
+            .iter()
+            .flat_map(|problem| {
+                params.roles.iter().flat_map(move |&role| {
+                    (0..params.samples_per_role).map(move |k| SampleRequest {
+                        question: problem.question.clone(),
+                        role,
+                        seed: sample_seed(params.seed, problem.id, checkpoint_id, role, k),
                     })
                 })
-                .collect();
-            let sampling = params.sampling;
-            let flag = Arc::clone(&stop);
-            let (returned, samples) = tokio::task::spawn_blocking(move || {
-                let samples = prover.generate(&requests, &sampling, &flag);
-                (prover, samples.map(|s| (requests, s)))
             })
-            .await
-            .map_err(|e| JobError::Fatal(format!("generation crashed: {e}")))?;
-            prover = returned;
-            let (requests, samples) = samples.map_err(JobError::from)?;
-            let chunks: Vec<GeneratedChunk> = group
-                .iter()
-                .enumerate()
-                .map(|(i, problem)| GeneratedChunk {
-                    key: chunk_key(problem.id, checkpoint_id),
-                    problem_id: problem.id,
+            .collect();
+        let roles: Vec<ProverRole> = requests.iter().map(|r| r.role).collect();
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let sampling = params.sampling;
+        let flag = Arc::clone(&stop);
+        let slots = handler.batch_size;
+        let decoding = tokio::task::spawn_blocking(move || {
+            prover.generate_each(&requests, &sampling, slots, &flag, |index, sample| {
+                // A closed channel means the job stopped taking solutions.
+                sender
+                    .send((index, sample))
+                    .map_err(|_| crate::ml::ModelError::Stopped)
+            })
+        });
+        let mut samples: Vec<Option<Sample>> = vec![None; roles.len()];
+        let mut missing: Vec<usize> = vec![per_problem; pending.len()];
+        let mut ready: Vec<usize> = Vec::new();
+        let mut received = 0;
+        while received < roles.len() {
+            let Some((index, sample)) = receiver.recv().await else {
+                break;
+            };
+            received += 1;
+            samples[index] = Some(sample);
+            let problem = index / per_problem;
+            missing[problem] -= 1;
+            if missing[problem] == 0 {
+                ready.push(problem);
+            }
+            if ready.len() >= problems_per_batch || received == roles.len() {
+                ctx.check()?;
+                let chunks = finished_chunks(
+                    &pending,
+                    &std::mem::take(&mut ready),
                     checkpoint_id,
-                    solutions: (i * per_problem..(i + 1) * per_problem)
-                        .map(|k| {
-                            let grade = grading::grade(&samples[k].text, &problem.ground_truth);
-                            GeneratedSolution {
-                                role: requests[k].role,
-                                text: samples[k].text.clone(),
-                                extracted_answer: grade.extracted_answer,
-                                grade: grade.outcome,
-                            }
-                        })
-                        .collect(),
-                })
-                .collect();
-            finished += group.len() as i64;
-            ctx.store
-                .commit_generated(
-                    &ctx.lease,
-                    params.study_id,
-                    &chunks,
-                    finished,
-                    ctx.clock.now_ms(),
-                )
-                .await?;
+                    per_problem,
+                    &roles,
+                    &mut samples,
+                );
+                finished += chunks.len() as i64;
+                ctx.store
+                    .commit_generated(
+                        &ctx.lease,
+                        params.study_id,
+                        &chunks,
+                        finished,
+                        ctx.clock.now_ms(),
+                    )
+                    .await?;
+            }
         }
+        drop(receiver);
+        decoding
+            .await
+            .map_err(|e| JobError::Fatal(format!("generation crashed: {e}")))?
+            .map_err(JobError::from)?;
     }
     Ok(())
+}
+
+/// The chunks of the `ready` problems (indexes into `pending`), their solutions graded and
+/// taken out of `samples` (`per_problem` consecutive entries per problem, roles in `roles`).
+fn finished_chunks(
+    pending: &[GenerationProblem],
+    ready: &[usize],
+    checkpoint_id: Uuid,
+    per_problem: usize,
+    roles: &[ProverRole],
+    samples: &mut [Option<Sample>],
+) -> Vec<GeneratedChunk> {
+    ready
+        .iter()
+        .map(|&p| {
+            let problem = &pending[p];
+            GeneratedChunk {
+                key: chunk_key(problem.id, checkpoint_id),
+                problem_id: problem.id,
+                checkpoint_id,
+                solutions: (p * per_problem..(p + 1) * per_problem)
+                    .filter_map(|k| {
+                        let sample = samples[k].take()?;
+                        let grade = grading::grade(&sample.text, &problem.ground_truth);
+                        Some(GeneratedSolution {
+                            role: roles[k],
+                            text: sample.text,
+                            extracted_answer: grade.extracted_answer,
+                            grade: grade.outcome,
+                        })
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,0 +1,545 @@
+//! Decoding slots: one KV cache per sequence, so sequences of a batch start, advance and end
+//! independently (continuous batching: a finished sequence's slot takes the next prompt at
+//! once), each at its own positions from 0, with no padding.
+//!
+//! A prompt enters its slot through the candle path (one matrix–matrix pass, keys and values
+//! copied into the slot); every later token goes through the hand-written kernels of
+//! `legibility-kernels`, one step for all active slots, reading each weight once. Both paths
+//! compute the same function: the transformers reference tests decode through slots, and
+//! `tests/slots.rs` compares slots with one-at-a-time decoding.
+
+use candle_core::{DType, IndexOp, Result, Storage, StorageRef, Tensor};
+use legibility_kernels as kernels;
+use rayon::prelude::*;
+
+use super::{Activation, Decoder, GateUp, Pass, QkvProjection, RmsNorm};
+
+/// The norm scales of one block, as plain values (`offset + weight`, computed once per set of
+/// slots rather than per step).
+struct BlockNorms {
+    input: Vec<f32>,
+    post_attention: Vec<f32>,
+    feedforward: Option<(Vec<f32>, Vec<f32>)>,
+    heads: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Buffers a step reuses, sized on first use.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    qkv: Vec<f32>,
+    attention: Vec<f32>,
+    projected: Vec<f32>,
+    gate_up: Vec<f32>,
+    gated: Vec<f32>,
+    transposed: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// The KV caches of a fixed number of sequences (slots) decoded together.
+pub struct Slots {
+    /// Positions each slot can hold before the caches grow.
+    capacity: usize,
+    /// Per layer, keys and values `(slot, kv_head, capacity, head_dim)`.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    /// Positions held per slot (0: free).
+    lengths: Vec<usize>,
+    /// The ids in each slot: LongRoPE's switch to its long factors recomputes them.
+    history: Vec<Vec<u32>>,
+    norms: Vec<BlockNorms>,
+    final_norm: Vec<f32>,
+    /// Rotary cos/sin for positions `0..tabled` (rope types that do not depend on length).
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    tabled: usize,
+    scratch: Scratch,
+}
+
+impl Slots {
+    /// How many slots there are.
+    pub fn count(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Positions held by `slot` (prompt and generated tokens; 0 when free).
+    pub fn length(&self, slot: usize) -> usize {
+        self.lengths[slot]
+    }
+
+    /// Frees `slot` for the next prompt.
+    pub fn free(&mut self, slot: usize) {
+        self.lengths[slot] = 0;
+        self.history[slot].clear();
+    }
+
+    /// Makes room for `needed` positions per slot, keeping what every slot holds.
+    fn grow(&mut self, needed: usize, width: usize, kv_heads: usize) {
+        if needed <= self.capacity {
+            return;
+        }
+        let capacity = needed.max(2 * self.capacity);
+        let head_dim = width / kv_heads;
+        for cache in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            let mut grown = vec![0f32; self.lengths.len() * kv_heads * capacity * head_dim];
+            for (slot, &length) in self.lengths.iter().enumerate() {
+                for g in 0..kv_heads {
+                    let from = (slot * kv_heads + g) * self.capacity * head_dim;
+                    let to = (slot * kv_heads + g) * capacity * head_dim;
+                    grown[to..to + length * head_dim]
+                        .copy_from_slice(&cache[from..from + length * head_dim]);
+                }
+            }
+            *cache = grown;
+        }
+        self.capacity = capacity;
+    }
+}
+
+/// A tensor's values, borrowed from its CPU storage for as long as the guard lives.
+struct Held<'a> {
+    guard: StorageRef<'a>,
+    start: usize,
+    len: usize,
+}
+
+impl Held<'_> {
+    fn slice(&self) -> Result<&[f32]> {
+        match &*self.guard {
+            Storage::Cpu(storage) => {
+                Ok(&storage.as_slice::<f32>()?[self.start..self.start + self.len])
+            }
+            _ => candle_core::bail!("decoding slots need the weights on the CPU"),
+        }
+    }
+}
+
+fn hold(tensor: &Tensor) -> Result<Held<'_>> {
+    let (guard, layout) = tensor.storage_and_layout();
+    if !layout.is_contiguous() {
+        candle_core::bail!("decoding slots need contiguous weights");
+    }
+    Ok(Held {
+        guard,
+        start: layout.start_offset(),
+        len: tensor.elem_count(),
+    })
+}
+
+fn to_f32s(tensor: &Tensor) -> Result<Vec<f32>> {
+    tensor.flatten_all()?.to_dtype(DType::F32)?.to_vec1()
+}
+
+fn norm_values(norm: &RmsNorm) -> Result<Vec<f32>> {
+    to_f32s(&norm.scale()?)
+}
+
+/// The weights and biases of the listed projections, held for one step.
+struct Projection<'a> {
+    weights: Vec<Held<'a>>,
+    biases: Vec<Option<Held<'a>>>,
+}
+
+impl<'a> Projection<'a> {
+    fn of(layers: &[&'a candle_nn::Linear]) -> Result<Self> {
+        Ok(Self {
+            weights: layers
+                .iter()
+                .map(|l| hold(l.weight()))
+                .collect::<Result<_>>()?,
+            biases: layers
+                .iter()
+                .map(|l| l.bias().map(hold).transpose())
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// `out (n × Σ outputs) = x (n × k) · Wᵀ + b`.
+    fn apply(
+        &self,
+        x: &[f32],
+        n: usize,
+        k: usize,
+        out: &mut Vec<f32>,
+        transposed: &mut Vec<f32>,
+    ) -> Result<()> {
+        let weights: Vec<&[f32]> = self
+            .weights
+            .iter()
+            .map(Held::slice)
+            .collect::<Result<_>>()?;
+        let widths: Vec<usize> = weights.iter().map(|w| w.len() / k).collect();
+        let total: usize = widths.iter().sum();
+        out.clear();
+        out.resize(n * total, 0.0);
+        kernels::matmul_t(x, n, k, &weights, out, transposed);
+        let mut offset = 0;
+        for (bias, width) in self.biases.iter().zip(&widths) {
+            if let Some(bias) = bias {
+                let bias = bias.slice()?;
+                for row in out.chunks_exact_mut(total) {
+                    for (v, b) in row[offset..offset + width].iter_mut().zip(bias) {
+                        *v += b;
+                    }
+                }
+            }
+            offset += width;
+        }
+        Ok(())
+    }
+}
+
+impl Decoder {
+    /// Whether decoding can run on slots: the hand-written kernels need the weights on the
+    /// CPU in f32 (what `Prover::load` gives on the CPU).
+    pub fn runs_on_slots(&self) -> bool {
+        self.device.is_cpu() && self.embed_tokens.embeddings().dtype() == DType::F32
+    }
+
+    /// `count` empty slots, each with room for `capacity` positions (grown if exceeded).
+    pub fn slots(&self, count: usize, capacity: usize) -> Result<Slots> {
+        if !self.runs_on_slots() {
+            candle_core::bail!("decoding slots need an f32 model on the CPU");
+        }
+        let capacity = capacity.max(1);
+        let width = self.spec.kv_heads * self.spec.head_dim;
+        let norms = self
+            .layers
+            .iter()
+            .map(|layer| {
+                Ok(BlockNorms {
+                    input: norm_values(&layer.input_layernorm)?,
+                    post_attention: norm_values(&layer.post_attention_layernorm)?,
+                    feedforward: match &layer.feedforward_norms {
+                        Some((pre, post)) => Some((norm_values(pre)?, norm_values(post)?)),
+                        None => None,
+                    },
+                    heads: match (&layer.self_attn.q_norm, &layer.self_attn.k_norm) {
+                        (Some(q), Some(k)) => Some((norm_values(q)?, norm_values(k)?)),
+                        _ => None,
+                    },
+                })
+            })
+            .collect::<Result<_>>()?;
+        let cache = || vec![vec![0f32; count * capacity * width]; self.layers.len()];
+        Ok(Slots {
+            capacity,
+            keys: cache(),
+            values: cache(),
+            lengths: vec![0; count],
+            history: vec![Vec::new(); count],
+            norms,
+            final_norm: norm_values(&self.norm)?,
+            cos: Vec::new(),
+            sin: Vec::new(),
+            tabled: 0,
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Puts `prompt` into the free `slot` and returns the logits `(vocab)` of its last
+    /// position.
+    pub fn start(&mut self, slots: &mut Slots, slot: usize, prompt: &[u32]) -> Result<Vec<f32>> {
+        if prompt.is_empty() {
+            candle_core::bail!("an empty prompt cannot start a sequence");
+        }
+        slots.history[slot] = prompt.to_vec();
+        self.fill(slots, slot)
+    }
+
+    /// Recomputes `slot` from its history through the candle path: its keys and values, and
+    /// the logits of its last position.
+    fn fill(&mut self, slots: &mut Slots, slot: usize) -> Result<Vec<f32>> {
+        let ids = slots.history[slot].clone();
+        let t = ids.len();
+        let (kv_heads, d) = (self.spec.kv_heads, self.spec.head_dim);
+        slots.lengths[slot] = 0;
+        slots.grow(t, kv_heads * d, kv_heads);
+        let input = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
+        let x = self.run_blocks(&input, 0, &[0], Pass::Prefill)?;
+        let capacity = slots.capacity;
+        for (layer, (keys, values)) in self
+            .layers
+            .iter_mut()
+            .zip(slots.keys.iter_mut().zip(slots.values.iter_mut()))
+        {
+            let Some((k, v)) = layer.self_attn.prefilled.take() else {
+                candle_core::bail!("a layer kept no keys");
+            };
+            for (source, cache) in [(k, &mut *keys), (v, &mut *values)] {
+                let source = to_f32s(&source)?;
+                for g in 0..kv_heads {
+                    let to = (slot * kv_heads + g) * capacity * d;
+                    cache[to..to + t * d].copy_from_slice(&source[g * t * d..(g + 1) * t * d]);
+                }
+            }
+        }
+        slots.lengths[slot] = t;
+        let last = x.i((.., t - 1, ..))?.contiguous()?;
+        to_f32s(&self.logits(&last)?)
+    }
+
+    /// One token for each listed slot (`(slot, token)`): the logits `(feed.len() × vocab)`,
+    /// row by row in the order given.
+    pub fn step(&mut self, slots: &mut Slots, feed: &[(usize, u32)]) -> Result<Vec<f32>> {
+        let vocab = self.spec.vocab_size;
+        let mut logits = vec![0f32; feed.len() * vocab];
+        let mut rows = Vec::with_capacity(feed.len());
+        for (i, &(slot, token)) in feed.iter().enumerate() {
+            if slots.lengths[slot] == 0 {
+                candle_core::bail!("slot {slot} holds no sequence");
+            }
+            if token as usize >= vocab {
+                candle_core::bail!("token {token} is outside the vocabulary of {vocab}");
+            }
+            slots.history[slot].push(token);
+            if self.spec.rope.regime_switch() == Some(slots.lengths[slot]) {
+                // transformers' Phi-3 drops its cache when a sequence first passes the original
+                // length and recomputes it with the long factors; so does this slot.
+                let row = self.fill(slots, slot)?;
+                logits[i * vocab..(i + 1) * vocab].copy_from_slice(&row);
+            } else {
+                rows.push(i);
+            }
+        }
+        if rows.is_empty() {
+            return Ok(logits);
+        }
+        let feed: Vec<(usize, u32)> = rows.iter().map(|&i| feed[i]).collect();
+        let needed = feed
+            .iter()
+            .map(|&(s, _)| slots.lengths[s] + 1)
+            .max()
+            .unwrap_or(0);
+        slots.grow(
+            needed,
+            self.spec.kv_heads * self.spec.head_dim,
+            self.spec.kv_heads,
+        );
+        let computed = if rayon::current_num_threads() > 1 {
+            // The whole step on a pool thread: each product's split is then a cheap
+            // work-stealing fork, not a hand-off from outside the pool and back.
+            rayon::scope(|_| self.kernel_step(slots, &feed))?
+        } else {
+            self.kernel_step(slots, &feed)?
+        };
+        for (row, &i) in computed.chunks_exact(vocab).zip(&rows) {
+            logits[i * vocab..(i + 1) * vocab].copy_from_slice(row);
+        }
+        Ok(logits)
+    }
+
+    /// Rotary cos/sin of one position, for a sequence whose largest position it is.
+    fn rotary_row(&self, slots: &mut Slots, position: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let half = self.spec.head_dim / 2;
+        let rope = &self.spec.rope;
+        if rope.depends_on_length() {
+            let (cos, sin) = rope.tables(position, 1, position + 1, &self.device)?;
+            return Ok((to_f32s(&cos)?, to_f32s(&sin)?));
+        }
+        if position >= slots.tabled {
+            let size = (position + 1).max(2 * slots.tabled).max(256);
+            let (cos, sin) = rope.tables(0, size, size, &self.device)?;
+            slots.cos = to_f32s(&cos)?;
+            slots.sin = to_f32s(&sin)?;
+            slots.tabled = size;
+        }
+        let at = position * half;
+        Ok((
+            slots.cos[at..at + half].to_vec(),
+            slots.sin[at..at + half].to_vec(),
+        ))
+    }
+
+    /// The kernel path of [`Decoder::step`] for slots that need no recomputation.
+    fn kernel_step(&self, slots: &mut Slots, feed: &[(usize, u32)]) -> Result<Vec<f32>> {
+        let spec = &self.spec;
+        let n = feed.len();
+        let (h, d, heads, kv_heads) = (spec.hidden_size, spec.head_dim, spec.heads, spec.kv_heads);
+        let (qw, kvw) = (heads * d, kv_heads * d);
+        let half = d / 2;
+        let eps = spec.rms_norm_eps as f32;
+        let positions: Vec<usize> = feed.iter().map(|&(s, _)| slots.lengths[s]).collect();
+        let mut scratch = std::mem::take(&mut slots.scratch);
+        let Scratch {
+            x,
+            normed,
+            qkv,
+            attention,
+            projected,
+            gate_up,
+            gated,
+            transposed,
+            cos,
+            sin,
+        } = &mut scratch;
+
+        // Rotary tables per row (each sequence at its own position).
+        cos.clear();
+        sin.clear();
+        for &p in &positions {
+            let (c, s) = self.rotary_row(slots, p)?;
+            cos.extend_from_slice(&c);
+            sin.extend_from_slice(&s);
+        }
+
+        // Embeddings.
+        {
+            let table = hold(self.embed_tokens.embeddings())?;
+            let table = table.slice()?;
+            x.clear();
+            for &(_, token) in feed {
+                let at = token as usize * h;
+                x.extend_from_slice(&table[at..at + h]);
+            }
+        }
+        if let Some(scale) = spec.embedding_scale {
+            let scale = scale as f32;
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+
+        let capacity = slots.capacity;
+        let group = heads / kv_heads;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let norms = &slots.norms[index];
+            let attn = &layer.self_attn;
+            normed.resize(x.len(), 0.0);
+            kernels::rms_norm(x, &norms.input, eps, normed);
+
+            // q, k, v for every row, then per-head norms and rotation.
+            let qkv_layers: Vec<&candle_nn::Linear> = match &attn.qkv {
+                QkvProjection::Separate { q, k, v } => vec![q, k, v],
+                QkvProjection::Fused(all) => vec![all],
+            };
+            Projection::of(&qkv_layers)?.apply(normed, n, h, qkv, transposed)?;
+            let keys = &mut slots.keys[index];
+            let values = &mut slots.values[index];
+            for (r, row) in qkv.chunks_exact_mut(qw + 2 * kvw).enumerate() {
+                let (q, rest) = row.split_at_mut(qw);
+                let (k, v) = rest.split_at_mut(kvw);
+                if let Some((q_scale, k_scale)) = &norms.heads {
+                    kernels::rms_norm_in_place(q, q_scale, eps);
+                    kernels::rms_norm_in_place(k, k_scale, eps);
+                }
+                let (c, s) = (
+                    &cos[r * half..(r + 1) * half],
+                    &sin[r * half..(r + 1) * half],
+                );
+                kernels::rope(q, c, s);
+                kernels::rope(k, c, s);
+                let (slot, p) = (feed[r].0, positions[r]);
+                for g in 0..kv_heads {
+                    let at = ((slot * kv_heads + g) * capacity + p) * d;
+                    keys[at..at + d].copy_from_slice(&k[g * d..(g + 1) * d]);
+                    values[at..at + d].copy_from_slice(&v[g * d..(g + 1) * d]);
+                }
+            }
+
+            // Attention: each row's query heads against its own slot's cache.
+            attention.clear();
+            attention.resize(n * qw, 0.0);
+            let (keys, values) = (&*keys, &*values);
+            let scale = attn.scale as f32;
+            let softcap = attn.softcap.map(|c| c as f32);
+            let window = layer.window;
+            let qkv = &*qkv;
+            let head = |w: &mut Vec<f32>, (index, out): (usize, &mut [f32])| {
+                let (r, hd) = (index / heads, index % heads);
+                let (slot, p) = (feed[r].0, positions[r]);
+                let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let base = (slot * kv_heads + hd / group) * capacity;
+                let span = (base + first) * d..(base + p + 1) * d;
+                let q = &qkv[r * (qw + 2 * kvw) + hd * d..][..d];
+                kernels::attend(
+                    q,
+                    &keys[span.clone()],
+                    &values[span],
+                    scale,
+                    softcap,
+                    w,
+                    out,
+                );
+            };
+            let work: usize = positions.iter().map(|p| p + 1).sum::<usize>() * heads * d;
+            if rayon::current_num_threads() > 1 && work > 1 << 15 {
+                attention
+                    .par_chunks_mut(d)
+                    .enumerate()
+                    .for_each_init(Vec::new, head);
+            } else {
+                let mut w = Vec::new();
+                attention
+                    .chunks_mut(d)
+                    .enumerate()
+                    .for_each(|item| head(&mut w, item));
+            }
+            Projection::of(&[&attn.o_proj])?.apply(attention, n, qw, projected, transposed)?;
+
+            // Residual, MLP, residual (Gemma 2: with the norms around each).
+            match &norms.feedforward {
+                Some((pre, post)) => {
+                    kernels::rms_norm_in_place(projected, &norms.post_attention, eps);
+                    add(x, projected);
+                    kernels::rms_norm(x, pre, eps, normed);
+                    self.mlp(index, normed, n, gate_up, gated, projected, transposed)?;
+                    kernels::rms_norm_in_place(projected, post, eps);
+                    add(x, projected);
+                }
+                None => {
+                    add(x, projected);
+                    kernels::rms_norm(x, &norms.post_attention, eps, normed);
+                    self.mlp(index, normed, n, gate_up, gated, projected, transposed)?;
+                    add(x, projected);
+                }
+            }
+        }
+        kernels::rms_norm_in_place(x, &slots.final_norm, eps);
+        let mut logits = Vec::new();
+        Projection::of(&[&self.lm_head])?.apply(x, n, h, &mut logits, transposed)?;
+        if let Some(cap) = spec.final_softcap {
+            kernels::soft_cap(&mut logits, cap as f32);
+        }
+        for (&(slot, _), &p) in feed.iter().zip(&positions) {
+            slots.lengths[slot] = p + 1;
+        }
+        slots.scratch = scratch;
+        Ok(logits)
+    }
+
+    /// The gated MLP of block `index` on `normed (n × hidden)`, into `out (n × hidden)`.
+    #[allow(clippy::too_many_arguments)]
+    fn mlp(
+        &self,
+        index: usize,
+        normed: &[f32],
+        n: usize,
+        gate_up: &mut Vec<f32>,
+        gated: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+        transposed: &mut Vec<f32>,
+    ) -> Result<()> {
+        let mlp = &self.layers[index].mlp;
+        let (h, f) = (self.spec.hidden_size, mlp.intermediate);
+        let layers: Vec<&candle_nn::Linear> = match &mlp.gate_up {
+            GateUp::Separate { gate, up } => vec![gate, up],
+            GateUp::Fused(both) => vec![both],
+        };
+        Projection::of(&layers)?.apply(normed, n, h, gate_up, transposed)?;
+        gated.clear();
+        for row in gate_up.chunks_exact_mut(2 * f) {
+            let (g, u) = row.split_at_mut(f);
+            kernels::gate(g, u, mlp.activation == Activation::GeluTanh);
+            gated.extend_from_slice(g);
+        }
+        Projection::of(&[&mlp.down_proj])?.apply(gated, n, f, out, transposed)
+    }
+}
+
+/// `x += y`, elementwise.
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
