@@ -242,14 +242,17 @@ mod avx2 {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); G]; R];
             let (wp, xp) = (w.as_ptr(), x.as_ptr());
-            // The next tile's weights (R·k floats), two cache lines per step of this one's R·8:
-            // the hardware prefetcher stops at every 4 KiB page, a memory-bound loop cannot.
-            let next = wp.wrapping_add(R * k);
+            // The weights four tiles ahead into L2, two cache lines per step of this tile's R·8
+            // floats: the hardware prefetcher stops at every 4 KiB page, and a batch's
+            // multiply-adds then overlap the next tiles' memory reads (measured on a 442 MB
+            // matrix, one thread: batch 8 +16 %, batch 1 +4 % over prefetching the next tile
+            // into L1, +27 % / +8 % over none).
+            let next = wp.wrapping_add(4 * R * k);
             let mut c = 0;
             while c < wide {
                 let ahead = next.wrapping_add(c * R);
-                _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16) as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(ahead as *const i8);
+                _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(16) as *const i8);
                 let mut xs = [_mm256_setzero_ps(); G];
                 for (g, v) in xs.iter_mut().enumerate() {
                     *v = _mm256_loadu_ps(xp.add(g * k + c));

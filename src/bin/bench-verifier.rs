@@ -69,6 +69,94 @@ struct Args {
     /// all-MiniLM-L6-v2 folder: a frozen BERT encoder whose head is trained).
     #[arg(long)]
     base_dir: Option<std::path::PathBuf>,
+    /// Instead of the whole loop: time `--steps` training steps of the shipped verifier on
+    /// built-in problems' (correct, wrong) solution pairs, as a training job takes them, and
+    /// write the steps' token ids and losses to this JSON file for the PyTorch twin
+    /// (`scripts/bench/verifier-vs-torch.sh`).
+    #[arg(long)]
+    steps_file: Option<std::path::PathBuf>,
+    /// Training steps of `--steps-file`.
+    #[arg(long, default_value_t = 40)]
+    steps: usize,
+}
+
+/// `--steps-file`: the verifier's training step alone, timed, with everything PyTorch needs to
+/// run the same steps (the token ids of each step's pairs, the optimiser's settings, the
+/// losses to compare with).
+fn step_benchmark(args: &Args, file: &Path) -> anyhow::Result<()> {
+    use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+    use legibility::ml::verifier::bradley_terry_loss;
+    let dir = args.models_dir.join("verifier-tiny");
+    let mut verifier = Verifier::load(&dir, &Device::Cpu)?;
+    verifier.train_top_blocks(None)?;
+    let options = FitOptions::default();
+    let batch = options.batch;
+    let problems = generator::generate(BUILTIN_PROBLEMS_SEED ^ 0xbe9c, args.steps * batch);
+    let mut pairs = Vec::with_capacity(problems.len());
+    for p in &problems {
+        pairs.push((
+            verifier.encode(&verifier_text(&p.question, &p.helpful_solution))?,
+            verifier.encode(&verifier_text(&p.question, &p.sneaky_solution))?,
+        ));
+    }
+    let weight_decay = 0.01;
+    let mut optimiser = AdamW::new(
+        verifier.variables(),
+        ParamsAdamW {
+            lr: options.learning_rate,
+            weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let mut losses = Vec::with_capacity(args.steps);
+    let started = Instant::now();
+    for chunk in pairs.chunks(batch) {
+        let sequences: Vec<&Vec<u32>> = chunk
+            .iter()
+            .map(|p| &p.0)
+            .chain(chunk.iter().map(|p| &p.1))
+            .collect();
+        let n = chunk.len();
+        let scores = verifier.scores(&sequences, true)?;
+        let loss = bradley_terry_loss(
+            &scores.narrow(0, 0, n)?,
+            &scores.narrow(0, n, n)?,
+            options.lambda,
+        )?;
+        optimiser.backward_step(&loss)?;
+        losses.push(loss.to_scalar::<f32>()?);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let solutions = 2 * pairs.len();
+    let tokens: usize = pairs.iter().map(|(a, b)| a.len() + b.len()).sum();
+    println!(
+        "candle: {} steps of {batch} pairs ({solutions} solutions, {tokens} tokens) in {seconds:.2}s = {:.1} solutions/s, {} threads",
+        losses.len(),
+        solutions as f64 / seconds,
+        candle_core::utils::get_num_threads()
+    );
+    let steps: Vec<serde_json::Value> = pairs
+        .chunks(batch)
+        .map(|chunk| {
+            serde_json::json!({
+                "correct": chunk.iter().map(|p| &p.0).collect::<Vec<_>>(),
+                "incorrect": chunk.iter().map(|p| &p.1).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let record = serde_json::json!({
+        "model": std::fs::canonicalize(&dir)?,
+        "lambda": options.lambda,
+        "learning_rate": options.learning_rate,
+        "weight_decay": weight_decay,
+        "seconds": seconds,
+        "solutions": solutions,
+        "losses": losses,
+        "steps": steps,
+    });
+    std::fs::write(file, serde_json::to_vec(&record)?)?;
+    println!("steps written to {}", file.display());
+    Ok(())
 }
 
 async fn wait_for_end(store: &Store, job: uuid::Uuid) -> anyhow::Result<JobView> {
@@ -105,6 +193,9 @@ fn figure(metrics: &serde_json::Value, path: &[&str]) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(file) = &args.steps_file {
+        return step_benchmark(&args, file);
+    }
     let temp = std::env::temp_dir().join(format!(
         "legibility-bench-verifier-{}",
         uuid::Uuid::new_v4().simple()
