@@ -229,12 +229,13 @@ fn candle_greedy(model: &mut Decoder, prompt: &[u32], steps: usize) -> Vec<Vec<f
 }
 
 /// Continuous batching: the case's prompts (each twice, with different lengths to decode)
-/// share two slots, a finished sequence's slot taking the next prompt at once, so sequences
-/// start and end at different steps beside others at other positions. Every step's logits of
+/// share three slots, a finished sequence's slot taking the next prompt at once (prompts that
+/// start together share one right-padded prefill pass), so sequences start and end at
+/// different steps beside others at other positions. Every step's logits of
 /// every sequence equal one-at-a-time decoding through the plain candle path within 1e-4,
 /// and the greedy ids equal transformers'. Returns the largest difference.
 fn check_continuous(case: &str) -> f32 {
-    const SLOTS: usize = 2;
+    const SLOTS: usize = 3;
     let reference = reference(case);
     let (_, mut model) = load(case);
     let prompts: Vec<(Vec<u32>, Vec<u32>)> = reference["prompts"]
@@ -258,14 +259,23 @@ fn check_continuous(case: &str) -> f32 {
     let mut worst = 0f32;
     let mut finished = 0;
     while finished < jobs.len() {
-        for (slot, state) in running.iter_mut().enumerate() {
+        // Free slots start together (one shared prefill pass where the rope allows).
+        let mut starting = Vec::new();
+        for (slot, state) in running.iter().enumerate() {
             if state.is_none() && next_job < jobs.len() {
                 slots.free(slot);
-                let logits = model
-                    .start(&mut slots, slot, &prompts[jobs[next_job].0].0)
-                    .unwrap();
-                *state = Some((next_job, 0, logits));
+                starting.push((slot, next_job));
                 next_job += 1;
+            }
+        }
+        if !starting.is_empty() {
+            let entries: Vec<(usize, &[u32])> = starting
+                .iter()
+                .map(|&(slot, job)| (slot, prompts[jobs[job].0].0.as_slice()))
+                .collect();
+            let first = model.start_many(&mut slots, &entries).unwrap();
+            for ((slot, job), logits) in starting.into_iter().zip(first) {
+                running[slot] = Some((job, 0, logits));
             }
         }
         let mut feed = Vec::new();

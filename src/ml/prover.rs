@@ -267,23 +267,34 @@ impl Prover {
         let mut active: Vec<Option<Running>> = vec![None; count];
         let mut next = 0;
         loop {
-            for (slot, entry) in active.iter_mut().enumerate() {
+            // Free slots take the next requests, their prompts entering in shared passes.
+            let mut starting: Vec<(usize, usize)> = Vec::new();
+            for (slot, entry) in active.iter().enumerate() {
                 if entry.is_none() && next < requests.len() {
                     cache.free(slot);
-                    let logits = self.model.start(&mut cache, slot, &prompts[next])?;
-                    let cap = params.max_new_tokens.min(limit - prompts[next].len());
-                    let state = SequenceState::new(requests[next].seed);
+                    starting.push((slot, next));
+                    next += 1;
+                }
+            }
+            if !starting.is_empty() {
+                let entries: Vec<(usize, &[u32])> = starting
+                    .iter()
+                    .map(|&(slot, request)| (slot, prompts[request].as_slice()))
+                    .collect();
+                let first_logits = self.model.start_many(&mut cache, &entries)?;
+                for ((slot, request), logits) in starting.into_iter().zip(first_logits) {
+                    let cap = params.max_new_tokens.min(limit - prompts[request].len());
+                    let state = SequenceState::new(requests[request].seed);
                     if cap == 0 {
-                        done(next, self.sample(state)?)?;
+                        done(request, self.sample(state)?)?;
                     } else {
-                        *entry = Some(Running {
-                            request: next,
+                        active[slot] = Some(Running {
+                            request,
                             state,
                             cap,
                             logits,
                         });
                     }
-                    next += 1;
                 }
             }
             if active.iter().all(Option::is_none) && next == requests.len() {

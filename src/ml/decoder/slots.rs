@@ -8,11 +8,15 @@
 //! compute the same function: the transformers reference tests decode through slots, and
 //! `tests/slots.rs` compares slots with one-at-a-time decoding.
 
-use candle_core::{DType, IndexOp, Result, Storage, StorageRef, Tensor};
+use candle_core::{DType, Result, Storage, StorageRef, Tensor};
 use legibility_kernels as kernels;
 use rayon::prelude::*;
 
 use super::{Activation, Decoder, GateUp, Pass, QkvProjection, RmsNorm};
+
+/// Prompts that share one prefill pass at most: enough to fill the matrix products, few enough
+/// that the pass's attention scores (prompts × heads × length²) stay small.
+pub const PREFILL_GROUP: usize = 8;
 
 /// The norm scales of one block, as plain values (`offset + weight`, computed once per set of
 /// slots rather than per step).
@@ -242,23 +246,59 @@ impl Decoder {
     /// Puts `prompt` into the free `slot` and returns the logits `(vocab)` of its last
     /// position.
     pub fn start(&mut self, slots: &mut Slots, slot: usize, prompt: &[u32]) -> Result<Vec<f32>> {
-        if prompt.is_empty() {
-            candle_core::bail!("an empty prompt cannot start a sequence");
-        }
-        slots.history[slot] = prompt.to_vec();
-        self.fill(slots, slot)
+        let mut rows = self.start_many(slots, &[(slot, prompt)])?;
+        rows.pop()
+            .ok_or_else(|| candle_core::Error::msg("a prompt gave no logits"))
     }
 
-    /// Recomputes `slot` from its history through the candle path: its keys and values, and
-    /// the logits of its last position.
-    fn fill(&mut self, slots: &mut Slots, slot: usize) -> Result<Vec<f32>> {
-        let ids = slots.history[slot].clone();
-        let t = ids.len();
+    /// Puts several prompts into free slots (`(slot, prompt)`) and returns each one's last
+    /// logits, in the order given. Prompts share candle passes of up to [`PREFILL_GROUP`],
+    /// right-padded to the longest: causal attention never looks at the padding after a prompt,
+    /// so each keeps exactly its own keys and values. A rope whose tables depend on the
+    /// forward's length takes one pass per prompt (a shared pass would use the longest's).
+    pub fn start_many(
+        &mut self,
+        slots: &mut Slots,
+        entries: &[(usize, &[u32])],
+    ) -> Result<Vec<Vec<f32>>> {
+        for &(slot, prompt) in entries {
+            if prompt.is_empty() {
+                candle_core::bail!("an empty prompt cannot start a sequence");
+            }
+            slots.history[slot] = prompt.to_vec();
+        }
+        let group = if self.spec.rope.depends_on_length() {
+            1
+        } else {
+            PREFILL_GROUP
+        };
+        let order: Vec<usize> = entries.iter().map(|&(slot, _)| slot).collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for chunk in order.chunks(group) {
+            out.extend(self.fill(slots, chunk)?);
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the listed slots from their histories through one candle pass: their keys
+    /// and values, and the logits of each one's last position.
+    fn fill(&mut self, slots: &mut Slots, group: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let lengths: Vec<usize> = group.iter().map(|&s| slots.history[s].len()).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
         let (kv_heads, d) = (self.spec.kv_heads, self.spec.head_dim);
-        slots.lengths[slot] = 0;
-        slots.grow(t, kv_heads * d, kv_heads);
-        let input = Tensor::new(ids.as_slice(), &self.device)?.unsqueeze(0)?;
-        let x = self.run_blocks(&input, 0, &[0], Pass::Prefill)?;
+        for &slot in group {
+            slots.lengths[slot] = 0;
+        }
+        slots.grow(longest, kv_heads * d, kv_heads);
+        let b = group.len();
+        let mut ids = Vec::with_capacity(b * longest);
+        for &slot in group {
+            let history = &slots.history[slot];
+            ids.extend_from_slice(history);
+            ids.extend(std::iter::repeat_n(0, longest - history.len()));
+        }
+        let input = Tensor::from_vec(ids, (b, longest), &self.device)?;
+        let x = self.run_blocks(&input, 0, &vec![0; b], Pass::Prefill)?;
         let capacity = slots.capacity;
         for (layer, (keys, values)) in self
             .layers
@@ -269,16 +309,32 @@ impl Decoder {
                 candle_core::bail!("a layer kept no keys");
             };
             for (source, cache) in [(k, &mut *keys), (v, &mut *values)] {
+                // (b, kv_heads, longest, head_dim), row-major.
                 let source = to_f32s(&source)?;
-                for g in 0..kv_heads {
-                    let to = (slot * kv_heads + g) * capacity * d;
-                    cache[to..to + t * d].copy_from_slice(&source[g * t * d..(g + 1) * t * d]);
+                for (row, (&slot, &length)) in group.iter().zip(&lengths).enumerate() {
+                    for g in 0..kv_heads {
+                        let from = (row * kv_heads + g) * longest * d;
+                        let to = (slot * kv_heads + g) * capacity * d;
+                        cache[to..to + length * d]
+                            .copy_from_slice(&source[from..from + length * d]);
+                    }
                 }
             }
         }
-        slots.lengths[slot] = t;
-        let last = x.i((.., t - 1, ..))?.contiguous()?;
-        to_f32s(&self.logits(&last)?)
+        let last: Vec<u32> = lengths
+            .iter()
+            .enumerate()
+            .map(|(row, &length)| (row * longest + length - 1) as u32)
+            .collect();
+        let last = Tensor::new(last.as_slice(), &self.device)?;
+        let hidden = x
+            .reshape((b * longest, self.spec.hidden_size))?
+            .index_select(&last, 0)?;
+        let logits = self.logits(&hidden)?.to_dtype(DType::F32)?.to_vec2()?;
+        for (&slot, &length) in group.iter().zip(&lengths) {
+            slots.lengths[slot] = length;
+        }
+        Ok(logits)
     }
 
     /// One token for each listed slot (`(slot, token)`): the logits `(feed.len() × vocab)`,
@@ -298,8 +354,8 @@ impl Decoder {
             if self.spec.rope.regime_switch() == Some(slots.lengths[slot]) {
                 // transformers' Phi-3 drops its cache when a sequence first passes the original
                 // length and recomputes it with the long factors; so does this slot.
-                let row = self.fill(slots, slot)?;
-                logits[i * vocab..(i + 1) * vocab].copy_from_slice(&row);
+                let row = self.fill(slots, &[slot])?;
+                logits[i * vocab..(i + 1) * vocab].copy_from_slice(&row[0]);
             } else {
                 rows.push(i);
             }
