@@ -321,6 +321,42 @@ fn check_continuous(case: &str) -> f32 {
     worst
 }
 
+/// Decoding slots refuse a step or a start that names a missing, empty or repeated slot or a
+/// token outside the vocabulary, and a refused step changes no slot: the next good step gives
+/// what it would have given.
+#[test]
+fn a_refused_step_changes_no_slot() {
+    let reference = reference("llama");
+    let prompt = ids(&reference["prompts"][0]["input_ids"]);
+    let greedy_ids = ids(&reference["prompts"][0]["greedy_ids"]);
+    let (_, mut model) = load("llama");
+    let vocab = model.spec().vocab_size as u32;
+    let mut slots = model.slots(2, 4).unwrap();
+    model.start(&mut slots, 0, &prompt).unwrap();
+    let first = greedy_ids[0];
+    for bad in [
+        vec![(0, first), (1, first)],
+        vec![(0, first), (0, first)],
+        vec![(0, vocab)],
+        vec![(2, first)],
+    ] {
+        assert!(
+            model.step(&mut slots, &bad).is_err(),
+            "{bad:?} was accepted"
+        );
+    }
+    assert!(model.start_many(&mut slots, &[(2, &prompt)]).is_err());
+    assert!(
+        model
+            .start_many(&mut slots, &[(1, &prompt), (1, &prompt)])
+            .is_err()
+    );
+    assert!(model.start(&mut slots, 1, &[]).is_err());
+    // Slot 0 still holds the prompt alone: the next step is the first greedy step.
+    let logits = model.step(&mut slots, &[(0, first)]).unwrap();
+    assert_eq!(argmax(&logits), greedy_ids[1]);
+}
+
 /// The decoder reward models: the body's final hidden state at the pooled position times
 /// `score.weight` gives transformers' score.
 fn check_classifier(case: &str) -> f32 {

@@ -68,15 +68,14 @@ impl Slots {
         self.lengths.len()
     }
 
-    /// Positions held by `slot` (prompt and generated tokens; 0 when free).
-    pub fn length(&self, slot: usize) -> usize {
-        self.lengths[slot]
-    }
-
-    /// Frees `slot` for the next prompt.
+    /// Frees `slot` for the next prompt (a slot that does not exist holds nothing to free).
     pub fn free(&mut self, slot: usize) {
-        self.lengths[slot] = 0;
-        self.history[slot].clear();
+        if let (Some(length), Some(history)) =
+            (self.lengths.get_mut(slot), self.history.get_mut(slot))
+        {
+            *length = 0;
+            history.clear();
+        }
     }
 
     /// Makes room for `needed` positions per slot, keeping what every slot holds.
@@ -261,10 +260,18 @@ impl Decoder {
         slots: &mut Slots,
         entries: &[(usize, &[u32])],
     ) -> Result<Vec<Vec<f32>>> {
-        for &(slot, prompt) in entries {
+        for (i, &(slot, prompt)) in entries.iter().enumerate() {
+            if slot >= slots.count() || entries[..i].iter().any(|&(other, _)| other == slot) {
+                candle_core::bail!(
+                    "slot {slot} is not one of the {} slots, or is listed twice",
+                    slots.count()
+                );
+            }
             if prompt.is_empty() {
                 candle_core::bail!("an empty prompt cannot start a sequence");
             }
+        }
+        for &(slot, prompt) in entries {
             slots.history[slot] = prompt.to_vec();
         }
         let group = if self.spec.rope.depends_on_length() {
@@ -343,13 +350,19 @@ impl Decoder {
         let vocab = self.spec.vocab_size;
         let mut logits = vec![0f32; feed.len() * vocab];
         let mut rows = Vec::with_capacity(feed.len());
+        // Checked before anything changes, so a refused step leaves every slot as it was.
         for (i, &(slot, token)) in feed.iter().enumerate() {
-            if slots.lengths[slot] == 0 {
+            if slot >= slots.count() || slots.lengths[slot] == 0 {
                 candle_core::bail!("slot {slot} holds no sequence");
+            }
+            if feed[..i].iter().any(|&(other, _)| other == slot) {
+                candle_core::bail!("slot {slot} is fed twice in one step");
             }
             if token as usize >= vocab {
                 candle_core::bail!("token {token} is outside the vocabulary of {vocab}");
             }
+        }
+        for (i, &(slot, token)) in feed.iter().enumerate() {
             slots.history[slot].push(token);
             if self.spec.rope.regime_switch() == Some(slots.lengths[slot]) {
                 // transformers' Phi-3 drops its cache when a sequence first passes the original
