@@ -134,7 +134,8 @@ async fn generation_fills_a_study_in_both_roles(backend: Backend) {
     let _ = stop.send(());
     running.await.unwrap();
     assert_eq!(view.state, JobState::Succeeded, "{view:?}");
-    assert_eq!((view.progress_done, view.progress_total), (6, 6));
+    // Progress counts solutions: 6 problems × 2 roles × 2 samples.
+    assert_eq!((view.progress_done, view.progress_total), (24, 24));
 
     // Both roles, at least one distinct solution per problem and role, at most the samples.
     let summary = store.generated_summary(study.id).await.unwrap();
@@ -466,7 +467,7 @@ async fn the_new_study_form_queues_a_generation_job(backend: Backend) {
     assert_eq!(jobs.len(), 1);
     assert_eq!(
         (jobs[0].state, jobs[0].progress_total),
-        (JobState::Queued, 3)
+        (JobState::Queued, 3 * 2 * 2)
     );
     let page = researcher.get(&format!("/studies/{}", study.id)).await;
     assert!(page.body.contains("<progress"), "{}", page.body);

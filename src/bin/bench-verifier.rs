@@ -315,7 +315,7 @@ async fn main() -> anyhow::Result<()> {
         bail!("generation failed: {:?}", generated.error);
     }
     println!(
-        "generation: {} problems × 2 roles in {:.1}s",
+        "generation: {} solutions in {:.1}s",
         generated.progress_done,
         seconds(&generated)
     );

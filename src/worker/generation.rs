@@ -57,6 +57,11 @@ pub struct GenerationParams {
 }
 
 impl GenerationParams {
+    /// Solutions generated per problem and checkpoint: roles × samples per role.
+    pub fn solutions_per_problem(&self) -> usize {
+        self.roles.len() * self.samples_per_role
+    }
+
     /// Why the parameters cannot be run, if they cannot.
     pub fn check(&self) -> Result<(), String> {
         if self.checkpoint_ids.is_empty() {
@@ -173,7 +178,9 @@ pub async fn create_generated_study(
         study_id: Some(study.id),
         created_by,
         max_attempts: GENERATION_ATTEMPTS,
-        progress_total: (problems * params.checkpoint_ids.len()) as i64,
+        // Progress counts solutions, what the jobs page's pace ("solutions/min") speaks of.
+        progress_total: (problems * params.checkpoint_ids.len() * params.solutions_per_problem())
+            as i64,
     };
     let job_id = store.enqueue_job(&job, now).await?;
     Ok((study, job_id))
@@ -220,10 +227,11 @@ async fn run_generation(
         return Err(JobError::Fatal("the problem set has no problems".into()));
     }
     let done: HashSet<String> = ctx.store.chunks_done(job.id).await?;
-    let total = (problems.len() * params.checkpoint_ids.len()) as i64;
-    let mut finished = done.len() as i64;
+    let per_problem = params.solutions_per_problem();
+    // Progress in solutions (a chunk holds `per_problem` of them).
+    let total = (problems.len() * params.checkpoint_ids.len() * per_problem) as i64;
+    let mut finished = (done.len() * per_problem) as i64;
     ctx.progress(finished, total).await?;
-    let per_problem = params.roles.len() * params.samples_per_role;
     let problems_per_batch = (handler.batch_size / per_problem).max(1);
     let stop = ctx.lease_lost_flag();
 
@@ -303,7 +311,7 @@ async fn run_generation(
                     &roles,
                     &mut samples,
                 );
-                finished += chunks.len() as i64;
+                finished += (chunks.len() * per_problem) as i64;
                 ctx.store
                     .commit_generated(
                         &ctx.lease,
