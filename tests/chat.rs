@@ -283,7 +283,8 @@ async fn a_generation_job_runs_an_uploaded_instruct_prover(backend: Backend) {
     let _ = stop.send(());
     running.await.unwrap();
     assert_eq!(view.state, JobState::Succeeded, "{view:?}");
-    assert_eq!((view.progress_done, view.progress_total), (6, 6));
+    // Progress counts solutions: 3 problems × 2 provers × 2 roles × 1 sample.
+    assert_eq!((view.progress_done, view.progress_total), (12, 12));
 
     let mut total = 0;
     for prover in &provers {
