@@ -85,7 +85,7 @@ struct Args {
 /// losses to compare with).
 fn step_benchmark(args: &Args, file: &Path) -> anyhow::Result<()> {
     use candle_nn::{AdamW, Optimizer, ParamsAdamW};
-    use legibility::ml::verifier::bradley_terry_loss;
+    use legibility::ml::train_verifier::pairs_loss;
     let dir = args.models_dir.join("verifier-tiny");
     let mut verifier = Verifier::load(&dir, &Device::Cpu)?;
     verifier.train_top_blocks(None)?;
@@ -111,18 +111,8 @@ fn step_benchmark(args: &Args, file: &Path) -> anyhow::Result<()> {
     let mut losses = Vec::with_capacity(args.steps);
     let started = Instant::now();
     for chunk in pairs.chunks(batch) {
-        let sequences: Vec<&Vec<u32>> = chunk
-            .iter()
-            .map(|p| &p.0)
-            .chain(chunk.iter().map(|p| &p.1))
-            .collect();
-        let n = chunk.len();
-        let scores = verifier.scores(&sequences, true)?;
-        let loss = bradley_terry_loss(
-            &scores.narrow(0, 0, n)?,
-            &scores.narrow(0, n, n)?,
-            options.lambda,
-        )?;
+        let chunk: Vec<(&Vec<u32>, &Vec<u32>)> = chunk.iter().map(|(a, b)| (a, b)).collect();
+        let loss = pairs_loss(&mut verifier, &chunk, options.lambda)?;
         optimiser.backward_step(&loss)?;
         losses.push(loss.to_scalar::<f32>()?);
     }

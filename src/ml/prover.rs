@@ -251,8 +251,9 @@ impl Prover {
                 .chunks(slots.max(1))
                 .zip((0..).step_by(slots.max(1)))
             {
+                let chunk_prompts = &prompts[first..first + chunk.len()];
                 for (i, sample) in self
-                    .generate_padded(chunk, params, stop)?
+                    .generate_padded(chunk, chunk_prompts, params, stop)?
                     .into_iter()
                     .enumerate()
                 {
@@ -348,16 +349,14 @@ impl Prover {
 
     /// The left-padded batch of the plain candle path, for a model the decoding slots cannot
     /// run (not f32 on the CPU): one forward pass per step for the whole batch.
+    /// `prompts` are the requests' token ids, checked to fit the model.
     fn generate_padded(
         &mut self,
         requests: &[SampleRequest],
+        prompts: &[Vec<u32>],
         params: &SamplingParams,
         stop: &AtomicBool,
     ) -> Result<Vec<Sample>, ModelError> {
-        let prompts = requests
-            .iter()
-            .map(|r| self.prompt_ids(r.role, &r.question))
-            .collect::<Result<Vec<_>, _>>()?;
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let limit = self.model.spec().max_positions;
         let max_new = params.max_new_tokens.min(limit - longest);

@@ -654,6 +654,28 @@ fn fit(
     })
 }
 
+/// The differentiable Bradley–Terry loss of encoded (correct, incorrect) pairs: both sides
+/// scored in one batch, correct ones first. What a training step minimises (and what
+/// `bench-verifier --steps-file` times).
+pub fn pairs_loss(
+    verifier: &mut Verifier,
+    pairs: &[(&Vec<u32>, &Vec<u32>)],
+    lambda: f64,
+) -> Result<Tensor, ModelError> {
+    let sequences: Vec<&Vec<u32>> = pairs
+        .iter()
+        .map(|p| p.0)
+        .chain(pairs.iter().map(|p| p.1))
+        .collect();
+    let n = pairs.len();
+    let scores = verifier.scores(&sequences, true)?;
+    Ok(bradley_terry_loss(
+        &scores.narrow(0, 0, n)?,
+        &scores.narrow(0, n, n)?,
+        lambda,
+    )?)
+}
+
 /// Training examples of one split: encoded labelled solutions and, for Bradley–Terry, the
 /// (correct, incorrect) pairs of one problem.
 struct Examples {
@@ -734,19 +756,19 @@ impl Examples {
     ) -> Result<(Tensor, usize), ModelError> {
         match self.loss {
             VerifierLoss::BradleyTerry => {
-                let sequences: Vec<&Vec<u32>> = chunk
+                let pairs: Vec<(&Vec<u32>, &Vec<u32>)> = chunk
                     .iter()
-                    .map(|&k| &self.encoded[self.pairs[k].0])
-                    .chain(chunk.iter().map(|&k| &self.encoded[self.pairs[k].1]))
+                    .map(|&k| {
+                        (
+                            &self.encoded[self.pairs[k].0],
+                            &self.encoded[self.pairs[k].1],
+                        )
+                    })
                     .collect();
-                let n = chunk.len();
-                let scores = verifier.scores(&sequences, true)?;
-                let loss = bradley_terry_loss(
-                    &scores.narrow(0, 0, n)?,
-                    &scores.narrow(0, n, n)?,
-                    options.lambda,
-                )?;
-                Ok((loss, 2 * n))
+                Ok((
+                    pairs_loss(verifier, &pairs, options.lambda)?,
+                    2 * chunk.len(),
+                ))
             }
             VerifierLoss::CrossEntropy => {
                 let sequences: Vec<&Vec<u32>> = chunk.iter().map(|&k| &self.encoded[k]).collect();

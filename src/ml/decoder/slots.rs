@@ -55,10 +55,10 @@ pub struct Slots {
     history: Vec<Vec<u32>>,
     norms: Vec<BlockNorms>,
     final_norm: Vec<f32>,
-    /// Rotary cos/sin for positions `0..tabled` (rope types that do not depend on length).
+    /// Rotary cos/sin, `head_dim / 2` per position from 0 (rope types that do not depend on
+    /// length).
     cos: Vec<f32>,
     sin: Vec<f32>,
-    tabled: usize,
     scratch: Scratch,
 }
 
@@ -237,7 +237,6 @@ impl Decoder {
             final_norm: norm_values(&self.norm)?,
             cos: Vec::new(),
             sin: Vec::new(),
-            tabled: 0,
             scratch: Scratch::default(),
         })
     }
@@ -408,12 +407,12 @@ impl Decoder {
             let (cos, sin) = rope.tables(position, 1, position + 1, &self.device)?;
             return Ok((to_f32s(&cos)?, to_f32s(&sin)?));
         }
-        if position >= slots.tabled {
-            let size = (position + 1).max(2 * slots.tabled).max(256);
+        let tabled = slots.cos.len() / half;
+        if position >= tabled {
+            let size = (position + 1).max(2 * tabled).max(256);
             let (cos, sin) = rope.tables(0, size, size, &self.device)?;
             slots.cos = to_f32s(&cos)?;
             slots.sin = to_f32s(&sin)?;
-            slots.tabled = size;
         }
         let at = position * half;
         Ok((
