@@ -214,6 +214,9 @@ async fn a_generation_job_runs_an_uploaded_instruct_prover(backend: Backend) {
                 models.path(),
                 CheckpointFiles::from_dir(copy.path(), &limits).unwrap(),
                 limits,
+                // The Qwen2 prover is stored as Q8_0 GGUF ("quantize on registration"), so the
+                // job also decodes a quantized prover.
+                (case == "qwen2").then_some(candle_core::quantized::GgmlDType::Q8_0),
                 CheckpointKind::Prover,
                 &format!("{case}-r0"),
                 0,

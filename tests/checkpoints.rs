@@ -598,7 +598,23 @@ async fn invalid_checkpoints_are_refused_and_leave_nothing(backend: Backend) {
         (
             "GGUF weights only",
             gguf_only,
-            vec!["this checkpoint has GGUF weights only (tiny-prover.Q8_0.gguf)"],
+            vec![
+                "config.json is missing: a GGUF prover (tiny-prover.Q8_0.gguf) needs the original model's config.json and tokenizer.json beside it",
+            ],
+        ),
+        (
+            "GGUF weights that are not GGUF",
+            valid_files()
+                .into_iter()
+                .map(|(n, b)| {
+                    if n == "model.safetensors" {
+                        ("model.gguf".into(), b"GGUF".to_vec())
+                    } else {
+                        (n, b)
+                    }
+                })
+                .collect(),
+            vec!["model.gguf: not a readable GGUF file"],
         ),
         (
             "missing tokenizer",

@@ -322,6 +322,7 @@ async fn an_uploaded_language_model_becomes_a_verifier_through_a_cli_training_jo
         models.path(),
         staged(upload.path()),
         CheckpointLimits::default(),
+        None,
         CheckpointKind::Verifier,
         "qwen2-lm",
         0,

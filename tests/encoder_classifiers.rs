@@ -635,6 +635,7 @@ async fn an_uploaded_roberta_reward_model_scores_a_study_and_trains(backend: Bac
         models.path(),
         staged(checkpoint_files("roberta-cls")),
         CheckpointLimits::default(),
+        None,
         CheckpointKind::Verifier,
         "roberta-rm",
         0,

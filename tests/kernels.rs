@@ -169,3 +169,68 @@ fn gates_equal_candles_activations() {
     let want = ((&g3 / 2.0).unwrap().tanh().unwrap() * 2.0).unwrap();
     assert_close(&capped, &want, "soft cap");
 }
+
+#[test]
+fn q8_0_products_equal_the_dequantized_matrix_product() {
+    // Weights quantized to Q8_0 by candle (llama.cpp's block layout); the kernel multiplies
+    // the f32 inputs with the blocks as they are stored, which must equal the f32 product
+    // with the dequantized matrix (up to summation order), at every level, batch size and
+    // split; a Q8_0 matrix beside an f32 one (as q, k, v of one projection may be).
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use legibility_kernels::{Matrix, matmul_matrices};
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for level in Simd::available() {
+        for k in [32, 96, 256] {
+            for n in 1..=9 {
+                let (xt, x) = random(&[n, k], k as u64 + n as u64);
+                let (w0t, _) = random(&[70, k], 7);
+                let (w1t, w1) = random(&[21, k], 8);
+                let q0 = QTensor::quantize(&w0t, GgmlDType::Q8_0).unwrap();
+                let dequantized = q0.dequantize(&Device::Cpu).unwrap();
+                let want = Tensor::cat(
+                    &[
+                        xt.matmul(&dequantized.t().unwrap()).unwrap(),
+                        xt.matmul(&w1t.t().unwrap()).unwrap(),
+                    ],
+                    1,
+                )
+                .unwrap();
+                let bytes = q0.data().unwrap();
+                let matrices = [Matrix::Q8_0(&bytes), Matrix::F32(&w1)];
+                let mut out = vec![0f32; n * 91];
+                let mut scratch = Vec::new();
+                matmul_matrices(level, &x, n, k, &matrices, &mut out, &mut scratch);
+                assert_close(&out, &want, &format!("{level:?} k {k} n {n}"));
+                let mut split = vec![0f32; n * 91];
+                pool.install(|| {
+                    matmul_matrices(level, &x, n, k, &matrices, &mut split, &mut scratch)
+                });
+                assert_eq!(split, out, "{level:?} k {k} n {n}: two threads");
+            }
+        }
+    }
+}
+
+#[test]
+fn half_precision_scales_read_exactly() {
+    use legibility_kernels::f16_to_f32;
+    for (bits, want) in [
+        (0x0000, 0.0f32),
+        (0x8000, -0.0),
+        (0x3c00, 1.0),
+        (0xbc00, -1.0),
+        (0x3555, 0.333_251_95),
+        (0x0001, 2f32.powi(-24)),
+        (0x03ff, 1023.0 * 2f32.powi(-24)),
+        (0x0400, 2f32.powi(-14)),
+        (0x7bff, 65504.0),
+        (0x7c00, f32::INFINITY),
+        (0xfc00, f32::NEG_INFINITY),
+    ] {
+        assert_eq!(f16_to_f32(bits).to_bits(), want.to_bits(), "{bits:#06x}");
+    }
+    assert!(f16_to_f32(0x7e00).is_nan());
+}

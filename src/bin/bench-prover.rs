@@ -49,6 +49,11 @@ struct Args {
     /// Sequences decoded per batch size at least (rounded up to whole batches).
     #[arg(long, default_value_t = 16)]
     sequences: usize,
+    /// With `--shape`: quantize the random model to this GGUF type (`Q8_0`, `Q4_0`, `Q4_K`,
+    /// `Q6_K`) as "quantize on registration" does, and measure that. (For a GGUF file of your
+    /// own, point `--model` at its checkpoint folder.)
+    #[arg(long, value_parser = legibility::ml::gguf::parse_quantization)]
+    quantize: Option<candle_core::quantized::GgmlDType>,
     /// Skip the generation-job workload (a random-weight `--shape` model never writes a final
     /// answer, so every solution would run to the token limit).
     #[arg(long)]
@@ -79,7 +84,7 @@ fn main() -> anyhow::Result<()> {
         unsafe { std::env::set_var("RAYON_NUM_THREADS", args.threads.max(1).to_string()) };
     }
     let mut prover = match &args.shape {
-        Some(shape) => random_prover(shape, &args.model)?,
+        Some(shape) => random_prover(shape, &args.model, args.quantize)?,
         None => Prover::load(&args.model, &Device::Cpu)?,
     };
     if let (Some(peak), Some(now)) = (peak_rss_mib(), rss_mib()) {
@@ -246,7 +251,11 @@ fn shape_config(shape: &str) -> serde_json::Value {
 
 /// A prover of `shape` with random weights (candle's initialisation, in memory) and the
 /// tokenizer and prompts of the checkpoint at `tokenizer_dir`.
-fn random_prover(shape: &str, tokenizer_dir: &std::path::Path) -> anyhow::Result<Prover> {
+fn random_prover(
+    shape: &str,
+    tokenizer_dir: &std::path::Path,
+    quantize: Option<candle_core::quantized::GgmlDType>,
+) -> anyhow::Result<Prover> {
     use legibility::ml::config::ModelConfig;
     let config = ModelConfig::from_json(&serde_json::to_vec(&shape_config(shape))?)
         .map_err(anyhow::Error::msg)?;
@@ -268,8 +277,31 @@ fn random_prover(shape: &str, tokenizer_dir: &std::path::Path) -> anyhow::Result
         };
         tensors.insert(name, tensor);
     }
-    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
-    let model = legibility::ml::decoder::Decoder::new(&spec, vb)?;
+    let model = match quantize {
+        Some(dtype) => {
+            let path =
+                std::env::temp_dir().join(format!("bench-prover-{}.gguf", std::process::id()));
+            let written = legibility::ml::gguf::write_quantized(
+                &spec,
+                |n| Ok(tensors[n].clone()),
+                dtype,
+                &path,
+            );
+            drop(tensors);
+            let model = written.map_err(anyhow::Error::from).and_then(|()| {
+                let file = legibility::ml::gguf::GgufFile::open(&path)?;
+                println!("quantized: {:?}", file.tensor_types());
+                Ok(legibility::ml::decoder::Decoder::from_gguf(&spec, &file)?)
+            });
+            let _ = std::fs::remove_file(&path);
+            model?
+        }
+        None => {
+            let vb =
+                candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
+            legibility::ml::decoder::Decoder::new(&spec, vb)?
+        }
+    };
     let tokenizer = legibility::ml::tokenizer::from_json_bytes(&std::fs::read(
         tokenizer_dir.join("tokenizer.json"),
     )?)

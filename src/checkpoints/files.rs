@@ -91,6 +91,13 @@ pub(super) fn is_weights_file(name: &str) -> bool {
     name.len() > WEIGHTS_EXTENSION.len() && name.ends_with(WEIGHTS_EXTENSION)
 }
 
+/// Whether a file name is GGUF weights (llama.cpp), which a prover may have instead of
+/// safetensors.
+pub(super) fn is_gguf_file(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.len() > ".gguf".len() && lower.ends_with(".gguf")
+}
+
 /// Why a file that arrived with a checkpoint was not kept. Ignored files are not stored; the
 /// page and the CLI list them, and the checkpoint's metadata records them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +108,8 @@ pub enum IgnoreReason {
     SubFolder,
     /// PyTorch weights (`*.bin`, `*.pt`, `*.pth`); only safetensors are read.
     PyTorchWeights,
-    /// GGUF weights (llama.cpp); not supported here.
+    /// GGUF weights (llama.cpp) beside safetensors, or in a verifier: only a prover without
+    /// safetensors is read from GGUF.
     Gguf,
     /// A sentencepiece `tokenizer.model`; `tokenizer.json` is what is read.
     SentencePiece,
@@ -121,7 +129,7 @@ impl IgnoreReason {
             IgnoreReason::Hidden => "hidden",
             IgnoreReason::SubFolder => "a sub-folder",
             IgnoreReason::PyTorchWeights => "PyTorch weights; only safetensors are read",
-            IgnoreReason::Gguf => "GGUF weights; not supported here",
+            IgnoreReason::Gguf => "GGUF weights; read only for a prover that has no safetensors",
             IgnoreReason::SentencePiece => "sentencepiece model; tokenizer.json is used",
             IgnoreReason::OtherKind => "not used by this kind of checkpoint",
             IgnoreReason::NotInIndex => "not listed in model.safetensors.index.json",
@@ -155,6 +163,7 @@ pub fn classify(name: &str) -> Option<IgnoreReason> {
         || name == TOKENIZER_FILE
         || name == INDEX_FILE
         || is_weights_file(name)
+        || is_gguf_file(name)
         || OPTIONAL_FILES.contains(&name)
         || PROVER_FILES.contains(&name)
         || VERIFIER_FILES.contains(&name);
@@ -171,8 +180,6 @@ pub fn classify(name: &str) -> Option<IgnoreReason> {
         } else {
             IgnoreReason::PyTorchWeights
         }
-    } else if lower.ends_with(".gguf") {
-        IgnoreReason::Gguf
     } else if name == "tokenizer.model" {
         IgnoreReason::SentencePiece
     } else {
@@ -421,7 +428,7 @@ impl CheckpointFiles {
                 });
             }
             check_file_name(&name)?;
-            if !is_weights_file(&name) && meta.len() > MAX_SIDE_FILE_BYTES {
+            if !is_weights_file(&name) && !is_gguf_file(&name) && meta.len() > MAX_SIDE_FILE_BYTES {
                 return Err(CheckpointRejected::FileTooLarge {
                     name,
                     limit: MAX_SIDE_FILE_BYTES,
@@ -693,7 +700,7 @@ impl Staging {
         if self.buffer.is_empty() {
             self.buffer = vec![0u8; COPY_BUFFER_BYTES];
         }
-        let side_file = !is_weights_file(name);
+        let side_file = !is_weights_file(name) && !is_gguf_file(name);
         let mut hasher = Sha256::new();
         let mut bytes = 0u64;
         loop {

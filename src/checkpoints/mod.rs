@@ -21,7 +21,8 @@
 //! What is kept, ignored, refused:
 //!
 //! - **Kept**: `config.json`, `tokenizer.json`, the `*.safetensors` weights (one file, or shards
-//!   with `model.safetensors.index.json`), and the optional files of the kind
+//!   with `model.safetensors.index.json`) or, for a prover without safetensors, one `*.gguf`
+//!   file checked against the config ([`crate::ml::gguf`]), and the optional files of the kind
 //!   ([`optional_files`]).
 //! - **Ignored** (not stored, listed on the page, by the CLI and in the metadata): a Hub
 //!   folder's side files (`.gitattributes`, `README.md`, `LICENSE`, `USE_POLICY.md`,
@@ -30,7 +31,7 @@
 //!   safetensors, files only the other kind uses, and shards the index does not list (a Hub
 //!   Mistral folder's `consolidated.safetensors`).
 //! - **Refused**: links, devices, `..` and absolute paths (naming the member); a checkpoint
-//!   whose only weights are PyTorch `.bin`/`.pt`/`.pth` or GGUF files (the message says how to
+//!   whose only weights are PyTorch `.bin`/`.pt`/`.pth` files or, for a verifier, GGUF (the message says how to
 //!   convert); an index naming a missing shard or a tensor its shard does not hold; a
 //!   verifier's `prompt_template.json`.
 //!
@@ -84,6 +85,7 @@ use crate::store::{Store, StoreError};
 
 pub mod defaults;
 pub mod files;
+pub mod quantize;
 pub mod storage;
 pub mod validate;
 
@@ -164,7 +166,8 @@ pub enum CheckpointRejected {
     /// The tensors do not match what `config.json` implies; the message names them.
     #[error("{0}")]
     Tensors(String),
-    /// The checkpoint is not of a kind that can be uploaded (PyTorch-only, GGUF, a BERT prover).
+    /// The checkpoint is not of a kind that can be uploaded (PyTorch-only, a GGUF verifier, a
+    /// BERT prover), or cannot be quantized.
     #[error("{0}")]
     Unsupported(String),
     /// A file or folder could not be read (on disk, or an upload cut off).
@@ -210,8 +213,9 @@ pub struct AddedCheckpoint {
 }
 
 /// Validates (as `kind`), stores and registers an uploaded prover or verifier checkpoint: the
-/// one path the admin page and the CLI share. Validation and writing run on the blocking
-/// thread pool. A refusal of any kind leaves nothing behind: the files' temporary folder is
+/// one path the admin page and the CLI share. With `quantize`, a safetensors prover is stored
+/// as a GGUF of that type instead ([`quantize::quantize`]). Validation, quantizing and writing
+/// run on the blocking thread pool. A refusal of any kind leaves nothing behind: the files' temporary folder is
 /// removed when they are dropped, and if registration fails the stored folder is removed.
 #[allow(clippy::too_many_arguments)]
 pub async fn add_checkpoint(
@@ -219,6 +223,7 @@ pub async fn add_checkpoint(
     models_dir: &Path,
     files: CheckpointFiles,
     limits: CheckpointLimits,
+    quantization: Option<crate::ml::gguf::GgmlDType>,
     kind: CheckpointKind,
     label: &str,
     round: i64,
@@ -235,8 +240,16 @@ pub async fn add_checkpoint(
     let dir = models_dir.to_path_buf();
     let stored = tokio::task::spawn_blocking(move || -> Result<_, AddCheckpointError> {
         let mut checkpoint = validate(files, kind, &limits)?;
+        let ignored = checkpoint.ignored().to_vec();
+        if let Some(dtype) = quantization {
+            checkpoint = quantize::quantize(checkpoint, dtype, &dir, &limits)?;
+        }
         let rel = store_checkpoint(&dir, &mut checkpoint)?;
-        Ok((rel, checkpoint.metadata(), checkpoint.ignored().to_vec()))
+        let mut metadata = checkpoint.metadata();
+        if let Some(dtype) = quantization {
+            metadata["quantized_on_registration"] = crate::ml::gguf::type_name(dtype).into();
+        }
+        Ok((rel, metadata, ignored))
     })
     .await
     .map_err(io::Error::other)?;

@@ -174,7 +174,6 @@ fn what_is_not_needed_is_ignored_and_listed() {
         ("vocab.json", b"{}"),
         ("tokenizer.model", b"sp"),
         ("pytorch_model.bin", b"pickle"),
-        ("model.Q4_K_M.gguf", b"gguf"),
         ("training_args.bin", b"pickle"),
         ("original/consolidated.00.pth", b"pickle"),
         ("original/params.json", b"{}"),
@@ -192,7 +191,6 @@ fn what_is_not_needed_is_ignored_and_listed() {
             "vocab.json (not used here)",
             "tokenizer.model (sentencepiece model; tokenizer.json is used)",
             "pytorch_model.bin (PyTorch weights; only safetensors are read)",
-            "model.Q4_K_M.gguf (GGUF weights; not supported here)",
             "training_args.bin (not used here)",
             "original/ (a sub-folder)",
             "1_Pooling/ (a sub-folder)",
@@ -323,12 +321,21 @@ fn pytorch_or_gguf_only_checkpoints_are_refused_saying_what_to_do() {
         err.contains("save_pretrained(..., safe_serialization=True)"),
         "{err}"
     );
+    // A GGUF prover needs the original config and tokenizer; a GGUF verifier is refused.
     let err = refused(
         staged(&[("llama-q4.gguf", b"x"), ("README.md", b"x")]).unwrap(),
         PROVER,
     );
     assert!(
-        err.starts_with("this checkpoint has GGUF weights only (llama-q4.gguf)"),
+        err.starts_with("config.json is missing: a GGUF prover (llama-q4.gguf) needs the original model's config.json and tokenizer.json"),
+        "{err}"
+    );
+    let err = refused(
+        staged(&[("llama-q4.gguf", b"x"), ("README.md", b"x")]).unwrap(),
+        VERIFIER,
+    );
+    assert!(
+        err.starts_with("this verifier has GGUF weights only (llama-q4.gguf)"),
         "{err}"
     );
     let err = refused(

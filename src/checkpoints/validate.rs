@@ -11,7 +11,7 @@ use safetensors::tensor::Metadata;
 
 use super::files::{
     CONFIG_FILE, CheckpointFiles, INDEX_FILE, IgnoreReason, IgnoredFile, JSON_ARRAY_FILES,
-    KeptFile, TOKENIZER_FILE, is_weights_file, optional_files,
+    KeptFile, TOKENIZER_FILE, is_gguf_file, is_weights_file, optional_files,
 };
 use super::{CheckpointLimits, CheckpointRejected};
 use crate::domain::CheckpointKind;
@@ -194,6 +194,7 @@ pub fn validate(
                 || n == TOKENIZER_FILE
                 || n == INDEX_FILE
                 || is_weights_file(n)
+                || is_gguf_file(n)
                 || optional.contains(&n.as_str()))
         })
         .collect();
@@ -224,7 +225,32 @@ pub fn validate(
     } else {
         None
     };
-    if !files.files().iter().any(|f| is_weights_file(&f.name)) {
+    // GGUF weights are read only for a prover without safetensors; elsewhere they are
+    // ignored, as PyTorch weights beside safetensors are.
+    let gguf: Vec<String> = files
+        .files()
+        .iter()
+        .map(|f| f.name.clone())
+        .filter(|n| is_gguf_file(n))
+        .collect();
+    let has_safetensors = files.files().iter().any(|f| is_weights_file(&f.name));
+    if kind == CheckpointKind::Verifier || has_safetensors {
+        for name in &gguf {
+            files.ignore(name, IgnoreReason::Gguf)?;
+        }
+    } else if gguf.len() > 1 {
+        return Err(CheckpointRejected::InvalidFile(format!(
+            "this checkpoint has {} GGUF files ({}); a prover is read from one: keep the quantization to use",
+            gguf.len(),
+            list_names(&gguf)
+        )));
+    }
+    let gguf = files
+        .files()
+        .iter()
+        .find(|f| is_gguf_file(&f.name))
+        .map(|f| f.name.clone());
+    if gguf.is_none() && !files.files().iter().any(|f| is_weights_file(&f.name)) {
         let ignored_as = |reason: IgnoreReason| -> Vec<&str> {
             files
                 .ignored()
@@ -240,12 +266,21 @@ pub fn validate(
                 list_names(&pytorch)
             )));
         }
-        let gguf = ignored_as(IgnoreReason::Gguf);
-        if !gguf.is_empty() {
+        let ignored_gguf = ignored_as(IgnoreReason::Gguf);
+        if !ignored_gguf.is_empty() {
             return Err(CheckpointRejected::Unsupported(format!(
-                "this checkpoint has GGUF weights only ({}); GGUF (llama.cpp) is not supported here: upload the original Hugging Face checkpoint (config.json, tokenizer.json, *.safetensors)",
-                list_names(&gguf)
+                "this verifier has GGUF weights only ({}); a verifier is trained, so it is read from safetensors: upload the original Hugging Face checkpoint (config.json, tokenizer.json, *.safetensors)",
+                list_names(&ignored_gguf)
             )));
+        }
+    }
+    if let Some(name) = &gguf {
+        for needed in [CONFIG_FILE, TOKENIZER_FILE] {
+            if !files.contains(needed) {
+                return Err(CheckpointRejected::InvalidFile(format!(
+                    "{needed} is missing: a GGUF prover ({name}) needs the original model's config.json and tokenizer.json beside it (copy them, and tokenizer_config.json for the chat template, from the Hugging Face checkpoint it was converted from)"
+                )));
+            }
         }
     }
     if !files.contains(CONFIG_FILE) {
@@ -263,7 +298,7 @@ pub fn validate(
         }
         return Err(CheckpointRejected::Missing(TOKENIZER_FILE.into()));
     }
-    if !files.files().iter().any(|f| is_weights_file(&f.name)) {
+    if gguf.is_none() && !files.files().iter().any(|f| is_weights_file(&f.name)) {
         return Err(CheckpointRejected::Missing(
             "a *.safetensors weights file".into(),
         ));
@@ -271,7 +306,7 @@ pub fn validate(
 
     let mut small = Vec::new();
     for kept in files.files() {
-        if !is_weights_file(&kept.name) {
+        if !is_weights_file(&kept.name) && !is_gguf_file(&kept.name) {
             small.push((kept.name.clone(), files.read_small(&kept.name)?));
         }
     }
@@ -345,6 +380,20 @@ pub fn validate(
         }
     }
 
+    if let Some(name) = &gguf {
+        let (parameters, dtypes) = check_gguf(&files, name, &config)?;
+        files.compute_digests()?;
+        return Ok(ValidatedCheckpoint {
+            files,
+            kind,
+            config,
+            prompts,
+            score_head: false,
+            tensor_prefix: String::new(),
+            parameters,
+            dtypes,
+        });
+    }
     let found = read_tensors(&files)?;
     if let Some(index) = &index {
         check_index(index, &found)?;
@@ -369,6 +418,30 @@ pub fn validate(
         parameters,
         dtypes,
     })
+}
+
+/// Checks a prover's GGUF file against its config (header only: metadata and the tensor
+/// table; see [`crate::ml::gguf::GgufFile::check`]); returns its parameter count and the
+/// tensor types it holds (`"Q8_0 ×14"`).
+fn check_gguf(
+    files: &CheckpointFiles,
+    name: &str,
+    config: &ModelConfig,
+) -> Result<(u64, Vec<String>), CheckpointRejected> {
+    let spec = match config.decoder_spec() {
+        Some(spec) => spec.map_err(CheckpointRejected::InvalidFile)?,
+        None => return Err(bert_prover(config.model_type())),
+    };
+    let file = crate::ml::gguf::GgufFile::open(&files.path(name))
+        .map_err(|e| CheckpointRejected::InvalidFile(e.to_string()))?;
+    file.check(&spec)
+        .map_err(|e| CheckpointRejected::Tensors(e.to_string()))?;
+    let dtypes = file
+        .tensor_types()
+        .into_iter()
+        .map(|(dtype, count)| format!("{dtype} ×{count}"))
+        .collect();
+    Ok((file.parameters(), dtypes))
 }
 
 /// Whether `config` is an encoder (a BERT backbone or an encoder reward model): a verifier,

@@ -11,10 +11,12 @@
 //! differentiable path for training on CPU (candle's fused RMSNorm and RoPE kernels have no
 //! backward pass). Tensor names follow the Hugging Face layout.
 
+use candle_core::quantized::QMatMul;
 use candle_core::{D, DType, Device, IndexOp, Module, Result, Tensor};
 use candle_nn::kv_cache::KvCache;
 use candle_nn::{Embedding, Linear, VarBuilder};
 
+use super::gguf::GgufFile;
 use super::rope::Rope;
 
 mod slots;
@@ -277,8 +279,8 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(size: usize, eps: f64, offset: f64, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get_with_hints(size, "weight", candle_nn::Init::Const(1.0 - offset))?;
+    fn new(size: usize, eps: f64, offset: f64, vb: Weights) -> Result<Self> {
+        let weight = vb.vector(size, "weight", candle_nn::Init::Const(1.0 - offset))?;
         Ok(Self {
             weight,
             offset,
@@ -307,18 +309,129 @@ impl RmsNorm {
     }
 }
 
-/// A projection with an optional bias, read from `vb`.
-fn projection(inputs: usize, outputs: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    if bias {
-        candle_nn::linear(inputs, outputs, vb)
-    } else {
-        candle_nn::linear_no_bias(inputs, outputs, vb)
+/// Where a decoder's weights come from: candle variables (safetensors, or fresh ones for
+/// training) or a GGUF file, addressed by the same Hugging Face names.
+#[derive(Clone)]
+enum Weights<'a> {
+    Vars(VarBuilder<'a>),
+    Gguf {
+        file: &'a GgufFile,
+        spec: &'a DecoderSpec,
+        prefix: String,
+    },
+}
+
+impl Weights<'_> {
+    fn pp(&self, name: impl ToString) -> Self {
+        match self {
+            Weights::Vars(vb) => Weights::Vars(vb.pp(name)),
+            Weights::Gguf { file, spec, prefix } => Weights::Gguf {
+                file,
+                spec,
+                prefix: if prefix.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{prefix}.{}", name.to_string())
+                },
+            },
+        }
+    }
+
+    fn gguf(file: &GgufFile, spec: &DecoderSpec, prefix: &str, leaf: &str) -> Result<Tensor> {
+        let name = format!("{prefix}.{leaf}");
+        let tensor = file.read(&name, spec).map_err(candle_core::Error::msg)?;
+        tensor.dequantize(&Device::Cpu)
+    }
+
+    /// A vector (norm weight), with the initial value fresh variables get.
+    fn vector(&self, size: usize, leaf: &str, init: candle_nn::Init) -> Result<Tensor> {
+        match self {
+            Weights::Vars(vb) => vb.get_with_hints(size, leaf, init),
+            Weights::Gguf { file, spec, prefix } => Self::gguf(file, spec, prefix, leaf),
+        }
+    }
+
+    /// A projection with an optional bias. GGUF matrices in a block type stay quantized;
+    /// F32/F16/BF16 ones become dense f32.
+    fn projection(&self, inputs: usize, outputs: usize, bias: bool) -> Result<LinearLayer> {
+        match self {
+            Weights::Vars(vb) => Ok(LinearLayer::Dense(if bias {
+                candle_nn::linear(inputs, outputs, vb.clone())?
+            } else {
+                candle_nn::linear_no_bias(inputs, outputs, vb.clone())?
+            })),
+            Weights::Gguf { file, spec, prefix } => {
+                let weight = file
+                    .read(&format!("{prefix}.weight"), spec)
+                    .map_err(candle_core::Error::msg)?;
+                let bias = bias
+                    .then(|| Self::gguf(file, spec, prefix, "bias"))
+                    .transpose()?;
+                LinearLayer::from_quantized(weight, bias)
+            }
+        }
+    }
+}
+
+/// Input rows from which a quantized projection dequantizes its weights for the product.
+const PREFILL_DEQUANTIZE_ROWS: usize = 8;
+
+/// A projection `x·Wᵀ + b`: dense f32 (trainable, read in place by the decoding kernels) or
+/// quantized (GGUF blocks, multiplied by candle's quantized kernels).
+#[derive(Debug, Clone)]
+pub(crate) enum LinearLayer {
+    Dense(Linear),
+    Quantized {
+        weight: QMatMul,
+        bias: Option<Tensor>,
+    },
+}
+
+impl LinearLayer {
+    fn from_quantized(
+        weight: candle_core::quantized::QTensor,
+        bias: Option<Tensor>,
+    ) -> Result<Self> {
+        use candle_core::quantized::GgmlDType;
+        if matches!(
+            weight.dtype(),
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        ) {
+            let dense = weight.dequantize(&Device::Cpu)?;
+            return Ok(LinearLayer::Dense(Linear::new(dense, bias)));
+        }
+        Ok(LinearLayer::Quantized {
+            weight: QMatMul::from_arc(std::sync::Arc::new(weight))?,
+            bias,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            LinearLayer::Dense(layer) => layer.forward(x),
+            LinearLayer::Quantized { weight, bias } => {
+                // Many rows (a prompt's prefill): the weights dequantized once and multiplied
+                // in f32 are several times faster than candle's row-by-row quantized product,
+                // and compute what the Q8_0 decoding kernel computes.
+                let rows = x.elem_count() / x.dim(D::Minus1)?.max(1);
+                let y = match weight {
+                    QMatMul::QTensor(q) if rows >= PREFILL_DEQUANTIZE_ROWS => {
+                        x.broadcast_matmul(&q.dequantize(x.device())?.t()?)?
+                    }
+                    _ => weight.forward(x)?,
+                };
+                match bias {
+                    Some(b) => y.broadcast_add(b),
+                    None => Ok(y),
+                }
+            }
+        }
     }
 }
 
 /// Applies `layer` to `(batch, seq, in)` as one 2-D matrix product: candle's 3-D path
 /// broadcasts the weight into a batched product, which is slower, above all backwards.
-fn linear(layer: &Linear, x: &Tensor) -> Result<Tensor> {
+fn linear(layer: &LinearLayer, x: &Tensor) -> Result<Tensor> {
     let (b, t, h) = x.dims3()?;
     let y = layer.forward(&x.reshape((b * t, h))?)?;
     let out = y.dim(1)?;
@@ -338,15 +451,19 @@ fn repeat_kv(x: Tensor, times: usize) -> Result<Tensor> {
 /// The q, k, v projections: separate, or one fused `qkv_proj` (Phi-3).
 #[derive(Debug, Clone)]
 enum QkvProjection {
-    Separate { q: Linear, k: Linear, v: Linear },
-    Fused(Linear),
+    Separate {
+        q: LinearLayer,
+        k: LinearLayer,
+        v: LinearLayer,
+    },
+    Fused(LinearLayer),
 }
 
 /// Self-attention with grouped-query key/value heads, optional per-head norms, and a KV cache.
 #[derive(Debug, Clone)]
 struct Attention {
     qkv: QkvProjection,
-    o_proj: Linear,
+    o_proj: LinearLayer,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     heads: usize,
@@ -360,16 +477,16 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(spec: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+    fn new(spec: &DecoderSpec, vb: Weights) -> Result<Self> {
         let h = spec.hidden_size;
         let (q, kv) = (spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim);
         let qkv = if spec.fused_projections {
-            QkvProjection::Fused(projection(h, q + 2 * kv, spec.qkv_bias, vb.pp("qkv_proj"))?)
+            QkvProjection::Fused(vb.pp("qkv_proj").projection(h, q + 2 * kv, spec.qkv_bias)?)
         } else {
             QkvProjection::Separate {
-                q: projection(h, q, spec.qkv_bias, vb.pp("q_proj"))?,
-                k: projection(h, kv, spec.qkv_bias, vb.pp("k_proj"))?,
-                v: projection(h, kv, spec.qkv_bias, vb.pp("v_proj"))?,
+                q: vb.pp("q_proj").projection(h, q, spec.qkv_bias)?,
+                k: vb.pp("k_proj").projection(h, kv, spec.qkv_bias)?,
+                v: vb.pp("v_proj").projection(h, kv, spec.qkv_bias)?,
             }
         };
         let head_norm = |name: &str| -> Result<Option<RmsNorm>> {
@@ -386,7 +503,7 @@ impl Attention {
         };
         Ok(Self {
             qkv,
-            o_proj: projection(q, h, spec.o_bias, vb.pp("o_proj"))?,
+            o_proj: vb.pp("o_proj").projection(q, h, spec.o_bias)?,
             q_norm: head_norm("q_norm")?,
             k_norm: head_norm("k_norm")?,
             heads: spec.heads,
@@ -470,33 +587,33 @@ impl Attention {
 /// The gate and up projections: separate, or one fused `gate_up_proj` (Phi-3).
 #[derive(Debug, Clone)]
 enum GateUp {
-    Separate { gate: Linear, up: Linear },
-    Fused(Linear),
+    Separate { gate: LinearLayer, up: LinearLayer },
+    Fused(LinearLayer),
 }
 
 /// The gated feed-forward block: `down(act(gate(x)) · up(x))`.
 #[derive(Debug, Clone)]
 struct Mlp {
     gate_up: GateUp,
-    down_proj: Linear,
+    down_proj: LinearLayer,
     activation: Activation,
     intermediate: usize,
 }
 
 impl Mlp {
-    fn new(spec: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+    fn new(spec: &DecoderSpec, vb: Weights) -> Result<Self> {
         let (h, f) = (spec.hidden_size, spec.intermediate_size);
         let gate_up = if spec.fused_projections {
-            GateUp::Fused(projection(h, 2 * f, spec.mlp_bias, vb.pp("gate_up_proj"))?)
+            GateUp::Fused(vb.pp("gate_up_proj").projection(h, 2 * f, spec.mlp_bias)?)
         } else {
             GateUp::Separate {
-                gate: projection(h, f, spec.mlp_bias, vb.pp("gate_proj"))?,
-                up: projection(h, f, spec.mlp_bias, vb.pp("up_proj"))?,
+                gate: vb.pp("gate_proj").projection(h, f, spec.mlp_bias)?,
+                up: vb.pp("up_proj").projection(h, f, spec.mlp_bias)?,
             }
         };
         Ok(Self {
             gate_up,
-            down_proj: projection(f, h, spec.mlp_bias, vb.pp("down_proj"))?,
+            down_proj: vb.pp("down_proj").projection(f, h, spec.mlp_bias)?,
             activation: spec.activation,
             intermediate: f,
         })
@@ -547,10 +664,10 @@ enum Pass {
 /// [`Decoder::reset`] starts a new one.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    embed_tokens: Embedding,
+    embed_tokens: TokenEmbedding,
     layers: Vec<Block>,
     norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: LinearLayer,
     rotary: Rotary,
     spec: DecoderSpec,
     device: Device,
@@ -565,6 +682,23 @@ pub struct Decoder {
     pads: Vec<usize>,
 }
 
+/// The token embedding: a dense table (trainable), or a GGUF one whose rows are dequantized
+/// as they are looked up (the output projection may share it).
+#[derive(Debug, Clone)]
+enum TokenEmbedding {
+    Dense(Embedding),
+    Quantized(std::sync::Arc<candle_core::quantized::QTensor>),
+}
+
+impl TokenEmbedding {
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            TokenEmbedding::Dense(e) => e.forward(ids),
+            TokenEmbedding::Quantized(q) => q.embedding(ids),
+        }
+    }
+}
+
 impl Decoder {
     /// Builds the model from `vb`: a checkpoint's tensors for inference, or a `VarMap` (fresh,
     /// randomly initialised variables) for training.
@@ -576,9 +710,79 @@ impl Decoder {
             spec.hidden_size,
             vb.pp("model.embed_tokens"),
         )?;
-        let norm = |size: usize, vb: VarBuilder| {
-            RmsNorm::new(size, spec.rms_norm_eps, spec.norm_offset, vb)
+        let lm_head = if spec.tie_word_embeddings {
+            LinearLayer::Dense(Linear::new(embed_tokens.embeddings().clone(), None))
+        } else {
+            LinearLayer::Dense(candle_nn::linear_no_bias(
+                spec.hidden_size,
+                spec.vocab_size,
+                vb.pp("lm_head"),
+            )?)
         };
+        Self::build(
+            spec,
+            Weights::Vars(vb),
+            TokenEmbedding::Dense(embed_tokens),
+            lm_head,
+            device,
+        )
+    }
+
+    /// Builds the model from a GGUF file already checked against `spec` (see
+    /// [`GgufFile::check`]), on the CPU: block-quantized matrices stay quantized.
+    pub fn from_gguf(spec: &DecoderSpec, file: &GgufFile) -> Result<Self> {
+        spec.check().map_err(candle_core::Error::msg)?;
+        file.check(spec).map_err(candle_core::Error::msg)?;
+        let device = Device::Cpu;
+        let table = file
+            .read("model.embed_tokens.weight", spec)
+            .map_err(candle_core::Error::msg)?;
+        let dense = matches!(
+            table.dtype(),
+            candle_core::quantized::GgmlDType::F32
+                | candle_core::quantized::GgmlDType::F16
+                | candle_core::quantized::GgmlDType::BF16
+        );
+        let (embed_tokens, tied) = if dense {
+            let table = table.dequantize(&device)?;
+            (
+                TokenEmbedding::Dense(Embedding::new(table.clone(), spec.hidden_size)),
+                LinearLayer::Dense(Linear::new(table, None)),
+            )
+        } else {
+            let table = std::sync::Arc::new(table);
+            (
+                TokenEmbedding::Quantized(table.clone()),
+                LinearLayer::Quantized {
+                    weight: QMatMul::from_arc(table)?,
+                    bias: None,
+                },
+            )
+        };
+        let weights = Weights::Gguf {
+            file,
+            spec,
+            prefix: String::new(),
+        };
+        let lm_head = if spec.tie_word_embeddings {
+            tied
+        } else {
+            weights
+                .pp("lm_head")
+                .projection(spec.hidden_size, spec.vocab_size, false)?
+        };
+        Self::build(spec, weights, embed_tokens, lm_head, device)
+    }
+
+    fn build(
+        spec: &DecoderSpec,
+        vb: Weights,
+        embed_tokens: TokenEmbedding,
+        lm_head: LinearLayer,
+        device: Device,
+    ) -> Result<Self> {
+        let norm =
+            |size: usize, vb: Weights| RmsNorm::new(size, spec.rms_norm_eps, spec.norm_offset, vb);
         let mut layers = Vec::with_capacity(spec.num_layers);
         for i in 0..spec.num_layers {
             let vb = vb.pp(format!("model.layers.{i}"));
@@ -603,11 +807,6 @@ impl Decoder {
             });
         }
         let final_norm = norm(spec.hidden_size, vb.pp("model.norm"))?;
-        let lm_head = if spec.tie_word_embeddings {
-            Linear::new(embed_tokens.embeddings().clone(), None)
-        } else {
-            candle_nn::linear_no_bias(spec.hidden_size, spec.vocab_size, vb.pp("lm_head"))?
-        };
         Ok(Self {
             embed_tokens,
             layers,

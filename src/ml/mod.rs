@@ -12,6 +12,7 @@ pub mod decoder;
 pub mod encoder_classifier;
 pub mod game_round;
 pub mod gemma2;
+pub mod gguf;
 pub mod inspect;
 pub mod llama;
 pub mod mistral;

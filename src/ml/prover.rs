@@ -106,7 +106,8 @@ pub fn generation_eos_ids(dir: &Path) -> Result<Vec<u32>, ModelError> {
 
 impl Prover {
     /// Loads a checkpoint folder in the Hugging Face layout (`config.json` of any supported
-    /// decoder architecture, `tokenizer.json`, `*.safetensors`, optional
+    /// decoder architecture, `tokenizer.json`, `*.safetensors` or one `*.gguf` (Llama,
+    /// Mistral, Qwen2, Qwen3; see [`super::gguf`]), optional
     /// `generation_config.json`, `prompt_template.json`, a chat template in `chat_template.jinja`
     /// or `tokenizer_config.json`) onto `device`, in F32.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
@@ -120,11 +121,27 @@ impl Prover {
                 )));
             }
         };
-        let weights = super::weight_files(dir)?;
-        // SAFETY: the files are checkpoint files this process does not modify while they are
-        // mapped; uploads are written to a temporary folder and renamed into place.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
-        let model = Decoder::new(&spec, vb)?;
+        let model = match super::gguf::checkpoint_gguf(dir)? {
+            Some(path) => {
+                if !device.is_cpu() {
+                    return Err(ModelError::Invalid(
+                        "GGUF checkpoints are decoded on the CPU only".into(),
+                    ));
+                }
+                let file = super::gguf::GgufFile::open(&path)?;
+                file.check(&spec)?;
+                Decoder::from_gguf(&spec, &file)?
+            }
+            None => {
+                let weights = super::weight_files(dir)?;
+                // SAFETY: the files are checkpoint files this process does not modify while
+                // they are mapped; uploads are written to a temporary folder and renamed into
+                // place.
+                let vb =
+                    unsafe { VarBuilder::from_mmaped_safetensors(&weights, DType::F32, device)? };
+                Decoder::new(&spec, vb)?
+            }
+        };
         let mut prover = Self::from_parts(model, config, tokenizer, prompts)?;
         for id in generation_eos_ids(dir)? {
             if !prover.eos.contains(&id) {

@@ -96,6 +96,13 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
         .collect();
     weights.sort();
     if weights.is_empty() {
+        if let Some(gguf) = super::gguf::gguf_files(dir)?.first() {
+            return Err(ModelError::Invalid(format!(
+                "{}: its weights are GGUF ({}), which are read for generating solutions only; fine-tuning starts from a safetensors checkpoint (register the original one)",
+                dir.display(),
+                gguf.file_name().unwrap_or_default().to_string_lossy()
+            )));
+        }
         return Err(ModelError::Invalid(format!(
             "{}: no *.safetensors weights",
             dir.display()

@@ -10,6 +10,7 @@ use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
+use candle_core::quantized::GgmlDType;
 
 use super::extract::Query;
 use axum::http::StatusCode;
@@ -90,6 +91,8 @@ struct CheckpointsPage {
     round: String,
     /// The kind selected in the form (kept when the page is shown again after a refusal).
     kind: String,
+    /// The quantization selected in the form ("" = as uploaded).
+    quantize: String,
 }
 
 impl CheckpointsPage {
@@ -119,6 +122,7 @@ impl CheckpointsPage {
             label: String::new(),
             round: "0".into(),
             kind: CheckpointKind::Prover.to_string(),
+            quantize: String::new(),
         })
     }
 }
@@ -187,14 +191,26 @@ struct UploadForm {
     label: String,
     round: String,
     kind: String,
+    /// "" (store as uploaded) or a quantization name (`Q8_0`).
+    quantize: String,
     /// Whether `label` and `round` arrived before the first file (a browser sends the fields
     /// in the form's order), so they are checked before any byte of a file is written.
     checked: bool,
 }
 
 impl UploadForm {
+    /// The quantization asked for, if any, or why it cannot be used.
+    fn quantization(&self) -> Result<Option<GgmlDType>, String> {
+        let name = self.quantize.trim();
+        if name.is_empty() {
+            return Ok(None);
+        }
+        crate::ml::gguf::parse_quantization(name).map(Some)
+    }
+
     /// The round and kind, or why the form cannot be used (the label is checked too).
     fn check(&self) -> Result<(i64, CheckpointKind), String> {
+        self.quantization()?;
         let round = self
             .round
             .trim()
@@ -370,6 +386,7 @@ async fn receive_upload(
                     seen.1 = true;
                 }
                 Some("kind") => form.kind = field.text().await?,
+                Some("quantize") => form.quantize = field.text().await?,
                 Some("files" | "file") => {
                     let name = field.file_name().unwrap_or_default().to_string();
                     let first = field.chunk().await?;
@@ -525,6 +542,7 @@ async fn upload_checkpoint(
     page.label = form.label.clone();
     page.round = form.round.clone();
     page.kind = form.kind.trim().to_string();
+    page.quantize = form.quantize.trim().to_string();
     let files = match received {
         Ok(Some(files)) => files,
         Ok(None) => {
@@ -561,11 +579,13 @@ async fn upload_checkpoint(
             return refuse(page, StatusCode::UNPROCESSABLE_ENTITY, message);
         }
     };
+    let quantization = form.quantization().unwrap_or(None);
     let outcome = upload::add_checkpoint(
         &state.store,
         &state.config.models_dir,
         files,
         CheckpointLimits { max_bytes: limit },
+        quantization,
         kind,
         &form.label,
         round,

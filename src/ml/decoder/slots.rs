@@ -8,11 +8,14 @@
 //! compute the same function: the transformers reference tests decode through slots, and
 //! `tests/slots.rs` compares slots with one-at-a-time decoding.
 
-use candle_core::{DType, Result, Storage, StorageRef, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Device, Result, Storage, StorageRef, Tensor};
 use legibility_kernels as kernels;
 use rayon::prelude::*;
 
-use super::{Activation, Decoder, GateUp, Pass, QkvProjection, RmsNorm};
+use super::{
+    Activation, Decoder, GateUp, LinearLayer, Pass, QkvProjection, RmsNorm, TokenEmbedding,
+};
 
 /// Prompts that share one prefill pass at most: enough to fill the matrix products, few enough
 /// that the pass's attention scores (prompts × heads × length²) stay small.
@@ -139,24 +142,43 @@ fn norm_values(norm: &RmsNorm) -> Result<Vec<f32>> {
     to_f32s(&norm.scale()?)
 }
 
-/// The weights and biases of the listed projections, held for one step.
-struct Projection<'a> {
-    weights: Vec<Held<'a>>,
-    biases: Vec<Option<Held<'a>>>,
+/// One projection's weights as the kernels read them: f32 values in place, or Q8_0 blocks.
+enum Weight<'a> {
+    F32(Held<'a>),
+    Q8_0(std::borrow::Cow<'a, [u8]>),
+}
+
+/// The weights and biases of the listed projections, held for one step: f32 and Q8_0 ones
+/// are read in place by the kernels; other quantized types go through candle's products.
+enum Projection<'a> {
+    Kernels {
+        weights: Vec<Weight<'a>>,
+        biases: Vec<Option<Held<'a>>>,
+    },
+    Candle(Vec<&'a LinearLayer>),
 }
 
 impl<'a> Projection<'a> {
-    fn of(layers: &[&'a candle_nn::Linear]) -> Result<Self> {
-        Ok(Self {
-            weights: layers
-                .iter()
-                .map(|l| hold(l.weight()))
-                .collect::<Result<_>>()?,
-            biases: layers
-                .iter()
-                .map(|l| l.bias().map(hold).transpose())
-                .collect::<Result<_>>()?,
-        })
+    fn of(layers: &[&'a LinearLayer]) -> Result<Self> {
+        let mut weights = Vec::with_capacity(layers.len());
+        let mut biases = Vec::with_capacity(layers.len());
+        for layer in layers {
+            match layer {
+                LinearLayer::Dense(linear) => {
+                    weights.push(Weight::F32(hold(linear.weight())?));
+                    biases.push(linear.bias().map(hold).transpose()?);
+                }
+                LinearLayer::Quantized {
+                    weight: QMatMul::QTensor(q),
+                    bias,
+                } if q.dtype() == GgmlDType::Q8_0 => {
+                    weights.push(Weight::Q8_0(q.data()?));
+                    biases.push(bias.as_ref().map(hold).transpose()?);
+                }
+                LinearLayer::Quantized { .. } => return Ok(Projection::Candle(layers.to_vec())),
+            }
+        }
+        Ok(Projection::Kernels { weights, biases })
     }
 
     /// `out (n × Σ outputs) = x (n × k) · Wᵀ + b`.
@@ -168,18 +190,32 @@ impl<'a> Projection<'a> {
         out: &mut Vec<f32>,
         transposed: &mut Vec<f32>,
     ) -> Result<()> {
-        let weights: Vec<&[f32]> = self
-            .weights
+        let (weights, biases) = match self {
+            Projection::Kernels { weights, biases } => (weights, biases),
+            Projection::Candle(layers) => return apply_each(layers, x, n, k, out),
+        };
+        let matrices: Vec<kernels::Matrix> = weights
             .iter()
-            .map(Held::slice)
+            .map(|w| match w {
+                Weight::F32(held) => held.slice().map(kernels::Matrix::F32),
+                Weight::Q8_0(bytes) => Ok(kernels::Matrix::Q8_0(bytes)),
+            })
             .collect::<Result<_>>()?;
-        let widths: Vec<usize> = weights.iter().map(|w| w.len() / k).collect();
+        let widths: Vec<usize> = matrices
+            .iter()
+            .map(|m| match m {
+                kernels::Matrix::F32(w) => w.len() / k,
+                kernels::Matrix::Q8_0(w) => {
+                    w.len() / (k / kernels::Q8_0_BLOCK * kernels::Q8_0_BLOCK_BYTES)
+                }
+            })
+            .collect();
         let total: usize = widths.iter().sum();
         out.clear();
         out.resize(n * total, 0.0);
-        kernels::matmul_t(x, n, k, &weights, out, transposed);
+        kernels::matmul_matrices(kernels::Simd::best(), x, n, k, &matrices, out, transposed);
         let mut offset = 0;
-        for (bias, width) in self.biases.iter().zip(&widths) {
+        for (bias, width) in biases.iter().zip(&widths) {
             if let Some(bias) = bias {
                 let bias = bias.slice()?;
                 for row in out.chunks_exact_mut(total) {
@@ -194,11 +230,43 @@ impl<'a> Projection<'a> {
     }
 }
 
+/// `out (n × Σ outputs) = x (n × k) · Wᵀ + b` one layer at a time through candle (quantized
+/// layers: candle's quantized kernels, which quantize `x` per row as llama.cpp does).
+fn apply_each(
+    layers: &[&LinearLayer],
+    x: &[f32],
+    n: usize,
+    k: usize,
+    out: &mut Vec<f32>,
+) -> Result<()> {
+    let input = Tensor::from_slice(x, (n, k), &Device::Cpu)?;
+    let results: Vec<Vec<f32>> = layers
+        .iter()
+        .map(|l| l.forward(&input)?.flatten_all()?.to_vec1())
+        .collect::<Result<_>>()?;
+    let widths: Vec<usize> = results.iter().map(|r| r.len() / n.max(1)).collect();
+    let total: usize = widths.iter().sum();
+    out.clear();
+    out.resize(n * total, 0.0);
+    let mut offset = 0;
+    for (result, &width) in results.iter().zip(&widths) {
+        for (row, values) in out.chunks_exact_mut(total).zip(result.chunks_exact(width)) {
+            row[offset..offset + width].copy_from_slice(values);
+        }
+        offset += width;
+    }
+    Ok(())
+}
+
 impl Decoder {
     /// Whether decoding can run on slots: the hand-written kernels need the weights on the
-    /// CPU in f32 (what `Prover::load` gives on the CPU).
+    /// CPU, dense ones in f32 (what `Prover::load` gives on the CPU, from safetensors or GGUF).
     pub fn runs_on_slots(&self) -> bool {
-        self.device.is_cpu() && self.embed_tokens.embeddings().dtype() == DType::F32
+        self.device.is_cpu()
+            && match &self.embed_tokens {
+                TokenEmbedding::Dense(e) => e.embeddings().dtype() == DType::F32,
+                TokenEmbedding::Quantized(_) => true,
+            }
     }
 
     /// `count` empty slots, each with room for `capacity` positions (grown if exceeded).
@@ -454,13 +522,20 @@ impl Decoder {
         }
 
         // Embeddings.
-        {
-            let table = hold(self.embed_tokens.embeddings())?;
-            let table = table.slice()?;
-            x.clear();
-            for &(_, token) in feed {
-                let at = token as usize * h;
-                x.extend_from_slice(&table[at..at + h]);
+        match &self.embed_tokens {
+            TokenEmbedding::Dense(embedding) => {
+                let table = hold(embedding.embeddings())?;
+                let table = table.slice()?;
+                x.clear();
+                for &(_, token) in feed {
+                    let at = token as usize * h;
+                    x.extend_from_slice(&table[at..at + h]);
+                }
+            }
+            TokenEmbedding::Quantized(table) => {
+                let ids: Vec<u32> = feed.iter().map(|&(_, t)| t).collect();
+                let ids = Tensor::from_vec(ids, n, &Device::Cpu)?;
+                *x = table.embedding(&ids)?.flatten_all()?.to_vec1()?;
             }
         }
         if let Some(scale) = spec.embedding_scale {
@@ -477,7 +552,7 @@ impl Decoder {
             kernels::rms_norm(x, &norms.input, eps, normed);
 
             // q, k, v for every row, then per-head norms and rotation.
-            let qkv_layers: Vec<&candle_nn::Linear> = match &attn.qkv {
+            let qkv_layers: Vec<&LinearLayer> = match &attn.qkv {
                 QkvProjection::Separate { q, k, v } => vec![q, k, v],
                 QkvProjection::Fused(all) => vec![all],
             };
@@ -590,7 +665,7 @@ impl Decoder {
     ) -> Result<()> {
         let mlp = &self.layers[index].mlp;
         let (h, f) = (self.spec.hidden_size, mlp.intermediate);
-        let layers: Vec<&candle_nn::Linear> = match &mlp.gate_up {
+        let layers: Vec<&LinearLayer> = match &mlp.gate_up {
             GateUp::Separate { gate, up } => vec![gate, up],
             GateUp::Fused(both) => vec![both],
         };
