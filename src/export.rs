@@ -6,7 +6,7 @@
 //! from the database in pages and sends each encoded page as soon as it is ready, so a download
 //! of a million attempts never holds the whole table in memory.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use parquet::basic::Compression;
@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::judging;
 use crate::labels::CHANCE_ALPHA;
 use crate::metrics::is_chance_level;
+use crate::reports::Attempt;
 pub use crate::store::reports::AttemptRow;
 
 /// The tidy table's columns, in order (README documents each).
@@ -105,6 +106,24 @@ pub struct RaterTally {
     pub right: u64,
     /// Answered judgements (timeouts left out).
     pub answered: u64,
+}
+
+/// Per rater, the tallies of the report's attempts (what [`crate::store::Store::rater_tallies`]
+/// sums up in the database), sorted by rater.
+pub fn rater_tallies(attempts: &[Attempt]) -> Vec<RaterTally> {
+    let mut tallies: BTreeMap<Uuid, RaterTally> = BTreeMap::new();
+    for attempt in attempts {
+        let tally = tallies.entry(attempt.rater_id).or_insert(RaterTally {
+            rater_id: attempt.rater_id,
+            right: 0,
+            answered: 0,
+        });
+        if let Some(right) = attempt.right() {
+            tally.answered += 1;
+            tally.right += u64::from(right);
+        }
+    }
+    tallies.into_values().collect()
 }
 
 /// Raters the one-sided binomial test cannot tell from guessing: the same rule as the report's
@@ -482,6 +501,39 @@ mod tests {
             "chance_level_rater;implausible_client_time"
         );
         assert_eq!(rows[2].attempt_flags, "chance_level_rater;resumed");
+    }
+
+    #[test]
+    fn rater_tallies_count_answered_and_right_attempts() {
+        let attempt = |rater: u128, is_correct: bool, verdict: Verdict| Attempt {
+            rater_id: Uuid::from_u128(rater),
+            solution_id: Uuid::new_v4(),
+            problem_id: Uuid::new_v4(),
+            checkpoint: "p0".into(),
+            round: 0,
+            role: ProverRole::Helpful,
+            is_correct,
+            verdict,
+            server_elapsed_ms: 1_000,
+            first_wrong_step: None,
+        };
+        let attempts = [
+            attempt(2, true, Verdict::Correct),
+            attempt(1, true, Verdict::Wrong),
+            attempt(1, false, Verdict::Wrong),
+            attempt(1, false, Verdict::Timeout),
+            attempt(2, false, Verdict::Correct),
+            attempt(2, true, Verdict::Timeout),
+        ];
+        let tally = |rater: u128, right: u64, answered: u64| RaterTally {
+            rater_id: Uuid::from_u128(rater),
+            right,
+            answered,
+        };
+        assert_eq!(
+            rater_tallies(&attempts),
+            vec![tally(1, 1, 2), tally(2, 1, 2)]
+        );
     }
 
     #[test]

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use common::{Backend, TestApp, truthful};
 use legibility::domain::UserRole;
+use legibility::reports::Attempt;
+use legibility::store::Store;
 use serde_json::Value;
 
 async fn the_summary_matches_an_independent_count_of_the_attempts(backend: Backend) {
@@ -472,3 +474,90 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
     println!("{stdout}");
 }
 on_both_backends!(the_downloads_open_in_pandas_and_every_figure_matches_it);
+
+/// `attempts` in a fixed order (a report reads them in no particular one).
+fn sorted(attempts: &[Attempt]) -> Vec<Attempt> {
+    let mut attempts = attempts.to_vec();
+    attempts.sort_by_key(|a| (a.solution_id, a.rater_id));
+    attempts
+}
+
+/// What a store that keeps nothing yet reads (a new one, on the same database).
+async fn read_afresh(url: &str, study: uuid::Uuid) -> Vec<Attempt> {
+    let store = Store::connect(url).await.unwrap();
+    sorted(&store.report_attempts(study).await.unwrap())
+}
+
+/// The server keeps a study's report attempts and reads only new judgements on the next
+/// request; every other change a report can see (a flagged step, a regraded solution, deleted
+/// judgements) makes it read afresh. After each change the kept attempts equal a fresh read.
+async fn the_kept_report_attempts_follow_every_change(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(6, 1, 2, 45_000).await;
+    let study = fixture.study_id;
+    let tokens = app.invite(study, 4).await;
+    let store = app.store();
+    let url = app.db.url.clone();
+    assert!(store.report_attempts(study).await.unwrap().is_empty());
+
+    app.judge_all(&tokens[..1], truthful).await;
+    let first = store.report_attempts(study).await.unwrap();
+    assert_eq!(first.len(), 6);
+    assert_eq!(sorted(&first), read_afresh(&url, study).await);
+
+    // New judgements are added to what was kept; the earlier copy is left as it was.
+    app.judge_all(&tokens[1..], |_| "correct").await;
+    let all = store.report_attempts(study).await.unwrap();
+    assert_eq!(first.len(), 6);
+    assert_eq!(all.len(), 24);
+    assert_eq!(sorted(&all), read_afresh(&url, study).await);
+
+    let change = |sql: &'static str| {
+        let url = url.clone();
+        async move {
+            with_raw_pool!(url, pool => {
+                let changed = sqlx::query(sql).execute(&pool).await.unwrap().rows_affected();
+                assert!(changed > 0, "{sql} changed nothing");
+            })
+        }
+    };
+    change(
+        "UPDATE judgements SET first_wrong_step = 3
+         WHERE id = (SELECT id FROM judgements ORDER BY id LIMIT 1)",
+    )
+    .await;
+    let flagged = sorted(&store.report_attempts(study).await.unwrap());
+    assert_eq!(
+        flagged
+            .iter()
+            .filter(|a| a.first_wrong_step == Some(3))
+            .count(),
+        1
+    );
+    assert_eq!(flagged, read_afresh(&url, study).await);
+
+    change(
+        "UPDATE solutions SET is_correct = NOT is_correct
+         WHERE id = (SELECT solution_id FROM judgements ORDER BY id LIMIT 1)",
+    )
+    .await;
+    let regraded = sorted(&store.report_attempts(study).await.unwrap());
+    assert_ne!(regraded, flagged);
+    assert_eq!(regraded, read_afresh(&url, study).await);
+
+    change("DELETE FROM judgements WHERE id = (SELECT id FROM judgements ORDER BY id LIMIT 1)")
+        .await;
+    let left = sorted(&store.report_attempts(study).await.unwrap());
+    assert_eq!(left.len(), 23);
+    assert_eq!(left, read_afresh(&url, study).await);
+
+    // And the summary a researcher downloads counts what is stored now.
+    let mut researcher = app.staff_client("res", UserRole::Researcher).await;
+    let summary = researcher
+        .get(&format!("/studies/{study}/report.json"))
+        .await;
+    assert_eq!(summary.status, 200, "{}", summary.body);
+    let summary: Value = serde_json::from_str(&summary.body).unwrap();
+    assert_eq!(summary["judgements"], 23, "{summary}");
+}
+on_both_backends!(the_kept_report_attempts_follow_every_change);

@@ -31,7 +31,7 @@ use hyper_util::rt::TokioExecutor;
 use legibility::auth;
 use legibility::clock::Clock;
 use legibility::domain::UserRole;
-use legibility::reports::{Attempt, accuracy_by_difficulty, study_report, verifier_vs_humans};
+use legibility::reports::{accuracy_by_difficulty, study_report, verifier_vs_humans};
 use legibility::store::{Store, sha256_hex};
 use legibility::web::{self, AppState, WebConfig};
 use rand::rngs::StdRng;
@@ -1019,7 +1019,7 @@ fn check(kind: Check, response: &Fetched, n: usize) -> anyhow::Result<()> {
         }
         Check::Page => {
             if !body.starts_with(b"<!doctype html>") {
-                bail!("the report page is not HTML");
+                bail!("the page is not HTML");
             }
         }
         Check::Csv => {
@@ -1242,7 +1242,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
     println!("-- in process (each run, then the best)");
     rss.start();
     let mut runs = Vec::new();
-    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut attempts = std::sync::Arc::new(Vec::new());
     for _ in 0..args.repeat {
         drop(std::mem::take(&mut attempts));
         let t = Instant::now();
@@ -1367,8 +1367,13 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
     // Over real HTTP on loopback, as the logged-in researcher.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    // A store of its own, as a server just started: its first report reads every judgement,
+    // the next ones only what was added since (nothing here).
+    let served = Store::connect(url)
+        .await
+        .with_context(|| format!("opening {url}"))?;
     let state = AppState {
-        store: store.clone(),
+        store: served.clone(),
         clock,
         config: Arc::new(WebConfig::default()),
     };
@@ -1377,6 +1382,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
     let cookie = log_in(&client, address).await?;
     println!("-- over HTTP on {address} as a logged-in researcher (whole body received)");
     let endpoints = [
+        ("studies list", Check::Page),
         ("report.json", Check::Summary),
         ("report", Check::Page),
         ("report.json?exclude=chance", Check::Summary),
@@ -1385,8 +1391,17 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
         ("attempts.parquet", Check::Parquet),
     ];
     for (path, kind) in endpoints {
-        let name = format!("GET /studies/{{id}}/{path}");
-        let path = format!("/studies/{study}/{path}");
+        let (name, path) = if path == "studies list" {
+            (
+                "GET /studies (studies list)".to_string(),
+                "/studies".to_string(),
+            )
+        } else {
+            (
+                format!("GET /studies/{{id}}/{path}"),
+                format!("/studies/{study}/{path}"),
+            )
+        };
         rss.start();
         let mut runs = Vec::new();
         let mut first_bytes = Vec::new();
@@ -1435,6 +1450,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
         "peak RSS of the process (VmHWM): {:.0} MB",
         rss.overall_mb()
     );
+    served.close().await;
     store.close().await;
     Ok(())
 }

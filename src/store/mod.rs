@@ -147,6 +147,8 @@ pub struct Store {
     db: Db,
     /// Group-commit writers of the judging hot path (see `writer`).
     writer: writer::Writer,
+    /// The report attempts of recently reported studies (see `reports`).
+    report_snapshots: reports::Snapshots,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to that backend's pool and `$backend`
@@ -366,6 +368,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "panel_intake",
         include_str!("../../migrations/sqlite/0018_panel_intake.sql"),
     ),
+    (
+        19,
+        "report_snapshots",
+        include_str!("../../migrations/sqlite/0019_report_snapshots.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -453,6 +460,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "panel_intake",
         include_str!("../../migrations/postgres/0018_panel_intake.sql"),
     ),
+    (
+        19,
+        "report_snapshots",
+        include_str!("../../migrations/postgres/0019_report_snapshots.sql"),
+    ),
 ];
 
 #[derive(Debug)]
@@ -496,6 +508,7 @@ impl Store {
             Store {
                 db: Db::Postgres(pool),
                 writer,
+                report_snapshots: reports::Snapshots::default(),
             }
         } else if database_url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(database_url)?
@@ -524,6 +537,7 @@ impl Store {
             Store {
                 db: Db::Sqlite { read, write },
                 writer,
+                report_snapshots: reports::Snapshots::default(),
             }
         } else {
             return Err(StoreError::Invalid(format!(

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
 use uuid::Uuid;
 
-use super::{Store, StoreError, StoreResult, dispatch};
+use super::{Backend, Store, StoreError, StoreResult, dispatch};
 use crate::domain::{ProverRole, Verdict, parse_stored};
 use crate::export::RaterTally;
 use crate::judging::{self, RequestedVerdict, TimingOutcome};
@@ -111,19 +112,6 @@ where
     }
 }
 
-/// Rater, solution, problem, checkpoint id, role, ground truth, verdict, server ms.
-type ReportRow = (
-    Uuid,
-    Uuid,
-    Uuid,
-    Uuid,
-    String,
-    bool,
-    String,
-    i64,
-    Option<i64>,
-);
-
 /// Every judgement of one study (`$1`) with its solution and checkpoint, in serving order.
 const ATTEMPTS_SQL: &str =
     "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
@@ -138,63 +126,212 @@ const ATTEMPTS_SQL: &str =
      WHERE j.study_id = $1
      ORDER BY j.served_at, j.id";
 
+/// One judgement as the report reads it, and its insertion number (SQLite's rowid,
+/// PostgreSQL's `seq`); `$2` is the last number already read.
+const NEW_ATTEMPTS_SQLITE: &str =
+    "SELECT j.rowid AS seq, j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id,
+            s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step
+     FROM judgements j JOIN solutions s ON s.id = j.solution_id
+     WHERE j.study_id = $1 AND j.rowid > $2";
+const NEW_ATTEMPTS_POSTGRES: &str =
+    "SELECT j.seq, j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id,
+            s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step
+     FROM judgements j JOIN solutions s ON s.id = j.solution_id
+     WHERE j.study_id = $1 AND j.seq > $2";
+
+/// Decodes one row of `NEW_ATTEMPTS_*` by column name; role and verdict are parsed from the
+/// row's own text (no copy per row).
+fn report_attempt<'r, R>(
+    row: &'r R,
+    checkpoints: &HashMap<Uuid, (String, i64)>,
+) -> StoreResult<(i64, Attempt)>
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let solution_id: Uuid = row.try_get("solution_id")?;
+    let checkpoint_id: Uuid = row.try_get("checkpoint_id")?;
+    let (checkpoint, round) = checkpoints.get(&checkpoint_id).cloned().ok_or_else(|| {
+        StoreError::Invalid(format!("judged solution {solution_id} has no checkpoint"))
+    })?;
+    let attempt = Attempt {
+        rater_id: row.try_get("rater_id")?,
+        solution_id,
+        problem_id: row.try_get("problem_id")?,
+        checkpoint,
+        round,
+        role: parse_stored(row.try_get::<&str, _>("role")?)?,
+        is_correct: row.try_get("is_correct")?,
+        verdict: parse_stored(row.try_get::<&str, _>("verdict")?)?,
+        server_elapsed_ms: row.try_get("server_elapsed_ms")?,
+        first_wrong_step: row.try_get("first_wrong_step")?,
+    };
+    Ok((row.try_get("seq")?, attempt))
+}
+
+/// What one read of a study's attempts found.
+struct Read {
+    /// The study's revision (with every study's).
+    revision: i64,
+    /// The insertion number the rows were read after; `None`: every row was read.
+    after: Option<i64>,
+    /// The highest insertion number read (or `after`).
+    last_seq: i64,
+    /// On PostgreSQL after a partial read: the study's judgements in the same snapshot.
+    count: Option<i64>,
+    attempts: Arc<Vec<Attempt>>,
+}
+
+/// A study's report attempts as last read.
+#[derive(Debug)]
+struct Snapshot {
+    /// The study's revision (with every study's) when read.
+    revision: i64,
+    /// The highest insertion number read.
+    last_seq: i64,
+    attempts: Arc<Vec<Attempt>>,
+}
+
+/// Studies whose attempts are kept: a million attempts take ~150 MB.
+const SNAPSHOTS_KEPT: usize = 3;
+
+/// The snapshots of the studies reported on last, most recent last.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Snapshots(Arc<Mutex<Vec<(Uuid, Snapshot)>>>);
+
+impl Snapshots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Uuid, Snapshot)>> {
+        // Each operation is one Vec insert or removal: a panic cannot leave it half-done.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Removes the study's snapshot, so that the caller's copy of the attempts is usually
+    /// the only one and can be extended in place.
+    fn take(&self, study_id: Uuid) -> Option<Snapshot> {
+        let mut kept = self.lock();
+        let at = kept.iter().position(|(id, _)| *id == study_id)?;
+        Some(kept.remove(at).1)
+    }
+
+    fn keep(&self, study_id: Uuid, revision: i64, last_seq: i64, attempts: &Arc<Vec<Attempt>>) {
+        let mut kept = self.lock();
+        kept.retain(|(id, _)| *id != study_id);
+        kept.push((
+            study_id,
+            Snapshot {
+                revision,
+                last_seq,
+                attempts: attempts.clone(),
+            },
+        ));
+        if kept.len() > SNAPSHOTS_KEPT {
+            kept.remove(0);
+        }
+    }
+}
+
 impl Store {
-    /// What the report's figures need of each judgement of `study_id`, in no particular order:
-    /// one join (checkpoint labels come from a small separate query) and no sort, so a study of
-    /// a million judgements loads in seconds even on SQLite.
-    pub async fn report_attempts(&self, study_id: Uuid) -> StoreResult<Vec<Attempt>> {
-        let checkpoints: Vec<(Uuid, String, i64)> = dispatch!(self, pool, _b => {
-            sqlx::query_as("SELECT id, label, round FROM checkpoints").fetch_all(pool).await?
-        });
-        let checkpoints: HashMap<Uuid, (String, i64)> = checkpoints
-            .into_iter()
-            .map(|(id, label, round)| (id, (label, round)))
-            .collect();
-        let rows: Vec<ReportRow> = dispatch!(self, pool, _b => {
-            sqlx::query_as(
-                "SELECT j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id, s.role, s.is_correct,
-                        j.verdict, j.server_elapsed_ms, j.first_wrong_step
-                 FROM judgements j JOIN solutions s ON s.id = j.solution_id
-                 WHERE j.study_id = $1",
+    /// What the report's figures need of each judgement of `study_id`, in no particular order.
+    ///
+    /// The attempts of the studies reported on last are kept in memory: a request reads only
+    /// the judgements inserted since (a million judgements take seconds to read, a report
+    /// over them a fraction of one), in one consistent snapshot with the study's revision
+    /// (bumped by triggers on every other change a report could see, see migration 19). A
+    /// changed revision, or on PostgreSQL a count that the new rows do not explain (a
+    /// judgement committed after a later one was read), reads the study afresh.
+    pub async fn report_attempts(&self, study_id: Uuid) -> StoreResult<Arc<Vec<Attempt>>> {
+        let cached = self.report_snapshots.take(study_id);
+        let known = cached.as_ref().map(|c| (c.revision, c.last_seq));
+        let read = self.read_attempts(study_id, known).await?;
+        let attempts = match (cached, read.after) {
+            (Some(snapshot), Some(_)) => {
+                let mut attempts = snapshot.attempts;
+                let total = attempts.len() + read.attempts.len();
+                if read
+                    .count
+                    .is_some_and(|count| usize::try_from(count).ok() != Some(total))
+                {
+                    // A judgement numbered below the last one read committed after it.
+                    let read = self.read_attempts(study_id, None).await?;
+                    self.report_snapshots.keep(
+                        study_id,
+                        read.revision,
+                        read.last_seq,
+                        &read.attempts,
+                    );
+                    return Ok(read.attempts);
+                }
+                Arc::make_mut(&mut attempts).extend(read.attempts.iter().cloned());
+                attempts
+            }
+            _ => read.attempts,
+        };
+        self.report_snapshots
+            .keep(study_id, read.revision, read.last_seq, &attempts);
+        Ok(attempts)
+    }
+
+    /// The study's revision and its judgements numbered above `known`'s last one when
+    /// `known`'s revision is still current, else all of them; in one consistent snapshot.
+    async fn read_attempts(&self, study_id: Uuid, known: Option<(i64, i64)>) -> StoreResult<Read> {
+        dispatch!(self, pool, backend => {
+            let mut tx = pool.begin().await?;
+            if backend == Backend::Postgres {
+                sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let revision: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(revision), 0) AS BIGINT) FROM report_revisions
+                 WHERE study_id = $1 OR study_id = $2",
             )
             .bind(study_id)
-            .fetch_all(pool)
-            .await?
-        });
-        rows.into_iter()
-            .map(
-                |(
-                    rater_id,
-                    solution_id,
-                    problem_id,
-                    checkpoint_id,
-                    role,
-                    is_correct,
-                    verdict,
-                    elapsed,
-                    first_wrong_step,
-                )| {
-                    let (checkpoint, round) =
-                        checkpoints.get(&checkpoint_id).cloned().ok_or_else(|| {
-                            StoreError::Invalid(format!(
-                                "judged solution {solution_id} has no checkpoint"
-                            ))
-                        })?;
-                    Ok(Attempt {
-                        rater_id,
-                        solution_id,
-                        problem_id,
-                        checkpoint,
-                        round,
-                        role: parse_stored(&role).map_err(StoreError::from)?,
-                        is_correct,
-                        verdict: parse_stored(&verdict).map_err(StoreError::from)?,
-                        server_elapsed_ms: elapsed,
-                        first_wrong_step,
-                    })
-                },
-            )
-            .collect()
+            .bind(Uuid::nil())
+            .fetch_one(&mut *tx)
+            .await?;
+            let checkpoints: Vec<(Uuid, String, i64)> =
+                sqlx::query_as("SELECT id, label, round FROM checkpoints")
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let checkpoints: HashMap<Uuid, (String, i64)> = checkpoints
+                .into_iter()
+                .map(|(id, label, round)| (id, (label, round)))
+                .collect();
+            let after = known.filter(|(r, _)| *r == revision).map(|(_, last)| last);
+            let mut attempts = Vec::new();
+            let mut last_seq = after.unwrap_or(0);
+            {
+                let mut rows = sqlx::query(backend.pick(NEW_ATTEMPTS_SQLITE, NEW_ATTEMPTS_POSTGRES))
+                    .bind(study_id)
+                    .bind(after.unwrap_or(i64::MIN))
+                    .fetch(&mut *tx);
+                while let Some(row) = poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
+                    let (seq, attempt) = report_attempt(&row?, &checkpoints)?;
+                    last_seq = last_seq.max(seq);
+                    attempts.push(attempt);
+                }
+            }
+            // SQLite has one writer, so a new rowid is above every committed one; a
+            // PostgreSQL sequence value is not, so the rows are counted there.
+            let count: Option<i64> = if after.is_some() && backend == Backend::Postgres {
+                Some(
+                    sqlx::query_scalar("SELECT COUNT(*) FROM judgements WHERE study_id = $1")
+                        .bind(study_id)
+                        .fetch_one(&mut *tx)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            tx.commit().await?;
+            Ok(Read { revision, after, last_seq, count, attempts: Arc::new(attempts) })
+        })
     }
 
     /// The names of `study_id`'s raters, for the report page.

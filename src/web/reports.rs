@@ -23,10 +23,10 @@ use uuid::Uuid;
 use super::plots;
 use super::session::{ReportReader, Staff};
 use super::{AppState, WebError};
-use crate::export::{Encoder, Format, add_flags, chance_level_raters};
+use crate::export::{Encoder, Format, add_flags, chance_level_raters, rater_tallies};
 use crate::reports::{
-    Attempt, DifficultyQuartile, Rate, StudyReport, VerifierVsHumans, accuracy_by_difficulty,
-    study_report, verifier_vs_humans,
+    DifficultyQuartile, Rate, StudyReport, VerifierVsHumans, accuracy_by_difficulty, study_report,
+    verifier_vs_humans,
 };
 use crate::sample_size::Statistic;
 use crate::store::Store;
@@ -73,7 +73,7 @@ struct Loaded {
 }
 
 async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded, WebError> {
-    let attempts: Vec<Attempt> = state.store.report_attempts(id).await?;
+    let attempts = state.store.report_attempts(id).await?;
     let report = study_report(&attempts, exclude);
     let excluded: HashSet<Uuid> = report.excluded_raters.iter().copied().collect();
     let solve_rates = state.store.problem_solve_rates(id).await?;
@@ -476,7 +476,7 @@ async fn attempts_download(
     format: Format,
 ) -> Result<Response, WebError> {
     let study = state.store.study(id).await?;
-    let chance_level = chance_level_raters(&state.store.rater_tallies(id).await?);
+    let chance_level = chance_level_raters(&rater_tallies(&state.store.report_attempts(id).await?));
     let encoder = format
         .encoder()
         .map_err(|e| WebError::Internal(e.to_string()))?;
