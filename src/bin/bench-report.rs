@@ -71,6 +71,10 @@ struct Args {
     /// Keep the database (temp SQLite file or PostgreSQL schema) and print where it is.
     #[arg(long)]
     keep: bool,
+    /// Writes the downloaded `attempts.csv` and `report.json` here, for the pandas reference
+    /// (`scripts/bench/report_pandas.py`).
+    #[arg(long)]
+    out_dir: Option<std::path::PathBuf>,
 }
 
 /// SQLite's default limit on bound variables per statement.
@@ -1391,6 +1395,7 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
         ("attempts.parquet", Check::Parquet),
     ];
     for (path, kind) in endpoints {
+        let path_name = path;
         let (name, path) = if path == "studies list" {
             (
                 "GET /studies (studies list)".to_string(),
@@ -1410,7 +1415,18 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
         let download = matches!(kind, Check::Csv | Check::Jsonl | Check::Parquet);
         for _ in 0..args.repeat {
             let t = Instant::now();
-            let response = get(&client, address, &path, &cookie, !download).await?;
+            let save = args
+                .out_dir
+                .as_ref()
+                .filter(|_| runs.is_empty() && matches!(path_name, "report.json" | "attempts.csv"));
+            let response = get(
+                &client,
+                address,
+                &path,
+                &cookie,
+                !download || save.is_some(),
+            )
+            .await?;
             let took = t.elapsed();
             if response.status == 404 && kind == Check::Parquet {
                 missing = true;
@@ -1424,6 +1440,10 @@ async fn run(args: &Args, url: &str) -> anyhow::Result<()> {
                 );
             }
             check(kind, &response, n)?;
+            if let Some(dir) = save {
+                std::fs::create_dir_all(dir)?;
+                std::fs::write(dir.join(path_name), &response.body)?;
+            }
             size = response.size;
             runs.push(took);
             first_bytes.push(response.first_byte);

@@ -73,33 +73,60 @@ struct Loaded {
 }
 
 async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded, WebError> {
-    let attempts = state.store.report_attempts(id).await?;
-    let report = study_report(&attempts, exclude);
-    let excluded: HashSet<Uuid> = report.excluded_raters.iter().copied().collect();
-    let solve_rates = state.store.problem_solve_rates(id).await?;
-    let difficulty = accuracy_by_difficulty(&attempts, &solve_rates, &excluded);
-    let verifier = match state.store.current_verifier().await? {
-        Some(current) => {
-            let scores: Vec<(Uuid, f64, bool)> = state
-                .store
-                .study_scores(id)
-                .await?
-                .into_iter()
-                .filter(|s| s.version == current.version)
-                .map(|s| (s.solution_id, s.score, s.is_correct))
-                .collect();
-            (!scores.is_empty())
-                .then(|| verifier_vs_humans(current.version, &scores, &attempts, &excluded))
-        }
-        None => None,
+    // The four reads are independent: on SQLite each runs on a connection (and a thread) of
+    // its own.
+    let (attempts, solve_rates, scores, rater_quality) = tokio::try_join!(
+        state.store.report_attempts(id),
+        state.store.problem_solve_rates(id),
+        current_scores(&state.store, id),
+        state.store.study_rater_quality(id),
+    )?;
+    // The same raters `study_report` leaves out (the binomial test on the same tallies), known
+    // first so the verifier and difficulty figures can be computed beside the report.
+    let excluded: HashSet<Uuid> = if exclude {
+        chance_level_raters(&rater_tallies(&attempts))
+    } else {
+        HashSet::new()
     };
+    let (report, side) = std::thread::scope(|scope| {
+        let side = scope.spawn(|| {
+            let difficulty = accuracy_by_difficulty(&attempts, &solve_rates, &excluded);
+            let verifier = scores.and_then(|(version, scores)| {
+                (!scores.is_empty())
+                    .then(|| verifier_vs_humans(version, &scores, &attempts, &excluded))
+            });
+            (difficulty, verifier)
+        });
+        (study_report(&attempts, exclude), side.join())
+    });
+    let (difficulty, verifier) =
+        side.map_err(|_| WebError::Internal("the report's computation failed".into()))?;
     Ok(Loaded {
-        rater_quality: state.store.study_rater_quality(id).await?,
+        rater_quality,
         judgements: attempts.len(),
         report,
         difficulty,
         verifier,
     })
+}
+
+/// The current verifier version and its scores of the study's solutions (solution, score,
+/// ground truth); `None` without a verifier.
+async fn current_scores(
+    store: &Store,
+    id: Uuid,
+) -> Result<Option<(i64, Vec<(Uuid, f64, bool)>)>, crate::store::StoreError> {
+    let Some(current) = store.current_verifier().await? else {
+        return Ok(None);
+    };
+    let scores = store
+        .study_scores(id)
+        .await?
+        .into_iter()
+        .filter(|s| s.version == current.version)
+        .map(|s| (s.solution_id, s.score, s.is_correct))
+        .collect();
+    Ok(Some((current.version, scores)))
 }
 
 /// A figure for the page: "—" when absent.
