@@ -5,10 +5,12 @@
 //! Q8_0, Q4_0, Q4_K_M and Q6_K. Every position of every prompt is compared with llama.cpp, and
 //! with the f32 model, and the greedy continuation (decoded through slots) with llama.cpp's.
 //!
-//! The differences from llama.cpp are not zero: llama.cpp rounds each input row to 8 bits
-//! before a quantized product (Q8_0/Q8_K), this project multiplies the f32 inputs by the
-//! dequantized blocks (exact for the stored weights). The tolerances below are the measured
-//! worst cases with about 2× room; the README lists the figures.
+//! llama.cpp rounds each input row to 8 bits before a quantized product (Q8_0/Q8_K). So does
+//! candle's quantized product, which this project uses for the Q4/Q6 types on these short
+//! prompts (fewer than 32 rows): Q6_K and Q4_K_M come out equal to llama.cpp to 4 digits. Q8_0
+//! is multiplied in f32 by the dequantized blocks (the decoding kernel; exact for the stored
+//! weights), which leaves ~0.09 against llama.cpp. The tolerances below are the measured worst
+//! cases with about 2× room; the README lists the figures.
 
 use std::path::{Path, PathBuf};
 
@@ -83,9 +85,9 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
 /// f32 model's): measured worst cases over both cases with about 2× room (README).
 const TYPES: &[(&str, f32, f32)] = &[
     ("Q8_0", 0.2, 0.25),
-    ("Q6_K", 0.2, 0.6),
-    ("Q4_K_M", 0.25, 2.5),
-    ("Q4_0", 0.2, 2.5),
+    ("Q6_K", 1e-3, 0.6),
+    ("Q4_K_M", 0.03, 2.5),
+    ("Q4_0", 0.1, 2.5),
 ];
 
 #[test]
