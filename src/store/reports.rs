@@ -355,8 +355,15 @@ impl Store {
         pages: mpsc::Sender<Vec<AttemptRow>>,
     ) -> StoreResult<()> {
         let page_size = page_size.max(1);
-        dispatch!(self, pool, _b => {
-            let mut rows = sqlx::query_as::<_, AttemptRow>(ATTEMPTS_SQL).bind(study_id).fetch(pool);
+        dispatch!(self, pool, backend => {
+            let mut tx = pool.begin().await?;
+            if backend == Backend::Postgres {
+                // Left to itself PostgreSQL sorts the whole study before the first row (cheaper
+                // in total than walking the serving-order index over every row); a download
+                // should start at once.
+                sqlx::query("SET LOCAL enable_sort = off").execute(&mut *tx).await?;
+            }
+            let mut rows = sqlx::query_as::<_, AttemptRow>(ATTEMPTS_SQL).bind(study_id).fetch(&mut *tx);
             let mut page = Vec::with_capacity(page_size);
             while let Some(row) = poll_fn(|cx| rows.as_mut().poll_next(cx)).await {
                 page.push(row?);
