@@ -230,7 +230,10 @@ fn q8_0_rows(level: Simd, w: &[u8], k: usize, x: &[f32], n: usize, yt: &mut [f32
     for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
         for (i, xr) in x.chunks_exact(k).enumerate() {
             let mut sum = 0f32;
-            for (block, xs) in wr.chunks_exact(Q8_0_BLOCK_BYTES).zip(xr.chunks_exact(Q8_0_BLOCK)) {
+            for (block, xs) in wr
+                .chunks_exact(Q8_0_BLOCK_BYTES)
+                .zip(xr.chunks_exact(Q8_0_BLOCK))
+            {
                 let scale = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
                 let mut lanes = [0f32; 8];
                 for (q, v) in block[2..].chunks_exact(8).zip(xs.chunks_exact(8)) {
