@@ -461,11 +461,26 @@ async fn cli_invite_links_point_at_the_running_server(backend: Backend) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start legibility serve");
+    // An open port is not enough: `serve` records its address after binding and before it
+    // answers requests, so wait for an answer (stopping earlier raced the recording).
+    let answers = || {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        let mut reply = String::new();
+        stream
+            .write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .is_ok()
+            && stream.read_to_string(&mut reply).is_ok()
+            && reply.split_whitespace().nth(1) == Some("200")
+    };
     let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !answers() {
         assert!(
             started.elapsed() < std::time::Duration::from_secs(60),
-            "the server never listened"
+            "the server never answered"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
