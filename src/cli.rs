@@ -71,6 +71,70 @@ pub enum Command {
     /// "…"}` and prints one JSON line per input, `{"extracted": …, "outcome":
     /// "correct"|"incorrect"|"ungradable", …}`, to check the grader on a model before a study.
     Grade(GradeArgs),
+    /// Write a consistent backup while the server runs: the database, the checkpoint files it
+    /// refers to, and a manifest with every file's SHA-256, into a new folder.
+    Backup(BackupArgs),
+    /// Restore a backup into an empty database (DATABASE_URL) and models folder, after checking
+    /// every checksum; then apply this release's migrations.
+    Restore(RestoreArgs),
+}
+
+/// `backup` options.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// New (or empty) folder to write the backup to.
+    pub dest: PathBuf,
+    /// Folder of model files the database's checkpoints refer to.
+    #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+}
+
+/// `restore` options.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Backup folder (the one holding manifest.json).
+    pub src: PathBuf,
+    /// Folder to restore checkpoint files into (files already there must be identical).
+    #[arg(long, env = "LEGIBILITY_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+}
+
+/// `legibility restore`: checks, restores, then opens the database (which migrates it).
+async fn restore(database_url: &str, args: &RestoreArgs) -> anyhow::Result<()> {
+    if let Some(path) = database_url
+        .strip_prefix("sqlite://")
+        .or_else(|| database_url.strip_prefix("sqlite:"))
+        && let Some(parent) = Path::new(path.split('?').next().unwrap_or(path))
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let manifest = crate::backup::restore(database_url, &args.models_dir, &args.src)
+        .await
+        .with_context(|| format!("restoring {}", args.src.display()))?;
+    let store = Store::connect(database_url)
+        .await
+        .with_context(|| format!("opening the restored database {database_url}"))?;
+    let now = store.schema_version().await;
+    store.close().await;
+    println!(
+        "restored {} judgements, {} studies and {} checkpoint files from {} (written {} by release {}; schema version {} -> {})",
+        manifest.rows("judgements"),
+        manifest.rows("studies"),
+        manifest
+            .files
+            .iter()
+            .filter(|f| f.path.starts_with("models/"))
+            .count(),
+        args.src.display(),
+        crate::clock::format_ms(manifest.created_at_ms),
+        manifest.legibility_version,
+        manifest.database.schema_version,
+        now?
+    );
+    Ok(())
 }
 
 /// `grade` options.
@@ -214,6 +278,16 @@ pub struct ServeArgs {
     /// Queue a verifier training job every N new judgements (0: only when an admin asks).
     #[arg(long, env = "LEGIBILITY_VERIFIER_EVERY", default_value_t = 200)]
     pub verifier_every: u64,
+    /// Write a backup (as `legibility backup`) every N minutes into --backup-dir (0: never).
+    #[arg(long, env = "LEGIBILITY_BACKUP_EVERY_MINUTES", default_value_t = 0)]
+    pub backup_every_minutes: u64,
+    /// Folder of scheduled backups (one `legibility-<UTC time>` folder each).
+    #[arg(long, env = "LEGIBILITY_BACKUP_DIR", default_value = "backups")]
+    pub backup_dir: PathBuf,
+    /// How many scheduled backups to keep (the oldest are removed).
+    #[arg(long, env = "LEGIBILITY_BACKUP_KEEP", default_value_t = 7,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub backup_keep: usize,
 }
 
 /// `checkpoint` subcommands.
@@ -808,6 +882,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Restore(args) = &cli.command {
+        return restore(&cli.database_url, args).await;
+    }
     let store = open_store(&cli.database_url).await?;
     let clock = Clock::default();
     let result = match cli.command {
@@ -837,7 +914,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
-        Command::Train(_) | Command::Grade(_) => Ok(()),
+        Command::Train(_) | Command::Grade(_) | Command::Restore(_) => Ok(()),
+        Command::Backup(args) => {
+            let manifest =
+                crate::backup::backup(&store, &args.models_dir, &args.dest, clock.now_ms())
+                    .await
+                    .with_context(|| format!("backing up into {}", args.dest.display()));
+            manifest.map(|m| {
+                println!(
+                    "wrote {}: {} judgements, {} studies, {} files ({} bytes), schema version {}",
+                    args.dest.display(),
+                    m.rows("judgements"),
+                    m.rows("studies"),
+                    m.files.len(),
+                    m.files.iter().map(|f| f.bytes).sum::<u64>(),
+                    m.database.schema_version
+                );
+            })
+        }
         Command::Checkpoint(command) => checkpoint(&store, &clock, command).await,
         Command::Worker(args) => run_worker(store.clone(), clock, args).await,
         Command::Verifier(command) => verifier(&store, &clock, command).await,
@@ -913,6 +1007,19 @@ async fn serve(store: Store, clock: Clock, args: ServeArgs) -> anyhow::Result<()
         IDLE_SWEEP,
         stop_requested(stopped.clone()),
     ));
+    if args.backup_every_minutes > 0 {
+        tokio::spawn(back_up_every(
+            state.store.clone(),
+            state.clock.clone(),
+            ScheduledBackups {
+                every: std::time::Duration::from_secs(args.backup_every_minutes * 60),
+                folder: args.backup_dir.clone(),
+                keep: args.backup_keep,
+                models_dir: args.models_dir.clone(),
+            },
+            stop_requested(stopped.clone()),
+        ));
+    }
     let worker = (!args.no_worker).then(|| {
         let worker = build_worker(
             state.store.clone(),
@@ -971,6 +1078,43 @@ async fn free_idle_places_every(
             Ok(0) => {}
             Ok(freed) => tracing::info!(freed, "freed the places of idle panel participants"),
             Err(e) => tracing::warn!(error = %e, "could not free idle participants' places"),
+        }
+    }
+}
+
+/// `serve`'s backup schedule.
+struct ScheduledBackups {
+    every: std::time::Duration,
+    folder: PathBuf,
+    keep: usize,
+    models_dir: PathBuf,
+}
+
+/// Writes a backup every `schedule.every` until shutdown; a failed one is logged and retried at
+/// the next tick (the server keeps serving).
+async fn back_up_every(
+    store: Store,
+    clock: Clock,
+    schedule: ScheduledBackups,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(schedule.every) => {}
+        }
+        let written = crate::backup::scheduled_backup(
+            &store,
+            &schedule.models_dir,
+            &schedule.folder,
+            schedule.keep,
+            clock.now_ms(),
+        )
+        .await;
+        match written {
+            Ok(folder) => tracing::info!(folder = %folder.display(), "wrote a scheduled backup"),
+            Err(e) => tracing::error!(error = %e, "a scheduled backup failed"),
         }
     }
 }

@@ -24,9 +24,12 @@
 //! - [`worker`]: the background worker runtime (job leases, heartbeats, retries).
 //! - [`setup`]: a server's first start on a database (admin account, built-in problems,
 //!   shipped models).
+//! - [`backup`]: backup folders (database snapshot, checkpoint files, checksummed manifest),
+//!   restore into an empty target, scheduled backups.
 //! - [`cli`]: the `legibility` command and its subcommands.
 
 pub mod auth;
+pub mod backup;
 pub mod bonus;
 pub mod checkpoints;
 pub mod cli;

@@ -18,6 +18,7 @@ use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
 use sqlx::{ConnectOptions, SqlSafeStr};
 
 pub mod access;
+pub mod backup;
 pub mod catalog;
 pub mod games;
 pub mod generation;
@@ -626,6 +627,11 @@ impl Store {
     /// Applies the embedded migrations that are not applied yet; refuses to start when an
     /// applied migration's checksum no longer matches (migrations are never edited).
     pub async fn migrate(&self) -> StoreResult<()> {
+        let applied = self.schema_version().await?;
+        let known = self.backend().latest_schema_version();
+        if applied > known {
+            return Err(StoreError::Invalid(newer_schema_message(applied, known)));
+        }
         match &self.db {
             Db::Sqlite { write, .. } => {
                 Migrator::new(EmbeddedMigrations(SQLITE_MIGRATIONS))
@@ -641,6 +647,28 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The newest migration applied to this database (0 for an empty one).
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        Ok(dispatch!(self, pool, backend => {
+            let table: Option<String> = sqlx::query_scalar(backend.pick(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                "SELECT to_regclass('_sqlx_migrations')::text",
+            ))
+            .fetch_optional(pool)
+            .await?
+            .flatten();
+            match table {
+                None => 0,
+                Some(_) => sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
+                )
+                .fetch_one(pool)
+                .await?
+                .unwrap_or(0),
+            }
+        }))
     }
 
     /// Cheap liveness probe for `/healthz`.
@@ -661,6 +689,31 @@ impl Store {
             Db::Postgres(pool) => pool.close().await,
         }
     }
+}
+
+impl Backend {
+    /// The migrations this binary carries for the backend.
+    fn migrations(self) -> &'static [(i64, &'static str, &'static str)] {
+        match self {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The newest schema version this binary knows.
+    pub fn latest_schema_version(self) -> i64 {
+        self.migrations().last().map_or(0, |m| m.0)
+    }
+}
+
+/// Why a binary refuses a database a newer release has migrated: its migrations would not know
+/// the newer tables and columns, and writing to them could lose data.
+fn newer_schema_message(applied: i64, known: i64) -> String {
+    format!(
+        "this database was upgraded by a newer Legibility Lab (schema version {applied}; this \
+         binary knows up to {known}): run the newer release, or restore a backup made before \
+         the upgrade into an empty database"
+    )
 }
 
 /// SHA-256 of `text` as lowercase hex; used to deduplicate imports and to store tokens hashed.

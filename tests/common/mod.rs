@@ -189,6 +189,11 @@ impl TestApp {
     /// An app with its own web settings (upload limits, …).
     pub async fn start_with(backend: Backend, config: WebConfig) -> TestApp {
         let db = TestDb::new(backend).await;
+        Self::open(db, config).await
+    }
+
+    /// The application on an existing database (e.g. one a test restored), migrated.
+    pub async fn open(db: TestDb, config: WebConfig) -> TestApp {
         let store = Store::connect(&db.url).await.expect("connect and migrate");
         let state = AppState {
             store,
