@@ -90,6 +90,20 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// The write failed for lack of space: SQLite's SQLITE_FULL (a full disk, or the
+    /// `max_size_mib` cap) or PostgreSQL's `disk_full`. Nothing of the transaction was kept.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("13" | "53100"))
+            }
+            StoreError::Database(sqlx::Error::Io(e)) => e.kind() == std::io::ErrorKind::StorageFull,
+            _ => false,
+        }
+    }
+}
+
 /// Result alias of the persistence layer.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -512,7 +526,8 @@ impl Store {
                 report_snapshots: reports::Snapshots::default(),
             }
         } else if database_url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(database_url)?
+            let (database_url, max_pages) = sqlite_size_cap(database_url)?;
+            let options = SqliteConnectOptions::from_str(&database_url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // NORMAL in WAL mode: a committed transaction survives a crash of the process
@@ -525,12 +540,18 @@ impl Store {
                 .pragma("cache_size", "-65536")
                 .pragma("mmap_size", "268435456")
                 .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT);
+            let options = match max_pages {
+                Some(pages) => options.pragma("max_page_count", pages.to_string()),
+                None => options,
+            };
             let write = SqlitePoolOptions::new()
+                .before_acquire(discard_if_in_transaction)
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(60))
                 .connect_with(options.clone())
                 .await?;
             let read = SqlitePoolOptions::new()
+                .before_acquire(discard_if_in_transaction)
                 .max_connections(4)
                 .acquire_timeout(Duration::from_secs(30))
                 .connect_with(options)
@@ -691,6 +712,61 @@ impl Store {
     }
 }
 
+/// A pooled SQLite connection that still counts itself inside a transaction is closed instead
+/// of reused. SQLite rolls a transaction back by itself when a write fails with SQLITE_FULL;
+/// sqlx's ROLLBACK then fails and its count stays at one, so every later `BEGIN IMMEDIATE` on
+/// the single writer would fail ("invalid savepoint") and the server would not recover when
+/// space returns. (A connection whose rollback is merely still queued is closed too: harmless.)
+fn discard_if_in_transaction(
+    conn: &mut sqlx::SqliteConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<bool, sqlx::Error>> {
+    use sqlx::Connection;
+    let healthy = !conn.is_in_transaction();
+    if !healthy {
+        tracing::warn!("closing a database connection left inside a failed transaction");
+    }
+    Box::pin(async move { Ok(healthy) })
+}
+
+/// SQLite's page size (the default; the database never changes it).
+const SQLITE_PAGE_BYTES: f64 = 4096.0;
+
+/// Takes the project's own `max_size_mib=N` option off a `sqlite:` URL: the database file
+/// stops growing at N MiB (fractions allowed), so a full database fails writes cleanly with
+/// HTTP 507 before it can fill the disk that backups and checkpoints share. Returns the URL
+/// sqlx reads and the cap in pages.
+fn sqlite_size_cap(url: &str) -> StoreResult<(String, Option<u64>)> {
+    let Some((path, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), None));
+    };
+    let mut kept = Vec::new();
+    let mut pages = None;
+    for pair in query.split('&') {
+        match pair.strip_prefix("max_size_mib=") {
+            Some(value) => {
+                let mib: f64 = value
+                    .parse()
+                    .ok()
+                    .filter(|m: &f64| m.is_finite() && *m > 0.0)
+                    .ok_or_else(|| {
+                        StoreError::Invalid(format!(
+                            "max_size_mib={value} in DATABASE_URL is not a positive number of MiB"
+                        ))
+                    })?;
+                pages = Some(((mib * 1024.0 * 1024.0 / SQLITE_PAGE_BYTES).floor() as u64).max(1));
+            }
+            None => kept.push(pair),
+        }
+    }
+    let url = if kept.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    Ok((url, pages))
+}
+
 impl Backend {
     /// The migrations this binary carries for the backend.
     fn migrations(self) -> &'static [(i64, &'static str, &'static str)] {
@@ -725,4 +801,35 @@ pub fn sha256_hex(text: &str) -> String {
         out.push_str(&format!("{byte:02x}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_cap_comes_off_the_url_in_pages() {
+        assert_eq!(
+            sqlite_size_cap("sqlite://data/x.db").unwrap(),
+            ("sqlite://data/x.db".to_string(), None)
+        );
+        assert_eq!(
+            sqlite_size_cap("sqlite://data/x.db?max_size_mib=2").unwrap(),
+            ("sqlite://data/x.db".to_string(), Some(512))
+        );
+        assert_eq!(
+            sqlite_size_cap("sqlite://x.db?mode=rwc&max_size_mib=0.5").unwrap(),
+            ("sqlite://x.db?mode=rwc".to_string(), Some(128))
+        );
+        for bad in ["0", "-1", "lots", "inf"] {
+            let refused = sqlite_size_cap(&format!("sqlite://x.db?max_size_mib={bad}"));
+            assert!(
+                refused
+                    .unwrap_err()
+                    .to_string()
+                    .contains("not a positive number of MiB"),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -47,6 +47,13 @@ pub enum WebError {
     /// Well-formed but refused (e.g. an import with bad lines).
     #[error("{0}")]
     Unprocessable(String),
+    /// The database's disk (or its size cap) is full: nothing of the request was saved, and the
+    /// same request succeeds once space returns.
+    #[error(
+        "the server's storage is full, so nothing was saved; please try again in a few minutes \
+         (the operators have been alerted)"
+    )]
+    StorageFull,
     /// A bug or an outage; details go to the log only.
     #[error("internal error")]
     Internal(String),
@@ -66,6 +73,7 @@ impl WebError {
             WebError::Gone(_) => StatusCode::GONE,
             WebError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebError::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +96,10 @@ impl From<StoreError> for WebError {
             StoreError::Invalid(m) => WebError::Unprocessable(m),
             StoreError::ImportRejected(r) => WebError::Unprocessable(r.to_string()),
             StoreError::InvitesRejected(r) => WebError::Unprocessable(r.to_string()),
+            other if other.is_storage_full() => {
+                tracing::error!(error = %other, "a write failed: the database's storage is full");
+                WebError::StorageFull
+            }
             other => WebError::Internal(other.to_string()),
         }
     }
