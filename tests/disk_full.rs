@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
-use common::{Backend, TestApp, truthful};
+use common::{Backend, TestApp, TestDb, truthful};
 use legibility::domain::UserRole;
 use legibility::web::WebConfig;
 use uuid::Uuid;
@@ -195,4 +195,286 @@ async fn a_full_database_refuses_writes_cleanly_and_recovers() {
     assert_eq!(all.len(), 120);
     assert_eq!(distinct.len(), 120);
     assert!(acknowledged.is_subset(&distinct));
+}
+
+/// Where the real-disk scenario finds its small file system (see below).
+const SMALL_DISK: &str = "LEGIBILITY_TEST_SMALL_DISK";
+
+/// A real full disk: the scenario below runs in a user and mount namespace of its own
+/// (`unshare`, no root needed where unprivileged user namespaces are on, as on Debian) with its
+/// database, models folder and backups on a 48 MiB tmpfs, which a ballast file fills.
+#[test]
+fn a_full_disk_refuses_writes_cleanly_and_recovers() {
+    let mount = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "--", "sh", "-c"])
+        .arg("mount -t tmpfs -o size=48m legibility-test \"$0\" && exec \"$@\"")
+        .arg(mount.path())
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "on_a_small_disk",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SMALL_DISK, mount.path())
+        .output()
+        .expect("run unshare (util-linux)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && text.contains("1 passed"),
+        "the scenario on a small disk failed:\n{text}"
+    );
+    eprintln!("{text}");
+}
+
+/// Fills the file system holding `dir` with a ballast file; returns it.
+fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let ballast = dir.join("ballast");
+    let mut file = std::fs::File::create(&ballast).unwrap();
+    for chunk in [1 << 20, 4096, 512] {
+        let bytes = vec![0u8; chunk];
+        loop {
+            match file.write(&bytes) {
+                Ok(n) if n == chunk => {}
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+    }
+    let _ = file.sync_all();
+    ballast
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "run by a_full_disk_refuses_writes_cleanly_and_recovers on a tmpfs of its own"]
+async fn on_a_small_disk() {
+    let disk =
+        std::path::PathBuf::from(std::env::var(SMALL_DISK).expect("run through its wrapper"));
+    let models = disk.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let db = TestDb::at(format!("sqlite://{}", disk.join("legibility.db").display()));
+    let config = WebConfig {
+        models_dir: models.clone(),
+        ..WebConfig::default()
+    };
+    let app = TestApp::open(db, config).await;
+    let fixture = app.fixture(30, 1, 2, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 60).await;
+    let mut admin = app.staff_client("admin", UserRole::Admin).await;
+    let mut raters = Vec::new();
+    for token in &tokens {
+        let mut client = app.rater_client(token).await;
+        let item = client.get("/api/rater/item").await.json();
+        assert_eq!(item["status"], "item");
+        raters.push((client, item));
+    }
+    let url = app.db.url.clone();
+    with_raw_pool!(url, pool => {
+        // An empty write-ahead log, so every write needs new blocks.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await.unwrap();
+    });
+    let ballast = fill_disk(&disk);
+
+    // Answers: every one refused with 507, none stored.
+    let before: BTreeSet<Uuid> = judged_assignments(&url).await.into_iter().collect();
+    let mut refused = 0;
+    for (rater, item) in &mut raters {
+        let answer = rater
+            .post_json(
+                "/api/rater/judgements",
+                &serde_json::json!({"assignment_id": item["assignment_id"],
+                                     "verdict": truthful(item["solution"].as_str().unwrap())}),
+            )
+            .await;
+        match answer.status {
+            StatusCode::OK => {}
+            StatusCode::INSUFFICIENT_STORAGE => {
+                assert!(answer.body.contains("storage is full"), "{}", answer.body);
+                refused += 1;
+            }
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    let after: BTreeSet<Uuid> = judged_assignments(&url).await.into_iter().collect();
+    assert!(refused > 0, "no answer hit the full disk");
+    assert_eq!(after.len(), before.len() + raters.len() - refused);
+
+    // Downloads write nothing on the server: they go on while the disk is full.
+    let download = admin
+        .get(&format!("/studies/{}/attempts.jsonl", fixture.study_id))
+        .await;
+    assert_eq!(download.status, StatusCode::OK, "{}", download.body);
+    let judged_rows = download
+        .body
+        .lines()
+        .filter(|line| !line.contains("\"verdict\":null"))
+        .count();
+    assert_eq!(judged_rows, after.len(), "{}", download.body);
+
+    // An import, an upload and a backup: refused, nothing half-written.
+    let gsm8k = std::fs::read_to_string(common::gsm8k("test")).unwrap();
+    let big: String = gsm8k.lines().take(400).collect::<Vec<_>>().join("\n");
+    let problems = problem_count(&url).await;
+    let import = admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "problems"), ("set", "big")],
+            big.as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        import.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        import.body
+    );
+    assert_eq!(problem_count(&url).await, problems);
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/prover-tiny");
+    let files: Vec<(String, Vec<u8>)> = ["config.json", "tokenizer.json", "model.safetensors"]
+        .iter()
+        .map(|name| (name.to_string(), std::fs::read(shipped.join(name)).unwrap()))
+        .collect();
+    let upload = upload_checkpoint(&mut admin, &files).await;
+    assert_eq!(
+        upload.status,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        upload.body
+    );
+    assert!(upload.body.contains("disk is full"), "{}", upload.body);
+    let leftovers = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(leftovers(&models.join("uploads")), Vec::<String>::new());
+    let backups = disk.join("backups");
+    std::fs::create_dir_all(&backups).unwrap_or(());
+    let backup =
+        legibility::backup::backup(app.store(), &models, &backups.join("b1"), app.now()).await;
+    assert!(backup.is_err(), "a backup onto a full disk");
+    assert_eq!(
+        leftovers(&backups),
+        Vec::<String>::new(),
+        "no half-written backup"
+    );
+
+    // Space returns: the same server takes everything.
+    std::fs::remove_file(&ballast).unwrap();
+    for (rater, item) in &mut raters {
+        if after.contains(
+            &item["assignment_id"]
+                .as_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap(),
+        ) {
+            continue;
+        }
+        let again = rater.get("/api/rater/item").await.json();
+        assert_eq!(
+            again["assignment_id"], item["assignment_id"],
+            "the rater keeps the item"
+        );
+        assert_eq!(again["deadline"], item["deadline"], "and its deadline");
+        let answer = rater
+            .post_json(
+                "/api/rater/judgements",
+                &serde_json::json!({"assignment_id": item["assignment_id"],
+                                     "verdict": truthful(item["solution"].as_str().unwrap())}),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    }
+    assert_eq!(
+        judged_assignments(&url).await.len(),
+        before.len() + raters.len()
+    );
+    let import = admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "problems"), ("set", "big")],
+            big.as_bytes(),
+        )
+        .await;
+    assert!(import.status.is_success(), "{}", import.body);
+    assert_eq!(problem_count(&url).await, problems + 400);
+    let upload = upload_checkpoint(&mut admin, &files).await;
+    assert!(
+        upload.status.is_redirection() || upload.status.is_success(),
+        "{}",
+        upload.body
+    );
+    assert_eq!(leftovers(&models.join("uploads")).len(), 1);
+    legibility::backup::backup(app.store(), &models, &backups.join("b1"), app.now())
+        .await
+        .expect("a backup once space returned");
+    app.judge_all(&tokens, truthful).await;
+    let all = judged_assignments(&url).await;
+    assert_eq!(all.len(), 120);
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 120);
+    eprintln!(
+        "full disk: {refused} of {} answers refused, import/upload/backup refused; all recovered",
+        raters.len()
+    );
+}
+
+/// Posts the checkpoints page's upload form (a prover, loose files).
+async fn upload_checkpoint(
+    admin: &mut common::Client<'_>,
+    files: &[(String, Vec<u8>)],
+) -> common::TestResponse {
+    use axum::body::Body;
+    use axum::http::{Method, Request, header};
+    let boundary = "----legibility-disk-full-boundary";
+    let mut body = Vec::new();
+    for (name, value) in [
+        ("label", "uploaded on a small disk"),
+        ("round", "0"),
+        ("kind", "prover"),
+    ] {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    admin
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/admin/checkpoints")
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
 }

@@ -500,7 +500,18 @@ fn refuse_added(page: CheckpointsPage, error: AddCheckpointError) -> Result<Resp
         AddCheckpointError::Store(StoreError::Invalid(message)) => {
             refuse(page, StatusCode::UNPROCESSABLE_ENTITY, message)
         }
+        AddCheckpointError::Store(e) if e.is_storage_full() => Err(WebError::StorageFull),
         AddCheckpointError::Store(e) => Err(e.into()),
+        AddCheckpointError::Io(e) if e.kind() == io::ErrorKind::StorageFull => {
+            tracing::error!(error = %e, "an upload failed: the models folder's disk is full");
+            refuse(
+                page,
+                StatusCode::INSUFFICIENT_STORAGE,
+                "the server's disk is full, so the checkpoint was not stored (nothing of it was \
+                 kept); free space on the models folder's disk and upload it again"
+                    .into(),
+            )
+        }
         AddCheckpointError::Io(e) => Err(WebError::Internal(format!(
             "storing an uploaded checkpoint: {e}"
         ))),

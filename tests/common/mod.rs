@@ -63,6 +63,11 @@ fn now_secs() -> u64 {
 }
 
 impl TestDb {
+    /// A database at `url` that the test itself places (and removes).
+    pub fn at(url: String) -> TestDb {
+        TestDb { url, _dir: None }
+    }
+
     pub async fn new(backend: Backend) -> TestDb {
         match backend {
             Backend::Sqlite => {
