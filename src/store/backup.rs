@@ -131,6 +131,23 @@ pub async fn restore_snapshot(
             snapshot.backend, snapshot.backend
         )));
     }
+    // Names go into COPY statements: only plain lowercase identifiers, as the migrations write.
+    let plain = |name: &str| {
+        name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    for table in &snapshot.tables {
+        if let Some(bad) = std::iter::once(&table.name)
+            .chain(&table.columns)
+            .find(|name| !plain(name))
+        {
+            return Err(StoreError::Invalid(format!(
+                "the backup's manifest names a table or column {bad:?} that no release writes"
+            )));
+        }
+    }
     let known = backend.latest_schema_version();
     if snapshot.schema_version > known {
         return Err(StoreError::Invalid(super::newer_schema_message(

@@ -699,6 +699,17 @@ impl Store {
         })
     }
 
+    /// The assignments of a study that hold a judgement: what an audit compares with the
+    /// acknowledgements a client received (the soak, the crash tests).
+    pub async fn judged_assignment_ids(&self, study_id: Uuid) -> StoreResult<Vec<Uuid>> {
+        Ok(dispatch!(self, pool, _b => {
+            sqlx::query_scalar("SELECT assignment_id FROM judgements WHERE study_id = $1")
+                .bind(study_id)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
     /// What the study's raters cannot complete (see [`judging::completion_shortfall`]): per
     /// problem with free slots, the raters still able to take one of them — invited with a
     /// working link, not refused at screening, and not yet served a solution of that problem.
