@@ -143,6 +143,9 @@ fn rss_mib(pid: u32) -> Option<(f64, f64)> {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Seconds since the start, and the server's (all, anonymous) resident MiB then.
+type MemorySample = (f64, (f64, f64));
+
 async fn wait_healthy(client: &HttpClient, port: u16, limit: Duration) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
@@ -316,7 +319,7 @@ async fn main() -> anyhow::Result<()> {
     )));
 
     // Memory: one sample every 2 s, of whichever server runs.
-    let samples: Arc<Mutex<Vec<(f64, (f64, f64))>>> = Arc::default();
+    let samples: Arc<Mutex<Vec<MemorySample>>> = Arc::default();
     let sampler = {
         let (samples, pid) = (samples.clone(), current_pid.clone());
         tokio::spawn(async move {
