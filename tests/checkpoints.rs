@@ -284,7 +284,7 @@ async fn upload(
     upload_kind(client, label, round, "prover", files).await
 }
 
-/// Posts the upload form: text fields, then each file as a part of the `files` field.
+/// Posts the upload form (see [`Client::upload_checkpoint`]).
 async fn upload_kind(
     client: &mut Client<'_>,
     label: &str,
@@ -292,41 +292,7 @@ async fn upload_kind(
     kind: &str,
     files: &[(String, Vec<u8>)],
 ) -> TestResponse {
-    let boundary = "----legibility-checkpoint-boundary";
-    let mut body = Vec::new();
-    for (name, value) in [("label", label), ("round", round), ("kind", kind)] {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    for (name, bytes) in files {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    client
-        .send(
-            Request::builder()
-                .method(Method::POST)
-                .uri("/admin/checkpoints")
-                .header(
-                    header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await
+    client.upload_checkpoint(label, round, kind, files).await
 }
 
 /// The page's text with askama's HTML escapes undone, for matching messages.

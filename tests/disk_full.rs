@@ -342,7 +342,9 @@ async fn on_a_small_disk() {
         .iter()
         .map(|name| (name.to_string(), std::fs::read(shipped.join(name)).unwrap()))
         .collect();
-    let upload = upload_checkpoint(&mut admin, &files).await;
+    let upload = admin
+        .upload_checkpoint("uploaded on a small disk", "0", "prover", &files)
+        .await;
     assert_eq!(
         upload.status,
         StatusCode::INSUFFICIENT_STORAGE,
@@ -411,7 +413,9 @@ async fn on_a_small_disk() {
         .await;
     assert!(import.status.is_success(), "{}", import.body);
     assert_eq!(problem_count(&url).await, problems + 400);
-    let upload = upload_checkpoint(&mut admin, &files).await;
+    let upload = admin
+        .upload_checkpoint("uploaded on a small disk", "0", "prover", &files)
+        .await;
     assert!(
         upload.status.is_redirection() || upload.status.is_success(),
         "{}",
@@ -429,52 +433,4 @@ async fn on_a_small_disk() {
         "full disk: {refused} of {} answers refused, import/upload/backup refused; all recovered",
         raters.len()
     );
-}
-
-/// Posts the checkpoints page's upload form (a prover, loose files).
-async fn upload_checkpoint(
-    admin: &mut common::Client<'_>,
-    files: &[(String, Vec<u8>)],
-) -> common::TestResponse {
-    use axum::body::Body;
-    use axum::http::{Method, Request, header};
-    let boundary = "----legibility-disk-full-boundary";
-    let mut body = Vec::new();
-    for (name, value) in [
-        ("label", "uploaded on a small disk"),
-        ("round", "0"),
-        ("kind", "prover"),
-    ] {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-            )
-            .as_bytes(),
-        );
-    }
-    for (name, bytes) in files {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    admin
-        .send(
-            Request::builder()
-                .method(Method::POST)
-                .uri("/admin/checkpoints")
-                .header(
-                    header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await
 }

@@ -351,6 +351,51 @@ impl Client<'_> {
         .await
     }
 
+    /// Posts the checkpoints page's upload form: text fields, then each file as a part of the
+    /// `files` field.
+    pub async fn upload_checkpoint(
+        &mut self,
+        label: &str,
+        round: &str,
+        kind: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> TestResponse {
+        let boundary = "----legibility-checkpoint-boundary";
+        let mut body = Vec::new();
+        for (name, value) in [("label", label), ("round", round), ("kind", kind)] {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+        for (name, bytes) in files {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        self.send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/admin/checkpoints")
+                .header(
+                    header::CONTENT_TYPE,
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await
+    }
+
     /// Posts a multipart form with text fields and one file field named `file`.
     pub async fn post_multipart(
         &mut self,
