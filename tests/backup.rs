@@ -267,3 +267,63 @@ async fn scheduled_backups_keep_the_newest() {
         ["legibility-20261207T153200Z", "legibility-20261207T153300Z"]
     );
 }
+
+/// The commands a user runs: `legibility backup DEST` and `legibility restore SRC`.
+async fn the_backup_and_restore_commands(backend: Backend) {
+    use std::process::Command;
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(4, 1, 1, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 2).await;
+    app.judge_all(&tokens, truthful).await;
+    let models = models_folder();
+    let folder = tempfile::tempdir().unwrap();
+    let dest = folder.path().join("nightly");
+    app.store_verifier_scores(fixture.study_id, |i, _| i as f64)
+        .await;
+    let run = |url: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_legibility"))
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env_remove("LEGIBILITY_MODELS_DIR")
+            .output()
+            .expect("run legibility")
+    };
+    let written = run(
+        &app.db.url,
+        &[
+            "backup",
+            dest.to_str().unwrap(),
+            "--models-dir",
+            models.path().to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&written.stdout);
+    assert!(written.status.success(), "{written:?}");
+    assert!(stdout.contains("8 judgements, 1 studies"), "{stdout}");
+
+    let target = TestDb::new(backend).await;
+    let restored_models = tempfile::tempdir().unwrap();
+    let restore_args = [
+        "restore",
+        dest.to_str().unwrap(),
+        "--models-dir",
+        restored_models.path().to_str().unwrap(),
+    ];
+    let restored = run(&target.url, &restore_args);
+    let stdout = String::from_utf8_lossy(&restored.stdout);
+    assert!(restored.status.success(), "{restored:?}");
+    assert!(
+        stdout.contains("restored 8 judgements, 1 studies and 1 checkpoint files"),
+        "{stdout}"
+    );
+    assert_eq!(judgements(&target.url).await, judgements(&app.db.url).await);
+
+    let again = run(&target.url, &restore_args);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(
+        stderr.contains("not empty") || stderr.contains("already exists"),
+        "{stderr}"
+    );
+}
+on_both_backends!(the_backup_and_restore_commands);
