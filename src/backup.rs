@@ -401,31 +401,28 @@ fn copy_hashing(from: &Path, to: &Path) -> Result<(u64, String), BackupError> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(io(format!("creating {}", parent.display())))?;
     }
-    let mut input = std::fs::File::open(from).map_err(io(format!("reading {}", from.display())))?;
     let mut output = std::fs::File::create(to).map_err(io(format!("writing {}", to.display())))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = input
-            .read(&mut buffer)
-            .map_err(io(format!("reading {}", from.display())))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
+    let hashed = read_hashing(from, |chunk| {
         output
-            .write_all(&buffer[..n])
-            .map_err(io(format!("writing {}", to.display())))?;
-        bytes += n as u64;
-    }
+            .write_all(chunk)
+            .map_err(io(format!("writing {}", to.display())))
+    })?;
     output
         .sync_all()
         .map_err(io(format!("writing {}", to.display())))?;
-    Ok((bytes, hex(&hasher.finalize())))
+    Ok(hashed)
 }
 
+/// The size and SHA-256 of a file.
 fn hash_file(file: &Path) -> Result<(u64, String), BackupError> {
+    read_hashing(file, |_| Ok(()))
+}
+
+/// Reads `file` in chunks, handing each to `each`; returns its size and SHA-256.
+fn read_hashing(
+    file: &Path,
+    mut each: impl FnMut(&[u8]) -> Result<(), BackupError>,
+) -> Result<(u64, String), BackupError> {
     let mut input = std::fs::File::open(file).map_err(io(format!("reading {}", file.display())))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
@@ -438,6 +435,7 @@ fn hash_file(file: &Path) -> Result<(u64, String), BackupError> {
             break;
         }
         hasher.update(&buffer[..n]);
+        each(&buffer[..n])?;
         bytes += n as u64;
     }
     Ok((bytes, hex(&hasher.finalize())))

@@ -31,6 +31,33 @@ async fn problem_count(url: &str) -> i64 {
     })
 }
 
+/// The first 400 problems of GSM8K's test split, imported through the admin page.
+async fn import_big(admin: &mut common::Client<'_>) -> common::TestResponse {
+    let gsm8k = std::fs::read_to_string(common::gsm8k("test")).unwrap();
+    let big: String = gsm8k.lines().take(400).collect::<Vec<_>>().join("\n");
+    admin
+        .post_multipart(
+            "/admin/import",
+            &[("kind", "problems"), ("set", "big")],
+            big.as_bytes(),
+        )
+        .await
+}
+
+/// A rater's answer to the item it holds.
+async fn answer(
+    rater: &mut common::Client<'_>,
+    assignment_id: &str,
+    verdict: &str,
+) -> common::TestResponse {
+    rater
+        .post_json(
+            "/api/rater/judgements",
+            &serde_json::json!({"assignment_id": assignment_id, "verdict": verdict}),
+        )
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_database_refuses_writes_cleanly_and_recovers() {
     let setup = TestApp::start(Backend::Sqlite).await;
@@ -60,16 +87,8 @@ async fn a_full_database_refuses_writes_cleanly_and_recovers() {
     let mut admin = app.staff_client("admin", UserRole::Admin).await;
 
     // An import that does not fit: 507, the message says nothing was saved, no problem kept.
-    let gsm8k = std::fs::read_to_string(common::gsm8k("test")).unwrap();
-    let big: String = gsm8k.lines().take(400).collect::<Vec<_>>().join("\n");
     let before = problem_count(&base_url).await;
-    let refused = admin
-        .post_multipart(
-            "/admin/import",
-            &[("kind", "problems"), ("set", "big")],
-            big.as_bytes(),
-        )
-        .await;
+    let refused = import_big(&mut admin).await;
     assert_eq!(
         refused.status,
         StatusCode::INSUFFICIENT_STORAGE,
@@ -107,12 +126,7 @@ async fn a_full_database_refuses_writes_cleanly_and_recovers() {
             let Some(item) = held.take() else { continue };
             let id: Uuid = item["assignment_id"].as_str().unwrap().parse().unwrap();
             let verdict = truthful(item["solution"].as_str().unwrap_or_default());
-            let answer = rater
-                .post_json(
-                    "/api/rater/judgements",
-                    &serde_json::json!({"assignment_id": id, "verdict": verdict}),
-                )
-                .await;
+            let answer = answer(rater, &id.to_string(), verdict).await;
             match answer.status {
                 StatusCode::OK => {
                     acknowledged.insert(id);
@@ -167,22 +181,11 @@ async fn a_full_database_refuses_writes_cleanly_and_recovers() {
             "the rater keeps the item"
         );
         assert_eq!(item["deadline"], deadline, "and its deadline");
-        let answer = rater
-            .post_json(
-                "/api/rater/judgements",
-                &serde_json::json!({"assignment_id": id, "verdict": verdict}),
-            )
-            .await;
+        let answer = answer(rater, &id.to_string(), verdict).await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
         acknowledged.insert(id);
     }
-    let imported = admin
-        .post_multipart(
-            "/admin/import",
-            &[("kind", "problems"), ("set", "big")],
-            big.as_bytes(),
-        )
-        .await;
+    let imported = import_big(&mut admin).await;
     assert!(
         imported.status.is_success() || imported.status.is_redirection(),
         "{}",
@@ -287,13 +290,12 @@ async fn on_a_small_disk() {
     let before: BTreeSet<Uuid> = judged_assignments(&url).await.into_iter().collect();
     let mut refused = 0;
     for (rater, item) in &mut raters {
-        let answer = rater
-            .post_json(
-                "/api/rater/judgements",
-                &serde_json::json!({"assignment_id": item["assignment_id"],
-                                     "verdict": truthful(item["solution"].as_str().unwrap())}),
-            )
-            .await;
+        let answer = answer(
+            rater,
+            item["assignment_id"].as_str().unwrap(),
+            truthful(item["solution"].as_str().unwrap()),
+        )
+        .await;
         match answer.status {
             StatusCode::OK => {}
             StatusCode::INSUFFICIENT_STORAGE => {
@@ -320,16 +322,8 @@ async fn on_a_small_disk() {
     assert_eq!(judged_rows, after.len(), "{}", download.body);
 
     // An import, an upload and a backup: refused, nothing half-written.
-    let gsm8k = std::fs::read_to_string(common::gsm8k("test")).unwrap();
-    let big: String = gsm8k.lines().take(400).collect::<Vec<_>>().join("\n");
     let problems = problem_count(&url).await;
-    let import = admin
-        .post_multipart(
-            "/admin/import",
-            &[("kind", "problems"), ("set", "big")],
-            big.as_bytes(),
-        )
-        .await;
+    let import = import_big(&mut admin).await;
     assert_eq!(
         import.status,
         StatusCode::INSUFFICIENT_STORAGE,
@@ -391,26 +385,19 @@ async fn on_a_small_disk() {
             "the rater keeps the item"
         );
         assert_eq!(again["deadline"], item["deadline"], "and its deadline");
-        let answer = rater
-            .post_json(
-                "/api/rater/judgements",
-                &serde_json::json!({"assignment_id": item["assignment_id"],
-                                     "verdict": truthful(item["solution"].as_str().unwrap())}),
-            )
-            .await;
+        let answer = answer(
+            rater,
+            item["assignment_id"].as_str().unwrap(),
+            truthful(item["solution"].as_str().unwrap()),
+        )
+        .await;
         assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     }
     assert_eq!(
         judged_assignments(&url).await.len(),
         before.len() + raters.len()
     );
-    let import = admin
-        .post_multipart(
-            "/admin/import",
-            &[("kind", "problems"), ("set", "big")],
-            big.as_bytes(),
-        )
-        .await;
+    let import = import_big(&mut admin).await;
     assert!(import.status.is_success(), "{}", import.body);
     assert_eq!(problem_count(&url).await, problems + 400);
     let upload = admin

@@ -15,6 +15,8 @@
 //! quota. Every judgement is committed (WAL on SQLite, fsync'd commit on PostgreSQL) before it
 //! is acknowledged.
 
+mod load;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,7 +29,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use legibility::clock::Clock;
-use legibility::problems;
 use legibility::store::Store;
 use legibility::store::studies::StudySpec;
 use legibility::web::{self, AppState, WebConfig};
@@ -71,16 +72,6 @@ fn parse_think(text: &str) -> Result<(u64, u64), String> {
     Ok((min, max))
 }
 
-/// A uniform draw in `[min, max]` from rater `rater`'s `n`-th think (splitmix64: fixed per run,
-/// no shared generator across tasks).
-fn think_time(rater: u64, n: u64, (min, max): (u64, u64)) -> Duration {
-    let mut z = (rater << 32 ^ n).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    Duration::from_millis(min + z % (max - min + 1))
-}
-
 /// The machine's 1-minute load average, for the printout (other work skews every figure).
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -114,25 +105,6 @@ fn report(name: &str, mut samples: Vec<Duration>) {
         percentile(&samples, 0.99),
         samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     );
-}
-
-/// Synthetic problems with one helpful and one sneaky solution each.
-fn study_files(problems_n: usize) -> (String, String) {
-    let mut problem_lines = Vec::with_capacity(problems_n);
-    let mut solution_lines = Vec::with_capacity(problems_n * 2);
-    for i in 0..problems_n {
-        let question =
-            format!("Bench problem {i}: Ann has {i} apples and buys 3 more. How many apples?");
-        problem_lines.push(serde_json::json!({"question": question, "answer": format!("{i}+3={}\n#### {}", i + 3, i + 3)}).to_string());
-        for (role, answer) in [("helpful", i + 3), ("sneaky", i + 4)] {
-            solution_lines.push(
-                serde_json::json!({"question": question, "checkpoint": "bench-prover", "round": 0, "role": role,
-                                   "solution": format!("{i} + 3 = {answer}\n#### {answer}")})
-                .to_string(),
-            );
-        }
-    }
-    (problem_lines.join("\n"), solution_lines.join("\n"))
 }
 
 async fn call(
@@ -173,33 +145,12 @@ async fn main() -> anyhow::Result<()> {
     };
     let problems_n = ((wanted as usize).div_ceil(2 * per_solution as usize)).max(args.raters) + 1;
     let gold_items = if args.gold_rate > 0.0 { GOLD_ITEMS } else { 0 };
-    let (problem_file, solution_file) = study_files(problems_n + gold_items);
-    let set = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    store
-        .import_problems(
-            &set,
-            &problems::parse_gsm8k_problems(problem_file.as_bytes())?,
-            clock.now_ms(),
-        )
-        .await?;
-    store
-        .import_solutions(
-            Some(&set),
-            &problems::parse_solutions(solution_file.as_bytes())?,
-            clock.now_ms(),
-        )
-        .await?;
-    let set_id = store
-        .problem_sets()
-        .await?
-        .into_iter()
-        .find(|s| s.name == set)
-        .context("set")?
-        .id;
+    let set_id =
+        load::import_synthetic_set(&store, &clock, "bench", problems_n + gold_items).await?;
     let study = store
         .create_study(
             &StudySpec {
-                name: set.clone(),
+                name: format!("bench {set_id}"),
                 time_limit_ms: if args.think_ms.is_some() {
                     THINK_TIME_LIMIT_MS
                 } else {
@@ -283,7 +234,7 @@ async fn main() -> anyhow::Result<()> {
             let mut loops = 0u64;
             if let Some((_, max)) = think {
                 // Raters arrive spread over one think time, not all at once.
-                tokio::time::sleep(think_time(rater, u64::MAX, (0, max))).await;
+                tokio::time::sleep(load::think_time(rater, u64::MAX, (0, max))).await;
             }
             while remaining.fetch_sub(1, Ordering::Relaxed) > 0
                 && (think.is_none() || Instant::now() < until)
@@ -301,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
                 }
                 let mut client_elapsed_ms = 1000;
                 if let Some(range) = think {
-                    let pause = think_time(rater, loops, range);
+                    let pause = load::think_time(rater, loops, range);
                     client_elapsed_ms = pause.as_millis() as i64;
                     tokio::time::sleep(pause).await;
                 }

@@ -14,6 +14,8 @@
 //! until the new server answers, plus one second for requests in flight). It exits non-zero if
 //! any of those is not 0.
 
+mod load;
+
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -28,7 +30,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use legibility::clock::Clock;
-use legibility::problems;
 use legibility::store::Store;
 use legibility::store::studies::StudySpec;
 use uuid::Uuid;
@@ -69,15 +70,6 @@ fn parse_range(text: &str) -> Result<(u64, u64), String> {
 
 const TIME_LIMIT_MS: i64 = 60_000;
 const PER_SOLUTION: i64 = 5;
-
-/// splitmix64 of (rater, n): a fixed think time per run, no shared generator.
-fn think_time(rater: u64, n: u64, (min, max): (u64, u64)) -> Duration {
-    let mut z = (rater << 32 ^ n).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    Duration::from_millis(min + z % (max - min + 1))
-}
 
 /// The server child process and its log.
 struct Server {
@@ -188,28 +180,6 @@ async fn call(
     ))
 }
 
-/// Synthetic problems with one helpful and one sneaky solution each.
-fn study_files(problems_n: usize) -> (String, String) {
-    let mut problem_lines = Vec::with_capacity(problems_n);
-    let mut solution_lines = Vec::with_capacity(problems_n * 2);
-    for i in 0..problems_n {
-        let question =
-            format!("Soak problem {i}: Ann has {i} pears and buys 3 more. How many pears?");
-        problem_lines.push(
-            serde_json::json!({"question": question, "answer": format!("{i}+3={}\n#### {}", i + 3, i + 3)})
-                .to_string(),
-        );
-        for (role, answer) in [("helpful", i + 3), ("sneaky", i + 4)] {
-            solution_lines.push(
-                serde_json::json!({"question": question, "checkpoint": "soak-prover", "round": 0, "role": role,
-                                   "solution": format!("{i} + 3 = {answer}\n#### {answer}")})
-                .to_string(),
-            );
-        }
-    }
-    (problem_lines.join("\n"), solution_lines.join("\n"))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -235,33 +205,11 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening {url}"))?;
         let clock = Clock::default();
-        let (problem_file, solution_file) = study_files(problems_n);
-        let set = format!("soak-{}", Uuid::new_v4().simple());
-        store
-            .import_problems(
-                &set,
-                &problems::parse_gsm8k_problems(problem_file.as_bytes())?,
-                clock.now_ms(),
-            )
-            .await?;
-        store
-            .import_solutions(
-                Some(&set),
-                &problems::parse_solutions(solution_file.as_bytes())?,
-                clock.now_ms(),
-            )
-            .await?;
-        let set_id = store
-            .problem_sets()
-            .await?
-            .into_iter()
-            .find(|s| s.name == set)
-            .context("set")?
-            .id;
+        let set_id = load::import_synthetic_set(&store, &clock, "soak", problems_n).await?;
         let study = store
             .create_study(
                 &StudySpec {
-                    name: set.clone(),
+                    name: format!("soak {set_id}"),
                     time_limit_ms: TIME_LIMIT_MS,
                     judgements_per_solution: PER_SOLUTION,
                     reclaim_grace_ms: 15_000,
@@ -346,7 +294,7 @@ async fn main() -> anyhow::Result<()> {
         raters.push(tokio::spawn(async move {
             let rater = index as u64;
             // Arrivals spread over one think time.
-            tokio::time::sleep(think_time(rater, u64::MAX, (0, think.1))).await;
+            tokio::time::sleep(load::think_time(rater, u64::MAX, (0, think.1))).await;
             let mut done = 0;
             let mut loops = 0;
             let fail = |server_error: bool| {
@@ -377,7 +325,7 @@ async fn main() -> anyhow::Result<()> {
                         continue;
                     }
                 };
-                tokio::time::sleep(think_time(rater, loops, think)).await;
+                tokio::time::sleep(load::think_time(rater, loops, think)).await;
                 loops += 1;
                 let id = item["assignment_id"]
                     .as_str()

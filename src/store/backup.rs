@@ -20,6 +20,9 @@ use super::{Backend, Db, EmbeddedMigrations, Store, StoreError, StoreResult};
 pub const SQLITE_FILE: &str = "database.sqlite";
 /// The folder of PostgreSQL table copies inside a backup.
 pub const POSTGRES_DIR: &str = "postgres";
+/// The checkpoint folders a snapshot's rows refer to.
+const MODEL_DIRS: &str =
+    "SELECT DISTINCT model_dir FROM checkpoints WHERE model_dir IS NOT NULL ORDER BY model_dir";
 /// sqlx's record of applied migrations: restored by applying the migrations, not copied.
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
@@ -95,11 +98,7 @@ impl Store {
                         rows,
                     });
                 }
-                let model_dirs = sqlx::query_scalar(
-                    "SELECT DISTINCT model_dir FROM checkpoints WHERE model_dir IS NOT NULL ORDER BY model_dir",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
+                let model_dirs = sqlx::query_scalar(MODEL_DIRS).fetch_all(&mut *tx).await?;
                 tx.commit().await?;
                 Ok(DatabaseSnapshot {
                     backend: Backend::Postgres.to_string(),
@@ -371,11 +370,7 @@ async fn describe_sqlite(pool: &sqlx::SqlitePool) -> StoreResult<DatabaseSnapsho
             rows,
         });
     }
-    let model_dirs = sqlx::query_scalar(
-        "SELECT DISTINCT model_dir FROM checkpoints WHERE model_dir IS NOT NULL ORDER BY model_dir",
-    )
-    .fetch_all(pool)
-    .await?;
+    let model_dirs = sqlx::query_scalar(MODEL_DIRS).fetch_all(pool).await?;
     Ok(DatabaseSnapshot {
         backend: Backend::Sqlite.to_string(),
         schema_version,
