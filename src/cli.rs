@@ -99,18 +99,9 @@ pub struct RestoreArgs {
     pub models_dir: PathBuf,
 }
 
-/// `legibility restore`: checks, restores, then opens the database (which migrates it).
+/// `legibility restore`: checks, restores (creating a SQLite file's folder), then opens the
+/// database (which migrates it).
 async fn restore(database_url: &str, args: &RestoreArgs) -> anyhow::Result<()> {
-    if let Some(path) = database_url
-        .strip_prefix("sqlite://")
-        .or_else(|| database_url.strip_prefix("sqlite:"))
-        && let Some(parent) = Path::new(path.split('?').next().unwrap_or(path))
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
     let manifest = crate::backup::restore(database_url, &args.models_dir, &args.src)
         .await
         .with_context(|| format!("restoring {}", args.src.display()))?;

@@ -11,7 +11,6 @@ use std::path::Path;
 use axum::http::StatusCode;
 use common::{Backend, TestApp, TestDb, truthful};
 use legibility::backup::{self, BackupError};
-use legibility::domain::UserRole;
 use legibility::web::WebConfig;
 use uuid::Uuid;
 
@@ -26,20 +25,6 @@ async fn judgements(url: &str) -> BTreeMap<Uuid, (String, i64, i64, Option<i64>)
         .unwrap();
         rows.into_iter().map(|(id, v, s, e, c)| (id, (v, s, e, c))).collect()
     })
-}
-
-async fn report(app: &TestApp, study: Uuid) -> serde_json::Value {
-    let mut researcher = app
-        .staff_client(
-            &format!("r-{}", Uuid::new_v4().simple()),
-            UserRole::Researcher,
-        )
-        .await;
-    let response = researcher
-        .get(&format!("/studies/{study}/report.json"))
-        .await;
-    assert_eq!(response.status, StatusCode::OK, "{}", response.body);
-    response.json()
 }
 
 /// A verifier version whose folder holds a file, so the backup carries checkpoint files.
@@ -144,7 +129,7 @@ async fn backup_while_raters_judge_then_restore(backend: Backend) {
         .expect("restore into a fresh database; identical model files are kept");
     let copy = TestApp::open(target, WebConfig::default()).await;
     assert_eq!(judgements(&copy.db.url).await, all);
-    assert_eq!(report(&copy, study).await, report(&app, study).await);
+    assert_eq!(copy.report_json(study).await, app.report_json(study).await);
     assert_eq!(app.attempts(study).await, copy.attempts(study).await);
 
     // Restoring over data is refused and changes nothing.

@@ -12,10 +12,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use axum::http::StatusCode;
 use common::{Backend, TestApp, TestDb, truthful};
 use legibility::backup::{self, Manifest};
-use legibility::domain::{JobKind, UserRole};
+use legibility::domain::JobKind;
 use legibility::store::games::RoundProver;
 use legibility::store::jobs::NewJob;
 use legibility::web::WebConfig;
@@ -37,16 +36,6 @@ struct Expected {
 }
 
 async fn observe(app: &TestApp, study: Uuid, run: Uuid) -> Expected {
-    let mut researcher = app
-        .staff_client(
-            &format!("r-{}", Uuid::new_v4().simple()),
-            UserRole::Researcher,
-        )
-        .await;
-    let report = researcher
-        .get(&format!("/studies/{study}/report.json"))
-        .await;
-    assert_eq!(report.status, StatusCode::OK, "{}", report.body);
     let rounds = app
         .store()
         .game_rounds(run)
@@ -65,7 +54,7 @@ async fn observe(app: &TestApp, study: Uuid, run: Uuid) -> Expected {
         .collect();
     Expected {
         study_id: study,
-        report: report.json(),
+        report: app.report_json(study).await,
         attempts: app.attempts(study).await,
         rounds,
         verifier_versions,

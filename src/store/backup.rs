@@ -14,7 +14,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Connection};
 use tokio::io::AsyncWriteExt;
 
-use super::{Backend, Db, EmbeddedMigrations, Store, StoreError, StoreResult};
+use super::{
+    APPLIED_SCHEMA_VERSION, Backend, Db, EmbeddedMigrations, Store, StoreError, StoreResult,
+};
 
 /// The SQLite copy's file name inside a backup.
 pub const SQLITE_FILE: &str = "database.sqlite";
@@ -347,12 +349,10 @@ async fn describe_sqlite(pool: &sqlx::SqlitePool) -> StoreResult<DatabaseSnapsho
     let mut tables = Vec::new();
     for name in names {
         if name == MIGRATIONS_TABLE {
-            schema_version = sqlx::query_scalar::<_, Option<i64>>(
-                "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
-            )
-            .fetch_one(pool)
-            .await?
-            .unwrap_or(0);
+            schema_version = sqlx::query_scalar::<_, Option<i64>>(APPLIED_SCHEMA_VERSION)
+                .fetch_one(pool)
+                .await?
+                .unwrap_or(0);
             continue;
         }
         let columns: Vec<String> =
@@ -380,12 +380,10 @@ async fn describe_sqlite(pool: &sqlx::SqlitePool) -> StoreResult<DatabaseSnapsho
 }
 
 async fn applied_version_pg(conn: &mut sqlx::PgConnection) -> StoreResult<i64> {
-    Ok(sqlx::query_scalar::<_, Option<i64>>(
-        "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
-    )
-    .fetch_one(conn)
-    .await?
-    .unwrap_or(0))
+    Ok(sqlx::query_scalar::<_, Option<i64>>(APPLIED_SCHEMA_VERSION)
+        .fetch_one(conn)
+        .await?
+        .unwrap_or(0))
 }
 
 /// The current schema's tables with their columns, referenced tables before the tables that

@@ -682,9 +682,7 @@ impl Store {
             .flatten();
             match table {
                 None => 0,
-                Some(_) => sqlx::query_scalar::<_, Option<i64>>(
-                    "SELECT MAX(version) FROM _sqlx_migrations WHERE success",
-                )
+                Some(_) => sqlx::query_scalar::<_, Option<i64>>(APPLIED_SCHEMA_VERSION)
                 .fetch_one(pool)
                 .await?
                 .unwrap_or(0),
@@ -728,6 +726,9 @@ fn discard_if_in_transaction(
     }
     Box::pin(async move { Ok(healthy) })
 }
+
+/// The newest migration applied, from sqlx's record (NULL when none).
+const APPLIED_SCHEMA_VERSION: &str = "SELECT MAX(version) FROM _sqlx_migrations WHERE success";
 
 /// SQLite's page size (the default; the database never changes it).
 const SQLITE_PAGE_BYTES: f64 = 4096.0;

@@ -360,38 +360,15 @@ impl Client<'_> {
         kind: &str,
         files: &[(String, Vec<u8>)],
     ) -> TestResponse {
-        let boundary = "----legibility-checkpoint-boundary";
-        let mut body = Vec::new();
-        for (name, value) in [("label", label), ("round", round), ("kind", kind)] {
-            body.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
-                )
-                .as_bytes(),
-            );
-        }
-        for (name, bytes) in files {
-            body.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n\
-                     Content-Type: application/octet-stream\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            body.extend_from_slice(bytes);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        self.send(
-            Request::builder()
-                .method(Method::POST)
-                .uri("/admin/checkpoints")
-                .header(
-                    header::CONTENT_TYPE,
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .body(Body::from(body))
-                .unwrap(),
+        let files: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+            .collect();
+        self.post_form_files(
+            "/admin/checkpoints",
+            &[("label", label), ("round", round), ("kind", kind)],
+            "files",
+            &files,
         )
         .await
     }
@@ -403,6 +380,19 @@ impl Client<'_> {
         fields: &[(&str, &str)],
         file: &[u8],
     ) -> TestResponse {
+        self.post_form_files(path, fields, "file", &[("upload.jsonl", file)])
+            .await
+    }
+
+    /// Posts a multipart form: text fields, then each (file name, contents) as a part of
+    /// `file_field`.
+    async fn post_form_files(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        file_field: &str,
+        files: &[(&str, &[u8])],
+    ) -> TestResponse {
         let boundary = "----legibility-test-boundary";
         let mut body = Vec::new();
         for (name, value) in fields {
@@ -410,15 +400,18 @@ impl Client<'_> {
                 format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n").as_bytes(),
             );
         }
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"upload.jsonl\"\r\n\
-                 Content-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(file);
-        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        for (name, bytes) in files {
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"{file_field}\"; filename=\"{name}\"\r\n\
+                     Content-Type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
         self.send(
             Request::builder()
                 .method(Method::POST)
@@ -664,6 +657,17 @@ impl TestApp {
             .lines()
             .map(|line| serde_json::from_str(line).expect("a JSON line"))
             .collect()
+    }
+
+    /// The study's `report.json`, as a researcher reads it.
+    pub async fn report_json(&self, study_id: Uuid) -> serde_json::Value {
+        let name = format!("researcher-{}", Uuid::new_v4().simple());
+        let mut researcher = self.staff_client(&name, UserRole::Researcher).await;
+        let response = researcher
+            .get(&format!("/studies/{study_id}/report.json"))
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.body);
+        response.json()
     }
 
     /// Invites `n` raters and returns their tokens.
