@@ -1306,6 +1306,7 @@ async fn create_study(store: &Store, clock: &Clock, args: StudyCreateArgs) -> an
             max_rater_ms: (args.max_hours * 3_600_000.0).round() as i64,
             break_every: args.break_every,
         },
+        answers: Default::default(),
     };
     if args.generate {
         if spec.checkpoint_ids.is_empty() {

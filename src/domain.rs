@@ -154,3 +154,14 @@ string_enum!(
     /// incorrect solutions to one problem (plus λ·E[V²]), or plain cross-entropy on labels.
     VerifierLoss ("verifier loss") { BradleyTerry => "bradley_terry", CrossEntropy => "cross_entropy" }
 );
+
+string_enum!(
+    /// How a study asks raters to answer: a plain verdict (the paper), a verdict with the
+    /// rater's confidence in it (50-100 %), or the probability that the solution is correct.
+    AnswerFormat ("answer format") { Binary => "binary", Confidence => "confidence", Probability => "probability" }
+);
+
+string_enum!(
+    /// Whether a study asks raters for a short justification of each answer.
+    JustificationRule ("justification setting") { NotAsked => "none", Optional => "optional", Required => "required" }
+);

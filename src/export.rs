@@ -24,7 +24,7 @@ use crate::reports::Attempt;
 pub use crate::store::reports::AttemptRow;
 
 /// The tidy table's columns, in order (README documents each).
-pub const COLUMNS: [&str; 21] = [
+pub const COLUMNS: [&str; 31] = [
     "rater_id",
     "rater_name",
     "solution_id",
@@ -46,6 +46,16 @@ pub const COLUMNS: [&str; 21] = [
     "participant_id",
     "rater_returned",
     "rater_background",
+    "confidence",
+    "probability",
+    "stated_probability",
+    "justification",
+    "hidden_count",
+    "hidden_ms",
+    "blur_count",
+    "copy_count",
+    "paste_count",
+    "integrity_flags",
 ];
 
 /// Why a row deserves a second look; a row may carry several, joined by `;`. How the attempt
@@ -302,6 +312,16 @@ message attempt {
   OPTIONAL BYTE_ARRAY participant_id (STRING);
   OPTIONAL BYTE_ARRAY rater_returned (STRING);
   OPTIONAL BYTE_ARRAY rater_background (STRING);
+  OPTIONAL INT64 confidence;
+  OPTIONAL INT64 probability;
+  OPTIONAL DOUBLE stated_probability;
+  OPTIONAL BYTE_ARRAY justification (STRING);
+  OPTIONAL INT64 hidden_count;
+  OPTIONAL INT64 hidden_ms;
+  OPTIONAL INT64 blur_count;
+  OPTIONAL INT64 copy_count;
+  OPTIONAL INT64 paste_count;
+  REQUIRED BYTE_ARRAY integrity_flags (STRING);
 }
 ";
 
@@ -317,6 +337,7 @@ enum Values {
     OptionalText(Vec<ByteArray>, Vec<i16>),
     Int(Vec<i64>),
     OptionalInt(Vec<i64>, Vec<i16>),
+    OptionalDouble(Vec<f64>, Vec<i16>),
     Bool(Vec<bool>),
 }
 
@@ -349,6 +370,16 @@ impl Values {
         Values::OptionalInt(values, levels)
     }
 
+    fn optional_double(rows: &[AttemptRow], f: impl Fn(&AttemptRow) -> Option<f64>) -> Values {
+        let mut values = Vec::new();
+        let mut levels = Vec::with_capacity(rows.len());
+        for value in rows.iter().map(f) {
+            levels.push(i16::from(value.is_some()));
+            values.extend(value);
+        }
+        Values::OptionalDouble(values, levels)
+    }
+
     fn columns(rows: &[AttemptRow]) -> Vec<Values> {
         vec![
             Values::text(rows, |r| r.rater_id.to_string()),
@@ -372,6 +403,16 @@ impl Values {
             Values::optional_text(rows, |r| r.participant_id.as_ref()),
             Values::optional_text(rows, |r| r.rater_returned.as_ref()),
             Values::optional_text(rows, |r| r.rater_background.as_ref()),
+            Values::optional(rows, |r| r.confidence),
+            Values::optional(rows, |r| r.probability),
+            Values::optional_double(rows, |r| r.stated_probability),
+            Values::optional_text(rows, |r| r.justification.as_ref()),
+            Values::optional(rows, |r| r.hidden_count),
+            Values::optional(rows, |r| r.hidden_ms),
+            Values::optional(rows, |r| r.blur_count),
+            Values::optional(rows, |r| r.copy_count),
+            Values::optional(rows, |r| r.paste_count),
+            Values::text(rows, |r| r.integrity_flags.clone()),
         ]
     }
 }
@@ -408,6 +449,9 @@ impl ParquetTable {
                         w.write_batch(v, None, None)?
                     }
                     (ColumnWriter::Int64ColumnWriter(w), Values::OptionalInt(v, levels)) => {
+                        w.write_batch(v, Some(levels), None)?
+                    }
+                    (ColumnWriter::DoubleColumnWriter(w), Values::OptionalDouble(v, levels)) => {
                         w.write_batch(v, Some(levels), None)?
                     }
                     (ColumnWriter::BoolColumnWriter(w), Values::Bool(v)) => {
@@ -462,6 +506,16 @@ mod tests {
             participant_id: None,
             rater_returned: None,
             rater_background: None,
+            confidence: None,
+            probability: None,
+            stated_probability: None,
+            justification: None,
+            hidden_count: None,
+            hidden_ms: None,
+            blur_count: None,
+            copy_count: None,
+            paste_count: None,
+            integrity_flags: String::new(),
         }
     }
 
@@ -516,6 +570,8 @@ mod tests {
             verdict,
             server_elapsed_ms: 1_000,
             first_wrong_step: None,
+            stated_probability: None,
+            integrity_flagged: false,
         };
         let attempts = [
             attempt(2, true, Verdict::Correct),
@@ -582,7 +638,7 @@ mod tests {
             lines[1]
         );
         assert!(
-            lines[2].ends_with(",timeout,1000,46000,,45000,,,in_time,1,,,,"),
+            lines[2].ends_with(",timeout,1000,46000,,45000,,,in_time,1,,,,,,,,,,,,,,"),
             "{}",
             lines[2]
         );

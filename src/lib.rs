@@ -28,6 +28,7 @@
 //!   restore into an empty target, scheduled backups.
 //! - [`cli`]: the `legibility` command and its subcommands.
 
+pub mod answers;
 pub mod auth;
 pub mod backup;
 pub mod bonus;

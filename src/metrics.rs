@@ -9,6 +9,42 @@ use std::collections::BTreeMap;
 
 use crate::domain::ProverRole;
 
+/// Mean squared difference between stated probabilities and what happened (1 or 0): the
+/// Brier score, 0 for perfect forecasts, 0.25 for always saying 50 %. `None` for no items.
+pub fn brier_score(probabilities: &[f64], outcomes: &[bool]) -> Option<f64> {
+    if probabilities.is_empty() || probabilities.len() != outcomes.len() {
+        return None;
+    }
+    let total: f64 = probabilities
+        .iter()
+        .zip(outcomes)
+        .map(|(p, o)| (p - f64::from(u8::from(*o))).powi(2))
+        .sum();
+    Some(total / probabilities.len() as f64)
+}
+
+/// Stated probabilities are clipped to `[LOG_SCORE_CLIP, 1 − LOG_SCORE_CLIP]` for the log
+/// score, so that one confident 0 % or 100 % that turns out wrong costs ln 0.01 ≈ −4.6, not −∞.
+pub const LOG_SCORE_CLIP: f64 = 0.01;
+
+/// Mean natural log of the probability given to what happened (higher is better; 0 is
+/// perfect, ln 0.5 ≈ −0.693 is always saying 50 %), with [`LOG_SCORE_CLIP`]. `None` for no
+/// items.
+pub fn log_score(probabilities: &[f64], outcomes: &[bool]) -> Option<f64> {
+    if probabilities.is_empty() || probabilities.len() != outcomes.len() {
+        return None;
+    }
+    let total: f64 = probabilities
+        .iter()
+        .zip(outcomes)
+        .map(|(p, o)| {
+            let p = p.clamp(LOG_SCORE_CLIP, 1.0 - LOG_SCORE_CLIP);
+            if *o { p.ln() } else { (1.0 - p).ln() }
+        })
+        .sum();
+    Some(total / probabilities.len() as f64)
+}
+
 /// Share of `predictions` equal to `labels`; `None` for no items.
 pub fn accuracy(predictions: &[bool], labels: &[bool]) -> Option<f64> {
     if predictions.is_empty() || predictions.len() != labels.len() {

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::domain::{ProverRole, Verdict};
 use crate::labels::{CHANCE_ALPHA, Vote, human_majority};
 use crate::metrics::{
-    Z_95, auroc, binomial_upper_tail, d_prime, fleiss_kappa, krippendorff_alpha_nominal, median,
-    pearson, wilson_interval,
+    Z_95, auroc, binomial_upper_tail, brier_score, d_prime, fleiss_kappa,
+    krippendorff_alpha_nominal, log_score, median, pearson, wilson_interval,
 };
 
 /// One judging attempt: who judged what, the truth, the verdict and its timing.
@@ -41,12 +41,28 @@ pub struct Attempt {
     pub server_elapsed_ms: i64,
     /// The first wrong step the rater pointed at after answering "wrong" (1-based line).
     pub first_wrong_step: Option<i64>,
+    /// The probability (a share) the answer gave the solution being correct, in confidence
+    /// and probability studies (see [`crate::answers::stated_probability`]).
+    pub stated_probability: Option<f64>,
+    /// The page counted an integrity event (left the tab, lost focus, copy, paste).
+    pub integrity_flagged: bool,
 }
 
 impl Attempt {
     /// `Some(right)` for an answered judgement, `None` for a timeout.
     pub fn right(&self) -> Option<bool> {
         self.verdict.agrees_with(self.is_correct)
+    }
+
+    /// The rater's belief that the solution is correct: the stated probability, else the
+    /// verdict as 1 or 0; `None` for a timeout. What the human AUROC ranks solutions by.
+    pub fn human_probability(&self) -> Option<f64> {
+        match (self.stated_probability, self.verdict) {
+            (_, Verdict::Timeout) => None,
+            (Some(p), _) => Some(p),
+            (None, Verdict::Correct) => Some(1.0),
+            (None, Verdict::Wrong) => Some(0.0),
+        }
     }
 }
 
@@ -106,6 +122,15 @@ pub struct GroupReport {
     pub median_ms: Option<f64>,
     /// The paper's "time to judge correctly": mean server time of right judgements, ms.
     pub mean_ms_when_right: Option<f64>,
+    /// Answers that stated a probability (confidence and probability studies).
+    pub stated: u64,
+    /// Of which exactly 50 % (counted as "correct" in the accuracy figures).
+    pub even_odds: u64,
+    /// Brier score of the stated probabilities against ground truth (lower is better).
+    pub brier_score: Option<f64>,
+    /// Mean log probability given to the truth (higher is better; see
+    /// [`crate::metrics::log_score`]).
+    pub log_score: Option<f64>,
 }
 
 fn mean(values: &[f64]) -> Option<f64> {
@@ -124,9 +149,18 @@ struct Figures {
     mean_ms: Option<f64>,
     median_ms: Option<f64>,
     mean_ms_when_right: Option<f64>,
+    stated: u64,
+    even_odds: u64,
+    brier_score: Option<f64>,
+    log_score: Option<f64>,
 }
 
 fn figures(attempts: &[&Attempt]) -> Figures {
+    let (stated, truth): (Vec<f64>, Vec<bool>) = attempts
+        .iter()
+        .filter(|a| a.verdict != Verdict::Timeout)
+        .filter_map(|a| Some((a.stated_probability?, a.is_correct)))
+        .unzip();
     let answered: Vec<(&Attempt, bool)> = attempts
         .iter()
         .filter_map(|a| a.right().map(|r| (*a, r)))
@@ -168,6 +202,10 @@ fn figures(attempts: &[&Attempt]) -> Figures {
         mean_ms: mean(&times),
         median_ms: median(&times),
         mean_ms_when_right: mean(&right_times),
+        stated: stated.len() as u64,
+        even_odds: stated.iter().filter(|p| **p == 0.5).count() as u64,
+        brier_score: brier_score(&stated, &truth),
+        log_score: log_score(&stated, &truth),
     }
 }
 
@@ -198,8 +236,127 @@ pub fn group_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<Grou
                 mean_ms: f.mean_ms,
                 median_ms: f.median_ms,
                 mean_ms_when_right: f.mean_ms_when_right,
+                stated: f.stated,
+                even_odds: f.even_odds,
+                brier_score: f.brier_score,
+                log_score: f.log_score,
             }
         })
+        .collect()
+}
+
+/// Stated probabilities against how often the solutions were in fact correct, in one tenth
+/// of the scale.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CalibrationBin {
+    /// Bin start, percent (inclusive).
+    pub from_percent: i64,
+    /// Bin end, percent (exclusive; the last bin includes 100).
+    pub to_percent: i64,
+    /// Answers in the bin.
+    pub answers: u64,
+    /// Their mean stated probability (a share).
+    pub mean_stated: f64,
+    /// Share of their solutions that were correct, with its Wilson interval.
+    pub observed: Rate,
+}
+
+/// The calibration plot's bins: answers with a stated probability, by tenths of the scale
+/// (`[0, 10)`, …, `[90, 100]` percent); empty bins are left out. Raters in `excluded` are
+/// left out.
+pub fn calibration(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<CalibrationBin> {
+    let mut bins: BTreeMap<i64, (u64, f64, u64)> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        if a.verdict == Verdict::Timeout {
+            continue;
+        }
+        let Some(p) = a.stated_probability else {
+            continue;
+        };
+        // Stated probabilities are whole percents: round before binning, so 0.3 is in 30-40.
+        let bin = ((p * 100.0).round() as i64 / 10).clamp(0, 9);
+        let entry = bins.entry(bin).or_default();
+        entry.0 += 1;
+        entry.1 += p;
+        entry.2 += u64::from(a.is_correct);
+    }
+    bins.into_iter()
+        .filter_map(|(bin, (n, sum, correct))| {
+            Some(CalibrationBin {
+                from_percent: bin * 10,
+                to_percent: bin * 10 + 10,
+                answers: n,
+                mean_stated: sum / n as f64,
+                observed: Rate::of(correct, n)?,
+            })
+        })
+        .collect()
+}
+
+/// Each solution's human score: the mean of its answers' [`Attempt::human_probability`],
+/// over solutions with at least one answer; with its ground truth. Answers are whole percents,
+/// summed as integers, so two solutions with the same answers in another order tie exactly
+/// (the AUROC counts ties as one half).
+pub fn human_scores(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> BTreeMap<Uuid, (f64, bool)> {
+    let mut sums: BTreeMap<Uuid, (i64, u64, bool)> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        if let Some(p) = a.human_probability() {
+            let entry = sums.entry(a.solution_id).or_insert((0, 0, a.is_correct));
+            entry.0 += (p * 100.0).round() as i64;
+            entry.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(id, (percent, n, truth))| (id, (percent as f64 / n as f64 / 100.0, truth)))
+        .collect()
+}
+
+/// How well the raters, pooled per solution, tell correct from incorrect solutions: the AUROC
+/// of [`human_scores`] against ground truth (the paper compares it with the verifier's).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HumanAuroc {
+    /// Solutions with at least one answer.
+    pub solutions: u64,
+    /// AUROC of the human scores; `None` unless both correct and incorrect solutions are there.
+    pub auroc: Option<f64>,
+}
+
+/// The human AUROC of `attempts`, raters in `excluded` left out.
+pub fn human_auroc(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> HumanAuroc {
+    let scored = human_scores(attempts, excluded);
+    let (scores, truth): (Vec<f64>, Vec<bool>) = scored.values().copied().unzip();
+    HumanAuroc {
+        solutions: scored.len() as u64,
+        auroc: auroc(&scores, &truth),
+    }
+}
+
+/// How many attempts carry an integrity flag, and how many the report left out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct IntegritySummary {
+    /// Attempts whose page counted an integrity event.
+    pub flagged_attempts: u64,
+    /// Of which left out of every figure (`?exclude=flagged`).
+    pub excluded_attempts: u64,
+}
+
+impl IntegritySummary {
+    /// The summary of `attempts` when flagged ones are (or are not) left out.
+    pub fn of(attempts: &[Attempt], exclude_flagged: bool) -> IntegritySummary {
+        let flagged = attempts.iter().filter(|a| a.integrity_flagged).count() as u64;
+        IntegritySummary {
+            flagged_attempts: flagged,
+            excluded_attempts: if exclude_flagged { flagged } else { 0 },
+        }
+    }
+}
+
+/// The attempts without integrity flags, for a report that leaves flagged ones out.
+pub fn without_flagged(attempts: &[Attempt]) -> Vec<Attempt> {
+    attempts
+        .iter()
+        .filter(|a| !a.integrity_flagged)
+        .cloned()
         .collect()
 }
 
@@ -343,6 +500,12 @@ pub struct StudyReport {
     pub accuracy_by_time: Vec<TimeBucket>,
     /// How often raters localise the error after "wrong", per role.
     pub step_flags: Vec<StepFlagReport>,
+    /// Stated probabilities against observed correctness (confidence and probability studies).
+    pub calibration: Vec<CalibrationBin>,
+    /// The raters' AUROC, pooled per solution.
+    pub human_auroc: HumanAuroc,
+    /// Attempts with integrity flags, and how many were left out.
+    pub integrity: IntegritySummary,
 }
 
 /// Step flags of one prover role: after answering "wrong", how often raters pointed at the
@@ -443,6 +606,9 @@ pub fn study_report(attempts: &[Attempt], exclude_chance_level: bool) -> StudyRe
         agreement: agreement(attempts, &excluded),
         accuracy_by_time: accuracy_by_time(attempts, &excluded, TIME_BUCKET_MS),
         step_flags: step_flag_reports(attempts, &excluded),
+        calibration: calibration(attempts, &excluded),
+        human_auroc: human_auroc(attempts, &excluded),
+        integrity: IntegritySummary::of(attempts, false),
         raters,
     }
 }
@@ -463,6 +629,12 @@ pub struct VerifierVsHumans {
     /// Pearson correlation of the score with the share of raters who judged the solution
     /// right, over solutions with at least one answer.
     pub correlation_with_human_accuracy: Option<f64>,
+    /// Solutions both scored and answered by raters: the two AUROCs below are over these.
+    pub compared_solutions: u64,
+    /// The raters' AUROC (pooled per solution, see [`human_scores`]) on those solutions.
+    pub human_auroc: Option<f64>,
+    /// The verifier's AUROC against ground truth on the same solutions.
+    pub verifier_auroc: Option<f64>,
 }
 
 /// The verifier-versus-humans figures of `version`'s `scores` (solution, score, ground truth),
@@ -488,6 +660,16 @@ pub fn verifier_vs_humans(
             }
         }
     }
+    let humans = human_scores(attempts, excluded);
+    let (mut human_side, mut verifier_side, mut compared_truth) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for (id, score, truth) in scores {
+        if let Some((human, _)) = humans.get(id) {
+            human_side.push(*human);
+            verifier_side.push(*score);
+            compared_truth.push(*truth);
+        }
+    }
     let values: Vec<f64> = scores.iter().map(|(_, s, _)| *s).collect();
     let truth: Vec<bool> = scores.iter().map(|(_, _, t)| *t).collect();
     let (majority_scores, majority): (Vec<f64>, Vec<bool>) = scores
@@ -511,6 +693,9 @@ pub fn verifier_vs_humans(
         with_majority: majority.len() as u64,
         auroc_human_majority: auroc(&majority_scores, &majority),
         correlation_with_human_accuracy: pearson(&answered_scores, &accuracy),
+        compared_solutions: compared_truth.len() as u64,
+        human_auroc: auroc(&human_side, &compared_truth),
+        verifier_auroc: auroc(&verifier_side, &compared_truth),
     }
 }
 
@@ -573,6 +758,191 @@ pub fn accuracy_by_difficulty(
         .collect()
 }
 
+/// A solution in a study, as the per-solution drill-down lists it (also before any judgement).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StudySolution {
+    /// The solution.
+    pub solution_id: Uuid,
+    /// Its problem.
+    pub problem_id: Uuid,
+    /// Label of the prover checkpoint that wrote it.
+    pub checkpoint: String,
+    /// That checkpoint's round.
+    pub round: i64,
+    /// The role it was written in.
+    pub role: ProverRole,
+    /// The grader's verdict.
+    pub is_correct: bool,
+}
+
+/// One solution's human and verifier figures.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SolutionSummary {
+    /// The solution.
+    pub solution_id: Uuid,
+    /// Its problem.
+    pub problem_id: Uuid,
+    /// Prover checkpoint label.
+    pub checkpoint: String,
+    /// Its round.
+    pub round: i64,
+    /// The role it was written in.
+    pub role: ProverRole,
+    /// The grader's verdict.
+    pub is_correct: bool,
+    /// Attempts, timeouts included.
+    pub judgements: u64,
+    /// Answered attempts.
+    pub answered: u64,
+    /// Answers that said "correct".
+    pub judged_correct: u64,
+    /// Human accuracy on this solution, with its Wilson interval.
+    pub accuracy: Option<Rate>,
+    /// Mean server time of the answers, ms.
+    pub mean_ms: Option<f64>,
+    /// Mean of the answers' [`Attempt::human_probability`] (what the human AUROC ranks by).
+    pub human_score: Option<f64>,
+    /// The current verifier's score, when it scored the solution.
+    pub verifier_score: Option<f64>,
+    /// An incorrect solution most raters who answered judged correct: one that fooled people.
+    pub fooled_most: bool,
+}
+
+/// Per solution of the study (every one in `solutions`, judged or not), raters in `excluded`
+/// left out; `scores` are the current verifier's.
+pub fn solution_summaries(
+    solutions: &[StudySolution],
+    attempts: &[Attempt],
+    excluded: &HashSet<Uuid>,
+    scores: &HashMap<Uuid, f64>,
+) -> Vec<SolutionSummary> {
+    let mut by_solution: HashMap<Uuid, Vec<&Attempt>> = HashMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        by_solution.entry(a.solution_id).or_default().push(a);
+    }
+    solutions
+        .iter()
+        .map(|s| {
+            let members = by_solution
+                .get(&s.solution_id)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let answered: Vec<&&Attempt> = members
+                .iter()
+                .filter(|a| a.verdict != Verdict::Timeout)
+                .collect();
+            let right = answered.iter().filter(|a| a.right() == Some(true)).count() as u64;
+            let judged_correct = answered
+                .iter()
+                .filter(|a| a.verdict == Verdict::Correct)
+                .count() as u64;
+            let times: Vec<f64> = answered
+                .iter()
+                .map(|a| a.server_elapsed_ms as f64)
+                .collect();
+            let beliefs: Vec<f64> = answered
+                .iter()
+                .filter_map(|a| a.human_probability())
+                .collect();
+            let n = answered.len() as u64;
+            SolutionSummary {
+                solution_id: s.solution_id,
+                problem_id: s.problem_id,
+                checkpoint: s.checkpoint.clone(),
+                round: s.round,
+                role: s.role,
+                is_correct: s.is_correct,
+                judgements: members.len() as u64,
+                answered: n,
+                judged_correct,
+                accuracy: Rate::of(right, n),
+                mean_ms: mean(&times),
+                human_score: mean(&beliefs),
+                verifier_score: scores.get(&s.solution_id).copied(),
+                fooled_most: !s.is_correct && n > 0 && 2 * judged_correct > n,
+            }
+        })
+        .collect()
+}
+
+/// How the drill-down orders solutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SolutionOrder {
+    /// Lowest human accuracy first (unjudged last): the solutions people got wrong.
+    #[default]
+    Accuracy,
+    /// Largest share of "correct" answers first.
+    JudgedCorrect,
+    /// Slowest mean time first.
+    Time,
+    /// Highest verifier score first.
+    VerifierScore,
+}
+
+impl SolutionOrder {
+    /// The query value of each order.
+    pub fn parse(text: &str) -> Result<SolutionOrder, String> {
+        match text {
+            "" | "accuracy" => Ok(SolutionOrder::Accuracy),
+            "judged_correct" => Ok(SolutionOrder::JudgedCorrect),
+            "time" => Ok(SolutionOrder::Time),
+            "verifier" => Ok(SolutionOrder::VerifierScore),
+            other => Err(format!(
+                "sort must be accuracy, judged_correct, time or verifier, not {other:?}"
+            )),
+        }
+    }
+}
+
+/// Which solutions the drill-down shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SolutionFilter {
+    /// Only this role.
+    pub role: Option<ProverRole>,
+    /// Only correct (`true`) or incorrect (`false`) solutions.
+    pub is_correct: Option<bool>,
+    /// Only incorrect solutions most raters judged correct.
+    pub fooled_most: bool,
+}
+
+/// `summaries` filtered and sorted; ties keep checkpoint, round and solution order.
+pub fn select_solutions(
+    mut summaries: Vec<SolutionSummary>,
+    filter: SolutionFilter,
+    order: SolutionOrder,
+) -> Vec<SolutionSummary> {
+    summaries.retain(|s| {
+        filter.role.is_none_or(|r| r == s.role)
+            && filter.is_correct.is_none_or(|c| c == s.is_correct)
+            && (!filter.fooled_most || s.fooled_most)
+    });
+    summaries.sort_by(|a, b| {
+        (a.checkpoint.as_str(), a.round, a.solution_id).cmp(&(
+            b.checkpoint.as_str(),
+            b.round,
+            b.solution_id,
+        ))
+    });
+    // Absent figures sort last whatever the direction.
+    let key = |s: &SolutionSummary| -> Option<f64> {
+        match order {
+            SolutionOrder::Accuracy => s.accuracy.map(|r| r.value),
+            SolutionOrder::JudgedCorrect => {
+                (s.answered > 0).then(|| -(s.judged_correct as f64 / s.answered as f64))
+            }
+            SolutionOrder::Time => s.mean_ms.map(|ms| -ms),
+            SolutionOrder::VerifierScore => s.verifier_score.map(|v| -v),
+        }
+    };
+    summaries.sort_by(|a, b| match (key(a), key(b)) {
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    summaries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,6 +966,8 @@ mod tests {
             verdict,
             server_elapsed_ms: ms,
             first_wrong_step: None,
+            stated_probability: None,
+            integrity_flagged: false,
         }
     }
 

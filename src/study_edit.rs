@@ -111,7 +111,8 @@ pub fn plan_edit(
     let quality_counts = w.practice_items != c.practice_items
         || w.screening_items != c.screening_items
         || w.gold_items != c.gold_items;
-    let design: [(bool, &'static str); 7] = [
+    let design: [(bool, &'static str); 8] = [
+        (wanted.answers != current.answers, "answer format"),
         (wanted.time_limit_ms != current.time_limit_ms, "time limit"),
         (
             wanted.judgements_per_solution != current.judgements_per_solution,
@@ -202,6 +203,7 @@ mod tests {
             roles: vec![ProverRole::Helpful, ProverRole::Sneaky],
             max_problems: Some(20),
             protocol: RaterProtocol::default(),
+            answers: Default::default(),
         }
     }
 

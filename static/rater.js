@@ -18,14 +18,58 @@
     return Math.max(0, remainingAtLoad - (performance.now() - loadedAt));
   }
 
+  // Trial integrity: what happened on this page while the item ran. Sent with the answer;
+  // the researcher sees the counts and flags, the rater is not interrupted.
+  var events = { hidden: 0, hiddenMs: 0, blur: 0, copy: 0, paste: 0 };
+  var hiddenSince = document.hidden ? performance.now() : null;
+  if (!stepForm) {
+    document.addEventListener("visibilitychange", function () {
+      if (document.hidden) {
+        events.hidden += 1;
+        hiddenSince = performance.now();
+      } else if (hiddenSince !== null) {
+        events.hiddenMs += performance.now() - hiddenSince;
+        hiddenSince = null;
+      }
+    });
+    window.addEventListener("blur", function () { events.blur += 1; });
+    document.addEventListener("copy", function () { events.copy += 1; });
+    document.addEventListener("cut", function () { events.copy += 1; });
+    document.addEventListener("paste", function () { events.paste += 1; });
+  }
+  function fillEvents() {
+    var hiddenMs = events.hiddenMs + (hiddenSince !== null ? performance.now() - hiddenSince : 0);
+    var fields = { "hidden-count": events.hidden, "hidden-ms": Math.trunc(hiddenMs),
+                   "blur-count": events.blur, "copy-count": events.copy, "paste-count": events.paste };
+    for (var id in fields) {
+      var field = document.getElementById(id);
+      if (field) field.value = String(fields[id]);
+    }
+  }
+
+  // A probability study's slider: its value shown beside it; 50 % refused where the study
+  // leaves it out (the server refuses it too).
+  var slider = document.getElementById("probability");
+  var shown = document.getElementById("probability-shown");
+  function checkSlider() {
+    if (!slider) return;
+    if (shown) shown.textContent = slider.value + " %";
+    var evenOdds = slider.getAttribute("data-even-odds") === "true";
+    slider.setCustomValidity(!evenOdds && slider.value === "50"
+      ? "Move the slider above or below 50 %." : "");
+  }
+  if (slider) { slider.addEventListener("input", checkSlider); checkSlider(); }
+
   function send(verdict) {
     if (sent) return;
+    if (!stepForm && verdict !== "timeout" && !form.reportValidity()) return;
     sent = true;
     if (stepForm) {
       // Time is up for the step flag: the server would refuse it now; go on.
       window.location.assign("/rate/item");
       return;
     }
+    fillEvents();
     // Time since the item was served, as this browser measured it.
     elapsedField.value = String(Math.trunc(limit - remaining()));
     var buttons = form.querySelectorAll("button");
@@ -47,6 +91,10 @@
 
   document.addEventListener("keydown", function (event) {
     if (stepForm || event.altKey || event.ctrlKey || event.metaKey) return;
+    // Typing a justification, or a study without the two buttons: no shortcuts.
+    var target = event.target;
+    if (target && /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName) && target.type !== "radio") return;
+    if (!document.getElementById("btn-correct")) return;
     var key = event.key.toLowerCase();
     if (key === "c") { event.preventDefault(); send("correct"); }
     else if (key === "w") { event.preventDefault(); send("wrong"); }

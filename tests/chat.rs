@@ -251,6 +251,7 @@ async fn a_generation_job_runs_an_uploaded_instruct_prover(backend: Backend) {
         roles: vec![],
         max_problems: Some(3),
         protocol: legibility::quality::RaterProtocol::default(),
+        answers: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: provers.clone(),

@@ -1547,6 +1547,7 @@ async fn in_place_checkpoints_are_registered_without_copying_and_generate(backen
         roles: vec![],
         max_problems: Some(2),
         protocol: legibility::quality::RaterProtocol::default(),
+        answers: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: vec![row.id],

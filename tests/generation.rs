@@ -67,6 +67,7 @@ fn spec(name: &str, set: Uuid, problems: usize) -> StudySpec {
         roles: vec![],
         max_problems: Some(problems),
         protocol: legibility::quality::RaterProtocol::default(),
+        answers: Default::default(),
     }
 }
 

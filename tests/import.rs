@@ -390,6 +390,7 @@ async fn ungradable_solutions_are_stored_counted_and_never_study_items(backend: 
             practice_items: practice,
             ..RaterProtocol::default()
         },
+        answers: Default::default(),
     };
     let study = app
         .store()

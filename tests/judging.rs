@@ -682,3 +682,228 @@ async fn a_study_short_of_raters_says_why_and_what_to_do(backend: Backend) {
     assert!(!page.body.contains("id=\"shortfall\""));
 }
 on_both_backends!(a_study_short_of_raters_says_why_and_what_to_do);
+
+/// Sets study `study`'s answer rules (nothing collected yet, so they may change).
+async fn set_answer_rules(app: &TestApp, study: Uuid, answers: legibility::answers::AnswerRules) {
+    let mut spec = app.store().study_setup(study).await.unwrap().spec;
+    spec.answers = answers;
+    app.store().update_study(study, &spec).await.unwrap();
+}
+
+async fn answers_that_break_the_studys_rules_are_refused_and_keep_the_item(backend: Backend) {
+    use legibility::answers::AnswerRules;
+    use legibility::domain::{AnswerFormat, JustificationRule};
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(3, 1, 1, 45_000).await;
+    set_answer_rules(
+        &app,
+        fixture.study_id,
+        AnswerRules {
+            format: AnswerFormat::Probability,
+            allow_even_odds: false,
+            justification: JustificationRule::Required,
+        },
+    )
+    .await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+
+    // The page: a slider from 0 to 100 in steps of 5, a required justification, one button.
+    let page = rater.get("/rate/item").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for part in [
+        "type=\"range\" name=\"probability\"",
+        "step=\"5\"",
+        "data-even-odds=\"false\"",
+        "name=\"justification\"",
+        "required",
+        "id=\"btn-send\"",
+        "id=\"hidden-count\"",
+    ] {
+        assert!(page.body.contains(part), "{part}: {}", page.body);
+    }
+    assert!(!page.body.contains("id=\"btn-correct\""));
+    let assignment = page
+        .body
+        .split("name=\"assignment_id\" value=\"")
+        .nth(1)
+        .unwrap()[..36]
+        .to_string();
+    let remaining = |body: &str| -> i64 {
+        body.split("data-remaining-ms=\"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+
+    // 50 % without even odds: 422, the same item, the same deadline, the typed text kept.
+    app.state.clock.advance_ms(5_000);
+    let refused = rater
+        .post_form(
+            "/rate/item",
+            &[
+                ("assignment_id", assignment.as_str()),
+                ("verdict", "answer"),
+                ("probability", "50"),
+                ("justification", "step 2 is off by one"),
+                ("client_elapsed_ms", "5000"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("50 % is not allowed"),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains(&assignment));
+    assert!(refused.body.contains(">step 2 is off by one</textarea>"));
+    assert!((39_000..=40_000).contains(&remaining(&refused.body)));
+    // A missing justification, over the API: 422 naming it.
+    let missing = rater
+        .post_json(
+            "/api/rater/judgements",
+            &json!({"assignment_id": assignment, "probability": 35}),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(missing.body.contains("justification"), "{}", missing.body);
+    let odd = rater
+        .post_json(
+            "/api/rater/judgements",
+            &json!({"assignment_id": assignment, "probability": 33, "justification": "x"}),
+        )
+        .await;
+    assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(odd.body.contains("steps of 5"), "{}", odd.body);
+    let progress = app.store().study_progress(fixture.study_id).await.unwrap();
+    assert_eq!(
+        (progress.judged, progress.in_progress),
+        (0, 1),
+        "nothing stored"
+    );
+    // The refusals did not count as the item being shown again.
+    let again = rater.get("/rate/item").await;
+    assert!(again.body.contains(&assignment));
+
+    // A valid answer: stored with its probability, justification and the page's counts.
+    let stored = rater
+        .post_form(
+            "/rate/item",
+            &[
+                ("assignment_id", assignment.as_str()),
+                ("verdict", "answer"),
+                ("probability", "35"),
+                ("justification", "  step 2 is off by one "),
+                ("client_elapsed_ms", "5200"),
+                ("hidden_count", "1"),
+                ("hidden_ms", "1500"),
+                ("blur_count", "1"),
+                ("copy_count", "0"),
+                ("paste_count", "2"),
+            ],
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::SEE_OTHER);
+    let mut researcher = app
+        .staff_client("res", legibility::domain::UserRole::Researcher)
+        .await;
+    let csv = researcher
+        .get(&format!("/studies/{}/attempts.csv", fixture.study_id))
+        .await
+        .body;
+    let row = csv.lines().nth(1).unwrap();
+    assert!(row.contains(",wrong,"), "{row}");
+    assert!(
+        row.ends_with(",,35,0.35,step 2 is off by one,1,1500,1,0,2,left_tab;pasted"),
+        "{row}"
+    );
+    // Shown twice: served, then the reload above; the two refused answers showed it again
+    // without counting (the item never left the rater's screen).
+    assert!(row.contains(",in_time,2,"), "{row}");
+}
+on_both_backends!(answers_that_break_the_studys_rules_are_refused_and_keep_the_item);
+
+async fn confidence_answers_need_a_verdict_and_a_listed_confidence(backend: Backend) {
+    use legibility::answers::AnswerRules;
+    use legibility::domain::{AnswerFormat, JustificationRule};
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(3, 1, 1, 45_000).await;
+    set_answer_rules(
+        &app,
+        fixture.study_id,
+        AnswerRules {
+            format: AnswerFormat::Confidence,
+            allow_even_odds: false,
+            justification: JustificationRule::NotAsked,
+        },
+    )
+    .await;
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let mut rater = app.rater_client(&tokens[0]).await;
+    let page = rater.get("/rate/item").await;
+    for level in ["50", "60", "70", "80", "90", "100"] {
+        assert!(
+            page.body
+                .contains(&format!("name=\"confidence\" value=\"{level}\"")),
+            "{level}"
+        );
+    }
+    assert!(page.body.contains("id=\"btn-correct\""));
+    let item = next_item(&mut rater).await;
+    let id = item["assignment_id"].as_str().unwrap();
+    let without = answer(&mut rater, id, "correct").await;
+    assert_eq!(without.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(without.body.contains("how confident"), "{}", without.body);
+    let odd = rater
+        .post_json(
+            "/api/rater/judgements",
+            &json!({"assignment_id": id, "verdict": "wrong", "confidence": 75}),
+        )
+        .await;
+    assert_eq!(odd.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let ok = rater
+        .post_json(
+            "/api/rater/judgements",
+            &json!({"assignment_id": id, "verdict": "wrong", "confidence": 80}),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    // The page's own timeout needs nothing else.
+    let item = next_item(&mut rater).await;
+    let timeout = answer(
+        &mut rater,
+        item["assignment_id"].as_str().unwrap(),
+        "timeout",
+    )
+    .await;
+    assert_eq!(timeout.status, StatusCode::OK, "{}", timeout.body);
+    let report: serde_json::Value = app.report_json(fixture.study_id).await;
+    let groups = report["report"]["groups"].as_array().unwrap();
+    let group = groups
+        .iter()
+        .find(|g| g["stated"] == 1)
+        .expect("the answered group");
+    assert_eq!(
+        groups
+            .iter()
+            .map(|g| g["stated"].as_u64().unwrap())
+            .sum::<u64>(),
+        1
+    );
+    // A "wrong" at 80 % gives the solution 20 %: Brier (0.2 - truth)^2.
+    let truth = app
+        .store()
+        .report_attempts(fixture.study_id)
+        .await
+        .unwrap()
+        .iter()
+        .find(|a| a.verdict == legibility::domain::Verdict::Wrong)
+        .map(|a| a.is_correct)
+        .unwrap();
+    let want = (0.2 - f64::from(u8::from(truth))).powi(2);
+    assert!((group["brier_score"].as_f64().unwrap() - want).abs() < 1e-12);
+}
+on_both_backends!(confidence_answers_need_a_verdict_and_a_listed_confidence);

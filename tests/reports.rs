@@ -7,7 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{Backend, TestApp, truthful};
-use legibility::domain::UserRole;
+use legibility::answers::AnswerRules;
+use legibility::domain::{AnswerFormat, JustificationRule, UserRole};
 use legibility::reports::Attempt;
 use legibility::store::Store;
 use serde_json::Value;
@@ -338,12 +339,86 @@ fn act(r: usize, k: usize) -> Act {
     }
 }
 
+/// How the simulated raters answer: the paper's verdicts, or with a probability (0-100 in
+/// steps of 5, 50 allowed) or a confidence, plus the page's integrity counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Design {
+    Binary,
+    Probability,
+    Confidence,
+}
+
+/// What rater `r`'s page sends beside `said` for item `k`: a probability or confidence that
+/// leans the way of the verdict by an amount that varies (50 % now and then), a justification
+/// now and then, and integrity counts (some raters leave the tab, lose focus, copy or paste;
+/// one page sends no counts at all).
+fn extras(design: Design, r: usize, k: usize, said: &str, body: &mut serde_json::Value) {
+    let lean = ((r * 3 + k * 5) % 11) as i64 * 5; // 0..=50
+    match design {
+        Design::Binary => {}
+        Design::Probability => {
+            let p = if said == "correct" {
+                50 + lean
+            } else {
+                50 - lean
+            };
+            body["probability"] = p.into();
+            body.as_object_mut().map(|o| o.remove("verdict"));
+        }
+        Design::Confidence => {
+            body["confidence"] = (50 + (lean / 10) * 10).into();
+        }
+    }
+    if design != Design::Binary && k.is_multiple_of(3) {
+        body["justification"] = format!("rater {r} on item {k}").into();
+    }
+    if r % 5 != 3 {
+        body["events"] = serde_json::json!({
+            "hidden_count": i64::from(r % 5 == 1 && k.is_multiple_of(3)),
+            "hidden_ms": if r % 5 == 1 && k.is_multiple_of(3) { 2_500 } else { 0 },
+            "blur_count": i64::from(r % 5 == 4 && k % 4 == 1),
+            "copy_count": i64::from(r.is_multiple_of(5) && k % 7 == 3),
+            "paste_count": i64::from(r % 5 == 2 && k.is_multiple_of(5)),
+        });
+    }
+}
+
 async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backend) {
+    pandas_check(backend, Design::Binary).await;
+}
+on_both_backends!(the_downloads_open_in_pandas_and_every_figure_matches_it);
+
+async fn probability_answers_and_integrity_events_match_pandas(backend: Backend) {
+    pandas_check(backend, Design::Probability).await;
+}
+on_both_backends!(probability_answers_and_integrity_events_match_pandas);
+
+async fn confidence_answers_match_pandas(backend: Backend) {
+    pandas_check(backend, Design::Confidence).await;
+}
+on_both_backends!(confidence_answers_match_pandas);
+
+/// Raters of every kind (see [`act`]) fill a study of `design`; its downloads and summaries
+/// are recomputed by tests/python/check_downloads.py with pandas.
+async fn pandas_check(backend: Backend, design: Design) {
     let app = TestApp::start(backend).await;
     let fixture = app
         .fixture_with_solutions(9, 2, 3, 45_000, mixed_solutions)
         .await;
     let study = fixture.study_id;
+    if design != Design::Binary {
+        let mut spec = app.state.store.study_setup(study).await.unwrap().spec;
+        spec.answers = AnswerRules {
+            format: match design {
+                Design::Probability => AnswerFormat::Probability,
+                _ => AnswerFormat::Confidence,
+            },
+            allow_even_odds: true,
+            justification: JustificationRule::Optional,
+        };
+        let plan = app.state.store.update_study(study, &spec).await.unwrap();
+        assert_eq!(plan.changed, vec!["answer format"]);
+    }
     // A rater sees one solution per problem: 15 raters fill the 108 slots (12 per problem).
     let tokens = app.invite(study, 15).await;
     let mut raters = Vec::new();
@@ -401,6 +476,9 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
             if let Some(ms) = client {
                 body["client_elapsed_ms"] = ms.into();
             }
+            if verdict != "timeout" {
+                extras(design, r, done[r], verdict, &mut body);
+            }
             let answer = rater.post_json("/api/rater/judgements", &body).await;
             assert_eq!(answer.status, 200, "{}", answer.body);
             // Truthful, error-prone and guessing raters point at a first wrong step after most
@@ -425,6 +503,7 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
         ("attempts.parquet", "attempts.parquet"),
         ("report.json", "report.json"),
         ("report.json?exclude=chance", "report-excluded.json"),
+        ("report.json?exclude=flagged", "report-flagged.json"),
     ] {
         let response = researcher.get(&format!("/studies/{study}/{path}")).await;
         assert_eq!(response.status, 200, "{path}: {}", response.body);
@@ -454,6 +533,25 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
         );
     }
 
+    if design != Design::Binary {
+        for value in [
+            "left_tab",
+            "lost_focus",
+            "copied",
+            "pasted",
+            ",rater 0 on item 0,",
+        ] {
+            assert!(csv.contains(value), "the fixture never sent {value}");
+        }
+        let report = researcher.get(&format!("/studies/{study}/report")).await;
+        assert!(
+            report.body.contains("id=\"calibration\""),
+            "{}",
+            report.body
+        );
+        assert!(report.body.contains("Brier score"));
+    }
+
     let python = std::env::var("LEGIBILITY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -473,7 +571,6 @@ async fn the_downloads_open_in_pandas_and_every_figure_matches_it(backend: Backe
     assert!(stdout.starts_with("ok: 108 attempts"), "{stdout}");
     println!("{stdout}");
 }
-on_both_backends!(the_downloads_open_in_pandas_and_every_figure_matches_it);
 
 /// `attempts` in a fixed order (a report reads them in no particular one).
 fn sorted(attempts: &[Attempt]) -> Vec<Attempt> {

@@ -113,6 +113,7 @@ async fn labels_follow_the_raters_current_verdicts(backend: Backend) {
                 roles: vec![ProverRole::Helpful],
                 max_problems: None,
                 protocol: legibility::quality::RaterProtocol::default(),
+                answers: Default::default(),
             },
             None,
             app.now(),

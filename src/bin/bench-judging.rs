@@ -167,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
                     gold_rate: args.gold_rate,
                     ..Default::default()
                 },
+                answers: Default::default(),
             },
             None,
             clock.now_ms(),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use candle_core::Device;
 use clap::Parser;
+use legibility::answers::AnswerInput;
 use legibility::clock::Clock;
 use legibility::domain::{CheckpointKind, JobState, LabelSource, VerifierLoss};
 use legibility::generator;
@@ -291,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
         roles: vec![],
         max_problems: Some(args.problems),
         protocol: legibility::quality::RaterProtocol::default(),
+        answers: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: vec![prover],
@@ -350,7 +352,7 @@ async fn main() -> anyhow::Result<()> {
                 .submit_judgement(
                     rater,
                     item.assignment_id,
-                    verdict,
+                    AnswerInput::verdict(verdict),
                     Some(20_000),
                     clock.now_ms(),
                 )

@@ -218,6 +218,7 @@ async fn main() -> anyhow::Result<()> {
                     roles: vec![],
                     max_problems: Some(problems_n),
                     protocol: Default::default(),
+                    answers: Default::default(),
                 },
                 None,
                 clock.now_ms(),

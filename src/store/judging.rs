@@ -14,9 +14,10 @@ use uuid::Uuid;
 use super::quality::{PracticeFeedback, RaterQualityState};
 use super::writer::{ClaimRequest, JudgeRequest, abandon_item};
 use super::{Store, StoreError, StoreResult, dispatch};
+use crate::answers::{self, Answer, AnswerInput, AnswerRules};
 use crate::domain::{QualityPurpose, StudyStatus, Verdict, parse_stored};
 use crate::intake::IntakeStep;
-use crate::judging::{self, RequestedVerdict, Stratum};
+use crate::judging::{self, Stratum};
 use crate::quality;
 
 /// How often a transaction that lost a race with another one is retried from the start.
@@ -201,7 +202,18 @@ impl Store {
         now: i64,
         after_break: bool,
     ) -> StoreResult<ServeOutcome> {
-        with_retries(|| self.serve_item_once(rater_id, study_id, now, after_break)).await
+        with_retries(|| self.serve_item_once(rater_id, study_id, now, after_break, true)).await
+    }
+
+    /// The rater's running item once more, after an answer to it was refused (422): the same
+    /// item and deadline, not counted as shown again (it never left the rater's screen).
+    pub async fn serve_again(
+        &self,
+        rater_id: Uuid,
+        study_id: Uuid,
+        now: i64,
+    ) -> StoreResult<ServeOutcome> {
+        with_retries(|| self.serve_item_once(rater_id, study_id, now, false, false)).await
     }
 
     async fn serving_context(&self, rater_id: Uuid, study_id: Uuid) -> StoreResult<ServingContext> {
@@ -298,7 +310,7 @@ impl Store {
     }
 
     /// The question and the solution as the rater sees them (see `problems::for_raters`).
-    async fn item_text(&self, solution_id: Uuid) -> StoreResult<(String, String)> {
+    pub async fn item_text(&self, solution_id: Uuid) -> StoreResult<(String, String)> {
         let (question, solution): (String, String) = dispatch!(self, pool, _b => {
             sqlx::query_as(
                 "SELECT p.question, s.text FROM solutions s JOIN problems p ON p.id = s.problem_id WHERE s.id = $1",
@@ -316,6 +328,7 @@ impl Store {
         study_id: Uuid,
         now: i64,
         after_break: bool,
+        count_showing: bool,
     ) -> StoreResult<ServeOutcome> {
         let step = self.intake_step(rater_id, study_id).await?;
         if step != IntakeStep::Ready {
@@ -356,7 +369,9 @@ impl Store {
         match context.current {
             // Reload or resume: the same item, the same deadline; only counted as shown again.
             Some(current) if now <= current.3 => {
-                self.count_shown_again(current.0).await?;
+                if count_showing {
+                    self.count_shown_again(current.0).await?;
+                }
                 return self
                     .item_outcome(current, context.time_limit_ms, items_done, Stage::Session)
                     .await;
@@ -657,34 +672,60 @@ impl Store {
     /// Stores a rater's answer to one of their items. After the deadline it is stored as
     /// `timeout`. Answering the same item again changes nothing and reports the stored verdict.
     /// An item whose slot was already given to someone else is `Gone`.
+    ///
+    /// The answer is checked against the study's answer rules first ([`answers::read_answer`]):
+    /// one that breaks them is refused (`Invalid`, a 422) with nothing written, so the item,
+    /// its deadline and the rater's input stay as they were.
     pub async fn submit_judgement(
         &self,
         rater_id: Uuid,
         assignment_id: Uuid,
-        requested: RequestedVerdict,
+        input: AnswerInput,
         client_elapsed_ms: Option<i64>,
         now: i64,
     ) -> StoreResult<SubmitOutcome> {
+        let rules = self.rater_answer_rules(rater_id).await?;
+        let answer = answers::read_answer(&rules, input).map_err(StoreError::Invalid)?;
         with_retries(|| {
-            self.submit_judgement_once(rater_id, assignment_id, requested, client_elapsed_ms, now)
+            self.submit_judgement_once(rater_id, assignment_id, &answer, client_elapsed_ms, now)
         })
         .await
+    }
+
+    /// The answer rules of the study `rater_id` was invited to.
+    pub async fn rater_answer_rules(&self, rater_id: Uuid) -> StoreResult<AnswerRules> {
+        let row: Option<(String, bool, String)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT s.answer_format, s.allow_even_odds, s.justification
+                 FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.id = $1",
+            )
+            .bind(rater_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        let (format, allow_even_odds, justification) = row.ok_or(StoreError::NotFound("rater"))?;
+        Ok(AnswerRules {
+            format: parse_stored(&format)?,
+            allow_even_odds,
+            justification: parse_stored(&justification)?,
+        })
     }
 
     async fn submit_judgement_once(
         &self,
         rater_id: Uuid,
         assignment_id: Uuid,
-        requested: RequestedVerdict,
+        answer: &Answer,
         client_elapsed_ms: Option<i64>,
         now: i64,
     ) -> StoreResult<SubmitOutcome> {
+        let requested = answer.requested;
         let stored = self
             .writer
             .judge(JudgeRequest {
                 rater_id,
                 assignment_id,
-                requested,
+                answer: answer.clone(),
                 client_elapsed_ms,
                 now,
             })

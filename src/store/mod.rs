@@ -388,6 +388,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "report_snapshots",
         include_str!("../../migrations/sqlite/0019_report_snapshots.sql"),
     ),
+    (
+        20,
+        "answer_formats",
+        include_str!("../../migrations/sqlite/0020_answer_formats.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -479,6 +484,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         19,
         "report_snapshots",
         include_str!("../../migrations/postgres/0019_report_snapshots.sql"),
+    ),
+    (
+        20,
+        "answer_formats",
+        include_str!("../../migrations/postgres/0020_answer_formats.sql"),
     ),
 ];
 

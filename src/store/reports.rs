@@ -9,10 +9,11 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{Backend, Store, StoreError, StoreResult, dispatch};
+use crate::answers::{self, TrialEvents};
 use crate::domain::{ProverRole, Verdict, parse_stored};
 use crate::export::RaterTally;
 use crate::judging::{self, RequestedVerdict, TimingOutcome};
-use crate::reports::Attempt;
+use crate::reports::{Attempt, StudySolution};
 
 /// One judging attempt with everything an analysis needs, one row per judgement.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -61,6 +62,44 @@ pub struct AttemptRow {
     pub rater_returned: Option<String>,
     /// The rater's background answers, a JSON object keyed by question.
     pub rater_background: Option<String>,
+    /// Confidence in the verdict, percent (confidence studies).
+    pub confidence: Option<i64>,
+    /// Probability that the solution is correct, percent (probability studies).
+    pub probability: Option<i64>,
+    /// The probability (a share) the answer gave the solution being correct: the probability,
+    /// or the confidence on the verdict's side; empty for plain verdicts and timeouts.
+    pub stated_probability: Option<f64>,
+    /// The rater's justification.
+    pub justification: Option<String>,
+    /// Times the tab was hidden while the item ran (empty: the page sent no counts).
+    pub hidden_count: Option<i64>,
+    /// Milliseconds the tab was hidden, in all.
+    pub hidden_ms: Option<i64>,
+    /// Times the window lost focus.
+    pub blur_count: Option<i64>,
+    /// Copy and cut events.
+    pub copy_count: Option<i64>,
+    /// Paste events.
+    pub paste_count: Option<i64>,
+    /// Integrity flags, `;`-separated: `left_tab`, `lost_focus`, `copied`, `pasted`.
+    pub integrity_flags: String,
+}
+
+/// The page's counts as stored (all five or none).
+fn stored_events(
+    hidden_count: Option<i64>,
+    hidden_ms: Option<i64>,
+    blur_count: Option<i64>,
+    copy_count: Option<i64>,
+    paste_count: Option<i64>,
+) -> Option<TrialEvents> {
+    Some(TrialEvents {
+        hidden_count: hidden_count?,
+        hidden_ms: hidden_ms.unwrap_or(0),
+        blur_count: blur_count.unwrap_or(0),
+        copy_count: copy_count.unwrap_or(0),
+        paste_count: paste_count.unwrap_or(0),
+    })
 }
 
 /// Rows are read by column name, so the query and the struct cannot drift apart silently.
@@ -81,7 +120,29 @@ where
             requested.as_deref().map(parse_stored).transpose()?;
         let deadline: i64 = row.try_get("deadline")?;
         let submitted_at: Option<i64> = row.try_get("submitted_at")?;
+        let verdict: Verdict = parse_stored(&verdict)?;
+        let confidence: Option<i64> = row.try_get("confidence")?;
+        let probability: Option<i64> = row.try_get("probability")?;
+        let hidden_count: Option<i64> = row.try_get("hidden_count")?;
+        let hidden_ms: Option<i64> = row.try_get("hidden_ms")?;
+        let blur_count: Option<i64> = row.try_get("blur_count")?;
+        let copy_count: Option<i64> = row.try_get("copy_count")?;
+        let paste_count: Option<i64> = row.try_get("paste_count")?;
+        let flags: Vec<&str> =
+            stored_events(hidden_count, hidden_ms, blur_count, copy_count, paste_count)
+                .map(|e| e.flags().into_iter().map(|f| f.as_str()).collect())
+                .unwrap_or_default();
         Ok(AttemptRow {
+            confidence,
+            probability,
+            stated_probability: answers::stated_probability(verdict, confidence, probability),
+            justification: row.try_get("justification")?,
+            hidden_count,
+            hidden_ms,
+            blur_count,
+            copy_count,
+            paste_count,
+            integrity_flags: flags.join(";"),
             rater_id: row.try_get("rater_id")?,
             rater_name: row.try_get("rater_name")?,
             solution_id: row.try_get("solution_id")?,
@@ -90,7 +151,7 @@ where
             round: row.try_get("round")?,
             role: parse_stored(&role)?,
             is_correct: row.try_get("is_correct")?,
-            verdict: parse_stored(&verdict)?,
+            verdict,
             served_at: row.try_get("served_at")?,
             deadline,
             submitted_at,
@@ -117,7 +178,9 @@ const ATTEMPTS_SQL: &str =
     "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
             c.round, s.role, s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
             j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
-            a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers
+            a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers,
+            j.confidence, j.probability, j.justification, j.hidden_count, j.hidden_ms,
+            j.blur_count, j.copy_count, j.paste_count
      FROM judgements j
      JOIN assignments a ON a.id = j.assignment_id
      JOIN raters r ON r.id = j.rater_id
@@ -126,16 +189,34 @@ const ATTEMPTS_SQL: &str =
      WHERE j.study_id = $1
      ORDER BY j.served_at, j.id";
 
+/// One solution's judgements (`$1` study, `$2` solution), in serving order.
+const SOLUTION_ATTEMPTS_SQL: &str =
+    "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
+            c.round, s.role, s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
+            j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
+            a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers,
+            j.confidence, j.probability, j.justification, j.hidden_count, j.hidden_ms,
+            j.blur_count, j.copy_count, j.paste_count
+     FROM judgements j
+     JOIN assignments a ON a.id = j.assignment_id
+     JOIN raters r ON r.id = j.rater_id
+     JOIN solutions s ON s.id = j.solution_id
+     JOIN checkpoints c ON c.id = s.checkpoint_id
+     WHERE j.study_id = $1 AND j.solution_id = $2
+     ORDER BY j.served_at, j.id";
+
 /// One judgement as the report reads it, and its insertion number (SQLite's rowid,
 /// PostgreSQL's `seq`); `$2` is the last number already read.
 const NEW_ATTEMPTS_SQLITE: &str =
     "SELECT j.rowid AS seq, j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id,
-            s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step
+            s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step,
+            j.confidence, j.probability, j.hidden_count, j.blur_count, j.copy_count, j.paste_count
      FROM judgements j JOIN solutions s ON s.id = j.solution_id
      WHERE j.study_id = $1 AND j.rowid > $2";
 const NEW_ATTEMPTS_POSTGRES: &str =
     "SELECT j.seq, j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id,
-            s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step
+            s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step,
+            j.confidence, j.probability, j.hidden_count, j.blur_count, j.copy_count, j.paste_count
      FROM judgements j JOIN solutions s ON s.id = j.solution_id
      WHERE j.study_id = $1 AND j.seq > $2";
 
@@ -158,7 +239,21 @@ where
     let (checkpoint, round) = checkpoints.get(&checkpoint_id).cloned().ok_or_else(|| {
         StoreError::Invalid(format!("judged solution {solution_id} has no checkpoint"))
     })?;
+    let verdict: Verdict = parse_stored(row.try_get::<&str, _>("verdict")?)?;
+    let events = stored_events(
+        row.try_get("hidden_count")?,
+        None,
+        row.try_get("blur_count")?,
+        row.try_get("copy_count")?,
+        row.try_get("paste_count")?,
+    );
     let attempt = Attempt {
+        stated_probability: answers::stated_probability(
+            verdict,
+            row.try_get("confidence")?,
+            row.try_get("probability")?,
+        ),
+        integrity_flagged: events.is_some_and(|e| !e.flags().is_empty()),
         rater_id: row.try_get("rater_id")?,
         solution_id,
         problem_id: row.try_get("problem_id")?,
@@ -166,7 +261,7 @@ where
         round,
         role: parse_stored(row.try_get::<&str, _>("role")?)?,
         is_correct: row.try_get("is_correct")?,
-        verdict: parse_stored(row.try_get::<&str, _>("verdict")?)?,
+        verdict,
         server_elapsed_ms: row.try_get("server_elapsed_ms")?,
         first_wrong_step: row.try_get("first_wrong_step")?,
     };
@@ -332,6 +427,61 @@ impl Store {
             tx.commit().await?;
             Ok(Read { revision, after, last_seq, count, attempts: Arc::new(attempts) })
         })
+    }
+
+    /// Every solution of `study_id`, judged or not, for the per-solution drill-down.
+    pub async fn study_solutions(&self, study_id: Uuid) -> StoreResult<Vec<StudySolution>> {
+        let rows: Vec<(Uuid, Uuid, String, i64, String, bool)> = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT s.id, s.problem_id, c.label, c.round, s.role, s.is_correct
+                 FROM study_solutions ss
+                 JOIN solutions s ON s.id = ss.solution_id
+                 JOIN checkpoints c ON c.id = s.checkpoint_id
+                 WHERE ss.study_id = $1",
+            )
+            .bind(study_id)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter()
+            .map(
+                |(solution_id, problem_id, checkpoint, round, role, is_correct)| {
+                    Ok(StudySolution {
+                        solution_id,
+                        problem_id,
+                        checkpoint,
+                        round,
+                        role: parse_stored(&role)?,
+                        is_correct,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// One solution of `study_id` with everything its judgements hold; `None` when the study
+    /// does not judge it.
+    pub async fn study_solution(
+        &self,
+        study_id: Uuid,
+        solution_id: Uuid,
+    ) -> StoreResult<Option<(StudySolution, Vec<AttemptRow>)>> {
+        let Some(solution) = self
+            .study_solutions(study_id)
+            .await?
+            .into_iter()
+            .find(|s| s.solution_id == solution_id)
+        else {
+            return Ok(None);
+        };
+        let rows: Vec<AttemptRow> = dispatch!(self, pool, _b => {
+            sqlx::query_as(SOLUTION_ATTEMPTS_SQL)
+                .bind(study_id)
+                .bind(solution_id)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(Some((solution, rows)))
     }
 
     /// The names of `study_id`'s raters, for the report page.

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::catalog::SolutionFacts;
 use super::{Backend, Store, StoreError, StoreResult, dispatch};
+use crate::answers::AnswerRules;
 use crate::domain::{GradeOutcome, ProverRole, StudyStatus, parse_stored};
 use crate::judging;
 use crate::quality::{self, Candidate, QualityItem, RaterProtocol};
@@ -36,6 +37,9 @@ pub struct StudySpec {
     /// Practice, screening, gold items, workload cap and breaks; quality items are drawn from
     /// the set's other problems (same checkpoints and roles, so gold items look like the rest).
     pub protocol: RaterProtocol,
+    /// How raters answer: a verdict, a verdict with confidence, or a probability; and whether
+    /// they justify it.
+    pub answers: AnswerRules,
 }
 
 impl StudySpec {
@@ -87,6 +91,8 @@ pub struct Study {
     pub created_at: i64,
     /// How raters are trained, admitted, watched and paced.
     pub protocol: RaterProtocol,
+    /// How raters answer.
+    pub answers: AnswerRules,
 }
 
 /// How far a study has got.
@@ -139,66 +145,53 @@ impl JudgingAudit {
 /// ungradable left out).
 type ProgressRow = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
 
-type StudyRow = (
-    Uuid,
-    String,
-    i64,
-    i64,
-    i64,
-    String,
-    i64,
-    i64,
-    i64,
-    f64,
-    i64,
-    f64,
-    i64,
-    i64,
-);
-
-/// The columns [`study_from_row`] reads, from `studies s`.
+/// The columns a [`Study`] is read from, from `studies s`.
 const STUDY_COLUMNS: &str =
     "s.id, s.name, s.time_limit_ms, s.judgements_per_solution, s.reclaim_grace_ms, s.status,
      s.created_at, s.practice_items, s.screening_items, s.screening_pass_accuracy,
-     (SELECT COUNT(*) FROM quality_items q WHERE q.study_id = s.id AND q.purpose = 'gold'),
-     s.gold_rate, s.max_rater_ms, s.break_every";
+     (SELECT COUNT(*) FROM quality_items q WHERE q.study_id = s.id AND q.purpose = 'gold') AS gold_items,
+     s.gold_rate, s.max_rater_ms, s.break_every, s.answer_format, s.allow_even_odds,
+     s.justification";
 
-fn study_from_row(
-    (
-        id,
-        name,
-        time_limit_ms,
-        judgements_per_solution,
-        reclaim_grace_ms,
-        status,
-        created_at,
-        practice_items,
-        screening_items,
-        screening_pass_accuracy,
-        gold_items,
-        gold_rate,
-        max_rater_ms,
-        break_every,
-    ): StudyRow,
-) -> StoreResult<Study> {
-    Ok(Study {
-        protocol: RaterProtocol {
-            practice_items,
-            screening_items,
-            screening_pass_accuracy,
-            gold_items,
-            gold_rate,
-            max_rater_ms,
-            break_every,
-        },
-        id,
-        name,
-        time_limit_ms,
-        judgements_per_solution,
-        reclaim_grace_ms,
-        status: parse_stored(&status)?,
-        created_at,
-    })
+/// Studies are read by column name ([`STUDY_COLUMNS`]).
+impl<'r, R> sqlx::FromRow<'r, R> for Study
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let status: String = row.try_get("status")?;
+        let format: String = row.try_get("answer_format")?;
+        let justification: String = row.try_get("justification")?;
+        Ok(Study {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            time_limit_ms: row.try_get("time_limit_ms")?,
+            judgements_per_solution: row.try_get("judgements_per_solution")?,
+            reclaim_grace_ms: row.try_get("reclaim_grace_ms")?,
+            status: parse_stored(&status)?,
+            created_at: row.try_get("created_at")?,
+            protocol: RaterProtocol {
+                practice_items: row.try_get("practice_items")?,
+                screening_items: row.try_get("screening_items")?,
+                screening_pass_accuracy: row.try_get("screening_pass_accuracy")?,
+                gold_items: row.try_get("gold_items")?,
+                gold_rate: row.try_get("gold_rate")?,
+                max_rater_ms: row.try_get("max_rater_ms")?,
+                break_every: row.try_get("break_every")?,
+            },
+            answers: AnswerRules {
+                format: parse_stored(&format)?,
+                allow_even_odds: row.try_get("allow_even_odds")?,
+                justification: parse_stored(&justification)?,
+            },
+        })
+    }
 }
 
 /// What a study judges and which quality items it uses, chosen before anything is written.
@@ -336,6 +329,7 @@ impl Store {
             status: StudyStatus::Open,
             created_at: now,
             protocol: spec.protocol.clone(),
+            answers: spec.answers,
         };
         dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
@@ -343,8 +337,8 @@ impl Store {
                 "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
                                       created_by, created_at, practice_items, screening_items,
                                       screening_pass_accuracy, gold_rate, max_rater_ms, break_every,
-                                      ungradable_left_out)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                                      ungradable_left_out, answer_format, allow_even_odds, justification)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(study.id)
@@ -362,6 +356,9 @@ impl Store {
             .bind(study.protocol.max_rater_ms)
             .bind(study.protocol.break_every)
             .bind(planned.ungradable_left_out)
+            .bind(study.answers.format.as_str())
+            .bind(study.answers.allow_even_odds)
+            .bind(study.answers.justification.as_str())
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -527,6 +524,7 @@ impl Store {
             roles,
             max_problems: usize::try_from(problems).ok().filter(|n| *n > 0),
             protocol: study.protocol.clone(),
+            answers: study.answers,
         };
         if let Some(params) = &generation_params {
             // A generated study's selection is what its job was asked for, whatever it has
@@ -586,7 +584,8 @@ impl Store {
                 "UPDATE studies SET name = $2, time_limit_ms = $3, judgements_per_solution = $4,
                         practice_items = $5, screening_items = $6, screening_pass_accuracy = $7,
                         gold_rate = $8, max_rater_ms = $9, break_every = $10,
-                        ungradable_left_out = COALESCE($11, ungradable_left_out)
+                        ungradable_left_out = COALESCE($11, ungradable_left_out),
+                        answer_format = $12, allow_even_odds = $13, justification = $14
                  WHERE id = $1",
             )
             .bind(id)
@@ -600,6 +599,9 @@ impl Store {
             .bind(wanted.protocol.max_rater_ms)
             .bind(wanted.protocol.break_every)
             .bind(planned.as_ref().map(|p| p.ungradable_left_out))
+            .bind(wanted.answers.format.as_str())
+            .bind(wanted.answers.allow_even_odds)
+            .bind(wanted.answers.justification.as_str())
             .execute(&mut *tx)
             .await;
             match updated {
@@ -626,25 +628,25 @@ impl Store {
 
     /// One study's settings.
     pub async fn study(&self, id: Uuid) -> StoreResult<Study> {
-        let row: Option<StudyRow> = dispatch!(self, pool, _b => {
+        let row: Option<Study> = dispatch!(self, pool, _b => {
             sqlx::query_as(AssertSqlSafe(format!("SELECT {STUDY_COLUMNS} FROM studies s WHERE s.id = $1")))
             .bind(id)
             .fetch_optional(pool)
             .await?
         });
-        study_from_row(row.ok_or(StoreError::NotFound("study"))?)
+        row.ok_or(StoreError::NotFound("study"))
     }
 
     /// All studies, newest first.
     pub async fn studies(&self) -> StoreResult<Vec<Study>> {
-        let rows: Vec<StudyRow> = dispatch!(self, pool, _b => {
+        let rows: Vec<Study> = dispatch!(self, pool, _b => {
             sqlx::query_as(AssertSqlSafe(format!(
                 "SELECT {STUDY_COLUMNS} FROM studies s ORDER BY s.created_at DESC, s.name"
             )))
             .fetch_all(pool)
             .await?
         });
-        rows.into_iter().map(study_from_row).collect()
+        Ok(rows)
     }
 
     /// Opens or closes a study; a closed study serves no new items (answers in flight still count).
@@ -797,6 +799,7 @@ mod tests {
             roles: Vec::new(),
             max_problems: None,
             protocol: RaterProtocol::default(),
+            answers: Default::default(),
         }
     }
 

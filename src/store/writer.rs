@@ -14,8 +14,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{Store, StoreError, StoreResult, dispatch};
+use crate::answers::Answer;
 use crate::domain::Verdict;
-use crate::judging::{self, RequestedVerdict, Stratum};
+use crate::judging::{self, Stratum};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 128;
@@ -52,12 +53,12 @@ pub(crate) struct Claimed {
     pub deadline: i64,
 }
 
-/// A rater's answer (see `Store::submit_judgement`).
-#[derive(Debug, Clone, Copy)]
+/// A rater's answer (see `Store::submit_judgement`), checked against the study's rules.
+#[derive(Debug, Clone)]
 pub(crate) struct JudgeRequest {
     pub rater_id: Uuid,
     pub assignment_id: Uuid,
-    pub requested: RequestedVerdict,
+    pub answer: Answer,
     pub client_elapsed_ms: Option<i64>,
     pub now: i64,
 }
@@ -195,7 +196,7 @@ impl Store {
             }
         }
         let claim_requests: Vec<ClaimRequest> = claims.iter().map(|(r, _)| r.clone()).collect();
-        let judge_requests: Vec<JudgeRequest> = judges.iter().map(|(r, _)| *r).collect();
+        let judge_requests: Vec<JudgeRequest> = judges.iter().map(|(r, _)| r.clone()).collect();
         match self.apply_batch(&claim_requests, &judge_requests).await {
             Ok((claimed, judged)) => {
                 for ((_, reply), result) in claims.into_iter().zip(claimed) {
@@ -262,14 +263,17 @@ impl Store {
                 }
                 let closed = query.fetch_all(&mut *tx).await?;
                 if !closed.is_empty() {
-                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(closed.len(), 12));
+                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(closed.len(), JUDGEMENT_COLUMNS));
                     let mut insert = sqlx::query(AssertSqlSafe(sql));
                     for (assignment_id, study_id, solution_id, served_at, deadline) in closed {
                         let Some(index) = judges.iter().position(|j| j.assignment_id == assignment_id) else {
                             return Err(StoreError::Invalid("a judged assignment was not in the batch".into()));
                         };
-                        let judge = judges[index];
-                        let verdict = judging::recorded_verdict(judge.requested, judge.now, deadline);
+                        let judge = &judges[index];
+                        let answer = &judge.answer;
+                        let events = answer.events.unwrap_or_default();
+                        let has_events = answer.events.is_some();
+                        let verdict = judging::recorded_verdict(answer.requested, judge.now, deadline);
                         verdicts[index] = Some(verdict);
                         insert = insert
                             .bind(Uuid::now_v7())
@@ -283,7 +287,15 @@ impl Store {
                             .bind(Some(judge.now))
                             .bind(judging::server_elapsed_ms(served_at, judge.now, deadline, verdict))
                             .bind(judging::recorded_client_elapsed(judge.client_elapsed_ms))
-                            .bind(Some(judge.requested.as_str()));
+                            .bind(Some(answer.requested.as_str()))
+                            .bind(answer.confidence)
+                            .bind(answer.probability)
+                            .bind(answer.justification.as_deref())
+                            .bind(has_events.then_some(events.hidden_count))
+                            .bind(has_events.then_some(events.hidden_ms))
+                            .bind(has_events.then_some(events.blur_count))
+                            .bind(has_events.then_some(events.copy_count))
+                            .bind(has_events.then_some(events.paste_count));
                     }
                     insert.execute(&mut *tx).await?;
                 }
@@ -306,7 +318,7 @@ impl Store {
                 if closed == 1 {
                     // No answer arrived: `submitted_at`, the client's time and the requested
                     // verdict stay empty.
-                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(1, 12));
+                    let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(1, JUDGEMENT_COLUMNS));
                     sqlx::query(AssertSqlSafe(sql))
                         .bind(Uuid::now_v7())
                         .bind(assignment_id)
@@ -320,6 +332,14 @@ impl Store {
                         .bind(judging::server_elapsed_ms(served_at, claim.now, deadline, Verdict::Timeout))
                         .bind(None::<i64>)
                         .bind(None::<&str>)
+                        .bind(None::<i64>)
+                        .bind(None::<i64>)
+                        .bind(None::<&str>)
+                        .bind(None::<i64>)
+                        .bind(None::<i64>)
+                        .bind(None::<i64>)
+                        .bind(None::<i64>)
+                        .bind(None::<i64>)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -452,11 +472,16 @@ const CLAIM_SQLITE: &str = claim_sql!("");
 /// transaction is claiming are skipped instead of waited for (no lock queues, no deadlocks).
 const CLAIM_POSTGRES: &str = claim_sql!(" FOR UPDATE SKIP LOCKED");
 
-/// Inserts judgements; the `VALUES` rows (12 parameters each) are appended.
+/// Inserts judgements; the `VALUES` rows ([`JUDGEMENT_COLUMNS`] parameters each) are appended.
 const INSERT_JUDGEMENTS: &str = "INSERT INTO judgements (id, assignment_id, study_id, rater_id, solution_id, verdict,
                                                          served_at, deadline, submitted_at, server_elapsed_ms,
-                                                         client_elapsed_ms, requested_verdict)
+                                                         client_elapsed_ms, requested_verdict, confidence,
+                                                         probability, justification, hidden_count, hidden_ms,
+                                                         blur_count, copy_count, paste_count)
                                  VALUES";
+
+/// Columns [`INSERT_JUDGEMENTS`] names.
+const JUDGEMENT_COLUMNS: usize = 20;
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::extract::input_problem;
 use super::session::RaterApi;
 use super::{ApiError, AppState, WebError};
+use crate::answers::{AnswerInput, TrialEvents};
 use crate::domain::Verdict;
 use crate::intake::IntakeStep;
 use crate::judging::{self, RequestedVerdict};
@@ -162,11 +163,26 @@ async fn item(
 pub struct JudgementRequest {
     /// The item answered.
     pub assignment_id: Uuid,
-    /// `correct`, `wrong`, or `timeout` when the client's countdown ended.
-    pub verdict: RequestedVerdict,
+    /// `correct`, `wrong`, or `timeout` when the client's countdown ended; absent in a
+    /// probability study (the probability's side of 50 % is the verdict).
+    #[serde(default)]
+    pub verdict: Option<RequestedVerdict>,
     /// The client's own measurement of the time taken.
     #[serde(default)]
     pub client_elapsed_ms: Option<i64>,
+    /// Confidence in the verdict, percent (confidence studies: 50, 60, …, 100).
+    #[serde(default)]
+    pub confidence: Option<i64>,
+    /// Probability that the solution is correct, percent (probability studies: 0-100 in
+    /// steps of 5).
+    #[serde(default)]
+    pub probability: Option<i64>,
+    /// A short justification (studies that ask for one).
+    #[serde(default)]
+    pub justification: Option<String>,
+    /// Trial-integrity events the client counted while the item ran.
+    #[serde(default)]
+    pub events: Option<TrialEvents>,
 }
 
 /// What was stored.
@@ -194,7 +210,13 @@ async fn judge(
         .submit_judgement(
             rater.id,
             request.assignment_id,
-            request.verdict,
+            AnswerInput {
+                verdict: request.verdict,
+                confidence: request.confidence,
+                probability: request.probability,
+                justification: request.justification,
+                events: request.events,
+            },
             request.client_elapsed_ms,
             state.clock.now_ms(),
         )

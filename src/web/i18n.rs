@@ -193,6 +193,18 @@ pub struct Texts {
     pub step_help: &'static str,
     /// Step page: no flag.
     pub step_skip: &'static str,
+    /// Confidence studies: the question above the confidence choices.
+    pub confidence_question: &'static str,
+    /// Probability studies: the slider's label.
+    pub probability_question: &'static str,
+    /// Probability studies: the send button.
+    pub send_answer: &'static str,
+    /// Justification box label.
+    pub justification_label: &'static str,
+    /// Justification box label when it may be left empty.
+    pub justification_optional: &'static str,
+    /// Above a refused answer: the item and its countdown go on.
+    pub answer_refused_note: &'static str,
     step_label: &'static str,
     practice_rule: &'static str,
     screening_rule: &'static str,
@@ -411,6 +423,12 @@ pub static EN: Texts = Texts {
     step_title: "Which step is the first wrong one?",
     step_help: "Choose the first wrong step, or skip. The item's countdown still runs.",
     step_skip: "Skip",
+    confidence_question: "How sure are you?",
+    probability_question: "How likely is it that the solution is correct?",
+    send_answer: "Send answer",
+    justification_label: "Why? (a sentence is enough)",
+    justification_optional: "Why? (optional)",
+    answer_refused_note: "Your answer was not sent: fix it and send again. The countdown goes on.",
     step_label: "Step {n}",
     practice_rule: "You start with {n} practice items: after each one you will see the right answer. They are not part of the study.",
     screening_rule: "Then come {n} qualification items, without feedback. The study's own items follow for raters who get at least {p}% of them right.",
@@ -497,6 +515,12 @@ pub static ZH_HANS: Texts = Texts {
     step_title: "哪一步是第一个错误的步骤？",
     step_help: "请选择第一个错误的步骤，或跳过。这道题的倒计时仍在进行。",
     step_skip: "跳过",
+    confidence_question: "你有多确定？",
+    probability_question: "这份解答正确的可能性有多大？",
+    send_answer: "提交答案",
+    justification_label: "理由？（一句话即可）",
+    justification_optional: "理由？（可选）",
+    answer_refused_note: "你的答案没有提交：请修改后再次提交。倒计时仍在继续。",
     step_label: "第 {n} 步",
     practice_rule: "你将先做 {n} 道练习题：每道题回答后会显示正确答案。练习题不计入研究。",
     screening_rule: "接着是 {n} 道资格测试题，不显示答案。答对至少 {p}% 的评判者才会进入本研究的正式题目。",

@@ -31,6 +31,7 @@ pub mod reports;
 pub mod researcher;
 pub mod runs;
 pub mod session;
+pub mod solutions;
 pub mod telemetry;
 pub mod times;
 pub mod verifiers;
@@ -93,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .merge(researcher::routes())
         .merge(account::routes())
         .merge(reports::routes())
+        .merge(solutions::routes())
         .merge(admin::routes(&state.config))
         .merge(jobs::routes())
         .merge(checkpoints::routes(&state.config))

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 use crate::domain::ProverRole;
-use crate::reports::{Rate, RaterReport, StudyReport};
+use crate::reports::{CalibrationBin, Rate, RaterReport, StudyReport};
 
 /// Colour of the helpful role (as on the rest of the page).
 const HELPFUL_COLOUR: &str = "#1b6ac9";
@@ -651,6 +651,81 @@ pub fn rater_scatter_svg(
     svg
 }
 
+/// The calibration plot: per bin of stated probability, the share of solutions that were
+/// correct (with its interval) against the bin's mean stated probability; perfectly calibrated
+/// raters lie on the diagonal.
+pub fn calibration_svg(bins: &[CalibrationBin]) -> String {
+    const ID: &str = "plot-calibration-title";
+    const TITLE: &str = "Stated probability against the share of solutions that were correct";
+    let frame = Frame::WIDE;
+    if bins.is_empty() {
+        return frame.no_data(ID, TITLE);
+    }
+    let mut svg = frame.open(ID, TITLE);
+    let ticks = accuracy_ticks();
+    frame.y_grid(&mut svg, 1.0, &ticks);
+    frame.x_grid(&mut svg, 1.0, &ticks);
+    svg.push_str(&format!(
+        "<line class=\"diagonal\" x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{CHANCE_GREY}\" stroke-width=\"1.5\" stroke-dasharray=\"{DASH}\"/>",
+        frame.x(0.0, 1.0),
+        frame.y(0.0, 1.0),
+        frame.x(1.0, 1.0),
+        frame.y(1.0, 1.0)
+    ));
+    let middle = frame.top + frame.plot_h() / 2.0;
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">stated probability correct</text><text x=\"12.0\" y=\"{middle:.1}\" font-size=\"11\" text-anchor=\"middle\" transform=\"rotate(-90 12.0 {middle:.1})\">share correct</text>",
+        frame.left + frame.plot_w() / 2.0,
+        frame.height - 4.0
+    ));
+    for bin in bins {
+        let x = frame.x(bin.mean_stated, 1.0);
+        svg.push_str(&format!(
+            "<line class=\"interval\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{INK}\" stroke-width=\"1\"/>",
+            frame.y(bin.observed.low, 1.0),
+            frame.y(bin.observed.high, 1.0)
+        ));
+        let point = Point {
+            x,
+            y: frame.y(bin.observed.value, 1.0),
+            tooltip: format!(
+                "stated {}–{} % (mean {:.3}): {:.3} correct [{:.3}, {:.3}] (n={})",
+                bin.from_percent,
+                bin.to_percent,
+                bin.mean_stated,
+                bin.observed.value,
+                bin.observed.low,
+                bin.observed.high,
+                bin.answers
+            ),
+        };
+        circle(&mut svg, &point, 4.0, INK, INK);
+    }
+    frame.legend(
+        &mut svg,
+        &[
+            Entry(
+                Glyph::Dot {
+                    fill: INK,
+                    stroke: INK,
+                },
+                "answers in a bin",
+                INK,
+            ),
+            Entry(
+                Glyph::Line {
+                    colour: CHANCE_GREY,
+                    dashed: true,
+                },
+                "perfect calibration",
+                INK,
+            ),
+        ],
+    );
+    svg.push_str("</svg>");
+    svg
+}
+
 /// One line of a round-curve plot: its legend label, colour, dash, and (round, value) points.
 pub struct RoundCurve {
     /// Legend text.
@@ -780,6 +855,10 @@ mod tests {
             mean_ms,
             median_ms: mean_ms,
             mean_ms_when_right,
+            stated: 0,
+            even_odds: 0,
+            brier_score: None,
+            log_score: None,
         }
     }
 
@@ -795,6 +874,12 @@ mod tests {
             },
             accuracy_by_time: Vec::new(),
             step_flags: Vec::new(),
+            calibration: Vec::new(),
+            human_auroc: crate::reports::HumanAuroc {
+                solutions: 0,
+                auroc: None,
+            },
+            integrity: Default::default(),
         }
     }
 
@@ -1009,6 +1094,8 @@ mod tests {
             verdict,
             server_elapsed_ms: ms,
             first_wrong_step: None,
+            stated_probability: None,
+            integrity_flagged: false,
         };
         let study = study_report(
             &[

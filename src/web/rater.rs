@@ -20,7 +20,8 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 
-use crate::domain::Verdict;
+use crate::answers::{self, AnswerInput, AnswerRules, TrialEvents};
+use crate::domain::{AnswerFormat, JustificationRule, Verdict};
 use crate::intake::{self, AnswerKind, BackgroundQuestion, IntakeStep};
 use crate::judging::{self, RequestedVerdict};
 use crate::panel::CompletionOutcome;
@@ -111,6 +112,33 @@ struct ItemPage {
     remaining_ms: i64,
     remaining_s: i64,
     time_limit_ms: i64,
+    /// How the study asks raters to answer.
+    answers: AnswerRules,
+    confidence_levels: &'static [i64],
+    /// What the rater had entered, shown again after a refused answer.
+    draft: AnswerDraft,
+    /// Why the last answer was refused (a 422 page).
+    refused: Option<String>,
+}
+
+/// The answer fields as the rater left them, so a refused answer loses no input.
+#[derive(Debug, Clone, Default)]
+struct AnswerDraft {
+    confidence: Option<i64>,
+    probability: Option<i64>,
+    justification: String,
+}
+
+impl AnswerDraft {
+    fn has_confidence(&self, level: &i64) -> bool {
+        self.confidence == Some(*level)
+    }
+
+    /// Where the probability slider stands: at 50 until the rater moves it (a study without
+    /// even odds refuses 50, so the rater must lean one way).
+    fn probability_shown(&self) -> i64 {
+        self.probability.unwrap_or(50)
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -469,12 +497,27 @@ async fn item(
     lang: Lang,
     Query(query): Query<ItemQuery>,
 ) -> Result<Response, WebError> {
-    let t = lang.texts();
     let now = state.clock.now_ms();
     let outcome = state
         .store
         .serve_next(rater.id, rater.study_id, now, query.go_on.is_some())
         .await?;
+    item_response(&state, &rater, lang, now, outcome, None).await
+}
+
+/// The page for a serving outcome; `refused` holds a refused answer's reason and the rater's
+/// input, shown again with the same item (422).
+async fn item_response(
+    state: &AppState,
+    rater: &Rater,
+    lang: Lang,
+    now: i64,
+    outcome: ServeOutcome,
+    refused: Option<(String, AnswerDraft)>,
+) -> Result<Response, WebError> {
+    let t = lang.texts();
+    let rater = rater.clone();
+    let state = state.clone();
     Ok(match outcome {
         ServeOutcome::Item(item) => {
             let remaining_ms = judging::remaining_ms(now, item.deadline);
@@ -493,7 +536,7 @@ async fn item(
                 }
                 _ => None,
             };
-            ItemPage {
+            let page = ItemPage {
                 t,
                 back: "/rate/item",
                 practice: matches!(item.stage, Stage::Practice { .. }),
@@ -505,8 +548,16 @@ async fn item(
                 remaining_ms,
                 remaining_s: judging::seconds_shown(remaining_ms),
                 time_limit_ms: item.time_limit_ms,
+                answers: state.store.rater_answer_rules(rater.id).await?,
+                confidence_levels: &answers::CONFIDENCE_LEVELS,
+                draft: refused.as_ref().map(|(_, d)| d.clone()).unwrap_or_default(),
+                refused: refused.as_ref().map(|(why, _)| why.clone()),
+            };
+            if refused.is_some() {
+                (StatusCode::UNPROCESSABLE_ENTITY, page).into_response()
+            } else {
+                page.into_response()
             }
-            .into_response()
         }
         ServeOutcome::Finished { items_done } => {
             let text = t.all_done(items_done);
@@ -565,13 +616,93 @@ async fn item(
     })
 }
 
-/// The form the item page posts.
+/// The form the item page posts. Numbers arrive as text and are read by [`JudgeForm::input`],
+/// so a malformed one is refused with the item shown again, not a bare 400.
 #[derive(Debug, Deserialize)]
 struct JudgeForm {
     assignment_id: Uuid,
-    verdict: RequestedVerdict,
+    /// `correct`, `wrong`, `timeout`, or `answer` (a probability study's send button).
+    #[serde(default)]
+    verdict: String,
     #[serde(default)]
     client_elapsed_ms: String,
+    #[serde(default)]
+    confidence: String,
+    #[serde(default)]
+    probability: String,
+    #[serde(default)]
+    justification: String,
+    #[serde(default)]
+    hidden_count: String,
+    #[serde(default)]
+    hidden_ms: String,
+    #[serde(default)]
+    blur_count: String,
+    #[serde(default)]
+    copy_count: String,
+    #[serde(default)]
+    paste_count: String,
+}
+
+/// A whole number from a form field; empty is `None`.
+fn form_number(text: &str, what: &str) -> Result<Option<i64>, String> {
+    match text.trim() {
+        "" => Ok(None),
+        text => text
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{what}: {text:?} is not a whole number")),
+    }
+}
+
+impl JudgeForm {
+    /// What the rater sent, or why it cannot be read.
+    fn input(&self) -> Result<AnswerInput, String> {
+        let verdict = match self.verdict.trim() {
+            "" | "answer" => None,
+            text => Some(text.parse::<RequestedVerdict>()?),
+        };
+        // The page's counts: all of them or none (a page without its script sends none).
+        let counts = [
+            &self.hidden_count,
+            &self.hidden_ms,
+            &self.blur_count,
+            &self.copy_count,
+            &self.paste_count,
+        ]
+        .map(|field| form_number(field, "an event count").ok().flatten());
+        let events = match counts {
+            [
+                Some(hidden_count),
+                Some(hidden_ms),
+                Some(blur_count),
+                Some(copy_count),
+                Some(paste_count),
+            ] => Some(TrialEvents {
+                hidden_count,
+                hidden_ms,
+                blur_count,
+                copy_count,
+                paste_count,
+            }),
+            _ => None,
+        };
+        Ok(AnswerInput {
+            verdict,
+            confidence: form_number(&self.confidence, "confidence")?,
+            probability: form_number(&self.probability, "probability")?,
+            justification: Some(self.justification.clone()),
+            events,
+        })
+    }
+
+    fn draft(&self) -> AnswerDraft {
+        AnswerDraft {
+            confidence: self.confidence.trim().parse().ok(),
+            probability: self.probability.trim().parse().ok(),
+            justification: self.justification.clone(),
+        }
+    }
 }
 
 /// Stores the answer (as `timeout` if late; a repeat changes nothing) and moves on: to the
@@ -584,17 +715,33 @@ async fn judge(
 ) -> Result<Response, WebError> {
     let client_elapsed_ms = form.client_elapsed_ms.trim().parse::<i64>().ok();
     let now = state.clock.now_ms();
-    match state
-        .store
-        .submit_judgement(
-            rater.id,
-            form.assignment_id,
-            form.verdict,
-            client_elapsed_ms,
-            now,
-        )
-        .await
-    {
+    let submitted = match form.input() {
+        Ok(input) => {
+            state
+                .store
+                .submit_judgement(rater.id, form.assignment_id, input, client_elapsed_ms, now)
+                .await
+        }
+        Err(problem) => Err(crate::store::StoreError::Invalid(problem)),
+    };
+    match submitted {
+        // Refused by the study's answer rules: nothing stored; the same item, the same
+        // deadline, and what the rater entered, with the reason.
+        Err(crate::store::StoreError::Invalid(problem)) => {
+            let outcome = state
+                .store
+                .serve_again(rater.id, rater.study_id, now)
+                .await?;
+            item_response(
+                &state,
+                &rater,
+                lang,
+                now,
+                outcome,
+                Some((problem, form.draft())),
+            )
+            .await
+        }
         Ok(SubmitOutcome {
             feedback: Some(feedback),
             ..

@@ -25,8 +25,8 @@ use super::session::{ReportReader, Staff};
 use super::{AppState, WebError};
 use crate::export::{Encoder, Format, add_flags, chance_level_raters, rater_tallies};
 use crate::reports::{
-    DifficultyQuartile, Rate, StudyReport, VerifierVsHumans, accuracy_by_difficulty, study_report,
-    verifier_vs_humans,
+    Attempt, DifficultyQuartile, IntegritySummary, Rate, StudyReport, VerifierVsHumans,
+    accuracy_by_difficulty, study_report, verifier_vs_humans, without_flagged,
 };
 use crate::sample_size::Statistic;
 use crate::store::Store;
@@ -42,23 +42,61 @@ pub fn routes() -> Router<AppState> {
         .route("/studies/{id}/attempts.parquet", get(attempts_parquet))
 }
 
-/// `?exclude=chance` leaves chance-level raters out of the figures.
+/// `?exclude=chance` leaves chance-level raters out of the figures, `?exclude=flagged` the
+/// attempts with integrity flags; `?exclude=chance,flagged` both.
 #[derive(Debug, Deserialize)]
-struct ReportQuery {
+pub(super) struct ReportQuery {
     #[serde(default)]
-    exclude: Option<String>,
+    pub(super) exclude: Option<String>,
+}
+
+/// What a report leaves out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Exclusions {
+    /// Raters indistinguishable from guessing.
+    pub(super) chance: bool,
+    /// Attempts whose page counted an integrity event.
+    pub(super) flagged: bool,
+}
+
+impl Exclusions {
+    /// The `exclude` value that asks for these (empty for none).
+    pub(super) fn query_value(self) -> &'static str {
+        match (self.chance, self.flagged) {
+            (false, false) => "",
+            (true, false) => "chance",
+            (false, true) => "flagged",
+            (true, true) => "chance,flagged",
+        }
+    }
+
+    /// `?exclude=…` for a link, or nothing.
+    pub(super) fn query(self) -> String {
+        match self.query_value() {
+            "" => String::new(),
+            value => format!("?exclude={value}"),
+        }
+    }
 }
 
 impl ReportQuery {
-    /// Whether chance-level raters are excluded; a value other than `chance`/`none` is refused.
-    fn exclude_chance(&self) -> Result<bool, WebError> {
-        match self.exclude.as_deref() {
-            None | Some("") | Some("none") => Ok(false),
-            Some("chance") => Ok(true),
-            Some(other) => Err(WebError::BadRequest(format!(
-                "exclude must be \"chance\" or \"none\", not {other:?}"
-            ))),
+    /// What to leave out; a value other than `chance`, `flagged` (comma-separated) or `none`
+    /// is refused.
+    pub(super) fn exclusions(&self) -> Result<Exclusions, WebError> {
+        let mut exclusions = Exclusions::default();
+        for part in self.exclude.as_deref().unwrap_or("").split(',') {
+            match part.trim() {
+                "" | "none" => {}
+                "chance" => exclusions.chance = true,
+                "flagged" => exclusions.flagged = true,
+                other => {
+                    return Err(WebError::BadRequest(format!(
+                        "exclude must be \"chance\", \"flagged\", both separated by a comma, or \"none\", not {other:?}"
+                    )));
+                }
+            }
         }
+        Ok(exclusions)
     }
 }
 
@@ -72,38 +110,53 @@ struct Loaded {
     rater_quality: BTreeMap<Uuid, RaterQuality>,
 }
 
-async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded, WebError> {
+async fn load_report(
+    state: &AppState,
+    id: Uuid,
+    exclusions: Exclusions,
+) -> Result<Loaded, WebError> {
+    let exclude = exclusions.chance;
     // The four reads are independent: on SQLite each runs on a connection (and a thread) of
     // its own.
-    let (attempts, solve_rates, scores, rater_quality) = tokio::try_join!(
+    let (all_attempts, solve_rates, scores, rater_quality) = tokio::try_join!(
         state.store.report_attempts(id),
         state.store.problem_solve_rates(id),
         current_scores(&state.store, id),
         state.store.study_rater_quality(id),
     )?;
+    let integrity = IntegritySummary::of(&all_attempts, exclusions.flagged);
+    let kept;
+    let attempts: &[Attempt] = if exclusions.flagged {
+        kept = without_flagged(&all_attempts);
+        &kept
+    } else {
+        &all_attempts
+    };
     // The same raters `study_report` leaves out (the binomial test on the same tallies), known
     // first so the verifier and difficulty figures can be computed beside the report.
     let excluded: HashSet<Uuid> = if exclude {
-        chance_level_raters(&rater_tallies(&attempts))
+        chance_level_raters(&rater_tallies(attempts))
     } else {
         HashSet::new()
     };
     let (report, side) = std::thread::scope(|scope| {
         let side = scope.spawn(|| {
-            let difficulty = accuracy_by_difficulty(&attempts, &solve_rates, &excluded);
+            let difficulty = accuracy_by_difficulty(attempts, &solve_rates, &excluded);
             let verifier = scores.and_then(|(version, scores)| {
                 (!scores.is_empty())
-                    .then(|| verifier_vs_humans(version, &scores, &attempts, &excluded))
+                    .then(|| verifier_vs_humans(version, &scores, attempts, &excluded))
             });
             (difficulty, verifier)
         });
-        (study_report(&attempts, exclude), side.join())
+        let mut report = study_report(attempts, exclude);
+        report.integrity = integrity;
+        (report, side.join())
     });
     let (difficulty, verifier) =
         side.map_err(|_| WebError::Internal("the report's computation failed".into()))?;
     Ok(Loaded {
         rater_quality,
-        judgements: attempts.len(),
+        judgements: all_attempts.len(),
         report,
         difficulty,
         verifier,
@@ -112,7 +165,7 @@ async fn load_report(state: &AppState, id: Uuid, exclude: bool) -> Result<Loaded
 
 /// The current verifier version and its scores of the study's solutions (solution, score,
 /// ground truth); `None` without a verifier.
-async fn current_scores(
+pub(super) async fn current_scores(
     store: &Store,
     id: Uuid,
 ) -> Result<Option<(i64, Vec<(Uuid, f64, bool)>)>, crate::store::StoreError> {
@@ -212,6 +265,10 @@ struct GroupRow {
     mean_s: String,
     median_s: String,
     right_s: String,
+    /// Answers with a stated probability (and how many at 50 %).
+    stated: String,
+    brier: String,
+    log_score: String,
 }
 
 /// One row of the raters table, formatted.
@@ -240,6 +297,22 @@ struct ReportPage {
     ungradable_left_out: i64,
     exclude: bool,
     excluded: usize,
+    /// Whether integrity-flagged attempts are left out, and the links' queries.
+    exclude_flagged: bool,
+    integrity: IntegritySummary,
+    /// The same page with chance-level raters toggled, and with flagged attempts toggled.
+    toggle_chance: String,
+    toggle_flagged: String,
+    /// `?exclude=…` of this page, for the summary link.
+    exclusion_query: String,
+    /// Whether any answer stated a probability (confidence or probability studies).
+    probabilistic: bool,
+    /// Calibration bins: (bin, answers, mean stated, observed share correct with interval).
+    calibration: Vec<(String, u64, String, String)>,
+    calibration_plot: String,
+    /// The raters' AUROC pooled per solution, and over how many solutions.
+    human_auroc: String,
+    human_auroc_solutions: u64,
     groups: Vec<GroupRow>,
     raters: Vec<RaterRow>,
     agreement_solutions: u64,
@@ -268,7 +341,8 @@ async fn report_page(
     Path(id): Path<Uuid>,
     Query(query): Query<ReportQuery>,
 ) -> Result<ReportPage, WebError> {
-    let exclude = query.exclude_chance()?;
+    let exclusions = query.exclusions()?;
+    let exclude = exclusions.chance;
     let study = state.store.study(id).await?;
     let Loaded {
         judgements,
@@ -276,7 +350,7 @@ async fn report_page(
         difficulty,
         verifier,
         rater_quality,
-    } = load_report(&state, id, exclude).await?;
+    } = load_report(&state, id, exclusions).await?;
     let names: BTreeMap<Uuid, String> = state.store.rater_names(id).await?.into_iter().collect();
     let difficulty_problems: u64 = difficulty.iter().map(|q| q.problems).sum();
     let groups = report
@@ -304,6 +378,12 @@ async fn report_page(
             mean_s: seconds(g.mean_ms),
             median_s: gated_seconds(Statistic::Median, trials(g.accuracy), g.median_ms),
             right_s: seconds(g.mean_ms_when_right),
+            stated: match g.even_odds {
+                0 => g.stated.to_string(),
+                even => format!("{} ({even} at 50 %)", g.stated),
+            },
+            brier: gated_figure(Statistic::Accuracy, g.stated, g.brier_score),
+            log_score: gated_figure(Statistic::Accuracy, g.stated, g.log_score),
         })
         .collect();
     let raters = report
@@ -356,7 +436,40 @@ async fn report_page(
             )
         })
         .collect();
+    let calibration = report
+        .calibration
+        .iter()
+        .map(|b| {
+            (
+                format!("{}–{} %", b.from_percent, b.to_percent),
+                b.answers,
+                format!("{:.3}", b.mean_stated),
+                gated_rate(Statistic::Accuracy, Some(b.observed)),
+            )
+        })
+        .collect();
+    let toggled = |chance: bool, flagged: bool| {
+        format!(
+            "/studies/{}/report{}",
+            study.id,
+            Exclusions { chance, flagged }.query()
+        )
+    };
     Ok(ReportPage {
+        exclude_flagged: exclusions.flagged,
+        integrity: report.integrity,
+        toggle_chance: toggled(!exclusions.chance, exclusions.flagged),
+        toggle_flagged: toggled(exclusions.chance, !exclusions.flagged),
+        exclusion_query: exclusions.query(),
+        probabilistic: report.groups.iter().any(|g| g.stated > 0),
+        calibration,
+        calibration_plot: plots::calibration_svg(&report.calibration),
+        human_auroc: gated_figure(
+            Statistic::Agreement,
+            report.human_auroc.solutions,
+            report.human_auroc.auroc,
+        ),
+        human_auroc_solutions: report.human_auroc.solutions,
         step_flags,
         username: staff.0.username.clone(),
         is_admin: staff.is_admin(),
@@ -421,6 +534,17 @@ async fn report_page(
                     "correlation of score with human accuracy".into(),
                     show(v.correlation_with_human_accuracy, 3),
                 ),
+                (
+                    format!(
+                        "human AUROC, on the {} solutions both scored and judged",
+                        v.compared_solutions
+                    ),
+                    show(v.human_auroc, 3),
+                ),
+                (
+                    "verifier AUROC on the same solutions".into(),
+                    show(v.verifier_auroc, 3),
+                ),
             ]
         }),
     })
@@ -433,11 +557,16 @@ async fn report_json(
     Path(id): Path<Uuid>,
     Query(query): Query<ReportQuery>,
 ) -> Result<Json<serde_json::Value>, WebError> {
-    let exclude = query.exclude_chance()?;
     let study = state.store.study(id).await?;
-    let loaded = load_report(&state, id, exclude).await?;
+    let loaded = load_report(&state, id, query.exclusions()?).await?;
     Ok(Json(serde_json::json!({
-        "study": { "id": study.id, "name": study.name },
+        "study": {
+            "id": study.id,
+            "name": study.name,
+            "answer_format": study.answers.format,
+            "allow_even_odds": study.answers.allow_even_odds,
+            "justification": study.answers.justification,
+        },
         "judgements": loaded.judgements,
         "report": loaded.report,
         "accuracy_by_difficulty": loaded.difficulty,

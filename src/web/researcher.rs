@@ -19,9 +19,10 @@ use uuid::Uuid;
 use super::session::{Requester, SESSION_COOKIE, Staff, secret_cookie};
 use super::times::Timestamp;
 use super::{AppState, WebError};
+use crate::answers::AnswerRules;
 use crate::auth;
 use crate::clock::format_ms;
-use crate::domain::{ProverRole, StudyStatus};
+use crate::domain::{AnswerFormat, JustificationRule, ProverRole, StudyStatus};
 use crate::judging::{self, CompletionShortfall};
 use crate::metrics::{ScoreSummary, score_summary};
 use crate::ml::sampling::SamplingParams;
@@ -236,6 +237,7 @@ struct StudyDraft {
     seed: String,
     /// The original's grace, carried by a duplicate (empty: the default).
     reclaim_grace_s: String,
+    answers: AnswerRules,
 }
 
 /// A float for an input: at most six decimals, no trailing zeros ("45", "0.7", "12.5").
@@ -266,6 +268,7 @@ impl Default for StudyDraft {
             temperature: input_number(SamplingParams::default().temperature),
             seed: String::new(),
             reclaim_grace_s: String::new(),
+            answers: AnswerRules::default(),
         }
     }
 }
@@ -292,6 +295,7 @@ impl StudyDraft {
             max_hours: input_number(p.max_rater_ms as f64 / 3_600_000.0),
             break_every: p.break_every,
             reclaim_grace_s: input_number(spec.reclaim_grace_ms as f64 / 1000.0),
+            answers: spec.answers,
             ..StudyDraft::default()
         };
         if let Some(g) = generation {
@@ -531,6 +535,15 @@ struct NewStudyForm {
     /// form, carried by a duplicate so the copy keeps the original's (default when absent).
     #[serde(default)]
     reclaim_grace_s: String,
+    /// `binary` (default), `confidence` or `probability`.
+    #[serde(default)]
+    answer_format: String,
+    /// A ticked box: 50 % may be given in a probability study.
+    #[serde(default)]
+    allow_even_odds: String,
+    /// `none` (default), `optional` or `required`.
+    #[serde(default)]
+    justification: String,
 }
 
 /// Reads an optional number field: empty means `default`; anything unparsable is refused with
@@ -608,8 +621,20 @@ fn study_spec(form: NewStudyForm) -> Result<StudySpec, WebError> {
         break_every: number_field(&form.break_every, 0, "break every")?,
     };
     protocol.check().map_err(WebError::BadRequest)?;
+    let answers = AnswerRules {
+        format: match form.answer_format.trim() {
+            "" => AnswerFormat::Binary,
+            text => text.parse().map_err(WebError::BadRequest)?,
+        },
+        allow_even_odds: !form.allow_even_odds.is_empty(),
+        justification: match form.justification.trim() {
+            "" => JustificationRule::NotAsked,
+            text => text.parse().map_err(WebError::BadRequest)?,
+        },
+    };
     Ok(StudySpec {
         protocol,
+        answers,
         name: form.name,
         time_limit_ms: (form.time_limit_s * 1000.0).round() as i64,
         judgements_per_solution: form.judgements_per_solution,
@@ -967,6 +992,7 @@ mod tests {
                 break_every: 10,
                 ..RaterProtocol::default()
             },
+            answers: Default::default(),
         };
         let draft = StudyDraft::of(&spec, None);
         assert_eq!(

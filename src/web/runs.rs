@@ -567,6 +567,7 @@ async fn create_study(
         roles: ProverRole::ALL.to_vec(),
         max_problems: Some(max_problems),
         protocol: RaterProtocol::default(),
+        answers: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids,

@@ -626,6 +626,7 @@ impl TestApp {
             roles: vec![],
             max_problems,
             protocol,
+            answers: Default::default(),
         };
         let study = self
             .store()

@@ -25,8 +25,11 @@ COLUMNS = [
     "rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "round", "role",
     "is_correct", "verdict", "served_at", "deadline", "submitted_at", "server_elapsed_ms",
     "client_elapsed_ms", "first_wrong_step", "timing", "times_shown", "attempt_flags",
-    "participant_id", "rater_returned", "rater_background",
+    "participant_id", "rater_returned", "rater_background", "confidence", "probability",
+    "stated_probability", "justification", "hidden_count", "hidden_ms", "blur_count", "copy_count",
+    "paste_count", "integrity_flags",
 ]
+EVENT_COLUMNS = ["hidden_count", "hidden_ms", "blur_count", "copy_count", "paste_count"]
 CLIENT_TOLERANCE_MS = 2000
 Z = NormalDist().inv_cdf(0.975)
 checked = 0
@@ -120,10 +123,12 @@ def normalise(value):
 
 
 def load(folder):
-    csv = pd.read_csv(folder / "attempts.csv", dtype={"rater_name": str, "attempt_flags": str}, keep_default_na=False,
-                      na_values={"submitted_at": [""], "client_elapsed_ms": [""], "first_wrong_step": [""],
-                                 "participant_id": [""], "rater_returned": [""], "rater_background": [""]})
-    jsonl = pd.read_json(folder / "attempts.jsonl", lines=True, dtype=False)
+    optional = ["submitted_at", "client_elapsed_ms", "first_wrong_step", "participant_id", "rater_returned",
+                "rater_background", "confidence", "probability", "stated_probability", "justification"] + EVENT_COLUMNS
+    csv = pd.read_csv(folder / "attempts.csv",
+                      dtype={"rater_name": str, "attempt_flags": str, "integrity_flags": str, "justification": str},
+                      keep_default_na=False, na_values={c: [""] for c in optional})
+    jsonl = pd.read_json(folder / "attempts.jsonl", lines=True, dtype=False, precise_float=True)
     table = pq.read_table(folder / "attempts.parquet")
     parquet = table.to_pandas()
     assert list(csv.columns) == COLUMNS, f"CSV columns {list(csv.columns)}"
@@ -135,11 +140,13 @@ def load(folder):
     types = {f.name: str(f.type) for f in table.schema}
     for column in ["served_at", "deadline", "submitted_at"]:
         assert types[column] in ("timestamp[ms, tz=UTC]", "timestamp[ms, tz=+00:00]"), (column, types[column])
-    for column in ["round", "server_elapsed_ms", "client_elapsed_ms", "first_wrong_step", "times_shown"]:
+    for column in ["round", "server_elapsed_ms", "client_elapsed_ms", "first_wrong_step", "times_shown",
+                   "confidence", "probability"] + EVENT_COLUMNS:
         assert types[column] == "int64", (column, types[column])
+    assert types["stated_probability"] == "double", types["stated_probability"]
     assert types["is_correct"] == "bool", types["is_correct"]
     for column in ["rater_id", "rater_name", "solution_id", "problem_id", "checkpoint", "role", "verdict", "timing", "attempt_flags",
-                   "participant_id", "rater_returned", "rater_background"]:
+                   "participant_id", "rater_returned", "rater_background", "justification", "integrity_flags"]:
         assert types[column] in ("string", "large_string"), (column, types[column])
     assert str(parquet["served_at"].dtype).startswith("datetime64[ms"), parquet["served_at"].dtype
     assert parquet["is_correct"].dtype == bool
@@ -154,6 +161,7 @@ def load(folder):
     frame = csv.copy()
     frame["answered"] = frame["verdict"] != "timeout"
     frame["right"] = ((frame["verdict"] == "correct") & frame["is_correct"]) | ((frame["verdict"] == "wrong") & ~frame["is_correct"])
+    frame["flagged"] = frame["integrity_flags"] != ""
     return frame
 
 
@@ -186,6 +194,84 @@ def check_groups(frame, groups, label):
         close(what + " median", g["median_ms"], times.median() if len(times) else None)
         right_times = answered[answered.right].server_elapsed_ms.astype(float)
         close(what + " mean when right", g["mean_ms_when_right"], right_times.mean() if len(right_times) else None)
+
+
+def expected_stated(row):
+    """The probability the answer gave the solution being correct (README: the probability, or
+    the confidence on the verdict's side; nothing for plain verdicts and timeouts)."""
+    if row.verdict == "timeout":
+        return None
+    if not pd.isna(row.probability):
+        return row.probability / 100
+    if not pd.isna(row.confidence):
+        return row.confidence / 100 if row.verdict == "correct" else (100 - row.confidence) / 100
+    return None
+
+
+def expected_integrity(row):
+    if pd.isna(row.hidden_count):
+        return ""
+    flags = []
+    if row.hidden_count > 0:
+        flags.append("left_tab")
+    elif row.blur_count > 0:
+        flags.append("lost_focus")
+    if row.copy_count > 0:
+        flags.append("copied")
+    if row.paste_count > 0:
+        flags.append("pasted")
+    return ";".join(flags)
+
+
+def check_scores(frame, groups, label):
+    """Brier and log scores per group (probabilities clipped to [0.01, 0.99] for the log)."""
+    by_key = {(g["checkpoint"], g["round"], g["role"]): g for g in groups}
+    for key, rows in frame.groupby(["checkpoint", "round", "role"]):
+        g = by_key[key]
+        stated = rows[rows.stated_probability.notna()]
+        p, y = stated.stated_probability.astype(float), stated.is_correct.astype(float)
+        what = f"{label} group {key}"
+        close(what + " stated", g["stated"], len(stated))
+        close(what + " even odds", g["even_odds"], int((p == 0.5).sum()))
+        close(what + " Brier", g["brier_score"], ((p - y) ** 2).mean() if len(stated) else None)
+        clipped = p.clip(0.01, 0.99)
+        logs = np.where(y == 1, np.log(clipped), np.log(1 - clipped))
+        close(what + " log score", g["log_score"], logs.mean() if len(stated) else None)
+
+
+def check_calibration(frame, bins, label):
+    stated = frame[frame.stated_probability.notna()].copy()
+    stated["bin"] = ((stated.stated_probability * 100).round().astype(int) // 10).clip(0, 9)
+    expected = stated.groupby("bin")
+    assert [b["from_percent"] // 10 for b in bins] == sorted(expected.groups), f"{label} calibration bins"
+    for b in bins:
+        members = expected.get_group(b["from_percent"] // 10)
+        what = f"{label} calibration {b['from_percent']}"
+        close(what + " answers", b["answers"], len(members))
+        close(what + " mean", b["mean_stated"], members.stated_probability.mean())
+        rate(what + " observed", b["observed"], int(members.is_correct.sum()), len(members))
+
+
+def auroc(scores, labels):
+    """Mann-Whitney AUROC with average ranks for ties."""
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return None
+    ranks = scores.rank(method="average")
+    return (ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def check_human_auroc(frame, human, label):
+    answered = frame[frame.answered].copy()
+    belief = answered.stated_probability.where(
+        answered.stated_probability.notna(), (answered.verdict == "correct").astype(float))
+    # Whole percents summed as integers (README), so equal answer sets tie exactly.
+    answered["percent"] = (belief * 100).round().astype(int)
+    per_solution = answered.groupby("solution_id").agg(
+        total=("percent", "sum"), n=("percent", "size"), truth=("is_correct", "first"))
+    per_solution["score"] = per_solution.total / per_solution.n / 100
+    close(label + " human AUROC solutions", human["solutions"], len(per_solution))
+    close(label + " human AUROC", human["auroc"], auroc(per_solution.score, per_solution.truth.astype(bool)))
 
 
 def check_raters(frame, raters):
@@ -306,6 +392,27 @@ def main(folder):
     check_agreement(kept, toggled["agreement"], "excluded")
     check_time_buckets(kept, toggled["accuracy_by_time"], "excluded")
     check_step_flags(kept, toggled["step_flags"], "excluded")
+
+    # Answer formats and trial integrity, row by row and in the figures.
+    stated = [expected_stated(row) for row in frame.itertuples()]
+    got = [None if pd.isna(v) else float(v) for v in frame.stated_probability]
+    assert got == stated, "stated probabilities differ from their rule"
+    integrity = [expected_integrity(row) for row in frame.itertuples()]
+    assert list(frame.integrity_flags) == integrity, "integrity flags differ from their rule"
+    check_scores(frame, summary["groups"], "all")
+    check_calibration(frame, summary["calibration"], "all")
+    check_human_auroc(frame, summary["human_auroc"], "all")
+    close("flagged attempts", summary["integrity"]["flagged_attempts"], int(frame.flagged.sum()))
+    close("excluded attempts", summary["integrity"]["excluded_attempts"], 0)
+    flagged_path = folder / "report-flagged.json"
+    if flagged_path.exists():
+        without = json.loads(flagged_path.read_text())["report"]
+        clean = frame[~frame.flagged]
+        close("flagged exclusion: excluded", without["integrity"]["excluded_attempts"], int(frame.flagged.sum()))
+        check_groups(clean, without["groups"], "unflagged")
+        check_scores(clean, without["groups"], "unflagged")
+        check_calibration(clean, without["calibration"], "unflagged")
+        check_human_auroc(clean, without["human_auroc"], "unflagged")
 
     timings = [expected_timing(row) for row in frame.itertuples()]
     assert list(frame["timing"]) == timings, "timing outcomes differ from their rules"
