@@ -1307,6 +1307,7 @@ async fn create_study(store: &Store, clock: &Clock, args: StudyCreateArgs) -> an
             break_every: args.break_every,
         },
         answers: Default::default(),
+        time_limits: Default::default(),
     };
     if args.generate {
         if spec.checkpoint_ids.is_empty() {

@@ -165,3 +165,9 @@ string_enum!(
     /// Whether a study asks raters for a short justification of each answer.
     JustificationRule ("justification setting") { NotAsked => "none", Optional => "optional", Required => "required" }
 );
+
+string_enum!(
+    /// How a study's time-limit arms are given: one limit per rater (between raters), or every
+    /// limit to every rater in blocks of items or interleaved item by item (within rater).
+    ArmDesign ("arm design") { Between => "between", Blocked => "blocked", Interleaved => "interleaved" }
+);

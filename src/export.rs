@@ -24,7 +24,7 @@ use crate::reports::Attempt;
 pub use crate::store::reports::AttemptRow;
 
 /// The tidy table's columns, in order (README documents each).
-pub const COLUMNS: [&str; 31] = [
+pub const COLUMNS: [&str; 33] = [
     "rater_id",
     "rater_name",
     "solution_id",
@@ -56,6 +56,8 @@ pub const COLUMNS: [&str; 31] = [
     "copy_count",
     "paste_count",
     "integrity_flags",
+    "time_limit_ms",
+    "position",
 ];
 
 /// Why a row deserves a second look; a row may carry several, joined by `;`. How the attempt
@@ -322,6 +324,8 @@ message attempt {
   OPTIONAL INT64 copy_count;
   OPTIONAL INT64 paste_count;
   REQUIRED BYTE_ARRAY integrity_flags (STRING);
+  REQUIRED INT64 time_limit_ms;
+  OPTIONAL INT64 position;
 }
 ";
 
@@ -413,6 +417,8 @@ impl Values {
             Values::optional(rows, |r| r.copy_count),
             Values::optional(rows, |r| r.paste_count),
             Values::text(rows, |r| r.integrity_flags.clone()),
+            Values::Int(rows.iter().map(|r| r.time_limit_ms).collect()),
+            Values::optional(rows, |r| r.position),
         ]
     }
 }
@@ -516,6 +522,8 @@ mod tests {
             copy_count: None,
             paste_count: None,
             integrity_flags: String::new(),
+            time_limit_ms: 45_000,
+            position: None,
         }
     }
 
@@ -572,6 +580,8 @@ mod tests {
             first_wrong_step: None,
             stated_probability: None,
             integrity_flagged: false,
+            time_limit_ms: 45_000,
+            position: None,
         };
         let attempts = [
             attempt(2, true, Verdict::Correct),
@@ -638,7 +648,7 @@ mod tests {
             lines[1]
         );
         assert!(
-            lines[2].ends_with(",timeout,1000,46000,,45000,,,in_time,1,,,,,,,,,,,,,,"),
+            lines[2].ends_with(",timeout,1000,46000,,45000,,,in_time,1,,,,,,,,,,,,,,,45000,"),
             "{}",
             lines[2]
         );

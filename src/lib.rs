@@ -29,6 +29,7 @@
 //! - [`cli`]: the `legibility` command and its subcommands.
 
 pub mod answers;
+pub mod arms;
 pub mod auth;
 pub mod backup;
 pub mod bonus;

@@ -46,6 +46,11 @@ pub struct Attempt {
     pub stated_probability: Option<f64>,
     /// The page counted an integrity event (left the tab, lost focus, copy, paste).
     pub integrity_flagged: bool,
+    /// The item's time limit, ms (its deadline minus its serving time): its arm, when the
+    /// study compares limits.
+    pub time_limit_ms: i64,
+    /// The item's serial position in the rater's session (1-based); `None` before it was kept.
+    pub position: Option<i64>,
 }
 
 impl Attempt {
@@ -331,6 +336,114 @@ pub fn human_auroc(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> HumanAuroc
     }
 }
 
+/// One point of a checkpoint's speed–accuracy curve: its answers under one time limit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ArmReport {
+    /// Checkpoint label.
+    pub checkpoint: String,
+    /// The time limit, ms.
+    pub time_limit_ms: i64,
+    /// Attempts, timeouts included.
+    pub judgements: u64,
+    /// Accuracy of answered judgements, with its Wilson interval.
+    pub accuracy: Option<Rate>,
+    /// Share of attempts that timed out.
+    pub timeout_rate: Option<f64>,
+    /// The paper's time to judge correctly: mean server time of right answers, ms.
+    pub mean_ms_when_right: Option<f64>,
+    /// Its normal 95 % interval (mean ± 1.96 standard errors; needs two right answers).
+    pub mean_ms_when_right_low: Option<f64>,
+    /// Upper end.
+    pub mean_ms_when_right_high: Option<f64>,
+}
+
+/// The speed–accuracy curves: per checkpoint × time limit, sorted by checkpoint and limit.
+pub fn arm_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<ArmReport> {
+    let mut arms: BTreeMap<(&str, i64), Vec<&Attempt>> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        arms.entry((a.checkpoint.as_str(), a.time_limit_ms))
+            .or_default()
+            .push(a);
+    }
+    arms.into_iter()
+        .map(|((checkpoint, time_limit_ms), members)| {
+            let f = figures(&members);
+            let right: Vec<f64> = members
+                .iter()
+                .filter(|a| a.right() == Some(true))
+                .map(|a| a.server_elapsed_ms as f64)
+                .collect();
+            let spread = standard_error(&right).map(|se| Z_95 * se);
+            ArmReport {
+                checkpoint: checkpoint.to_string(),
+                time_limit_ms,
+                judgements: f.judgements,
+                accuracy: f.accuracy,
+                timeout_rate: f.timeout_rate,
+                mean_ms_when_right: f.mean_ms_when_right,
+                mean_ms_when_right_low: f.mean_ms_when_right.zip(spread).map(|(m, s)| m - s),
+                mean_ms_when_right_high: f.mean_ms_when_right.zip(spread).map(|(m, s)| m + s),
+            }
+        })
+        .collect()
+}
+
+/// The standard error of the mean (sample standard deviation / √n); needs two values.
+fn standard_error(values: &[f64]) -> Option<f64> {
+    let n = values.len();
+    if n < 2 {
+        return None;
+    }
+    let m = values.iter().sum::<f64>() / n as f64;
+    let variance = values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Some((variance / n as f64).sqrt())
+}
+
+/// Accuracy of the answers at serial positions `from`..=`to` of the raters' sessions.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PositionBucket {
+    /// First position (1-based).
+    pub from: i64,
+    /// Last position.
+    pub to: i64,
+    /// Attempts at these positions, timeouts included.
+    pub judgements: u64,
+    /// Accuracy of the answered ones.
+    pub accuracy: Option<Rate>,
+}
+
+/// Positions per bucket of the accuracy-by-position figure.
+pub const POSITION_BUCKET: i64 = 5;
+
+/// Accuracy by serial position (fatigue and learning), in buckets of [`POSITION_BUCKET`] up
+/// to the last position seen; attempts without a position are left out.
+pub fn accuracy_by_position(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<PositionBucket> {
+    let mut buckets: BTreeMap<i64, Vec<&Attempt>> = BTreeMap::new();
+    for a in attempts.iter().filter(|a| !excluded.contains(&a.rater_id)) {
+        if let Some(position) = a.position {
+            buckets
+                .entry((position.max(1) - 1) / POSITION_BUCKET)
+                .or_default()
+                .push(a);
+        }
+    }
+    let Some(&last) = buckets.keys().next_back() else {
+        return Vec::new();
+    };
+    (0..=last)
+        .map(|k| {
+            let members = buckets.get(&k).map(Vec::as_slice).unwrap_or(&[]);
+            let f = figures(members);
+            PositionBucket {
+                from: k * POSITION_BUCKET + 1,
+                to: (k + 1) * POSITION_BUCKET,
+                judgements: f.judgements,
+                accuracy: f.accuracy,
+            }
+        })
+        .collect()
+}
+
 /// How many attempts carry an integrity flag, and how many the report left out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct IntegritySummary {
@@ -506,6 +619,10 @@ pub struct StudyReport {
     pub human_auroc: HumanAuroc,
     /// Attempts with integrity flags, and how many were left out.
     pub integrity: IntegritySummary,
+    /// Speed–accuracy per checkpoint × time limit (one limit per checkpoint without arms).
+    pub arms: Vec<ArmReport>,
+    /// Accuracy by serial position in the raters' sessions.
+    pub accuracy_by_position: Vec<PositionBucket>,
 }
 
 /// Step flags of one prover role: after answering "wrong", how often raters pointed at the
@@ -609,6 +726,8 @@ pub fn study_report(attempts: &[Attempt], exclude_chance_level: bool) -> StudyRe
         calibration: calibration(attempts, &excluded),
         human_auroc: human_auroc(attempts, &excluded),
         integrity: IntegritySummary::of(attempts, false),
+        arms: arm_reports(attempts, &excluded),
+        accuracy_by_position: accuracy_by_position(attempts, &excluded),
         raters,
     }
 }
@@ -968,6 +1087,8 @@ mod tests {
             first_wrong_step: None,
             stated_probability: None,
             integrity_flagged: false,
+            time_limit_ms: 45_000,
+            position: None,
         }
     }
 

@@ -97,6 +97,10 @@ pub fn plan_edit(
         return Err("time limit and judgements per solution must be positive".into());
     }
     wanted.protocol.check()?;
+    wanted.time_limits.check(
+        wanted.max_problems.map_or(i64::MAX, |n| n as i64),
+        wanted.judgements_per_solution,
+    )?;
     let (c, w) = (&current.protocol, &wanted.protocol);
     let mut plan = EditPlan::default();
     let mut free = |changed: bool, name: &'static str| {
@@ -111,8 +115,9 @@ pub fn plan_edit(
     let quality_counts = w.practice_items != c.practice_items
         || w.screening_items != c.screening_items
         || w.gold_items != c.gold_items;
-    let design: [(bool, &'static str); 8] = [
+    let design: [(bool, &'static str); 9] = [
         (wanted.answers != current.answers, "answer format"),
+        (wanted.time_limits != current.time_limits, "time-limit arms"),
         (wanted.time_limit_ms != current.time_limit_ms, "time limit"),
         (
             wanted.judgements_per_solution != current.judgements_per_solution,
@@ -204,6 +209,7 @@ mod tests {
             max_problems: Some(20),
             protocol: RaterProtocol::default(),
             answers: Default::default(),
+            time_limits: Default::default(),
         }
     }
 

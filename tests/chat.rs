@@ -252,6 +252,7 @@ async fn a_generation_job_runs_an_uploaded_instruct_prover(backend: Backend) {
         max_problems: Some(3),
         protocol: legibility::quality::RaterProtocol::default(),
         answers: Default::default(),
+        time_limits: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: provers.clone(),

@@ -1548,6 +1548,7 @@ async fn in_place_checkpoints_are_registered_without_copying_and_generate(backen
         max_problems: Some(2),
         protocol: legibility::quality::RaterProtocol::default(),
         answers: Default::default(),
+        time_limits: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: vec![row.id],

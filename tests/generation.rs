@@ -68,6 +68,7 @@ fn spec(name: &str, set: Uuid, problems: usize) -> StudySpec {
         max_problems: Some(problems),
         protocol: legibility::quality::RaterProtocol::default(),
         answers: Default::default(),
+        time_limits: Default::default(),
     }
 }
 

@@ -391,6 +391,7 @@ async fn ungradable_solutions_are_stored_counted_and_never_study_items(backend: 
             ..RaterProtocol::default()
         },
         answers: Default::default(),
+        time_limits: Default::default(),
     };
     let study = app
         .store()

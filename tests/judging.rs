@@ -817,7 +817,7 @@ async fn answers_that_break_the_studys_rules_are_refused_and_keep_the_item(backe
     let row = csv.lines().nth(1).unwrap();
     assert!(row.contains(",wrong,"), "{row}");
     assert!(
-        row.ends_with(",,35,0.35,step 2 is off by one,1,1500,1,0,2,left_tab;pasted"),
+        row.ends_with(",,35,0.35,step 2 is off by one,1,1500,1,0,2,left_tab;pasted,45000,1"),
         "{row}"
     );
     // Shown twice: served, then the reload above; the two refused answers showed it again
@@ -907,3 +907,73 @@ async fn confidence_answers_need_a_verdict_and_a_listed_confidence(backend: Back
     assert!((group["brier_score"].as_f64().unwrap() - want).abs() < 1e-12);
 }
 on_both_backends!(confidence_answers_need_a_verdict_and_a_listed_confidence);
+
+async fn time_limit_arms_set_each_items_deadline(backend: Backend) {
+    use legibility::arms::TimeLimits;
+    use legibility::domain::ArmDesign;
+    let app = TestApp::start(backend).await;
+    // 6 problems: each rater meets at most 6 items.
+    let fixture = app.fixture(6, 1, 2, 45_000).await;
+    let setup = app.store().study_setup(fixture.study_id).await.unwrap();
+    // Blocks of 4 items under 2 limits need 8 items per rater: refused, with the numbers.
+    let mut spec = setup.spec.clone();
+    spec.max_problems = Some(6);
+    spec.time_limits = TimeLimits {
+        arms: vec![15_000, 30_000],
+        design: ArmDesign::Blocked,
+        block_items: 4,
+    };
+    let refused = app
+        .store()
+        .update_study(fixture.study_id, &spec)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("need 8 items per rater") && refused.contains("at most 6"),
+        "{refused}"
+    );
+    spec.time_limits.block_items = 3;
+    app.store()
+        .update_study(fixture.study_id, &spec)
+        .await
+        .unwrap();
+
+    let tokens = app.invite(fixture.study_id, 2).await;
+    let mut blocks = Vec::new();
+    for token in &tokens {
+        let mut rater = app.rater_client(token).await;
+        let mut limits = Vec::new();
+        loop {
+            let item = next_item(&mut rater).await;
+            if item["status"] != "item" {
+                break;
+            }
+            limits.push(item["time_limit_ms"].as_i64().unwrap());
+            assert!(item["remaining_ms"].as_i64().unwrap() <= limits[limits.len() - 1]);
+            let id = item["assignment_id"].as_str().unwrap().to_string();
+            assert_eq!(
+                answer(&mut rater, &id, "correct").await.status,
+                StatusCode::OK
+            );
+        }
+        assert_eq!(limits.len(), 6);
+        assert_eq!(limits[..3], [limits[0]; 3], "{limits:?}");
+        assert_eq!(limits[3..], [limits[3]; 3], "{limits:?}");
+        assert_ne!(limits[0], limits[3]);
+        blocks.push(limits[0]);
+    }
+    // The two raters start with different limits (rows of the Latin square).
+    assert_ne!(blocks[0], blocks[1]);
+    let report = app.report_json(fixture.study_id).await;
+    let arms = report["report"]["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 2);
+    assert_eq!(arms[0]["time_limit_ms"], 15_000);
+    assert_eq!(arms[0]["judgements"], 6);
+    let positions = report["report"]["accuracy_by_position"].as_array().unwrap();
+    assert_eq!(
+        positions[0]["judgements"], 10,
+        "positions 1-5 of two raters"
+    );
+}
+on_both_backends!(time_limit_arms_set_each_items_deadline);

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use common::{Backend, TestApp, truthful};
 use legibility::answers::AnswerRules;
-use legibility::domain::{AnswerFormat, JustificationRule, UserRole};
+use legibility::arms::TimeLimits;
+use legibility::domain::{AnswerFormat, ArmDesign, JustificationRule, UserRole};
 use legibility::reports::Attempt;
 use legibility::store::Store;
 use serde_json::Value;
@@ -408,6 +409,16 @@ async fn pandas_check(backend: Backend, design: Design) {
     let study = fixture.study_id;
     if design != Design::Binary {
         let mut spec = app.state.store.study_setup(study).await.unwrap().spec;
+        // Two time limits: interleaved item by item in the probability study, between raters
+        // in the confidence one (the late answers, 47 s, stay within the 5 s grace of both).
+        spec.time_limits = TimeLimits {
+            arms: vec![43_000, 45_000],
+            design: match design {
+                Design::Probability => ArmDesign::Interleaved,
+                _ => ArmDesign::Between,
+            },
+            block_items: 10,
+        };
         spec.answers = AnswerRules {
             format: match design {
                 Design::Probability => AnswerFormat::Probability,
@@ -417,7 +428,7 @@ async fn pandas_check(backend: Backend, design: Design) {
             justification: JustificationRule::Optional,
         };
         let plan = app.state.store.update_study(study, &spec).await.unwrap();
-        assert_eq!(plan.changed, vec!["answer format"]);
+        assert_eq!(plan.changed, vec!["answer format", "time-limit arms"]);
     }
     // A rater sees one solution per problem: 15 raters fill the 108 slots (12 per problem).
     let tokens = app.invite(study, 15).await;
@@ -550,6 +561,8 @@ async fn pandas_check(backend: Backend, design: Design) {
             report.body
         );
         assert!(report.body.contains("Brier score"));
+        assert!(report.body.contains("id=\"arms\""), "{}", report.body);
+        assert!(csv.contains(",43000,") && csv.contains(",45000,"));
     }
 
     let python = std::env::var("LEGIBILITY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());

@@ -45,6 +45,8 @@ fn attempts() -> Vec<Attempt> {
                     number("probability"),
                 ),
                 integrity_flagged: false,
+                time_limit_ms: 45_000,
+                position: None,
             }
         })
         .collect()

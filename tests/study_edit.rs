@@ -461,6 +461,7 @@ async fn a_generated_study_duplicates_with_its_generation_settings(backend: Back
         max_problems: Some(3),
         protocol: RaterProtocol::default(),
         answers: Default::default(),
+        time_limits: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: vec![prover],

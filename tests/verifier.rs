@@ -114,6 +114,7 @@ async fn labels_follow_the_raters_current_verdicts(backend: Backend) {
                 max_problems: None,
                 protocol: legibility::quality::RaterProtocol::default(),
                 answers: Default::default(),
+                time_limits: Default::default(),
             },
             None,
             app.now(),

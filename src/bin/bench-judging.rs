@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
                     ..Default::default()
                 },
                 answers: Default::default(),
+                time_limits: Default::default(),
             },
             None,
             clock.now_ms(),

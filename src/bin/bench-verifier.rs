@@ -293,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
         max_problems: Some(args.problems),
         protocol: legibility::quality::RaterProtocol::default(),
         answers: Default::default(),
+        time_limits: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids: vec![prover],

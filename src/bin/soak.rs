@@ -219,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
                     max_problems: Some(problems_n),
                     protocol: Default::default(),
                     answers: Default::default(),
+                    time_limits: Default::default(),
                 },
                 None,
                 clock.now_ms(),

@@ -15,6 +15,7 @@ use super::quality::{PracticeFeedback, RaterQualityState};
 use super::writer::{ClaimRequest, JudgeRequest, abandon_item};
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::answers::{self, Answer, AnswerInput, AnswerRules};
+use crate::arms::TimeLimits;
 use crate::domain::{QualityPurpose, StudyStatus, Verdict, parse_stored};
 use crate::intake::IntakeStep;
 use crate::judging::{self, Stratum};
@@ -355,7 +356,6 @@ impl Store {
                             active.served_at,
                             active.deadline,
                         ),
-                        context.time_limit_ms,
                         context.items_done + session_quality_items(quality.as_ref()),
                         stage.unwrap_or(Stage::Session),
                     )
@@ -372,9 +372,7 @@ impl Store {
                 if count_showing {
                     self.count_shown_again(current.0).await?;
                 }
-                return self
-                    .item_outcome(current, context.time_limit_ms, items_done, Stage::Session)
-                    .await;
+                return self.item_outcome(current, items_done, Stage::Session).await;
             }
             Some(expired) => expired_own = Some(expired),
             None => {}
@@ -420,6 +418,14 @@ impl Store {
         };
         let cutoff = judging::reclaim_cutoff(now, context.grace_ms);
         let random_start: i64 = rand::rng().random_range(0..i64::MAX);
+        // The new item's place in the session: after the items finished, counting the rater's
+        // own expired item that the claim settles as a timeout.
+        let finished =
+            items_done + i64::from(settles_as_timeout(expired_own, now, context.grace_ms));
+        let time_limit_ms = self
+            .arm_limit(study_id, rater_id, finished)
+            .await?
+            .unwrap_or(context.time_limit_ms);
         let claimed = self
             .writer
             .claim(ClaimRequest {
@@ -428,7 +434,8 @@ impl Store {
                 strata,
                 wanted: context.wanted,
                 now,
-                time_limit_ms: context.time_limit_ms,
+                time_limit_ms,
+                position: finished + 1,
                 random_start,
                 sweep_cutoff: context
                     .earliest_active_deadline
@@ -443,7 +450,6 @@ impl Store {
             Some(item) => {
                 self.item_outcome(
                     (item.assignment_id, item.solution_id, now, item.deadline),
-                    context.time_limit_ms,
                     items_done,
                     Stage::Session,
                 )
@@ -452,6 +458,36 @@ impl Store {
             None if context.status == StudyStatus::Closed => Ok(ServeOutcome::StudyClosed),
             None => Ok(ServeOutcome::Finished { items_done }),
         }
+    }
+
+    /// The time limit of the rater's next study item when the study compares limits (see
+    /// [`crate::arms`]); `finished` is the number of session items before it.
+    async fn arm_limit(
+        &self,
+        study_id: Uuid,
+        rater_id: Uuid,
+        finished: i64,
+    ) -> StoreResult<Option<i64>> {
+        let (arms, design, block_items, ordinal): (String, String, i64, i64) = dispatch!(self, pool, _b => {
+            sqlx::query_as(
+                "SELECT s.time_limit_arms, s.arm_design, s.arm_block_items,
+                        (SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id AND r.id < $2)
+                 FROM studies s WHERE s.id = $1",
+            )
+            .bind(study_id)
+            .bind(rater_id)
+            .fetch_one(pool)
+            .await?
+        });
+        if arms.is_empty() {
+            return Ok(None);
+        }
+        let limits = TimeLimits {
+            arms: TimeLimits::parse_arms(&arms).map_err(StoreError::Invalid)?,
+            design: parse_stored(&design)?,
+            block_items,
+        };
+        Ok(limits.limit_for(u64::try_from(ordinal).unwrap_or(0), rater_id, finished))
     }
 
     /// Where an active quality item of `purpose` sits in the protocol.
@@ -579,21 +615,15 @@ impl Store {
         let id = self
             .start_quality_attempt(study_id, rater_id, purpose, item, now, deadline)
             .await?;
-        self.item_outcome(
-            (id, item.0, now, deadline),
-            context.time_limit_ms,
-            *items_done,
-            stage,
-        )
-        .await
-        .map(Some)
+        self.item_outcome((id, item.0, now, deadline), *items_done, stage)
+            .await
+            .map(Some)
     }
 
     /// An item as served: (id, solution, served_at, deadline) with the text the rater sees.
     async fn item_outcome(
         &self,
         (assignment_id, solution_id, served_at, deadline): (Uuid, Uuid, i64, i64),
-        time_limit_ms: i64,
         items_done: i64,
         stage: Stage,
     ) -> StoreResult<ServeOutcome> {
@@ -604,7 +634,8 @@ impl Store {
             solution,
             served_at,
             deadline,
-            time_limit_ms,
+            // The item's own limit (a study may compare several).
+            time_limit_ms: deadline - served_at,
             items_done,
             stage,
         }))
@@ -630,6 +661,8 @@ impl Store {
                     wanted: context.wanted,
                     now,
                     time_limit_ms: context.time_limit_ms,
+                    // No new item is claimed (no strata): neither is used.
+                    position: 1,
                     random_start: 0,
                     sweep_cutoff: None,
                     expired_own: Some(expired),

@@ -393,6 +393,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "answer_formats",
         include_str!("../../migrations/sqlite/0020_answer_formats.sql"),
     ),
+    (
+        21,
+        "time_limit_arms",
+        include_str!("../../migrations/sqlite/0021_time_limit_arms.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -489,6 +494,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         20,
         "answer_formats",
         include_str!("../../migrations/postgres/0020_answer_formats.sql"),
+    ),
+    (
+        21,
+        "time_limit_arms",
+        include_str!("../../migrations/postgres/0021_time_limit_arms.sql"),
     ),
 ];
 

@@ -83,6 +83,10 @@ pub struct AttemptRow {
     pub paste_count: Option<i64>,
     /// Integrity flags, `;`-separated: `left_tab`, `lost_focus`, `copied`, `pasted`.
     pub integrity_flags: String,
+    /// The item's time limit, ms (its arm when the study compares limits).
+    pub time_limit_ms: i64,
+    /// The item's serial position in the rater's session (1-based).
+    pub position: Option<i64>,
 }
 
 /// The page's counts as stored (all five or none).
@@ -133,6 +137,8 @@ where
                 .map(|e| e.flags().into_iter().map(|f| f.as_str()).collect())
                 .unwrap_or_default();
         Ok(AttemptRow {
+            time_limit_ms: deadline - row.try_get::<i64, _>("served_at")?,
+            position: row.try_get("position")?,
             confidence,
             probability,
             stated_probability: answers::stated_probability(verdict, confidence, probability),
@@ -180,7 +186,7 @@ const ATTEMPTS_SQL: &str =
             j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
             a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers,
             j.confidence, j.probability, j.justification, j.hidden_count, j.hidden_ms,
-            j.blur_count, j.copy_count, j.paste_count
+            j.blur_count, j.copy_count, j.paste_count, j.position
      FROM judgements j
      JOIN assignments a ON a.id = j.assignment_id
      JOIN raters r ON r.id = j.rater_id
@@ -196,7 +202,7 @@ const SOLUTION_ATTEMPTS_SQL: &str =
             j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
             a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers,
             j.confidence, j.probability, j.justification, j.hidden_count, j.hidden_ms,
-            j.blur_count, j.copy_count, j.paste_count
+            j.blur_count, j.copy_count, j.paste_count, j.position
      FROM judgements j
      JOIN assignments a ON a.id = j.assignment_id
      JOIN raters r ON r.id = j.rater_id
@@ -210,13 +216,15 @@ const SOLUTION_ATTEMPTS_SQL: &str =
 const NEW_ATTEMPTS_SQLITE: &str =
     "SELECT j.rowid AS seq, j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id,
             s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step,
-            j.confidence, j.probability, j.hidden_count, j.blur_count, j.copy_count, j.paste_count
+            j.confidence, j.probability, j.hidden_count, j.blur_count, j.copy_count, j.paste_count,
+            j.served_at, j.deadline, j.position
      FROM judgements j JOIN solutions s ON s.id = j.solution_id
      WHERE j.study_id = $1 AND j.rowid > $2";
 const NEW_ATTEMPTS_POSTGRES: &str =
     "SELECT j.seq, j.rater_id, j.solution_id, s.problem_id, s.checkpoint_id,
             s.role, s.is_correct, j.verdict, j.server_elapsed_ms, j.first_wrong_step,
-            j.confidence, j.probability, j.hidden_count, j.blur_count, j.copy_count, j.paste_count
+            j.confidence, j.probability, j.hidden_count, j.blur_count, j.copy_count, j.paste_count,
+            j.served_at, j.deadline, j.position
      FROM judgements j JOIN solutions s ON s.id = j.solution_id
      WHERE j.study_id = $1 AND j.seq > $2";
 
@@ -254,6 +262,8 @@ where
             row.try_get("probability")?,
         ),
         integrity_flagged: events.is_some_and(|e| !e.flags().is_empty()),
+        time_limit_ms: row.try_get::<i64, _>("deadline")? - row.try_get::<i64, _>("served_at")?,
+        position: row.try_get("position")?,
         rater_id: row.try_get("rater_id")?,
         solution_id,
         problem_id: row.try_get("problem_id")?,

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::catalog::SolutionFacts;
 use super::{Backend, Store, StoreError, StoreResult, dispatch};
 use crate::answers::AnswerRules;
+use crate::arms::TimeLimits;
 use crate::domain::{GradeOutcome, ProverRole, StudyStatus, parse_stored};
 use crate::judging;
 use crate::quality::{self, Candidate, QualityItem, RaterProtocol};
@@ -40,6 +41,9 @@ pub struct StudySpec {
     /// How raters answer: a verdict, a verdict with confidence, or a probability; and whether
     /// they justify it.
     pub answers: AnswerRules,
+    /// Time limits compared (speed–accuracy arms), and how they are given; none: every item
+    /// has `time_limit_ms`.
+    pub time_limits: TimeLimits,
 }
 
 impl StudySpec {
@@ -61,6 +65,9 @@ impl StudySpec {
         if self.reclaim_grace_ms < 0 {
             return Err("the grace after a deadline cannot be negative".into());
         }
+        let items_per_rater = self.max_problems.map_or(i64::MAX, |n| n as i64);
+        self.time_limits
+            .check(items_per_rater, self.judgements_per_solution)?;
         if self.max_problems == Some(0) {
             return Err(
                 "at most 0 problems would leave the study empty: give at least 1, or leave the \
@@ -93,6 +100,8 @@ pub struct Study {
     pub protocol: RaterProtocol,
     /// How raters answer.
     pub answers: AnswerRules,
+    /// Time-limit arms.
+    pub time_limits: TimeLimits,
 }
 
 /// How far a study has got.
@@ -151,7 +160,7 @@ const STUDY_COLUMNS: &str =
      s.created_at, s.practice_items, s.screening_items, s.screening_pass_accuracy,
      (SELECT COUNT(*) FROM quality_items q WHERE q.study_id = s.id AND q.purpose = 'gold') AS gold_items,
      s.gold_rate, s.max_rater_ms, s.break_every, s.answer_format, s.allow_even_odds,
-     s.justification";
+     s.justification, s.time_limit_arms, s.arm_design, s.arm_block_items";
 
 /// Studies are read by column name ([`STUDY_COLUMNS`]).
 impl<'r, R> sqlx::FromRow<'r, R> for Study
@@ -168,7 +177,14 @@ where
         let status: String = row.try_get("status")?;
         let format: String = row.try_get("answer_format")?;
         let justification: String = row.try_get("justification")?;
+        let arms: String = row.try_get("time_limit_arms")?;
+        let design: String = row.try_get("arm_design")?;
         Ok(Study {
+            time_limits: TimeLimits {
+                arms: TimeLimits::parse_arms(&arms).map_err(|e| sqlx::Error::Decode(e.into()))?,
+                design: parse_stored(&design)?,
+                block_items: row.try_get("arm_block_items")?,
+            },
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             time_limit_ms: row.try_get("time_limit_ms")?,
@@ -330,6 +346,7 @@ impl Store {
             created_at: now,
             protocol: spec.protocol.clone(),
             answers: spec.answers,
+            time_limits: spec.time_limits.clone(),
         };
         dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
@@ -337,8 +354,10 @@ impl Store {
                 "INSERT INTO studies (id, name, time_limit_ms, judgements_per_solution, reclaim_grace_ms, status,
                                       created_by, created_at, practice_items, screening_items,
                                       screening_pass_accuracy, gold_rate, max_rater_ms, break_every,
-                                      ungradable_left_out, answer_format, allow_even_odds, justification)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                                      ungradable_left_out, answer_format, allow_even_odds, justification,
+                                      time_limit_arms, arm_design, arm_block_items)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                         $19, $20, $21)
                  ON CONFLICT (name) DO NOTHING",
             )
             .bind(study.id)
@@ -359,6 +378,9 @@ impl Store {
             .bind(study.answers.format.as_str())
             .bind(study.answers.allow_even_odds)
             .bind(study.answers.justification.as_str())
+            .bind(study.time_limits.arms_text())
+            .bind(study.time_limits.design.as_str())
+            .bind(study.time_limits.block_items)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -525,6 +547,7 @@ impl Store {
             max_problems: usize::try_from(problems).ok().filter(|n| *n > 0),
             protocol: study.protocol.clone(),
             answers: study.answers,
+            time_limits: study.time_limits.clone(),
         };
         if let Some(params) = &generation_params {
             // A generated study's selection is what its job was asked for, whatever it has
@@ -585,7 +608,8 @@ impl Store {
                         practice_items = $5, screening_items = $6, screening_pass_accuracy = $7,
                         gold_rate = $8, max_rater_ms = $9, break_every = $10,
                         ungradable_left_out = COALESCE($11, ungradable_left_out),
-                        answer_format = $12, allow_even_odds = $13, justification = $14
+                        answer_format = $12, allow_even_odds = $13, justification = $14,
+                        time_limit_arms = $15, arm_design = $16, arm_block_items = $17
                  WHERE id = $1",
             )
             .bind(id)
@@ -602,6 +626,9 @@ impl Store {
             .bind(wanted.answers.format.as_str())
             .bind(wanted.answers.allow_even_odds)
             .bind(wanted.answers.justification.as_str())
+            .bind(wanted.time_limits.arms_text())
+            .bind(wanted.time_limits.design.as_str())
+            .bind(wanted.time_limits.block_items)
             .execute(&mut *tx)
             .await;
             match updated {
@@ -800,6 +827,7 @@ mod tests {
             max_problems: None,
             protocol: RaterProtocol::default(),
             answers: Default::default(),
+            time_limits: Default::default(),
         }
     }
 

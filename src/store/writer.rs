@@ -34,6 +34,8 @@ pub(crate) struct ClaimRequest {
     pub wanted: i64,
     pub now: i64,
     pub time_limit_ms: i64,
+    /// The new item's serial position in the rater's session (1-based).
+    pub position: i64,
     /// Random starting point in the study's shuffle order.
     pub random_start: i64,
     /// Abandon other raters' items whose deadline is before this.
@@ -254,10 +256,10 @@ impl Store {
                            + (SELECT s.reclaim_grace_ms FROM studies s WHERE s.id = assignments.study_id)
                            >= answer.column3
                      RETURNING assignments.id, assignments.study_id, assignments.solution_id,
-                               assignments.served_at, assignments.deadline",
+                               assignments.served_at, assignments.deadline, assignments.position",
                     value_rows(judges.len(), 3)
                 );
-                let mut query = sqlx::query_as::<_, (Uuid, Uuid, Uuid, i64, i64)>(AssertSqlSafe(sql));
+                let mut query = sqlx::query_as::<_, (Uuid, Uuid, Uuid, i64, i64, Option<i64>)>(AssertSqlSafe(sql));
                 for judge in judges {
                     query = query.bind(judge.assignment_id).bind(judge.rater_id).bind(judge.now);
                 }
@@ -265,7 +267,7 @@ impl Store {
                 if !closed.is_empty() {
                     let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(closed.len(), JUDGEMENT_COLUMNS));
                     let mut insert = sqlx::query(AssertSqlSafe(sql));
-                    for (assignment_id, study_id, solution_id, served_at, deadline) in closed {
+                    for (assignment_id, study_id, solution_id, served_at, deadline, position) in closed {
                         let Some(index) = judges.iter().position(|j| j.assignment_id == assignment_id) else {
                             return Err(StoreError::Invalid("a judged assignment was not in the batch".into()));
                         };
@@ -295,7 +297,8 @@ impl Store {
                             .bind(has_events.then_some(events.hidden_ms))
                             .bind(has_events.then_some(events.blur_count))
                             .bind(has_events.then_some(events.copy_count))
-                            .bind(has_events.then_some(events.paste_count));
+                            .bind(has_events.then_some(events.paste_count))
+                            .bind(position);
                     }
                     insert.execute(&mut *tx).await?;
                 }
@@ -310,12 +313,13 @@ impl Store {
                     abandon_item!(tx, claim.study_id, assignment_id, solution_id);
                     continue;
                 }
-                let closed = sqlx::query("UPDATE assignments SET state = 'judged' WHERE id = $1 AND state = 'active'")
-                    .bind(assignment_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if closed == 1 {
+                let closed: Option<(Option<i64>,)> = sqlx::query_as(
+                    "UPDATE assignments SET state = 'judged' WHERE id = $1 AND state = 'active' RETURNING position",
+                )
+                .bind(assignment_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((position,)) = closed {
                     // No answer arrived: `submitted_at`, the client's time and the requested
                     // verdict stay empty.
                     let sql = format!("{INSERT_JUDGEMENTS} {}", value_rows(1, JUDGEMENT_COLUMNS));
@@ -340,6 +344,7 @@ impl Store {
                         .bind(None::<i64>)
                         .bind(None::<i64>)
                         .bind(None::<i64>)
+                        .bind(position)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -418,9 +423,9 @@ impl Store {
             if !new_assignments.is_empty() {
                 let sql = format!(
                     "INSERT INTO assignments (id, study_id, rater_id, solution_id, problem_id, checkpoint_id, is_correct,
-                                              served_at, deadline, state)
+                                              served_at, deadline, position, state)
                      VALUES {}",
-                    value_rows_with(new_assignments.len(), 9, ", 'active'")
+                    value_rows_with(new_assignments.len(), 10, ", 'active'")
                 );
                 let mut insert = sqlx::query(AssertSqlSafe(sql));
                 for (item, claim, problem_id, stratum) in &new_assignments {
@@ -433,7 +438,8 @@ impl Store {
                         .bind(stratum.checkpoint_id)
                         .bind(stratum.is_correct)
                         .bind(claim.now)
-                        .bind(item.deadline);
+                        .bind(item.deadline)
+                        .bind(claim.position);
                 }
                 insert.execute(&mut *tx).await?;
             }
@@ -477,11 +483,11 @@ const INSERT_JUDGEMENTS: &str = "INSERT INTO judgements (id, assignment_id, stud
                                                          served_at, deadline, submitted_at, server_elapsed_ms,
                                                          client_elapsed_ms, requested_verdict, confidence,
                                                          probability, justification, hidden_count, hidden_ms,
-                                                         blur_count, copy_count, paste_count)
+                                                         blur_count, copy_count, paste_count, position)
                                  VALUES";
 
 /// Columns [`INSERT_JUDGEMENTS`] names.
-const JUDGEMENT_COLUMNS: usize = 20;
+const JUDGEMENT_COLUMNS: usize = 21;
 
 #[cfg(test)]
 mod tests {

@@ -63,7 +63,7 @@ pub enum ItemResponse {
         solution: String,
         /// Milliseconds left before the server stores a timeout.
         remaining_ms: i64,
-        /// The study's per-item limit.
+        /// This item's limit (the study's, or its arm when the study compares limits).
         time_limit_ms: i64,
         /// Session items this rater finished.
         items_done: i64,

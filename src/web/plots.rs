@@ -880,6 +880,8 @@ mod tests {
                 auroc: None,
             },
             integrity: Default::default(),
+            arms: Vec::new(),
+            accuracy_by_position: Vec::new(),
         }
     }
 
@@ -1096,6 +1098,8 @@ mod tests {
             first_wrong_step: None,
             stated_probability: None,
             integrity_flagged: false,
+            time_limit_ms: 45_000,
+            position: None,
         };
         let study = study_report(
             &[

@@ -310,6 +310,13 @@ struct ReportPage {
     /// Calibration bins: (bin, answers, mean stated, observed share correct with interval).
     calibration: Vec<(String, u64, String, String)>,
     calibration_plot: String,
+    /// Whether the study's items had more than one time limit.
+    has_arms: bool,
+    /// Speed–accuracy per checkpoint × limit: (checkpoint, limit in s, judgements, accuracy,
+    /// timeout rate, mean time when right with its interval).
+    arms: Vec<(String, String, u64, String, String, String)>,
+    /// Accuracy by serial position: (positions, judgements, accuracy).
+    positions: Vec<(String, u64, String)>,
     /// The raters' AUROC pooled per solution, and over how many solutions.
     human_auroc: String,
     human_auroc_solutions: u64,
@@ -455,7 +462,49 @@ async fn report_page(
             Exclusions { chance, flagged }.query()
         )
     };
+    let limits: std::collections::BTreeSet<i64> =
+        report.arms.iter().map(|a| a.time_limit_ms).collect();
+    let arms = report
+        .arms
+        .iter()
+        .map(|a| {
+            (
+                a.checkpoint.clone(),
+                format!("{}", a.time_limit_ms as f64 / 1000.0),
+                a.judgements,
+                gated_rate(Statistic::Accuracy, a.accuracy),
+                show(a.timeout_rate, 3),
+                match (
+                    a.mean_ms_when_right,
+                    a.mean_ms_when_right_low,
+                    a.mean_ms_when_right_high,
+                ) {
+                    (Some(m), Some(low), Some(high)) => format!(
+                        "{:.1} [{:.1}, {:.1}]",
+                        m / 1000.0,
+                        low / 1000.0,
+                        high / 1000.0
+                    ),
+                    (m, _, _) => seconds(m),
+                },
+            )
+        })
+        .collect();
+    let positions = report
+        .accuracy_by_position
+        .iter()
+        .map(|b| {
+            (
+                format!("{}–{}", b.from, b.to),
+                b.judgements,
+                gated_rate(Statistic::Accuracy, b.accuracy),
+            )
+        })
+        .collect();
     Ok(ReportPage {
+        has_arms: limits.len() > 1,
+        arms,
+        positions,
         exclude_flagged: exclusions.flagged,
         integrity: report.integrity,
         toggle_chance: toggled(!exclusions.chance, exclusions.flagged),

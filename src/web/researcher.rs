@@ -20,9 +20,10 @@ use super::session::{Requester, SESSION_COOKIE, Staff, secret_cookie};
 use super::times::Timestamp;
 use super::{AppState, WebError};
 use crate::answers::AnswerRules;
+use crate::arms::TimeLimits;
 use crate::auth;
 use crate::clock::format_ms;
-use crate::domain::{AnswerFormat, JustificationRule, ProverRole, StudyStatus};
+use crate::domain::{AnswerFormat, ArmDesign, JustificationRule, ProverRole, StudyStatus};
 use crate::judging::{self, CompletionShortfall};
 use crate::metrics::{ScoreSummary, score_summary};
 use crate::ml::sampling::SamplingParams;
@@ -238,6 +239,10 @@ struct StudyDraft {
     /// The original's grace, carried by a duplicate (empty: the default).
     reclaim_grace_s: String,
     answers: AnswerRules,
+    /// The arms in seconds, comma-separated ("15, 30, 45"); empty: none.
+    time_limit_arms_s: String,
+    arm_design: ArmDesign,
+    arm_block_items: i64,
 }
 
 /// A float for an input: at most six decimals, no trailing zeros ("45", "0.7", "12.5").
@@ -269,6 +274,9 @@ impl Default for StudyDraft {
             seed: String::new(),
             reclaim_grace_s: String::new(),
             answers: AnswerRules::default(),
+            time_limit_arms_s: String::new(),
+            arm_design: ArmDesign::Between,
+            arm_block_items: TimeLimits::default().block_items,
         }
     }
 }
@@ -296,6 +304,15 @@ impl StudyDraft {
             break_every: p.break_every,
             reclaim_grace_s: input_number(spec.reclaim_grace_ms as f64 / 1000.0),
             answers: spec.answers,
+            time_limit_arms_s: spec
+                .time_limits
+                .arms
+                .iter()
+                .map(|ms| input_number(*ms as f64 / 1000.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            arm_design: spec.time_limits.design,
+            arm_block_items: spec.time_limits.block_items,
             ..StudyDraft::default()
         };
         if let Some(g) = generation {
@@ -544,6 +561,14 @@ struct NewStudyForm {
     /// `none` (default), `optional` or `required`.
     #[serde(default)]
     justification: String,
+    /// Time limits to compare, seconds, comma-separated; empty: the one time limit.
+    #[serde(default)]
+    time_limit_arms_s: String,
+    /// `between` (default), `blocked` or `interleaved`.
+    #[serde(default)]
+    arm_design: String,
+    #[serde(default)]
+    arm_block_items: String,
 }
 
 /// Reads an optional number field: empty means `default`; anything unparsable is refused with
@@ -632,9 +657,38 @@ fn study_spec(form: NewStudyForm) -> Result<StudySpec, WebError> {
             text => text.parse().map_err(WebError::BadRequest)?,
         },
     };
+    let time_limits = TimeLimits {
+        arms: form
+            .time_limit_arms_s
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                t.parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(|s| (s * 1000.0).round() as i64)
+                    .ok_or_else(|| {
+                        WebError::BadRequest(format!(
+                            "time limits to compare: {t:?} is not a number of seconds"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?,
+        design: match form.arm_design.trim() {
+            "" => ArmDesign::Between,
+            text => text.parse().map_err(WebError::BadRequest)?,
+        },
+        block_items: number_field(
+            &form.arm_block_items,
+            TimeLimits::default().block_items,
+            "items per block",
+        )?,
+    };
     Ok(StudySpec {
         protocol,
         answers,
+        time_limits,
         name: form.name,
         time_limit_ms: (form.time_limit_s * 1000.0).round() as i64,
         judgements_per_solution: form.judgements_per_solution,
@@ -993,6 +1047,7 @@ mod tests {
                 ..RaterProtocol::default()
             },
             answers: Default::default(),
+            time_limits: Default::default(),
         };
         let draft = StudyDraft::of(&spec, None);
         assert_eq!(

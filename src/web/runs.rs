@@ -568,6 +568,7 @@ async fn create_study(
         max_problems: Some(max_problems),
         protocol: RaterProtocol::default(),
         answers: Default::default(),
+        time_limits: Default::default(),
     };
     let request = GenerationRequest {
         checkpoint_ids,

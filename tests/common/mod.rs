@@ -627,6 +627,7 @@ impl TestApp {
             max_problems,
             protocol,
             answers: Default::default(),
+            time_limits: Default::default(),
         };
         let study = self
             .store()

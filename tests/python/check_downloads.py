@@ -27,7 +27,7 @@ COLUMNS = [
     "client_elapsed_ms", "first_wrong_step", "timing", "times_shown", "attempt_flags",
     "participant_id", "rater_returned", "rater_background", "confidence", "probability",
     "stated_probability", "justification", "hidden_count", "hidden_ms", "blur_count", "copy_count",
-    "paste_count", "integrity_flags",
+    "paste_count", "integrity_flags", "time_limit_ms", "position",
 ]
 EVENT_COLUMNS = ["hidden_count", "hidden_ms", "blur_count", "copy_count", "paste_count"]
 CLIENT_TOLERANCE_MS = 2000
@@ -124,7 +124,8 @@ def normalise(value):
 
 def load(folder):
     optional = ["submitted_at", "client_elapsed_ms", "first_wrong_step", "participant_id", "rater_returned",
-                "rater_background", "confidence", "probability", "stated_probability", "justification"] + EVENT_COLUMNS
+                "rater_background", "confidence", "probability", "stated_probability", "justification",
+                "position"] + EVENT_COLUMNS
     csv = pd.read_csv(folder / "attempts.csv",
                       dtype={"rater_name": str, "attempt_flags": str, "integrity_flags": str, "justification": str},
                       keep_default_na=False, na_values={c: [""] for c in optional})
@@ -141,7 +142,7 @@ def load(folder):
     for column in ["served_at", "deadline", "submitted_at"]:
         assert types[column] in ("timestamp[ms, tz=UTC]", "timestamp[ms, tz=+00:00]"), (column, types[column])
     for column in ["round", "server_elapsed_ms", "client_elapsed_ms", "first_wrong_step", "times_shown",
-                   "confidence", "probability"] + EVENT_COLUMNS:
+                   "confidence", "probability", "time_limit_ms", "position"] + EVENT_COLUMNS:
         assert types[column] == "int64", (column, types[column])
     assert types["stated_probability"] == "double", types["stated_probability"]
     assert types["is_correct"] == "bool", types["is_correct"]
@@ -274,6 +275,42 @@ def check_human_auroc(frame, human, label):
     close(label + " human AUROC", human["auroc"], auroc(per_solution.score, per_solution.truth.astype(bool)))
 
 
+def check_arms(frame, arms, label):
+    """Speed-accuracy per checkpoint x time limit: accuracy (Wilson), timeouts, and the mean
+    time of right answers with a normal 95 % interval (mean +- 1.96 standard errors)."""
+    keys = sorted(frame.groupby(["checkpoint", "time_limit_ms"]).groups.keys())
+    assert [(a["checkpoint"], a["time_limit_ms"]) for a in arms] == keys, f"{label}: arms {arms}"
+    for a in arms:
+        rows = frame[(frame.checkpoint == a["checkpoint"]) & (frame.time_limit_ms == a["time_limit_ms"])]
+        answered = rows[rows.answered]
+        what = f"{label} arm {a['checkpoint']} {a['time_limit_ms']}"
+        close(what + " judgements", a["judgements"], len(rows))
+        rate(what + " accuracy", a["accuracy"], int(answered.right.sum()), len(answered))
+        close(what + " timeout rate", a["timeout_rate"], (~rows.answered).sum() / len(rows))
+        right = answered[answered.right].server_elapsed_ms.astype(float)
+        close(what + " when right", a["mean_ms_when_right"], right.mean() if len(right) else None)
+        if len(right) >= 2:
+            spread = Z * right.std(ddof=1) / math.sqrt(len(right))
+            close(what + " low", a["mean_ms_when_right_low"], right.mean() - spread, tolerance=1e-7)
+            close(what + " high", a["mean_ms_when_right_high"], right.mean() + spread, tolerance=1e-7)
+        else:
+            close(what + " low", a["mean_ms_when_right_low"], None)
+
+
+def check_positions(frame, buckets, label):
+    placed = frame[frame.position.notna()]
+    bucket = (placed.position.astype(int) - 1) // 5
+    assert len(buckets) == (int(bucket.max()) + 1 if len(placed) else 0), f"{label}: {len(buckets)} position buckets"
+    for b in buckets:
+        k = (b["from"] - 1) // 5
+        members = placed[bucket == k]
+        answered = members[members.answered]
+        what = f"{label} positions {b['from']}-{b['to']}"
+        close(what + " to", b["to"], (k + 1) * 5)
+        close(what + " judgements", b["judgements"], len(members))
+        rate(what, b["accuracy"], int(answered.right.sum()), len(answered))
+
+
 def check_raters(frame, raters):
     assert sorted(r["rater_id"] for r in raters) == sorted(frame.rater_id.unique()), "raters"
     chance = set()
@@ -399,6 +436,11 @@ def main(folder):
     assert got == stated, "stated probabilities differ from their rule"
     integrity = [expected_integrity(row) for row in frame.itertuples()]
     assert list(frame.integrity_flags) == integrity, "integrity flags differ from their rule"
+    assert (frame.time_limit_ms == frame.deadline - frame.served_at).all(), "time limits are deadline - serving time"
+    for rater, rows in frame.sort_values(["served_at"]).groupby("rater_id"):
+        assert list(rows.position) == list(range(1, len(rows) + 1)), f"rater {rater}: positions {list(rows.position)}"
+    check_arms(frame, summary["arms"], "all")
+    check_positions(frame, summary["accuracy_by_position"], "all")
     check_scores(frame, summary["groups"], "all")
     check_calibration(frame, summary["calibration"], "all")
     check_human_auroc(frame, summary["human_auroc"], "all")
