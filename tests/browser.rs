@@ -1254,3 +1254,184 @@ async fn panel_study_in_chromium(backend: Backend) {
     assert_eq!(review.lines().count(), 21, "{review}");
 }
 on_both_backends!(panel_study_in_chromium);
+
+/// Presses `key` with Control held (Ctrl+A, Ctrl+C, Ctrl+V).
+async fn press_with_control(browser: &Client, key: char) {
+    let control = '\u{E009}';
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: control })
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key })
+        .then(KeyAction::Up { value: control });
+    browser.perform_actions(keys).await.unwrap();
+}
+
+/// Issue 23 in a real browser: a probability study comparing two time limits (interleaved).
+/// The rater moves the slider with the keyboard (50 % is refused on the page), types and pastes
+/// into the justification, and leaves for another tab once; the attempts hold the probability,
+/// the justification, the hidden-tab and paste counts, and each item's limit. The researcher's
+/// drill-down then lists exactly the incorrect solutions the rater called likely correct, and
+/// a solution's page shows it as raters saw it with its judgement.
+async fn probability_study_with_time_limit_arms_in_chromium(backend: Backend) {
+    use legibility::answers::AnswerRules;
+    use legibility::arms::TimeLimits;
+    use legibility::domain::{AnswerFormat, ArmDesign, JustificationRule};
+    let app = TestApp::start(backend).await;
+    let fixture = app.fixture(4, 1, 1, 45_000).await;
+    let mut spec = app
+        .store()
+        .study_setup(fixture.study_id)
+        .await
+        .unwrap()
+        .spec;
+    spec.answers = AnswerRules {
+        format: AnswerFormat::Probability,
+        allow_even_odds: false,
+        justification: JustificationRule::Optional,
+    };
+    spec.time_limits = TimeLimits {
+        arms: vec![40_000, 60_000],
+        design: ArmDesign::Interleaved,
+        block_items: 10,
+    };
+    app.store()
+        .update_study(fixture.study_id, &spec)
+        .await
+        .unwrap();
+    let tokens = app.invite(fixture.study_id, 1).await;
+    let base = serve(&app).await;
+    let (_driver, browser) = start_browser().await;
+    browser
+        .goto(&format!("{base}/r/{}", tokens[0]))
+        .await
+        .unwrap();
+    click(&browser, "start").await;
+
+    let mut limits = Vec::new();
+    for item in 1..=4u32 {
+        wait_for_item(&browser, Some(item), Duration::from_secs(10)).await;
+        let limit = browser
+            .find(Locator::Id("countdown"))
+            .await
+            .unwrap()
+            .attr("data-limit-ms")
+            .await
+            .unwrap()
+            .unwrap();
+        limits.push(limit.parse::<i64>().unwrap());
+        if item == 1 {
+            assert_accessible(&browser, &axe_source(), "probability item").await;
+            // The slider starts at 50 %, which this study leaves out: the page refuses to send.
+            click(&browser, "btn-send").await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(browser.title().await.unwrap(), "Item 1", "50 % was sent");
+            // Type a reason, copy it and paste it once more.
+            let reason = browser.find(Locator::Id("justification")).await.unwrap();
+            reason.click().await.unwrap();
+            reason.send_keys("the totals add up").await.unwrap();
+            press_with_control(&browser, 'a').await;
+            press_with_control(&browser, 'c').await;
+            press(&browser, '\u{E010}').await; // End
+            press_with_control(&browser, 'v').await;
+            // Another tab in front for a moment.
+            let item_tab = browser.window().await.unwrap();
+            let other = browser.new_window(true).await.unwrap();
+            browser.switch_to_window(other.handle).await.unwrap();
+            browser.goto("about:blank").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            browser.close_window().await.unwrap();
+            browser.switch_to_window(item_tab).await.unwrap();
+        }
+        // 50 → 80 % with the arrow key (steps of 5): "likely correct", whatever the truth.
+        browser
+            .find(Locator::Id("probability"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let shown = text_of(&browser, "#probability-shown").await;
+        let start: i64 = shown.trim_end_matches([' ', '%']).parse().unwrap();
+        for _ in 0..(80 - start) / 5 {
+            press(&browser, '\u{E014}').await; // ArrowRight
+        }
+        assert_eq!(text_of(&browser, "#probability-shown").await, "80 %");
+        click(&browser, "btn-send").await;
+    }
+    wait_for_item(&browser, None, Duration::from_secs(10)).await;
+    let mut sorted = limits.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        vec![40_000, 40_000, 60_000, 60_000],
+        "each run of two items holds both limits: {limits:?}"
+    );
+
+    let rows = app.attempts(fixture.study_id).await;
+    assert_eq!(rows.len(), 4);
+    for row in &rows {
+        assert_eq!(row["probability"], 80, "{row}");
+        assert_eq!(row["verdict"], "correct");
+        assert_eq!(
+            row["time_limit_ms"].as_i64().unwrap(),
+            row["deadline"].as_i64().unwrap() - row["served_at"].as_i64().unwrap()
+        );
+    }
+    let first = &rows[0];
+    assert_eq!(first["position"], 1);
+    assert!(
+        first["justification"]
+            .as_str()
+            .unwrap()
+            .starts_with("the totals add up"),
+        "{first}"
+    );
+    assert!(first["paste_count"].as_i64().unwrap() >= 1, "{first}");
+    assert!(first["copy_count"].as_i64().unwrap() >= 1, "{first}");
+    assert!(first["hidden_count"].as_i64().unwrap() >= 1, "{first}");
+    let flags = first["integrity_flags"].as_str().unwrap();
+    assert!(
+        flags.contains("left_tab") && flags.contains("pasted"),
+        "{flags}"
+    );
+    assert_eq!(rows[1]["integrity_flags"], "", "{}", rows[1]);
+
+    // The drill-down: the incorrect solutions are the ones that fooled the rater.
+    let incorrect: Vec<String> = rows
+        .iter()
+        .filter(|r| r["is_correct"] == false)
+        .map(|r| r["solution_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!incorrect.is_empty());
+    staff_login(&browser, &base, &app, "drill").await;
+    browser
+        .goto(&format!("{base}/studies/{}/report", fixture.study_id))
+        .await
+        .unwrap();
+    click(&browser, "drill-down").await;
+    wait_for_source(&browser, "id=\"solution-filter\"", Duration::from_secs(10)).await;
+    click(&browser, "show-fooling").await;
+    wait_for_source(&browser, "fooled most raters", Duration::from_secs(10)).await;
+    let listed = browser
+        .find_all(Locator::Css("#solutions tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), incorrect.len());
+    let page = browser.source().await.unwrap();
+    for id in &incorrect {
+        assert!(page.contains(id.as_str()), "{id} is not listed");
+    }
+    browser
+        .find(Locator::Css("#solutions tbody tr a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_source(&browser, "As raters saw it", Duration::from_secs(10)).await;
+    assert_accessible(&browser, &axe_source(), "solution page").await;
+    let judgements = text_of(&browser, "#judgements").await;
+    assert!(judgements.contains("80 %"), "{judgements}");
+    browser.close().await.unwrap();
+}
+on_both_backends!(probability_study_with_time_limit_arms_in_chromium);

@@ -870,6 +870,20 @@ mod tests {
             })
             .contains("grace")
         );
+        // Arms that cannot be balanced with the study's problems, with the numbers.
+        let arms = refused(StudySpec {
+            max_problems: Some(12),
+            time_limits: TimeLimits {
+                arms: vec![15_000, 30_000, 45_000],
+                design: crate::domain::ArmDesign::Blocked,
+                block_items: 10,
+            },
+            ..spec()
+        });
+        assert!(
+            arms.contains("need 30 items per rater") && arms.contains("at most 12"),
+            "{arms}"
+        );
         assert_eq!(
             StudySpec {
                 max_problems: Some(1),

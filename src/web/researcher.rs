@@ -849,6 +849,8 @@ struct StudyPage {
     username: String,
     is_admin: bool,
     time_limit: String,
+    /// The answer format in words.
+    answers: String,
     grace: String,
     study: Study,
     progress: StudyProgress,
@@ -947,7 +949,30 @@ async fn study(
         .collect();
     Ok(StudyPage {
         protocol_summary: protocol_summary(&study.protocol),
-        time_limit: seconds_text(study.time_limit_ms),
+        time_limit: if study.time_limits.has_arms() {
+            format!(
+                "{} s compared ({}; practice, screening and gold items {})",
+                study
+                    .time_limits
+                    .arms
+                    .iter()
+                    .map(|ms| (*ms as f64 / 1000.0).to_string())
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                match study.time_limits.design {
+                    ArmDesign::Between => "between raters".to_string(),
+                    ArmDesign::Blocked => format!(
+                        "within rater, blocks of {} items",
+                        study.time_limits.block_items
+                    ),
+                    ArmDesign::Interleaved => "within rater, interleaved".to_string(),
+                },
+                seconds_text(study.time_limit_ms)
+            )
+        } else {
+            seconds_text(study.time_limit_ms)
+        },
+        answers: study.answers.describe(),
         grace: seconds_text(study.reclaim_grace_ms),
         is_admin: staff.is_admin(),
         username: staff.0.username,
