@@ -468,20 +468,25 @@ impl Store {
         rater_id: Uuid,
         finished: i64,
     ) -> StoreResult<Option<i64>> {
-        let (arms, design, block_items, ordinal): (String, String, i64, i64) = dispatch!(self, pool, _b => {
+        let (arms, design, block_items): (String, String, i64) = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT s.time_limit_arms, s.arm_design, s.arm_block_items,
-                        (SELECT COUNT(*) FROM raters r WHERE r.study_id = s.id AND r.id < $2)
-                 FROM studies s WHERE s.id = $1",
+                "SELECT time_limit_arms, arm_design, arm_block_items FROM studies WHERE id = $1",
             )
             .bind(study_id)
-            .bind(rater_id)
             .fetch_one(pool)
             .await?
         });
         if arms.is_empty() {
             return Ok(None);
         }
+        // The rater's place among the study's raters by invitation (ids are time-ordered).
+        let ordinal: i64 = dispatch!(self, pool, _b => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM raters WHERE study_id = $1 AND id < $2")
+                .bind(study_id)
+                .bind(rater_id)
+                .fetch_one(pool)
+                .await?
+        });
         let limits = TimeLimits {
             arms: TimeLimits::parse_arms(&arms).map_err(StoreError::Invalid)?,
             design: parse_stored(&design)?,

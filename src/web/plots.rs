@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 use crate::domain::ProverRole;
-use crate::reports::{CalibrationBin, Rate, RaterReport, StudyReport};
+use crate::reports::{ArmReport, CalibrationBin, Rate, RaterReport, StudyReport};
 
 /// Colour of the helpful role (as on the rest of the page).
 const HELPFUL_COLOUR: &str = "#1b6ac9";
@@ -651,6 +651,91 @@ pub fn rater_scatter_svg(
     svg
 }
 
+/// Colours of the speed–accuracy plot's checkpoint lines, in turn.
+const CHECKPOINT_COLOURS: [&str; 6] = [
+    HELPFUL_COLOUR,
+    SNEAKY_COLOUR,
+    "#2a8a3e",
+    "#7a3fb0",
+    "#8a6d1b",
+    "#1b8a8a",
+];
+
+/// The speed–accuracy curves of a study comparing time limits: per prover checkpoint, human
+/// accuracy (with its 95 % interval) against the time limit, each line labelled at its end.
+pub fn arms_svg(arms: &[ArmReport]) -> String {
+    const ID: &str = "plot-arms-title";
+    const TITLE: &str = "Human accuracy by time limit per prover checkpoint, with 95% intervals";
+    let frame = Frame::WIDE;
+    let mut curves: BTreeMap<&str, Vec<(i64, Rate)>> = BTreeMap::new();
+    for arm in arms {
+        if let Some(rate) = arm.accuracy {
+            curves
+                .entry(arm.checkpoint.as_str())
+                .or_default()
+                .push((arm.time_limit_ms, rate));
+        }
+    }
+    if curves.is_empty() {
+        return frame.no_data(ID, TITLE);
+    }
+    let largest = arms
+        .iter()
+        .map(|a| a.time_limit_ms as f64 / 1000.0)
+        .fold(0.0, f64::max);
+    let (max, step) = seconds_axis(largest);
+    let max_s = max as f64;
+    let mut svg = frame.open(ID, TITLE);
+    frame.y_grid(&mut svg, 1.0, &accuracy_ticks());
+    frame.x_grid(&mut svg, max_s, &seconds_ticks(max, step));
+    for (index, (checkpoint, points)) in curves.iter().enumerate() {
+        let colour = CHECKPOINT_COLOURS[index % CHECKPOINT_COLOURS.len()];
+        let series: Vec<(Point, Rate)> = points
+            .iter()
+            .map(|(limit, rate)| {
+                let seconds = *limit as f64 / 1000.0;
+                (
+                    Point {
+                        x: frame.x(seconds, max_s),
+                        y: frame.y(rate.value, 1.0),
+                        tooltip: format!(
+                            "{checkpoint}, {seconds} s: {:.3} [{:.3}, {:.3}], n={}",
+                            rate.value, rate.low, rate.high, rate.trials
+                        ),
+                    },
+                    *rate,
+                )
+            })
+            .collect();
+        polyline(&mut svg, series.iter().map(|(p, _)| p), colour, false);
+        for (point, rate) in &series {
+            svg.push_str(&format!(
+                "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{colour}\"/>",
+                frame.y(rate.low, 1.0),
+                frame.y(rate.high, 1.0),
+                x = point.x
+            ));
+            circle(&mut svg, point, 4.0, colour, colour);
+        }
+        if let Some((last, _)) = series.last() {
+            svg.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" fill=\"{colour}\">{}</text>",
+                last.x + 8.0,
+                last.y + 4.0,
+                escape(checkpoint)
+            ));
+        }
+    }
+    let middle = frame.top + frame.plot_h() / 2.0;
+    svg.push_str(&format!(
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">time limit</text><text x=\"12.0\" y=\"{middle:.1}\" font-size=\"11\" text-anchor=\"middle\" transform=\"rotate(-90 12.0 {middle:.1})\">accuracy</text>",
+        frame.left + frame.plot_w() / 2.0,
+        frame.height - 4.0
+    ));
+    svg.push_str("</svg>");
+    svg
+}
+
 /// The calibration plot: per bin of stated probability, the share of solutions that were
 /// correct (with its interval) against the bin's mean stated probability; perfectly calibrated
 /// raters lie on the diagonal.
@@ -964,6 +1049,31 @@ mod tests {
         }
         assert!(stack.is_empty(), "unclosed {stack:?}");
         assert!(rest.is_empty(), "trailing {rest:?}");
+    }
+
+    #[test]
+    fn speed_accuracy_curves_per_checkpoint() {
+        let arm = |checkpoint: &str, limit: i64, right: u64| crate::reports::ArmReport {
+            checkpoint: checkpoint.into(),
+            time_limit_ms: limit,
+            judgements: 10,
+            accuracy: Rate::of(right, 10),
+            timeout_rate: Some(0.0),
+            mean_ms_when_right: None,
+            mean_ms_when_right_low: None,
+            mean_ms_when_right_high: None,
+        };
+        let svg = arms_svg(&[
+            arm("p-r0", 15_000, 6),
+            arm("p-r0", 45_000, 8),
+            arm("p-r1", 15_000, 5),
+            arm("p-r1", 45_000, 9),
+        ]);
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert_eq!(circles(&svg).len(), 4);
+        assert!(svg.contains(">p-r1</text>"));
+        assert!(svg.contains("<title>p-r0, 45 s: 0.800"));
+        assert!(arms_svg(&[]).contains("No data yet"));
     }
 
     #[test]

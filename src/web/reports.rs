@@ -315,6 +315,8 @@ struct ReportPage {
     /// Speed–accuracy per checkpoint × limit: (checkpoint, limit in s, judgements, accuracy,
     /// timeout rate, mean time when right with its interval).
     arms: Vec<(String, String, u64, String, String, String)>,
+    /// The speed–accuracy curves as an SVG.
+    arms_plot: String,
     /// Accuracy by serial position: (positions, judgements, accuracy).
     positions: Vec<(String, u64, String)>,
     /// The raters' AUROC pooled per solution, and over how many solutions.
@@ -503,6 +505,7 @@ async fn report_page(
         .collect();
     Ok(ReportPage {
         has_arms: limits.len() > 1,
+        arms_plot: plots::arms_svg(&report.arms),
         arms,
         positions,
         exclude_flagged: exclusions.flagged,
