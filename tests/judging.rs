@@ -977,3 +977,46 @@ async fn time_limit_arms_set_each_items_deadline(backend: Backend) {
     );
 }
 on_both_backends!(time_limit_arms_set_each_items_deadline);
+
+async fn condition_order_is_counterbalanced_across_raters(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    // 12 problems × 2 checkpoints × (correct, incorrect): 4 strata; each solution 10 times.
+    let fixture = app.fixture(12, 2, 10, 45_000).await;
+    let tokens = app.invite(fixture.study_id, 40).await;
+    for token in &tokens {
+        let mut rater = app.rater_client(token).await;
+        for _ in 0..4 {
+            let item = next_item(&mut rater).await;
+            let id = item["assignment_id"].as_str().unwrap().to_string();
+            assert_eq!(
+                answer(&mut rater, &id, "correct").await.status,
+                StatusCode::OK
+            );
+        }
+    }
+    // Per serial position, which stratum (checkpoint, correctness) the 40 raters met there.
+    let query = "SELECT j.position, ss.checkpoint_id, ss.is_correct FROM judgements j
+                 JOIN study_solutions ss ON ss.study_id = j.study_id AND ss.solution_id = j.solution_id
+                 WHERE j.study_id = $1";
+    let rows: Vec<(i64, Uuid, bool)> = with_raw_pool!(app.db.url, pool => sqlx::query_as(query).bind(fixture.study_id).fetch_all(&pool).await.unwrap());
+    assert_eq!(rows.len(), 160);
+    let mut at: HashMap<i64, HashMap<(Uuid, bool), usize>> = HashMap::new();
+    for (position, checkpoint, correct) in rows {
+        *at.entry(position)
+            .or_default()
+            .entry((checkpoint, correct))
+            .or_default() += 1;
+    }
+    assert_eq!(at.len(), 4, "positions 1-4 stored: {at:?}");
+    for (position, strata) in &at {
+        // Balanced random order: every stratum comes at every position for some raters (each
+        // of 4 strata with chance 1/4 of 40; fewer than 2 of 40 has chance < 1e-3 per cell,
+        // so the bound is 1), none for nearly all of them.
+        assert_eq!(strata.len(), 4, "position {position}: {strata:?}");
+        assert!(
+            strata.values().all(|n| (1..=25).contains(n)),
+            "position {position}: {strata:?}"
+        );
+    }
+}
+on_both_backends!(condition_order_is_counterbalanced_across_raters);
