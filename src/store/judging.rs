@@ -16,7 +16,7 @@ use super::writer::{ClaimRequest, JudgeRequest, abandon_item};
 use super::{Store, StoreError, StoreResult, dispatch};
 use crate::answers::{self, Answer, AnswerInput, AnswerRules};
 use crate::arms::TimeLimits;
-use crate::domain::{QualityPurpose, StudyStatus, Verdict, parse_stored};
+use crate::domain::{ArmDesign, QualityPurpose, StudyStatus, Verdict, parse_stored};
 use crate::intake::IntakeStep;
 use crate::judging::{self, Stratum};
 use crate::quality;
@@ -131,6 +131,36 @@ where
     }
 }
 
+/// Answer rules by rater (see [`Store::rater_answer_rules`]); bounded, emptied when full.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AnswerRulesCache(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Uuid, AnswerRules>>>,
+);
+
+/// Raters whose rules are kept (a few MB at most).
+const ANSWER_RULES_KEPT: usize = 100_000;
+
+impl AnswerRulesCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Uuid, AnswerRules>> {
+        // Each operation is one map lookup or insert: a panic cannot leave it half-done.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn get(&self, rater_id: Uuid) -> Option<AnswerRules> {
+        self.lock().get(&rater_id).copied()
+    }
+
+    fn keep(&self, rater_id: Uuid, rules: AnswerRules) {
+        let mut kept = self.lock();
+        if kept.len() >= ANSWER_RULES_KEPT {
+            kept.clear();
+        }
+        kept.insert(rater_id, rules);
+    }
+}
+
 /// What serving needs to know before it takes the write lock; read from the read pool so the
 /// single writer only does writes.
 struct ServingContext {
@@ -142,26 +172,60 @@ struct ServingContext {
     earliest_active_deadline: Option<i64>,
     current: Option<(Uuid, Uuid, i64, i64)>,
     protocol: quality::RaterProtocol,
+    /// The study's time-limit arms (none: every item has `time_limit_ms`).
+    limits: TimeLimits,
 }
 
-type ContextRow = (
-    i64,
-    i64,
-    i64,
-    String,
-    i64,
-    Option<i64>,
-    Option<Uuid>,
-    Option<Uuid>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-    f64,
-    f64,
-    i64,
-    i64,
-);
+/// The serving context is read by column name (see `Store::serving_context`).
+impl<'r, R> sqlx::FromRow<'r, R> for ServingContext
+where
+    R: sqlx::Row,
+    &'r str: sqlx::ColumnIndex<R>,
+    Uuid: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        let current = match (
+            row.try_get::<Option<Uuid>, _>("current_id")?,
+            row.try_get::<Option<Uuid>, _>("current_solution")?,
+            row.try_get::<Option<i64>, _>("current_served_at")?,
+            row.try_get::<Option<i64>, _>("current_deadline")?,
+        ) {
+            (Some(id), Some(solution), Some(served_at), Some(deadline)) => {
+                Some((id, solution, served_at, deadline))
+            }
+            _ => None,
+        };
+        let status: String = row.try_get("status")?;
+        let arms: String = row.try_get("time_limit_arms")?;
+        let design: String = row.try_get("arm_design")?;
+        Ok(ServingContext {
+            time_limit_ms: row.try_get("time_limit_ms")?,
+            wanted: row.try_get("judgements_per_solution")?,
+            grace_ms: row.try_get("reclaim_grace_ms")?,
+            status: parse_stored(&status)?,
+            items_done: row.try_get("items_done")?,
+            earliest_active_deadline: row.try_get("earliest_active_deadline")?,
+            current,
+            protocol: quality::RaterProtocol {
+                practice_items: row.try_get("practice_items")?,
+                screening_items: row.try_get("screening_items")?,
+                screening_pass_accuracy: row.try_get("screening_pass_accuracy")?,
+                gold_items: 0,
+                gold_rate: row.try_get("gold_rate")?,
+                max_rater_ms: row.try_get("max_rater_ms")?,
+                break_every: row.try_get("break_every")?,
+            },
+            limits: TimeLimits {
+                arms: TimeLimits::parse_arms(&arms).map_err(|e| sqlx::Error::Decode(e.into()))?,
+                design: parse_stored(&design)?,
+                block_items: row.try_get("arm_block_items")?,
+            },
+        })
+    }
+}
 
 /// What a rater (or their client) is told when an answer comes after the grace.
 pub const ANSWER_TOO_LATE: &str =
@@ -218,14 +282,16 @@ impl Store {
     }
 
     async fn serving_context(&self, rater_id: Uuid, study_id: Uuid) -> StoreResult<ServingContext> {
-        let row: Option<ContextRow> = dispatch!(self, pool, _b => {
+        let context: Option<ServingContext> = dispatch!(self, pool, _b => {
             sqlx::query_as(
                 "SELECT s.time_limit_ms, s.judgements_per_solution, s.reclaim_grace_ms, s.status,
-                        (SELECT COUNT(*) FROM judgements j WHERE j.rater_id = $2),
-                        (SELECT MIN(x.deadline) FROM assignments x WHERE x.study_id = $1 AND x.state = 'active'),
-                        a.id, a.solution_id, a.served_at, a.deadline,
+                        (SELECT COUNT(*) FROM judgements j WHERE j.rater_id = $2) AS items_done,
+                        (SELECT MIN(x.deadline) FROM assignments x WHERE x.study_id = $1 AND x.state = 'active')
+                            AS earliest_active_deadline,
+                        a.id AS current_id, a.solution_id AS current_solution,
+                        a.served_at AS current_served_at, a.deadline AS current_deadline,
                         s.practice_items, s.screening_items, s.screening_pass_accuracy, s.gold_rate,
-                        s.max_rater_ms, s.break_every
+                        s.max_rater_ms, s.break_every, s.time_limit_arms, s.arm_design, s.arm_block_items
                  FROM studies s LEFT JOIN assignments a ON a.rater_id = $2 AND a.state = 'active'
                  WHERE s.id = $1",
             )
@@ -234,48 +300,7 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        let (
-            time_limit_ms,
-            wanted,
-            grace_ms,
-            status,
-            items_done,
-            earliest,
-            id,
-            solution,
-            served_at,
-            deadline,
-            practice_items,
-            screening_items,
-            screening_pass_accuracy,
-            gold_rate,
-            max_rater_ms,
-            break_every,
-        ) = row.ok_or(StoreError::NotFound("study"))?;
-        let current = match (id, solution, served_at, deadline) {
-            (Some(id), Some(solution), Some(served_at), Some(deadline)) => {
-                Some((id, solution, served_at, deadline))
-            }
-            _ => None,
-        };
-        Ok(ServingContext {
-            time_limit_ms,
-            wanted,
-            grace_ms,
-            status: parse_stored(&status)?,
-            items_done,
-            earliest_active_deadline: earliest,
-            current,
-            protocol: quality::RaterProtocol {
-                practice_items,
-                screening_items,
-                screening_pass_accuracy,
-                gold_items: 0,
-                gold_rate,
-                max_rater_ms,
-                break_every,
-            },
-        })
+        context.ok_or(StoreError::NotFound("study"))
     }
 
     /// The rater's strata in serving order: least shown first (every item served counts, also
@@ -423,7 +448,7 @@ impl Store {
         let finished =
             items_done + i64::from(settles_as_timeout(expired_own, now, context.grace_ms));
         let time_limit_ms = self
-            .arm_limit(study_id, rater_id, finished)
+            .arm_limit(&context.limits, study_id, rater_id, finished)
             .await?
             .unwrap_or(context.time_limit_ms);
         let claimed = self
@@ -461,36 +486,29 @@ impl Store {
     }
 
     /// The time limit of the rater's next study item when the study compares limits (see
-    /// [`crate::arms`]); `finished` is the number of session items before it.
+    /// [`crate::arms`]); `finished` is the number of session items before it. Reads the
+    /// rater's place among the study's raters only for designs that use it.
     async fn arm_limit(
         &self,
+        limits: &TimeLimits,
         study_id: Uuid,
         rater_id: Uuid,
         finished: i64,
     ) -> StoreResult<Option<i64>> {
-        let (arms, design, block_items): (String, String, i64) = dispatch!(self, pool, _b => {
-            sqlx::query_as(
-                "SELECT time_limit_arms, arm_design, arm_block_items FROM studies WHERE id = $1",
-            )
-            .bind(study_id)
-            .fetch_one(pool)
-            .await?
-        });
-        if arms.is_empty() {
+        if !limits.has_arms() {
             return Ok(None);
         }
-        // The rater's place among the study's raters by invitation (ids are time-ordered).
-        let ordinal: i64 = dispatch!(self, pool, _b => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM raters WHERE study_id = $1 AND id < $2")
-                .bind(study_id)
-                .bind(rater_id)
-                .fetch_one(pool)
-                .await?
-        });
-        let limits = TimeLimits {
-            arms: TimeLimits::parse_arms(&arms).map_err(StoreError::Invalid)?,
-            design: parse_stored(&design)?,
-            block_items,
+        let ordinal: i64 = if limits.design == ArmDesign::Interleaved {
+            0
+        } else {
+            // Ids are time-ordered: the count is the rater's place by invitation.
+            dispatch!(self, pool, _b => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM raters WHERE study_id = $1 AND id < $2")
+                    .bind(study_id)
+                    .bind(rater_id)
+                    .fetch_one(pool)
+                    .await?
+            })
         };
         Ok(limits.limit_for(u64::try_from(ordinal).unwrap_or(0), rater_id, finished))
     }
@@ -731,22 +749,36 @@ impl Store {
     }
 
     /// The answer rules of the study `rater_id` was invited to.
+    ///
+    /// Kept in memory once the rater has been served an item: from then on the study's design
+    /// is frozen (`study_edit::design_frozen`, re-checked inside the edit's transaction), so
+    /// the rules read are final. Before that they are read afresh each time.
     pub async fn rater_answer_rules(&self, rater_id: Uuid) -> StoreResult<AnswerRules> {
-        let row: Option<(String, bool, String)> = dispatch!(self, pool, _b => {
+        if let Some(rules) = self.answer_rules.get(rater_id) {
+            return Ok(rules);
+        }
+        let row: Option<(String, bool, String, bool)> = dispatch!(self, pool, _b => {
             sqlx::query_as(
-                "SELECT s.answer_format, s.allow_even_odds, s.justification
+                "SELECT s.answer_format, s.allow_even_odds, s.justification,
+                        EXISTS (SELECT 1 FROM assignments a WHERE a.rater_id = r.id)
+                        OR EXISTS (SELECT 1 FROM quality_attempts q WHERE q.rater_id = r.id)
                  FROM raters r JOIN studies s ON s.id = r.study_id WHERE r.id = $1",
             )
             .bind(rater_id)
             .fetch_optional(pool)
             .await?
         });
-        let (format, allow_even_odds, justification) = row.ok_or(StoreError::NotFound("rater"))?;
-        Ok(AnswerRules {
+        let (format, allow_even_odds, justification, served) =
+            row.ok_or(StoreError::NotFound("rater"))?;
+        let rules = AnswerRules {
             format: parse_stored(&format)?,
             allow_even_odds,
             justification: parse_stored(&justification)?,
-        })
+        };
+        if served {
+            self.answer_rules.keep(rater_id, rules);
+        }
+        Ok(rules)
     }
 
     async fn submit_judgement_once(

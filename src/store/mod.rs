@@ -164,6 +164,8 @@ pub struct Store {
     writer: writer::Writer,
     /// The report attempts of recently reported studies (see `reports`).
     report_snapshots: reports::Snapshots,
+    /// Answer rules by rater, read once (see `Store::rater_answer_rules`).
+    answer_rules: judging::AnswerRulesCache,
 }
 
 /// Expands `$body` once per backend with `$pool` bound to that backend's pool and `$backend`
@@ -544,6 +546,7 @@ impl Store {
                 db: Db::Postgres(pool),
                 writer,
                 report_snapshots: reports::Snapshots::default(),
+                answer_rules: judging::AnswerRulesCache::default(),
             }
         } else if database_url.starts_with("sqlite:") {
             let (database_url, max_pages) = sqlite_size_cap(database_url)?;
@@ -580,6 +583,7 @@ impl Store {
                 db: Db::Sqlite { read, write },
                 writer,
                 report_snapshots: reports::Snapshots::default(),
+                answer_rules: judging::AnswerRulesCache::default(),
             }
         } else {
             return Err(StoreError::Invalid(format!(
