@@ -708,6 +708,17 @@ async fn answers_that_break_the_studys_rules_are_refused_and_keep_the_item(backe
     let tokens = app.invite(fixture.study_id, 1).await;
     let mut rater = app.rater_client(&tokens[0]).await;
 
+    // The instructions say how to answer in this study, and not the C / W keys.
+    let instructions = rater.get("/rate").await;
+    assert_eq!(instructions.status, StatusCode::OK);
+    for part in [
+        "Move the slider",
+        "50 % is not allowed",
+        "Write a short reason",
+    ] {
+        assert!(instructions.body.contains(part), "{part}: {}", instructions.body);
+    }
+    assert!(!instructions.body.contains("<kbd>C</kbd>"));
     // The page: a slider from 0 to 100 in steps of 5, a required justification, one button.
     let page = rater.get("/rate/item").await;
     assert_eq!(page.status, StatusCode::OK);
@@ -943,6 +954,12 @@ async fn time_limit_arms_set_each_items_deadline(backend: Backend) {
     let mut blocks = Vec::new();
     for token in &tokens {
         let mut rater = app.rater_client(token).await;
+        let instructions = rater.get("/rate").await;
+        assert!(
+            instructions.body.contains("<strong>15 to 30 seconds</strong>"),
+            "{}",
+            instructions.body
+        );
         let mut limits = Vec::new();
         loop {
             let item = next_item(&mut rater).await;

@@ -124,6 +124,18 @@ pub struct Texts {
     time_rule: &'static str,
     /// The rules after the time limit, with markup (keys, resuming).
     pub more_rules: [&'static str; 2],
+    /// Confidence studies: how to answer.
+    pub confidence_rule: &'static str,
+    /// Probability studies: how to answer (replaces the keys rule).
+    pub probability_rule: &'static str,
+    /// Probability studies without 50 %.
+    pub even_odds_rule: &'static str,
+    /// Justification asked for: required, optional.
+    pub justification_required_rule: &'static str,
+    /// Justification optional.
+    pub justification_optional_rule: &'static str,
+    /// A time limit that varies by item: "{a} to {b}".
+    time_range: &'static str,
     /// Start link.
     pub start: &'static str,
     item: &'static str,
@@ -251,6 +263,17 @@ impl Texts {
     /// "Welcome, NAME".
     pub fn welcome(&self, name: impl std::fmt::Display) -> String {
         self.welcome.replace("{name}", &name.to_string())
+    }
+
+    /// "15 to 60": a time limit that varies between items.
+    pub fn time_range(
+        &self,
+        shortest: impl std::fmt::Display,
+        longest: impl std::fmt::Display,
+    ) -> String {
+        self.time_range
+            .replace("{a}", &shortest.to_string())
+            .replace("{b}", &longest.to_string())
     }
 
     /// The time-limit rule with the limit in seconds (markup; the number is ours).
@@ -385,6 +408,12 @@ pub static EN: Texts = Texts {
         "Press <kbd>C</kbd> for <em>Correct</em> or <kbd>W</kbd> for <em>Wrong</em>, or use the buttons (<kbd>Tab</kbd> moves between them).",
         "You can close the page and come back with your link; an item in progress keeps its countdown.",
     ],
+    confidence_rule: "With each answer, choose how sure you are: from 50 % (a guess) to 100 % (certain).",
+    probability_rule: "Move the slider to how likely it is that the solution is correct, from 0 % (surely wrong) to 100 % (surely correct); the arrow keys move it in steps of 5. Then press <em>Send answer</em>.",
+    even_odds_rule: "50 % is not allowed: lean one way, above or below it.",
+    justification_required_rule: "Write a short reason for each answer (a sentence is enough).",
+    justification_optional_rule: "You may write a short reason for your answer.",
+    time_range: "{a} to {b}",
     start: "Start judging",
     item: "Item {n}",
     problem: "Problem",
@@ -477,6 +506,12 @@ pub static ZH_HANS: Texts = Texts {
         "按 <kbd>C</kbd> 表示<em>正确</em>，按 <kbd>W</kbd> 表示<em>错误</em>，也可以使用按钮（用 <kbd>Tab</kbd> 键在按钮间移动）。",
         "你可以关闭页面，之后用你的链接回来；进行中的题目会保留它的倒计时。",
     ],
+    confidence_rule: "每次回答时，请选择你有多确定：从 50 %（猜测）到 100 %（确定）。",
+    probability_rule: "把滑块移到你认为这份解答正确的可能性，从 0 %（肯定错误）到 100 %（肯定正确）；方向键每次移动 5。然后按<em>提交答案</em>。",
+    even_odds_rule: "不能选择 50 %：请偏向一边，高于或低于 50 %。",
+    justification_required_rule: "请为每个回答写一个简短的理由（一句话即可）。",
+    justification_optional_rule: "你可以为你的回答写一个简短的理由。",
+    time_range: "{a} 至 {b}",
     start: "开始评判",
     item: "第 {n} 题",
     problem: "题目",

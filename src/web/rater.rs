@@ -48,6 +48,10 @@ struct InstructionsPage {
     back: &'static str,
     name: String,
     time_limit_s: String,
+    /// How this study asks for answers (confidence, probability, justification), in words.
+    answer_rules: Vec<&'static str>,
+    /// Whether the C / W keys apply (not in probability studies).
+    show_keys: bool,
     /// The study's protocol in the rater's words: practice, screening, workload cap.
     protocol_rules: Vec<String>,
     /// The comprehension check, while it is due (it replaces the start link).
@@ -320,6 +324,32 @@ async fn instructions(
     };
     let study = state.store.study(rater.study_id).await?;
     let seconds = study.time_limit_ms as f64 / 1000.0;
+    // Items' limits vary in a study comparing limits: say from what to what.
+    let time_limit_s = match (
+        study.time_limits.arms.iter().min(),
+        study.time_limits.arms.iter().max(),
+    ) {
+        (Some(shortest), Some(longest)) if study.time_limits.has_arms() => {
+            t.time_range(*shortest as f64 / 1000.0, *longest as f64 / 1000.0)
+        }
+        _ => format!("{seconds}"),
+    };
+    let mut answer_rules = Vec::new();
+    match study.answers.format {
+        AnswerFormat::Binary => {}
+        AnswerFormat::Confidence => answer_rules.push(t.confidence_rule),
+        AnswerFormat::Probability => {
+            answer_rules.push(t.probability_rule);
+            if !study.answers.allow_even_odds {
+                answer_rules.push(t.even_odds_rule);
+            }
+        }
+    }
+    match study.answers.justification {
+        JustificationRule::NotAsked => {}
+        JustificationRule::Optional => answer_rules.push(t.justification_optional_rule),
+        JustificationRule::Required => answer_rules.push(t.justification_required_rule),
+    }
     let protocol = &study.protocol;
     let mut protocol_rules = Vec::new();
     if protocol.practice_items > 0 {
@@ -335,7 +365,9 @@ async fn instructions(
         t,
         back: "/rate",
         name: rater.name,
-        time_limit_s: format!("{seconds}"),
+        time_limit_s,
+        show_keys: study.answers.format != AnswerFormat::Probability,
+        answer_rules,
         comprehension,
     }
     .into_response())
