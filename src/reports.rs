@@ -878,7 +878,7 @@ pub fn accuracy_by_difficulty(
 }
 
 /// A solution in a study, as the per-solution drill-down lists it (also before any judgement).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StudySolution {
     /// The solution.
     pub solution_id: Uuid,
@@ -897,18 +897,9 @@ pub struct StudySolution {
 /// One solution's human and verifier figures.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SolutionSummary {
-    /// The solution.
-    pub solution_id: Uuid,
-    /// Its problem.
-    pub problem_id: Uuid,
-    /// Prover checkpoint label.
-    pub checkpoint: String,
-    /// Its round.
-    pub round: i64,
-    /// The role it was written in.
-    pub role: ProverRole,
-    /// The grader's verdict.
-    pub is_correct: bool,
+    /// The solution, its checkpoint, round, role and ground truth.
+    #[serde(flatten)]
+    pub solution: StudySolution,
     /// Attempts, timeouts included.
     pub judgements: u64,
     /// Answered attempts.
@@ -965,12 +956,7 @@ pub fn solution_summaries(
                 .collect();
             let n = answered.len() as u64;
             SolutionSummary {
-                solution_id: s.solution_id,
-                problem_id: s.problem_id,
-                checkpoint: s.checkpoint.clone(),
-                round: s.round,
-                role: s.role,
-                is_correct: s.is_correct,
+                solution: s.clone(),
                 judgements: members.len() as u64,
                 answered: n,
                 judged_correct,
@@ -1031,11 +1017,12 @@ pub fn select_solutions(
     order: SolutionOrder,
 ) -> Vec<SolutionSummary> {
     summaries.retain(|s| {
-        filter.role.is_none_or(|r| r == s.role)
-            && filter.is_correct.is_none_or(|c| c == s.is_correct)
+        filter.role.is_none_or(|r| r == s.solution.role)
+            && filter.is_correct.is_none_or(|c| c == s.solution.is_correct)
             && (!filter.fooled_most || s.fooled_most)
     });
     summaries.sort_by(|a, b| {
+        let (a, b) = (&a.solution, &b.solution);
         (a.checkpoint.as_str(), a.round, a.solution_id).cmp(&(
             b.checkpoint.as_str(),
             b.round,

@@ -716,7 +716,11 @@ async fn answers_that_break_the_studys_rules_are_refused_and_keep_the_item(backe
         "50 % is not allowed",
         "Write a short reason",
     ] {
-        assert!(instructions.body.contains(part), "{part}: {}", instructions.body);
+        assert!(
+            instructions.body.contains(part),
+            "{part}: {}",
+            instructions.body
+        );
     }
     assert!(!instructions.body.contains("<kbd>C</kbd>"));
     // The page: a slider from 0 to 100 in steps of 5, a required justification, one button.
@@ -956,7 +960,9 @@ async fn time_limit_arms_set_each_items_deadline(backend: Backend) {
         let mut rater = app.rater_client(token).await;
         let instructions = rater.get("/rate").await;
         assert!(
-            instructions.body.contains("<strong>15 to 30 seconds</strong>"),
+            instructions
+                .body
+                .contains("<strong>15 to 30 seconds</strong>"),
             "{}",
             instructions.body
         );

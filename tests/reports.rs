@@ -563,6 +563,49 @@ async fn pandas_check(backend: Backend, design: Design) {
         assert!(report.body.contains("Brier score"));
         assert!(report.body.contains("id=\"arms\""), "{}", report.body);
         assert!(csv.contains(",43000,") && csv.contains(",45000,"));
+        // The drill-down's table: every solution, its counts adding up to the attempts, and
+        // `fooled_most` exactly the incorrect ones most answers called correct.
+        let solutions: Vec<Value> = researcher
+            .get(&format!("/studies/{study}/solutions.json"))
+            .await
+            .json()
+            .as_array()
+            .cloned()
+            .unwrap();
+        assert_eq!(solutions.len(), 9 * 2 * 2, "every solution of the study");
+        let total: u64 = solutions
+            .iter()
+            .map(|s| s["judgements"].as_u64().unwrap())
+            .sum();
+        assert_eq!(total, 108);
+        for s in &solutions {
+            let (judged_correct, answered) = (
+                s["judged_correct"].as_u64().unwrap(),
+                s["answered"].as_u64().unwrap(),
+            );
+            let fooled = s["is_correct"] == false && 2 * judged_correct > answered;
+            assert_eq!(s["fooled_most"], fooled, "{s}");
+        }
+        assert!(solutions.iter().any(|s| s["fooled_most"] == true));
+        let table = researcher
+            .get(&format!("/studies/{study}/solutions.csv?fooled=1"))
+            .await
+            .body;
+        assert_eq!(
+            table.lines().next(),
+            Some(
+                legibility::web::solutions::SOLUTION_COLUMNS
+                    .join(",")
+                    .as_str()
+            )
+        );
+        assert_eq!(
+            table.lines().count() - 1,
+            solutions
+                .iter()
+                .filter(|s| s["fooled_most"] == true)
+                .count()
+        );
     }
 
     let python = std::env::var("LEGIBILITY_TEST_PYTHON").unwrap_or_else(|_| "python3".into());

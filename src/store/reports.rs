@@ -179,37 +179,34 @@ where
     }
 }
 
-/// Every judgement of one study (`$1`) with its solution and checkpoint, in serving order.
-const ATTEMPTS_SQL: &str =
-    "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
-            c.round, s.role, s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
-            j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
-            a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers,
-            j.confidence, j.probability, j.justification, j.hidden_count, j.hidden_ms,
-            j.blur_count, j.copy_count, j.paste_count, j.position
-     FROM judgements j
-     JOIN assignments a ON a.id = j.assignment_id
-     JOIN raters r ON r.id = j.rater_id
-     JOIN solutions s ON s.id = j.solution_id
-     JOIN checkpoints c ON c.id = s.checkpoint_id
-     WHERE j.study_id = $1
-     ORDER BY j.served_at, j.id";
+/// The tidy-table rows of the judgements of study `$1` that also match `$filter`, in serving
+/// order: one column list for the downloads and the drill-down.
+macro_rules! attempts_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
+                    c.round, s.role, s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
+                    j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
+                    a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers,
+                    j.confidence, j.probability, j.justification, j.hidden_count, j.hidden_ms,
+                    j.blur_count, j.copy_count, j.paste_count, j.position
+             FROM judgements j
+             JOIN assignments a ON a.id = j.assignment_id
+             JOIN raters r ON r.id = j.rater_id
+             JOIN solutions s ON s.id = j.solution_id
+             JOIN checkpoints c ON c.id = s.checkpoint_id
+             WHERE j.study_id = $1",
+            $filter,
+            " ORDER BY j.served_at, j.id"
+        )
+    };
+}
 
-/// One solution's judgements (`$1` study, `$2` solution), in serving order.
-const SOLUTION_ATTEMPTS_SQL: &str =
-    "SELECT j.rater_id, r.name AS rater_name, j.solution_id, s.problem_id, c.label AS checkpoint,
-            c.round, s.role, s.is_correct, j.verdict, j.served_at, j.deadline, j.submitted_at,
-            j.server_elapsed_ms, j.client_elapsed_ms, j.first_wrong_step, j.requested_verdict,
-            a.times_shown, r.participant_id, r.returned_as, r.idle_at, r.background_answers,
-            j.confidence, j.probability, j.justification, j.hidden_count, j.hidden_ms,
-            j.blur_count, j.copy_count, j.paste_count, j.position
-     FROM judgements j
-     JOIN assignments a ON a.id = j.assignment_id
-     JOIN raters r ON r.id = j.rater_id
-     JOIN solutions s ON s.id = j.solution_id
-     JOIN checkpoints c ON c.id = s.checkpoint_id
-     WHERE j.study_id = $1 AND j.solution_id = $2
-     ORDER BY j.served_at, j.id";
+/// Every judgement of one study (`$1`), for the downloads.
+const ATTEMPTS_SQL: &str = attempts_sql!("");
+
+/// One solution's judgements (`$1` study, `$2` solution), for the drill-down.
+const SOLUTION_ATTEMPTS_SQL: &str = attempts_sql!(" AND j.solution_id = $2");
 
 /// One judgement as the report reads it, and its insertion number (SQLite's rowid,
 /// PostgreSQL's `seq`); `$2` is the last number already read.

@@ -135,12 +135,17 @@ fn figure(value: Option<f64>, decimals: usize) -> String {
 
 impl SolutionRow {
     fn of(s: &SolutionSummary) -> SolutionRow {
+        let solution = &s.solution;
         SolutionRow {
-            id: s.solution_id,
-            checkpoint: s.checkpoint.clone(),
-            round: s.round,
-            role: s.role.to_string(),
-            truth: if s.is_correct { "correct" } else { "incorrect" },
+            id: solution.solution_id,
+            checkpoint: solution.checkpoint.clone(),
+            round: solution.round,
+            role: solution.role.to_string(),
+            truth: if solution.is_correct {
+                "correct"
+            } else {
+                "incorrect"
+            },
             judgements: s.judgements,
             judged_correct: format!("{} of {}", s.judged_correct, s.answered),
             accuracy: s.accuracy.map_or_else(
@@ -219,14 +224,15 @@ async fn solutions_csv(
         .map_err(|e| WebError::Internal(e.to_string()))?;
     for s in &rows {
         let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let solution = &s.solution;
         writer
             .write_record([
-                s.solution_id.to_string(),
-                s.problem_id.to_string(),
-                s.checkpoint.clone(),
-                s.round.to_string(),
-                s.role.to_string(),
-                s.is_correct.to_string(),
+                solution.solution_id.to_string(),
+                solution.problem_id.to_string(),
+                solution.checkpoint.clone(),
+                solution.round.to_string(),
+                solution.role.to_string(),
+                solution.is_correct.to_string(),
                 s.judgements.to_string(),
                 s.answered.to_string(),
                 s.judged_correct.to_string(),
