@@ -2,7 +2,8 @@
 //! as JSON Lines and CSV. Staff only (researchers and admins); raters never reach these routes.
 //! The data routes also take a personal API token (`ReportReader`), for researchers' scripts.
 
-use std::collections::{BTreeMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use askama::Template;
@@ -79,6 +80,25 @@ impl Exclusions {
     }
 }
 
+impl Exclusions {
+    /// The attempts the figures are computed from (without the flagged ones, when asked) and
+    /// the raters left out of them (the chance-level ones, when asked: the binomial test on
+    /// the kept attempts' tallies, the same raters `study_report` leaves out).
+    pub(super) fn apply(self, all: &[Attempt]) -> (Cow<'_, [Attempt]>, HashSet<Uuid>) {
+        let attempts: Cow<'_, [Attempt]> = if self.flagged {
+            Cow::Owned(without_flagged(all))
+        } else {
+            Cow::Borrowed(all)
+        };
+        let excluded = if self.chance {
+            chance_level_raters(&rater_tallies(&attempts))
+        } else {
+            HashSet::new()
+        };
+        (attempts, excluded)
+    }
+}
+
 impl ReportQuery {
     /// What to leave out; a value other than `chance`, `flagged` (comma-separated) or `none`
     /// is refused.
@@ -125,20 +145,10 @@ async fn load_report(
         state.store.study_rater_quality(id),
     )?;
     let integrity = IntegritySummary::of(&all_attempts, exclusions.flagged);
-    let kept;
-    let attempts: &[Attempt] = if exclusions.flagged {
-        kept = without_flagged(&all_attempts);
-        &kept
-    } else {
-        &all_attempts
-    };
-    // The same raters `study_report` leaves out (the binomial test on the same tallies), known
-    // first so the verifier and difficulty figures can be computed beside the report.
-    let excluded: HashSet<Uuid> = if exclude {
-        chance_level_raters(&rater_tallies(attempts))
-    } else {
-        HashSet::new()
-    };
+    // The excluded raters are known first so the verifier and difficulty figures can be
+    // computed beside the report.
+    let (attempts, excluded) = exclusions.apply(&all_attempts);
+    let attempts: &[Attempt] = &attempts;
     let (report, side) = std::thread::scope(|scope| {
         let side = scope.spawn(|| {
             let difficulty = accuracy_by_difficulty(attempts, &solve_rates, &excluded);
@@ -161,6 +171,17 @@ async fn load_report(
         difficulty,
         verifier,
     })
+}
+
+/// The current verifier's score of each of the study's solutions scored (none without one).
+pub(super) async fn current_score_map(
+    store: &Store,
+    id: Uuid,
+) -> Result<HashMap<Uuid, f64>, crate::store::StoreError> {
+    Ok(current_scores(store, id)
+        .await?
+        .map(|(_, scores)| scores.into_iter().map(|(id, s, _)| (id, s)).collect())
+        .unwrap_or_default())
 }
 
 /// The current verifier version and its scores of the study's solutions (solution, score,

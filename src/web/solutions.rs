@@ -3,7 +3,7 @@
 //! raters judged correct: the ones that fooled people); one solution exactly as raters saw it,
 //! with its judgements; the same table as CSV and JSON for scripts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -16,14 +16,12 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::extract::{Path, Query};
-use super::reports::{Exclusions, ReportQuery, current_scores};
+use super::reports::{Exclusions, ReportQuery, current_score_map};
 use super::session::{ReportReader, Staff};
 use super::{AppState, WebError};
 use crate::domain::ProverRole;
-use crate::export::{chance_level_raters, rater_tallies};
 use crate::reports::{
-    Attempt, SolutionFilter, SolutionOrder, SolutionSummary, select_solutions, solution_summaries,
-    without_flagged,
+    SolutionFilter, SolutionOrder, SolutionSummary, select_solutions, solution_summaries,
 };
 use crate::store::reports::AttemptRow;
 
@@ -93,24 +91,12 @@ async fn summaries(
     let (all_attempts, solutions, scores) = tokio::try_join!(
         state.store.report_attempts(id),
         state.store.study_solutions(id),
-        current_scores(&state.store, id),
+        current_score_map(&state.store, id),
     )?;
-    let kept;
-    let attempts: &[Attempt] = if exclusions.flagged {
-        kept = without_flagged(&all_attempts);
-        &kept
-    } else {
-        &all_attempts
-    };
-    let excluded: HashSet<Uuid> = if exclusions.chance {
-        chance_level_raters(&rater_tallies(attempts))
-    } else {
-        HashSet::new()
-    };
-    let scores: HashMap<Uuid, f64> = scores
-        .map(|(_, scores)| scores.into_iter().map(|(id, s, _)| (id, s)).collect())
-        .unwrap_or_default();
-    Ok(solution_summaries(&solutions, attempts, &excluded, &scores))
+    let (attempts, excluded) = exclusions.apply(&all_attempts);
+    Ok(solution_summaries(
+        &solutions, &attempts, &excluded, &scores,
+    ))
 }
 
 /// One row of the page's table, formatted.
@@ -361,10 +347,7 @@ async fn solution_page(
         return Err(WebError::NotFound("solution in this study"));
     };
     let attempts = state.store.report_attempts(id).await?;
-    let scores: HashMap<Uuid, f64> = current_scores(&state.store, id)
-        .await?
-        .map(|(_, scores)| scores.into_iter().map(|(id, s, _)| (id, s)).collect())
-        .unwrap_or_default();
+    let scores = current_score_map(&state.store, id).await?;
     let summary = solution_summaries(
         std::slice::from_ref(&solution),
         &attempts,
