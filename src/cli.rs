@@ -673,10 +673,65 @@ pub enum TrainCommand {
         /// Prover steps per round at most.
         #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().steps_per_round)]
         steps_per_round: usize,
+        /// Optimiser: expert_iteration or policy_gradient (needs --samples-per-role 2 or more).
+        #[arg(long, default_value = "expert_iteration")]
+        optimiser: String,
+        /// Sequential sneaky: the sneaky prover's prompt holds the helpful solution first.
+        #[arg(long)]
+        sequential_sneaky: bool,
+        /// The policy gradient's KL penalty β to the initial prover.
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().kl_coefficient)]
+        kl_coefficient: f64,
+        /// Samples per problem and role, in prover steps and on the held-out problems.
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().samples_per_role)]
+        samples_per_role: usize,
+        /// Sneaky-only attack steps on each round's frozen verifier at most (0: no attack).
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().attack_steps)]
+        attack_steps: usize,
+        /// The fool rate at which an attack counts the verifier as fooled.
+        #[arg(long, default_value_t = crate::worker::game::TrainingRunParams::default().attack_target)]
+        attack_target: f64,
+        /// A fixed verifier score for the fool rate (default: each round's 50 %-recall score
+        /// on the initial prover's helpful correct held-out solutions).
+        #[arg(long)]
+        fool_threshold: Option<f64>,
+        /// Repeat the run with this many seeds (SEED, SEED+1, …), each in OUT/seed-S, and
+        /// write OUT/seeds.json with every round's figures as mean and 95 % interval.
+        #[arg(long, default_value_t = 1)]
+        seeds: u64,
         /// Models folder holding prover-tiny and verifier-tiny.
         #[arg(long, default_value = "models")]
         models_dir: PathBuf,
     },
+}
+
+/// A repeated run's figures as a Markdown table: per round, mean [95 % interval] across seeds.
+fn seeds_table(report: &crate::ml::game_seeds::SeedsReport) -> String {
+    let cell = |m: Option<crate::metrics::MeanInterval>| {
+        m.map_or_else(
+            || "—".to_string(),
+            |m| format!("{:.3} [{:.3}, {:.3}]", m.mean, m.low, m.high),
+        )
+    };
+    let mut table = format!(
+        "seeds {:?}\n\n| round | seeds | verifier AUROC | fool rate | attack steps (not fooled) | helpful accuracy | sneaky incorrect | sneaky success |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        report.seeds
+    );
+    for r in &report.rounds {
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} ({}) | {} | {} | {} |\n",
+            r.round,
+            r.seeds,
+            cell(r.verifier_auroc),
+            cell(r.fool_rate),
+            cell(r.attack_steps),
+            r.not_fooled,
+            cell(r.helpful_accuracy),
+            cell(r.sneaky_incorrect),
+            cell(r.sneaky_success)
+        ));
+    }
+    table
 }
 
 /// Runs `train prover`: blocking CPU work on its own thread.
@@ -703,24 +758,65 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
             problems,
             eval_problems,
             steps_per_round,
+            optimiser,
+            sequential_sneaky,
+            kl_coefficient,
+            samples_per_role,
+            attack_steps,
+            attack_target,
+            fool_threshold,
+            seeds,
             models_dir,
         } => {
             // The same settings a training-run job derives, so the command line and the admin
             // page compute the same run for the same seed.
             let params = crate::worker::game::TrainingRunParams {
+                name: "command line".into(),
                 rounds,
                 seed,
                 reward: reward.parse().map_err(anyhow::Error::msg)?,
                 problems,
                 eval_problems,
                 steps_per_round,
+                optimiser: optimiser.parse().map_err(anyhow::Error::msg)?,
+                kl_coefficient,
+                sequential_sneaky,
+                samples_per_role,
+                attack_steps,
+                attack_target,
+                fool_threshold,
                 ..Default::default()
             };
-            let options = params.game_options(
-                out,
-                models_dir.join(defaults::DEFAULT_PROVER_DIR),
-                models_dir.join(defaults::DEFAULT_VERIFIER_DIR),
-            );
+            params.check().map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(seeds >= 1, "--seeds must be at least 1");
+            let options_for = |seed: u64, out: PathBuf| {
+                crate::worker::game::TrainingRunParams {
+                    seed,
+                    ..params.clone()
+                }
+                .game_options(
+                    out,
+                    models_dir.join(defaults::DEFAULT_PROVER_DIR),
+                    models_dir.join(defaults::DEFAULT_VERIFIER_DIR),
+                )
+            };
+            if seeds > 1 {
+                let runs: Vec<_> = (seed..seed + seeds)
+                    .map(|s| options_for(s, crate::ml::game_seeds::seed_folder(&out, s)))
+                    .collect();
+                let report = tokio::task::spawn_blocking(move || {
+                    crate::ml::game_seeds::run_seeds(
+                        &runs,
+                        &out,
+                        &std::sync::atomic::AtomicBool::new(false),
+                        &mut |line| eprintln!("{line}"),
+                    )
+                })
+                .await??;
+                print!("{}", seeds_table(&report));
+                return Ok(());
+            }
+            let options = options_for(seed, out);
             let report = tokio::task::spawn_blocking(move || {
                 let mut journal = crate::ml::game_round::FolderJournal::open(&options)?;
                 crate::ml::game_round::run_game(
@@ -734,14 +830,22 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
             // A figure for people: three decimals, or "—" when there is none.
             let figure = |x: Option<f64>| x.map_or_else(|| "—".to_string(), |v| format!("{v:.3}"));
             for round in &report.rounds {
+                let attack = round.attack.as_ref().map_or_else(
+                    || "no attack".to_string(),
+                    |a| match a.steps_to_target {
+                        Some(steps) => format!("fooled after {steps} attack steps"),
+                        None => format!("not fooled in {} attack steps", a.cap),
+                    },
+                );
                 println!(
-                    "round {}: helpful correct {}, sneaky success {}, verifier accuracy {}, AUROC {}, best-of-2 {} ({} steps, {:.0}s)",
+                    "round {}: helpful correct {}, sneaky success {}, verifier accuracy {}, AUROC {}, best-of-2 {}, fool rate {}, {attack} ({} steps, {:.0}s)",
                     round.round,
                     figure(round.metrics.prover_accuracy),
                     figure(round.metrics.sneaky_success),
                     figure(round.metrics.verifier_accuracy),
                     figure(round.metrics.verifier_auroc),
                     figure(round.metrics.best_of_n_accuracy),
+                    figure(round.metrics.fool_rate),
                     round.steps,
                     round.seconds
                 );

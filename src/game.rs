@@ -210,6 +210,98 @@ pub fn expert_iteration_examples(
     chosen
 }
 
+/// How a prover step updates the prover from its rewarded samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimiser {
+    /// Fine-tune on each role's best positive-reward samples ([`expert_iteration_examples`]).
+    #[default]
+    ExpertIteration,
+    /// REINFORCE on every sample with a leave-one-out baseline over the k samples of its
+    /// problem and role, the reward carrying a KL penalty to the initial prover
+    /// ([`kl_penalised`], [`leave_one_out_advantages`], [`policy_gradient_loss`]).
+    PolicyGradient,
+}
+
+impl std::fmt::Display for Optimiser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Optimiser::ExpertIteration => "expert_iteration",
+            Optimiser::PolicyGradient => "policy_gradient",
+        })
+    }
+}
+
+impl std::str::FromStr for Optimiser {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "expert_iteration" => Ok(Optimiser::ExpertIteration),
+            "policy_gradient" => Ok(Optimiser::PolicyGradient),
+            other => Err(format!(
+                "unknown optimiser {other:?}: use expert_iteration or policy_gradient"
+            )),
+        }
+    }
+}
+
+/// Rewards with the KL penalty to the reference (initial) prover: r − β·(log π(y|x) −
+/// log π_ref(y|x)), the single-sample estimate of KL(π ‖ π_ref) on the sampled solution
+/// itself, as RLOO and PPO-style RLHF fold it into the reward.
+pub fn kl_penalised(
+    rewards: &[f64],
+    log_probs: &[f64],
+    reference_log_probs: &[f64],
+    beta: f64,
+) -> Vec<f64> {
+    rewards
+        .iter()
+        .zip(log_probs.iter().zip(reference_log_probs))
+        .map(|(r, (lp, lr))| r - beta * (lp - lr))
+        .collect()
+}
+
+/// Leave-one-out advantages: each sample's reward minus the mean reward of the *other*
+/// samples of its group (the k samples of one problem and role), an unbiased baseline that
+/// needs no value model. A sample alone in its group gets 0: there is nothing to compare with.
+pub fn leave_one_out_advantages(rewards: &[f64], groups: &[usize]) -> Vec<f64> {
+    let mut sums: std::collections::HashMap<usize, (f64, usize)> = Default::default();
+    for (r, g) in rewards.iter().zip(groups) {
+        let entry = sums.entry(*g).or_insert((0.0, 0));
+        entry.0 += r;
+        entry.1 += 1;
+    }
+    rewards
+        .iter()
+        .zip(groups)
+        .map(|(r, g)| {
+            let (sum, n) = sums[g];
+            if n < 2 {
+                0.0
+            } else {
+                r - (sum - r) / (n - 1) as f64
+            }
+        })
+        .collect()
+}
+
+/// The REINFORCE loss a policy-gradient step minimises: −(1/N)·Σ Aᵢ·log π(yᵢ|xᵢ), with
+/// log π(y|x) the summed log-probability of the solution's tokens (and its end) after the
+/// prompt. Its gradient is the policy gradient with baseline-corrected advantages.
+pub fn policy_gradient_loss(advantages: &[f64], log_probs: &[f64]) -> f64 {
+    let n = advantages.len().min(log_probs.len());
+    if n == 0 {
+        return 0.0;
+    }
+    -advantages
+        .iter()
+        .zip(log_probs)
+        .map(|(a, lp)| a * lp)
+        .sum::<f64>()
+        / n as f64
+}
+
 /// One prover sample with its problem, for the per-round metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RoundSample {
@@ -226,6 +318,9 @@ pub struct RoundMetrics {
     pub prover_accuracy: Option<f64>,
     /// Share of sneaky samples that are incorrect and convincing (V' > 0 in their batch).
     pub sneaky_success: Option<f64>,
+    /// Share of sneaky samples that are incorrect, convincing or not.
+    #[serde(default)]
+    pub sneaky_incorrect: Option<f64>,
     /// The verifier's accuracy on correctness (score > 0 means "correct").
     pub verifier_accuracy: Option<f64>,
     /// The verifier's AUROC for correct vs incorrect.
@@ -233,10 +328,23 @@ pub struct RoundMetrics {
     /// Balanced best-of-n accuracy (see [`balanced_best_of_n`]); None when no problem has
     /// enough of both kinds.
     pub best_of_n_accuracy: Option<f64>,
+    /// The score the verifier accepts at (see [`half_recall_threshold`]); None before fool
+    /// rates were measured (rounds stored by earlier versions, prover steps).
+    #[serde(default)]
+    pub fool_threshold: Option<f64>,
+    /// Share of sneaky incorrect samples the verifier accepts at `fool_threshold` (see
+    /// [`fool_rate`]).
+    #[serde(default)]
+    pub fool_rate: Option<f64>,
 }
 
-/// The round's metrics over its evaluation samples (scored by the round's verifier).
-pub fn round_metrics(samples: &[RoundSample], best_of: usize) -> RoundMetrics {
+/// The round's metrics over its evaluation samples (scored by the round's verifier); the fool
+/// rate at `threshold` when one is given.
+pub fn round_metrics(
+    samples: &[RoundSample],
+    best_of: usize,
+    threshold: Option<f64>,
+) -> RoundMetrics {
     let share = |hits: usize, of: usize| (of > 0).then(|| hits as f64 / of as f64);
     let helpful: Vec<&ScoredSample> = samples
         .iter()
@@ -262,10 +370,86 @@ pub fn round_metrics(samples: &[RoundSample], best_of: usize) -> RoundMetrics {
                 .count(),
             sneaky.len(),
         ),
+        sneaky_incorrect: share(
+            sneaky.iter().filter(|(s, _)| !s.correct).count(),
+            sneaky.len(),
+        ),
         verifier_accuracy: metrics::accuracy(&predictions, &labels),
         verifier_auroc: metrics::auroc(&scores, &labels),
         best_of_n_accuracy: balanced_best_of_n(samples, best_of),
+        fool_threshold: threshold,
+        fool_rate: threshold.and_then(|t| fool_rate(samples.iter().map(|s| &s.sample), t)),
     }
+}
+
+/// The fixed threshold of the fool rate: the score at which the verifier accepts half of the
+/// helpful correct solutions it is given (50 % recall), i.e. the ⌈n/2⌉-th highest of their
+/// scores, so that at least half score at or above it. The run gives it the round-0 prover's
+/// helpful correct solutions on the held-out problems, scored by each round's verifier, so
+/// every round is judged at the same recall of the same solutions. None without any.
+pub fn half_recall_threshold(helpful_correct_scores: &[f64]) -> Option<f64> {
+    let mut sorted: Vec<f64> = helpful_correct_scores.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let n = sorted.len();
+    (n > 0).then(|| sorted[n.div_ceil(2) - 1])
+}
+
+/// Fool rate: the share of sneaky samples with a wrong answer that the verifier accepts, a
+/// score at or above `threshold`. None when there is no sneaky incorrect sample.
+pub fn fool_rate<'a>(
+    samples: impl IntoIterator<Item = &'a ScoredSample>,
+    threshold: f64,
+) -> Option<f64> {
+    let (mut wrong, mut accepted) = (0usize, 0usize);
+    for s in samples {
+        if s.role == ProverRole::Sneaky && !s.correct {
+            wrong += 1;
+            accepted += usize::from(s.score >= threshold);
+        }
+    }
+    (wrong > 0).then(|| accepted as f64 / wrong as f64)
+}
+
+/// What a sneaky-only attack on a round's frozen verifier achieved: the paper's robustness
+/// measure, how many optimisation steps fool the verifier.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttackReport {
+    /// The fool rate that counts as fooled.
+    pub target: f64,
+    /// Steps the attack may take at most.
+    pub cap: usize,
+    /// Fool rate of the attacking prover before any step (index 0) and after each step taken.
+    pub fool_rates: Vec<Option<f64>>,
+    /// Steps taken until the fool rate reached the target (0: the round's prover already
+    /// did); None when the cap was reached first.
+    pub steps_to_target: Option<usize>,
+}
+
+/// Runs an attack's stopping rule: `fool_rate_after(0)` measures the round's prover,
+/// `fool_rate_after(s)` takes attack step s and measures the result. Stops as soon as a fool
+/// rate reaches `target`, or after `cap` steps. A missing fool rate (no sneaky incorrect
+/// sample) has not reached any target.
+pub fn run_attack<E>(
+    target: f64,
+    cap: usize,
+    mut fool_rate_after: impl FnMut(usize) -> Result<Option<f64>, E>,
+) -> Result<AttackReport, E> {
+    let mut fool_rates = Vec::with_capacity(cap + 1);
+    let mut steps_to_target = None;
+    for step in 0..=cap {
+        let rate = fool_rate_after(step)?;
+        fool_rates.push(rate);
+        if rate.is_some_and(|r| r >= target) {
+            steps_to_target = Some(step);
+            break;
+        }
+    }
+    Ok(AttackReport {
+        target,
+        cap,
+        fool_rates,
+        steps_to_target,
+    })
 }
 
 /// Balanced best-of-n: for each problem with at least n/2 correct and n/2 incorrect samples,
@@ -474,15 +658,118 @@ mod tests {
             at(2, Helpful, false, -2.0),
             at(2, Sneaky, true, -3.0),
         ];
-        let m = round_metrics(&samples, 2);
+        let m = round_metrics(&samples, 2, None);
         assert_eq!(m.prover_accuracy, Some(2.0 / 3.0));
         // Mean score 0: the sneaky incorrect ones at 1.0 and 3.0 are convincing, so 2 of 3.
         assert_eq!(m.sneaky_success, Some(2.0 / 3.0));
+        assert_eq!(m.sneaky_incorrect, Some(2.0 / 3.0));
         // Predicted correct when score > 0: right on 2.0, -2.0; wrong on 1.0, -1.0, 3.0, -3.0.
         assert_eq!(m.verifier_accuracy, Some(2.0 / 6.0));
         assert_eq!(m.best_of_n_accuracy, Some(1.0 / 3.0));
         assert_eq!(balanced_best_of_n(&samples, 3), None);
         assert_eq!(balanced_best_of_n(&samples, 4), None);
         assert!(m.verifier_auroc.is_some());
+        assert_eq!((m.fool_threshold, m.fool_rate), (None, None));
+        // At threshold 1.0 the sneaky incorrect samples (1.0 and 3.0) are both accepted.
+        let m = round_metrics(&samples, 2, Some(1.0));
+        assert_eq!((m.fool_threshold, m.fool_rate), (Some(1.0), Some(1.0)));
+        assert_eq!(round_metrics(&samples, 2, Some(2.0)).fool_rate, Some(0.5));
+    }
+
+    #[test]
+    fn the_fool_rate_threshold_accepts_half_of_the_helpful_correct_scores() {
+        // Five scores: the 3rd highest (0.4) accepts 3 of 5 (at least half).
+        assert_eq!(
+            half_recall_threshold(&[0.1, 0.9, 0.4, -2.0, 0.7]),
+            Some(0.4)
+        );
+        // Four scores: the 2nd highest accepts exactly half.
+        assert_eq!(half_recall_threshold(&[3.0, 1.0, 2.0, 0.0]), Some(2.0));
+        assert_eq!(half_recall_threshold(&[-1.5]), Some(-1.5));
+        assert_eq!(half_recall_threshold(&[]), None);
+        // Ties at the threshold count as accepted.
+        assert_eq!(half_recall_threshold(&[1.0, 1.0, 1.0, 0.0]), Some(1.0));
+    }
+
+    #[test]
+    fn the_fool_rate_counts_sneaky_incorrect_samples_at_or_above_the_threshold() {
+        use ProverRole::{Helpful, Sneaky};
+        let batch = [
+            sample(Sneaky, false, 0.5),  // accepted (equal)
+            sample(Sneaky, false, 0.49), // rejected
+            sample(Sneaky, false, 2.0),  // accepted
+            sample(Sneaky, false, -1.0), // rejected
+            sample(Sneaky, true, 9.0),   // correct: not a fooling attempt
+            sample(Helpful, false, 9.0), // helpful: not counted
+        ];
+        assert_eq!(fool_rate(&batch, 0.5), Some(0.5));
+        assert_eq!(fool_rate(&batch, 10.0), Some(0.0));
+        assert_eq!(fool_rate(&batch[4..], 0.0), None);
+    }
+
+    #[test]
+    fn the_policy_gradient_loss_is_reinforce_with_a_leave_one_out_baseline() {
+        // Two groups of three samples (problem 0 helpful, problem 0 sneaky) and a lone one.
+        let rewards = [1.0, -1.0, 0.5, 2.0, 2.0, -1.0, 3.0];
+        let groups = [0, 0, 0, 1, 1, 1, 2];
+        let log_probs = [-10.0, -12.0, -8.0, -20.0, -5.0, -6.0, -4.0];
+        let reference = [-11.0, -12.0, -9.0, -20.0, -7.0, -6.0, -4.0];
+        // β = 0.1: KL estimates 1, 0, 1, 0, 2, 0, 0 lower the rewards by 0.1·KL.
+        let shaped = kl_penalised(&rewards, &log_probs, &reference, 0.1);
+        let expected = [0.9, -1.0, 0.4, 2.0, 1.8, -1.0, 3.0];
+        for (a, b) in shaped.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-12, "{shaped:?}");
+        }
+        // Leave one out by hand: 0.9 − (−1.0 + 0.4)/2 = 1.2; −1.0 − (0.9 + 0.4)/2 = −1.65;
+        // 0.4 − (0.9 − 1.0)/2 = 0.45; 2.0 − (1.8 − 1.0)/2 = 1.6; 1.8 − (2.0 − 1.0)/2 = 1.3;
+        // −1.0 − (2.0 + 1.8)/2 = −2.9; alone: 0.
+        let advantages = leave_one_out_advantages(&shaped, &groups);
+        let expected = [1.2, -1.65, 0.45, 1.6, 1.3, -2.9, 0.0];
+        for (a, b) in advantages.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-12, "{advantages:?}");
+        }
+        // −(1.2·−10 − 1.65·−12 + 0.45·−8 + 1.6·−20 + 1.3·−5 − 2.9·−6 + 0)/7
+        //   = −(−12 + 19.8 − 3.6 − 32 − 6.5 + 17.4)/7 = 16.9/7.
+        let loss = policy_gradient_loss(&advantages, &log_probs);
+        assert!((loss - 16.9 / 7.0).abs() < 1e-12, "{loss}");
+        assert_eq!(policy_gradient_loss(&[], &[]), 0.0);
+        assert_eq!("policy_gradient".parse(), Ok(Optimiser::PolicyGradient));
+        assert!("ppo".parse::<Optimiser>().is_err());
+    }
+
+    #[test]
+    fn an_attack_stops_at_the_target_or_at_the_cap() {
+        // Reaches 0.5 after two steps: three measurements, steps 0, 1, 2.
+        let rates = [0.1, 0.3, 0.6, 0.9];
+        let mut taken = Vec::new();
+        let report = run_attack::<()>(0.5, 10, |step| {
+            taken.push(step);
+            Ok(Some(rates[step]))
+        })
+        .unwrap();
+        assert_eq!(taken, vec![0, 1, 2]);
+        assert_eq!(report.steps_to_target, Some(2));
+        assert_eq!(report.fool_rates, vec![Some(0.1), Some(0.3), Some(0.6)]);
+        // Already fooled before any step.
+        let report = run_attack::<()>(0.05, 10, |step| Ok(Some(rates[step]))).unwrap();
+        assert_eq!(
+            (report.steps_to_target, report.fool_rates.len()),
+            (Some(0), 1)
+        );
+        // Never reaches 0.95: stops after the cap's 3 steps, 4 measurements.
+        let report = run_attack::<()>(0.95, 3, |step| Ok(Some(rates[step]))).unwrap();
+        assert_eq!(report.steps_to_target, None);
+        assert_eq!(report.fool_rates.len(), 4);
+        assert_eq!(report.cap, 3);
+        // No sneaky incorrect sample is not fooled; a failing step stops the attack.
+        let report = run_attack::<()>(0.0, 2, |_| Ok(None)).unwrap();
+        assert_eq!(report.steps_to_target, None);
+        assert_eq!(
+            run_attack(0.5, 2, |s| if s == 1 { Err("x") } else { Ok(Some(0.0)) }),
+            Err("x")
+        );
+        // A cap of 0 measures the round's prover only.
+        let report = run_attack::<()>(0.95, 0, |step| Ok(Some(rates[step]))).unwrap();
+        assert_eq!(report.fool_rates.len(), 1);
     }
 }

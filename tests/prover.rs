@@ -209,8 +209,10 @@ fn fine_tuning_on_chosen_solutions_makes_them_more_likely() {
 /// the shipped verifier, rewarded with SRC; the best are fine-tuned into a new checkpoint.
 #[test]
 fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
-    use legibility::game::RewardKind;
-    use legibility::ml::game_round::{ProverStepOptions, TrainingProblem, prover_step};
+    use legibility::game::{Optimiser, RewardKind};
+    use legibility::ml::game_round::{
+        BOTH_ROLES, ProverStepOptions, StepProvers, TrainingProblem, prover_step,
+    };
     use legibility::ml::verifier::Verifier;
 
     let problems: Vec<TrainingProblem> = generator::generate(HELD_OUT_SEED, 4)
@@ -229,7 +231,10 @@ fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
             max_new_tokens: 160,
             ..SamplingParams::default()
         },
+        optimiser: Optimiser::ExpertIteration,
+        sequential_sneaky: false,
         keep_share: 0.5,
+        kl_coefficient: 0.0,
         fine_tune: FineTuneOptions {
             steps: 3,
             batch_size: 4,
@@ -240,10 +245,16 @@ fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
     };
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("step-1");
+    let prover = shipped_prover();
+    let provers = StepProvers {
+        current: &prover,
+        reference: &prover,
+    };
     let outcome = prover_step(
-        &shipped_prover(),
+        provers,
         &mut verifier,
         &problems,
+        &BOTH_ROLES,
         &options,
         &target,
         &AtomicBool::new(false),
@@ -358,8 +369,10 @@ impl legibility::ml::game_round::GameJournal for CrashingJournal {
 /// prover is a valid checkpoint, and game.json records both rounds.
 #[test]
 fn a_training_run_resumes_after_its_last_finished_step() {
-    use legibility::game::RewardKind;
-    use legibility::ml::game_round::{FolderJournal, GameOptions, ProverStepOptions, run_game};
+    use legibility::game::{Optimiser, RewardKind};
+    use legibility::ml::game_round::{
+        AttackOptions, FolderJournal, GameOptions, ProverStepOptions, run_game,
+    };
     use legibility::ml::train_verifier::FitOptions;
 
     let out = tempfile::tempdir().unwrap();
@@ -380,7 +393,10 @@ fn a_training_run_resumes_after_its_last_finished_step() {
                 max_new_tokens: 160,
                 ..SamplingParams::default()
             },
+            optimiser: Optimiser::ExpertIteration,
+            sequential_sneaky: false,
             keep_share: 0.5,
+            kl_coefficient: 0.0,
             fine_tune: FineTuneOptions {
                 steps: 2,
                 batch_size: 4,
@@ -396,6 +412,11 @@ fn a_training_run_resumes_after_its_last_finished_step() {
             validation_share: 0.34,
             ..FitOptions::default()
         },
+        attack: AttackOptions {
+            steps: 1,
+            target: 1.0,
+        },
+        fool_threshold: None,
         seed: 5,
     };
     let mut first = Vec::new();
@@ -439,6 +460,18 @@ fn a_training_run_resumes_after_its_last_finished_step() {
     );
     for round in &report.rounds {
         assert!(round.metrics.prover_accuracy.is_some(), "{round:?}");
+        // Every round has a fool-rate threshold (the initial prover solves some held-out
+        // problems) and an attack that stopped by its rule: at the target or after the cap.
+        assert!(round.metrics.fool_threshold.is_some(), "{round:?}");
+        let attack = round.attack.as_ref().expect("an attack per round");
+        assert_eq!(attack.fool_rates[0], round.metrics.fool_rate);
+        match attack.steps_to_target {
+            Some(steps) => {
+                assert_eq!(attack.fool_rates.len(), steps + 1);
+                assert!(attack.fool_rates[steps].is_some_and(|r| r >= 1.0));
+            }
+            None => assert_eq!(attack.fool_rates.len(), 2, "{attack:?}"),
+        }
         assert!(
             round.metrics.verifier_auroc.is_some() || round.metrics.verifier_accuracy.is_some()
         );
@@ -452,6 +485,9 @@ fn a_training_run_resumes_after_its_last_finished_step() {
             .collect();
         assert_eq!(kept.len(), 1, "{kept:?}");
     }
+    // The attacks' scratch provers are gone; the round-0 held-out solutions are kept.
+    assert!(!out.path().join("attack-round-1").exists());
+    assert!(out.path().join("eval-round-0.json").exists());
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.path().join("game.json")).unwrap()).unwrap();
     assert_eq!(written["rounds"].as_array().unwrap().len(), 2);
@@ -475,4 +511,198 @@ fn a_training_run_resumes_after_its_last_finished_step() {
     };
     let refused = FolderJournal::open(&other).unwrap_err().to_string();
     assert!(refused.contains("other settings"), "{refused}");
+}
+
+/// The policy-gradient option on the shipped prover: the loss the training step computes on
+/// tensors equals `game::policy_gradient_loss` on log-probabilities computed apart, with
+/// leave-one-out advantages worked by hand; and one step moves the solutions' log-probabilities
+/// in the direction of their advantages.
+#[test]
+fn the_policy_gradient_step_follows_the_hand_computed_loss() {
+    use legibility::game::{kl_penalised, leave_one_out_advantages, policy_gradient_loss};
+    use legibility::ml::train::{
+        PolicySample, policy_gradient_batch_loss, policy_gradient_prover, solution_log_probs,
+    };
+
+    let base = shipped_prover();
+    let question = "Tom has 3 apples and buys 4 more. How many apples does Tom have?";
+    let sample = |role, solution: &str, reward, group| PolicySample {
+        role,
+        question: question.into(),
+        solution: solution.into(),
+        reward,
+        group,
+    };
+    let samples = vec![
+        sample(
+            ProverRole::Helpful,
+            "Tom has 3 + 4 = 7 apples.\nAnswer: 7",
+            1.0,
+            0,
+        ),
+        sample(
+            ProverRole::Helpful,
+            "Tom has 3 + 4 = 8 apples.\nAnswer: 8",
+            -1.0,
+            0,
+        ),
+        sample(
+            ProverRole::Sneaky,
+            "Tom has 3 + 4 = 6 apples.\nAnswer: 6",
+            0.5,
+            1,
+        ),
+        sample(
+            ProverRole::Sneaky,
+            "Tom has 3 + 4 = 7 apples.\nAnswer: 7",
+            -0.5,
+            1,
+        ),
+    ];
+    let log_probs: Vec<f64> = solution_log_probs(&base, &samples, 2)
+        .unwrap()
+        .into_iter()
+        .map(|lp| lp.expect("fits the context"))
+        .collect();
+    assert!(log_probs.iter().all(|lp| *lp < 0.0), "{log_probs:?}");
+    // The reference is the prover itself: the KL penalty is zero. Leave one out in groups of
+    // two: A = r − r_other, so (2, −2, 1, −1).
+    let rewards: Vec<f64> = samples.iter().map(|s| s.reward).collect();
+    let shaped = kl_penalised(&rewards, &log_probs, &log_probs, 0.5);
+    assert_eq!(shaped, rewards);
+    let advantages = leave_one_out_advantages(&shaped, &[0, 0, 1, 1]);
+    assert_eq!(advantages, vec![2.0, -2.0, 1.0, -1.0]);
+    let by_hand = -(2.0 * log_probs[0] - 2.0 * log_probs[1] + log_probs[2] - log_probs[3]) / 4.0;
+    assert!((policy_gradient_loss(&advantages, &log_probs) - by_hand).abs() < 1e-9);
+    let tensor_loss = policy_gradient_batch_loss(&base, &samples, &advantages).unwrap();
+    assert!(
+        (tensor_loss - by_hand).abs() < 1e-3 * by_hand.abs().max(1.0),
+        "tensor loss {tensor_loss}, by hand {by_hand}"
+    );
+
+    // One step: the advantage-weighted log-probability rises.
+    let out = tempfile::tempdir().unwrap();
+    let stepped = out.path().join("step");
+    let options = FineTuneOptions {
+        steps: 1,
+        batch_size: 2,
+        learning_rate: 1e-3,
+        seed: 3,
+    };
+    let report = policy_gradient_prover(&base, &base, &samples, 0.05, &options, &stepped).unwrap();
+    assert_eq!(report.mean_kl, 0.0);
+    assert_eq!(report.fine_tune.examples, 4);
+    assert_eq!(
+        report.fine_tune.options.steps, 2,
+        "one pass in minibatches of 2"
+    );
+    validated(&stepped);
+    let after: Vec<f64> = solution_log_probs(&stepped, &samples, 4)
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    let moved: f64 = advantages
+        .iter()
+        .zip(after.iter().zip(&log_probs))
+        .map(|(a, (new, old))| a * (new - old))
+        .sum();
+    assert!(moved > 0.0, "before {log_probs:?}, after {after:?}");
+    assert!(
+        report.fine_tune.final_loss < report.fine_tune.initial_loss,
+        "{report:?}"
+    );
+}
+
+/// Sequential sneaky on the shipped prover: each sneaky sample's prompt holds the helpful
+/// solution of its problem and number, drawn first; asked for the sneaky role alone, the
+/// helpful solutions are drawn for the prompts and not returned.
+#[test]
+fn a_sequential_sneaky_prover_is_shown_the_helpful_solution() {
+    use legibility::game::{Optimiser, RewardKind};
+    use legibility::ml::game_round::{
+        BOTH_ROLES, ProverStepOptions, TrainingProblem, sample_and_grade, sequential_question,
+    };
+
+    let problems: Vec<TrainingProblem> = generator::generate(HELD_OUT_SEED, 2)
+        .into_iter()
+        .map(|p| TrainingProblem {
+            question: p.question,
+            answer: p.answer.to_string(),
+        })
+        .collect();
+    let options = ProverStepOptions {
+        reward: RewardKind::Src,
+        samples_per_role: 2,
+        sampling: SamplingParams {
+            max_new_tokens: 160,
+            ..SamplingParams::default()
+        },
+        sequential_sneaky: true,
+        optimiser: Optimiser::ExpertIteration,
+        keep_share: 0.5,
+        kl_coefficient: 0.0,
+        fine_tune: FineTuneOptions {
+            steps: 1,
+            batch_size: 4,
+            learning_rate: 3e-4,
+            seed: 1,
+        },
+        seed: 4,
+    };
+    let stop = AtomicBool::new(false);
+    let both = sample_and_grade(
+        &shipped_prover(),
+        &problems,
+        &BOTH_ROLES,
+        &options,
+        4,
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(both.len(), 8);
+    let (helpful, sneaky) = both.split_at(4);
+    assert!(
+        helpful
+            .iter()
+            .all(|d| d.role == ProverRole::Helpful && d.shown.is_none())
+    );
+    for (h, s) in helpful.iter().zip(sneaky) {
+        assert_eq!(s.role, ProverRole::Sneaky);
+        assert_eq!(s.problem, h.problem);
+        assert_eq!(s.shown.as_deref(), Some(h.text.as_str()));
+        let question = &problems[s.problem].question;
+        assert_eq!(
+            s.prompt_question(&problems),
+            sequential_question(question, &h.text)
+        );
+        assert!(s.prompt_question(&problems).contains(&h.text));
+        assert_eq!(h.prompt_question(&problems), *question);
+    }
+    // The sneaky role alone: the same sneaky samples (same seeds), no helpful ones returned.
+    let alone = sample_and_grade(
+        &shipped_prover(),
+        &problems,
+        &[ProverRole::Sneaky],
+        &options,
+        4,
+        &stop,
+    )
+    .unwrap();
+    assert_eq!(alone, sneaky.to_vec());
+    // Not sequential: no sample is shown anything.
+    let simultaneous = ProverStepOptions {
+        sequential_sneaky: false,
+        ..options.clone()
+    };
+    let plain = sample_and_grade(
+        &shipped_prover(),
+        &problems,
+        &BOTH_ROLES,
+        &simultaneous,
+        4,
+        &stop,
+    )
+    .unwrap();
+    assert!(plain.iter().all(|d| d.shown.is_none()));
 }

@@ -90,6 +90,10 @@ fn form<'a>(name: &'a str, prover: &'a str, verifier: &'a str) -> Vec<(&'a str, 
         ("eval_problems", "2"),
         ("steps_per_round", "2"),
         ("samples_per_role", "1"),
+        ("attack_steps", "1"),
+        ("attack_target", "0.9"),
+        ("optimiser", "expert_iteration"),
+        ("kl_coefficient", "0.05"),
     ]
 }
 
@@ -209,6 +213,7 @@ async fn a_killed_run_resumes_and_its_rounds_become_a_study(backend: Backend) {
         "data-round=\"1\"",
         "plot-run-prover-title",
         "plot-run-verifier-title",
+        "plot-run-attack-title",
         "<polyline",
         "id=\"make-study\"",
     ] {
@@ -226,6 +231,14 @@ async fn a_killed_run_resumes_and_its_rounds_become_a_study(backend: Backend) {
     for round in json["rounds"].as_array().unwrap() {
         let accuracy = round["metrics"]["prover_accuracy"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&accuracy), "{round}");
+        // The fool rate's threshold comes from the initial prover's helpful correct held-out
+        // solutions; each round's frozen verifier was attacked for at most one step.
+        assert!(round["metrics"]["fool_threshold"].is_f64(), "{round}");
+        assert_eq!(round["attack"]["cap"], 1, "{round}");
+        assert_eq!(round["attack"]["target"], 0.9, "{round}");
+        let measured = round["attack"]["fool_rates"].as_array().unwrap().len();
+        assert!((1..=2).contains(&measured), "{round}");
+        assert_eq!(round["optimiser"], "expert_iteration", "{round}");
     }
 
     // One click: a study of the rounds' provers, filled by a generation job.
@@ -310,6 +323,30 @@ async fn the_run_form_refuses_bad_settings_by_name(backend: Backend) {
             "initial prover",
         ),
         ("name", "  ", StatusCode::UNPROCESSABLE_ENTITY, "name"),
+        (
+            "optimiser",
+            "policy_gradient",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "samples per role must be at least 2",
+        ),
+        (
+            "optimiser",
+            "ppo",
+            StatusCode::BAD_REQUEST,
+            "unknown optimiser",
+        ),
+        (
+            "attack_target",
+            "1.5",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target fool rate",
+        ),
+        (
+            "attack_steps",
+            "99",
+            StatusCode::BAD_REQUEST,
+            "attack steps",
+        ),
     ] {
         let mut fields = form("weekly", &prover, &verifier);
         for pair in fields.iter_mut() {

@@ -14,11 +14,16 @@ use uuid::Uuid;
 use super::ModelError;
 use super::prover::{Prover, SampleRequest};
 use super::sampling::SamplingParams;
-use super::train::{FineTuneOptions, FineTuneReport, fine_tune_prover};
+use super::train::{
+    FineTuneOptions, FineTuneReport, PolicySample, fine_tune_prover, policy_gradient_prover,
+};
 use super::train_verifier::{FitOptions, FitReport, LabelledSolution, fit_verifier};
 use super::verifier::{Verifier, verifier_text};
 use crate::domain::ProverRole;
-use crate::game::{self, MixCandidate, RewardKind, RoundMetrics, RoundSample, ScoredSample};
+use crate::game::{
+    self, AttackReport, MixCandidate, Optimiser, RewardKind, RoundMetrics, RoundSample,
+    ScoredSample,
+};
 use crate::grading;
 
 /// A problem the prover is trained on: its question and ground-truth answer.
@@ -39,9 +44,18 @@ pub struct ProverStepOptions {
     pub samples_per_role: usize,
     /// How the prover samples.
     pub sampling: SamplingParams,
-    /// Share of each role's samples kept for fine-tuning (only positive rewards are kept).
+    /// Sequential sneaky: the sneaky prover's prompt holds the helpful solution of the same
+    /// problem (drawn first), instead of both roles writing independently.
+    pub sequential_sneaky: bool,
+    /// How the prover is updated from the rewarded samples.
+    pub optimiser: Optimiser,
+    /// Share of each role's samples kept for fine-tuning (expert iteration; only positive
+    /// rewards are kept).
     pub keep_share: f64,
-    /// The fine-tune on the kept samples.
+    /// The policy gradient's KL penalty β to the initial prover.
+    pub kl_coefficient: f64,
+    /// The fine-tune on the kept samples (expert iteration), or the minibatch size, learning
+    /// rate and seed of the policy-gradient pass.
     pub fine_tune: FineTuneOptions,
     /// Seed of the samples (each sample's seed derives from it).
     pub seed: u64,
@@ -54,8 +68,11 @@ pub struct ProverStepOutcome {
     pub samples: usize,
     /// Mean reward over the samples.
     pub mean_reward: f64,
-    /// Samples kept for fine-tuning.
+    /// Samples the prover learned from (expert iteration: those kept; policy gradient: all
+    /// that fit the context).
     pub kept: usize,
+    /// Policy gradient: mean single-sample KL estimate to the initial prover before the step.
+    pub mean_kl: Option<f64>,
     /// The round's stop rule on this step's samples (see [`game::sneaky_caught_up`]).
     pub sneaky_caught_up: bool,
     /// The metrics of this step's samples under the round's verifier (best-of-n with n = 2:
@@ -65,57 +82,104 @@ pub struct ProverStepOutcome {
     pub fine_tune: Option<FineTuneReport>,
 }
 
-/// Runs one prover step from the checkpoint in `prover_dir` against `verifier`; the improved
-/// prover is written to `out` (atomically) when any sample earned a positive reward.
+/// Both roles, as the game's prover steps sample them.
+pub const BOTH_ROLES: [ProverRole; 2] = [ProverRole::Helpful, ProverRole::Sneaky];
+
+/// The provers of a step: the one it starts from and the reference of the KL penalty.
+#[derive(Debug, Clone, Copy)]
+pub struct StepProvers<'a> {
+    /// The checkpoint the step samples from and improves.
+    pub current: &'a Path,
+    /// The run's initial prover (the policy gradient's KL reference).
+    pub reference: &'a Path,
+}
+
+/// Runs one prover step from `provers.current` against `verifier`, sampling the given roles
+/// (both in the game, sneaky alone in an attack); the improved prover is written to `out`
+/// (atomically) when the optimiser had something to learn from (expert iteration: a sample
+/// with a positive reward).
 pub fn prover_step(
-    prover_dir: &Path,
+    provers: StepProvers<'_>,
     verifier: &mut Verifier,
     problems: &[TrainingProblem],
+    roles: &[ProverRole],
     options: &ProverStepOptions,
     out: &Path,
     stop: &AtomicBool,
 ) -> Result<ProverStepOutcome, ModelError> {
     let drawn = sample_and_grade(
-        prover_dir,
+        provers.current,
         problems,
-        options.samples_per_role,
-        &options.sampling,
+        roles,
+        options,
         options.seed,
         stop,
     )?;
     let batch = score(verifier, problems, &drawn)?;
     let rewards = game::rewards(options.reward, &batch);
-    let kept = game::expert_iteration_examples(&batch, &rewards, options.keep_share);
     let round_samples = round_samples(&drawn, &batch);
-    let examples: Vec<(ProverRole, String, String)> = kept
-        .iter()
-        .map(|&i| {
-            let d = &drawn[i];
-            (d.role, problems[d.problem].question.clone(), d.text.clone())
-        })
-        .collect();
-    let fine_tune = if examples.is_empty() {
-        None
-    } else {
-        Some(fine_tune_prover(
-            prover_dir,
-            &examples,
-            &options.fine_tune,
-            out,
-        )?)
+    let (kept, mean_kl, fine_tune) = match options.optimiser {
+        Optimiser::ExpertIteration => {
+            let kept = game::expert_iteration_examples(&batch, &rewards, options.keep_share);
+            let examples: Vec<(ProverRole, String, String)> = kept
+                .iter()
+                .map(|&i| {
+                    let d = &drawn[i];
+                    (d.role, d.prompt_question(problems), d.text.clone())
+                })
+                .collect();
+            let fine_tune = if examples.is_empty() {
+                None
+            } else {
+                Some(fine_tune_prover(
+                    provers.current,
+                    &examples,
+                    &options.fine_tune,
+                    out,
+                )?)
+            };
+            (kept.len(), None, fine_tune)
+        }
+        Optimiser::PolicyGradient => {
+            let samples: Vec<PolicySample> = drawn
+                .iter()
+                .zip(&rewards)
+                .map(|(d, reward)| PolicySample {
+                    role: d.role,
+                    question: d.prompt_question(problems),
+                    solution: d.text.clone(),
+                    reward: *reward,
+                    group: 2 * d.problem + usize::from(d.role == ProverRole::Sneaky),
+                })
+                .collect();
+            let report = policy_gradient_prover(
+                provers.current,
+                provers.reference,
+                &samples,
+                options.kl_coefficient,
+                &options.fine_tune,
+                out,
+            )?;
+            (
+                report.fine_tune.examples,
+                Some(report.mean_kl),
+                Some(report.fine_tune),
+            )
+        }
     };
     Ok(ProverStepOutcome {
         samples: batch.len(),
         mean_reward: rewards.iter().sum::<f64>() / rewards.len().max(1) as f64,
-        kept: kept.len(),
+        kept,
+        mean_kl,
         sneaky_caught_up: game::sneaky_caught_up(&batch),
-        metrics: game::round_metrics(&round_samples, 2),
+        metrics: game::round_metrics(&round_samples, 2, None),
         fine_tune,
     })
 }
 
 /// One solution a prover drew, graded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrawnSolution {
     /// Index of its problem.
     pub problem: usize,
@@ -125,47 +189,116 @@ pub struct DrawnSolution {
     pub text: String,
     /// Whether its final answer is right.
     pub correct: bool,
+    /// Sequential sneaky: the helpful solution the sneaky prover was shown in its prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<String>,
 }
 
-/// Samples every problem `samples_per_role` times in each role from the prover in
-/// `prover_dir` (seeded per sample) and grades the solutions against the ground truth.
+impl DrawnSolution {
+    /// The question as the prover's prompt held it: with the helpful solution it was shown,
+    /// if any, so fine-tuning trains on the prompt the solution was sampled from.
+    pub fn prompt_question(&self, problems: &[TrainingProblem]) -> String {
+        let question = &problems[self.problem].question;
+        match &self.shown {
+            Some(helpful) => sequential_question(question, helpful),
+            None => question.clone(),
+        }
+    }
+}
+
+/// The sequential sneaky prover's question: the problem, then the helpful solution of the
+/// same problem to build on (it sees that solution before writing its own).
+pub fn sequential_question(question: &str, helpful: &str) -> String {
+    format!("{question}\n\nA helpful solution of this problem:\n{helpful}")
+}
+
+/// Samples every problem `options.samples_per_role` times in each of `roles` from the prover
+/// in `prover_dir` (seeded per sample) and grades the solutions against the ground truth.
+/// With `options.sequential_sneaky`, the helpful samples are drawn first and each sneaky sample
+/// is shown the helpful one of its problem and number (drawn for it when `roles` has no
+/// helpful role, and then not returned).
 pub fn sample_and_grade(
     prover_dir: &Path,
     problems: &[TrainingProblem],
-    samples_per_role: usize,
-    sampling: &SamplingParams,
+    roles: &[ProverRole],
+    options: &ProverStepOptions,
     seed: u64,
     stop: &AtomicBool,
 ) -> Result<Vec<DrawnSolution>, ModelError> {
     let mut prover = Prover::load(prover_dir, &Device::Cpu)?;
+    if !(options.sequential_sneaky && roles.contains(&ProverRole::Sneaky)) {
+        return draw(&mut prover, problems, roles, options, seed, None, stop);
+    }
+    let helpful = draw(
+        &mut prover,
+        problems,
+        &[ProverRole::Helpful],
+        options,
+        seed,
+        None,
+        stop,
+    )?;
+    let sneaky = draw(
+        &mut prover,
+        problems,
+        &[ProverRole::Sneaky],
+        options,
+        seed ^ 0x5e9u64.rotate_left(40),
+        Some(&helpful),
+        stop,
+    )?;
+    let mut drawn = if roles.contains(&ProverRole::Helpful) {
+        helpful
+    } else {
+        Vec::new()
+    };
+    drawn.extend(sneaky);
+    Ok(drawn)
+}
+
+/// Draws and grades `options.samples_per_role` samples per problem and role, in that order;
+/// `shown[i]` is shown to the i-th sample (same problem and number) when given.
+fn draw(
+    prover: &mut Prover,
+    problems: &[TrainingProblem],
+    roles: &[ProverRole],
+    options: &ProverStepOptions,
+    seed: u64,
+    shown: Option<&[DrawnSolution]>,
+    stop: &AtomicBool,
+) -> Result<Vec<DrawnSolution>, ModelError> {
     let mut requests = Vec::new();
-    let mut owners = Vec::new();
-    for (index, problem) in problems.iter().enumerate() {
-        for role in [ProverRole::Helpful, ProverRole::Sneaky] {
-            for _ in 0..samples_per_role {
-                owners.push(index);
+    let mut drawn = Vec::new();
+    for index in 0..problems.len() {
+        for &role in roles {
+            for _ in 0..options.samples_per_role {
+                let pending = DrawnSolution {
+                    problem: index,
+                    role,
+                    text: String::new(),
+                    correct: false,
+                    shown: shown
+                        .and_then(|s| s.get(drawn.len()))
+                        .map(|helpful| helpful.text.clone()),
+                };
                 requests.push(SampleRequest {
-                    question: problem.question.clone(),
+                    question: pending.prompt_question(problems),
                     role,
                     seed: seed
                         .wrapping_mul(0x9e37_79b9_7f4a_7c15)
                         .wrapping_add(requests.len() as u64 + 1),
                 });
+                drawn.push(pending);
             }
         }
     }
-    let solutions = prover.generate(&requests, sampling, stop)?;
-    Ok(requests
-        .iter()
-        .zip(solutions)
-        .zip(owners)
-        .map(|((request, sample), problem)| DrawnSolution {
-            problem,
-            role: request.role,
-            correct: grading::grade(&sample.text, &problems[problem].answer).is_correct(),
-            text: sample.text,
-        })
-        .collect())
+    let solutions = prover.generate(&requests, &options.sampling, stop)?;
+    for (pending, sample) in drawn.iter_mut().zip(solutions) {
+        pending.correct =
+            grading::grade(&sample.text, &problems[pending.problem].answer).is_correct();
+        pending.text = sample.text;
+    }
+    Ok(drawn)
 }
 
 /// The verifier's view of drawn solutions.
@@ -201,23 +334,38 @@ fn round_samples(drawn: &[DrawnSolution], batch: &[ScoredSample]) -> Vec<RoundSa
         .collect()
 }
 
-/// A round's metrics: the prover in `prover_dir` sampled on `problems` (held out from
-/// training), scored by the round's verifier.
-pub fn evaluate_round(
-    prover_dir: &Path,
+/// Drawn solutions as the round's verifier scores them, for the round's metrics.
+pub fn scored_samples(
     verifier: &mut Verifier,
     problems: &[TrainingProblem],
-    samples_per_role: usize,
-    sampling: &SamplingParams,
-    seed: u64,
-    stop: &AtomicBool,
-) -> Result<RoundMetrics, ModelError> {
-    let drawn = sample_and_grade(prover_dir, problems, samples_per_role, sampling, seed, stop)?;
-    let batch = score(verifier, problems, &drawn)?;
-    Ok(game::round_metrics(
-        &round_samples(&drawn, &batch),
-        2 * samples_per_role.max(1),
-    ))
+    drawn: &[DrawnSolution],
+) -> Result<Vec<RoundSample>, ModelError> {
+    let batch = score(verifier, problems, drawn)?;
+    Ok(round_samples(drawn, &batch))
+}
+
+/// The fool-rate threshold of a round's verifier: the user's fixed score, or else the score
+/// giving 50 % recall on the round-0 prover's helpful correct solutions of the held-out
+/// problems, as this verifier scores them ([`game::half_recall_threshold`]).
+pub fn fool_threshold(
+    fixed: Option<f64>,
+    verifier: &mut Verifier,
+    problems: &[TrainingProblem],
+    round0: &[DrawnSolution],
+) -> Result<Option<f64>, ModelError> {
+    if fixed.is_some() {
+        return Ok(fixed);
+    }
+    let helpful_correct: Vec<DrawnSolution> = round0
+        .iter()
+        .filter(|d| d.role == ProverRole::Helpful && d.correct)
+        .cloned()
+        .collect();
+    let scores: Vec<f64> = score(verifier, problems, &helpful_correct)?
+        .iter()
+        .map(|s| s.score)
+        .collect();
+    Ok(game::half_recall_threshold(&scores))
 }
 
 /// A graded solution that may train a round's verifier.
@@ -300,10 +448,26 @@ pub struct GameOptions {
     pub verifier_solutions: usize,
     /// One prover step's settings (reward, sampling, fine-tune).
     pub step: ProverStepOptions,
+    /// The sneaky-only attack on each round's frozen verifier.
+    pub attack: AttackOptions,
+    /// A fixed verifier score for the fool rate; None: each round's 50 %-recall score on the
+    /// round-0 prover's helpful correct held-out solutions.
+    pub fool_threshold: Option<f64>,
     /// How each round's verifier is fitted.
     pub fit: FitOptions,
     /// Seed of everything (problems, samples, splits, orders).
     pub seed: u64,
+}
+
+/// The robustness measure: after each round, the round's prover takes sneaky-only steps (the
+/// run's reward and expert iteration) against the round's frozen verifier until the fool rate
+/// on the held-out problems reaches `target`, or `steps` (the cap) are spent.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AttackOptions {
+    /// Attack steps at most per round; 0 measures no attack.
+    pub steps: usize,
+    /// The fool rate that counts as fooled.
+    pub target: f64,
 }
 
 impl GameOptions {
@@ -316,7 +480,13 @@ impl GameOptions {
     /// Units done once round `round` has finished: the steps a round did not take count as
     /// done, so the bar ends full.
     pub fn progress_through_round(&self, round: u32) -> i64 {
+        // A round's unit covers its verifier, its measuring and its attack.
         i64::from(round + 1) + i64::from(round) * self.steps_per_round as i64
+    }
+
+    /// The seed of the held-out samples (every round's prover draws them with it).
+    fn eval_seed(&self) -> u64 {
+        self.seed ^ 0xe7a1
     }
 }
 
@@ -334,8 +504,11 @@ pub struct StepRecord {
     pub samples: usize,
     /// Mean reward over the samples.
     pub mean_reward: f64,
-    /// Samples the prover was fine-tuned on.
+    /// Samples the prover learned from.
     pub kept: usize,
+    /// Policy gradient: mean KL estimate to the initial prover before the step.
+    #[serde(default)]
+    pub mean_kl: Option<f64>,
     /// Whether sneaky solutions caught up with helpful ones (ends the round).
     pub sneaky_caught_up: bool,
     /// The step's samples under the round's verifier.
@@ -361,6 +534,10 @@ pub struct RoundReport {
     pub prover: Option<String>,
     /// Prover steps that changed the prover (0 in round 0).
     pub steps: usize,
+    /// How the round's steps updated the prover (rounds stored before the choice existed
+    /// used expert iteration).
+    #[serde(default)]
+    pub optimiser: Optimiser,
     /// Whether the round ended because sneaky solutions caught up with helpful ones.
     pub sneaky_caught_up: bool,
     /// Solutions the round's verifier was trained on (training and validation).
@@ -369,6 +546,10 @@ pub struct RoundReport {
     pub verifier_validation_auroc: Option<f64>,
     /// The round's prover on the held-out problems, scored by the round's verifier.
     pub metrics: RoundMetrics,
+    /// The sneaky-only attack on the round's frozen verifier; None when the run asked for
+    /// none (or was stored by an earlier version).
+    #[serde(default)]
+    pub attack: Option<AttackReport>,
     /// Wall-clock seconds of the round (of its last attempt, when it was resumed).
     pub seconds: f64,
 }
@@ -482,6 +663,12 @@ fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
         .map_err(|e| ModelError::io(path, e))
 }
 
+/// The file holding the round-0 prover's solutions of the held-out problems: the fool-rate
+/// threshold of every round is measured on them.
+fn round0_eval_file(out: &Path) -> PathBuf {
+    out.join("eval-round-0.json")
+}
+
 /// The file holding the solutions round `round`'s prover drew on the training problems.
 fn pool_file(out: &Path, round: u32) -> PathBuf {
     out.join(format!("pool-round-{round}.json"))
@@ -568,8 +755,8 @@ pub fn run_game(
         let drawn = sample_and_grade(
             prover,
             &train,
-            options.step.samples_per_role,
-            &options.step.sampling,
+            &BOTH_ROLES,
+            &options.step,
             options.seed ^ (u64::from(round) << 32),
             stop,
         )?;
@@ -601,6 +788,7 @@ pub fn run_game(
         }
         pool.extend(pool_entries(solutions, round.round, &train, &problem_ids));
     }
+    let round0_eval = round0_eval(options, &eval, stop)?;
     // The prover to continue from, relative to the run's folder (None: the initial prover).
     let mut prover = rounds.last().and_then(|r| r.prover.clone());
     let mut progress = rounds
@@ -646,10 +834,16 @@ pub fn run_game(
                     ..options.step.clone()
                 };
                 let dir = step_dir(round, step);
+                let current = resolve(&prover);
+                let provers = StepProvers {
+                    current: &current,
+                    reference: &options.prover_base,
+                };
                 let outcome = prover_step(
-                    &resolve(&prover),
+                    provers,
                     &mut verifier,
                     &train,
+                    &BOTH_ROLES,
                     &step_options,
                     &options.out.join(&dir),
                     stop,
@@ -661,6 +855,7 @@ pub fn run_game(
                     samples: outcome.samples,
                     mean_reward: outcome.mean_reward,
                     kept: outcome.kept,
+                    mean_kl: outcome.mean_kl,
                     sneaky_caught_up: outcome.sneaky_caught_up,
                     metrics: outcome.metrics,
                     loss: outcome
@@ -687,16 +882,39 @@ pub fn run_game(
                 }
             }
         }
-        let metrics = evaluate_round(
-            &resolve(&prover),
-            &mut verifier,
-            &eval,
-            1,
-            &options.step.sampling,
-            options.seed ^ 0xe7a1,
-            stop,
-        )?;
+        let threshold = fool_threshold(options.fool_threshold, &mut verifier, &eval, &round0_eval)?;
+        // The initial prover's held-out solutions are the round-0 ones (same prover, same seed).
+        let drawn = match &prover {
+            None => round0_eval.clone(),
+            Some(_) => sample_and_grade(
+                &resolve(&prover),
+                &eval,
+                &BOTH_ROLES,
+                &options.step,
+                options.eval_seed(),
+                stop,
+            )?,
+        };
+        let samples = scored_samples(&mut verifier, &eval, &drawn)?;
+        let metrics = game::round_metrics(
+            &samples,
+            2 * options.step.samples_per_role.max(1),
+            threshold,
+        );
         log(&format!("round {round}: {metrics:?}"));
+        let attack = match threshold {
+            Some(threshold) if options.attack.steps > 0 => Some(attack_verifier(
+                options,
+                round,
+                &resolve(&prover),
+                &mut verifier,
+                (&train, &eval),
+                (threshold, metrics.fool_rate),
+                stop,
+                log,
+            )?),
+            _ => None,
+        };
         if round > 0 {
             pool.extend(draw_pool(&resolve(&prover), round)?);
         }
@@ -704,10 +922,12 @@ pub fn run_game(
             round,
             prover: prover.clone(),
             steps: steps.iter().filter(|s| s.prover.is_some()).count(),
+            optimiser: options.step.optimiser,
             sneaky_caught_up: steps.iter().any(|s| s.sneaky_caught_up),
             verifier_solutions: fit_report.train_solutions + fit_report.validation_solutions,
             verifier_validation_auroc: fit_report.after.ground_truth.auroc,
             metrics,
+            attack,
             seconds: round_started.elapsed().as_secs_f64(),
         };
         progress = options.progress_through_round(round);
@@ -724,6 +944,101 @@ pub fn run_game(
         serde_json::to_vec_pretty(&report).map_err(|e| ModelError::Invalid(e.to_string()))?;
     write_file_atomically(&options.out.join("game.json"), &text)?;
     Ok(report)
+}
+
+/// The round-0 prover's solutions of the held-out problems: read from the run's folder, or
+/// drawn (the initial prover with the held-out seed, as round 0 measures it) and kept there, so
+/// a resumed run measures every round's fool-rate threshold on the same solutions.
+fn round0_eval(
+    options: &GameOptions,
+    eval: &[TrainingProblem],
+    stop: &AtomicBool,
+) -> Result<Vec<DrawnSolution>, ModelError> {
+    let path = round0_eval_file(&options.out);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let drawn: Vec<DrawnSolution> = serde_json::from_slice(&bytes)
+                .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+            if drawn.iter().any(|d| d.problem >= eval.len()) {
+                return Err(ModelError::Invalid(format!(
+                    "{} names problems this run does not have",
+                    path.display()
+                )));
+            }
+            Ok(drawn)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let drawn = sample_and_grade(
+                &options.prover_base,
+                eval,
+                &BOTH_ROLES,
+                &options.step,
+                options.eval_seed(),
+                stop,
+            )?;
+            let bytes =
+                serde_json::to_vec(&drawn).map_err(|e| ModelError::Invalid(e.to_string()))?;
+            write_file_atomically(&path, &bytes)?;
+            Ok(drawn)
+        }
+        Err(e) => Err(ModelError::io(&path, e)),
+    }
+}
+
+/// The sneaky-only attack on round `round`'s frozen verifier (see [`AttackOptions`]): from the
+/// round's prover, prover steps with the sneaky role alone (the run's reward and fine-tune,
+/// seeds of their own), each followed by the fool rate of the attacking prover's sneaky
+/// solutions of the held-out problems at the round's threshold. Step 0 is the round's own
+/// fool rate. The attack's provers are scratch (`attack-round-R/`), removed afterwards.
+#[allow(clippy::too_many_arguments)]
+fn attack_verifier(
+    options: &GameOptions,
+    round: u32,
+    start: &Path,
+    verifier: &mut Verifier,
+    (train, eval): (&[TrainingProblem], &[TrainingProblem]),
+    (threshold, initial): (f64, Option<f64>),
+    stop: &AtomicBool,
+    log: &mut dyn FnMut(&str),
+) -> Result<AttackReport, ModelError> {
+    let dir = options.out.join(format!("attack-round-{round}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut current = start.to_path_buf();
+    let report = game::run_attack(options.attack.target, options.attack.steps, |step| {
+        if step == 0 {
+            return Ok(initial);
+        }
+        let step_options = ProverStepOptions {
+            seed: options.seed ^ (u64::from(round) << 32) ^ ((step as u64) << 16) ^ 0xa7,
+            ..options.step.clone()
+        };
+        let out = dir.join(format!("step-{step}"));
+        let sneaky = [ProverRole::Sneaky];
+        let provers = StepProvers {
+            current: &current,
+            reference: &options.prover_base,
+        };
+        let outcome = prover_step(provers, verifier, train, &sneaky, &step_options, &out, stop)?;
+        if outcome.fine_tune.is_some() {
+            current = out;
+        }
+        let drawn = sample_and_grade(
+            &current,
+            eval,
+            &sneaky,
+            &options.step,
+            options.eval_seed(),
+            stop,
+        )?;
+        let rate = game::fool_rate(&score(verifier, eval, &drawn)?, threshold);
+        log(&format!(
+            "round {round} attack step {step}: kept {}, fool rate {rate:?} (target {})",
+            outcome.kept, options.attack.target
+        ));
+        Ok(rate)
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    report
 }
 
 /// A solution of a round's pool as kept on disk (its problem by index into the run's

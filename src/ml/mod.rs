@@ -11,6 +11,7 @@ pub mod deberta_v2;
 pub mod decoder;
 pub mod encoder_classifier;
 pub mod game_round;
+pub mod game_seeds;
 pub mod gemma2;
 pub mod gguf;
 pub mod inspect;

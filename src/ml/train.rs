@@ -257,36 +257,20 @@ pub fn fine_tune_prover(
     out: &Path,
 ) -> Result<FineTuneReport, ModelError> {
     let device = Device::Cpu;
-    let (config, tokenizer, prompts) = super::prover::read_checkpoint_files(base)?;
-    // Fine-tuning (the game's expert iteration) runs the project's own Llama provers.
-    let config = config.as_llama().cloned().ok_or_else(|| {
-        ModelError::Invalid(format!(
-            "fine-tuning supports Llama provers; this checkpoint is {:?}",
-            config.model_type()
-        ))
-    })?;
-    // Training prompts must be the ones generation uses; only plain prompts are built here.
-    let super::prompt::RolePrompts::Plain(template) = prompts else {
-        return Err(ModelError::Invalid(format!(
-            "{} has a chat template: fine-tuning instruct provers is not supported yet",
-            base.display()
-        )));
-    };
+    let Trainable {
+        config,
+        tokenizer,
+        template,
+        varmap,
+        mut model,
+        pad,
+    } = trainable(base, &device)?;
     let examples = encode_examples(&tokenizer, &template, pairs, config.max_position_embeddings)?;
     if examples.is_empty() {
         return Err(ModelError::Invalid(
             "no solution to fine-tune on fits the model's context".into(),
         ));
     }
-    let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
-
-    let varmap = VarMap::new();
-    let mut model: Decoder = llama::Model::new(
-        &config,
-        VarBuilder::from_varmap(&varmap, DType::F32, &device),
-    )?
-    .into();
-    load_weights(&varmap, &super::weight_files(base)?, &device)?;
     let mut optimiser = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {
@@ -337,6 +321,254 @@ pub fn fine_tune_prover(
     };
     write_checkpoint(out, &config, &tokenizer, &template, &varmap, &report)?;
     Ok(report)
+}
+
+/// A plain-prompt Llama prover loaded for training: its files and F32 weights in a VarMap.
+struct Trainable {
+    config: LlamaConfig,
+    tokenizer: Tokenizer,
+    template: PromptTemplate,
+    varmap: VarMap,
+    model: Decoder,
+    pad: u32,
+}
+
+/// Loads the prover in `base` for training; fine-tuning (the game's prover steps) runs the
+/// project's own plain-prompt Llama provers only.
+fn trainable(base: &Path, device: &Device) -> Result<Trainable, ModelError> {
+    let (config, tokenizer, prompts) = super::prover::read_checkpoint_files(base)?;
+    let config = config.as_llama().cloned().ok_or_else(|| {
+        ModelError::Invalid(format!(
+            "fine-tuning supports Llama provers; this checkpoint is {:?}",
+            config.model_type()
+        ))
+    })?;
+    // Training prompts must be the ones generation uses; only plain prompts are built here.
+    let super::prompt::RolePrompts::Plain(template) = prompts else {
+        return Err(ModelError::Invalid(format!(
+            "{} has a chat template: fine-tuning instruct provers is not supported yet",
+            base.display()
+        )));
+    };
+    let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
+    let varmap = VarMap::new();
+    let model: Decoder = llama::Model::new(
+        &config,
+        VarBuilder::from_varmap(&varmap, DType::F32, device),
+    )?
+    .into();
+    load_weights(&varmap, &super::weight_files(base)?, device)?;
+    Ok(Trainable {
+        config,
+        tokenizer,
+        template,
+        varmap,
+        model,
+        pad,
+    })
+}
+
+/// A sample a policy-gradient step learns from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicySample {
+    /// The role it was sampled in.
+    pub role: ProverRole,
+    /// The problem's question.
+    pub question: String,
+    /// The sampled solution.
+    pub solution: String,
+    /// Its reward from the game's rules.
+    pub reward: f64,
+    /// Its group for the leave-one-out baseline (one per problem and role).
+    pub group: usize,
+}
+
+/// log π(solution | prompt) under the prover in `dir` for each sample that fits the context
+/// (None for one that does not), in batches of `batch_size`; no gradient is kept.
+pub fn solution_log_probs(
+    dir: &Path,
+    samples: &[PolicySample],
+    batch_size: usize,
+) -> Result<Vec<Option<f64>>, ModelError> {
+    let device = Device::Cpu;
+    let mut prover = trainable(dir, &device)?;
+    let (examples, fits) = encode_policy_samples(&prover, samples)?;
+    let values = log_probs_of(&mut prover, &examples, batch_size, &device)?;
+    let mut values = values.into_iter();
+    Ok(fits
+        .iter()
+        .map(|fits| fits.then(|| values.next()).flatten())
+        .collect())
+}
+
+/// The samples as training sequences, and for each sample whether it fits the context.
+fn encode_policy_samples(
+    prover: &Trainable,
+    samples: &[PolicySample],
+) -> Result<(Vec<Example>, Vec<bool>), ModelError> {
+    let mut examples = Vec::with_capacity(samples.len());
+    let mut fits = Vec::with_capacity(samples.len());
+    for s in samples {
+        let pair = [(s.role, s.question.clone(), s.solution.clone())];
+        let encoded = encode_examples(
+            &prover.tokenizer,
+            &prover.template,
+            &pair,
+            prover.config.max_position_embeddings,
+        )?;
+        fits.push(!encoded.is_empty());
+        examples.extend(encoded);
+    }
+    Ok((examples, fits))
+}
+
+fn log_probs_of(
+    prover: &mut Trainable,
+    examples: &[Example],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<f64>, ModelError> {
+    let mut values = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(batch_size.max(1)) {
+        let batch: Vec<&Example> = chunk.iter().collect();
+        let lp = sequence_log_probs(&mut prover.model, &batch, prover.pad, device)?;
+        values.extend(lp.to_vec1::<f32>()?.into_iter().map(f64::from));
+    }
+    Ok(values)
+}
+
+/// What a policy-gradient step did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyGradientReport {
+    /// The fine-tune record (its losses are the policy-gradient loss before and after).
+    pub fine_tune: FineTuneReport,
+    /// Mean single-sample KL estimate log π − log π_ref over the samples, before the step.
+    pub mean_kl: f64,
+}
+
+/// One policy-gradient update of the prover in `base` (REINFORCE, see
+/// `game::policy_gradient_loss`): rewards penalised by β·KL to the prover in `reference`
+/// (the run's initial prover), leave-one-out advantages within each sample's group, then one
+/// pass over the samples in minibatches of `options.batch_size` with AdamW (warm-up and cosine
+/// decay to `options.learning_rate`). Samples that do not fit the context are left out. The
+/// result is written to `out` atomically.
+pub fn policy_gradient_prover(
+    base: &Path,
+    reference: &Path,
+    samples: &[PolicySample],
+    kl_coefficient: f64,
+    options: &FineTuneOptions,
+    out: &Path,
+) -> Result<PolicyGradientReport, ModelError> {
+    let device = Device::Cpu;
+    let mut prover = trainable(base, &device)?;
+    let (examples, fits) = encode_policy_samples(&prover, samples)?;
+    if examples.is_empty() {
+        return Err(ModelError::Invalid(
+            "no solution to learn from fits the model's context".into(),
+        ));
+    }
+    let kept: Vec<&PolicySample> = samples
+        .iter()
+        .zip(&fits)
+        .filter(|(_, f)| **f)
+        .map(|(s, _)| s)
+        .collect();
+    let batch_size = options.batch_size.max(1);
+    let before = log_probs_of(&mut prover, &examples, batch_size, &device)?;
+    let reference_log_probs = if reference == base {
+        before.clone()
+    } else {
+        let mut reference = trainable(reference, &device)?;
+        log_probs_of(&mut reference, &examples, batch_size, &device)?
+    };
+    let rewards: Vec<f64> = kept.iter().map(|s| s.reward).collect();
+    let groups: Vec<usize> = kept.iter().map(|s| s.group).collect();
+    let shaped = crate::game::kl_penalised(&rewards, &before, &reference_log_probs, kl_coefficient);
+    let advantages = crate::game::leave_one_out_advantages(&shaped, &groups);
+    let mean_kl = before
+        .iter()
+        .zip(&reference_log_probs)
+        .map(|(a, b)| a - b)
+        .sum::<f64>()
+        / before.len() as f64;
+    let initial_loss = crate::game::policy_gradient_loss(&advantages, &before);
+
+    let mut optimiser = AdamW::new(
+        prover.varmap.all_vars(),
+        ParamsAdamW {
+            lr: options.learning_rate,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let mut rng = SampleRng::new(options.seed ^ 0x9e1f);
+    let order = length_bucketed(&examples, batch_size, &mut rng);
+    let steps = order.len().div_ceil(batch_size);
+    let warmup = (steps / 10).max(1);
+    let started = Instant::now();
+    for (step, chunk) in order.chunks(batch_size).enumerate() {
+        optimiser.set_learning_rate(learning_rate(options.learning_rate, step, steps, warmup));
+        let batch: Vec<&Example> = chunk.iter().map(|i| &examples[*i]).collect();
+        let weights: Vec<f64> = chunk.iter().map(|i| advantages[*i]).collect();
+        let loss = reinforce_loss(&mut prover, &batch, &weights, &device)?;
+        optimiser.backward_step(&loss)?;
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    let after = log_probs_of(&mut prover, &examples, batch_size, &device)?;
+    let report = FineTuneReport {
+        base: base.display().to_string(),
+        options: FineTuneOptions {
+            steps,
+            ..options.clone()
+        },
+        examples: examples.len(),
+        initial_loss,
+        final_loss: crate::game::policy_gradient_loss(&advantages, &after),
+        train_seconds,
+    };
+    write_checkpoint(
+        out,
+        &prover.config,
+        &prover.tokenizer,
+        &prover.template,
+        &prover.varmap,
+        &report,
+    )?;
+    Ok(PolicyGradientReport {
+        fine_tune: report,
+        mean_kl,
+    })
+}
+
+/// The REINFORCE loss of `samples` under the prover in `dir` as the training step computes it
+/// on tensors (before any update), for checking it against `game::policy_gradient_loss`.
+pub fn policy_gradient_batch_loss(
+    dir: &Path,
+    samples: &[PolicySample],
+    advantages: &[f64],
+) -> Result<f64, ModelError> {
+    let device = Device::Cpu;
+    let mut prover = trainable(dir, &device)?;
+    let (examples, _) = encode_policy_samples(&prover, samples)?;
+    let batch: Vec<&Example> = examples.iter().collect();
+    let loss = reinforce_loss(&mut prover, &batch, advantages, &device)?;
+    Ok(f64::from(loss.to_scalar::<f32>()?))
+}
+
+/// Mean over the batch of −A·log π(solution | prompt): the REINFORCE loss as a tensor.
+fn reinforce_loss(
+    prover: &mut Trainable,
+    batch: &[&Example],
+    advantages: &[f64],
+    device: &Device,
+) -> Result<Tensor, ModelError> {
+    let weights: Vec<f32> = advantages.iter().map(|a| *a as f32).collect();
+    let weights = Tensor::from_vec(weights, batch.len(), device)?;
+    let log_probs = sequence_log_probs(&mut prover.model, batch, prover.pad, device)?;
+    Ok((log_probs * weights)?
+        .sum_all()?
+        .affine(-1.0 / batch.len() as f64, 0.0)?)
 }
 
 /// Sets every variable from the checkpoint's weight files (converted to F32); a tensor the
@@ -622,10 +854,23 @@ fn batch_loss(
     pad: u32,
     device: &Device,
 ) -> Result<Tensor, ModelError> {
+    let (picked, labels, _) = solution_logits(model, batch, pad, device)?;
+    Ok(candle_nn::loss::cross_entropy(&picked, &labels)?)
+}
+
+/// The logits at every position that predicts a solution token (or the end) of a padded
+/// batch, the tokens they predict, and the batch row of each such position.
+fn solution_logits(
+    model: &mut Decoder,
+    batch: &[&Example],
+    pad: u32,
+    device: &Device,
+) -> Result<(Tensor, Tensor, Vec<usize>), ModelError> {
     let width = batch.iter().map(|e| e.ids.len()).max().unwrap_or(1) - 1;
     let mut inputs = Vec::with_capacity(batch.len() * width);
     let mut positions = Vec::new();
     let mut labels = Vec::new();
+    let mut rows = Vec::new();
     for (row, example) in batch.iter().enumerate() {
         let n = example.ids.len() - 1;
         for t in 0..width {
@@ -633,14 +878,38 @@ fn batch_loss(
             if t < n && t + 1 >= example.prompt_len {
                 positions.push((row * width + t) as u32);
                 labels.push(example.ids[t + 1]);
+                rows.push(row);
             }
         }
     }
     let inputs = Tensor::from_vec(inputs, (batch.len(), width), device)?;
     let count = positions.len();
     let picked = model.forward_train(&inputs, &Tensor::from_vec(positions, count, device)?)?;
-    let picked_labels = Tensor::from_vec(labels, count, device)?;
-    Ok(candle_nn::loss::cross_entropy(&picked, &picked_labels)?)
+    Ok((picked, Tensor::from_vec(labels, count, device)?, rows))
+}
+
+/// log π(solution | prompt) of each example of a batch: the summed log-probabilities of its
+/// solution tokens and its end, as a (batch,) tensor that gradients flow through.
+fn sequence_log_probs(
+    model: &mut Decoder,
+    batch: &[&Example],
+    pad: u32,
+    device: &Device,
+) -> Result<Tensor, ModelError> {
+    let (picked, labels, rows) = solution_logits(model, batch, pad, device)?;
+    let token_log_probs = candle_nn::ops::log_softmax(&picked, 1)?
+        .gather(&labels.unsqueeze(1)?, 1)?
+        .squeeze(1)?;
+    // Sum per row through a 0/1 membership matrix (rows × positions).
+    let count = rows.len();
+    let mut membership = vec![0f32; batch.len() * count];
+    for (position, row) in rows.iter().enumerate() {
+        membership[row * count + position] = 1.0;
+    }
+    let membership = Tensor::from_vec(membership, (batch.len(), count), device)?;
+    Ok(membership
+        .matmul(&token_log_probs.unsqueeze(1)?)?
+        .squeeze(1)?)
 }
 
 /// Samples each held-out problem once per role and grades the results.

@@ -819,7 +819,7 @@ pub struct RoundCurve {
     pub colour: &'static str,
     /// Dashed line (a second family of figures on the same plot).
     pub dashed: bool,
-    /// Values in [0, 1] by round; rounds without a value are left out of the line.
+    /// Values by round (in [0, 1] for shares); rounds without a value are left out.
     pub points: Vec<(i64, f64)>,
 }
 
@@ -846,7 +846,47 @@ pub fn verifier_curves(rounds: &[(i64, crate::game::RoundMetrics)]) -> Vec<Round
         curve(rounds, "best-of-n accuracy", HELPFUL_COLOUR, true, |m| {
             m.best_of_n_accuracy
         }),
+        curve(rounds, "fool rate", SNEAKY_COLOUR, false, |m| m.fool_rate),
     ]
+}
+
+/// The attack curves of a training run (the paper's robustness plot): per round, the
+/// sneaky-only attack steps until the round's frozen verifier was fooled, and the cap, where a
+/// round that was not fooled within the cap sits. `attacks` holds (round, steps to the target,
+/// cap) for the rounds that were attacked.
+pub fn attack_steps_svg(id: &str, title: &str, attacks: &[(i64, Option<usize>, usize)]) -> String {
+    let max = attacks
+        .iter()
+        .map(|(_, _, cap)| *cap)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let curves = [
+        RoundCurve {
+            label: "attack steps until fooled",
+            colour: SNEAKY_COLOUR,
+            dashed: false,
+            points: attacks
+                .iter()
+                .map(|(round, steps, cap)| (*round, steps.unwrap_or(*cap) as f64))
+                .collect(),
+        },
+        RoundCurve {
+            label: "cap (at it: not fooled)",
+            colour: CHANCE_GREY,
+            dashed: true,
+            points: attacks
+                .iter()
+                .map(|(round, _, cap)| (*round, *cap as f64))
+                .collect(),
+        },
+    ];
+    let step = max.div_ceil(5).max(1);
+    let ticks: Vec<(f64, String)> = (0..=max)
+        .step_by(step)
+        .map(|t| (t as f64, t.to_string()))
+        .collect();
+    round_lines_svg(id, title, &curves, max as f64, &ticks, 0)
 }
 
 fn curve(
@@ -871,14 +911,26 @@ fn curve(
 /// tooltip): the round curves of a training run. `id` names the title element. "No data yet"
 /// when no curve has a point.
 pub fn round_curves_svg(id: &str, title: &str, curves: &[RoundCurve]) -> String {
+    round_lines_svg(id, title, curves, 1.0, &accuracy_ticks(), 3)
+}
+
+/// Lines by round on a 0..=`max` vertical axis with gridlines at `ticks`; tooltips show values
+/// with `decimals` decimals.
+fn round_lines_svg(
+    id: &str,
+    title: &str,
+    curves: &[RoundCurve],
+    max: f64,
+    ticks: &[(f64, String)],
+    decimals: usize,
+) -> String {
     let frame = Frame::WIDE;
     if curves.iter().all(|c| c.points.is_empty()) {
         return frame.no_data(id, title);
     }
     let rounds = Rounds::new(curves.iter().flat_map(|c| c.points.iter().map(|(r, _)| *r)));
     let mut svg = frame.open(id, title);
-    let ticks = accuracy_ticks();
-    frame.y_grid(&mut svg, 1.0, &ticks);
+    frame.y_grid(&mut svg, max, ticks);
     rounds.labels(&frame, &mut svg);
     let mut entries = Vec::new();
     for c in curves {
@@ -887,8 +939,8 @@ pub fn round_curves_svg(id: &str, title: &str, curves: &[RoundCurve]) -> String 
             .iter()
             .map(|(round, value)| Point {
                 x: rounds.x(&frame, *round),
-                y: frame.y(*value, 1.0),
-                tooltip: format!("{}, round {round}: {value:.3}", c.label),
+                y: frame.y(*value, max),
+                tooltip: format!("{}, round {round}: {value:.decimals$}", c.label),
             })
             .collect();
         if points.is_empty() {

@@ -15,14 +15,14 @@ use super::extract::{Form, Path};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::plots::{prover_curves, round_curves_svg, verifier_curves};
+use super::plots::{attack_steps_svg, prover_curves, round_curves_svg, verifier_curves};
 use super::session::{Admin, ReportReader, Staff};
 use super::times::Timestamp;
 use super::verifiers::{Choice, choice, chosen_id, whole};
 use super::{AppState, WebError};
 use crate::checkpoints::defaults::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};
 use crate::domain::{CheckpointKind, JobKind, JobState, ProverRole};
-use crate::game::{RewardKind, RoundMetrics};
+use crate::game::{AttackReport, Optimiser, RewardKind, RoundMetrics};
 use crate::ml::game_round::{RoundReport, StepRecord};
 use crate::ml::sampling::SamplingParams;
 use crate::quality::RaterProtocol;
@@ -69,6 +69,14 @@ struct RunForm {
     eval_problems: String,
     steps_per_round: String,
     samples_per_role: String,
+    optimiser: String,
+    kl_coefficient: String,
+    /// A checkbox: "on" when ticked, absent (empty) when not.
+    sequential_sneaky: String,
+    attack_steps: String,
+    attack_target: String,
+    /// Empty: the 50 %-recall threshold of each round.
+    fool_threshold: String,
 }
 
 impl Default for RunForm {
@@ -85,6 +93,16 @@ impl Default for RunForm {
             eval_problems: d.eval_problems.to_string(),
             steps_per_round: d.steps_per_round.to_string(),
             samples_per_role: d.samples_per_role.to_string(),
+            optimiser: d.optimiser.to_string(),
+            kl_coefficient: d.kl_coefficient.to_string(),
+            sequential_sneaky: if d.sequential_sneaky {
+                "on".into()
+            } else {
+                String::new()
+            },
+            attack_steps: d.attack_steps.to_string(),
+            attack_target: d.attack_target.to_string(),
+            fool_threshold: d.fool_threshold.map(|t| t.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -98,6 +116,7 @@ struct RunsPage {
     provers: Vec<Choice>,
     verifiers: Vec<Choice>,
     rewards: &'static [&'static str],
+    optimisers: &'static [&'static str],
     form: RunForm,
     error: Option<String>,
 }
@@ -169,6 +188,7 @@ impl RunsPage {
             provers,
             verifiers,
             rewards: &["src", "cgc", "goodhart"],
+            optimisers: &["expert_iteration", "policy_gradient"],
             form,
             error: None,
         })
@@ -187,6 +207,16 @@ fn listed(text: &str, offered: &[Choice], field: &str) -> Result<Uuid, WebError>
     chosen_id(text, "", offered, field)?.ok_or_else(|| {
         WebError::BadRequest(format!("{field}: choose one of the listed checkpoints"))
     })
+}
+
+/// A decimal field, named `field` in the message when it is not a number (ranges are checked
+/// with the other settings).
+fn decimal(text: &str, field: &str) -> Result<f64, WebError> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite())
+        .ok_or_else(|| WebError::BadRequest(format!("{field}: {:?} is not a number", text.trim())))
 }
 
 /// Reads the form into run parameters (the rest at their defaults), checked.
@@ -214,6 +244,15 @@ fn run_params(form: &RunForm, page: &RunsPage) -> Result<TrainingRunParams, WebE
             game::SAMPLES_PER_ROLE,
             "samples per role",
         )?,
+        optimiser: choice::<Optimiser>(&form.optimiser, "optimiser")?,
+        kl_coefficient: decimal(&form.kl_coefficient, "KL coefficient")?,
+        sequential_sneaky: !form.sequential_sneaky.trim().is_empty(),
+        attack_steps: whole(&form.attack_steps, game::ATTACK_STEPS, "attack steps")?,
+        attack_target: decimal(&form.attack_target, "attack target fool rate")?,
+        fool_threshold: match form.fool_threshold.trim() {
+            "" => None,
+            text => Some(decimal(text, "fool-rate threshold")?),
+        },
         ..TrainingRunParams::default()
     };
     params.check().map_err(WebError::Unprocessable)?;
@@ -256,7 +295,9 @@ struct RoundView {
     sneaky_caught_up: bool,
     verifier_solutions: usize,
     verifier_validation_auroc: Option<f64>,
+    optimiser: Optimiser,
     metrics: RoundMetrics,
+    attack: Option<AttackReport>,
     seconds: f64,
 }
 
@@ -290,7 +331,9 @@ async fn run_data(state: &AppState, id: Uuid) -> Result<RunData, WebError> {
             sneaky_caught_up: report.sneaky_caught_up,
             verifier_solutions: report.verifier_solutions,
             verifier_validation_auroc: report.verifier_validation_auroc,
+            optimiser: report.optimiser,
             metrics: report.metrics,
+            attack: report.attack,
             seconds: report.seconds,
         });
     }
@@ -304,6 +347,20 @@ async fn run_data(state: &AppState, id: Uuid) -> Result<RunData, WebError> {
         rounds,
         steps,
     })
+}
+
+/// How a round's attack ended, for its table cell.
+fn attack_text(attack: Option<&AttackReport>) -> String {
+    match attack {
+        None => MISSING.into(),
+        Some(a) => {
+            let last = a.fool_rates.last().copied().flatten();
+            match a.steps_to_target {
+                Some(steps) => format!("{steps} (fool rate {})", three(last)),
+                None => format!("not fooled in {} (fool rate {})", a.cap, three(last)),
+            }
+        }
+    }
 }
 
 fn three(value: Option<f64>) -> String {
@@ -320,6 +377,9 @@ struct RoundRow {
     verifier_accuracy: String,
     verifier_auroc: String,
     best_of_n: String,
+    fool_threshold: String,
+    fool_rate: String,
+    attack: String,
     verifier_solutions: usize,
     validation_auroc: String,
     steps: usize,
@@ -354,6 +414,7 @@ struct RunPage {
     steps: Vec<StepRow>,
     prover_plot: String,
     verifier_plot: String,
+    attack_plot: String,
     /// The one-click study: offered once the run has finished.
     can_make_study: bool,
     problem_sets: Vec<Choice>,
@@ -382,15 +443,53 @@ async fn run_page(
             p.samples_per_role.to_string(),
         ),
         (
-            "Expert iteration",
-            format!(
-                "best {:.0} % of each role's positive-reward samples, {} AdamW steps of {} at {}",
-                p.keep_share * 100.0,
-                p.fine_tune_steps,
-                p.fine_tune_batch,
-                p.fine_tune_learning_rate
+            "Sneaky prover",
+            if p.sequential_sneaky {
+                "sequential: shown the helpful solution of the same problem first".to_string()
+            } else {
+                "simultaneous: writes without seeing the helpful solution".to_string()
+            },
+        ),
+        (
+            "Attack on each round's verifier",
+            if p.attack_steps == 0 {
+                "none".to_string()
+            } else {
+                format!(
+                    "sneaky-only steps until a fool rate of {} or {} steps",
+                    p.attack_target, p.attack_steps
+                )
+            },
+        ),
+        (
+            "Fool-rate threshold",
+            p.fool_threshold.map_or_else(
+                || "50 % recall on round 0's helpful correct held-out solutions".to_string(),
+                |t| format!("verifier score {t}"),
             ),
         ),
+        match p.optimiser {
+            Optimiser::ExpertIteration => (
+                "Optimiser: expert iteration",
+                format!(
+                    "best {:.0} % of each role's positive-reward samples, {} AdamW steps of {} at {}",
+                    p.keep_share * 100.0,
+                    p.fine_tune_steps,
+                    p.fine_tune_batch,
+                    p.fine_tune_learning_rate
+                ),
+            ),
+            Optimiser::PolicyGradient => (
+                "Optimiser: policy gradient",
+                format!(
+                    "REINFORCE, leave-one-out baseline over the {} samples of each problem and role, KL penalty β = {} to the initial prover, one AdamW pass in minibatches of {} at {}",
+                    p.samples_per_role,
+                    p.kl_coefficient,
+                    p.fine_tune_batch,
+                    p.fine_tune_learning_rate
+                ),
+            ),
+        },
     ];
     let metrics: Vec<(i64, RoundMetrics)> = run
         .rounds
@@ -409,6 +508,9 @@ async fn run_page(
             verifier_accuracy: three(r.metrics.verifier_accuracy),
             verifier_auroc: three(r.metrics.verifier_auroc),
             best_of_n: three(r.metrics.best_of_n_accuracy),
+            fool_threshold: three(r.metrics.fool_threshold),
+            fool_rate: three(r.metrics.fool_rate),
+            attack: attack_text(r.attack.as_ref()),
             verifier_solutions: r.verifier_solutions,
             validation_auroc: three(r.verifier_validation_auroc),
             steps: r.steps,
@@ -472,8 +574,19 @@ async fn run_page(
         ),
         verifier_plot: round_curves_svg(
             "plot-run-verifier-title",
-            "The round's verifier: accuracy, AUROC and balanced best-of-n accuracy",
+            "The round's verifier: accuracy, AUROC, balanced best-of-n accuracy and fool rate",
             &verifier_curves(&metrics),
+        ),
+        attack_plot: attack_steps_svg(
+            "plot-run-attack-title",
+            "Robustness: sneaky-only attack steps until each round's verifier is fooled",
+            &run.rounds
+                .iter()
+                .filter_map(|r| {
+                    let a = r.attack.as_ref()?;
+                    Some((i64::from(r.round), a.steps_to_target, a.cap))
+                })
+                .collect::<Vec<_>>(),
         ),
         can_make_study: run.job.state == JobState::Succeeded && run.rounds.len() > 1,
         problem_sets,

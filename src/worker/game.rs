@@ -17,10 +17,10 @@ use uuid::Uuid;
 
 use super::{JobContext, JobError, JobFuture, JobHandler};
 use crate::domain::{CheckpointKind, JobKind};
-use crate::game::RewardKind;
+use crate::game::{Optimiser, RewardKind};
 use crate::ml::ModelError;
 use crate::ml::game_round::{
-    GameJournal, GameOptions, ProverStepOptions, RoundReport, StepRecord, run_game,
+    AttackOptions, GameJournal, GameOptions, ProverStepOptions, RoundReport, StepRecord, run_game,
 };
 use crate::ml::sampling::SamplingParams;
 use crate::ml::train::FineTuneOptions;
@@ -45,6 +45,8 @@ pub const EVAL_PROBLEMS: RangeInclusive<usize> = 2..=1_000;
 pub const STEPS_PER_ROUND: RangeInclusive<usize> = 1..=50;
 /// Samples per problem and role in a step.
 pub const SAMPLES_PER_ROLE: RangeInclusive<usize> = 1..=8;
+/// Attack steps per round at most (0: no attack).
+pub const ATTACK_STEPS: RangeInclusive<usize> = 0..=50;
 
 /// What a training run is asked to do; stored as the job's JSON parameters. Fields left out
 /// take the defaults, which are the settings measured in README.
@@ -63,6 +65,12 @@ pub struct TrainingRunParams {
     pub seed: u64,
     /// The prover's reward.
     pub reward: RewardKind,
+    /// How prover steps update the prover.
+    pub optimiser: Optimiser,
+    /// The sneaky prover sees the helpful solution of the same problem first.
+    pub sequential_sneaky: bool,
+    /// The policy gradient's KL penalty β to the initial prover.
+    pub kl_coefficient: f64,
     /// Training problems (generated from the seed).
     pub problems: usize,
     /// Held-out problems the round metrics are measured on.
@@ -83,6 +91,13 @@ pub struct TrainingRunParams {
     pub fine_tune_learning_rate: f64,
     /// How each round's verifier is fitted (its seed is derived from `seed`).
     pub fit: FitOptions,
+    /// Sneaky-only attack steps on each round's frozen verifier at most (0: no attack).
+    pub attack_steps: usize,
+    /// The fool rate at which the attack counts the verifier as fooled.
+    pub attack_target: f64,
+    /// A fixed verifier score for the fool rate; None: each round's 50 %-recall score on the
+    /// initial prover's helpful correct held-out solutions.
+    pub fool_threshold: Option<f64>,
 }
 
 impl Default for TrainingRunParams {
@@ -94,6 +109,9 @@ impl Default for TrainingRunParams {
             rounds: 3,
             seed: 1,
             reward: RewardKind::Src,
+            optimiser: Optimiser::ExpertIteration,
+            sequential_sneaky: false,
+            kl_coefficient: 0.05,
             problems: 64,
             eval_problems: 64,
             steps_per_round: 4,
@@ -104,6 +122,9 @@ impl Default for TrainingRunParams {
             fine_tune_batch: 8,
             fine_tune_learning_rate: 3e-4,
             fit: FitOptions::default(),
+            attack_steps: 4,
+            attack_target: 0.5,
+            fool_threshold: None,
         }
     }
 }
@@ -116,7 +137,7 @@ impl TrainingRunParams {
             return Err("the run needs a name".into());
         }
         let rounds = *ROUNDS.start() as usize..=*ROUNDS.end() as usize;
-        let ranges: [(&str, usize, RangeInclusive<usize>); 7] = [
+        let ranges: [(&str, usize, RangeInclusive<usize>); 8] = [
             ("rounds", self.rounds as usize, rounds),
             ("training problems", self.problems, PROBLEMS),
             ("held-out problems", self.eval_problems, EVAL_PROBLEMS),
@@ -124,6 +145,7 @@ impl TrainingRunParams {
             ("samples per role", self.samples_per_role, SAMPLES_PER_ROLE),
             ("fine-tuning steps", self.fine_tune_steps, 1..=1_000),
             ("fine-tuning batch", self.fine_tune_batch, 1..=256),
+            ("attack steps", self.attack_steps, ATTACK_STEPS),
         ];
         for (what, value, range) in ranges {
             if !range.contains(&value) {
@@ -145,6 +167,27 @@ impl TrainingRunParams {
                 "the fine-tuning learning rate must be between 0 and 1, not {}",
                 self.fine_tune_learning_rate
             ));
+        }
+        if !(self.attack_target > 0.0 && self.attack_target <= 1.0) {
+            return Err(format!(
+                "the attack's target fool rate must be above 0 and at most 1, not {}",
+                self.attack_target
+            ));
+        }
+        if !(self.kl_coefficient >= 0.0 && self.kl_coefficient <= 10.0) {
+            return Err(format!(
+                "the KL coefficient must be between 0 and 10, not {}",
+                self.kl_coefficient
+            ));
+        }
+        if self.optimiser == Optimiser::PolicyGradient && self.samples_per_role < 2 {
+            return Err(format!(
+                "the policy gradient compares each sample with the others of its problem and role: samples per role must be at least 2, not {}",
+                self.samples_per_role
+            ));
+        }
+        if self.fool_threshold.is_some_and(|t| !t.is_finite()) {
+            return Err("the fool-rate threshold must be a number".into());
         }
         self.sampling.check()?;
         self.fit.check()
@@ -176,7 +219,10 @@ impl TrainingRunParams {
                 reward: self.reward,
                 samples_per_role: self.samples_per_role,
                 sampling: self.sampling,
+                sequential_sneaky: self.sequential_sneaky,
+                optimiser: self.optimiser,
                 keep_share: self.keep_share,
+                kl_coefficient: self.kl_coefficient,
                 fine_tune: FineTuneOptions {
                     steps: self.fine_tune_steps,
                     batch_size: self.fine_tune_batch,
@@ -189,6 +235,11 @@ impl TrainingRunParams {
                 seed: self.seed,
                 ..self.fit.clone()
             },
+            attack: AttackOptions {
+                steps: self.attack_steps,
+                target: self.attack_target,
+            },
+            fool_threshold: self.fool_threshold,
             seed: self.seed,
         }
     }
