@@ -647,6 +647,23 @@ pub enum TrainCommand {
         #[arg(long)]
         steps: Option<usize>,
     },
+    /// Measure how many of a prover's solutions read as solutions of their problem: every word
+    /// and number from the question or the problem's reference solutions (`coherence`), on the
+    /// built-in problems, both roles.
+    Coherence {
+        /// The prover's checkpoint folder.
+        #[arg(long, default_value = "models/prover-tiny")]
+        prover: PathBuf,
+        /// Built-in problems to sample (the first N of the 500).
+        #[arg(long, default_value_t = 500)]
+        problems: usize,
+        /// Seed of the samples.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Incoherent solutions to print as examples.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+    },
     /// Run the checkability game from the shipped models: round 0 measures the initial prover,
     /// each later round trains a verifier on earlier rounds' solutions and optimises the prover
     /// against it (expert iteration); writes `round-N` provers and `game.json`.
@@ -705,6 +722,65 @@ pub enum TrainCommand {
     },
 }
 
+/// Samples the first `count` built-in problems in both roles from the prover in `dir` (the
+/// game's sampling settings) and reports the share of coherent solutions per role, with
+/// `examples` incoherent ones and what was foreign in them.
+fn coherence_report(dir: &Path, count: usize, seed: u64, examples: usize) -> anyhow::Result<String> {
+    use crate::domain::ProverRole;
+    use crate::ml::game_round::{BOTH_ROLES, TrainingProblem, sample_and_grade};
+    let generated = crate::generator::generate(
+        crate::ml::train::BUILTIN_PROBLEMS_SEED,
+        count.min(crate::ml::train::BUILTIN_PROBLEMS),
+    );
+    let problems: Vec<TrainingProblem> = generated
+        .iter()
+        .map(|p| TrainingProblem {
+            question: p.question.clone(),
+            answer: p.answer.to_string(),
+        })
+        .collect();
+    let step = crate::worker::game::TrainingRunParams::default()
+        .game_options(PathBuf::new(), PathBuf::new(), PathBuf::new())
+        .step;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let drawn = sample_and_grade(dir, &problems, &BOTH_ROLES, &step, seed, &stop)?;
+    let mut out = format!("{} on {} built-in problems (seed {seed}):\n", dir.display(), problems.len());
+    let mut shown = 0;
+    let mut listed = String::new();
+    for role in BOTH_ROLES {
+        let of_role: Vec<_> = drawn.iter().filter(|d| d.role == role).collect();
+        let mut coherent = 0;
+        for d in &of_role {
+            let p = &generated[d.problem];
+            let found = crate::coherence::foreign(
+                &p.question,
+                &[&p.helpful_solution, &p.sneaky_solution],
+                &d.text,
+            );
+            if found.is_empty() {
+                coherent += 1;
+            } else if shown < examples {
+                shown += 1;
+                listed.push_str(&format!(
+                    "\n--- {} problem {}: foreign words {:?}, numbers {:?}\n{}\n{}\n",
+                    role, d.problem, found.words, found.numbers, p.question, d.text
+                ));
+            }
+        }
+        out.push_str(&format!(
+            "{}: {coherent} of {} coherent ({:.1} %)\n",
+            match role {
+                ProverRole::Helpful => "helpful",
+                ProverRole::Sneaky => "sneaky",
+            },
+            of_role.len(),
+            100.0 * coherent as f64 / of_role.len().max(1) as f64
+        ));
+    }
+    out.push_str(&listed);
+    Ok(out)
+}
+
 /// A repeated run's figures as a Markdown table: per round, mean [95 % interval] across seeds.
 fn seeds_table(report: &crate::ml::game_seeds::SeedsReport) -> String {
     let cell = |m: Option<crate::metrics::MeanInterval>| {
@@ -750,6 +826,19 @@ async fn train(command: TrainCommand) -> anyhow::Result<()> {
             out,
             steps,
         } => return train_verifier(&preset, seed, out, steps).await,
+        TrainCommand::Coherence {
+            prover,
+            problems,
+            seed,
+            examples,
+        } => {
+            let printed = tokio::task::spawn_blocking(move || {
+                coherence_report(&prover, problems, seed, examples)
+            })
+            .await??;
+            print!("{printed}");
+            return Ok(());
+        }
         TrainCommand::Game {
             rounds,
             seed,

@@ -36,6 +36,7 @@ pub mod bonus;
 pub mod checkpoints;
 pub mod cli;
 pub mod clock;
+pub mod coherence;
 pub mod domain;
 pub mod export;
 pub mod game;
