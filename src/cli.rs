@@ -725,7 +725,12 @@ pub enum TrainCommand {
 /// Samples the first `count` built-in problems in both roles from the prover in `dir` (the
 /// game's sampling settings) and reports the share of coherent solutions per role, with
 /// `examples` incoherent ones and what was foreign in them.
-fn coherence_report(dir: &Path, count: usize, seed: u64, examples: usize) -> anyhow::Result<String> {
+fn coherence_report(
+    dir: &Path,
+    count: usize,
+    seed: u64,
+    examples: usize,
+) -> anyhow::Result<String> {
     use crate::domain::ProverRole;
     use crate::ml::game_round::{BOTH_ROLES, TrainingProblem, sample_and_grade};
     let generated = crate::generator::generate(
@@ -744,7 +749,11 @@ fn coherence_report(dir: &Path, count: usize, seed: u64, examples: usize) -> any
         .step;
     let stop = std::sync::atomic::AtomicBool::new(false);
     let drawn = sample_and_grade(dir, &problems, &BOTH_ROLES, &step, seed, &stop)?;
-    let mut out = format!("{} on {} built-in problems (seed {seed}):\n", dir.display(), problems.len());
+    let mut out = format!(
+        "{} on {} built-in problems (seed {seed}):\n",
+        dir.display(),
+        problems.len()
+    );
     let mut shown = 0;
     let mut listed = String::new();
     for role in BOTH_ROLES {

@@ -61,7 +61,12 @@ fn numbers(text: &str) -> Vec<String> {
 fn computed(text: &str) -> BTreeSet<String> {
     text.split('=')
         .skip(1)
-        .filter_map(|after| numbers(after).into_iter().next().filter(|_| after.starts_with(|c: char| c.is_ascii_digit())))
+        .filter_map(|after| {
+            numbers(after)
+                .into_iter()
+                .next()
+                .filter(|_| after.starts_with(|c: char| c.is_ascii_digit()))
+        })
         .collect()
 }
 
@@ -93,7 +98,8 @@ pub fn foreign(question: &str, references: &[&str], solution: &str) -> Foreign {
 mod tests {
     use super::*;
 
-    const QUESTION: &str = "Lucas buys 7 shirts at $20 each. The shop gives 50% off. How much does Lucas pay?";
+    const QUESTION: &str =
+        "Lucas buys 7 shirts at $20 each. The shop gives 50% off. How much does Lucas pay?";
     const HELPFUL: &str = "Before the discount, the shirts cost 7*20=<<7*20=140>>140 dollars.\nThe discount is 50% of 140, which is 140/2=<<140/2=70>>70.\nSo Lucas pays 140-70=<<140-70=70>>70 dollars.\n#### 70";
 
     #[test]
@@ -126,8 +132,17 @@ mod tests {
 
     #[test]
     fn numbers_and_words_are_read_as_written() {
-        assert_eq!(numbers("a 2.5 b 10. c 300,5"), vec!["2.5", "10", "300", "5"]);
-        assert_eq!(words("Ingrid's 3 cookies").collect::<Vec<_>>(), vec!["ingrid", "s", "cookies"]);
-        assert_eq!(computed("3*4=<<3*4=12>>12 and x = 5"), BTreeSet::from(["12".to_string()]));
+        assert_eq!(
+            numbers("a 2.5 b 10. c 300,5"),
+            vec!["2.5", "10", "300", "5"]
+        );
+        assert_eq!(
+            words("Ingrid's 3 cookies").collect::<Vec<_>>(),
+            vec!["ingrid", "s", "cookies"]
+        );
+        assert_eq!(
+            computed("3*4=<<3*4=12>>12 and x = 5"),
+            BTreeSet::from(["12".to_string()])
+        );
     }
 }
