@@ -209,7 +209,6 @@ fn fine_tuning_on_chosen_solutions_makes_them_more_likely() {
 /// the shipped verifier, rewarded with SRC; the best are fine-tuned into a new checkpoint.
 #[test]
 fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
-    use legibility::game::{Optimiser, RewardKind};
     use legibility::ml::game_round::{
         BOTH_ROLES, ProverStepOptions, StepProvers, TrainingProblem, prover_step,
     };
@@ -225,16 +224,6 @@ fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
     let verifier_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/verifier-tiny");
     let mut verifier = Verifier::load(&verifier_dir, &Device::Cpu).unwrap();
     let options = ProverStepOptions {
-        reward: RewardKind::Src,
-        samples_per_role: 2,
-        sampling: SamplingParams {
-            max_new_tokens: 160,
-            ..SamplingParams::default()
-        },
-        optimiser: Optimiser::ExpertIteration,
-        sequential_sneaky: false,
-        keep_share: 0.5,
-        kl_coefficient: 0.0,
         fine_tune: FineTuneOptions {
             steps: 3,
             batch_size: 4,
@@ -242,6 +231,7 @@ fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
             seed: 2,
         },
         seed: 9,
+        ..small_step(2)
     };
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("step-1");
@@ -369,10 +359,7 @@ impl legibility::ml::game_round::GameJournal for CrashingJournal {
 /// prover is a valid checkpoint, and game.json records both rounds.
 #[test]
 fn a_training_run_resumes_after_its_last_finished_step() {
-    use legibility::game::{Optimiser, RewardKind};
-    use legibility::ml::game_round::{
-        AttackOptions, FolderJournal, GameOptions, ProverStepOptions, run_game,
-    };
+    use legibility::ml::game_round::{AttackOptions, FolderJournal, GameOptions, run_game};
     use legibility::ml::train_verifier::FitOptions;
 
     let out = tempfile::tempdir().unwrap();
@@ -386,25 +373,7 @@ fn a_training_run_resumes_after_its_last_finished_step() {
         eval_problems: 4,
         steps_per_round: 2,
         verifier_solutions: 24,
-        step: ProverStepOptions {
-            reward: RewardKind::Src,
-            samples_per_role: 1,
-            sampling: SamplingParams {
-                max_new_tokens: 160,
-                ..SamplingParams::default()
-            },
-            optimiser: Optimiser::ExpertIteration,
-            sequential_sneaky: false,
-            keep_share: 0.5,
-            kl_coefficient: 0.0,
-            fine_tune: FineTuneOptions {
-                steps: 2,
-                batch_size: 4,
-                learning_rate: 3e-4,
-                seed: 1,
-            },
-            seed: 1,
-        },
+        step: small_step(1),
         fit: FitOptions {
             max_epochs: 1,
             max_steps: 3,
@@ -619,7 +588,6 @@ fn the_policy_gradient_step_follows_the_hand_computed_loss() {
 /// helpful solutions are drawn for the prompts and not returned.
 #[test]
 fn a_sequential_sneaky_prover_is_shown_the_helpful_solution() {
-    use legibility::game::{Optimiser, RewardKind};
     use legibility::ml::game_round::{
         BOTH_ROLES, ProverStepOptions, TrainingProblem, sample_and_grade, sequential_question,
     };
@@ -632,23 +600,9 @@ fn a_sequential_sneaky_prover_is_shown_the_helpful_solution() {
         })
         .collect();
     let options = ProverStepOptions {
-        reward: RewardKind::Src,
-        samples_per_role: 2,
-        sampling: SamplingParams {
-            max_new_tokens: 160,
-            ..SamplingParams::default()
-        },
         sequential_sneaky: true,
-        optimiser: Optimiser::ExpertIteration,
-        keep_share: 0.5,
-        kl_coefficient: 0.0,
-        fine_tune: FineTuneOptions {
-            steps: 1,
-            batch_size: 4,
-            learning_rate: 3e-4,
-            seed: 1,
-        },
         seed: 4,
+        ..small_step(2)
     };
     let stop = AtomicBool::new(false);
     let both = sample_and_grade(
@@ -705,4 +659,27 @@ fn a_sequential_sneaky_prover_is_shown_the_helpful_solution() {
     )
     .unwrap();
     assert!(plain.iter().all(|d| d.shown.is_none()));
+}
+
+/// A game step small enough for a test: SRC, expert iteration, short solutions, 2 AdamW steps.
+fn small_step(samples_per_role: usize) -> legibility::ml::game_round::ProverStepOptions {
+    legibility::ml::game_round::ProverStepOptions {
+        reward: legibility::game::RewardKind::Src,
+        samples_per_role,
+        sampling: SamplingParams {
+            max_new_tokens: 160,
+            ..SamplingParams::default()
+        },
+        optimiser: legibility::game::Optimiser::ExpertIteration,
+        sequential_sneaky: false,
+        keep_share: 0.5,
+        kl_coefficient: 0.0,
+        fine_tune: FineTuneOptions {
+            steps: 2,
+            batch_size: 4,
+            learning_rate: 3e-4,
+            seed: 1,
+        },
+        seed: 1,
+    }
 }
