@@ -368,10 +368,10 @@ pub fn arm_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<ArmRep
     arms.into_iter()
         .map(|((checkpoint, time_limit_ms), members)| {
             let f = figures(&members);
-            let right: Vec<f64> = members
+            let right: Vec<i64> = members
                 .iter()
                 .filter(|a| a.right() == Some(true))
-                .map(|a| a.server_elapsed_ms as f64)
+                .map(|a| a.server_elapsed_ms)
                 .collect();
             let spread = standard_error(&right).map(|se| Z_95 * se);
             ArmReport {
@@ -388,14 +388,17 @@ pub fn arm_reports(attempts: &[Attempt], excluded: &HashSet<Uuid>) -> Vec<ArmRep
         .collect()
 }
 
-/// The standard error of the mean (sample standard deviation / √n); needs two values.
-fn standard_error(values: &[f64]) -> Option<f64> {
-    let n = values.len();
+/// The standard error of the mean (sample standard deviation / √n) of whole milliseconds;
+/// needs two values. Summed as integers (n·Σx² − (Σx)² is exact), so the figure does not
+/// depend on the order the attempts were read in: a restored database reports the same bits.
+fn standard_error(values: &[i64]) -> Option<f64> {
+    let n = values.len() as i128;
     if n < 2 {
         return None;
     }
-    let m = values.iter().sum::<f64>() / n as f64;
-    let variance = values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let sum: i128 = values.iter().map(|v| i128::from(*v)).sum();
+    let squares: i128 = values.iter().map(|v| i128::from(*v) * i128::from(*v)).sum();
+    let variance = (n * squares - sum * sum) as f64 / (n * (n - 1)) as f64;
     Some((variance / n as f64).sqrt())
 }
 
