@@ -209,18 +209,10 @@ fn fine_tuning_on_chosen_solutions_makes_them_more_likely() {
 /// the shipped verifier, rewarded with SRC; the best are fine-tuned into a new checkpoint.
 #[test]
 fn a_prover_step_samples_both_roles_and_fine_tunes_on_the_rewarded() {
-    use legibility::ml::game_round::{
-        BOTH_ROLES, ProverStepOptions, StepProvers, TrainingProblem, prover_step,
-    };
+    use legibility::ml::game_round::{BOTH_ROLES, ProverStepOptions, StepProvers, prover_step};
     use legibility::ml::verifier::Verifier;
 
-    let problems: Vec<TrainingProblem> = generator::generate(HELD_OUT_SEED, 4)
-        .into_iter()
-        .map(|p| TrainingProblem {
-            question: p.question,
-            answer: p.answer.to_string(),
-        })
-        .collect();
+    let problems = held_out_problems(4);
     let verifier_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/verifier-tiny");
     let mut verifier = Verifier::load(&verifier_dir, &Device::Cpu).unwrap();
     let options = ProverStepOptions {
@@ -589,16 +581,10 @@ fn the_policy_gradient_step_follows_the_hand_computed_loss() {
 #[test]
 fn a_sequential_sneaky_prover_is_shown_the_helpful_solution() {
     use legibility::ml::game_round::{
-        BOTH_ROLES, ProverStepOptions, TrainingProblem, sample_and_grade, sequential_question,
+        BOTH_ROLES, ProverStepOptions, sample_and_grade, sequential_question,
     };
 
-    let problems: Vec<TrainingProblem> = generator::generate(HELD_OUT_SEED, 2)
-        .into_iter()
-        .map(|p| TrainingProblem {
-            question: p.question,
-            answer: p.answer.to_string(),
-        })
-        .collect();
+    let problems = held_out_problems(2);
     let options = ProverStepOptions {
         sequential_sneaky: true,
         seed: 4,
@@ -682,4 +668,15 @@ fn small_step(samples_per_role: usize) -> legibility::ml::game_round::ProverStep
         },
         seed: 1,
     }
+}
+
+/// The first `count` held-out generated problems as the game takes them.
+fn held_out_problems(count: usize) -> Vec<legibility::ml::game_round::TrainingProblem> {
+    generator::generate(HELD_OUT_SEED, count)
+        .into_iter()
+        .map(|p| legibility::ml::game_round::TrainingProblem {
+            question: p.question,
+            answer: p.answer.to_string(),
+        })
+        .collect()
 }

@@ -778,14 +778,7 @@ pub fn run_game(
     for round in &rounds {
         let path = pool_file(&options.out, round.round);
         let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
-        let solutions: Vec<PoolSolution> = serde_json::from_slice(&bytes)
-            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
-        if solutions.iter().any(|s| s.problem >= train.len()) {
-            return Err(ModelError::Invalid(format!(
-                "{} names problems this run does not have",
-                path.display()
-            )));
-        }
+        let solutions = parse_solutions(&path, &bytes, train.len(), |s: &PoolSolution| s.problem)?;
         pool.extend(pool_entries(solutions, round.round, &train, &problem_ids));
     }
     let round0_eval = round0_eval(options, &eval, stop)?;
@@ -946,6 +939,25 @@ pub fn run_game(
     Ok(report)
 }
 
+/// Solutions a run kept in `path` (a pool or the round-0 held-out draws), refused when one
+/// names a problem beyond the run's `problems` (another run's file).
+fn parse_solutions<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    bytes: &[u8],
+    problems: usize,
+    problem_of: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, ModelError> {
+    let solutions: Vec<T> = serde_json::from_slice(bytes)
+        .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+    if solutions.iter().any(|s| problem_of(s) >= problems) {
+        return Err(ModelError::Invalid(format!(
+            "{} names problems this run does not have",
+            path.display()
+        )));
+    }
+    Ok(solutions)
+}
+
 /// The round-0 prover's solutions of the held-out problems: read from the run's folder, or
 /// drawn (the initial prover with the held-out seed, as round 0 measures it) and kept there, so
 /// a resumed run measures every round's fool-rate threshold on the same solutions.
@@ -956,17 +968,7 @@ fn round0_eval(
 ) -> Result<Vec<DrawnSolution>, ModelError> {
     let path = round0_eval_file(&options.out);
     match std::fs::read(&path) {
-        Ok(bytes) => {
-            let drawn: Vec<DrawnSolution> = serde_json::from_slice(&bytes)
-                .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
-            if drawn.iter().any(|d| d.problem >= eval.len()) {
-                return Err(ModelError::Invalid(format!(
-                    "{} names problems this run does not have",
-                    path.display()
-                )));
-            }
-            Ok(drawn)
-        }
+        Ok(bytes) => parse_solutions(&path, &bytes, eval.len(), |d: &DrawnSolution| d.problem),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let drawn = sample_and_grade(
                 &options.prover_base,

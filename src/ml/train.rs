@@ -271,14 +271,7 @@ pub fn fine_tune_prover(
             "no solution to fine-tune on fits the model's context".into(),
         ));
     }
-    let mut optimiser = AdamW::new(
-        varmap.all_vars(),
-        ParamsAdamW {
-            lr: options.learning_rate,
-            weight_decay: 0.0,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let mut optimiser = fine_tuning_optimiser(&varmap, options.learning_rate)?;
     let batch_size = options.batch_size.max(1);
     let mean_loss = |model: &mut Decoder| -> Result<f64, ModelError> {
         let (mut total, mut weight) = (0.0, 0.0);
@@ -321,6 +314,19 @@ pub fn fine_tune_prover(
     };
     write_checkpoint(out, &config, &tokenizer, &template, &varmap, &report)?;
     Ok(report)
+}
+
+/// The optimiser of a game step's update (expert iteration or policy gradient): AdamW without
+/// weight decay, so the prover stays where its checkpoint put it but for the step's gradients.
+fn fine_tuning_optimiser(varmap: &VarMap, learning_rate: f64) -> Result<AdamW, ModelError> {
+    Ok(AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: learning_rate,
+            weight_decay: 0.0,
+            ..ParamsAdamW::default()
+        },
+    )?)
 }
 
 /// A plain-prompt Llama prover loaded for training: its files and F32 weights in a VarMap.
@@ -494,14 +500,7 @@ pub fn policy_gradient_prover(
         / before.len() as f64;
     let initial_loss = crate::game::policy_gradient_loss(&advantages, &before);
 
-    let mut optimiser = AdamW::new(
-        prover.varmap.all_vars(),
-        ParamsAdamW {
-            lr: options.learning_rate,
-            weight_decay: 0.0,
-            ..ParamsAdamW::default()
-        },
-    )?;
+    let mut optimiser = fine_tuning_optimiser(&prover.varmap, options.learning_rate)?;
     let mut rng = SampleRng::new(options.seed ^ 0x9e1f);
     let order = length_bucketed(&examples, batch_size, &mut rng);
     let steps = order.len().div_ceil(batch_size);
