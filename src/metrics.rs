@@ -9,18 +9,25 @@ use std::collections::BTreeMap;
 
 use crate::domain::ProverRole;
 
+/// The sum of `terms` in ascending order: the same bits whatever order the judgements were read
+/// in (a restored database reads them in another order, and a report must not change).
+fn order_free_sum(terms: impl Iterator<Item = f64>) -> f64 {
+    let mut terms: Vec<f64> = terms.collect();
+    terms.sort_by(f64::total_cmp);
+    terms.iter().sum()
+}
+
 /// Mean squared difference between stated probabilities and what happened (1 or 0): the
 /// Brier score, 0 for perfect forecasts, 0.25 for always saying 50 %. `None` for no items.
 pub fn brier_score(probabilities: &[f64], outcomes: &[bool]) -> Option<f64> {
     if probabilities.is_empty() || probabilities.len() != outcomes.len() {
         return None;
     }
-    let total: f64 = probabilities
+    let terms = probabilities
         .iter()
         .zip(outcomes)
-        .map(|(p, o)| (p - f64::from(u8::from(*o))).powi(2))
-        .sum();
-    Some(total / probabilities.len() as f64)
+        .map(|(p, o)| (p - f64::from(u8::from(*o))).powi(2));
+    Some(order_free_sum(terms) / probabilities.len() as f64)
 }
 
 /// Stated probabilities are clipped to `[LOG_SCORE_CLIP, 1 − LOG_SCORE_CLIP]` for the log
@@ -34,15 +41,11 @@ pub fn log_score(probabilities: &[f64], outcomes: &[bool]) -> Option<f64> {
     if probabilities.is_empty() || probabilities.len() != outcomes.len() {
         return None;
     }
-    let total: f64 = probabilities
-        .iter()
-        .zip(outcomes)
-        .map(|(p, o)| {
-            let p = p.clamp(LOG_SCORE_CLIP, 1.0 - LOG_SCORE_CLIP);
-            if *o { p.ln() } else { (1.0 - p).ln() }
-        })
-        .sum();
-    Some(total / probabilities.len() as f64)
+    let terms = probabilities.iter().zip(outcomes).map(|(p, o)| {
+        let p = p.clamp(LOG_SCORE_CLIP, 1.0 - LOG_SCORE_CLIP);
+        if *o { p.ln() } else { (1.0 - p).ln() }
+    });
+    Some(order_free_sum(terms) / probabilities.len() as f64)
 }
 
 /// Share of `predictions` equal to `labels`; `None` for no items.
@@ -486,6 +489,34 @@ mod tests {
     }
 
     use super::*;
+
+    /// Brier and log scores are the same bits in any reading order (a restored database reads
+    /// judgements in another order than the one it was copied from).
+    #[test]
+    fn proper_scores_do_not_depend_on_reading_order() {
+        let stated: Vec<f64> = (0..200).map(|i| f64::from(i % 21) * 0.05).collect();
+        let truth: Vec<bool> = (0..200).map(|i| (i * 7) % 3 == 0).collect();
+        let mut order: Vec<usize> = (0..200).collect();
+        order.reverse();
+        order.rotate_left(37);
+        let stated_b: Vec<f64> = order.iter().map(|&i| stated[i]).collect();
+        let truth_b: Vec<bool> = order.iter().map(|&i| truth[i]).collect();
+        let (a, b) = (
+            brier_score(&stated, &truth),
+            brier_score(&stated_b, &truth_b),
+        );
+        assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits));
+        let (a, b) = (log_score(&stated, &truth), log_score(&stated_b, &truth_b));
+        assert_eq!(a.map(f64::to_bits), b.map(f64::to_bits));
+        // The plain mean, summed in the order given, is within rounding of it.
+        let plain: f64 = stated
+            .iter()
+            .zip(&truth)
+            .map(|(p, o)| (p - f64::from(u8::from(*o))).powi(2))
+            .sum::<f64>()
+            / 200.0;
+        assert!((brier_score(&stated, &truth).unwrap() - plain).abs() < 1e-12);
+    }
 
     #[test]
     fn score_summary_matches_hand_computation() {
