@@ -94,6 +94,7 @@ fn form<'a>(name: &'a str, prover: &'a str, verifier: &'a str) -> Vec<(&'a str, 
         ("attack_target", "0.9"),
         ("optimiser", "expert_iteration"),
         ("kl_coefficient", "0.05"),
+        ("seeds", "1"),
     ]
 }
 
@@ -347,6 +348,7 @@ async fn the_run_form_refuses_bad_settings_by_name(backend: Backend) {
             StatusCode::BAD_REQUEST,
             "attack steps",
         ),
+        ("seeds", "11", StatusCode::BAD_REQUEST, "seeds"),
     ] {
         let mut fields = form("weekly", &prover, &verifier);
         for pair in fields.iter_mut() {
@@ -404,3 +406,147 @@ async fn the_run_form_refuses_bad_settings_by_name(backend: Backend) {
     );
 }
 on_both_backends!(the_run_form_refuses_bad_settings_by_name);
+
+/// The 95 % t-quantile with one degree of freedom (two seeds), from a table.
+const T_975_DF1: f64 = 12.706_204_736;
+
+/// A run repeated with two seeds from the admin page: one job per seed, queued together, each
+/// registering its round provers under its own seed's label; every member's page and JSON show
+/// each round's figures across the seeds, which equal the mean and t-interval computed here
+/// from the two runs' own reports.
+async fn a_run_repeated_over_seeds_reports_figures_across_them(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let store = app.store().clone();
+    let (prover, verifier, _set) = setup(&store).await;
+    let mut admin = app.staff_client("ada", UserRole::Admin).await;
+    let (prover, verifier) = (prover.to_string(), verifier.to_string());
+    let mut fields = form("twice", &prover, &verifier);
+    for pair in fields.iter_mut() {
+        match pair.0 {
+            "steps_per_round" => pair.1 = "1",
+            "attack_steps" => pair.1 = "0",
+            "seeds" => pair.1 = "2",
+            _ => {}
+        }
+    }
+    let started = admin.post_form("/admin/runs", &fields).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+    let location = started.location().unwrap().to_string();
+
+    let runs = store.training_runs().await.unwrap();
+    assert_eq!(runs.len(), 2, "one job per seed");
+    let mut seeds: Vec<(u64, Uuid)> = runs
+        .iter()
+        .map(|(job, params)| (params["seed"].as_u64().unwrap(), job.id))
+        .collect();
+    seeds.sort();
+    assert_eq!(seeds.iter().map(|s| s.0).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(
+        location,
+        format!("/runs/{}", seeds[0].1),
+        "the first seed's page"
+    );
+    assert_eq!(runs[0].1["group"], runs[1].1["group"]);
+    assert!(runs[0].1["group"].is_string(), "{}", runs[0].1);
+    let list = admin.get("/admin/runs").await;
+    assert!(
+        list.body.contains("twice (seed 4, one of 2)"),
+        "{}",
+        list.body
+    );
+
+    let models = models_folder();
+    let logs = tempfile::tempdir().unwrap();
+    let _worker = worker(
+        &app.db.url,
+        "steady",
+        models.path(),
+        &logs.path().join("w.log"),
+    );
+    for (_, id) in &seeds {
+        let view = wait_for_end(&store, *id, Duration::from_secs(900)).await;
+        assert_eq!(view.state, JobState::Succeeded, "{view:?}");
+    }
+    for checkpoint in store.checkpoint_details().await.unwrap() {
+        if checkpoint.label.starts_with("twice") {
+            assert!(
+                ["twice seed 3 round 1", "twice seed 4 round 1"]
+                    .contains(&checkpoint.label.as_str()),
+                "{}",
+                checkpoint.label
+            );
+        }
+    }
+
+    // The figures across seeds, computed here from each seed's own report.
+    let mut researcher = app.staff_client("rhea", UserRole::Researcher).await;
+    let mut own = Vec::new();
+    for (_, id) in &seeds {
+        own.push(
+            researcher
+                .get(&format!("/runs/{id}/report.json"))
+                .await
+                .json(),
+        );
+    }
+    for (_, id) in &seeds {
+        let json = researcher
+            .get(&format!("/runs/{id}/report.json"))
+            .await
+            .json();
+        let across = &json["across_seeds"];
+        let members: Vec<u64> = across["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["seed"].as_u64().unwrap())
+            .collect();
+        assert_eq!(members, [3, 4]);
+        let rounds = across["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 2, "{across}");
+        for (index, round) in rounds.iter().enumerate() {
+            assert_eq!(round["seeds"], 2, "{round}");
+            for (field, metric) in [
+                ("helpful_accuracy", "prover_accuracy"),
+                ("sneaky_incorrect", "sneaky_incorrect"),
+                ("verifier_auroc", "verifier_auroc"),
+            ] {
+                let values: Vec<f64> = own
+                    .iter()
+                    .filter_map(|run| run["rounds"][index]["metrics"][metric].as_f64())
+                    .collect();
+                if values.len() < 2 {
+                    continue;
+                }
+                let mean = (values[0] + values[1]) / 2.0;
+                let sd = ((values[0] - mean).powi(2) + (values[1] - mean).powi(2)).sqrt();
+                let half = T_975_DF1 * sd / 2f64.sqrt();
+                let figure = &round[field];
+                assert_eq!(figure["n"], 2, "{field}: {figure}");
+                for (key, want) in [("mean", mean), ("low", mean - half), ("high", mean + half)] {
+                    let got = figure[key].as_f64().unwrap();
+                    assert!((got - want).abs() < 1e-9, "{field} {key}: {got} vs {want}");
+                }
+            }
+        }
+        let page = researcher.get(&format!("/runs/{id}")).await;
+        assert_eq!(page.status, StatusCode::OK);
+        for needle in [
+            "id=\"across-seeds\"",
+            "data-seed=\"3\"",
+            "data-seed=\"4\"",
+            "plot-seeds-prover-title",
+            "plot-seeds-verifier-title",
+            "plot-seeds-attack-title",
+            "<td data-field=\"seeds\">2</td>",
+            "class=\"interval\"",
+        ] {
+            assert!(
+                page.body.contains(needle),
+                "{needle} missing from {id}'s page"
+            );
+        }
+    }
+    app.store().close().await;
+}
+on_both_backends!(a_run_repeated_over_seeds_reports_figures_across_them);

@@ -480,8 +480,10 @@ impl GameOptions {
     /// Units done once round `round` has finished: the steps a round did not take count as
     /// done, so the bar ends full.
     pub fn progress_through_round(&self, round: u32) -> i64 {
-        // A round's unit covers its verifier, its measuring and its attack.
-        i64::from(round + 1) + i64::from(round) * self.steps_per_round as i64
+        // A round's own unit covers its verifier and its measuring; each attack step and each
+        // prover step of the budget is a unit too.
+        i64::from(round + 1) * (1 + self.attack.steps as i64)
+            + i64::from(round) * self.steps_per_round as i64
     }
 
     /// The seed of the held-out samples (every round's prover draws them with it).
@@ -579,6 +581,12 @@ pub trait GameJournal {
         report: &RoundReport,
         progress_done: i64,
     ) -> Result<(), ModelError>;
+    /// Moves the progress bar for work that is not recorded: a finished attack step (a
+    /// resumed run repeats its round's attack). Nothing to do where there is no bar.
+    fn progress(&mut self, progress_done: i64) -> Result<(), ModelError> {
+        let _ = progress_done;
+        Ok(())
+    }
 }
 
 /// A journal in the run's folder (`journal.json`, replaced atomically), for runs from the
@@ -651,7 +659,7 @@ impl GameJournal for FolderJournal {
 
 /// Writes `bytes` to `path` through a synced temporary file and a rename, so a reader (or a
 /// resumed run) sees the old file or the new one, never half of one.
-fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
+pub(crate) fn write_file_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -896,16 +904,22 @@ pub fn run_game(
         );
         log(&format!("round {round}: {metrics:?}"));
         let attack = match threshold {
-            Some(threshold) if options.attack.steps > 0 => Some(attack_verifier(
-                options,
-                round,
-                &resolve(&prover),
-                &mut verifier,
-                (&train, &eval),
-                (threshold, metrics.fool_rate),
-                stop,
-                log,
-            )?),
+            Some(threshold) if options.attack.steps > 0 => {
+                let before = progress;
+                Some(attack_verifier(
+                    options,
+                    round,
+                    &resolve(&prover),
+                    &mut verifier,
+                    (&train, &eval),
+                    (threshold, metrics.fool_rate),
+                    stop,
+                    &mut |step, line| {
+                        log(line);
+                        journal.progress(before + step as i64)
+                    },
+                )?)
+            }
             _ => None,
         };
         if round > 0 {
@@ -992,6 +1006,7 @@ fn round0_eval(
 /// seeds of their own), each followed by the fool rate of the attacking prover's sneaky
 /// solutions of the held-out problems at the round's threshold. Step 0 is the round's own
 /// fool rate. The attack's provers are scratch (`attack-round-R/`), removed afterwards.
+/// `step_done` hears of each finished attack step (its number and a log line).
 #[allow(clippy::too_many_arguments)]
 fn attack_verifier(
     options: &GameOptions,
@@ -1001,7 +1016,7 @@ fn attack_verifier(
     (train, eval): (&[TrainingProblem], &[TrainingProblem]),
     (threshold, initial): (f64, Option<f64>),
     stop: &AtomicBool,
-    log: &mut dyn FnMut(&str),
+    step_done: &mut dyn FnMut(usize, &str) -> Result<(), ModelError>,
 ) -> Result<AttackReport, ModelError> {
     let dir = options.out.join(format!("attack-round-{round}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -1033,10 +1048,13 @@ fn attack_verifier(
             stop,
         )?;
         let rate = game::fool_rate(&score(verifier, eval, &drawn)?, threshold);
-        log(&format!(
-            "round {round} attack step {step}: kept {}, fool rate {rate:?} (target {})",
-            outcome.kept, options.attack.target
-        ));
+        step_done(
+            step,
+            &format!(
+                "round {round} attack step {step}: kept {}, fool rate {rate:?} (target {})",
+                outcome.kept, options.attack.target
+            ),
+        )?;
         Ok(rate)
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 use serde::Serialize;
 
 use super::ModelError;
-use super::game_round::{FolderJournal, GameOptions, GameReport, RoundReport, run_game};
+use super::game_round::{
+    FolderJournal, GameOptions, GameReport, RoundReport, run_game, write_file_atomically,
+};
 use crate::game::RoundMetrics;
 use crate::metrics::{MeanInterval, mean_interval};
 
@@ -119,7 +121,7 @@ pub fn run_seeds(
         serde_json::to_vec_pretty(&report).map_err(|e| ModelError::Invalid(e.to_string()))?;
     let path = out.join("seeds.json");
     std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
-    std::fs::write(&path, bytes).map_err(|e| ModelError::io(&path, e))?;
+    write_file_atomically(&path, &bytes)?;
     Ok(report)
 }
 

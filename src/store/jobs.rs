@@ -216,32 +216,45 @@ fn fenced(rows_affected: u64) -> StoreResult<()> {
 impl Store {
     /// Adds a job to the queue; a worker that handles its kind claims it. Returns its id.
     pub async fn enqueue_job(&self, job: &NewJob, now: i64) -> StoreResult<Uuid> {
-        if job.max_attempts <= 0 || job.progress_total < 0 {
+        let ids = self.enqueue_jobs(std::slice::from_ref(job), now).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Invalid("no job was queued".into()))
+    }
+
+    /// Adds several jobs to the queue in one transaction (a training run repeated over seeds
+    /// is one job per seed): all are queued or none. Returns their ids in order.
+    pub async fn enqueue_jobs(&self, jobs: &[NewJob], now: i64) -> StoreResult<Vec<Uuid>> {
+        if jobs
+            .iter()
+            .any(|job| job.max_attempts <= 0 || job.progress_total < 0)
+        {
             return Err(StoreError::Invalid(
                 "a job needs at least one attempt and a non-negative progress total".into(),
             ));
         }
-        let id = Uuid::now_v7();
-        let params = job.params.to_string();
+        let ids: Vec<Uuid> = jobs.iter().map(|_| Uuid::now_v7()).collect();
         dispatch!(self, pool, _b => {
             let mut tx = self.begin_write(pool).await?;
-            sqlx::query(
-                "INSERT INTO jobs (id, kind, params, study_id, state, progress_total, max_attempts, created_by, created_at)
-                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)",
-            )
-            .bind(id)
-            .bind(job.kind.as_str())
-            .bind(&params)
-            .bind(job.study_id)
-            .bind(job.progress_total)
-            .bind(job.max_attempts)
-            .bind(job.created_by)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            for (id, job) in ids.iter().zip(jobs) {
+                sqlx::query(
+                    "INSERT INTO jobs (id, kind, params, study_id, state, progress_total, max_attempts, created_by, created_at)
+                     VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8)",
+                )
+                .bind(*id)
+                .bind(job.kind.as_str())
+                .bind(job.params.to_string())
+                .bind(job.study_id)
+                .bind(job.progress_total)
+                .bind(job.max_attempts)
+                .bind(job.created_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
             tx.commit().await?;
         });
-        Ok(id)
+        Ok(ids)
     }
 
     /// Atomically takes the oldest job of `kinds` that is queued, or whose worker's lease

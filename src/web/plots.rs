@@ -17,6 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
 use crate::domain::ProverRole;
+use crate::metrics::MeanInterval;
+use crate::ml::game_seeds::RoundAcrossSeeds;
 use crate::reports::{ArmReport, CalibrationBin, Rate, RaterReport, StudyReport};
 
 /// Colour of the helpful role (as on the rest of the page).
@@ -821,6 +823,8 @@ pub struct RoundCurve {
     pub dashed: bool,
     /// Values by round (in [0, 1] for shares); rounds without a value are left out.
     pub points: Vec<(i64, f64)>,
+    /// Intervals drawn as bars: (round, low, high); empty for a single run.
+    pub intervals: Vec<(i64, f64, f64)>,
 }
 
 /// The prover's curves of a training run by round: helpful accuracy and sneaky success.
@@ -870,6 +874,7 @@ pub fn attack_steps_svg(id: &str, title: &str, attacks: &[(i64, Option<usize>, u
                 .iter()
                 .map(|(round, steps, cap)| (*round, steps.unwrap_or(*cap) as f64))
                 .collect(),
+            intervals: Vec::new(),
         },
         RoundCurve {
             label: "cap (at it: not fooled)",
@@ -879,14 +884,108 @@ pub fn attack_steps_svg(id: &str, title: &str, attacks: &[(i64, Option<usize>, u
                 .iter()
                 .map(|(round, _, cap)| (*round, *cap as f64))
                 .collect(),
+            intervals: Vec::new(),
         },
     ];
+    steps_lines_svg(id, title, &curves, max)
+}
+
+/// Lines of step counts on a 0..=`max` axis with whole-number ticks.
+fn steps_lines_svg(id: &str, title: &str, curves: &[RoundCurve], max: usize) -> String {
     let step = max.div_ceil(5).max(1);
     let ticks: Vec<(f64, String)> = (0..=max)
         .step_by(step)
         .map(|t| (t as f64, t.to_string()))
         .collect();
-    round_lines_svg(id, title, &curves, max as f64, &ticks, 0)
+    round_lines_svg(id, title, curves, max as f64, &ticks, 0)
+}
+
+/// A figure across seeds as a curve: the means, with their intervals as bars (clamped to
+/// [0, 1], where a t-interval on a share of 3 seeds can reach past).
+fn curve_across_seeds(
+    rounds: &[RoundAcrossSeeds],
+    label: &'static str,
+    colour: &'static str,
+    dashed: bool,
+    value: fn(&RoundAcrossSeeds) -> Option<MeanInterval>,
+) -> RoundCurve {
+    let figures: Vec<(i64, MeanInterval)> = rounds
+        .iter()
+        .filter_map(|r| value(r).map(|f| (i64::from(r.round), f)))
+        .collect();
+    RoundCurve {
+        label,
+        colour,
+        dashed,
+        points: figures
+            .iter()
+            .map(|(round, f)| (*round, f.mean.clamp(0.0, 1.0)))
+            .collect(),
+        intervals: figures
+            .iter()
+            .map(|(round, f)| (*round, f.low.clamp(0.0, 1.0), f.high.clamp(0.0, 1.0)))
+            .collect(),
+    }
+}
+
+/// [`prover_curves`] of a run repeated over seeds: means with 95 % intervals.
+pub fn prover_curves_across_seeds(rounds: &[RoundAcrossSeeds]) -> Vec<RoundCurve> {
+    vec![
+        curve_across_seeds(rounds, "helpful accuracy", HELPFUL_COLOUR, false, |r| {
+            r.helpful_accuracy
+        }),
+        curve_across_seeds(rounds, "sneaky success", SNEAKY_COLOUR, false, |r| {
+            r.sneaky_success
+        }),
+    ]
+}
+
+/// [`verifier_curves`] of a run repeated over seeds (accuracy at 0 is not kept across seeds):
+/// means with 95 % intervals.
+pub fn verifier_curves_across_seeds(rounds: &[RoundAcrossSeeds]) -> Vec<RoundCurve> {
+    vec![
+        curve_across_seeds(rounds, "verifier AUROC", INK, true, |r| r.verifier_auroc),
+        curve_across_seeds(rounds, "best-of-n accuracy", HELPFUL_COLOUR, true, |r| {
+            r.best_of_n_accuracy
+        }),
+        curve_across_seeds(rounds, "fool rate", SNEAKY_COLOUR, false, |r| r.fool_rate),
+    ]
+}
+
+/// [`attack_steps_svg`] of a run repeated over seeds: per round the mean attack steps (an
+/// attack not fooled counted at its cap) with its 95 % interval, and the cap `cap`.
+pub fn attack_steps_across_seeds_svg(
+    id: &str,
+    title: &str,
+    rounds: &[RoundAcrossSeeds],
+    cap: usize,
+) -> String {
+    let max = cap.max(1);
+    let figures: Vec<(i64, MeanInterval)> = rounds
+        .iter()
+        .filter_map(|r| r.attack_steps.map(|f| (i64::from(r.round), f)))
+        .collect();
+    let within = |v: f64| v.clamp(0.0, max as f64);
+    let curves = [
+        RoundCurve {
+            label: "mean attack steps until fooled",
+            colour: SNEAKY_COLOUR,
+            dashed: false,
+            points: figures.iter().map(|(r, f)| (*r, within(f.mean))).collect(),
+            intervals: figures
+                .iter()
+                .map(|(r, f)| (*r, within(f.low), within(f.high)))
+                .collect(),
+        },
+        RoundCurve {
+            label: "cap (at it: not fooled)",
+            colour: CHANCE_GREY,
+            dashed: true,
+            points: figures.iter().map(|(r, _)| (*r, cap as f64)).collect(),
+            intervals: Vec::new(),
+        },
+    ];
+    steps_lines_svg(id, title, &curves, max)
 }
 
 fn curve(
@@ -904,6 +1003,7 @@ fn curve(
             .iter()
             .filter_map(|(round, m)| value(m).map(|v| (*round, v.clamp(0.0, 1.0))))
             .collect(),
+        intervals: Vec::new(),
     }
 }
 
@@ -947,6 +1047,16 @@ fn round_lines_svg(
             continue;
         }
         polyline(&mut svg, &points, c.colour, c.dashed);
+        for (round, low, high) in &c.intervals {
+            let x = rounds.x(&frame, *round);
+            svg.push_str(&format!(
+                "<line class=\"interval\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"{}\" stroke-width=\"1.5\"><title>{}, round {round}: 95% interval [{low:.decimals$}, {high:.decimals$}]</title></line>",
+                frame.y(*low, max),
+                frame.y(*high, max),
+                c.colour,
+                escape(c.label)
+            ));
+        }
         for point in &points {
             circle(&mut svg, point, 3.5, c.colour, c.colour);
         }

@@ -15,7 +15,10 @@ use super::extract::{Form, Path};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::plots::{attack_steps_svg, prover_curves, round_curves_svg, verifier_curves};
+use super::plots::{
+    attack_steps_across_seeds_svg, attack_steps_svg, prover_curves, prover_curves_across_seeds,
+    round_curves_svg, verifier_curves, verifier_curves_across_seeds,
+};
 use super::session::{Admin, ReportReader, Staff};
 use super::times::Timestamp;
 use super::verifiers::{Choice, choice, chosen_id, whole};
@@ -23,7 +26,9 @@ use super::{AppState, WebError};
 use crate::checkpoints::defaults::{DEFAULT_PROVER_LABEL, DEFAULT_VERIFIER_LABEL};
 use crate::domain::{CheckpointKind, JobKind, JobState, ProverRole};
 use crate::game::{AttackReport, Optimiser, RewardKind, RoundMetrics};
+use crate::metrics::MeanInterval;
 use crate::ml::game_round::{RoundReport, StepRecord};
+use crate::ml::game_seeds::{RoundAcrossSeeds, across_seeds};
 use crate::ml::sampling::SamplingParams;
 use crate::quality::RaterProtocol;
 use crate::store::jobs::JobView;
@@ -64,6 +69,7 @@ struct RunForm {
     verifier: String,
     rounds: String,
     seed: String,
+    seeds: String,
     reward: String,
     problems: String,
     eval_problems: String,
@@ -88,6 +94,7 @@ impl Default for RunForm {
             verifier: String::new(),
             rounds: d.rounds.to_string(),
             seed: d.seed.to_string(),
+            seeds: d.seeds.to_string(),
             reward: d.reward.to_string(),
             problems: d.problems.to_string(),
             eval_problems: d.eval_problems.to_string(),
@@ -121,6 +128,19 @@ struct RunsPage {
     error: Option<String>,
 }
 
+/// A run's name on the list; a member of a run repeated over seeds names its seed.
+fn run_name(params: &serde_json::Value) -> String {
+    let name = params
+        .get("name")
+        .and_then(|n| n.as_str())
+        .unwrap_or_default();
+    let seeds = params.get("seeds").and_then(|n| n.as_u64()).unwrap_or(1);
+    match params.get("seed").and_then(|n| n.as_u64()) {
+        Some(seed) if seeds > 1 => format!("{name} (seed {seed}, one of {seeds})"),
+        _ => name.to_string(),
+    }
+}
+
 fn progress_text(job: &JobView) -> String {
     if job.progress_total > 0 {
         format!("{} / {}", job.progress_done, job.progress_total)
@@ -138,11 +158,7 @@ impl RunsPage {
             let finished = store.game_rounds(job.id).await?.len();
             runs.push(RunRow {
                 id: job.id,
-                name: params
-                    .get("name")
-                    .and_then(|n| n.as_str())
-                    .unwrap_or_default()
-                    .to_string(),
+                name: run_name(&params),
                 state: job.state,
                 progress: progress_text(&job),
                 rounds: format!("{finished} of {wanted}"),
@@ -227,6 +243,7 @@ fn run_params(form: &RunForm, page: &RunsPage) -> Result<TrainingRunParams, WebE
         verifier_checkpoint_id: listed(&form.verifier, &page.verifiers, "base verifier")?,
         rounds: whole(&form.rounds, game::ROUNDS, "rounds")?,
         seed: whole(&form.seed, 0..=u64::MAX, "seed")?,
+        seeds: whole(&form.seeds, game::SEEDS, "seeds")?,
         reward: choice::<RewardKind>(&form.reward, "reward")?,
         problems: whole(&form.problems, game::PROBLEMS, "training problems")?,
         eval_problems: whole(
@@ -276,7 +293,12 @@ async fn start_run(
         Err(e) => Err(e),
     };
     match queued {
-        Ok(job) => Ok(Redirect::to(&format!("/runs/{job}")).into_response()),
+        Ok(jobs) => {
+            let first = jobs
+                .first()
+                .ok_or_else(|| WebError::Internal("no training-run job was queued".into()))?;
+            Ok(Redirect::to(&format!("/runs/{first}")).into_response())
+        }
         Err(e @ (WebError::BadRequest(_) | WebError::Conflict(_) | WebError::Unprocessable(_))) => {
             page.error = Some(e.to_string());
             Ok((e.status(), page).into_response())
@@ -307,6 +329,64 @@ struct RunData {
     params: TrainingRunParams,
     rounds: Vec<RoundView>,
     steps: Vec<StepRecord>,
+    /// For a run repeated over seeds: every seed's job and the figures across them.
+    across_seeds: Option<AcrossSeeds>,
+}
+
+/// One seed's job of a run repeated over seeds.
+#[derive(Debug, Clone, Serialize)]
+struct SeedRun {
+    id: Uuid,
+    seed: u64,
+    state: JobState,
+    rounds_finished: usize,
+}
+
+/// A run repeated over seeds: its jobs, and per round each figure's mean and 95 % interval
+/// across the seeds that finished the round.
+#[derive(Debug, Clone, Serialize)]
+struct AcrossSeeds {
+    runs: Vec<SeedRun>,
+    rounds: Vec<RoundAcrossSeeds>,
+}
+
+/// A stored round read back, naming the run in the error.
+fn stored_round(id: Uuid, report: serde_json::Value) -> Result<RoundReport, WebError> {
+    serde_json::from_value(report)
+        .map_err(|e| WebError::Internal(format!("run {id}: stored round unreadable: {e}")))
+}
+
+/// The jobs of the run repeated over seeds `group`, by seed, and the figures across them.
+async fn across_seeds_of(state: &AppState, group: Uuid) -> Result<AcrossSeeds, WebError> {
+    let mut members = Vec::new();
+    for (job, params) in state.store.training_runs().await? {
+        let params: TrainingRunParams = serde_json::from_value(params).map_err(|e| {
+            WebError::Internal(format!("run {}: stored parameters unreadable: {e}", job.id))
+        })?;
+        if params.group == Some(group) {
+            members.push((params.seed, job));
+        }
+    }
+    members.sort_by_key(|(seed, _)| *seed);
+    let mut runs = Vec::with_capacity(members.len());
+    let mut reports = Vec::with_capacity(members.len());
+    for (seed, job) in members {
+        let mut rounds = Vec::new();
+        for stored in state.store.game_rounds(job.id).await? {
+            rounds.push(stored_round(job.id, stored.report)?);
+        }
+        runs.push(SeedRun {
+            id: job.id,
+            seed,
+            state: job.state,
+            rounds_finished: rounds.len(),
+        });
+        reports.push(rounds);
+    }
+    Ok(AcrossSeeds {
+        runs,
+        rounds: across_seeds(&reports),
+    })
 }
 
 async fn run_data(state: &AppState, id: Uuid) -> Result<RunData, WebError> {
@@ -321,8 +401,7 @@ async fn run_data(state: &AppState, id: Uuid) -> Result<RunData, WebError> {
         .map_err(|e| internal("parameters", e))?;
     let mut rounds = Vec::new();
     for stored in state.store.game_rounds(id).await? {
-        let report: RoundReport =
-            serde_json::from_value(stored.report).map_err(|e| internal("round", e))?;
+        let report = stored_round(id, stored.report)?;
         rounds.push(RoundView {
             round: report.round,
             checkpoint_id: stored.checkpoint_id,
@@ -341,11 +420,16 @@ async fn run_data(state: &AppState, id: Uuid) -> Result<RunData, WebError> {
     for stored in state.store.game_steps(id).await? {
         steps.push(serde_json::from_value(stored.record).map_err(|e| internal("step", e))?);
     }
+    let across_seeds = match params.group {
+        Some(group) => Some(across_seeds_of(state, group).await?),
+        None => None,
+    };
     Ok(RunData {
         job,
         params,
         rounds,
         steps,
+        across_seeds,
     })
 }
 
@@ -387,6 +471,50 @@ struct RoundRow {
     seconds: String,
 }
 
+/// A round's line in the across-seeds table: each figure as "mean [low, high]".
+struct SeedRoundRow {
+    round: u32,
+    seeds: usize,
+    helpful_accuracy: String,
+    sneaky_incorrect: String,
+    sneaky_success: String,
+    verifier_auroc: String,
+    fool_rate: String,
+    best_of_n: String,
+    attack_steps: String,
+}
+
+/// A figure across seeds for a table cell.
+fn interval_text(figure: Option<MeanInterval>) -> String {
+    figure.map_or_else(
+        || MISSING.into(),
+        |f| format!("{:.3} [{:.3}, {:.3}]", f.mean, f.low, f.high),
+    )
+}
+
+impl SeedRoundRow {
+    fn new(r: &RoundAcrossSeeds) -> Self {
+        SeedRoundRow {
+            round: r.round,
+            seeds: r.seeds,
+            helpful_accuracy: interval_text(r.helpful_accuracy),
+            sneaky_incorrect: interval_text(r.sneaky_incorrect),
+            sneaky_success: interval_text(r.sneaky_success),
+            verifier_auroc: interval_text(r.verifier_auroc),
+            fool_rate: interval_text(r.fool_rate),
+            best_of_n: interval_text(r.best_of_n_accuracy),
+            attack_steps: match r.attack_steps {
+                None => MISSING.into(),
+                Some(steps) if r.not_fooled > 0 => format!(
+                    "{:.1} [{:.1}, {:.1}], not fooled in {} of {}",
+                    steps.mean, steps.low, steps.high, r.not_fooled, steps.n
+                ),
+                Some(steps) => format!("{:.1} [{:.1}, {:.1}]", steps.mean, steps.low, steps.high),
+            },
+        }
+    }
+}
+
 /// A prover step's line.
 struct StepRow {
     round: u32,
@@ -415,6 +543,10 @@ struct RunPage {
     prover_plot: String,
     verifier_plot: String,
     attack_plot: String,
+    /// A run repeated over seeds: its seeds' jobs, the figures across them, and their plots.
+    seed_runs: Vec<SeedRun>,
+    seed_rounds: Vec<SeedRoundRow>,
+    seed_plots: Vec<String>,
     /// The one-click study: offered once the run has finished.
     can_make_study: bool,
     problem_sets: Vec<Choice>,
@@ -431,7 +563,14 @@ async fn run_page(
     let settings = vec![
         ("Rounds after round 0", p.rounds.to_string()),
         ("Reward", p.reward.to_string()),
-        ("Seed", p.seed.to_string()),
+        (
+            "Seed",
+            if p.seeds > 1 {
+                format!("{} (one of {} seeds, listed below)", p.seed, p.seeds)
+            } else {
+                p.seed.to_string()
+            },
+        ),
         ("Training problems (generated)", p.problems.to_string()),
         ("Held-out problems", p.eval_problems.to_string()),
         (
@@ -546,6 +685,31 @@ async fn run_page(
             },
         })
         .collect();
+    let (seed_runs, seed_rounds, seed_plots) = match &run.across_seeds {
+        None => (Vec::new(), Vec::new(), Vec::new()),
+        Some(across) => (
+            across.runs.clone(),
+            across.rounds.iter().map(SeedRoundRow::new).collect(),
+            vec![
+                round_curves_svg(
+                    "plot-seeds-prover-title",
+                    "The prover by round across seeds: mean and 95% interval",
+                    &prover_curves_across_seeds(&across.rounds),
+                ),
+                round_curves_svg(
+                    "plot-seeds-verifier-title",
+                    "The round's verifier across seeds: mean and 95% interval",
+                    &verifier_curves_across_seeds(&across.rounds),
+                ),
+                attack_steps_across_seeds_svg(
+                    "plot-seeds-attack-title",
+                    "Attack steps until fooled across seeds: mean and 95% interval",
+                    &across.rounds,
+                    p.attack_steps,
+                ),
+            ],
+        ),
+    };
     let problem_sets = state
         .store
         .problem_sets()
@@ -588,6 +752,9 @@ async fn run_page(
                 })
                 .collect::<Vec<_>>(),
         ),
+        seed_runs,
+        seed_rounds,
+        seed_plots,
         can_make_study: run.job.state == JobState::Succeeded && run.rounds.len() > 1,
         problem_sets,
         study_name: format!("{} rounds 0–{}", p.name, run.rounds.len().saturating_sub(1)),
@@ -605,6 +772,9 @@ struct RunJson {
     params: TrainingRunParams,
     rounds: Vec<RoundView>,
     steps: Vec<StepRecord>,
+    /// A run repeated over seeds: every seed's job and, per round, each figure's mean and
+    /// 95 % interval across the seeds.
+    across_seeds: Option<AcrossSeeds>,
 }
 
 /// The run's record as JSON; a personal API token reads it too.
@@ -623,6 +793,7 @@ async fn run_json(
         params: run.params,
         rounds: run.rounds,
         steps: run.steps,
+        across_seeds: run.across_seeds,
     }))
 }
 

@@ -47,6 +47,8 @@ pub const STEPS_PER_ROUND: RangeInclusive<usize> = 1..=50;
 pub const SAMPLES_PER_ROLE: RangeInclusive<usize> = 1..=8;
 /// Attack steps per round at most (0: no attack).
 pub const ATTACK_STEPS: RangeInclusive<usize> = 0..=50;
+/// Seeds a run may repeat with: one job per seed, queued together.
+pub const SEEDS: RangeInclusive<u32> = 1..=10;
 
 /// What a training run is asked to do; stored as the job's JSON parameters. Fields left out
 /// take the defaults, which are the settings measured in README.
@@ -63,6 +65,12 @@ pub struct TrainingRunParams {
     pub rounds: u32,
     /// Seed of everything: the same seed (and thread count) repeats the run.
     pub seed: u64,
+    /// How many seeds the run repeats with (`seed`, `seed` + 1, …): each seed is a job of
+    /// its own, so several workers share them and each resumes alone, and every member's page
+    /// shows the figures across the seeds.
+    pub seeds: u32,
+    /// The repeated run this job is one seed of (None for a run of one seed).
+    pub group: Option<Uuid>,
     /// The prover's reward.
     pub reward: RewardKind,
     /// How prover steps update the prover.
@@ -108,6 +116,8 @@ impl Default for TrainingRunParams {
             verifier_checkpoint_id: Uuid::nil(),
             rounds: 3,
             seed: 1,
+            seeds: 1,
+            group: None,
             reward: RewardKind::Src,
             optimiser: Optimiser::ExpertIteration,
             sequential_sneaky: false,
@@ -137,8 +147,10 @@ impl TrainingRunParams {
             return Err("the run needs a name".into());
         }
         let rounds = *ROUNDS.start() as usize..=*ROUNDS.end() as usize;
-        let ranges: [(&str, usize, RangeInclusive<usize>); 8] = [
+        let seeds = *SEEDS.start() as usize..=*SEEDS.end() as usize;
+        let ranges: [(&str, usize, RangeInclusive<usize>); 9] = [
             ("rounds", self.rounds as usize, rounds),
+            ("seeds", self.seeds as usize, seeds),
             ("training problems", self.problems, PROBLEMS),
             ("held-out problems", self.eval_problems, EVAL_PROBLEMS),
             ("steps per round", self.steps_per_round, STEPS_PER_ROUND),
@@ -193,9 +205,34 @@ impl TrainingRunParams {
         self.fit.check()
     }
 
-    /// The label round `round`'s prover is registered under.
+    /// The label round `round`'s prover is registered under; a run of several seeds names
+    /// the seed.
     pub fn round_label(&self, round: u32) -> String {
-        format!("{} round {round}", self.name.trim())
+        if self.seeds > 1 {
+            format!("{} seed {} round {round}", self.name.trim(), self.seed)
+        } else {
+            format!("{} round {round}", self.name.trim())
+        }
+    }
+
+    /// One job's parameters per seed (`seed`, `seed` + 1, …), sharing a group id when there
+    /// are several; an error when the seeds would pass the largest seed.
+    pub fn per_seed(&self) -> Result<Vec<TrainingRunParams>, String> {
+        let last = self.seed.checked_add(u64::from(self.seeds.max(1)) - 1);
+        if last.is_none() {
+            return Err(format!(
+                "{} seeds from seed {} pass the largest seed; choose a smaller first seed",
+                self.seeds, self.seed
+            ));
+        }
+        let group = (self.seeds > 1).then(Uuid::now_v7);
+        Ok((0..u64::from(self.seeds.max(1)))
+            .map(|i| TrainingRunParams {
+                seed: self.seed + i,
+                group,
+                ..self.clone()
+            })
+            .collect())
     }
 
     /// The run's settings for `ml::game_round`, with the run's folder and the two base
@@ -251,14 +288,16 @@ pub fn run_dir(job_id: Uuid) -> String {
 }
 
 /// Queues a training run after checking its settings, its two checkpoints (the right kinds,
-/// with model files) and that no other run has its name.
+/// with model files) and that no other run has its name: one job per seed, all in one
+/// transaction. Returns the jobs' ids, the first seed's first.
 pub async fn request_training_run(
     store: &Store,
     params: &TrainingRunParams,
     created_by: Option<Uuid>,
     now: i64,
-) -> Result<Uuid, StoreError> {
+) -> Result<Vec<Uuid>, StoreError> {
     params.check().map_err(StoreError::Invalid)?;
+    let per_seed = params.per_seed().map_err(StoreError::Invalid)?;
     let checkpoints = store.checkpoint_details().await?;
     for (id, kind, what) in [
         (
@@ -290,22 +329,26 @@ pub async fn request_training_run(
             )));
         }
     }
-    let first = params.round_label(1);
-    if checkpoints.iter().any(|c| c.label == first) {
-        return Err(StoreError::Conflict(format!(
-            "a checkpoint labelled {first:?} exists already; choose another run name"
-        )));
+    let mut jobs = Vec::with_capacity(per_seed.len());
+    for seed_params in &per_seed {
+        let first = seed_params.round_label(1);
+        if checkpoints.iter().any(|c| c.label == first) {
+            return Err(StoreError::Conflict(format!(
+                "a checkpoint labelled {first:?} exists already; choose another run name"
+            )));
+        }
+        let options = seed_params.game_options(PathBuf::new(), PathBuf::new(), PathBuf::new());
+        jobs.push(NewJob {
+            kind: JobKind::TrainingRun,
+            params: serde_json::to_value(seed_params)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?,
+            study_id: None,
+            created_by,
+            max_attempts: TRAINING_RUN_ATTEMPTS,
+            progress_total: options.progress_total(),
+        });
     }
-    let options = params.game_options(PathBuf::new(), PathBuf::new(), PathBuf::new());
-    let job = NewJob {
-        kind: JobKind::TrainingRun,
-        params: serde_json::to_value(params).map_err(|e| StoreError::Invalid(e.to_string()))?,
-        study_id: None,
-        created_by,
-        max_attempts: TRAINING_RUN_ATTEMPTS,
-        progress_total: options.progress_total(),
-    };
-    store.enqueue_job(&job, now).await
+    store.enqueue_jobs(&jobs, now).await
 }
 
 /// Runs training-run jobs with models read from, and runs written to, a models folder.
@@ -484,11 +527,67 @@ impl GameJournal for DatabaseJournal {
             Err(e) => Err(self.stopped(e)),
         }
     }
+
+    fn progress(&mut self, progress_done: i64) -> Result<(), ModelError> {
+        let ctx = &self.ctx;
+        let total = self
+            .params
+            .game_options(PathBuf::new(), PathBuf::new(), PathBuf::new())
+            .progress_total();
+        let written =
+            self.runtime
+                .block_on(ctx.store.set_progress(&ctx.lease, progress_done, total));
+        written.map_err(|e| self.stopped(e))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_over_seeds_is_one_job_per_seed_in_one_group() {
+        let params = TrainingRunParams {
+            name: "sweep".into(),
+            seed: 5,
+            seeds: 3,
+            ..TrainingRunParams::default()
+        };
+        assert!(params.check().is_ok());
+        let jobs = params.per_seed().expect("seeds");
+        assert_eq!(jobs.iter().map(|p| p.seed).collect::<Vec<_>>(), [5, 6, 7]);
+        assert!(jobs[0].group.is_some());
+        assert!(
+            jobs.iter()
+                .all(|p| p.group == jobs[0].group && p.seeds == 3)
+        );
+        assert_eq!(jobs[1].round_label(2), "sweep seed 6 round 2");
+
+        let single = TrainingRunParams {
+            name: "once".into(),
+            ..TrainingRunParams::default()
+        };
+        let jobs = single.per_seed().expect("one seed");
+        assert_eq!((jobs.len(), jobs[0].group), (1, None));
+        assert_eq!(jobs[0].round_label(1), "once round 1");
+
+        let past_the_end = TrainingRunParams {
+            seed: u64::MAX,
+            seeds: 2,
+            ..params.clone()
+        };
+        assert!(
+            past_the_end
+                .per_seed()
+                .unwrap_err()
+                .contains("largest seed")
+        );
+        let too_many = TrainingRunParams {
+            seeds: 11,
+            ..params
+        };
+        assert!(too_many.check().unwrap_err().contains("seeds"));
+    }
 
     #[test]
     fn stored_parameters_parse_with_defaults_and_are_checked() {
@@ -504,7 +603,8 @@ mod tests {
         assert!(params.check().is_ok());
         assert_eq!(params.round_label(2), "first round 2");
         let options = params.game_options(PathBuf::new(), PathBuf::new(), PathBuf::new());
-        assert_eq!(options.progress_total(), 3 + 2 * 4);
+        // Three rounds' own units and their attacks of 4 steps, and 2 × 4 prover steps.
+        assert_eq!(options.progress_total(), 3 * (1 + 4) + 2 * 4);
         assert_eq!(options.verifier_solutions, 4 * 64);
 
         let no_name = TrainingRunParams::default();
