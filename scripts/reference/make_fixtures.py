@@ -61,9 +61,7 @@ from transformers import (
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "fixtures" / "transformers"
-#: The shipped prover's byte-level BPE as it was when the fixtures were written (2026-12-07);
-#: kept here because models/prover-tiny has since moved to a tokenizer that isolates spaces.
-BASE_TOKENIZER = REPO / "scripts" / "reference" / "base_tokenizer.json"
+BASE_TOKENIZER = REPO / "models" / "prover-tiny" / "tokenizer.json"
 
 #: Every model has this vocabulary size; every tokenizer has exactly this many entries except the
 #: trained WordPiece/Unigram ones (BERT, DeBERTa), which may have fewer (rows past them are unused).
@@ -110,12 +108,12 @@ CORPUS = [
 
 
 def _base_bpe(n_merges: int, offset: int) -> tuple[dict, list]:
-    """The project's byte-level BPE (BASE_TOKENIZER) cut to its 256 byte tokens and first
+    """The project's byte-level BPE (models/prover-tiny) cut to its 256 byte tokens and first
     `n_merges` merges, ids starting at `offset` (room for specials placed first)."""
     base = json.loads(BASE_TOKENIZER.read_text())
     vocab = base["model"]["vocab"]
     merges = base["model"]["merges"][:n_merges]
-    # BASE_TOKENIZER: ids 0..2 are its specials, 3..258 the bytes, 259.. one token per merge in order.
+    # prover-tiny: ids 0..2 are its specials, 3..258 the bytes, 259.. one token per merge in order.
     by_id = {i: s for s, i in vocab.items()}
     keep = [by_id[i] for i in range(3, 259 + n_merges)]
     new_vocab = {s: offset + k for k, s in enumerate(keep)}

@@ -2,14 +2,8 @@
 //!
 //! Digits are split one per token before BPE, so numbers copied from a question or produced by
 //! the calculator are spelled the same way wherever they appear, which a tiny model needs to
-//! learn copying. The prover's tokenizer also splits each space off as a token of its own
-//! ([`Spaces::Isolated`]): a byte-level BPE otherwise spells a name one way mid-sentence
-//! (" Mateo", one token) and another at the start of a line ("Mat" "eo"), and the shipped tiny
-//! prover, unable to copy a name it must re-spell, wrote a name from elsewhere in 4 solutions
-//! out of 10 (issue 24). Written as a standard `tokenizer.json`, so any Hugging Face tool reads
-//! it.
+//! learn copying. Written as a standard `tokenizer.json`, so any Hugging Face tool reads it.
 
-use tokenizers::SplitDelimiterBehavior;
 use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::{ModelWrapper, TrainerWrapper};
@@ -17,7 +11,6 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, Tokenizer};
 
 use super::ModelError;
@@ -53,18 +46,8 @@ pub fn from_json_bytes(bytes: &[u8]) -> Result<Tokenizer, String> {
     }
 }
 
-/// Whether a space before a word joins the word's token or is a token of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spaces {
-    /// GPT-2's rule: " Mateo" and "Mateo" are different tokens (the shipped verifier's).
-    Attached,
-    /// Every space is its own token, so a word is spelled the same wherever it stands, at the
-    /// cost of about one token per word (the prover's: it must copy names from the question).
-    Isolated,
-}
-
 /// Trains a byte-level BPE with `vocab_size` entries (special tokens included) on `texts`.
-pub fn train_bpe<I>(texts: I, vocab_size: usize, spaces: Spaces) -> Result<Tokenizer, ModelError>
+pub fn train_bpe<I>(texts: I, vocab_size: usize) -> Result<Tokenizer, ModelError>
 where
     I: Iterator<Item = String> + Send,
 {
@@ -82,20 +65,10 @@ where
             .build(),
     );
     let mut tokenizer = Tokenizer::new(ModelWrapper::BPE(BPE::default()));
-    let mut steps = vec![PreTokenizerWrapper::Digits(Digits::new(true))];
-    if spaces == Spaces::Isolated {
-        let split = Split::new(
-            SplitPattern::String(" ".into()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        steps.push(PreTokenizerWrapper::Split(split));
-    }
-    steps.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
-        false, true, true,
-    )));
-    tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(steps))));
+    tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(Sequence::new(vec![
+        PreTokenizerWrapper::Digits(Digits::new(true)),
+        PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, true)),
+    ]))));
     tokenizer.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
     tokenizer
         .train(&mut trainer, texts)
@@ -156,30 +129,18 @@ mod tests {
     fn round_trips_and_splits_digits() {
         let corpus = (0..200).map(|i| {
             format!(
-                "Tom has {i} apples.\nThen Tom eats <<{i}-1={}>>{} of them.\n#### {}",
+                "Tom has {i} apples.\nHe eats <<{i}-1={}>>{} of them.\n#### {}",
                 i - 1,
                 i - 1,
                 i - 1
             )
         });
-        let corpus: Vec<String> = corpus.collect();
-        for spaces in [Spaces::Attached, Spaces::Isolated] {
-            let tokenizer = train_bpe(corpus.iter().cloned(), 300, spaces).expect("train");
-            let text = "Tom has 128 apples.\nHe eats <<128/2=64>>64.\n#### 64";
-            let ids = encode(&tokenizer, text).expect("encode");
-            assert_eq!(decode(&tokenizer, &ids).expect("decode"), text);
-            let digits = encode(&tokenizer, "128").expect("encode");
-            assert_eq!(digits.len(), 3, "one token per digit");
-            assert!(special_id(&tokenizer, EOS).is_some() && special_id(&tokenizer, PAD).is_some());
-            // A name mid-sentence and at the start of a line.
-            let inside = encode(&tokenizer, "eats Tom").expect("encode");
-            let first = encode(&tokenizer, "\nTom").expect("encode");
-            let same = inside.last() == first.last() && first.len() == 2;
-            assert_eq!(
-                same,
-                spaces == Spaces::Isolated,
-                "{spaces:?}: {inside:?} {first:?}"
-            );
-        }
+        let tokenizer = train_bpe(corpus, 300).expect("train");
+        let text = "Tom has 128 apples.\nHe eats <<128/2=64>>64.\n#### 64";
+        let ids = encode(&tokenizer, text).expect("encode");
+        assert_eq!(decode(&tokenizer, &ids).expect("decode"), text);
+        let digits = encode(&tokenizer, "128").expect("encode");
+        assert_eq!(digits.len(), 3, "one token per digit");
+        assert!(special_id(&tokenizer, EOS).is_some() && special_id(&tokenizer, PAD).is_some());
     }
 }

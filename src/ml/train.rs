@@ -644,11 +644,7 @@ pub fn train_prover(
         .iter()
         .map(|(role, q, s)| format!("{}{s}", template.render(*role, q)))
         .collect();
-    let tokenizer = tokenizer::train_bpe(
-        corpus.into_iter(),
-        preset.vocab_size,
-        tokenizer::Spaces::Isolated,
-    )?;
+    let tokenizer = tokenizer::train_bpe(corpus.into_iter(), preset.vocab_size)?;
     let config = preset.config(&tokenizer);
     let pad = tokenizer::special_id(&tokenizer, PAD).unwrap_or(0);
 

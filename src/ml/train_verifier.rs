@@ -130,7 +130,7 @@ pub fn train_generated_verifier(
         .iter()
         .flat_map(|(c, i)| [c.clone(), i.clone()])
         .collect::<Vec<_>>();
-    let tokenizer = tokenizer::train_bpe(corpus.into_iter(), 1024, tokenizer::Spaces::Attached)?;
+    let tokenizer = tokenizer::train_bpe(corpus.into_iter(), 1024)?;
     let hidden = recipe.hidden_size;
     let config = LlamaConfig {
         architectures: vec!["LlamaForSequenceClassification".into()],

@@ -939,9 +939,7 @@ mod tests {
 
     /// A tiny random BERT checkpoint (`bert.`-prefixed names, no score head) in `dir`.
     fn tiny_bert(dir: &Path, texts: &[String]) {
-        let tokenizer =
-            tokenizer::train_bpe(texts.iter().cloned(), 300, tokenizer::Spaces::Attached)
-                .expect("tokenizer");
+        let tokenizer = tokenizer::train_bpe(texts.iter().cloned(), 300).expect("tokenizer");
         let config: crate::ml::bert::BertConfig = serde_json::from_value(serde_json::json!({
             "model_type": "bert", "vocab_size": tokenizer.get_vocab_size(true),
             "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
