@@ -350,19 +350,22 @@ struct AcrossSeeds {
     rounds: Vec<RoundAcrossSeeds>,
 }
 
-/// A stored round read back, naming the run in the error.
-fn stored_round(id: Uuid, report: serde_json::Value) -> Result<RoundReport, WebError> {
-    serde_json::from_value(report)
-        .map_err(|e| WebError::Internal(format!("run {id}: stored round unreadable: {e}")))
+/// A stored record of run `id` (its parameters, a round, a step) read back, naming the run
+/// and `what` in the error.
+fn stored<T: serde::de::DeserializeOwned>(
+    id: Uuid,
+    what: &str,
+    value: serde_json::Value,
+) -> Result<T, WebError> {
+    serde_json::from_value(value)
+        .map_err(|e| WebError::Internal(format!("run {id}: stored {what} unreadable: {e}")))
 }
 
 /// The jobs of the run repeated over seeds `group`, by seed, and the figures across them.
 async fn across_seeds_of(state: &AppState, group: Uuid) -> Result<AcrossSeeds, WebError> {
     let mut members = Vec::new();
     for (job, params) in state.store.training_runs().await? {
-        let params: TrainingRunParams = serde_json::from_value(params).map_err(|e| {
-            WebError::Internal(format!("run {}: stored parameters unreadable: {e}", job.id))
-        })?;
+        let params: TrainingRunParams = stored(job.id, "parameters", params)?;
         if params.group == Some(group) {
             members.push((params.seed, job));
         }
@@ -372,8 +375,8 @@ async fn across_seeds_of(state: &AppState, group: Uuid) -> Result<AcrossSeeds, W
     let mut reports = Vec::with_capacity(members.len());
     for (seed, job) in members {
         let mut rounds = Vec::new();
-        for stored in state.store.game_rounds(job.id).await? {
-            rounds.push(stored_round(job.id, stored.report)?);
+        for round in state.store.game_rounds(job.id).await? {
+            rounds.push(stored(job.id, "round", round.report)?);
         }
         runs.push(SeedRun {
             id: job.id,
@@ -394,18 +397,14 @@ async fn run_data(state: &AppState, id: Uuid) -> Result<RunData, WebError> {
     if job.kind != JobKind::TrainingRun {
         return Err(WebError::NotFound("training run"));
     }
-    let internal = |what: &str, e: serde_json::Error| {
-        WebError::Internal(format!("run {id}: stored {what} unreadable: {e}"))
-    };
-    let params: TrainingRunParams = serde_json::from_value(state.store.job_params(id).await?)
-        .map_err(|e| internal("parameters", e))?;
+    let params: TrainingRunParams = stored(id, "parameters", state.store.job_params(id).await?)?;
     let mut rounds = Vec::new();
-    for stored in state.store.game_rounds(id).await? {
-        let report = stored_round(id, stored.report)?;
+    for round in state.store.game_rounds(id).await? {
+        let report: RoundReport = stored(id, "round", round.report)?;
         rounds.push(RoundView {
             round: report.round,
-            checkpoint_id: stored.checkpoint_id,
-            checkpoint: stored.checkpoint_label,
+            checkpoint_id: round.checkpoint_id,
+            checkpoint: round.checkpoint_label,
             steps: report.steps,
             sneaky_caught_up: report.sneaky_caught_up,
             verifier_solutions: report.verifier_solutions,
@@ -417,8 +416,8 @@ async fn run_data(state: &AppState, id: Uuid) -> Result<RunData, WebError> {
         });
     }
     let mut steps = Vec::new();
-    for stored in state.store.game_steps(id).await? {
-        steps.push(serde_json::from_value(stored.record).map_err(|e| internal("step", e))?);
+    for step in state.store.game_steps(id).await? {
+        steps.push(stored(id, "step", step.record)?);
     }
     let across_seeds = match params.group {
         Some(group) => Some(across_seeds_of(state, group).await?),
