@@ -106,6 +106,27 @@ pub fn generate(seed: u64, count: usize) -> Vec<GeneratedProblem> {
     (0..count).map(|_| generator.next_problem()).collect()
 }
 
+/// The people's names built-in problems use.
+pub fn built_in_names() -> Vec<&'static str> {
+    NAMES.iter().map(|(name, _)| *name).collect()
+}
+
+/// `count` problems from `seed` for training a prover: the same templates with far more
+/// people's names and colours than the built-in problems use.
+///
+/// Exists because a prover trained on 32 names learns them as a prior instead of copying the
+/// question's name: the shipped tiny prover gave the question's name only 31 % of the
+/// probability at the game's temperature, and half its incoherent solutions named someone
+/// else (issue 24). With a few hundred names seen rarely each, copying from the question is
+/// the only way to predict them.
+pub fn generate_for_training(seed: u64, count: usize) -> Vec<GeneratedProblem> {
+    let mut generator = ProblemGenerator {
+        rng: Rng::with_pools(seed, &TRAINING_POOLS),
+        seen: HashSet::new(),
+    };
+    (0..count).map(|_| generator.next_problem()).collect()
+}
+
 /// The problems as GSM8K JSONL: one `{"question": …, "answer": …}` object per
 /// line with the helpful solution as the answer, lines joined by `\n`.
 ///
@@ -158,17 +179,59 @@ const MAX_REPEATS: usize = 1_000_000;
 /// Upper bound (inclusive) for final answers and intermediate values.
 const MAX_VALUE: i64 = 99_999;
 
-/// SplitMix64: tiny, fast, and identical on every platform.
-struct Rng(u64);
+/// The words a template draws people and colours from, each pool in parts drawn from as one
+/// list (so the training pools extend the built-in ones without repeating them).
+struct Pools {
+    names: &'static [&'static [(&'static str, bool)]],
+    colours: &'static [&'static [&'static str]],
+}
+
+/// What built-in problems and data sets use.
+const POOLS: Pools = Pools {
+    names: &[&NAMES],
+    colours: &[&COLOURS],
+};
+
+/// What prover training uses (see [`generate_for_training`]).
+const TRAINING_POOLS: Pools = Pools {
+    names: &[&NAMES, &MORE_NAMES],
+    colours: &[&COLOURS, &MORE_COLOURS],
+};
+
+/// The `index`-th entry of a pool kept in parts (`index` below the total length).
+fn nth<T: Copy>(parts: &[&[T]], mut index: usize) -> T {
+    for part in parts {
+        if index < part.len() {
+            return part[index];
+        }
+        index -= part.len();
+    }
+    parts[0][0]
+}
+
+/// Entries in a pool kept in parts.
+fn pool_len<T>(parts: &[&[T]]) -> usize {
+    parts.iter().map(|part| part.len()).sum()
+}
+
+/// SplitMix64 (tiny, fast, and identical on every platform) with the pools it draws from.
+struct Rng {
+    state: u64,
+    pools: &'static Pools,
+}
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Self(seed)
+        Self::with_pools(seed, &POOLS)
+    }
+
+    fn with_pools(seed: u64, pools: &'static Pools) -> Self {
+        Self { state: seed, pools }
     }
 
     fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
@@ -218,15 +281,26 @@ impl Rng {
     }
 
     fn person(&mut self) -> Person {
-        let (name, female) = self.pick(&NAMES);
+        let names = self.pools.names;
+        let n = pool_len(names);
+        let (name, female) = nth(names, self.below(n as u64) as usize % n);
         Person::new(name, female)
     }
 
     fn two_people(&mut self) -> (Person, Person) {
-        let (i, j) = self.two_indices(NAMES.len());
-        let (a, fa) = NAMES[i];
-        let (b, fb) = NAMES[j];
+        let names = self.pools.names;
+        let (i, j) = self.two_indices(pool_len(names));
+        let (a, fa) = nth(names, i);
+        let (b, fb) = nth(names, j);
         (Person::new(a, fa), Person::new(b, fb))
+    }
+
+    /// Three different colours.
+    fn three_colours(&mut self) -> [&'static str; 3] {
+        let colours = self.pools.colours;
+        let n = pool_len(colours);
+        let picked = self.distinct_indices(n, 3);
+        [0, 1, 2].map(|k| nth(colours, picked.get(k).copied().unwrap_or(k) % n))
     }
 }
 
@@ -264,6 +338,257 @@ const NAMES: [(&str, bool); 32] = [
     ("Emeka", false),
     ("Rosa", true),
     ("Finn", false),
+];
+
+/// Names prover training draws from besides the built-in ones (see [`generate_for_training`]).
+const MORE_NAMES: [(&str, bool); 210] = [
+    ("Ada", true),
+    ("Adaeze", true),
+    ("Adela", true),
+    ("Agnes", true),
+    ("Aiko", true),
+    ("Alba", true),
+    ("Alesha", true),
+    ("Alina", true),
+    ("Alma", true),
+    ("Amani", true),
+    ("Amina", true),
+    ("Ana", true),
+    ("Anika", true),
+    ("Anjali", true),
+    ("Asha", true),
+    ("Astrid", true),
+    ("Aya", true),
+    ("Ayesha", true),
+    ("Beatriz", true),
+    ("Bianca", true),
+    ("Bora", true),
+    ("Camila", true),
+    ("Carmen", true),
+    ("Cecile", true),
+    ("Chiara", true),
+    ("Chidi", true),
+    ("Clara", true),
+    ("Dalia", true),
+    ("Daria", true),
+    ("Delia", true),
+    ("Dina", true),
+    ("Dora", true),
+    ("Edith", true),
+    ("Eliza", true),
+    ("Elsa", true),
+    ("Esme", true),
+    ("Esther", true),
+    ("Eva", true),
+    ("Farah", true),
+    ("Freya", true),
+    ("Gita", true),
+    ("Greta", true),
+    ("Hadiya", true),
+    ("Helga", true),
+    ("Hilda", true),
+    ("Ines", true),
+    ("Irene", true),
+    ("Isla", true),
+    ("Jana", true),
+    ("Jasmin", true),
+    ("Jia", true),
+    ("Joanna", true),
+    ("Julia", true),
+    ("Kaia", true),
+    ("Kamala", true),
+    ("Karin", true),
+    ("Keiko", true),
+    ("Kira", true),
+    ("Lana", true),
+    ("Lara", true),
+    ("Laila", true),
+    ("Lena", true),
+    ("Lina", true),
+    ("Lucia", true),
+    ("Luisa", true),
+    ("Mala", true),
+    ("Mara", true),
+    ("Maren", true),
+    ("Marta", true),
+    ("Maya", true),
+    ("Meera", true),
+    ("Mina", true),
+    ("Mira", true),
+    ("Nala", true),
+    ("Naomi", true),
+    ("Nell", true),
+    ("Nia", true),
+    ("Nina", true),
+    ("Noor", true),
+    ("Olga", true),
+    ("Paloma", true),
+    ("Petra", true),
+    ("Pilar", true),
+    ("Rana", true),
+    ("Rania", true),
+    ("Rhea", true),
+    ("Rina", true),
+    ("Rita", true),
+    ("Ruth", true),
+    ("Sabine", true),
+    ("Sana", true),
+    ("Sara", true),
+    ("Selma", true),
+    ("Shira", true),
+    ("Sina", true),
+    ("Siri", true),
+    ("Suki", true),
+    ("Tala", true),
+    ("Tanvi", true),
+    ("Thea", true),
+    ("Uma", true),
+    ("Vera", true),
+    ("Wanda", true),
+    ("Ximena", true),
+    ("Yara", true),
+    ("Yasmin", true),
+    ("Zainab", true),
+    ("Zoe", true),
+    ("Zuri", true),
+    ("Aarav", false),
+    ("Abdul", false),
+    ("Adil", false),
+    ("Ahmed", false),
+    ("Aidan", false),
+    ("Akira", false),
+    ("Alec", false),
+    ("Alvaro", false),
+    ("Amir", false),
+    ("Anders", false),
+    ("Andre", false),
+    ("Anton", false),
+    ("Aziz", false),
+    ("Bao", false),
+    ("Bruno", false),
+    ("Caleb", false),
+    ("Carlos", false),
+    ("Chen", false),
+    ("Cyrus", false),
+    ("Dario", false),
+    ("Dev", false),
+    ("Dmitri", false),
+    ("Eli", false),
+    ("Emil", false),
+    ("Enzo", false),
+    ("Erik", false),
+    ("Ezra", false),
+    ("Felix", false),
+    ("Femi", false),
+    ("Gabe", false),
+    ("Hamza", false),
+    ("Hans", false),
+    ("Hiro", false),
+    ("Hugo", false),
+    ("Idris", false),
+    ("Igor", false),
+    ("Ivan", false),
+    ("Jalen", false),
+    ("Jonas", false),
+    ("Jorge", false),
+    ("Juan", false),
+    ("Kai", false),
+    ("Karim", false),
+    ("Kofi", false),
+    ("Lars", false),
+    ("Leon", false),
+    ("Levi", false),
+    ("Luca", false),
+    ("Malik", false),
+    ("Marco", false),
+    ("Milan", false),
+    ("Milo", false),
+    ("Musa", false),
+    ("Nikhil", false),
+    ("Nils", false),
+    ("Obi", false),
+    ("Olaf", false),
+    ("Oscar", false),
+    ("Otto", false),
+    ("Pablo", false),
+    ("Pedro", false),
+    ("Raul", false),
+    ("Reza", false),
+    ("Rohan", false),
+    ("Rui", false),
+    ("Sami", false),
+    ("Sanjay", false),
+    ("Sven", false),
+    ("Taro", false),
+    ("Theo", false),
+    ("Tobias", false),
+    ("Tunde", false),
+    ("Umar", false),
+    ("Vikram", false),
+    ("Viktor", false),
+    ("Wei", false),
+    ("Xavier", false),
+    ("Yannick", false),
+    ("Yosef", false),
+    ("Yusuf", false),
+    ("Zain", false),
+    ("Zoltan", false),
+    ("Ade", false),
+    ("Bilal", false),
+    ("Cheng", false),
+    ("Elias", false),
+    ("Farid", false),
+    ("Goran", false),
+    ("Ilya", false),
+    ("Jin", false),
+    ("Kenta", false),
+    ("Lorenzo", false),
+    ("Mehmet", false),
+    ("Niko", false),
+    ("Omari", false),
+    ("Paolo", false),
+    ("Quinn", false),
+    ("Rafael", false),
+    ("Soren", false),
+    ("Tiago", false),
+    ("Vasco", false),
+];
+
+/// Colours of the built-in problems.
+const COLOURS: [&str; 8] = [
+    "red", "blue", "green", "yellow", "purple", "orange", "white", "pink",
+];
+
+/// Colours prover training draws from besides the built-in ones.
+const MORE_COLOURS: [&str; 28] = [
+    "black",
+    "brown",
+    "grey",
+    "gold",
+    "silver",
+    "teal",
+    "navy",
+    "maroon",
+    "beige",
+    "violet",
+    "indigo",
+    "turquoise",
+    "lime",
+    "crimson",
+    "amber",
+    "ivory",
+    "lavender",
+    "coral",
+    "olive",
+    "cyan",
+    "magenta",
+    "scarlet",
+    "tan",
+    "peach",
+    "mint",
+    "plum",
+    "cream",
+    "bronze",
 ];
 
 #[derive(Clone, Copy)]
@@ -998,15 +1323,10 @@ fn fraction_of(r: &mut Rng) -> Option<GeneratedProblem> {
         ("crayons", "bucket"),
         ("candies", "bowl"),
     ];
-    const COLOURS: [&str; 8] = [
-        "red", "blue", "green", "yellow", "purple", "orange", "white", "pink",
-    ];
     let (f1, frac1_cap, _) = r.pick(&FRACTIONS);
     let (f2, frac2_cap, frac2) = r.pick(&FRACTIONS);
     let (objs, container) = r.pick(&OBJECTS);
-    let colours = r.distinct_indices(COLOURS.len(), 3);
-    let [c1, c2, c3] =
-        [0, 1, 2].map(|k| COLOURS[colours.get(k).copied().unwrap_or(k) % COLOURS.len()]);
+    let [c1, c2, c3] = r.three_colours();
     let t = f1 * f2 * r.range(1, (300 / (f1 * f2)).max(1));
     let question = if r.coin() {
         format!(
@@ -1554,13 +1874,14 @@ mod tests {
         [11u64, 22, 33, 44]
             .iter()
             .flat_map(|&seed| generate(seed, 500))
+            .chain(generate_for_training(55, 500))
             .collect()
     }
 
     #[test]
-    fn helpful_correct_and_sneaky_wrong_for_2000_problems() {
+    fn helpful_correct_and_sneaky_wrong_for_2500_problems() {
         let problems = sample();
-        assert_eq!(problems.len(), 2000);
+        assert_eq!(problems.len(), 2500);
         for p in &problems {
             let truth = p.answer.to_string();
             assert!(
@@ -1596,6 +1917,56 @@ mod tests {
             }
             assert!(p.question.ends_with('?'), "{}", p.question);
         }
+    }
+
+    /// The capitalised words of the questions that are people's names or colours of `names`
+    /// and `colours`.
+    fn drawn(
+        problems: &[GeneratedProblem],
+        names: &[(&str, bool)],
+        colours: &[&str],
+    ) -> (HashSet<String>, HashSet<String>) {
+        let (mut people, mut hues) = (HashSet::new(), HashSet::new());
+        for p in problems {
+            for word in p.question.split(|c: char| !c.is_alphabetic()) {
+                if names.iter().any(|(n, _)| *n == word) {
+                    people.insert(word.to_string());
+                }
+                if colours.contains(&word) {
+                    hues.insert(word.to_string());
+                }
+            }
+        }
+        (people, hues)
+    }
+
+    #[test]
+    fn training_problems_draw_from_wider_pools_and_built_in_ones_do_not() {
+        let built_in = generate(2024, 2000);
+        let names: Vec<(&str, bool)> = NAMES.iter().chain(&MORE_NAMES).copied().collect();
+        let colours: Vec<&str> = COLOURS.iter().chain(&MORE_COLOURS).copied().collect();
+        let (people, hues) = drawn(&built_in, &names, &colours);
+        assert!(
+            people.iter().all(|p| NAMES.iter().any(|(n, _)| n == p)),
+            "{people:?}"
+        );
+        assert!(
+            hues.iter().all(|h| COLOURS.contains(&h.as_str())),
+            "{hues:?}"
+        );
+        assert_eq!(people.len(), NAMES.len());
+
+        let training = generate_for_training(2024, 2000);
+        let (people, hues) = drawn(&training, &names, &colours);
+        assert!(people.len() > 150, "only {} names", people.len());
+        assert!(hues.len() > 24, "only {} colours", hues.len());
+        // Built-in words are drawn in training too, so a built-in problem is in distribution.
+        assert!(NAMES.iter().all(|(n, _)| people.contains(*n)));
+        assert!(COLOURS.iter().all(|c| hues.contains(*c)));
+        let unique: HashSet<&str> = names.iter().map(|(n, _)| *n).collect();
+        assert_eq!(unique.len(), names.len(), "a name is listed twice");
+        let unique: HashSet<&str> = colours.iter().copied().collect();
+        assert_eq!(unique.len(), colours.len(), "a colour is listed twice");
     }
 
     /// Evaluate `a op b op c …` left to right over exact integers.

@@ -610,7 +610,7 @@ pub fn train_prover(
 
     let (held_out, excluded) = held_out_problems(preset.eval_problems);
     let mut pairs: Vec<(ProverRole, String, String)> = Vec::new();
-    for problem in generator::generate(options.seed, preset.train_problems) {
+    for problem in generator::generate_for_training(options.seed, preset.train_problems) {
         if excluded.contains(&problem.question) {
             continue;
         }
