@@ -649,7 +649,7 @@ pub enum TrainCommand {
     },
     /// Measure how many of a prover's solutions read as solutions of their problem: every word
     /// and number from the question or the problem's reference solutions (`coherence`), on the
-    /// built-in problems, both roles.
+    /// built-in problems, both roles; and how much probability it gives the question's name.
     Coherence {
         /// The prover's checkpoint folder.
         #[arg(long, default_value = "models/prover-tiny")]
@@ -725,6 +725,58 @@ pub enum TrainCommand {
 /// Samples the first `count` built-in problems in both roles from the prover in `dir` (the
 /// game's sampling settings) and reports the share of coherent solutions per role, with
 /// `examples` incoherent ones and what was foreign in them.
+/// How strongly the prover copies the question's name: for each built-in problem whose
+/// question has one built-in name that its helpful solution repeats, that solution scored
+/// teacher-forced with each built-in name in its place, and the probability the prover (at the
+/// game's temperature) gives the question's name among them (`coherence::choice_probability`).
+fn name_choice_line(
+    dir: &Path,
+    problems: &[crate::generator::GeneratedProblem],
+    temperature: f64,
+) -> anyhow::Result<String> {
+    use crate::ml::train::{PolicySample, solution_log_probs};
+    let names = crate::generator::built_in_names();
+    let mut samples = Vec::new();
+    let mut truths = Vec::new();
+    for (group, p) in problems.iter().enumerate() {
+        let Some(name) = crate::coherence::single_name(&names, &p.question, &p.helpful_solution)
+        else {
+            continue;
+        };
+        for candidate in &names {
+            samples.push(PolicySample {
+                role: crate::domain::ProverRole::Helpful,
+                question: p.question.clone(),
+                solution: p.helpful_solution.replace(name, candidate),
+                reward: 0.0,
+                group,
+            });
+        }
+        truths.push(names.iter().position(|n| *n == name).unwrap_or(0));
+    }
+    let log_probs = solution_log_probs(dir, &samples, 32)?;
+    let mut chosen = Vec::new();
+    for (k, truth) in truths.iter().enumerate() {
+        let scored: Option<Vec<f64>> = log_probs[k * names.len()..(k + 1) * names.len()]
+            .iter()
+            .copied()
+            .collect();
+        if let Some(scored) = scored {
+            chosen.push(crate::coherence::choice_probability(
+                &scored,
+                *truth,
+                temperature,
+            ));
+        }
+    }
+    Ok(format!(
+        "name copying: the question's name gets {:.1} % of the probability among the {} built-in names (mean over {} helpful solutions that repeat it, teacher-forced, temperature {temperature})\n",
+        100.0 * chosen.iter().sum::<f64>() / chosen.len().max(1) as f64,
+        names.len(),
+        chosen.len()
+    ))
+}
+
 fn coherence_report(
     dir: &Path,
     count: usize,
@@ -776,16 +828,24 @@ fn coherence_report(
                 ));
             }
         }
+        // The role's aim, on the same samples: helpful right, sneaky wrong.
+        let (aim, met) = match role {
+            ProverRole::Helpful => ("correct", of_role.iter().filter(|d| d.correct).count()),
+            ProverRole::Sneaky => ("incorrect", of_role.iter().filter(|d| !d.correct).count()),
+        };
+        let share = |n: usize| 100.0 * n as f64 / of_role.len().max(1) as f64;
         out.push_str(&format!(
-            "{}: {coherent} of {} coherent ({:.1} %)\n",
-            match role {
-                ProverRole::Helpful => "helpful",
-                ProverRole::Sneaky => "sneaky",
-            },
+            "{role}: {coherent} of {} coherent ({:.1} %); {met} {aim} ({:.1} %)\n",
             of_role.len(),
-            100.0 * coherent as f64 / of_role.len().max(1) as f64
+            share(coherent),
+            share(met)
         ));
     }
+    out.push_str(&name_choice_line(
+        dir,
+        &generated,
+        step.sampling.temperature,
+    )?);
     out.push_str(&listed);
     Ok(out)
 }

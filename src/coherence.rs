@@ -94,6 +94,33 @@ pub fn foreign(question: &str, references: &[&str], solution: &str) -> Foreign {
     }
 }
 
+/// The one name of `names` that `question` mentions and `solution` repeats, if exactly one
+/// does: the case where the name a prover writes can be checked against the question's.
+pub fn single_name<'a>(names: &[&'a str], question: &str, solution: &str) -> Option<&'a str> {
+    let has = |text: &str, name: &str| {
+        text.split(|c: char| !c.is_alphabetic())
+            .any(|word| word == name)
+    };
+    let mut found = names.iter().filter(|name| has(question, name));
+    match (found.next(), found.next()) {
+        (Some(name), None) if has(solution, name) => Some(name),
+        _ => None,
+    }
+}
+
+/// The probability a prover at `temperature` gives the true candidate when choosing among
+/// candidates whose sequence log-probabilities are `log_probs`: the softmax of
+/// `log_probs / temperature` at `truth`. Measures copying apart from sampling luck: the same
+/// solution with each candidate name in place of the question's, scored teacher-forced.
+pub fn choice_probability(log_probs: &[f64], truth: usize, temperature: f64) -> f64 {
+    let top = log_probs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let weights: Vec<f64> = log_probs
+        .iter()
+        .map(|lp| ((lp - top) / temperature).exp())
+        .collect();
+    weights.get(truth).copied().unwrap_or(0.0) / weights.iter().sum::<f64>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +155,29 @@ mod tests {
         let found = foreign(QUESTION, &[HELPFUL], &other_quantity);
         assert_eq!(found.numbers, BTreeSet::from(["9".to_string()]));
         assert!(!found.is_empty());
+    }
+
+    #[test]
+    fn the_name_choice_is_a_tempered_softmax() {
+        // Hand computation: log-probs ln 3, ln 1 → probabilities 3/4 and 1/4 at temperature 1;
+        // at 0.5 the weights are 9 and 1 → 0.9.
+        let lp = [3f64.ln() - 7.0, -7.0];
+        assert!((choice_probability(&lp, 0, 1.0) - 0.75).abs() < 1e-12);
+        assert!((choice_probability(&lp, 1, 1.0) - 0.25).abs() < 1e-12);
+        assert!((choice_probability(&lp, 0, 0.5) - 0.9).abs() < 1e-12);
+        assert_eq!(choice_probability(&lp, 5, 1.0), 0.0);
+    }
+
+    #[test]
+    fn only_a_single_repeated_name_is_checked() {
+        let names = ["Lucas", "Rosa", "Mia"];
+        assert_eq!(single_name(&names, QUESTION, HELPFUL), Some("Lucas"));
+        // Not repeated in the solution, or two names in the question: nothing to check.
+        assert_eq!(single_name(&names, QUESTION, "It costs 70.\n#### 70"), None);
+        let two = format!("{QUESTION} Rosa helps.");
+        assert_eq!(single_name(&names, &two, HELPFUL), None);
+        // Whole words only: "Mia" is not in "Miami".
+        assert_eq!(single_name(&["Mia"], "Miami has 3 hats.", "Miami"), None);
     }
 
     #[test]
