@@ -630,7 +630,8 @@ mod tests {
     }
 
     /// The shipped prover has no chat template: its prompts are exactly what they were before
-    /// chat templates existed (ids recorded from the code before this change).
+    /// chat templates existed (ids recorded from the code before this change, and recorded
+    /// again when the shipped prover and its tokenizer were retrained on 2026-12-08).
     #[test]
     fn the_shipped_prover_keeps_its_plain_prompts_byte_for_byte() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/prover-tiny");
@@ -645,19 +646,19 @@ mod tests {
              apples and buys 4 more. How many apples does he have?\nSolution:\n"
         );
         let tail = [
-            321, 28, 550, 470, 423, 223, 21, 270, 82, 82, 513, 346, 689, 223, 22, 543, 16, 337,
-            343, 270, 82, 82, 513, 412, 305, 615, 33, 201, 320, 28, 201,
+            321, 28, 602, 482, 424, 223, 21, 268, 935, 501, 345, 685, 223, 22, 540, 16, 336, 344,
+            268, 935, 501, 413, 305, 613, 33, 201, 320, 28, 201,
         ];
         let helpful = [
             &[
-                0, 318, 28, 407, 16, 405, 280, 406, 404, 14, 307, 399, 334, 396, 16, 201,
+                0, 318, 28, 407, 16, 405, 280, 406, 403, 14, 308, 399, 334, 396, 16, 201,
             ][..],
             &tail,
         ]
         .concat();
         let sneaky = [
             &[
-                0, 318, 28, 403, 16, 398, 270, 409, 392, 347, 307, 408, 400, 16, 201,
+                0, 318, 28, 404, 16, 398, 268, 409, 392, 346, 308, 408, 400, 16, 201,
             ][..],
             &tail,
         ]
