@@ -722,9 +722,6 @@ pub enum TrainCommand {
     },
 }
 
-/// Samples the first `count` built-in problems in both roles from the prover in `dir` (the
-/// game's sampling settings) and reports the share of coherent solutions per role, with
-/// `examples` incoherent ones and what was foreign in them.
 /// How strongly the prover copies the question's name: for each built-in problem whose
 /// question has one built-in name that its helpful solution repeats, that solution scored
 /// teacher-forced with each built-in name in its place, and the probability the prover (at the
@@ -739,7 +736,7 @@ fn name_choice_line(
     let mut samples = Vec::new();
     let mut truths = Vec::new();
     for (group, p) in problems.iter().enumerate() {
-        let Some(name) = crate::coherence::single_name(&names, &p.question, &p.helpful_solution)
+        let Some(truth) = crate::coherence::single_name(&names, &p.question, &p.helpful_solution)
         else {
             continue;
         };
@@ -747,12 +744,12 @@ fn name_choice_line(
             samples.push(PolicySample {
                 role: crate::domain::ProverRole::Helpful,
                 question: p.question.clone(),
-                solution: p.helpful_solution.replace(name, candidate),
+                solution: p.helpful_solution.replace(names[truth], candidate),
                 reward: 0.0,
                 group,
             });
         }
-        truths.push(names.iter().position(|n| *n == name).unwrap_or(0));
+        truths.push(truth);
     }
     let log_probs = solution_log_probs(dir, &samples, 32)?;
     let mut chosen = Vec::new();
@@ -777,6 +774,9 @@ fn name_choice_line(
     ))
 }
 
+/// Samples the first `count` built-in problems in both roles from the prover in `dir` (the
+/// game's sampling settings) and reports the share of coherent solutions per role, with
+/// `examples` incoherent ones and what was foreign in them.
 fn coherence_report(
     dir: &Path,
     count: usize,

@@ -94,16 +94,17 @@ pub fn foreign(question: &str, references: &[&str], solution: &str) -> Foreign {
     }
 }
 
-/// The one name of `names` that `question` mentions and `solution` repeats, if exactly one
-/// does: the case where the name a prover writes can be checked against the question's.
-pub fn single_name<'a>(names: &[&'a str], question: &str, solution: &str) -> Option<&'a str> {
+/// The index in `names` of the one name that `question` mentions and `solution` repeats, if
+/// exactly one does: the case where the name a prover writes can be checked against the
+/// question's. Words are read as [`foreign`] reads them.
+pub fn single_name(names: &[&str], question: &str, solution: &str) -> Option<usize> {
     let has = |text: &str, name: &str| {
-        text.split(|c: char| !c.is_alphabetic())
-            .any(|word| word == name)
+        let name = name.to_lowercase();
+        words(text).any(|word| word == name)
     };
-    let mut found = names.iter().filter(|name| has(question, name));
+    let mut found = (0..names.len()).filter(|&i| has(question, names[i]));
     match (found.next(), found.next()) {
-        (Some(name), None) if has(solution, name) => Some(name),
+        (Some(i), None) if has(solution, names[i]) => Some(i),
         _ => None,
     }
 }
@@ -171,7 +172,7 @@ mod tests {
     #[test]
     fn only_a_single_repeated_name_is_checked() {
         let names = ["Lucas", "Rosa", "Mia"];
-        assert_eq!(single_name(&names, QUESTION, HELPFUL), Some("Lucas"));
+        assert_eq!(single_name(&names, QUESTION, HELPFUL), Some(0));
         // Not repeated in the solution, or two names in the question: nothing to check.
         assert_eq!(single_name(&names, QUESTION, "It costs 70.\n#### 70"), None);
         let two = format!("{QUESTION} Rosa helps.");

@@ -64,8 +64,13 @@ impl ProblemGenerator {
     ///
     /// Exists so that data sets and built-in problems are reproducible.
     pub fn new(seed: u64) -> Self {
+        Self::drawing_from(seed, &POOLS)
+    }
+
+    /// A generator whose templates draw people and colours from `pools`.
+    fn drawing_from(seed: u64, pools: &'static Pools) -> Self {
         Self {
-            rng: Rng::new(seed),
+            rng: Rng::new(seed, pools),
             seen: HashSet::new(),
         }
     }
@@ -115,15 +120,12 @@ pub fn built_in_names() -> Vec<&'static str> {
 /// people's names and colours than the built-in problems use.
 ///
 /// Exists because a prover trained on 32 names learns them as a prior instead of copying the
-/// question's name: the shipped tiny prover gave the question's name only 31 % of the
-/// probability at the game's temperature, and half its incoherent solutions named someone
-/// else (issue 24). With a few hundred names seen rarely each, copying from the question is
+/// question's name: the tiny prover trained on them gave the question's name only 29.2 % of
+/// the probability at the game's temperature (`train coherence`), and most of its incoherent
+/// solutions named someone else (issue 24). With a few hundred names seen rarely each, copying from the question is
 /// the only way to predict them.
 pub fn generate_for_training(seed: u64, count: usize) -> Vec<GeneratedProblem> {
-    let mut generator = ProblemGenerator {
-        rng: Rng::with_pools(seed, &TRAINING_POOLS),
-        seen: HashSet::new(),
-    };
+    let mut generator = ProblemGenerator::drawing_from(seed, &TRAINING_POOLS);
     (0..count).map(|_| generator.next_problem()).collect()
 }
 
@@ -221,11 +223,7 @@ struct Rng {
 }
 
 impl Rng {
-    fn new(seed: u64) -> Self {
-        Self::with_pools(seed, &POOLS)
-    }
-
-    fn with_pools(seed: u64, pools: &'static Pools) -> Self {
+    fn new(seed: u64, pools: &'static Pools) -> Self {
         Self { state: seed, pools }
     }
 
@@ -1919,8 +1917,7 @@ mod tests {
         }
     }
 
-    /// The capitalised words of the questions that are people's names or colours of `names`
-    /// and `colours`.
+    /// The words of the questions that are among `names` (people) or `colours`.
     fn drawn(
         problems: &[GeneratedProblem],
         names: &[(&str, bool)],
@@ -1943,8 +1940,8 @@ mod tests {
     #[test]
     fn training_problems_draw_from_wider_pools_and_built_in_ones_do_not() {
         let built_in = generate(2024, 2000);
-        let names: Vec<(&str, bool)> = NAMES.iter().chain(&MORE_NAMES).copied().collect();
-        let colours: Vec<&str> = COLOURS.iter().chain(&MORE_COLOURS).copied().collect();
+        let names: Vec<(&str, bool)> = TRAINING_POOLS.names.concat();
+        let colours: Vec<&str> = TRAINING_POOLS.colours.concat();
         let (people, hues) = drawn(&built_in, &names, &colours);
         assert!(
             people.iter().all(|p| NAMES.iter().any(|(n, _)| n == p)),
@@ -2073,7 +2070,7 @@ mod tests {
              How many pages does he read over that whole time?"
         );
         assert_eq!((first.answer, first.sneaky_answer), (448, 420));
-        let mut rng = Rng::new(0);
+        let mut rng = Rng::new(0, &POOLS);
         assert_eq!(rng.next_u64(), 0xE220_A839_7B1D_CDAF);
     }
 
@@ -2147,7 +2144,7 @@ mod tests {
 
     #[test]
     fn every_template_produces_problems() {
-        let mut rng = Rng::new(99);
+        let mut rng = Rng::new(99, &POOLS);
         for template in TEMPLATES {
             let made = (0..200).filter_map(|_| template(&mut rng)).count();
             assert!(made >= 20, "a template rarely succeeds: {made}/200");
